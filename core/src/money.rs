@@ -1,0 +1,147 @@
+//! Price and amount literals: `"$0.001"`, `"0.001"`, `"1.5 USDC"`, `"$ 3"`.
+
+use crate::decimal::{Decimal, DecimalError};
+use std::fmt;
+
+/// Which spellings of a money literal are accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoneySyntax {
+    /// Compile-time form: `^\$?(0|[1-9][0-9]*)(\.[0-9]+)?$`, `$` only when `allow_dollar`.
+    Strict {
+        /// Whether a leading `$` is allowed (x402 USD prices) or not (MPP amounts).
+        allow_dollar: bool,
+    },
+    /// Run-time form, compatible with OKX's Python SDK: surrounding whitespace, any number of
+    /// leading `$`, a trailing `USD`/`USDC` (any case, optional space), leading zeros and
+    /// exponents are accepted.
+    Lenient,
+}
+
+/// Why a money literal was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MoneyError {
+    /// The number itself is bad.
+    Decimal(DecimalError),
+    /// A `$` was used where only a plain amount is allowed.
+    DollarNotAllowed,
+    /// Zero where a positive amount is required.
+    Zero,
+    /// Leading zeros such as `"01.5"` in a strict literal.
+    LeadingZero,
+}
+
+impl fmt::Display for MoneyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Decimal(e) => e.fmt(f),
+            Self::DollarNotAllowed => f.write_str("`$` is not allowed here; write the amount alone, like \"0.00001\""),
+            Self::Zero => f.write_str("amount is zero; a paid route needs a positive amount"),
+            Self::LeadingZero => f.write_str("amount has a leading zero; write it like \"0.5\" or \"12\""),
+        }
+    }
+}
+
+impl std::error::Error for MoneyError {}
+
+impl From<DecimalError> for MoneyError {
+    fn from(e: DecimalError) -> Self {
+        Self::Decimal(e)
+    }
+}
+
+/// Strips the decorations a lenient money literal may carry and returns the bare number text.
+fn strip_lenient(text: &str) -> &str {
+    let mut s = text.trim();
+    s = s.trim_start_matches('$').trim();
+    for suffix in ["USDC", "usdc", "USD", "usd"] {
+        if let Some(rest) = s.strip_suffix(suffix) {
+            s = rest.trim();
+            break;
+        }
+    }
+    s
+}
+
+/// Parses a money literal into an exact [`Decimal`].
+///
+/// With `allow_zero = false`, a zero amount is [`MoneyError::Zero`].
+pub fn parse_money(text: &str, syntax: MoneySyntax, allow_zero: bool) -> Result<Decimal, MoneyError> {
+    let value = match syntax {
+        MoneySyntax::Strict { allow_dollar } => {
+            let body = match text.strip_prefix('$') {
+                Some(rest) if allow_dollar => rest,
+                Some(_) => return Err(MoneyError::DollarNotAllowed),
+                None => text,
+            };
+            let int = body.split('.').next().unwrap_or("");
+            if int.len() > 1 && int.starts_with('0') && int.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(MoneyError::LeadingZero);
+            }
+            if (int.is_empty() && !body.is_empty() && !body.starts_with('-')) || body.ends_with('.') {
+                return Err(MoneyError::Decimal(DecimalError::NotANumber(text.to_owned())));
+            }
+            Decimal::parse(body).map_err(|e| match e {
+                DecimalError::NotANumber(_) => DecimalError::NotANumber(text.to_owned()),
+                other => other,
+            })?
+        }
+        MoneySyntax::Lenient => {
+            let body = strip_lenient(text);
+            Decimal::parse_with(body, true).map_err(|e| match e {
+                DecimalError::NotANumber(_) => DecimalError::NotANumber(text.to_owned()),
+                other => other,
+            })?
+        }
+    };
+    if !allow_zero && value.is_zero() {
+        return Err(MoneyError::Zero);
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRICT: MoneySyntax = MoneySyntax::Strict { allow_dollar: true };
+
+    #[test]
+    fn lenient_matches_python_forms() {
+        for (input, want) in [
+            ("$0.001", "0.001"),
+            ("0.001", "0.001"),
+            ("$1.50", "1.5"),
+            ("1.5 USDC", "1.5"),
+            ("$ 3", "3"),
+            ("2", "2"),
+            (" 4 usd ", "4"),
+        ] {
+            assert_eq!(parse_money(input, MoneySyntax::Lenient, true).unwrap().to_string(), want, "{input}");
+        }
+        assert_eq!(parse_money("-1", MoneySyntax::Lenient, true), Err(MoneyError::Decimal(DecimalError::Negative)));
+        assert_eq!(parse_money("$0", MoneySyntax::Lenient, false), Err(MoneyError::Zero));
+        assert!(matches!(
+            parse_money("ten", MoneySyntax::Lenient, true),
+            Err(MoneyError::Decimal(DecimalError::NotANumber(_)))
+        ));
+    }
+
+    #[test]
+    fn strict_is_the_compile_time_grammar() {
+        assert_eq!(parse_money("$0.001", STRICT, false).unwrap().to_string(), "0.001");
+        assert_eq!(
+            parse_money("0.00001", MoneySyntax::Strict { allow_dollar: false }, false).unwrap().to_string(),
+            "0.00001"
+        );
+        assert_eq!(
+            parse_money("$1", MoneySyntax::Strict { allow_dollar: false }, false),
+            Err(MoneyError::DollarNotAllowed)
+        );
+        assert_eq!(parse_money("01.5", STRICT, false), Err(MoneyError::LeadingZero));
+        for bad in ["$ 1", "1 USD", "1e3", ".5", "1.", "+1", "$-1", "1,000"] {
+            assert!(parse_money(bad, STRICT, false).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_money("$0.000", STRICT, false), Err(MoneyError::Zero));
+    }
+}

@@ -1,0 +1,61 @@
+//! Closed keyword sets with "did you mean" suggestions.
+
+/// x402 schemes pay402 supports.
+pub const X402_SCHEMES: &[&str] = &["exact", "aggr_deferred"];
+/// MPP intents pay402 supports.
+pub const MPP_INTENTS: &[&str] = &["charge", "session"];
+
+/// Levenshtein distance between two short ASCII-ish strings.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate within a distance of 3 (or a third of the word), if any.
+pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, c)| *d <= 3.max(c.len() / 3) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Checks `word` against a closed set; the error message lists the set and a suggestion.
+pub fn check_keyword(kind: &str, word: &str, candidates: &[&str]) -> Result<(), String> {
+    if candidates.contains(&word) {
+        return Ok(());
+    }
+    let list = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+    Err(match suggest(word, candidates) {
+        Some(s) => format!("unknown {kind} `{word}`; expected one of {list} (did you mean `{s}`?)"),
+        None => format!("unknown {kind} `{word}`; expected one of {list}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("exat", X402_SCHEMES), Some("exact"));
+        assert_eq!(suggest("aggr-deferred", X402_SCHEMES), Some("aggr_deferred"));
+        assert_eq!(suggest("sesion", MPP_INTENTS), Some("session"));
+        assert_eq!(suggest("zzzzzzzz", MPP_INTENTS), None);
+        assert!(check_keyword("scheme", "exact", X402_SCHEMES).is_ok());
+        assert_eq!(
+            check_keyword("scheme", "exat", X402_SCHEMES).unwrap_err(),
+            "unknown scheme `exat`; expected one of `exact`, `aggr_deferred` (did you mean `exact`?)"
+        );
+    }
+}

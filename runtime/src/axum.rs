@@ -1,0 +1,195 @@
+//! axum integration (feature `axum`): the route-table [`X402Layer`], the [`X402Payment`]
+//! extractor for handlers behind it, and the guard the `#[x402]` macro expands to.
+//!
+//! ```no_run
+//! # use pay402_runtime::x402::{http::{X402HttpServer, RouteConfig, PaymentOption, X402Payment}, server::X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
+//! # use pay402_runtime::axum::X402Layer;
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new("http://127.0.0.1:4022"))?;
+//! let server = X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new());
+//! let x402 = X402HttpServer::new(server)
+//!     .route("GET /weather", RouteConfig::new(PaymentOption::exact("$0.001", "0x1111111111111111111111111111111111111111")))?;
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/weather", axum::routing::get(|p: X402Payment| async move { format!("paid by {:?}", p.payer()) }))
+//!     .layer(X402Layer::new(x402));
+//! # Ok(()) }
+//! ```
+#![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
+
+use crate::x402::http::{PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment};
+use ::axum::body::Body;
+use ::axum::extract::{FromRef, FromRequestParts};
+use ::axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Converts a pay402 response into an axum response.
+pub fn into_response(r: PaymentHttpResponse) -> Response {
+    let mut resp = Response::new(Body::from(r.body));
+    *resp.status_mut() = r.status;
+    *resp.headers_mut() = r.headers;
+    resp
+}
+
+impl IntoResponse for PaymentHttpResponse {
+    fn into_response(self) -> Response {
+        into_response(self)
+    }
+}
+
+/// Settles (or releases) after the handler and returns the final response.
+async fn finish_response(
+    server: &X402HttpServer,
+    ctx: &RequestContext,
+    payment: &X402Payment,
+    mut resp: Response,
+) -> Response {
+    if resp.status().as_u16() >= 400 {
+        server.release(payment).await;
+        return resp;
+    }
+    match server.settle(ctx, payment).await {
+        Ok(headers) => {
+            resp.headers_mut().extend(headers);
+            resp
+        }
+        Err(failure) => into_response(failure),
+    }
+}
+
+/// Tower layer protecting the routes of an [`X402HttpServer`]'s route table.
+#[derive(Clone, Debug)]
+pub struct X402Layer {
+    server: X402HttpServer,
+}
+
+impl X402Layer {
+    /// Protects `server`'s routes; other requests pass through untouched.
+    pub fn new(server: X402HttpServer) -> Self {
+        Self { server }
+    }
+}
+
+impl<S> tower::Layer<S> for X402Layer {
+    type Service = X402Service<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        X402Service { inner, server: self.server.clone() }
+    }
+}
+
+/// The service made by [`X402Layer`].
+#[derive(Clone, Debug)]
+pub struct X402Service<S> {
+    inner: S,
+    server: X402HttpServer,
+}
+
+impl<S> tower::Service<axum::extract::Request> for X402Service<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: axum::extract::Request) -> Self::Future {
+        let Some(route) = self.server.route_for(req.method().as_str(), req.uri().path()) else {
+            return Box::pin(self.inner.call(req));
+        };
+        // Take the service that was driven to readiness; leave a clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let server = self.server.clone();
+        Box::pin(async move {
+            let ctx = RequestContext::from_parts(req.method(), req.uri(), req.headers());
+            let payment = match server.process(&ctx, &route).await {
+                Ok(p) => p,
+                Err(r) => return Ok(into_response(r)),
+            };
+            req.extensions_mut().insert(payment.clone());
+            let resp = inner.call(req).await?;
+            Ok(finish_response(&server, &ctx, &payment, resp).await)
+        })
+    }
+}
+
+/// The rejection of the [`X402Payment`] extractor on a route no layer protects.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("this route is not protected by pay402: add X402Layer (or #[x402]) before extracting X402Payment")]
+pub struct MissingPayment;
+
+impl IntoResponse for MissingPayment {
+    fn into_response(self) -> Response {
+        (http::StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for X402Payment {
+    type Rejection = MissingPayment;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<X402Payment>().cloned().ok_or(MissingPayment)
+    }
+}
+
+/// What `#[x402]` puts first in a handler's arguments: captures the request and the
+/// [`X402HttpServer`] from the router state (`X402HttpServer: FromRef<S>`).
+#[derive(Debug)]
+pub struct X402Guard {
+    server: X402HttpServer,
+    ctx: RequestContext,
+}
+
+impl<S> FromRequestParts<S> for X402Guard
+where
+    X402HttpServer: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            server: X402HttpServer::from_ref(state),
+            ctx: RequestContext::from_parts(&parts.method, &parts.uri, &parts.headers),
+        })
+    }
+}
+
+impl X402Guard {
+    /// Verifies the request's payment for `route`; `Err` is the response to return at once.
+    pub async fn verify(self, route: &'static StaticRoute) -> Result<X402Verified, Response> {
+        let config: Arc<RouteConfig> = route.config(&self.server).map_err(into_response)?;
+        match self.server.process(&self.ctx, &config).await {
+            Ok(payment) => Ok(X402Verified { server: self.server, ctx: self.ctx, payment }),
+            Err(r) => Err(into_response(r)),
+        }
+    }
+}
+
+/// A verified payment inside a `#[x402]` handler.
+#[derive(Debug)]
+pub struct X402Verified {
+    server: X402HttpServer,
+    ctx: RequestContext,
+    payment: X402Payment,
+}
+
+impl X402Verified {
+    /// The payment, for the handler's `X402Payment` parameter.
+    pub fn payment(&self) -> X402Payment {
+        self.payment.clone()
+    }
+
+    /// Runs the handler body, then settles (status < 400) or releases the payment.
+    pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        let resp = body.await.into_response();
+        finish_response(&self.server, &self.ctx, &self.payment, resp).await
+    }
+}

@@ -1,0 +1,16 @@
+//! The runtime of [pay402](https://docs.rs/pay402): everything the facade re-exports.
+//!
+//! * [`x402`] — the x402 protocol (types, headers, schemes, facilitator clients, resource server);
+//! * [`okx`] — OKX's HMAC request signer and hosted facilitator client;
+//! * [`json`] — the JSON byte flavours the wire needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod json;
+pub mod okx;
+pub mod x402;
+
+pub use pay402_core as literal;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;

@@ -1,0 +1,291 @@
+//! OKX's hosted x402 facilitator (`/api/v6/pay/x402/*`, wire facts §5).
+
+use super::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
+use crate::x402::facilitator::{
+    FacilitatorClient, FacilitatorError, SettleRequest, VerifyRequest, map_reqwest, parse_facilitator_body, read_capped,
+};
+use crate::x402::types::{
+    PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse, VerifyResponse,
+    X402_VERSION,
+};
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::Duration;
+use tracing::Instrument as _;
+
+/// OKX's API host.
+pub const OKX_DEFAULT_BASE_URL: &str = "https://web3.okx.com";
+/// Base path of the x402 facilitator API.
+pub const OKX_X402_BASE_PATH: &str = "/api/v6/pay/x402";
+
+/// Configuration of [`OkxFacilitatorClient`]. `Debug` redacts the secret and passphrase.
+#[derive(Clone)]
+pub struct OkxFacilitatorConfig {
+    /// API credentials (all three are required).
+    pub credentials: OkxCredentials,
+    /// API host (default [`OKX_DEFAULT_BASE_URL`]; a trailing `/` is ignored, blank = default).
+    pub base_url: String,
+    /// Sent as `syncSettle` on every settle: `true` waits for the chain (answers `success` or
+    /// `timeout`), `false` answers at once with `pending`. Default `true`.
+    pub sync_settle: bool,
+    /// Per-request timeout (default 30 s).
+    pub timeout: Duration,
+    /// A shared HTTP client (connection pool); a new one is made when `None`.
+    pub http_client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for OkxFacilitatorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OkxFacilitatorConfig")
+            .field("credentials", &self.credentials)
+            .field("base_url", &self.base_url)
+            .field("sync_settle", &self.sync_settle)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OkxFacilitatorConfig {
+    /// A config with the defaults (OKX host, `sync_settle = true`, 30 s timeout).
+    pub fn new(credentials: OkxCredentials) -> Self {
+        Self {
+            credentials,
+            base_url: OKX_DEFAULT_BASE_URL.to_owned(),
+            sync_settle: true,
+            timeout: Duration::from_secs(30),
+            http_client: None,
+        }
+    }
+
+    /// Reads `OKX_API_KEY`, `OKX_SECRET_KEY`, `OKX_PASSPHRASE` and optional `OKX_BASE_URL`.
+    /// `Ok(None)` when no credential is set; an error naming missing variables otherwise.
+    pub fn from_env() -> Result<Option<Self>, FacilitatorError> {
+        let Some(creds) = OkxCredentials::from_env().map_err(FacilitatorError::Config)? else {
+            return Ok(None);
+        };
+        let mut cfg = Self::new(creds);
+        if let Ok(url) = std::env::var("OKX_BASE_URL") {
+            cfg.base_url = url;
+        }
+        Ok(Some(cfg))
+    }
+
+    /// Sets the API host.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Sets `syncSettle`.
+    pub fn sync_settle(mut self, sync: bool) -> Self {
+        self.sync_settle = sync;
+        self
+    }
+
+    /// Sets the per-request timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Shares an HTTP client.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+}
+
+/// One endpoint: its full URL and the path that is signed (base path + endpoint).
+#[derive(Clone, Debug)]
+struct Endpoint {
+    url: String,
+    signed_path: String,
+}
+
+/// Client for OKX's hosted x402 facilitator.
+///
+/// Every request carries `Content-Type: application/json` and the four `OK-ACCESS-*` headers.
+/// Bodies are serialised like OKX's Python SDK (`json.dumps` defaults: `", "`, `": "`,
+/// ASCII-escaped) and the signature covers exactly the bytes sent.
+#[derive(Clone, Debug)]
+pub struct OkxFacilitatorClient {
+    signer: OkxSigner,
+    sync_settle: bool,
+    timeout: Duration,
+    http: reqwest::Client,
+    origin: String,
+    path_prefix: String,
+    verify: Endpoint,
+    settle: Endpoint,
+    supported: Endpoint,
+}
+
+impl OkxFacilitatorClient {
+    /// Builds a client; fails when a credential is empty or the base URL is not a URL.
+    pub fn new(config: OkxFacilitatorConfig) -> Result<Self, FacilitatorError> {
+        config.credentials.validate().map_err(FacilitatorError::Config)?;
+        let base = config.base_url.trim();
+        let base = if base.is_empty() { OKX_DEFAULT_BASE_URL } else { base.trim_end_matches('/') };
+        let parsed =
+            url::Url::parse(base).map_err(|e| FacilitatorError::Config(format!("OKX base URL `{base}`: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(FacilitatorError::Config(format!("OKX base URL `{base}` must be http(s)://host")));
+        }
+        let origin = base.strip_suffix(parsed.path().trim_end_matches('/')).unwrap_or(base).to_owned();
+        let path_prefix = format!("{}{OKX_X402_BASE_PATH}", parsed.path().trim_end_matches('/'));
+        let endpoint =
+            |p: &str| Endpoint { url: format!("{origin}{path_prefix}{p}"), signed_path: format!("{path_prefix}{p}") };
+        let http = match config.http_client {
+            Some(c) => c,
+            None => {
+                reqwest::Client::builder().build().map_err(|e| FacilitatorError::Config(format!("HTTP client: {e}")))?
+            }
+        };
+        Ok(Self {
+            signer: OkxSigner::new(config.credentials, TimestampFormat::Millis),
+            sync_settle: config.sync_settle,
+            timeout: config.timeout,
+            http,
+            verify: endpoint("/verify"),
+            settle: endpoint("/settle"),
+            supported: endpoint("/supported"),
+            origin,
+            path_prefix,
+        })
+    }
+
+    /// Replaces the clock used for `OK-ACCESS-TIMESTAMP` (reproducible signatures in tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.signer = self.signer.with_clock(clock);
+        self
+    }
+
+    /// The request signer (shared with other OKX clients).
+    pub fn signer(&self) -> &OkxSigner {
+        &self.signer
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        endpoint: &Endpoint,
+        body: Vec<u8>,
+    ) -> Result<T, FacilitatorError> {
+        let headers = self.signer.headers(method.as_str(), &endpoint.signed_path, &body);
+        let mut req = self
+            .http
+            .request(method, &endpoint.url)
+            .timeout(self.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        if !body.is_empty() {
+            req = req.body(body);
+        }
+        let send = async {
+            let resp = req.send().await.map_err(|e| map_reqwest(e, self.timeout))?;
+            read_capped(resp, self.timeout).await
+        };
+        // The reqwest timeout covers the whole exchange; this outer bound also covers a body
+        // that drips in slowly.
+        let (status, bytes) =
+            tokio::time::timeout(self.timeout, send).await.map_err(|_| FacilitatorError::Timeout(self.timeout))??;
+        parse_facilitator_body(status, &bytes)
+    }
+}
+
+/// Percent-encodes everything outside `A-Z a-z 0-9 - _ . ~` (a no-op for `0x…` hashes).
+fn encode_query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl FacilitatorClient for OkxFacilitatorClient {
+    async fn verify(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<VerifyResponse, FacilitatorError> {
+        let body = crate::json::python(&VerifyRequest {
+            x402_version: X402_VERSION,
+            payment_payload: payload,
+            payment_requirements: requirements,
+        })
+        .map_err(|e| FacilitatorError::Config(e.to_string()))?;
+        self.call(reqwest::Method::POST, &self.verify, body).instrument(tracing::debug_span!("okx.x402.verify")).await
+    }
+
+    async fn settle(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        let body = crate::json::python(&SettleRequest {
+            x402_version: X402_VERSION,
+            payment_payload: payload,
+            payment_requirements: requirements,
+            sync_settle: Some(self.sync_settle),
+        })
+        .map_err(|e| FacilitatorError::Config(e.to_string()))?;
+        self.call(reqwest::Method::POST, &self.settle, body)
+            .instrument(tracing::debug_span!("okx.x402.settle", sync = self.sync_settle))
+            .await
+    }
+
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        self.call(reqwest::Method::GET, &self.supported, Vec::new())
+            .instrument(tracing::debug_span!("okx.x402.supported"))
+            .await
+    }
+
+    async fn settle_status(&self, tx_hash: &str) -> Result<SettleStatusResponse, FacilitatorError> {
+        let path = format!("{}/settle/status?txHash={}", self.path_prefix, encode_query_value(tx_hash));
+        let endpoint = Endpoint { url: format!("{}{path}", self.origin), signed_path: path };
+        self.call(reqwest::Method::GET, &endpoint, Vec::new())
+            .instrument(tracing::debug_span!("okx.x402.settle_status", tx = tx_hash))
+            .await
+    }
+
+    fn name(&self) -> &str {
+        "okx"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_are_typed() {
+        let e = OkxFacilitatorClient::new(OkxFacilitatorConfig::new(OkxCredentials::new("k", "", "p"))).unwrap_err();
+        assert!(matches!(e, FacilitatorError::Config(ref m) if m.contains("secret_key")));
+        let e =
+            OkxFacilitatorClient::new(OkxFacilitatorConfig::new(OkxCredentials::new("k", "s", "p")).base_url("nope"))
+                .unwrap_err();
+        assert!(matches!(e, FacilitatorError::Config(_)));
+    }
+
+    #[test]
+    fn endpoints_include_base_path() {
+        let c = OkxFacilitatorClient::new(
+            OkxFacilitatorConfig::new(OkxCredentials::new("k", "s", "p")).base_url("http://127.0.0.1:9/"),
+        )
+        .unwrap();
+        assert_eq!(c.verify.url, "http://127.0.0.1:9/api/v6/pay/x402/verify");
+        assert_eq!(c.verify.signed_path, "/api/v6/pay/x402/verify");
+        let d = OkxFacilitatorClient::new(OkxFacilitatorConfig::new(OkxCredentials::new("k", "s", "p")).base_url(""))
+            .unwrap();
+        assert_eq!(d.settle.url, "https://web3.okx.com/api/v6/pay/x402/settle");
+        assert_eq!(encode_query_value("0xab&x=1"), "0xab%26x%3D1");
+    }
+}

@@ -1,0 +1,926 @@
+//! x402 over HTTP, independent of the web framework: the route table, the 402 challenge, payment
+//! verification with a replay guard, and settlement after the handler (wire facts §4).
+//!
+//! [`X402HttpServer`] is what the axum layer, the actix-web middleware and the `#[x402]` macro
+//! all drive, so the three give identical responses:
+//!
+//! 1. [`X402HttpServer::route_for`] finds the protected route (or none: pass through);
+//! 2. [`X402HttpServer::process`] answers the request itself (402 challenge, paywall, invalid
+//!    payment, replay, facilitator failure) or returns the verified [`X402Payment`];
+//! 3. the handler runs;
+//! 4. [`X402HttpServer::settle`] settles when the handler's status is below 400 and returns the
+//!    `PAYMENT-RESPONSE` headers — or the 402 that replaces the handler's response when
+//!    settlement fails or its outcome is unknown (fail closed: the handler's body is dropped);
+//!    [`X402HttpServer::release`] is called instead when the handler failed.
+#![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
+
+use super::headers::{
+    ACCESS_CONTROL_EXPOSE_HEADERS, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER,
+    X_PAYMENT_HEADER, X_PAYMENT_RESPONSE_HEADER, decode_payment_signature_header, encode_payment_required_header,
+    encode_payment_response_header,
+};
+use super::paywall::{self, PaywallConfig};
+use super::replay::{InMemoryReplayStore, ReplayStore, unix_now};
+use super::routes::{RouteKeyError, RoutePattern, normalize_path};
+use super::server::{RequirementsSpec, ServerError, X402ResourceServer};
+use super::types::{
+    AnyPaymentPayload, JsonObject, Network, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo,
+    SettleResponse, settle_status,
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use sha2::Digest as _;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tracing::Instrument as _;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The reason sent when a payment (payer + nonce) was already used.
+pub const REPLAYED_PAYMENT_REASON: &str = "invalid_exact_evm_nonce_already_used";
+/// `error` of the challenge when no payment was sent (or it could not be decoded).
+pub const PAYMENT_REQUIRED_ERROR: &str = "Payment required";
+/// `error` of the challenge when the payment matches none of the requirements.
+pub const NO_MATCHING_REQUIREMENTS_ERROR: &str = "No matching payment requirements";
+/// The value of `Access-Control-Expose-Headers` on payment responses.
+pub const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
+
+/// What a handler-side callback sees of the request.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// HTTP method.
+    pub method: Method,
+    /// Path as received (no query).
+    pub path: String,
+    /// Full URL as received: scheme, host, path and query.
+    pub url: String,
+    /// Request headers.
+    pub headers: HeaderMap,
+}
+
+impl RequestContext {
+    /// Builds a context from the method, the full URL and the headers.
+    pub fn new(method: Method, url: String, headers: HeaderMap) -> Self {
+        let path = match url.find("://") {
+            Some(i) => {
+                let rest = &url[i + 3..];
+                let start = rest.find('/').unwrap_or(rest.len());
+                let rest = &rest[start..];
+                rest[..rest.find(['?', '#']).unwrap_or(rest.len())].to_owned()
+            }
+            None => url[..url.find(['?', '#']).unwrap_or(url.len())].to_owned(),
+        };
+        let path = if path.is_empty() { "/".to_owned() } else { path };
+        Self { method, path, url, headers }
+    }
+
+    /// Builds a context from a request's method, URI and headers. The URL's scheme and host
+    /// come from the URI when absolute, else from `X-Forwarded-Proto` / `Host`.
+    pub fn from_parts(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Self {
+        let url = if uri.scheme().is_some() {
+            uri.to_string()
+        } else {
+            let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+            format!("{scheme}://{host}{pq}")
+        };
+        Self::new(method.clone(), url, headers.clone())
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A query parameter (first occurrence, percent-decoded).
+    pub fn query(&self, name: &str) -> Option<String> {
+        let q = self.url.split_once('?')?.1;
+        let q = q.split('#').next().unwrap_or("");
+        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    }
+
+    /// A browser: `Accept` contains `text/html` and `User-Agent` contains `Mozilla`.
+    pub fn is_browser(&self) -> bool {
+        self.header("accept").is_some_and(|a| a.contains("text/html"))
+            && self.header("user-agent").is_some_and(|u| u.contains("Mozilla"))
+    }
+}
+
+/// A response body with its content type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpBody {
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Bytes.
+    pub body: Bytes,
+}
+
+impl HttpBody {
+    /// A JSON body.
+    pub fn json(value: &serde_json::Value) -> Self {
+        Self { content_type: "application/json".into(), body: Bytes::from(value.to_string()) }
+    }
+}
+
+/// A computed price: called per request, bounded by the route's hook timeout.
+pub type DynamicPrice = Arc<dyn Fn(&RequestContext) -> BoxFuture<Result<Price, String>> + Send + Sync>;
+/// A computed payee: called per request, bounded by the route's hook timeout.
+pub type DynamicPayTo = Arc<dyn Fn(&RequestContext) -> BoxFuture<Result<String, String>> + Send + Sync>;
+/// Replaces the unpaid 402's body (API clients only).
+pub type UnpaidBodyFn = Arc<dyn Fn(&RequestContext) -> HttpBody + Send + Sync>;
+/// Replaces the body of the 402 sent when settlement fails.
+pub type SettleFailedBodyFn = Arc<dyn Fn(&RequestContext, &SettleResponse) -> HttpBody + Send + Sync>;
+
+/// Where an option's price comes from.
+#[derive(Clone)]
+pub enum PriceSource {
+    /// Fixed.
+    Static(Price),
+    /// Computed per request.
+    Dynamic(DynamicPrice),
+}
+
+/// Where an option's payee comes from.
+#[derive(Clone)]
+pub enum PayToSource {
+    /// Fixed.
+    Static(String),
+    /// Computed per request.
+    Dynamic(DynamicPayTo),
+    /// The server's configured payee ([`X402HttpServer::pay_to`]).
+    Default,
+}
+
+/// One accepted way to pay for a route.
+#[derive(Clone)]
+pub struct PaymentOption {
+    /// Scheme (`exact`, `aggr_deferred`).
+    pub scheme: String,
+    /// Payee.
+    pub pay_to: PayToSource,
+    /// Price.
+    pub price: PriceSource,
+    /// Network.
+    pub network: Network,
+    /// Authorization lifetime (default 300 s).
+    pub max_timeout_seconds: Option<u64>,
+    /// Extras merged over the price's extras.
+    pub extra: JsonObject,
+}
+
+impl fmt::Debug for PaymentOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let price = match &self.price {
+            PriceSource::Static(p) => format!("{p:?}"),
+            PriceSource::Dynamic(_) => "<dynamic>".into(),
+        };
+        let pay_to = match &self.pay_to {
+            PayToSource::Static(p) => p.clone(),
+            PayToSource::Dynamic(_) => "<dynamic>".into(),
+            PayToSource::Default => "<default>".into(),
+        };
+        f.debug_struct("PaymentOption")
+            .field("scheme", &self.scheme)
+            .field("network", &self.network)
+            .field("price", &price)
+            .field("pay_to", &pay_to)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PaymentOption {
+    /// An option with a static price and payee.
+    pub fn new(scheme: &str, price: impl Into<Price>, network: &str, pay_to: &str) -> Self {
+        Self {
+            scheme: scheme.to_owned(),
+            pay_to: PayToSource::Static(pay_to.to_owned()),
+            price: PriceSource::Static(price.into()),
+            network: Network::from(network),
+            max_timeout_seconds: None,
+            extra: JsonObject::new(),
+        }
+    }
+
+    /// `exact` on X Layer (`eip155:196`).
+    pub fn exact(price: impl Into<Price>, pay_to: &str) -> Self {
+        Self::new("exact", price, super::networks::X_LAYER, pay_to)
+    }
+
+    /// Computes the price per request.
+    pub fn dynamic_price<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(&RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Price, String>> + Send + 'static,
+    {
+        self.price = PriceSource::Dynamic(Arc::new(move |ctx| Box::pin(f(ctx))));
+        self
+    }
+
+    /// Computes the payee per request.
+    pub fn dynamic_pay_to<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(&RequestContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.pay_to = PayToSource::Dynamic(Arc::new(move |ctx| Box::pin(f(ctx))));
+        self
+    }
+
+    /// Uses the server's configured payee.
+    pub fn default_pay_to(mut self) -> Self {
+        self.pay_to = PayToSource::Default;
+        self
+    }
+
+    /// Sets `maxTimeoutSeconds`.
+    pub fn max_timeout_seconds(mut self, seconds: u64) -> Self {
+        self.max_timeout_seconds = Some(seconds);
+        self
+    }
+
+    /// Sets extras (merged over the price's EIP-712 extras).
+    pub fn extra(mut self, extra: JsonObject) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    fn is_static(&self) -> bool {
+        matches!(self.price, PriceSource::Static(_)) && matches!(self.pay_to, PayToSource::Static(_))
+    }
+}
+
+/// Configuration of one protected route.
+#[derive(Clone, Default)]
+pub struct RouteConfig {
+    /// Accepted payment options, in preference order.
+    pub accepts: Vec<PaymentOption>,
+    /// Resource URL override (default: the request's full URL).
+    pub resource: Option<String>,
+    /// Description (`""` when unset).
+    pub description: Option<String>,
+    /// MIME type (`""` when unset).
+    pub mime_type: Option<String>,
+    /// Browser paywall HTML, served verbatim.
+    pub custom_paywall_html: Option<String>,
+    /// Body of the unpaid 402 for API clients.
+    pub unpaid_response_body: Option<UnpaidBodyFn>,
+    /// Body of the 402 sent when settlement fails.
+    pub settlement_failed_response_body: Option<SettleFailedBodyFn>,
+    /// `extensions` of the challenge.
+    pub extensions: Option<JsonObject>,
+    /// Bound on dynamic price/payee callbacks (default: none).
+    pub hook_timeout: Option<Duration>,
+    static_accepts: Arc<OnceLock<Vec<PaymentRequirements>>>,
+}
+
+impl fmt::Debug for RouteConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteConfig")
+            .field("accepts", &self.accepts)
+            .field("resource", &self.resource)
+            .field("description", &self.description)
+            .field("mime_type", &self.mime_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteConfig {
+    /// A route accepting one option.
+    pub fn new(option: PaymentOption) -> Self {
+        Self::with_accepts(vec![option])
+    }
+
+    /// A route accepting several options.
+    pub fn with_accepts(accepts: Vec<PaymentOption>) -> Self {
+        Self { accepts, ..Self::default() }
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    /// Sets the MIME type.
+    pub fn mime_type(mut self, m: impl Into<String>) -> Self {
+        self.mime_type = Some(m.into());
+        self
+    }
+
+    /// Sets the resource URL.
+    pub fn resource(mut self, r: impl Into<String>) -> Self {
+        self.resource = Some(r.into());
+        self
+    }
+
+    /// Sets the browser paywall HTML.
+    pub fn custom_paywall_html(mut self, html: impl Into<String>) -> Self {
+        self.custom_paywall_html = Some(html.into());
+        self
+    }
+
+    /// Sets the unpaid 402 body.
+    pub fn unpaid_response_body(mut self, f: impl Fn(&RequestContext) -> HttpBody + Send + Sync + 'static) -> Self {
+        self.unpaid_response_body = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets the settlement-failure 402 body.
+    pub fn settlement_failed_response_body(
+        mut self,
+        f: impl Fn(&RequestContext, &SettleResponse) -> HttpBody + Send + Sync + 'static,
+    ) -> Self {
+        self.settlement_failed_response_body = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets the challenge's `extensions`.
+    pub fn extensions(mut self, e: JsonObject) -> Self {
+        self.extensions = Some(e);
+        self
+    }
+
+    /// Bounds dynamic callbacks.
+    pub fn hook_timeout(mut self, t: Duration) -> Self {
+        self.hook_timeout = Some(t);
+        self
+    }
+}
+
+/// A route described by the literals of an `#[x402(...)]` attribute (validated at compile time
+/// by the macro with the same validators the runtime uses). Built once, on first use.
+#[derive(Debug)]
+pub struct StaticRoute {
+    price: &'static str,
+    scheme: &'static str,
+    network: &'static str,
+    pay_to: Option<&'static str>,
+    asset: Option<&'static str>,
+    description: Option<&'static str>,
+    mime_type: Option<&'static str>,
+    max_timeout_seconds: Option<u64>,
+    config: OnceLock<Arc<RouteConfig>>,
+}
+
+impl StaticRoute {
+    /// Describes a route; `None` keys take their defaults (payee: the server's).
+    #[allow(clippy::too_many_arguments)]
+    pub const fn new(
+        price: &'static str,
+        scheme: &'static str,
+        network: &'static str,
+        pay_to: Option<&'static str>,
+        asset: Option<&'static str>,
+        description: Option<&'static str>,
+        mime_type: Option<&'static str>,
+        max_timeout_seconds: Option<u64>,
+    ) -> Self {
+        Self {
+            price,
+            scheme,
+            network,
+            pay_to,
+            asset,
+            description,
+            mime_type,
+            max_timeout_seconds,
+            config: OnceLock::new(),
+        }
+    }
+
+    /// The route's configuration.
+    pub fn config(&self, _server: &X402HttpServer) -> Result<Arc<RouteConfig>, PaymentHttpResponse> {
+        if let Some(c) = self.config.get() {
+            return Ok(Arc::clone(c));
+        }
+        let network = Network::from(self.network);
+        if let Some(asset) = self.asset {
+            let registry = super::networks::NetworkRegistry::global();
+            if registry.asset_info(&network, asset).is_none() {
+                let msg = format!(
+                    "asset {asset} is not the default asset of {network}; price other assets with a route table and an AssetAmount"
+                );
+                tracing::error!("{msg}");
+                return Err(PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, &msg));
+            }
+        }
+        let mut option = PaymentOption::new(self.scheme, self.price, self.network, "");
+        option.pay_to = match self.pay_to {
+            Some(p) => PayToSource::Static(p.to_owned()),
+            None => PayToSource::Default,
+        };
+        option.max_timeout_seconds = self.max_timeout_seconds;
+        let mut route = RouteConfig::new(option);
+        route.description = self.description.map(str::to_owned);
+        route.mime_type = self.mime_type.map(str::to_owned);
+        Ok(Arc::clone(self.config.get_or_init(|| Arc::new(route))))
+    }
+}
+
+/// A response pay402 sends instead of (or in place of) the handler's.
+#[derive(Clone, Debug)]
+pub struct PaymentHttpResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl PaymentHttpResponse {
+    fn new(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Self {
+        let mut headers = HeaderMap::new();
+        if let Ok(ct) = HeaderValue::from_str(content_type) {
+            headers.insert(http::header::CONTENT_TYPE, ct);
+        }
+        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Self { status, headers, body: body.into() }
+    }
+
+    fn json_error(status: StatusCode, message: &str) -> Self {
+        Self::new(status, "application/json", serde_json::json!({ "error": message }).to_string())
+    }
+
+    fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(HeaderName::from_static_lower(name), v);
+        }
+        self
+    }
+}
+
+trait FromStaticLower {
+    fn from_static_lower(name: &'static str) -> HeaderName;
+}
+
+impl FromStaticLower for HeaderName {
+    fn from_static_lower(name: &'static str) -> HeaderName {
+        HeaderName::from_bytes(name.as_bytes()).unwrap_or(http::header::WARNING)
+    }
+}
+
+/// A verified payment, available to the handler.
+#[derive(Clone, Debug)]
+pub struct X402Payment {
+    payload: PaymentPayload,
+    requirements: PaymentRequirements,
+    payer: Option<String>,
+    version: u32,
+    replay_key: Option<String>,
+    route: Arc<RouteConfig>,
+}
+
+impl X402Payment {
+    /// The payer address (from the facilitator's verification).
+    pub fn payer(&self) -> Option<&str> {
+        self.payer.as_deref()
+    }
+
+    /// The seller's requirements the payment matched.
+    pub fn requirements(&self) -> &PaymentRequirements {
+        &self.requirements
+    }
+
+    /// The buyer's payload (v1 payments are lifted to the v2 shape).
+    pub fn payload(&self) -> &PaymentPayload {
+        &self.payload
+    }
+
+    /// 1 when paid with a legacy `X-PAYMENT` v1 header, else 2.
+    pub fn x402_version(&self) -> u32 {
+        self.version
+    }
+}
+
+#[derive(Clone)]
+struct Inner {
+    server: X402ResourceServer,
+    routes: Vec<(RoutePattern, Arc<RouteConfig>)>,
+    replay: Arc<dyn ReplayStore>,
+    paywall: PaywallConfig,
+    pay_to: Option<String>,
+    init_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The x402 seller over HTTP. Cheap to clone.
+#[derive(Clone)]
+pub struct X402HttpServer {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for X402HttpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("X402HttpServer")
+            .field("routes", &self.inner.routes.iter().map(|(p, _)| p.key()).collect::<Vec<_>>())
+            .field("pay_to", &self.inner.pay_to)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request could not get a payment decision.
+fn server_error_response(e: &ServerError) -> PaymentHttpResponse {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    PaymentHttpResponse::json_error(status, &e.to_string())
+}
+
+impl X402HttpServer {
+    /// A server with no routes (the macros and [`X402HttpServer::process`] need none), an
+    /// in-memory replay guard and the default paywall.
+    pub fn new(server: X402ResourceServer) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                server,
+                routes: Vec::new(),
+                replay: Arc::new(InMemoryReplayStore::new()),
+                paywall: PaywallConfig::default(),
+                pay_to: None,
+                init_lock: Arc::new(tokio::sync::Mutex::new(())),
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// Protects the routes matching `key` (`"GET /weather/*"`). Routes are tried in the order
+    /// they were added.
+    pub fn route(self, key: &str, config: RouteConfig) -> Result<Self, RouteKeyError> {
+        let pattern = RoutePattern::parse(key)?;
+        Ok(self.edit(|i| i.routes.push((pattern, Arc::new(config)))))
+    }
+
+    /// The payee used by options with [`PayToSource::Default`] (and by the macros when they
+    /// have no `pay_to`).
+    pub fn pay_to(self, address: impl Into<String>) -> Self {
+        let address = address.into();
+        self.edit(|i| i.pay_to = Some(address))
+    }
+
+    /// Replaces the replay guard's store (share one across instances).
+    pub fn replay_store(self, store: Arc<dyn ReplayStore>) -> Self {
+        self.edit(|i| i.replay = store)
+    }
+
+    /// Sets paywall options.
+    pub fn paywall(self, config: PaywallConfig) -> Self {
+        self.edit(|i| i.paywall = config)
+    }
+
+    /// The resource server (facilitators, schemes, hooks).
+    pub fn resource_server(&self) -> &X402ResourceServer {
+        &self.inner.server
+    }
+
+    /// The configured default payee.
+    pub fn default_pay_to(&self) -> Option<&str> {
+        self.inner.pay_to.as_deref()
+    }
+
+    /// The route protecting `method` + `path`, if any (first match in insertion order).
+    pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<RouteConfig>> {
+        if self.inner.routes.is_empty() {
+            return None;
+        }
+        let path = normalize_path(path);
+        self.inner.routes.iter().find(|(p, _)| p.matches(method, &path)).map(|(_, c)| Arc::clone(c))
+    }
+
+    /// Synchronises with the facilitators (`/supported`) now. Otherwise it happens on the first
+    /// protected request, which gets a 502 if it fails (and the next request retries).
+    pub async fn initialize(&self) -> Result<(), ServerError> {
+        if self.inner.server.is_initialized() {
+            return Ok(());
+        }
+        let _guard = self.inner.init_lock.lock().await;
+        if self.inner.server.is_initialized() {
+            return Ok(());
+        }
+        self.inner.server.initialize().await
+    }
+
+    async fn resolve_option(
+        &self,
+        ctx: &RequestContext,
+        option: &PaymentOption,
+        timeout: Option<Duration>,
+    ) -> Result<PaymentRequirements, PaymentHttpResponse> {
+        let bounded = |fut: BoxFuture<Result<String, String>>| async move {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| ()),
+                None => Ok(fut.await),
+            }
+        };
+        let timed_out =
+            || PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Hook execution timed out");
+        let failed = |why: &str| {
+            tracing::error!(error = why, "x402: cannot build payment requirements");
+            PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
+        };
+        let price = match &option.price {
+            PriceSource::Static(p) => p.clone(),
+            PriceSource::Dynamic(f) => {
+                let fut = f(ctx);
+                let r = match timeout {
+                    Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| timed_out())?,
+                    None => fut.await,
+                };
+                r.map_err(|e| failed(&e))?
+            }
+        };
+        let pay_to = match &option.pay_to {
+            PayToSource::Static(p) => p.clone(),
+            PayToSource::Default => {
+                self.inner.pay_to.clone().ok_or_else(|| failed("no payee: configure X402HttpServer::pay_to"))?
+            }
+            PayToSource::Dynamic(f) => bounded(f(ctx)).await.map_err(|()| timed_out())?.map_err(|e| failed(&e))?,
+        };
+        let spec = RequirementsSpec {
+            scheme: option.scheme.clone(),
+            network: option.network.clone(),
+            pay_to,
+            price,
+            max_timeout_seconds: option.max_timeout_seconds,
+            extra: option.extra.clone(),
+        };
+        self.inner.server.build_payment_requirements(&spec).map_err(|e| failed(&e.to_string()))
+    }
+
+    async fn build_accepts(
+        &self,
+        ctx: &RequestContext,
+        route: &RouteConfig,
+    ) -> Result<Vec<PaymentRequirements>, PaymentHttpResponse> {
+        if let Some(cached) = route.static_accepts.get() {
+            return Ok(cached.clone());
+        }
+        let mut accepts = Vec::with_capacity(route.accepts.len());
+        for option in &route.accepts {
+            accepts.push(self.resolve_option(ctx, option, route.hook_timeout).await?);
+        }
+        if route.accepts.iter().all(PaymentOption::is_static) {
+            let _ = route.static_accepts.set(accepts.clone());
+        }
+        Ok(accepts)
+    }
+
+    fn payment_required(
+        &self,
+        ctx: &RequestContext,
+        route: &RouteConfig,
+        accepts: Vec<PaymentRequirements>,
+        error: Option<String>,
+    ) -> PaymentRequired {
+        let resource = ResourceInfo {
+            url: route.resource.clone().unwrap_or_else(|| ctx.url.clone()),
+            description: Some(route.description.clone().unwrap_or_default()),
+            mime_type: Some(route.mime_type.clone().unwrap_or_default()),
+        };
+        self.inner.server.build_payment_required(resource, accepts, error, route.extensions.clone())
+    }
+
+    /// The 402 challenge for API clients: `PAYMENT-REQUIRED` + `{}` (or the route's body).
+    fn challenge(
+        &self,
+        ctx: &RequestContext,
+        route: &RouteConfig,
+        required: &PaymentRequired,
+        custom_body: bool,
+    ) -> PaymentHttpResponse {
+        let header = match encode_payment_required_header(required) {
+            Ok(h) => h,
+            Err(e) => return PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+        let body = match (&route.unpaid_response_body, custom_body) {
+            (Some(f), true) => f(ctx),
+            _ => HttpBody { content_type: "application/json".into(), body: Bytes::from_static(b"{}") },
+        };
+        PaymentHttpResponse::new(StatusCode::PAYMENT_REQUIRED, &body.content_type, body.body)
+            .with_header(PAYMENT_REQUIRED_HEADER, &header)
+            .with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS)
+    }
+
+    /// The unpaid answer: paywall for browsers, challenge for API clients.
+    fn unpaid(
+        &self,
+        ctx: &RequestContext,
+        route: &RouteConfig,
+        accepts: Vec<PaymentRequirements>,
+    ) -> PaymentHttpResponse {
+        let required = self.payment_required(ctx, route, accepts, Some(PAYMENT_REQUIRED_ERROR.into()));
+        if ctx.is_browser() {
+            let html =
+                route.custom_paywall_html.clone().unwrap_or_else(|| paywall::render(&required, &self.inner.paywall));
+            return PaymentHttpResponse::new(StatusCode::PAYMENT_REQUIRED, "text/html; charset=utf-8", html);
+        }
+        self.challenge(ctx, route, &required, true)
+    }
+
+    fn rechallenge(
+        &self,
+        ctx: &RequestContext,
+        route: &RouteConfig,
+        accepts: Vec<PaymentRequirements>,
+        error: Option<String>,
+    ) -> PaymentHttpResponse {
+        let required = self.payment_required(ctx, route, accepts, error);
+        self.challenge(ctx, route, &required, false)
+    }
+
+    /// Decides a request to a protected route: `Ok` with the verified payment (run the handler,
+    /// then [`X402HttpServer::settle`]), or `Err` with the response to send instead.
+    pub async fn process(
+        &self,
+        ctx: &RequestContext,
+        route: &Arc<RouteConfig>,
+    ) -> Result<X402Payment, PaymentHttpResponse> {
+        let span = tracing::info_span!("x402.request", method = %ctx.method, path = %ctx.path);
+        self.process_inner(ctx, route).instrument(span).await
+    }
+
+    async fn process_inner(
+        &self,
+        ctx: &RequestContext,
+        route: &Arc<RouteConfig>,
+    ) -> Result<X402Payment, PaymentHttpResponse> {
+        if let Err(e) = self.initialize().await {
+            tracing::warn!(error = %e, "x402: facilitator synchronisation failed");
+            return Err(PaymentHttpResponse::json_error(StatusCode::BAD_GATEWAY, &e.to_string()));
+        }
+        let accepts = self.build_accepts(ctx, route).await?;
+        let header = ctx.header(PAYMENT_SIGNATURE_HEADER).filter(|h| !h.trim().is_empty());
+        let (raw, from_x_payment) = match header {
+            Some(h) => (h, false),
+            None => match ctx.header(X_PAYMENT_HEADER).filter(|h| !h.trim().is_empty()) {
+                Some(h) => (h, true),
+                None => return Err(self.unpaid(ctx, route, accepts)),
+            },
+        };
+        let decoded = match decode_payment_signature_header(raw) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "x402: undecodable payment header, treated as no payment");
+                return Err(self.unpaid(ctx, route, accepts));
+            }
+        };
+        let (payload, version) = match decoded {
+            AnyPaymentPayload::V2(p) => (p, 2),
+            AnyPaymentPayload::V1(v1) if from_x_payment => {
+                let Some(matched) = accepts.iter().find(|a| a.scheme == v1.scheme && a.network == v1.network) else {
+                    return Err(self.rechallenge(ctx, route, accepts, Some(NO_MATCHING_REQUIREMENTS_ERROR.into())));
+                };
+                let payload = PaymentPayload {
+                    x402_version: 2,
+                    payload: v1.payload,
+                    accepted: matched.clone(),
+                    resource: None,
+                    extensions: None,
+                };
+                (payload, 1)
+            }
+            AnyPaymentPayload::V1(_) => return Err(self.unpaid(ctx, route, accepts)),
+        };
+        let Some(requirements) = X402ResourceServer::find_matching_requirements(&accepts, &payload).cloned() else {
+            return Err(self.rechallenge(ctx, route, accepts, Some(NO_MATCHING_REQUIREMENTS_ERROR.into())));
+        };
+        let (replay_key, expires_at) = replay_key(&payload, &requirements);
+        match self.inner.replay.insert_if_absent(&replay_key, expires_at).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(key = %replay_key, "x402: replayed payment refused");
+                return Err(self.rechallenge(ctx, route, accepts, Some(REPLAYED_PAYMENT_REASON.into())));
+            }
+            Err(e) => return Err(PaymentHttpResponse::json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+        }
+        let release = || async {
+            if let Err(e) = self.inner.replay.remove(&replay_key).await {
+                tracing::warn!(error = %e, "x402: cannot release a replay reservation");
+            }
+        };
+        match self.inner.server.verify(&payload, &requirements).await {
+            Ok(v) if v.is_valid => Ok(X402Payment {
+                payer: v.payer.or_else(|| payload.claimed_payer().map(str::to_owned)),
+                payload,
+                requirements,
+                version,
+                replay_key: Some(replay_key),
+                route: Arc::clone(route),
+            }),
+            Ok(v) => {
+                release().await;
+                Err(self.rechallenge(ctx, route, accepts, v.invalid_reason))
+            }
+            Err(ServerError::Aborted { reason }) => {
+                release().await;
+                Err(self.rechallenge(ctx, route, accepts, Some(reason)))
+            }
+            Err(ServerError::RequirementsMismatch { .. }) => {
+                release().await;
+                Err(self.rechallenge(ctx, route, accepts, Some(NO_MATCHING_REQUIREMENTS_ERROR.into())))
+            }
+            Err(e) => {
+                release().await;
+                tracing::warn!(error = %e, "x402: verification could not complete");
+                Err(server_error_response(&e))
+            }
+        }
+    }
+
+    /// The handler failed (status ≥ 400): nothing is settled and the payment's replay
+    /// reservation is released, so the buyer may retry with the same authorization.
+    pub async fn release(&self, payment: &X402Payment) {
+        if let Some(key) = &payment.replay_key
+            && let Err(e) = self.inner.replay.remove(key).await
+        {
+            tracing::warn!(error = %e, "x402: cannot release a replay reservation");
+        }
+    }
+
+    /// Settles after a successful handler. `Ok` carries the headers to add to the handler's
+    /// response (`PAYMENT-RESPONSE`); `Err` is the 402 that replaces it (settlement failed or
+    /// its outcome is unknown).
+    pub async fn settle(&self, ctx: &RequestContext, payment: &X402Payment) -> Result<HeaderMap, PaymentHttpResponse> {
+        let header_name = if payment.version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
+        let outcome = self.inner.server.settle(&payment.payload, &payment.requirements).await;
+        let failure = match outcome {
+            Ok(resp)
+                if resp.success
+                    && resp
+                        .status
+                        .as_deref()
+                        .is_none_or(|s| s == settle_status::SUCCESS || s == settle_status::PENDING) =>
+            {
+                let mut headers = HeaderMap::new();
+                match encode_payment_response_header(&resp) {
+                    Ok(v) => {
+                        if let Ok(v) = HeaderValue::from_str(&v) {
+                            headers.insert(HeaderName::from_static_lower(header_name), v);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "x402: cannot encode PAYMENT-RESPONSE"),
+                }
+                headers.insert(
+                    HeaderName::from_static_lower(ACCESS_CONTROL_EXPOSE_HEADERS),
+                    HeaderValue::from_static(EXPOSED_HEADERS),
+                );
+                return Ok(headers);
+            }
+            Ok(mut resp) => {
+                resp.success = false;
+                if resp.error_reason.is_none() {
+                    resp.error_reason = Some(resp.status.clone().unwrap_or_else(|| "settlement_failed".into()));
+                }
+                resp
+            }
+            Err(e) => {
+                tracing::error!(error = %e, payer = ?payment.payer, "x402: settlement outcome unknown; refusing the response");
+                let mut resp = SettleResponse::failure(
+                    "settlement_error",
+                    payment.requirements.network.clone(),
+                    payment.payer.clone(),
+                    String::new(),
+                );
+                resp.error_message = Some(e.to_string());
+                resp
+            }
+        };
+        let body = match &payment.route.settlement_failed_response_body {
+            Some(f) => f(ctx, &failure),
+            None => HttpBody { content_type: "application/json".into(), body: Bytes::from_static(b"{}") },
+        };
+        let mut out = PaymentHttpResponse::new(StatusCode::PAYMENT_REQUIRED, &body.content_type, body.body);
+        if let Ok(v) = encode_payment_response_header(&failure) {
+            out = out.with_header(header_name, &v);
+        }
+        Err(out.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
+    }
+}
+
+/// The replay key of a payment and when it expires: EVM authorizations by payer + nonce (until
+/// `validBefore`), anything else by a hash of the payload.
+fn replay_key(payload: &PaymentPayload, req: &PaymentRequirements) -> (String, u64) {
+    let fallback_expiry = unix_now().saturating_add(req.max_timeout_seconds.max(60));
+    let auth = payload.payload.get("authorization").or_else(|| payload.payload.get("permit2Authorization"));
+    if let Some(auth) = auth
+        && let (Some(from), Some(nonce)) = (auth.get("from").and_then(|v| v.as_str()), auth.get("nonce"))
+    {
+        let nonce = nonce.as_str().map_or_else(|| nonce.to_string(), str::to_owned);
+        let expiry = auth
+            .get("validBefore")
+            .or_else(|| auth.get("deadline"))
+            .and_then(|v| v.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| v.as_u64()))
+            .unwrap_or(fallback_expiry);
+        let key = format!("x402:{}:{}:{}", req.network, from.to_ascii_lowercase(), nonce.to_ascii_lowercase());
+        return (key, expiry.min(fallback_expiry.saturating_add(86_400 * 365)));
+    }
+    let digest = sha2::Sha256::digest(crate::json::compact(&payload.payload).unwrap_or_default());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    (format!("x402:{}:sha256:{hex}", req.network), fallback_expiry)
+}

@@ -1,0 +1,23 @@
+//! The x402 protocol: wire types, headers, money and schemes, facilitator clients and the
+//! resource server.
+
+pub mod facilitator;
+pub mod headers;
+pub mod http;
+pub mod networks;
+pub mod paywall;
+pub mod replay;
+pub mod routes;
+pub mod scheme;
+pub mod server;
+pub mod types;
+
+pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig};
+pub use headers::*;
+pub use networks::{AssetInfo, NetworkRegistry, TransferMethod, X_LAYER, X_LAYER_CHAIN_ID, X_LAYER_USDT0};
+pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};
+pub use server::{
+    AbortResult, RequirementsSpec, ServerError, SettleContext, SettleFailure, VerifyContext, VerifyFailure,
+    X402ResourceServer,
+};
+pub use types::*;

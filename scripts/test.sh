@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# pay402's one test command: installs what the tests need on a fresh Debian machine, then runs
+# the format check, clippy (-D warnings), rustdoc (-D warnings), per-feature checks, and every
+# test (unit, integration, golden vectors, trybuild). CI (.ci/run) calls exactly this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n==> %s (+%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+step "toolchain"
+need cargo || { echo "cargo is required (rustup toolchain)" >&2; exit 1; }
+cargo --version
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# Test components (installed when missing; a missing component fails the run, never skips tests).
+source scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "features are additive: each framework alone"
+cargo check -p pay402-runtime --no-default-features --features axum
+cargo check -p pay402-runtime --no-default-features --features actix
+cargo check -p pay402-runtime --no-default-features
+
+step "cargo doc -D warnings"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
+
+step "cargo test"
+cargo test --workspace --all-features
+
+step "done in $(( $(date +%s) - start ))s"

@@ -1,0 +1,46 @@
+//! # pay402
+//!
+//! Charge per request over HTTP 402, with the two payment protocols OKX runs on X Layer
+//! (`eip155:196`): **x402** (schemes `exact` and `aggr_deferred`, verified and settled by a
+//! facilitator such as OKX's) and **MPP** (the `Payment` HTTP authentication scheme).
+//!
+//! This crate is the facade: it re-exports the runtime (`pay402-runtime`) and the attribute
+//! macros (`pay402-macros`). Depend on `pay402` only.
+//!
+//! ## Modules
+//!
+//! * [`x402`] — wire types, header encoding, prices and schemes, facilitator clients, and the
+//!   [`x402::server::X402ResourceServer`] that builds 402 challenges and verifies and settles
+//!   payments;
+//! * [`okx`] — the OKX request signer and [`okx::OkxFacilitatorClient`];
+//! * [`json`] — the JSON byte flavours used on the wire;
+//! * [`literal`] — the literal validators shared with the macros (exact decimals, EIP-55,
+//!   CAIP-2).
+//!
+//! ## Quick look
+//!
+//! ```
+//! use pay402::x402::{ExactEvmScheme, SchemeNetworkServer, Network};
+//!
+//! let scheme = ExactEvmScheme::new();
+//! let amount = scheme.parse_price(&"$0.001".into(), &Network::from("eip155:196")).unwrap();
+//! assert_eq!(amount.amount, "1000"); // USD₮0 has 6 decimals
+//! assert_eq!(amount.asset, "0x779ded0c9e1022225f8e0630b35a9b54be713736");
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use pay402_runtime::{json, literal, okx, x402};
+
+/// axum integration: the route-table layer and the attribute macros.
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum {
+    pub use pay402_runtime::axum::{MissingPayment, X402Layer, X402Service, into_response};
+    pub use pay402_runtime::x402::http::X402Payment;
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Paths named by macro expansions. Not public API.
+    pub use pay402_runtime;
+}
