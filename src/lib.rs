@@ -31,16 +31,28 @@
 
 pub use pay402_runtime::{json, literal, okx, x402};
 
-/// axum integration: the route-table layer and the attribute macros.
+/// axum integration: the route-table layer, the payment extractor and the attribute macros.
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum {
-    pub use pay402_runtime::axum::{MissingPayment, X402Layer, X402Service, into_response};
-    pub use pay402_runtime::x402::http::X402Payment;
+    pub use pay402_runtime::axum::{X402Guard, X402Layer, X402Service, X402Verified, into_response};
+    pub use pay402_runtime::x402::http::{MissingPayment, X402HttpServer, X402Payment};
+}
+
+/// actix-web integration: the route-table middleware, the payment extractor and the attribute
+/// macros.
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub mod actix {
+    pub use pay402_runtime::actix::{
+        MISSING_SERVER_MESSAGE, X402Guard, X402Middleware, X402MiddlewareService, X402Verified, into_response,
+        request_context,
+    };
+    pub use pay402_runtime::x402::http::{MissingPayment, X402HttpServer, X402Payment};
 }
 
 #[doc(hidden)]
 pub mod __private {
     //! Paths named by macro expansions. Not public API.
-    pub use pay402_runtime;
+    pub use pay402_runtime::__private::*;
 }

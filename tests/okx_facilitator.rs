@@ -701,3 +701,95 @@ fn stand_in_checks_are_strict() {
     assert!(check_body(expected_body(true, None).as_bytes(), false).is_some());
     assert!(check_body("{\"name\": \"USD\u{20ae}0\"}".as_bytes(), true).is_some(), "raw non-ASCII must be refused");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Settlement status polling, through the resource server, against the stand-in
+// ---------------------------------------------------------------------------------------------
+
+fn status_answer(status: &str, success: bool) -> Answer {
+    answer(
+        200,
+        format!(
+            r#"{{"code":0,"data":{{"success":{success},"status":"{status}","transaction":"{TX}","network":"eip155:196"}},"msg":""}}"#
+        ),
+    )
+}
+
+/// Settles once through an `X402ResourceServer` over the OKX client and returns the outcome and
+/// the requests the stand-in saw.
+async fn settle_with_polling(
+    sync_settle: bool,
+    settle: Answer,
+    statuses: Vec<Answer>,
+    timeout_hook_recovers: bool,
+) -> (SettleResponse, Vec<Recorded>) {
+    use pay402::x402::server::X402ResourceServer;
+    let server =
+        StandIn::start(Mode::Okx { sync_settle }, vec![(SETTLE, vec![settle]), (SETTLE_STATUS, statuses)]).await;
+    let client = okx_client(server.okx_config().sync_settle(sync_settle));
+    let resource = X402ResourceServer::new(client)
+        .register("eip155:196", pay402::x402::ExactEvmScheme::new())
+        .settlement_poll(Duration::from_millis(10), Duration::from_millis(300))
+        .poll_pending(!sync_settle)
+        .on_settlement_timeout(move |_tx, _network| async move { timeout_hook_recovers });
+    let outcome = resource.settle(&payload(), &requirements()).await.expect("settle completes");
+    let requests = server.requests();
+    (outcome, requests)
+}
+
+#[tokio::test]
+async fn async_settle_polls_status_until_success() {
+    let (out, reqs) = settle_with_polling(
+        false,
+        settle_answer("pending"),
+        vec![status_answer("pending", true), status_answer("success", true)],
+        false,
+    )
+    .await;
+    assert!(out.success);
+    assert_eq!(out.status.as_deref(), Some("success"));
+    assert_eq!(out.transaction, TX);
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    let status_path = format!("{SETTLE_STATUS}?txHash={TX}");
+    assert_eq!(paths, [SETTLE, status_path.as_str(), status_path.as_str()]);
+    assert_eq!(reqs[0].body, expected_body(true, Some(false)));
+}
+
+#[tokio::test]
+async fn async_settle_polls_status_until_failed() {
+    let (out, _) =
+        settle_with_polling(false, settle_answer("pending"), vec![status_answer("failed", false)], false).await;
+    assert!(!out.success);
+    assert!(out.error_reason.is_some());
+}
+
+#[tokio::test]
+async fn async_settle_still_pending_at_the_deadline_is_delivered_as_pending() {
+    let (out, reqs) =
+        settle_with_polling(false, settle_answer("pending"), vec![status_answer("pending", true)], false).await;
+    assert!(out.success);
+    assert_eq!(out.status.as_deref(), Some("pending"));
+    assert!(reqs.len() >= 2, "polled at least once");
+}
+
+#[tokio::test]
+async fn sync_settle_timeout_polls_then_fails_closed() {
+    let (out, reqs) =
+        settle_with_polling(true, settle_answer("timeout"), vec![status_answer("pending", true)], false).await;
+    assert!(!out.success);
+    assert_eq!(out.error_reason.as_deref(), Some("settlement_timeout"));
+    assert_eq!(out.transaction, TX);
+    assert!(reqs.iter().skip(1).all(|r| r.path == format!("{SETTLE_STATUS}?txHash={TX}")));
+}
+
+#[tokio::test]
+async fn sync_settle_timeout_recovered_by_status_or_hook() {
+    let (out, _) =
+        settle_with_polling(true, settle_answer("timeout"), vec![status_answer("success", true)], false).await;
+    assert!(out.success);
+    assert_eq!(out.status.as_deref(), Some("success"));
+    let (out, _) =
+        settle_with_polling(true, settle_answer("timeout"), vec![status_answer("pending", true)], true).await;
+    assert!(out.success, "the settlement-timeout hook recovered it");
+    assert_eq!(out.status.as_deref(), Some("success"));
+}

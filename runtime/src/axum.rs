@@ -16,7 +16,9 @@
 //! ```
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
-use crate::x402::http::{PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment};
+use crate::x402::http::{
+    MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
+};
 use ::axum::body::Body;
 use ::axum::extract::{FromRef, FromRequestParts};
 use ::axum::response::{IntoResponse, Response};
@@ -121,11 +123,6 @@ where
         })
     }
 }
-
-/// The rejection of the [`X402Payment`] extractor on a route no layer protects.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("this route is not protected by pay402: add X402Layer (or #[x402]) before extracting X402Payment")]
-pub struct MissingPayment;
 
 impl IntoResponse for MissingPayment {
     fn into_response(self) -> Response {

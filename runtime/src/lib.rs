@@ -14,3 +14,26 @@ pub use pay402_core as literal;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub mod actix;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Items named by the attribute macros' expansions. Not public API.
+    pub use crate::x402::http::{StaticRoute, X402Payment};
+
+    /// axum glue.
+    #[cfg(feature = "axum")]
+    pub mod axum {
+        pub use crate::axum::{X402Guard, X402Verified};
+        pub use ::axum::response::Response;
+    }
+
+    /// actix-web glue.
+    #[cfg(feature = "actix")]
+    pub mod actix {
+        pub use crate::actix::{Response, X402Guard, X402Verified};
+    }
+}

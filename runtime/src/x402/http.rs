@@ -465,6 +465,13 @@ impl FromStaticLower for HeaderName {
     }
 }
 
+/// The rejection of the `X402Payment` extractor on a route no pay402 layer or macro protects.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "this route is not protected by pay402: add the x402 layer/middleware (or #[x402]) before extracting X402Payment"
+)]
+pub struct MissingPayment;
+
 /// A verified payment, available to the handler.
 #[derive(Clone, Debug)]
 pub struct X402Payment {

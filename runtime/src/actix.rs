@@ -1,0 +1,234 @@
+//! actix-web integration (feature `actix`): the route-table [`X402Middleware`], the
+//! [`X402Payment`] extractor for handlers behind it, and the guard the `#[x402]` macro expands
+//! to. Configuration reaches handlers through `web::Data<X402HttpServer>`.
+//!
+//! ```no_run
+//! # use pay402_runtime::x402::{http::{X402HttpServer, RouteConfig, PaymentOption, X402Payment}, server::X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
+//! # use pay402_runtime::actix::X402Middleware;
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new("http://127.0.0.1:4022"))?;
+//! let server = X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new());
+//! let x402 = X402HttpServer::new(server)
+//!     .route("GET /weather", RouteConfig::new(PaymentOption::exact("$0.001", "0x1111111111111111111111111111111111111111")))?;
+//! let app = actix_web::App::new()
+//!     .wrap(X402Middleware::new(x402))
+//!     .route("/weather", actix_web::web::get().to(|p: X402Payment| async move { format!("paid by {:?}", p.payer()) }));
+//! # Ok(()) }
+//! ```
+#![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
+
+use crate::x402::http::{
+    MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
+};
+use ::actix_web::body::{EitherBody, MessageBody};
+use ::actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use ::actix_web::http::StatusCode;
+use ::actix_web::http::header::{HeaderName, HeaderValue};
+use ::actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, Responder, ResponseError, web};
+use futures::future::{LocalBoxFuture, Ready, ready};
+use std::convert::Infallible;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// The response type `#[x402]` handlers return on actix-web.
+pub type Response = HttpResponse;
+
+/// Converts a pay402 response into an actix-web response.
+pub fn into_response(r: PaymentHttpResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(r.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = HttpResponse::with_body(status, r.body).map_into_boxed_body();
+    copy_headers(&r.headers, resp.headers_mut());
+    resp
+}
+
+fn copy_headers(from: &http::HeaderMap, to: &mut ::actix_web::http::header::HeaderMap) {
+    for (name, value) in from {
+        if let (Ok(n), Ok(v)) =
+            (HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
+        {
+            to.insert(n, v);
+        }
+    }
+}
+
+/// The [`RequestContext`] of an actix request (URL from the connection info).
+pub fn request_context(req: &HttpRequest) -> RequestContext {
+    let info = req.connection_info();
+    let url = format!("{}://{}{}", info.scheme(), info.host(), req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let mut headers = http::HeaderMap::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        if let (Ok(n), Ok(v)) =
+            (http::HeaderName::from_bytes(name.as_str().as_bytes()), http::HeaderValue::from_bytes(value.as_bytes()))
+        {
+            headers.append(n, v);
+        }
+    }
+    let method = http::Method::from_bytes(req.method().as_str().as_bytes()).unwrap_or(http::Method::GET);
+    RequestContext::new(method, url, headers)
+}
+
+impl ResponseError for MissingPayment {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl FromRequest for X402Payment {
+    type Error = MissingPayment;
+    type Future = Ready<Result<Self, MissingPayment>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(req.extensions().get::<X402Payment>().cloned().ok_or(MissingPayment))
+    }
+}
+
+/// actix-web middleware protecting the routes of an [`X402HttpServer`]'s route table.
+#[derive(Clone, Debug)]
+pub struct X402Middleware {
+    server: X402HttpServer,
+}
+
+impl X402Middleware {
+    /// Protects `server`'s routes; other requests pass through untouched.
+    pub fn new(server: X402HttpServer) -> Self {
+        Self { server }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for X402Middleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = ::actix_web::Error;
+    type Transform = X402MiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(X402MiddlewareService { service: Rc::new(service), server: self.server.clone() }))
+    }
+}
+
+/// The service made by [`X402Middleware`].
+#[derive(Debug)]
+pub struct X402MiddlewareService<S> {
+    service: Rc<S>,
+    server: X402HttpServer,
+}
+
+impl<S, B> Service<ServiceRequest> for X402MiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = ::actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let Some(route) = self.server.route_for(req.method().as_str(), req.path()) else {
+            return Box::pin(async move { service.call(req).await.map(ServiceResponse::map_into_left_body) });
+        };
+        let server = self.server.clone();
+        Box::pin(async move {
+            let ctx = request_context(req.request());
+            let payment = match server.process(&ctx, &route).await {
+                Ok(p) => p,
+                Err(r) => {
+                    let (http_req, _) = req.into_parts();
+                    return Ok(ServiceResponse::new(http_req, into_response(r)).map_into_right_body());
+                }
+            };
+            req.extensions_mut().insert(payment.clone());
+            let mut res = service.call(req).await?;
+            if res.status().as_u16() >= 400 {
+                server.release(&payment).await;
+                return Ok(res.map_into_left_body());
+            }
+            match server.settle(&ctx, &payment).await {
+                Ok(headers) => {
+                    copy_headers(&headers, res.headers_mut());
+                    Ok(res.map_into_left_body())
+                }
+                Err(failure) => {
+                    let (http_req, _) = res.into_parts();
+                    Ok(ServiceResponse::new(http_req, into_response(failure)).map_into_right_body())
+                }
+            }
+        })
+    }
+}
+
+/// The message of the 500 sent when a `#[x402]` handler runs without configuration.
+pub const MISSING_SERVER_MESSAGE: &str =
+    "pay402: no X402HttpServer in the app data; add `.app_data(web::Data::new(x402_server))` to the App";
+
+/// What `#[x402]` puts first in a handler's arguments: the request and the
+/// `web::Data<X402HttpServer>` of the app.
+#[derive(Debug)]
+pub struct X402Guard {
+    server: Option<X402HttpServer>,
+    req: HttpRequest,
+}
+
+impl FromRequest for X402Guard {
+    type Error = Infallible;
+    type Future = Ready<Result<Self, Infallible>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let server = req.app_data::<web::Data<X402HttpServer>>().map(|d| d.get_ref().clone());
+        ready(Ok(Self { server, req: req.clone() }))
+    }
+}
+
+impl X402Guard {
+    /// Verifies the request's payment for `route`; `Err` is the response to return at once.
+    pub async fn verify(self, route: &'static StaticRoute) -> Result<X402Verified, HttpResponse> {
+        let Some(server) = self.server else {
+            tracing::error!("{MISSING_SERVER_MESSAGE}");
+            return Err(HttpResponse::InternalServerError().body(MISSING_SERVER_MESSAGE));
+        };
+        let config: Arc<RouteConfig> = route.config(&server).map_err(into_response)?;
+        let ctx = request_context(&self.req);
+        match server.process(&ctx, &config).await {
+            Ok(payment) => Ok(X402Verified { server, ctx, req: self.req, payment }),
+            Err(r) => Err(into_response(r)),
+        }
+    }
+}
+
+/// A verified payment inside a `#[x402]` handler.
+#[derive(Debug)]
+pub struct X402Verified {
+    server: X402HttpServer,
+    ctx: RequestContext,
+    req: HttpRequest,
+    payment: X402Payment,
+}
+
+impl X402Verified {
+    /// The payment, for the handler's `X402Payment` parameter.
+    pub fn payment(&self) -> X402Payment {
+        self.payment.clone()
+    }
+
+    /// Runs the handler body, then settles (status < 400) or releases the payment.
+    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
+        let mut resp = body.await.respond_to(&self.req).map_into_boxed_body();
+        if resp.status().as_u16() >= 400 {
+            self.server.release(&self.payment).await;
+            return resp;
+        }
+        match self.server.settle(&self.ctx, &self.payment).await {
+            Ok(headers) => {
+                copy_headers(&headers, resp.headers_mut());
+                resp
+            }
+            Err(failure) => into_response(failure),
+        }
+    }
+}
