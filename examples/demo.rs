@@ -1,64 +1,50 @@
-//! The newcomer demo: a paid axum API on 127.0.0.1 and a client calling it.
+//! The newcomer demo: a paid axum API and a paying client, end to end, with pay402's embedded
+//! development facilitator (no credentials, no network).
 //!
-//! Run with `cargo run --example demo`.
+//! Run with `cargo run --example demo`. Prints 402 → payment → 200 and the decoded
+//! `PAYMENT-RESPONSE`, and exits 0 when the payment settled.
 
-use pay402::axum::{X402Layer, X402Payment};
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
+mod support;
+
+use pay402::axum::{X402HttpServer, X402Layer, X402Payment};
+use pay402::evm::U256;
+use pay402::x402::embedded::EmbeddedFacilitator;
+use pay402::x402::http::{PaymentOption, RouteConfig};
 use pay402::x402::server::X402ResourceServer;
-use pay402::x402::{
-    AnyPaymentRequired, ExactEvmScheme, FacilitatorClient, FacilitatorError, PaymentPayload, PaymentRequirements,
-    SettleResponse, SupportedKind, SupportedResponse, VerifyResponse, decode_payment_required_header,
-};
-
-/// A facilitator that supports `exact` on X Layer but refuses every payment (the demo only
-/// shows the challenge).
-struct ChallengeOnly;
-
-#[async_trait::async_trait]
-impl FacilitatorClient for ChallengeOnly {
-    async fn verify(&self, _: &PaymentPayload, _: &PaymentRequirements) -> Result<VerifyResponse, FacilitatorError> {
-        Ok(VerifyResponse::invalid("demo_facilitator_refuses", None))
-    }
-    async fn settle(&self, _: &PaymentPayload, _: &PaymentRequirements) -> Result<SettleResponse, FacilitatorError> {
-        Err(FacilitatorError::Unsupported("settlement in the demo"))
-    }
-    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        Ok(SupportedResponse {
-            kinds: vec![SupportedKind {
-                x402_version: 2,
-                scheme: "exact".into(),
-                network: "eip155:196".into(),
-                extra: None,
-            }],
-            ..SupportedResponse::default()
-        })
-    }
-}
+use pay402::x402::{ExactEvmScheme, X_LAYER_USDT0};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = X402ResourceServer::new(ChallengeOnly).register("eip155:196", ExactEvmScheme::new());
-    let x402 = X402HttpServer::new(server).route(
-        "GET /quote",
-        RouteConfig::new(PaymentOption::exact("$0.001", "0x1111111111111111111111111111111111111111"))
-            .description("A stock quote"),
-    )?;
+    // The seller: a $0.001 route on X Layer, verified and settled by the embedded facilitator.
+    let facilitator = EmbeddedFacilitator::new();
+    let buyer = support::buyer()?;
+    let buyer_address = buyer.address().to_string();
+    facilitator.fund(X_LAYER_USDT0, &buyer_address, U256::from(5_000_000u64))?; // 5 USD₮0
+    let server = X402ResourceServer::new(facilitator.clone()).register("eip155:196", ExactEvmScheme::new());
+    let pay_to = support::pay_to();
+    let route = RouteConfig::new(PaymentOption::exact("$0.001", &pay_to)).description("A stock quote");
+    let x402 = X402HttpServer::new(server).route("GET /quote", route)?;
     let app = axum::Router::new()
-        .route("/quote", axum::routing::get(|p: X402Payment| async move { format!("paid by {:?}", p.payer()) }))
+        .route(
+            "/quote",
+            axum::routing::get(|p: X402Payment| async move {
+                axum::Json(serde_json::json!({ "symbol": "OKB", "price": "48.20", "paid_by": p.payer() }))
+            }),
+        )
         .layer(X402Layer::new(x402));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/quote", listener.local_addr()?);
     println!("listening on {url}");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let resp = reqwest::get(&url).await?;
-    println!("GET {url} -> {}", resp.status());
-    let header = resp.headers().get("payment-required").ok_or("no PAYMENT-REQUIRED header")?.to_str()?.to_owned();
-    let AnyPaymentRequired::V2(challenge) = decode_payment_required_header(&header)? else {
-        return Err("expected an x402 v2 challenge".into());
-    };
-    println!("PAYMENT-REQUIRED decodes to:\n{}", serde_json::to_string_pretty(&challenge)?);
-    let accept = &challenge.accepts[0];
-    println!("=> pay {} atomic units of {} on {} to {}", accept.amount, accept.asset, accept.network, accept.pay_to);
+    // The buyer: pay402's x402 client.
+    let before = (facilitator.balance(X_LAYER_USDT0, &buyer_address), facilitator.balance(X_LAYER_USDT0, &pay_to));
+    let status = support::pay_once(&url, buyer).await?;
+    let after = (facilitator.balance(X_LAYER_USDT0, &buyer_address), facilitator.balance(X_LAYER_USDT0, &pay_to));
+    println!("ledger: buyer {} -> {}, payee {} -> {} (atomic USD₮0)", before.0, after.0, before.1, after.1);
+    if status != 200 || after.1 <= before.1 {
+        return Err("the payment did not settle".into());
+    }
+    println!("402 -> payment -> 200: settled");
     Ok(())
 }

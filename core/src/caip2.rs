@@ -84,9 +84,51 @@ impl fmt::Display for Caip2 {
     }
 }
 
+/// Common names for the networks pay402 knows, mapped to their CAIP-2 ids (for "did you mean"
+/// hints; pay402 itself only accepts CAIP-2 ids).
+pub const NETWORK_ALIASES: &[(&str, &str)] = &[
+    ("xlayer", "eip155:196"),
+    ("x-layer", "eip155:196"),
+    ("x_layer", "eip155:196"),
+    ("okx", "eip155:196"),
+    ("base", "eip155:8453"),
+    ("base-sepolia", "eip155:84532"),
+    ("base_sepolia", "eip155:84532"),
+];
+
+/// The CAIP-2 id a refused network literal probably meant: a known alias (`"xlayer"` →
+/// `"eip155:196"`, case-insensitive), a bare EVM chain id (`"196"` → `"eip155:196"`), an
+/// upper-case namespace (`"EIP155:196"`), or a chain id with leading zeros (`"eip155:0196"`).
+pub fn suggest_network(text: &str) -> Option<String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if let Some((_, id)) = NETWORK_ALIASES.iter().find(|(alias, _)| *alias == lower) {
+        return Some((*id).to_owned());
+    }
+    let candidate = if lower.bytes().all(|b| b.is_ascii_digit()) && !lower.is_empty() {
+        format!("eip155:{}", lower.trim_start_matches('0'))
+    } else if let Some(reference) = lower.strip_prefix("eip155:") {
+        format!("eip155:{}", reference.trim_start_matches('0'))
+    } else {
+        return None;
+    };
+    (candidate != text && Caip2::parse(&candidate).is_ok()).then_some(candidate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_suggestions() {
+        assert_eq!(suggest_network("xlayer").as_deref(), Some("eip155:196"));
+        assert_eq!(suggest_network("Base").as_deref(), Some("eip155:8453"));
+        assert_eq!(suggest_network("196").as_deref(), Some("eip155:196"));
+        assert_eq!(suggest_network("EIP155:196").as_deref(), Some("eip155:196"));
+        assert_eq!(suggest_network("eip155:08453").as_deref(), Some("eip155:8453"));
+        assert_eq!(suggest_network("eip155:196"), None);
+        assert_eq!(suggest_network("mainnet"), None);
+        assert_eq!(suggest_network("0"), None);
+    }
 
     #[test]
     fn caip2_rules() {

@@ -25,9 +25,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Parses a positive whole number of seconds written as decimal digits (an integer literal's
+/// digits, such as `max_timeout_seconds = 60`).
+pub fn parse_seconds(digits: &str) -> Result<u64, String> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{digits}` is not a whole number of seconds; write it like 60"));
+    }
+    let n: u64 = digits.parse().map_err(|_| format!("`{digits}` seconds is too large"))?;
+    if n == 0 {
+        return Err("the timeout is zero; write a positive number of seconds like 60".to_owned());
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("60"), Ok(60));
+        assert!(parse_seconds("0").unwrap_err().contains("zero"));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("1.5").is_err());
+        assert!(parse_seconds("99999999999999999999999").unwrap_err().contains("too large"));
+    }
 
     #[test]
     fn durations() {

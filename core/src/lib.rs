@@ -9,16 +9,18 @@
 //! * [`address`] — `0x` + 40 hex EVM addresses with EIP-55 checksum checks;
 //! * [`caip2`] — CAIP-2 chain ids such as `eip155:196`;
 //! * [`names`] — closed keyword sets (schemes, intents) with "did you mean" suggestions;
-//! * [`duration`] — short durations such as `"90s"` or `"5m"`.
+//! * [`duration`] — short durations such as `"90s"` or `"5m"`, and whole seconds;
+//! * [`mime`] — media types such as `"application/json"`.
 
 pub mod address;
 pub mod caip2;
 pub mod decimal;
 pub mod duration;
+pub mod mime;
 pub mod money;
 pub mod names;
 
 pub use address::{AddressError, EvmAddress};
 pub use caip2::{Caip2, Caip2Error};
 pub use decimal::{Decimal, DecimalError, Rounding};
-pub use money::{MoneyError, MoneySyntax, parse_money};
+pub use money::{MoneyError, MoneySyntax, parse_money, strict_spelling};

@@ -100,9 +100,32 @@ pub fn parse_money(text: &str, syntax: MoneySyntax, allow_zero: bool) -> Result<
     Ok(value)
 }
 
+/// The strict spelling of a money literal the strict grammar refused, when the lenient
+/// (run-time) grammar understands it: `"1e3"` → `"$1000"`, `"01.5"` → `"$1.5"`,
+/// `"1 USD"` → `"$1"`. Used for "did you mean" hints; `None` when there is nothing to suggest
+/// (not a number, negative, or already strict).
+pub fn strict_spelling(text: &str, allow_dollar: bool) -> Option<String> {
+    if parse_money(text, MoneySyntax::Strict { allow_dollar }, true).is_ok() {
+        return None;
+    }
+    let value = parse_money(text, MoneySyntax::Lenient, true).ok()?;
+    Some(if allow_dollar { format!("${value}") } else { value.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_spelling_suggests_the_fix() {
+        assert_eq!(strict_spelling("1e3", true).as_deref(), Some("$1000"));
+        assert_eq!(strict_spelling("01.5", true).as_deref(), Some("$1.5"));
+        assert_eq!(strict_spelling("$ 3", true).as_deref(), Some("$3"));
+        assert_eq!(strict_spelling("0.5 USDC", false).as_deref(), Some("0.5"));
+        assert_eq!(strict_spelling("$0.001", true), None);
+        assert_eq!(strict_spelling("abc", true), None);
+        assert_eq!(strict_spelling("-1", true), None);
+    }
 
     const STRICT: MoneySyntax = MoneySyntax::Strict { allow_dollar: true };
 

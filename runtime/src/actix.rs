@@ -232,3 +232,167 @@ impl X402Verified {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// MPP
+// ---------------------------------------------------------------------------------------------
+
+use crate::mpp::{Credential, Mpp, Receipt, StaticPaySpec};
+
+/// The message of the 500 sent when a `#[pay]` handler runs without configuration.
+pub const MISSING_MPP_MESSAGE: &str = "pay402: no Mpp in the app data; add `.app_data(web::Data::new(mpp))` to the App";
+
+fn add_receipt(headers: &mut ::actix_web::http::header::HeaderMap, status: StatusCode, receipt: &Receipt) {
+    if status.as_u16() < 400 {
+        copy_headers(&Mpp::receipt_headers(receipt), headers);
+    }
+}
+
+impl FromRequest for Credential {
+    type Error = MissingPayment;
+    type Future = Ready<Result<Self, MissingPayment>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(req.extensions().get::<Credential>().cloned().ok_or(MissingPayment))
+    }
+}
+
+impl FromRequest for Receipt {
+    type Error = MissingPayment;
+    type Future = Ready<Result<Self, MissingPayment>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(req.extensions().get::<Receipt>().cloned().ok_or(MissingPayment))
+    }
+}
+
+/// actix-web middleware protecting the routes of an [`Mpp`] route table.
+#[derive(Clone, Debug)]
+pub struct MppMiddleware {
+    mpp: Mpp,
+}
+
+impl MppMiddleware {
+    /// Protects `mpp`'s routes; other requests pass through untouched.
+    pub fn new(mpp: Mpp) -> Self {
+        Self { mpp }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for MppMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = ::actix_web::Error;
+    type Transform = MppMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(MppMiddlewareService { service: Rc::new(service), mpp: self.mpp.clone() }))
+    }
+}
+
+/// The service made by [`MppMiddleware`].
+#[derive(Debug)]
+pub struct MppMiddlewareService<S> {
+    service: Rc<S>,
+    mpp: Mpp,
+}
+
+impl<S, B> Service<ServiceRequest> for MppMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = ::actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let Some(spec) = self.mpp.route_for(req.method().as_str(), req.path()) else {
+            return Box::pin(async move { service.call(req).await.map(ServiceResponse::map_into_left_body) });
+        };
+        let mpp = self.mpp.clone();
+        Box::pin(async move {
+            let ctx = request_context(req.request());
+            let (credential, receipt) = match mpp.process(&ctx, &spec).await {
+                Ok(paid) => paid,
+                Err(r) => {
+                    let (http_req, _) = req.into_parts();
+                    return Ok(ServiceResponse::new(http_req, into_response(r)).map_into_right_body());
+                }
+            };
+            req.extensions_mut().insert(credential);
+            req.extensions_mut().insert(receipt.clone());
+            let mut res = service.call(req).await?;
+            let status = res.status();
+            add_receipt(res.headers_mut(), status, &receipt);
+            Ok(res.map_into_left_body())
+        })
+    }
+}
+
+/// What `#[pay]` puts first in a handler's arguments: the request and the app's
+/// `web::Data<Mpp>`.
+#[derive(Debug)]
+pub struct MppGuard {
+    mpp: Option<Mpp>,
+    req: HttpRequest,
+}
+
+impl FromRequest for MppGuard {
+    type Error = Infallible;
+    type Future = Ready<Result<Self, Infallible>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let mpp = req.app_data::<web::Data<Mpp>>().map(|d| d.get_ref().clone());
+        ready(Ok(Self { mpp, req: req.clone() }))
+    }
+}
+
+impl MppGuard {
+    /// Verifies the request's credential for `spec`; `Err` is the response to return at once.
+    pub async fn verify(self, spec: &'static StaticPaySpec) -> Result<MppVerified, HttpResponse> {
+        let Some(mpp) = self.mpp else {
+            tracing::error!("{MISSING_MPP_MESSAGE}");
+            return Err(HttpResponse::InternalServerError().body(MISSING_MPP_MESSAGE));
+        };
+        let spec = spec.spec();
+        let ctx = request_context(&self.req);
+        match mpp.process(&ctx, &spec).await {
+            Ok((credential, receipt)) => Ok(MppVerified { req: self.req, credential, receipt }),
+            Err(r) => Err(into_response(r)),
+        }
+    }
+}
+
+/// A verified MPP payment inside a `#[pay]` handler.
+#[derive(Debug)]
+pub struct MppVerified {
+    req: HttpRequest,
+    credential: Credential,
+    receipt: Receipt,
+}
+
+impl MppVerified {
+    /// The credential, for the handler's `Credential` parameter.
+    pub fn credential(&self) -> Credential {
+        self.credential.clone()
+    }
+
+    /// The receipt, for the handler's `Receipt` parameter.
+    pub fn receipt(&self) -> Receipt {
+        self.receipt.clone()
+    }
+
+    /// Runs the handler body and adds `Payment-Receipt` to a successful response.
+    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
+        let mut resp = body.await.respond_to(&self.req).map_into_boxed_body();
+        let status = resp.status();
+        add_receipt(resp.headers_mut(), status, &self.receipt);
+        resp
+    }
+}

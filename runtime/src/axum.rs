@@ -190,3 +190,149 @@ impl X402Verified {
         finish_response(&self.server, &self.ctx, &self.payment, resp).await
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// MPP
+// ---------------------------------------------------------------------------------------------
+
+use crate::mpp::{Credential, Mpp, Receipt, StaticPaySpec};
+
+/// Adds `Payment-Receipt` to a successful response (status < 400; never on errors).
+fn with_receipt(mut resp: Response, receipt: &Receipt) -> Response {
+    if resp.status().as_u16() < 400 {
+        resp.headers_mut().extend(Mpp::receipt_headers(receipt));
+    }
+    resp
+}
+
+/// Tower layer protecting the routes of an [`Mpp`] route table (`Mpp::route`).
+#[derive(Clone, Debug)]
+pub struct MppLayer {
+    mpp: Mpp,
+}
+
+impl MppLayer {
+    /// Protects `mpp`'s routes; other requests pass through untouched.
+    pub fn new(mpp: Mpp) -> Self {
+        Self { mpp }
+    }
+}
+
+impl<S> tower::Layer<S> for MppLayer {
+    type Service = MppService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MppService { inner, mpp: self.mpp.clone() }
+    }
+}
+
+/// The service made by [`MppLayer`].
+#[derive(Clone, Debug)]
+pub struct MppService<S> {
+    inner: S,
+    mpp: Mpp,
+}
+
+impl<S> tower::Service<::axum::extract::Request> for MppService<S>
+where
+    S: tower::Service<::axum::extract::Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: ::axum::extract::Request) -> Self::Future {
+        let Some(spec) = self.mpp.route_for(req.method().as_str(), req.uri().path()) else {
+            return Box::pin(self.inner.call(req));
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mpp = self.mpp.clone();
+        Box::pin(async move {
+            let ctx = RequestContext::from_parts(req.method(), req.uri(), req.headers());
+            let (credential, receipt) = match mpp.process(&ctx, &spec).await {
+                Ok(paid) => paid,
+                Err(r) => return Ok(into_response(r)),
+            };
+            req.extensions_mut().insert(credential);
+            req.extensions_mut().insert(receipt.clone());
+            let resp = inner.call(req).await?;
+            Ok(with_receipt(resp, &receipt))
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Credential {
+    type Rejection = MissingPayment;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Credential>().cloned().ok_or(MissingPayment)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Receipt {
+    type Rejection = MissingPayment;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Receipt>().cloned().ok_or(MissingPayment)
+    }
+}
+
+/// What `#[pay]` puts first in a handler's arguments: the request and the [`Mpp`] from the
+/// router state (`Mpp: FromRef<S>`).
+#[derive(Debug)]
+pub struct MppGuard {
+    mpp: Mpp,
+    ctx: RequestContext,
+}
+
+impl<S> FromRequestParts<S> for MppGuard
+where
+    Mpp: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            mpp: Mpp::from_ref(state),
+            ctx: RequestContext::from_parts(&parts.method, &parts.uri, &parts.headers),
+        })
+    }
+}
+
+impl MppGuard {
+    /// Verifies the request's credential for `spec`; `Err` is the response to return at once.
+    pub async fn verify(self, spec: &'static StaticPaySpec) -> Result<MppVerified, Response> {
+        let spec = spec.spec();
+        match self.mpp.process(&self.ctx, &spec).await {
+            Ok((credential, receipt)) => Ok(MppVerified { credential, receipt }),
+            Err(r) => Err(into_response(r)),
+        }
+    }
+}
+
+/// A verified MPP payment inside a `#[pay]` handler.
+#[derive(Debug)]
+pub struct MppVerified {
+    credential: Credential,
+    receipt: Receipt,
+}
+
+impl MppVerified {
+    /// The credential, for the handler's `Credential` parameter.
+    pub fn credential(&self) -> Credential {
+        self.credential.clone()
+    }
+
+    /// The receipt, for the handler's `Receipt` parameter.
+    pub fn receipt(&self) -> Receipt {
+        self.receipt.clone()
+    }
+
+    /// Runs the handler body and adds `Payment-Receipt` to a successful response.
+    pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        with_receipt(body.await.into_response(), &self.receipt)
+    }
+}

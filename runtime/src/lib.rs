@@ -1,12 +1,17 @@
 //! The runtime of [pay402](https://docs.rs/pay402): everything the facade re-exports.
 //!
+//! * [`evm`] — EIP-712 / EIP-3009 typed data, signing and recovery;
 //! * [`x402`] — the x402 protocol (types, headers, schemes, facilitator clients, resource server);
 //! * [`okx`] — OKX's HMAC request signer and hosted facilitator client;
 //! * [`json`] — the JSON byte flavours the wire needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod evm;
 pub mod json;
+pub mod mpp;
 pub mod okx;
+pub mod replay;
+pub mod web;
 pub mod x402;
 
 pub use pay402_core as literal;
@@ -22,18 +27,19 @@ pub mod actix;
 #[doc(hidden)]
 pub mod __private {
     //! Items named by the attribute macros' expansions. Not public API.
+    pub use crate::mpp::{Credential, Receipt, StaticPaySpec};
     pub use crate::x402::http::{StaticRoute, X402Payment};
 
     /// axum glue.
     #[cfg(feature = "axum")]
     pub mod axum {
-        pub use crate::axum::{X402Guard, X402Verified};
+        pub use crate::axum::{MppGuard, MppVerified, X402Guard, X402Verified};
         pub use ::axum::response::Response;
     }
 
     /// actix-web glue.
     #[cfg(feature = "actix")]
     pub mod actix {
-        pub use crate::actix::{Response, X402Guard, X402Verified};
+        pub use crate::actix::{MppGuard, MppVerified, Response, X402Guard, X402Verified};
     }
 }

@@ -1,7 +1,10 @@
-//! OKX's web3 payment APIs: the shared HMAC request signer and the x402 facilitator client.
+//! OKX's web3 payment APIs: the shared HMAC request signer, the x402 facilitator client and the
+//! MPP Settlement-Agent client ([`sa`]).
 
 pub mod auth;
 pub mod facilitator;
+pub mod sa;
 
 pub use auth::{OkxCredentials, OkxSigner, TimestampFormat};
 pub use facilitator::{OKX_DEFAULT_BASE_URL, OKX_X402_BASE_PATH, OkxFacilitatorClient, OkxFacilitatorConfig};
+pub use sa::{OkxSaClient, OkxSaConfig, SaClient};

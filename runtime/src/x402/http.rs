@@ -20,25 +20,23 @@ use super::headers::{
     encode_payment_response_header,
 };
 use super::paywall::{self, PaywallConfig};
-use super::replay::{InMemoryReplayStore, ReplayStore, unix_now};
 use super::routes::{RouteKeyError, RoutePattern, normalize_path};
 use super::server::{RequirementsSpec, ServerError, X402ResourceServer};
 use super::types::{
     AnyPaymentPayload, JsonObject, Network, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo,
     SettleResponse, settle_status,
 };
+use crate::replay::{InMemoryReplayStore, ReplayStore, unix_now};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use sha2::Digest as _;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing::Instrument as _;
 
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use crate::web::{BoxFuture, HttpBody, PaymentHttpResponse, RequestContext};
 
 /// The reason sent when a payment (payer + nonce) was already used.
 pub const REPLAYED_PAYMENT_REASON: &str = "invalid_exact_evm_nonce_already_used";
@@ -48,84 +46,6 @@ pub const PAYMENT_REQUIRED_ERROR: &str = "Payment required";
 pub const NO_MATCHING_REQUIREMENTS_ERROR: &str = "No matching payment requirements";
 /// The value of `Access-Control-Expose-Headers` on payment responses.
 pub const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
-
-/// What a handler-side callback sees of the request.
-#[derive(Clone, Debug)]
-pub struct RequestContext {
-    /// HTTP method.
-    pub method: Method,
-    /// Path as received (no query).
-    pub path: String,
-    /// Full URL as received: scheme, host, path and query.
-    pub url: String,
-    /// Request headers.
-    pub headers: HeaderMap,
-}
-
-impl RequestContext {
-    /// Builds a context from the method, the full URL and the headers.
-    pub fn new(method: Method, url: String, headers: HeaderMap) -> Self {
-        let path = match url.find("://") {
-            Some(i) => {
-                let rest = &url[i + 3..];
-                let start = rest.find('/').unwrap_or(rest.len());
-                let rest = &rest[start..];
-                rest[..rest.find(['?', '#']).unwrap_or(rest.len())].to_owned()
-            }
-            None => url[..url.find(['?', '#']).unwrap_or(url.len())].to_owned(),
-        };
-        let path = if path.is_empty() { "/".to_owned() } else { path };
-        Self { method, path, url, headers }
-    }
-
-    /// Builds a context from a request's method, URI and headers. The URL's scheme and host
-    /// come from the URI when absolute, else from `X-Forwarded-Proto` / `Host`.
-    pub fn from_parts(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Self {
-        let url = if uri.scheme().is_some() {
-            uri.to_string()
-        } else {
-            let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-            let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-            format!("{scheme}://{host}{pq}")
-        };
-        Self::new(method.clone(), url, headers.clone())
-    }
-
-    /// A header's value as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// A query parameter (first occurrence, percent-decoded).
-    pub fn query(&self, name: &str) -> Option<String> {
-        let q = self.url.split_once('?')?.1;
-        let q = q.split('#').next().unwrap_or("");
-        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
-    }
-
-    /// A browser: `Accept` contains `text/html` and `User-Agent` contains `Mozilla`.
-    pub fn is_browser(&self) -> bool {
-        self.header("accept").is_some_and(|a| a.contains("text/html"))
-            && self.header("user-agent").is_some_and(|u| u.contains("Mozilla"))
-    }
-}
-
-/// A response body with its content type.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpBody {
-    /// `Content-Type`.
-    pub content_type: String,
-    /// Bytes.
-    pub body: Bytes,
-}
-
-impl HttpBody {
-    /// A JSON body.
-    pub fn json(value: &serde_json::Value) -> Self {
-        Self { content_type: "application/json".into(), body: Bytes::from(value.to_string()) }
-    }
-}
 
 /// A computed price: called per request, bounded by the route's hook timeout.
 pub type DynamicPrice = Arc<dyn Fn(&RequestContext) -> BoxFuture<Result<Price, String>> + Send + Sync>;
@@ -419,49 +339,6 @@ impl StaticRoute {
         route.description = self.description.map(str::to_owned);
         route.mime_type = self.mime_type.map(str::to_owned);
         Ok(Arc::clone(self.config.get_or_init(|| Arc::new(route))))
-    }
-}
-
-/// A response pay402 sends instead of (or in place of) the handler's.
-#[derive(Clone, Debug)]
-pub struct PaymentHttpResponse {
-    /// Status.
-    pub status: StatusCode,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: Bytes,
-}
-
-impl PaymentHttpResponse {
-    fn new(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Self {
-        let mut headers = HeaderMap::new();
-        if let Ok(ct) = HeaderValue::from_str(content_type) {
-            headers.insert(http::header::CONTENT_TYPE, ct);
-        }
-        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Self { status, headers, body: body.into() }
-    }
-
-    fn json_error(status: StatusCode, message: &str) -> Self {
-        Self::new(status, "application/json", serde_json::json!({ "error": message }).to_string())
-    }
-
-    fn with_header(mut self, name: &'static str, value: &str) -> Self {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.insert(HeaderName::from_static_lower(name), v);
-        }
-        self
-    }
-}
-
-trait FromStaticLower {
-    fn from_static_lower(name: &'static str) -> HeaderName;
-}
-
-impl FromStaticLower for HeaderName {
-    fn from_static_lower(name: &'static str) -> HeaderName {
-        HeaderName::from_bytes(name.as_bytes()).unwrap_or(http::header::WARNING)
     }
 }
 
@@ -866,17 +743,10 @@ impl X402HttpServer {
             {
                 let mut headers = HeaderMap::new();
                 match encode_payment_response_header(&resp) {
-                    Ok(v) => {
-                        if let Ok(v) = HeaderValue::from_str(&v) {
-                            headers.insert(HeaderName::from_static_lower(header_name), v);
-                        }
-                    }
+                    Ok(v) => insert_header(&mut headers, header_name, &v),
                     Err(e) => tracing::error!(error = %e, "x402: cannot encode PAYMENT-RESPONSE"),
                 }
-                headers.insert(
-                    HeaderName::from_static_lower(ACCESS_CONTROL_EXPOSE_HEADERS),
-                    HeaderValue::from_static(EXPOSED_HEADERS),
-                );
+                insert_header(&mut headers, ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
                 return Ok(headers);
             }
             Ok(mut resp) => {
@@ -907,6 +777,12 @@ impl X402HttpServer {
             out = out.with_header(header_name, &v);
         }
         Err(out.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
+    }
+}
+
+fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        headers.insert(n, v);
     }
 }
 

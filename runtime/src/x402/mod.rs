@@ -1,17 +1,21 @@
 //! The x402 protocol: wire types, headers, money and schemes, facilitator clients and the
 //! resource server.
 
+pub mod client;
+pub mod embedded;
 pub mod facilitator;
 pub mod headers;
 pub mod http;
 pub mod networks;
 pub mod paywall;
-pub mod replay;
+pub use crate::replay;
 pub mod routes;
 pub mod scheme;
 pub mod server;
 pub mod types;
 
+pub use client::{ClientError, ExactEvmClientScheme, PaymentSelector, SchemeNetworkClient, X402Client};
+pub use embedded::EmbeddedFacilitator;
 pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig};
 pub use headers::*;
 pub use networks::{AssetInfo, NetworkRegistry, TransferMethod, X_LAYER, X_LAYER_CHAIN_ID, X_LAYER_USDT0};

@@ -1,0 +1,406 @@
+//! The handler rewrite shared by the payment attributes: check the fn's shape, put the guard
+//! first, take out the parameters the verified payment fills, and wrap the body so the handler's
+//! future verifies before and settles after (design note §3.3).
+
+use crate::attr::Ctxt;
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::visit_mut::VisitMut;
+use syn::{AttrStyle, FnArg, ItemFn, PatType, ReturnType, Type};
+
+/// The web framework an entry point expands for; its only effect is the `__private` module the
+/// expansion names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framework {
+    /// `::pay402::__private::axum`.
+    Axum,
+    /// `::pay402::__private::actix`.
+    Actix,
+}
+
+impl Framework {
+    /// The `__private` submodule.
+    fn module(self) -> syn::Ident {
+        format_ident!("{}", if self == Self::Axum { "axum" } else { "actix" })
+    }
+
+    /// The framework's name, for messages.
+    fn name(self) -> &'static str {
+        if self == Self::Axum { "axum" } else { "actix-web" }
+    }
+}
+
+/// Most arguments a handler may take (both frameworks implement their handler traits up to 16).
+const MAX_ARGS: usize = 16;
+
+/// A parameter type the macro fills from the verified payment (recognised by the last segment
+/// of its path) instead of leaving it to an extractor.
+pub(crate) struct Injected {
+    /// The type's name, e.g. `X402Payment`.
+    pub(crate) type_name: &'static str,
+    /// The method of the verified guard that produces it, e.g. `payment`.
+    pub(crate) getter: &'static str,
+}
+
+/// What varies between the payment attributes.
+pub(crate) struct Protocol<'a> {
+    /// The guard type inside `__private::<framework>`, e.g. `X402Guard`.
+    pub(crate) guard: &'static str,
+    /// The parameters filled from the payment.
+    pub(crate) injected: &'a [Injected],
+    /// The initialiser of the route `static` (a `StaticRoute::new(..)` expression).
+    pub(crate) route: TokenStream,
+    /// The route `static`'s type, under `::pay402::__private`.
+    pub(crate) route_type: &'static str,
+}
+
+/// The last path segment's name of `ty`, looking through parentheses and groups.
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last(),
+        Type::Paren(p) => last_segment(&p.elem),
+        Type::Group(g) => last_segment(&g.elem),
+        _ => None,
+    }
+}
+
+/// The injected parameter `ty` stands for, if any.
+fn injected_of<'a>(ty: &Type, injected: &'a [Injected]) -> Option<&'a Injected> {
+    let name = last_segment(ty)?.ident.to_string();
+    injected.iter().find(|i| i.type_name == name)
+}
+
+/// `Option<X402Payment>` and the like: the payment is always there in a paid handler.
+fn optional_injected<'a>(ty: &Type, injected: &'a [Injected]) -> Option<&'a Injected> {
+    let segment = last_segment(ty)?;
+    if segment.ident != "Option" && segment.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &segment.arguments else { return None };
+    args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => injected_of(t, injected),
+        _ => None,
+    })
+}
+
+/// Replaces every `impl Trait` with `_` (tracing-attributes' `ImplTraitEraser`).
+struct ImplTraitEraser;
+
+impl VisitMut for ImplTraitEraser {
+    fn visit_type_mut(&mut self, t: &mut Type) {
+        if let Type::ImplTrait(..) = t {
+            *t = Type::Infer(syn::TypeInfer { underscore_token: syn::Token![_](t.span()) });
+        } else {
+            syn::visit_mut::visit_type_mut(self, t);
+        }
+    }
+}
+
+/// Whether a type mentions `impl Trait`, `Self`, or one of the fn's generic parameters.
+struct Mentions<'a> {
+    generics: &'a syn::Generics,
+    impl_trait: bool,
+    outer: bool,
+}
+
+impl<'ast> Visit<'ast> for Mentions<'_> {
+    fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
+        self.impl_trait = true;
+        syn::visit::visit_type_impl_trait(self, t);
+    }
+    fn visit_ident(&mut self, ident: &'ast syn::Ident) {
+        let generic = self.generics.params.iter().any(|p| match p {
+            syn::GenericParam::Type(t) => t.ident == *ident,
+            syn::GenericParam::Const(c) => c.ident == *ident,
+            syn::GenericParam::Lifetime(_) => false,
+        });
+        if generic || ident == "Self" {
+            self.outer = true;
+        }
+    }
+    fn visit_lifetime(&mut self, lifetime: &'ast syn::Lifetime) {
+        if lifetime.ident != "static" {
+            self.outer = true;
+        }
+    }
+}
+
+/// The statement that fixes the async block's output to the declared return type, so `?` and
+/// inference inside the user's block behave as in the original fn (tracing-attributes' "fake
+/// return edge"). `impl Trait` is erased to `_`; when the type allows it, a nested fn with the
+/// `impl Trait` in argument position checks the bounds (and keeps the traits' imports used).
+fn fake_return_edge(output: &ReturnType, fn_ident: &syn::Ident, generics: &syn::Generics) -> TokenStream {
+    let (declared, span) = match output {
+        ReturnType::Type(_, ty) => ((**ty).clone(), ty.span()),
+        ReturnType::Default => (syn::parse_quote!(()), fn_ident.span()),
+    };
+    let mut mentions = Mentions { generics, impl_trait: false, outer: false };
+    mentions.visit_type(&declared);
+    let mut erased = declared.clone();
+    ImplTraitEraser.visit_type_mut(&mut erased);
+    let fake = syn::Ident::new("__pay402_fake_return", span.resolved_at(Span::mixed_site()));
+    let (check_fn, check_call) = if mentions.impl_trait && !mentions.outer {
+        let check = syn::Ident::new("__pay402_returns", span.resolved_at(Span::mixed_site()));
+        (quote_spanned!(span=> fn #check(_: &#declared) {}), quote_spanned!(span=> #check(&#fake);))
+    } else {
+        (TokenStream::new(), TokenStream::new())
+    };
+    quote_spanned! {span=>
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::let_unit_value,
+            clippy::let_with_type_underscore,
+            clippy::needless_return,
+            clippy::unreachable
+        )]
+        if false {
+            #check_fn
+            let #fake: #erased = loop {};
+            #check_call
+            return #fake;
+        }
+    }
+}
+
+/// Rewrites the handler `item` for `protocol`. Shape errors go to `cx`; the result is always a
+/// complete item (the original one when it cannot be rewritten), so errors do not cascade.
+pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, item: TokenStream) -> TokenStream {
+    let attr = cx.attr();
+    let mut func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            cx.error_at(
+                Span::call_site(),
+                format_args!("#[{attr}] goes on an `async fn` request handler (a free fn or an associated fn)"),
+            );
+            return item;
+        }
+    };
+    if let Some(receiver) = func.sig.receiver() {
+        cx.error_spanned_by(
+            receiver,
+            format_args!(
+                "#[{attr}] handlers cannot take `self`: {} calls handlers without a receiver; make it an \
+                 associated fn (drop `self`) and pass state through an extractor",
+                framework.name()
+            ),
+        );
+        return item;
+    }
+    if func.sig.asyncness.is_none() {
+        cx.error_spanned_by(
+            func.sig.fn_token,
+            format_args!("#[{attr}] handlers must be `async fn`: write `async fn {}(..)`", func.sig.ident),
+        );
+        func.sig.asyncness = Some(syn::Token![async](func.sig.fn_token.span));
+    }
+
+    let verified = syn::Ident::new("__pay402_verified", Span::mixed_site());
+    let guard = syn::Ident::new("__pay402_guard", Span::mixed_site());
+    let route = syn::Ident::new("__PAY402_ROUTE", Span::mixed_site());
+
+    let mut kept: Vec<FnArg> = Vec::new();
+    let mut bindings: Vec<TokenStream> = Vec::new();
+    for arg in std::mem::take(&mut func.sig.inputs) {
+        let FnArg::Typed(PatType { attrs, pat, ty, .. }) = &arg else { continue };
+        if let Some(injected) = injected_of(ty, protocol.injected) {
+            let getter = syn::Ident::new(injected.getter, Span::mixed_site());
+            bindings.push(quote_spanned! {arg.span()=> #(#attrs)* let #pat: #ty = #verified.#getter(); });
+            continue;
+        }
+        if let Some(injected) = optional_injected(ty, protocol.injected) {
+            cx.error_spanned_by(
+                ty,
+                format_args!(
+                    "the payment is always present in a #[{attr}] handler: take `{}` itself, not wrapped",
+                    injected.type_name
+                ),
+            );
+        }
+        kept.push(arg);
+    }
+    if kept.len() >= MAX_ARGS {
+        cx.error_spanned_by(
+            &kept[MAX_ARGS - 1],
+            format_args!(
+                "too many arguments: #[{attr}] adds one and {} handlers take at most {MAX_ARGS}; group some \
+                 extractors into a tuple or a struct",
+                framework.name()
+            ),
+        );
+    }
+
+    let ItemFn { attrs, vis, sig, block } = func;
+    let (outer, inner): (Vec<_>, Vec<_>) = attrs.into_iter().partition(|a| matches!(a.style, AttrStyle::Outer));
+    let syn::Signature { constness, asyncness, unsafety, abi, fn_token, ident, generics, output, .. } = sig;
+    let where_clause = &generics.where_clause;
+    let module = framework.module();
+    let guard_type = syn::Ident::new(protocol.guard, Span::call_site());
+    let route_type = syn::Ident::new(protocol.route_type, Span::call_site());
+    let route_init = &protocol.route;
+    let edge = fake_return_edge(&output, &ident, &generics);
+    // The `finish` call carries the declared return type's location, so "`Foo: IntoResponse` is
+    // not satisfied" points at the user's `-> Foo` (rustc adds one more copy at the attribute,
+    // for the handler's future).
+    let finish_span = output_span(&output, &ident).resolved_at(Span::mixed_site());
+    let finish = quote_spanned! {finish_span=>
+        #verified.finish(async move {
+            #edge
+            #block
+        }).await
+    };
+    quote! {
+        #(#outer)*
+        #vis #constness #asyncness #unsafety #abi #fn_token #ident #generics (
+            #guard: ::pay402::__private::#module::#guard_type,
+            #(#kept),*
+        ) -> ::pay402::__private::#module::Response #where_clause {
+            #(#inner)*
+            static #route: ::pay402::__private::#route_type = #route_init;
+            let #verified = match #guard.verify(&#route).await {
+                ::core::result::Result::Ok(verified) => verified,
+                ::core::result::Result::Err(response) => return response,
+            };
+            #(#bindings)*
+            #finish
+        }
+    }
+}
+
+/// The span of the declared return type, or of the fn name when there is none.
+fn output_span(output: &ReturnType, ident: &syn::Ident) -> Span {
+    match output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => ident.span(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INJECTED: &[Injected] = &[Injected { type_name: "X402Payment", getter: "payment" }];
+
+    fn protocol() -> Protocol<'static> {
+        Protocol { guard: "X402Guard", injected: INJECTED, route: quote!(ROUTE_INIT), route_type: "StaticRoute" }
+    }
+
+    fn run(framework: Framework, item: TokenStream) -> (String, Vec<String>) {
+        let cx = Ctxt::new("x402");
+        let out = rewrite(&cx, framework, &protocol(), item);
+        let errors = cx.into_error().map(|e| e.into_iter().map(|e| e.to_string()).collect()).unwrap_or_default();
+        (out.to_string(), errors)
+    }
+
+    #[test]
+    fn guard_first_payment_rebound_body_wrapped() {
+        let (out, errors) = run(
+            Framework::Axum,
+            quote! {
+                /// Docs.
+                #[other]
+                pub(crate) async fn quote(Query(q): Query<Q>, p: pay402::axum::X402Payment, Json(b): Json<B>)
+                    -> Result<Json<Out>, ApiError> { body() }
+            },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let want = quote! {
+            #[doc = r" Docs."]
+            #[other]
+            pub(crate) async fn quote(
+                __pay402_guard: ::pay402::__private::axum::X402Guard,
+                Query(q): Query<Q>,
+                Json(b): Json<B>
+            ) -> ::pay402::__private::axum::Response {
+                static __PAY402_ROUTE: ::pay402::__private::StaticRoute = ROUTE_INIT;
+                let __pay402_verified = match __pay402_guard.verify(&__PAY402_ROUTE).await {
+                    ::core::result::Result::Ok(verified) => verified,
+                    ::core::result::Result::Err(response) => return response,
+                };
+                let p: pay402::axum::X402Payment = __pay402_verified.payment();
+                __pay402_verified.finish(async move {
+                    #[allow(
+                        unknown_lints,
+                        unreachable_code,
+                        clippy::diverging_sub_expression,
+                        clippy::empty_loop,
+                        clippy::let_unit_value,
+                        clippy::let_with_type_underscore,
+                        clippy::needless_return,
+                        clippy::unreachable
+                    )]
+                    if false {
+                        let __pay402_fake_return: Result<Json<Out>, ApiError> = loop {};
+                        return __pay402_fake_return;
+                    }
+                    { body() }
+                }).await
+            }
+        };
+        assert_eq!(out, want.to_string());
+    }
+
+    #[test]
+    fn actix_path_and_impl_trait() {
+        let (out, errors) = run(
+            Framework::Actix,
+            quote! { #[get("/x")] async fn x(#[allow(unused)] mut p: X402Payment) -> impl Responder { "" } },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(out.contains("__pay402_guard : :: pay402 :: __private :: actix :: X402Guard"), "{out}");
+        assert!(out.contains("-> :: pay402 :: __private :: actix :: Response"), "{out}");
+        assert!(out.contains("# [allow (unused)] let mut p : X402Payment = __pay402_verified . payment () ;"), "{out}");
+        assert!(
+            out.contains(
+                "if false { fn __pay402_returns (_ : & impl Responder) { } let __pay402_fake_return : _ = loop { } ; \
+                 __pay402_returns (& __pay402_fake_return) ; return __pay402_fake_return ; }"
+            ),
+            "{out}"
+        );
+        assert!(out.starts_with("# [get (\"/x\")] async fn x"), "{out}");
+    }
+
+    #[test]
+    fn impl_trait_mentioning_generics_is_only_erased() {
+        let (out, _) = run(Framework::Axum, quote! { async fn x<T: Tr>() -> impl Into<T> { loop {} } });
+        assert!(!out.contains("__pay402_returns"), "{out}");
+    }
+
+    #[test]
+    fn inner_attributes_move_to_the_outer_body() {
+        let (out, _) = run(Framework::Axum, quote! { async fn x() { #![allow(unused)] body() } });
+        assert!(out.contains("Response { # ! [allow (unused)] static"), "{out}");
+        assert!(out.contains("let __pay402_fake_return : () = loop { } ;"), "{out}");
+    }
+
+    #[test]
+    fn shape_errors() {
+        let (out, errors) = run(Framework::Axum, quote! { fn x() {} });
+        assert_eq!(errors, ["#[x402] handlers must be `async fn`: write `async fn x(..)`"]);
+        assert!(out.starts_with("async fn x (__pay402_guard"), "{out}");
+
+        let (out, errors) = run(Framework::Axum, quote! { async fn x(&self) {} });
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("#[x402] handlers cannot take `self`: axum calls handlers"), "{errors:?}");
+        assert_eq!(out, quote! { async fn x(&self) {} }.to_string());
+
+        let (_, errors) = run(Framework::Axum, quote! { struct S; });
+        assert_eq!(errors, ["#[x402] goes on an `async fn` request handler (a free fn or an associated fn)"]);
+
+        let (_, errors) = run(Framework::Actix, quote! { async fn x(p: Option<X402Payment>) {} });
+        assert_eq!(
+            errors,
+            ["the payment is always present in a #[x402] handler: take `X402Payment` itself, not wrapped"]
+        );
+
+        let args = (0..16).map(|i| format_ident!("a{i}"));
+        let (_, errors) = run(Framework::Actix, quote! { async fn x(#(#args: A),*) {} });
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("too many arguments: #[x402] adds one and actix-web handlers"), "{errors:?}");
+    }
+}

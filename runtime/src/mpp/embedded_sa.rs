@@ -1,0 +1,721 @@
+//! [`EmbeddedSa`]: an in-process [`SaClient`] — the MPP twin of the embedded x402 facilitator —
+//! settling `evm` charges against an in-memory token ledger instead of a chain.
+//!
+//! It really checks what it is sent (the challenge echo, the request it carries, every
+//! EIP-3009 signature, validity windows, nonces and balances) and answers like OKX's Settlement
+//! Agent: success is a [`ChargeReceipt`], failure an [`SaError::Api`] with the SA code and the
+//! error class [`map_sa_error`] gives it (wire facts §9.7-§9.8). Use it for tests, demos and
+//! local development; it never touches a network.
+//!
+//! **Sessions are not supported yet**: the five session operations answer
+//! `SaError::Api { code: 70000, error: BadRequest("sessions are not supported by this embedded
+//! SA yet") }`.
+//!
+//! ```
+//! use pay402_runtime::evm::U256;
+//! use pay402_runtime::mpp::EmbeddedSa;
+//!
+//! let sa = EmbeddedSa::new().with_clock(|| 1_774_864_800);
+//! let token = "0x779ded0c9e1022225f8e0630b35a9b54be713736";
+//! let payer = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+//! sa.fund(token, payer, U256::from(5_000)).unwrap();
+//! assert_eq!(sa.balance(token, payer), U256::from(5_000));
+//! assert_eq!(sa.charge_count(), 0);
+//! ```
+
+use super::charge_client::{CHARGE_INTENT, ChargeRequest, EVM_METHOD, MAX_SPLITS};
+use super::credential::payer_from_did;
+use super::encoding::b64url_decode;
+use super::expiry::{parse_rfc3339, python_isoformat_z};
+use crate::evm::{
+    self, Address, B256, Eip712Domain, EvmError, TokenLedger, TransferWithAuthorization, U256, UnixClock,
+};
+use crate::okx::sa::{
+    ChargeAuthorization, ChargeReceipt, ChargeSettleRequest, ChargeVerifyHashRequest, EIP3009_AUTHORIZATION_TYPE,
+    SaChallengeEcho, SaClient, SaError, SessionCloseRequest, SessionOpenRequest, SessionReceipt, SessionSettleRequest,
+    SessionStatus, SessionTopUpRequest, TransferAuthorization, map_sa_error,
+};
+use crate::x402::embedded::transaction_hash;
+use crate::x402::networks::{NetworkRegistry, X_LAYER_CHAIN_ID};
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use time::OffsetDateTime;
+
+/// The SA codes the embedded SA answers with (wire facts §9.8).
+pub mod sa_codes {
+    /// Malformed or missing field, amount/recipient mismatch, unsupported operation
+    /// (`BadRequestError`, 400).
+    pub const BAD_REQUEST: i64 = 70000;
+    /// Chain or token not supported (`InternalSAError`, 500).
+    pub const CHAIN_UNSUPPORTED: i64 = 70001;
+    /// Nonce reused, insufficient balance, authorization expired or not yet valid, transaction
+    /// already used (`MalformedCredentialError`, 402).
+    pub const MALFORMED_CREDENTIAL: i64 = 70003;
+    /// A signature does not recover to the payer (`InvalidSignatureError`, 402).
+    pub const INVALID_SIGNATURE: i64 = 70004;
+    /// The splits add up to more than the amount (`InvalidSplitError`, 400).
+    pub const SPLITS_EXCEED_AMOUNT: i64 = 70005;
+    /// More than ten splits (`InvalidSplitError`, 400).
+    pub const TOO_MANY_SPLITS: i64 = 70006;
+    /// The transaction hash is not known (`InternalSAError`, 500).
+    pub const TX_NOT_CONFIRMED: i64 = 70007;
+    /// The challenge echo is missing, not `evm`/`charge`, or expired (`InvalidChallengeError`,
+    /// 402).
+    pub const INVALID_CHALLENGE: i64 = 70009;
+}
+
+/// The detail of every session operation's answer.
+pub const SESSIONS_UNSUPPORTED: &str = "sessions are not supported by this embedded SA yet";
+
+fn sa_error(code: i64, msg: impl AsRef<str>) -> SaError {
+    SaError::Api { code, error: map_sa_error(code, msg.as_ref()) }
+}
+
+fn bad_request(msg: impl AsRef<str>) -> SaError {
+    sa_error(sa_codes::BAD_REQUEST, msg)
+}
+
+/// A transfer known to the embedded "chain", for `charge/verifyHash`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RecordedTransfer {
+    chain_id: u64,
+    token: Address,
+    from: Address,
+    to: Address,
+    value: U256,
+}
+
+#[derive(Default)]
+struct State {
+    ledger: TokenLedger,
+    /// Accepted charges (settled or verified by hash), in order.
+    charges: Vec<ChargeReceipt>,
+    /// Known transactions by hash.
+    transactions: HashMap<B256, RecordedTransfer>,
+    /// The challenge id each transaction paid for.
+    hash_used_by: HashMap<B256, String>,
+}
+
+/// An in-process Settlement Agent for MPP `evm` charges, with an in-memory token ledger.
+///
+/// Clones share the state (balances, used nonces, known transactions, accepted charges), so a
+/// test can keep a handle while a seller owns another. [`Self::with_clock`] and
+/// [`Self::with_registry`] affect only the handle they are called on (and its later clones).
+///
+/// **`settle`** (`charge/settle`) checks, in order, answering the first failure:
+///
+/// 1. the echo has non-empty `id`, `realm`, `method`, `intent`, `request`; method `evm`,
+///    intent `charge`; `expires`, when present, is RFC 3339 and not past — else 70009;
+/// 2. the echoed `request` is base64url JSON (else 70009) with `amount`, `currency`,
+///    `recipient`, optional `methodDetails.chainId` (196) and `methodDetails.splits` — else
+///    70000; the registry knows the token on that chain (its EIP-712 name and version) — else
+///    70001;
+/// 3. authorization type `eip-3009`, at most 10 splits (70006), every authorization
+///    well-formed (70000), Σ split values ≤ amount (70005);
+/// 4. `to` is the recipient (case-insensitive), value + Σ splits = amount exactly, the splits
+///    pay exactly the request's splits in order and come from the same payer, `source` (when
+///    not empty) is the payer's `did:pkh` on that chain — else 70000;
+/// 5. every signature (each split signs its own authorization) recovers to `from` over the
+///    domain `{name, version, chainId, verifyingContract: currency}` — else 70004;
+/// 6. validAfter ≤ now ≤ validBefore for each — else 70003 `authorization expired` (or
+///    `authorization not yet valid`);
+/// 7. nonces unused per (token, from) — else 70003 `authorization nonce already used`;
+/// 8. the payer's balance covers the total — else 70003 `insufficient balance`.
+///
+/// Then the balances move (primary to the recipient, each split to its recipient), the nonces
+/// are marked used, and the receipt is `{method: "evm", reference, status: "success",
+/// timestamp, chainId, challengeId}` where `reference` is the deterministic pseudo hash
+/// [`transaction_hash`] of the primary transfer. A challenge id is not single-use here (the
+/// seller enforces that); a nonce is.
+///
+/// **`verify_hash`** (`charge/verifyHash`) accepts a hash registered with
+/// [`Self::record_transfer`] (or produced by an earlier `settle`): the same echo and request
+/// checks, no splits, then the transfer must be on the request's chain and token, to the
+/// recipient, for exactly the amount (70000); an unknown hash is 70007 `transaction not
+/// confirmed`; a hash already accepted for another challenge is 70003.
+#[derive(Clone)]
+pub struct EmbeddedSa {
+    clock: UnixClock,
+    registry: Option<Arc<NetworkRegistry>>,
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for EmbeddedSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedSa").field("charges", &self.charge_count()).finish_non_exhaustive()
+    }
+}
+
+impl Default for EmbeddedSa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One authorization, parsed.
+struct Parsed {
+    message: TransferWithAuthorization,
+    signature: Option<String>,
+}
+
+fn parse_authorization(a: &TransferAuthorization, what: &str) -> Result<Parsed, SaError> {
+    let malformed = |field: &str, e: EvmError| bad_request(format!("{what}.{field}: {e}"));
+    Ok(Parsed {
+        message: TransferWithAuthorization {
+            from: evm::parse_address(&a.from).map_err(|e| malformed("from", e))?,
+            to: evm::parse_address(&a.to).map_err(|e| malformed("to", e))?,
+            value: evm::parse_uint256(&a.value).map_err(|e| malformed("value", e))?,
+            validAfter: evm::parse_uint256(&a.valid_after).map_err(|e| malformed("validAfter", e))?,
+            validBefore: evm::parse_uint256(&a.valid_before).map_err(|e| malformed("validBefore", e))?,
+            nonce: evm::parse_bytes32(&a.nonce).map_err(|e| malformed("nonce", e))?,
+        },
+        signature: a.signature.clone().filter(|s| !s.is_empty()),
+    })
+}
+
+fn primary_as_transfer(a: &ChargeAuthorization) -> TransferAuthorization {
+    TransferAuthorization {
+        auth_type: a.auth_type.clone(),
+        from: a.from.clone(),
+        to: a.to.clone(),
+        value: a.value.clone(),
+        valid_after: a.valid_after.clone(),
+        valid_before: a.valid_before.clone(),
+        nonce: a.nonce.clone(),
+        signature: a.signature.clone(),
+    }
+}
+
+fn is_eip3009(auth_type: &str) -> bool {
+    auth_type.is_empty() || auth_type == EIP3009_AUTHORIZATION_TYPE
+}
+
+impl EmbeddedSa {
+    /// An embedded SA with an empty ledger, the system clock and the process-wide
+    /// [`NetworkRegistry::global`] (read at each call).
+    pub fn new() -> Self {
+        Self { clock: evm::system_clock(), registry: None, state: Arc::default() }
+    }
+
+    /// Replaces the clock (Unix seconds), for tests.
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Uses `registry` for the supported tokens and their EIP-712 name and version.
+    pub fn with_registry(mut self, registry: NetworkRegistry) -> Self {
+        self.registry = Some(Arc::new(registry));
+        self
+    }
+
+    /// Development faucet: every account the ledger has not seen yet (per token) starts with
+    /// `amount` instead of zero. Off (zero) by default. Applies to the shared state, hence to
+    /// every clone.
+    pub fn with_faucet(self, amount: U256) -> Self {
+        self.lock().ledger.set_faucet(amount);
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn registry(&self) -> Arc<NetworkRegistry> {
+        self.registry.clone().unwrap_or_else(NetworkRegistry::global)
+    }
+
+    /// Credits `amount` of `token` to `owner` (addresses in any case); returns the new balance.
+    pub fn fund(&self, token: &str, owner: &str, amount: U256) -> Result<U256, EvmError> {
+        let (token, owner) = (evm::parse_address(token)?, evm::parse_address(owner)?);
+        self.lock().ledger.credit(token, owner, amount).map_err(|_| EvmError::Overflow)
+    }
+
+    /// The ledger balance of `owner` in `token` (the faucet amount for accounts not seen yet;
+    /// zero for unparseable addresses).
+    pub fn balance(&self, token: &str, owner: &str) -> U256 {
+        match (evm::parse_address(token), evm::parse_address(owner)) {
+            (Ok(token), Ok(owner)) => self.lock().ledger.balance_of(token, owner),
+            _ => U256::ZERO,
+        }
+    }
+
+    /// Whether `authorizer` already used `nonce` (`0x` + 64 hex) on `token`.
+    pub fn is_nonce_used(&self, token: &str, authorizer: &str, nonce: &str) -> bool {
+        match (evm::parse_address(token), evm::parse_address(authorizer), evm::parse_bytes32(nonce)) {
+            (Ok(t), Ok(a), Ok(n)) => self.lock().ledger.is_nonce_used(t, a, n),
+            _ => false,
+        }
+    }
+
+    /// The accepted charges (settled, or verified by hash), in order.
+    pub fn charges(&self) -> Vec<ChargeReceipt> {
+        self.lock().charges.clone()
+    }
+
+    /// How many charges were accepted.
+    pub fn charge_count(&self) -> usize {
+        self.lock().charges.len()
+    }
+
+    /// Registers a transfer on X Layer (chain 196) that happened out of band (the client
+    /// broadcast it itself), so `verify_hash` can accept `hash`. The ledger's balances are not
+    /// touched. Replaces an earlier record of the same hash.
+    pub fn record_transfer(&self, hash: &str, from: &str, to: &str, token: &str, value: U256) -> Result<(), EvmError> {
+        self.record_transfer_on(X_LAYER_CHAIN_ID, hash, from, to, token, value)
+    }
+
+    /// [`Self::record_transfer`] on another chain.
+    pub fn record_transfer_on(
+        &self,
+        chain_id: u64,
+        hash: &str,
+        from: &str,
+        to: &str,
+        token: &str,
+        value: U256,
+    ) -> Result<(), EvmError> {
+        let record = RecordedTransfer {
+            chain_id,
+            token: evm::parse_address(token)?,
+            from: evm::parse_address(from)?,
+            to: evm::parse_address(to)?,
+            value,
+        };
+        self.lock().transactions.insert(evm::parse_bytes32(hash)?, record);
+        Ok(())
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    fn timestamp(now: u64) -> String {
+        let at = i64::try_from(now).ok().and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
+        at.map_or_else(|| now.to_string(), python_isoformat_z)
+    }
+
+    /// Steps 1–2: the echo and the request it carries, and the token's EIP-712 domain.
+    fn check_echo(&self, echo: &SaChallengeEcho, now: u64) -> Result<(ChargeRequest, Eip712Domain), SaError> {
+        let invalid = |msg: &str| sa_error(sa_codes::INVALID_CHALLENGE, msg);
+        for (name, value) in [
+            ("id", &echo.id),
+            ("realm", &echo.realm),
+            ("method", &echo.method),
+            ("intent", &echo.intent),
+            ("request", &echo.request),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(&format!("challenge {name} is missing")));
+            }
+        }
+        if echo.method != EVM_METHOD || echo.intent != CHARGE_INTENT {
+            return Err(invalid(&format!("challenge is {}/{}, expected evm/charge", echo.method, echo.intent)));
+        }
+        if let Some(expires) = &echo.expires {
+            let at = parse_rfc3339(expires).map_err(|_| invalid("challenge expires is not RFC 3339"))?;
+            if at.unix_timestamp() < i64::try_from(now).unwrap_or(i64::MAX) {
+                return Err(invalid("challenge expired"));
+            }
+        }
+        let request = b64url_decode(&echo.request)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+            .ok_or_else(|| invalid("challenge request is not base64url JSON"))?;
+        let request = ChargeRequest::from_request(&request).map_err(|e| bad_request(e.to_string()))?;
+        let registry = self.registry();
+        let Some(token) = request.token_info(&registry) else {
+            return Err(sa_error(
+                sa_codes::CHAIN_UNSUPPORTED,
+                format!("token {} on chain {} is not supported", request.currency_text, request.chain_id),
+            ));
+        };
+        let domain = evm::eip3009_domain(&token.name, &token.version, request.chain_id, request.currency);
+        Ok((request, domain))
+    }
+
+    fn check_source(source: &str, request: &ChargeRequest, payer: Address) -> Result<(), SaError> {
+        if source.is_empty() {
+            return Ok(());
+        }
+        match payer_from_did(source) {
+            Some(did) if did.chain_id == request.chain_id && did.address == payer => Ok(()),
+            Some(_) => Err(bad_request("source does not match the payer")),
+            None => Err(bad_request("source is not a did:pkh:eip155 DID")),
+        }
+    }
+
+    /// Synchronous core of [`SaClient::settle`]: checks and settles atomically.
+    pub fn settle_now(&self, req: &ChargeSettleRequest) -> Result<ChargeReceipt, SaError> {
+        let now = self.now();
+        let (request, domain) = self.check_echo(&req.challenge, now)?;
+        let auth = &req.payload.authorization;
+
+        // 3. shape
+        let splits = auth.splits.as_deref().unwrap_or_default();
+        if !is_eip3009(&auth.auth_type) || splits.iter().any(|s| !is_eip3009(&s.auth_type)) {
+            return Err(bad_request(format!("authorization type must be {EIP3009_AUTHORIZATION_TYPE}")));
+        }
+        if splits.len() > MAX_SPLITS {
+            return Err(sa_error(
+                sa_codes::TOO_MANY_SPLITS,
+                format!("{} splits, at most {MAX_SPLITS} are allowed", splits.len()),
+            ));
+        }
+        let primary = parse_authorization(&primary_as_transfer(auth), "authorization")?;
+        let parsed_splits = splits
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_authorization(s, &format!("authorization.splits[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let splits_total = parsed_splits
+            .iter()
+            .try_fold(U256::ZERO, |acc, s| acc.checked_add(s.message.value))
+            .filter(|total| *total <= request.amount)
+            .ok_or_else(|| sa_error(sa_codes::SPLITS_EXCEED_AMOUNT, "splits exceed the amount"))?;
+
+        // 4. binding to the request
+        let payer = primary.message.from;
+        if primary.message.to != request.recipient {
+            return Err(bad_request("authorization.to is not the recipient"));
+        }
+        if primary.message.value.checked_add(splits_total) != Some(request.amount) {
+            return Err(bad_request(format!(
+                "authorization value {} plus splits {splits_total} is not the amount {}",
+                primary.message.value, request.amount
+            )));
+        }
+        if parsed_splits.len() != request.splits.len() {
+            return Err(bad_request(format!(
+                "{} splits authorized, the request has {}",
+                parsed_splits.len(),
+                request.splits.len()
+            )));
+        }
+        for (i, (got, want)) in parsed_splits.iter().zip(&request.splits).enumerate() {
+            if got.message.to != want.recipient || got.message.value != want.amount {
+                return Err(bad_request(format!("split {i} does not match the request")));
+            }
+            if got.message.from != payer {
+                return Err(bad_request(format!("split {i} is not from the payer")));
+            }
+        }
+        Self::check_source(&req.source, &request, payer)?;
+
+        // 5. signatures
+        let all: Vec<&Parsed> = std::iter::once(&primary).chain(&parsed_splits).collect();
+        for p in &all {
+            let signed =
+                p.signature.as_deref().is_some_and(|s| evm::verify_transfer_authorization(&domain, &p.message, s));
+            if !signed {
+                return Err(sa_error(sa_codes::INVALID_SIGNATURE, "signature does not match the payer"));
+            }
+        }
+
+        // 6. validity windows
+        let now_u = U256::from(now);
+        for p in &all {
+            if now_u < p.message.validAfter {
+                return Err(sa_error(sa_codes::MALFORMED_CREDENTIAL, "authorization not yet valid"));
+            }
+            if now_u > p.message.validBefore {
+                return Err(sa_error(sa_codes::MALFORMED_CREDENTIAL, "authorization expired"));
+            }
+        }
+
+        // 7–8. nonces and balance, then settle — under one lock.
+        let batch: Vec<TransferWithAuthorization> = all.iter().map(|p| p.message.clone()).collect();
+        let mut state = self.lock();
+        state
+            .ledger
+            .apply_authorizations(request.currency, &batch)
+            .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
+        let reference = transaction_hash(request.chain_id, request.currency, payer, primary.message.nonce);
+        let receipt = ChargeReceipt {
+            method: EVM_METHOD.to_owned(),
+            reference: reference.clone(),
+            status: "success".to_owned(),
+            timestamp: Self::timestamp(now),
+            chain_id: request.chain_id.to_string(),
+            challenge_id: req.challenge.id.clone(),
+            external_id: None,
+        };
+        if let Ok(hash) = evm::parse_bytes32(&reference) {
+            let record = RecordedTransfer {
+                chain_id: request.chain_id,
+                token: request.currency,
+                from: payer,
+                to: primary.message.to,
+                value: primary.message.value,
+            };
+            state.transactions.insert(hash, record);
+            state.hash_used_by.insert(hash, req.challenge.id.clone());
+        }
+        state.charges.push(receipt.clone());
+        tracing::debug!(payer = %payer, amount = %request.amount, "embedded SA settled a charge");
+        Ok(receipt)
+    }
+
+    /// Synchronous core of [`SaClient::verify_hash`].
+    pub fn verify_hash_now(&self, req: &ChargeVerifyHashRequest) -> Result<ChargeReceipt, SaError> {
+        let now = self.now();
+        let (request, _) = self.check_echo(&req.challenge, now)?;
+        if !request.splits.is_empty() {
+            return Err(bad_request("a charge with splits cannot be paid by transaction hash"));
+        }
+        let hash = evm::parse_bytes32(&req.payload.hash).map_err(|e| bad_request(format!("payload.hash: {e}")))?;
+        let mut state = self.lock();
+        let Some(tx) = state.transactions.get(&hash).cloned() else {
+            return Err(sa_error(sa_codes::TX_NOT_CONFIRMED, "transaction not confirmed"));
+        };
+        let already = state.hash_used_by.get(&hash);
+        if already.is_some_and(|id| *id != req.challenge.id) {
+            return Err(sa_error(sa_codes::MALFORMED_CREDENTIAL, "transaction already used for another challenge"));
+        }
+        let repeat = already.is_some();
+        if tx.chain_id != request.chain_id || tx.token != request.currency {
+            return Err(bad_request("transaction is not on the requested chain and token"));
+        }
+        if tx.to != request.recipient {
+            return Err(bad_request("transaction does not pay the recipient"));
+        }
+        if tx.value != request.amount {
+            return Err(bad_request(format!("transaction value {} is not the amount {}", tx.value, request.amount)));
+        }
+        Self::check_source(&req.source, &request, tx.from)?;
+        let receipt = ChargeReceipt {
+            method: EVM_METHOD.to_owned(),
+            reference: evm::to_hex(hash),
+            status: "success".to_owned(),
+            timestamp: Self::timestamp(now),
+            chain_id: request.chain_id.to_string(),
+            challenge_id: req.challenge.id.clone(),
+            external_id: None,
+        };
+        if !repeat {
+            state.hash_used_by.insert(hash, req.challenge.id.clone());
+            state.charges.push(receipt.clone());
+        }
+        Ok(receipt)
+    }
+}
+
+fn sessions_unsupported() -> SaError {
+    bad_request(SESSIONS_UNSUPPORTED)
+}
+
+#[async_trait]
+impl SaClient for EmbeddedSa {
+    async fn settle(&self, req: &ChargeSettleRequest) -> Result<ChargeReceipt, SaError> {
+        self.settle_now(req)
+    }
+
+    async fn verify_hash(&self, req: &ChargeVerifyHashRequest) -> Result<ChargeReceipt, SaError> {
+        self.verify_hash_now(req)
+    }
+
+    /// Not supported yet (70000).
+    async fn session_open(&self, _req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
+        Err(sessions_unsupported())
+    }
+
+    /// Not supported yet (70000).
+    async fn session_top_up(&self, _req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
+        Err(sessions_unsupported())
+    }
+
+    /// Not supported yet (70000).
+    async fn session_settle(&self, _req: &SessionSettleRequest) -> Result<SessionReceipt, SaError> {
+        Err(sessions_unsupported())
+    }
+
+    /// Not supported yet (70000).
+    async fn session_close(&self, _req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
+        Err(sessions_unsupported())
+    }
+
+    /// Not supported yet (70000).
+    async fn session_status(&self, _channel_id: &str) -> Result<SessionStatus, SaError> {
+        Err(sessions_unsupported())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpp::{Challenge, Credential, MppChargeClient, parse_www_authenticate};
+    use crate::okx::sa::{ChargeHashPayload, ChargeTransactionPayload, EvmPaymentError};
+    use serde_json::json;
+
+    const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+    const USDT0: &str = "0x779ded0c9e1022225f8e0630b35a9b54be713736";
+    const PAY_TO: &str = "0x1111111111111111111111111111111111111111";
+    const NOW: u64 = 1_774_864_800; // 2026-03-30T10:00:00Z
+
+    fn challenge(amount: &str, expires: Option<&str>) -> Credential {
+        let request = json!({
+            "amount": amount, "currency": USDT0, "recipient": PAY_TO,
+            "methodDetails": {"chainId": 196, "feePayer": false}
+        });
+        let c = Challenge::new(
+            "s",
+            "api.example.com",
+            "evm",
+            "charge",
+            request.as_object().unwrap().clone(),
+            expires.map(Into::into),
+            None,
+            None,
+            None,
+        );
+        let parsed = parse_www_authenticate(&[&c.to_www_authenticate().unwrap()]).unwrap().remove(0);
+        MppChargeClient::new(KEY.parse().unwrap()).with_clock(|| NOW).credential_for(&parsed).unwrap()
+    }
+
+    fn echo(c: &Credential) -> SaChallengeEcho {
+        let e = &c.challenge;
+        SaChallengeEcho {
+            id: e.id.clone(),
+            realm: e.realm.clone(),
+            method: e.method.clone(),
+            intent: e.intent.clone(),
+            request: e.request.clone(),
+            expires: e.expires.clone(),
+        }
+    }
+
+    fn settle_request(c: &Credential) -> ChargeSettleRequest {
+        let authorization: ChargeAuthorization = serde_json::from_value(c.payload["authorization"].clone()).unwrap();
+        ChargeSettleRequest {
+            challenge: echo(c),
+            payload: ChargeTransactionPayload { authorization },
+            source: c.source.clone().unwrap_or_default(),
+        }
+    }
+
+    fn hash_request(c: &Credential, hash: &str) -> ChargeVerifyHashRequest {
+        ChargeVerifyHashRequest {
+            challenge: echo(c),
+            payload: ChargeHashPayload { hash: hash.to_owned() },
+            source: c.source.clone().unwrap_or_default(),
+        }
+    }
+
+    fn code(r: Result<ChargeReceipt, SaError>) -> i64 {
+        match r {
+            Err(SaError::Api { code, .. }) => code,
+            other => panic!("expected an SA error, got {other:?}"),
+        }
+    }
+
+    fn sa() -> EmbeddedSa {
+        EmbeddedSa::new().with_clock(|| NOW).with_registry(NetworkRegistry::x_layer())
+    }
+
+    #[tokio::test]
+    async fn sessions_are_not_supported() {
+        let sa = sa();
+        let e = sa.session_status("0x01").await.unwrap_err();
+        assert_eq!(
+            e,
+            SaError::Api { code: 70000, error: EvmPaymentError::BadRequest(SESSIONS_UNSUPPORTED.to_owned()) }
+        );
+        assert_eq!(e.status(), 400);
+        assert!(sa.session_open(&SessionOpenRequest::default()).await.is_err());
+        assert!(sa.session_top_up(&SessionTopUpRequest::default()).await.is_err());
+        assert!(sa.session_settle(&SessionSettleRequest::default()).await.is_err());
+        assert!(sa.session_close(&SessionCloseRequest::default()).await.is_err());
+    }
+
+    #[test]
+    fn settle_then_its_hash_is_bound_to_the_challenge() {
+        let sa = sa().with_faucet(U256::from(100));
+        let c = challenge("40", Some("2026-03-30T10:05:00Z"));
+        let receipt = sa.settle_now(&settle_request(&c)).unwrap();
+        assert_eq!(receipt.timestamp, "2026-03-30T10:00:00Z");
+        assert_eq!(sa.balance(USDT0, PAYER), U256::from(60));
+        assert_eq!(sa.balance(USDT0, PAY_TO), U256::from(140));
+        // The settlement's own hash verifies for the same challenge (no second charge) …
+        let again = sa.verify_hash_now(&hash_request(&c, &receipt.reference)).unwrap();
+        assert_eq!(again.reference, receipt.reference);
+        assert_eq!(sa.charge_count(), 1);
+        // … but not for another one.
+        let other = challenge("40", Some("2026-03-30T10:04:00Z"));
+        assert_eq!(code(sa.verify_hash_now(&hash_request(&other, &receipt.reference))), 70003);
+    }
+
+    #[test]
+    fn echo_and_source_checks() {
+        let sa = sa().with_faucet(U256::from(100));
+        let c = challenge("1", Some("2026-03-30T10:05:00Z"));
+        let mut req = settle_request(&c);
+        req.challenge.intent = "session".into();
+        assert_eq!(code(sa.settle_now(&req)), 70009);
+        let mut req = settle_request(&c);
+        req.challenge.id.clear();
+        assert_eq!(code(sa.settle_now(&req)), 70009);
+        let mut req = settle_request(&c);
+        req.challenge.request = "!!".into();
+        assert_eq!(code(sa.settle_now(&req)), 70009);
+        let late = sa.clone().with_clock(|| NOW + 301);
+        assert_eq!(code(late.settle_now(&settle_request(&c))), 70009);
+        let mut req = settle_request(&c);
+        req.source = format!("did:pkh:eip155:196:{PAY_TO}");
+        assert_eq!(code(sa.settle_now(&req)), 70000);
+        let mut req = settle_request(&c);
+        req.source = "did:web:example.com".into();
+        assert_eq!(code(sa.settle_now(&req)), 70000);
+        let mut req = settle_request(&c);
+        req.payload.authorization.auth_type = "permit2".into();
+        assert_eq!(code(sa.settle_now(&req)), 70000);
+        let mut req = settle_request(&c);
+        req.payload.authorization.signature = None;
+        assert_eq!(code(sa.settle_now(&req)), 70004);
+        // Unknown token on the chain: 70001 (InternalSA).
+        let unknown = EmbeddedSa::new().with_clock(|| NOW).with_registry(NetworkRegistry::empty());
+        let e = unknown.settle_now(&settle_request(&c)).unwrap_err();
+        assert!(matches!(e, SaError::Api { code: 70001, error: EvmPaymentError::InternalSA(_) }));
+        // Nothing was charged by any of these.
+        assert_eq!(sa.charge_count(), 0);
+        // An empty source is accepted.
+        let mut req = settle_request(&c);
+        req.source.clear();
+        assert!(sa.settle_now(&req).is_ok());
+    }
+
+    #[test]
+    fn recorded_transfers() {
+        let sa = sa();
+        assert!(sa.record_transfer("0x12", PAYER, PAY_TO, USDT0, U256::from(1)).is_err());
+        let hash = format!("0x{}", "ab".repeat(32));
+        let c = challenge("5", None);
+        assert_eq!(code(sa.verify_hash_now(&hash_request(&c, &hash))), 70007);
+        sa.record_transfer_on(1, &hash, PAYER, PAY_TO, USDT0, U256::from(5)).unwrap();
+        assert_eq!(code(sa.verify_hash_now(&hash_request(&c, &hash))), 70000);
+        sa.record_transfer(&hash, PAYER, PAY_TO, USDT0, U256::from(5)).unwrap();
+        assert_eq!(code(sa.verify_hash_now(&hash_request(&c, "0xnothex"))), 70000);
+        let r = sa.verify_hash_now(&hash_request(&c, &hash.to_uppercase().replacen('X', "x", 1))).unwrap();
+        assert_eq!((r.reference.as_str(), r.chain_id.as_str()), (hash.as_str(), "196"));
+        assert_eq!(sa.charges(), vec![r]);
+    }
+
+    #[test]
+    fn concurrent_settles_of_one_authorization_settle_once() {
+        let sa = sa();
+        sa.fund(USDT0, PAYER, U256::from(1_000)).unwrap();
+        let req = settle_request(&challenge("100", None));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (sa, req) = (sa.clone(), req.clone());
+                std::thread::spawn(move || sa.settle_now(&req).is_ok())
+            })
+            .collect();
+        let wins = threads.into_iter().map(|t| t.join().unwrap()).filter(|&ok| ok).count();
+        assert_eq!(wins, 1);
+        assert_eq!(sa.balance(USDT0, PAYER), U256::from(900));
+    }
+}

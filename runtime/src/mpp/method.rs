@@ -1,0 +1,292 @@
+//! The `evm` payment method (OKX's `mpp_evm`): [`EvmMethod`] and its `charge` intent
+//! ([`ChargeIntent`], wire facts §9.2-9.3).
+
+use super::credential::Credential;
+use super::error::MppError;
+use super::problem::MppErrorKind;
+use super::receipt::Receipt;
+use crate::okx::sa::{
+    ChargeAuthorization, ChargeHashPayload, ChargeSettleRequest, ChargeTransactionPayload, ChargeVerifyHashRequest,
+    EvmPaymentError, SaChallengeEcho, SaClient, SaError, TransferAuthorization,
+};
+use alloy_primitives::U256;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::Arc;
+use tracing::Instrument as _;
+
+/// The method name on the wire.
+pub const METHOD_NAME_EVM: &str = "evm";
+/// X Layer's chain id.
+pub const X_LAYER_CHAIN_ID: u64 = 196;
+/// Default token decimals.
+pub const DEFAULT_DECIMALS: u8 = 6;
+
+/// Why a payment was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayError {
+    /// A protocol-level problem (no/malformed credential, forged, expired or reused challenge):
+    /// answered with a fresh challenge.
+    #[error("{0}")]
+    Protocol(MppError),
+    /// The method refused the payment (a definite answer: nothing was charged).
+    #[error("{0}")]
+    Method(EvmPaymentError),
+    /// The settlement outcome is unknown (timeout, transport error, malformed answer): the
+    /// request is refused and the challenge stays consumed (fail closed).
+    #[error("settlement outcome unknown: {0}")]
+    Unknown(EvmPaymentError),
+}
+
+impl PayError {
+    /// The HTTP status of the response.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Protocol(e) => e.status(),
+            Self::Method(e) | Self::Unknown(e) => e.status(),
+        }
+    }
+}
+
+impl From<MppError> for PayError {
+    fn from(e: MppError) -> Self {
+        Self::Protocol(e)
+    }
+}
+
+fn sa_failure(e: SaError) -> PayError {
+    match e {
+        SaError::Api { error, .. } => PayError::Method(error),
+        other => {
+            tracing::error!(error = %other, "mpp: settlement agent call failed; outcome unknown");
+            PayError::Unknown(other.payment_error())
+        }
+    }
+}
+
+/// The `charge` intent: a one-shot EIP-3009 payment settled (or verified by hash) through the
+/// Settlement Agent.
+#[derive(Clone)]
+pub struct ChargeIntent {
+    sa: Arc<dyn SaClient>,
+    chain_id: u64,
+    fee_payer: bool,
+}
+
+impl fmt::Debug for ChargeIntent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChargeIntent").field("chain_id", &self.chain_id).field("fee_payer", &self.fee_payer).finish()
+    }
+}
+
+fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> &'a str {
+    obj.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn transfer(auth: &Map<String, Value>) -> TransferAuthorization {
+    TransferAuthorization {
+        auth_type: auth.get("type").and_then(Value::as_str).unwrap_or("eip-3009").to_owned(),
+        from: str_field(auth, "from").to_owned(),
+        to: str_field(auth, "to").to_owned(),
+        value: str_field(auth, "value").to_owned(),
+        valid_after: str_field(auth, "validAfter").to_owned(),
+        valid_before: str_field(auth, "validBefore").to_owned(),
+        nonce: str_field(auth, "nonce").to_owned(),
+        signature: auth.get("signature").and_then(Value::as_str).map(str::to_owned),
+    }
+}
+
+fn invalid(detail: impl Into<String>) -> PayError {
+    PayError::Method(EvmPaymentError::VerificationFailed(detail.into()))
+}
+
+impl ChargeIntent {
+    /// A charge intent over a Settlement Agent client, on X Layer, buyer pays gas.
+    pub fn new(sa: impl SaClient) -> Self {
+        Self::with_sa(Arc::new(sa))
+    }
+
+    /// A charge intent over a shared Settlement Agent client.
+    pub fn with_sa(sa: Arc<dyn SaClient>) -> Self {
+        Self { sa, chain_id: X_LAYER_CHAIN_ID, fee_payer: false }
+    }
+
+    /// Sets the chain id.
+    pub fn chain_id(mut self, chain_id: u64) -> Self {
+        self.chain_id = chain_id;
+        self
+    }
+
+    /// The seller broadcasts the transfer (`feePayer: true`).
+    pub fn fee_payer(mut self, fee_payer: bool) -> Self {
+        self.fee_payer = fee_payer;
+        self
+    }
+
+    /// The chain id.
+    pub fn configured_chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// `methodDetails` of a charge challenge: `{"chainId", "feePayer"}`.
+    pub fn challenge_method_details(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("chainId".into(), Value::from(self.chain_id));
+        m.insert("feePayer".into(), Value::Bool(self.fee_payer));
+        m
+    }
+
+    /// Binds a `transaction` authorization to the request before anything is sent: the payee
+    /// must be the request's recipient and the authorizations must add up to the amount
+    /// exactly (OKX's Python intent checks neither and trusts the SA alone).
+    fn check_authorization(auth: &Map<String, Value>, request: &Map<String, Value>) -> Result<(), PayError> {
+        let recipient = str_field(request, "recipient");
+        let to = str_field(auth, "to");
+        if !to.eq_ignore_ascii_case(recipient) {
+            return Err(invalid(format!("authorization pays {to}, not the recipient {recipient}")));
+        }
+        let amount = U256::from_str_radix(str_field(request, "amount"), 10)
+            .map_err(|_| invalid("the request amount is not an integer"))?;
+        let value = |a: &Map<String, Value>| {
+            U256::from_str_radix(str_field(a, "value"), 10)
+                .map_err(|_| invalid("authorization value is not an integer"))
+        };
+        let mut total = value(auth)?;
+        if let Some(splits) = auth.get("splits").and_then(Value::as_array) {
+            let wanted = request.get("methodDetails").and_then(|d| d.get("splits")).and_then(Value::as_array);
+            for (i, split) in splits.iter().enumerate() {
+                let split = split.as_object().ok_or_else(|| invalid("a split is not an object"))?;
+                total = total.checked_add(value(split)?).ok_or_else(|| invalid("split total overflows"))?;
+                if let Some(w) = wanted.and_then(|w| w.get(i)) {
+                    let want_to = w.get("recipient").and_then(Value::as_str).unwrap_or("");
+                    let want_amount = w.get("amount").and_then(Value::as_str).unwrap_or("");
+                    if !str_field(split, "to").eq_ignore_ascii_case(want_to) || str_field(split, "value") != want_amount
+                    {
+                        return Err(invalid(format!("split {i} does not match the requested split")));
+                    }
+                }
+            }
+        }
+        if total != amount {
+            return Err(invalid(format!("authorizations total {total}, the request asks {amount}")));
+        }
+        Ok(())
+    }
+
+    /// Verifies (and settles) a charge credential against the request this route asks for.
+    pub async fn verify(&self, credential: &Credential, request: &Map<String, Value>) -> Result<Receipt, PayError> {
+        let echo = &credential.challenge;
+        let challenge = SaChallengeEcho {
+            id: echo.id.clone(),
+            realm: echo.realm.clone(),
+            method: echo.method.clone(),
+            intent: echo.intent.clone(),
+            request: echo.request.clone(),
+            expires: echo.expires.clone(),
+        };
+        let source = credential.source.clone().unwrap_or_default();
+        let payload = &credential.payload;
+        let receipt = match payload.get("type").and_then(Value::as_str) {
+            Some("transaction") => {
+                let auth = payload.get("authorization").and_then(Value::as_object).ok_or_else(|| {
+                    PayError::Protocol(MppError::new(
+                        MppErrorKind::InvalidPayload,
+                        "transaction payload has no authorization",
+                    ))
+                })?;
+                Self::check_authorization(auth, request)?;
+                let t = transfer(auth);
+                let splits = auth
+                    .get("splits")
+                    .and_then(Value::as_array)
+                    .map(|s| s.iter().filter_map(Value::as_object).map(transfer).collect::<Vec<_>>());
+                let authorization = ChargeAuthorization {
+                    auth_type: t.auth_type,
+                    from: t.from,
+                    to: t.to,
+                    value: t.value,
+                    valid_after: t.valid_after,
+                    valid_before: t.valid_before,
+                    nonce: t.nonce,
+                    signature: t.signature,
+                    splits,
+                };
+                let req =
+                    ChargeSettleRequest { challenge, payload: ChargeTransactionPayload { authorization }, source };
+                self.sa
+                    .settle(&req)
+                    .instrument(tracing::info_span!("mpp.sa.charge_settle"))
+                    .await
+                    .map_err(sa_failure)?
+            }
+            Some("hash") => {
+                let hash = payload.get("hash").and_then(Value::as_str).ok_or_else(|| {
+                    PayError::Protocol(MppError::new(MppErrorKind::InvalidPayload, "hash payload has no hash"))
+                })?;
+                let req =
+                    ChargeVerifyHashRequest { challenge, payload: ChargeHashPayload { hash: hash.to_owned() }, source };
+                self.sa
+                    .verify_hash(&req)
+                    .instrument(tracing::info_span!("mpp.sa.charge_verify_hash"))
+                    .await
+                    .map_err(sa_failure)?
+            }
+            other => {
+                return Err(PayError::Protocol(MppError::new(
+                    MppErrorKind::InvalidPayload,
+                    format!("unsupported charge payload type {:?}", other.unwrap_or("")),
+                )));
+            }
+        };
+        Ok(Receipt::success(receipt.reference, METHOD_NAME_EVM, receipt.external_id))
+    }
+}
+
+/// The `evm` method: the token, payee, decimals and chain a seller charges in, and its intents.
+#[derive(Clone, Debug)]
+pub struct EvmMethod {
+    /// Token contract (`currency`).
+    pub currency: String,
+    /// Payee (`recipient`).
+    pub recipient: String,
+    /// Token decimals (human amount → base units).
+    pub decimals: u8,
+    /// Chain id.
+    pub chain_id: u64,
+    /// The `charge` intent.
+    pub charge: Option<ChargeIntent>,
+}
+
+impl EvmMethod {
+    /// X Layer USD₮0 (6 decimals), paying `recipient`, with no intents yet.
+    pub fn x_layer(recipient: impl Into<String>) -> Self {
+        Self {
+            currency: crate::x402::networks::X_LAYER_USDT0.to_owned(),
+            recipient: recipient.into(),
+            decimals: DEFAULT_DECIMALS,
+            chain_id: X_LAYER_CHAIN_ID,
+            charge: None,
+        }
+    }
+
+    /// Adds the charge intent.
+    pub fn with_charge(mut self, intent: ChargeIntent) -> Self {
+        self.charge = Some(intent);
+        self
+    }
+
+    /// The method name (`evm`).
+    pub fn name(&self) -> &'static str {
+        METHOD_NAME_EVM
+    }
+
+    /// The intent names this method serves.
+    pub fn intents(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.charge.is_some() {
+            v.push("charge");
+        }
+        v
+    }
+}

@@ -1,0 +1,50 @@
+//! MPP — the `Payment` HTTP authentication scheme (wire facts §8): challenges and their
+//! HMAC-bound ids, `WWW-Authenticate` rendering and parsing, `Authorization: Payment`
+//! credentials and server-side echo verification, `Payment-Receipt`, timestamps, and the pympp
+//! error family as problem details.
+//!
+//! * [`Challenge`] — issue a challenge (`id` = HMAC over the canonical fields), render
+//!   [`Challenge::to_www_authenticate`] and [`Challenge::problem_details`];
+//! * [`parse_www_authenticate`] — read challenges on the client side ([`ParsedChallenge`]);
+//! * [`Credential`] — the client's answer; [`verify_echo`] checks its challenge echo on the
+//!   server;
+//! * [`Receipt`] — the `Payment-Receipt` header;
+//! * [`MppError`] — typed failures mapped onto [`MppErrorKind`] / [`ProblemDetails`].
+
+pub mod challenge;
+pub mod charge_client;
+pub mod credential;
+pub mod embedded_sa;
+pub mod encoding;
+pub mod error;
+pub mod expiry;
+pub mod header;
+pub mod method;
+pub mod problem;
+pub mod receipt;
+pub mod server;
+
+pub use challenge::{Challenge, challenge_hmac_input, compute_challenge_id};
+pub use charge_client::{
+    ChargeClientError, ChargeRequest, ChargeRequestError, ChargeSplit, MAX_SPLITS, MppChargeClient,
+};
+pub use credential::{
+    ChallengeEcho, Credential, DecodedEcho, MAX_CREDENTIAL_B64_BYTES, PayerDid, did_pkh, payer_from_did, verify_echo,
+    verify_echo_at,
+};
+pub use embedded_sa::EmbeddedSa;
+pub use encoding::{b64url_decode, b64url_encode, canonical_json};
+pub use error::{HeaderError, MppError};
+pub use expiry::{DEFAULT_CHALLENGE_TTL, default_expires, parse_rfc3339, python_isoformat_z};
+pub use header::{
+    MAX_CHALLENGES_PER_HEADER, MAX_REQUEST_B64_BYTES, PAYMENT_SCHEME, ParsedChallenge, parse_www_authenticate,
+};
+pub use method::{ChargeIntent, EvmMethod, METHOD_NAME_EVM, PayError, X_LAYER_CHAIN_ID};
+pub use problem::{MppErrorKind, ProblemDetails, payment_required_detail};
+pub use receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
+pub use server::{ChargeOptions, ChargeOutcome, Mpp, MppConfigError, PaySpec, Rejection, Split, StaticPaySpec};
+
+/// `WWW-Authenticate`.
+pub const WWW_AUTHENTICATE_HEADER: &str = "WWW-Authenticate";
+/// `Authorization`.
+pub const AUTHORIZATION_HEADER: &str = "Authorization";

@@ -1,0 +1,645 @@
+//! The MPP seller: the [`Mpp`] coordinator (pympp's `Mpp`, wire facts §8), which issues
+//! challenges, verifies credentials and renders every outcome as an HTTP response.
+//!
+//! Verification order for a credential: parse → recompute the challenge id from the echoed
+//! (re-canonicalised) request in constant time → realm/method/intent → the echoed request must
+//! equal the request *this route* builds now (so a cheap route's payment cannot unlock an
+//! expensive one) → not expired → single use (the id is reserved in a [`ReplayStore`] with an
+//! atomic put-if-absent) → the intent verifies and settles. Every protocol failure is answered
+//! with a fresh challenge.
+
+use super::challenge::Challenge;
+use super::credential::{Credential, verify_echo};
+use super::error::MppError;
+use super::expiry::{DEFAULT_CHALLENGE_TTL, python_isoformat_z};
+use super::method::{EvmMethod, METHOD_NAME_EVM, PayError};
+use super::problem::{MppErrorKind, payment_required_detail};
+use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
+use crate::okx::sa::EvmPaymentError;
+use crate::replay::{InMemoryReplayStore, ReplayStore};
+use crate::web::{PaymentHttpResponse, RequestContext};
+use crate::x402::routes::{RouteKeyError, RoutePattern, normalize_path};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use pay402_core::{Decimal, MoneySyntax, Rounding, parse_money};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Headers a browser may read on MPP responses.
+pub const MPP_EXPOSED_HEADERS: &str = "WWW-Authenticate, Payment-Receipt";
+
+/// A configuration error of the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MppConfigError {
+    /// An environment variable is missing.
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    /// A value is unusable.
+    #[error("invalid MPP configuration: {0}")]
+    Invalid(String),
+}
+
+/// The secret key; `Debug` never prints it.
+#[derive(Clone)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One split of a low-level charge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Human amount (converted with the method's decimals).
+    pub amount: String,
+    /// Recipient.
+    pub recipient: String,
+    /// Optional memo.
+    pub memo: Option<String>,
+}
+
+/// Options of [`Mpp::charge`] (the seed's keyword arguments).
+#[derive(Clone, Debug, Default)]
+pub struct ChargeOptions {
+    /// Token (default: the method's).
+    pub currency: Option<String>,
+    /// Payee (default: the method's).
+    pub recipient: Option<String>,
+    /// Challenge expiry, RFC 3339 (default: now + 5 min).
+    pub expires: Option<String>,
+    /// Challenge description (not bound into the request).
+    pub description: Option<String>,
+    /// 32-byte hex memo.
+    pub memo: Option<String>,
+    /// Splits (mutually exclusive with `fee_payer`).
+    pub splits: Vec<Split>,
+    /// The seller pays gas.
+    pub fee_payer: bool,
+    /// Chain id (default: the method's).
+    pub chain_id: Option<u64>,
+    /// Extra string fields of the request.
+    pub extra: Option<BTreeMap<String, String>>,
+}
+
+/// The result of [`Mpp::charge`].
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum ChargeOutcome {
+    /// Payment required: send this challenge.
+    Challenge(Challenge),
+    /// Paid.
+    Paid {
+        /// The buyer's credential.
+        credential: Credential,
+        /// The receipt.
+        receipt: Receipt,
+    },
+}
+
+/// What a route charges (the `#[pay]` keys; the seed's `pay()` arguments).
+#[derive(Clone, Debug, Default)]
+pub struct PaySpec {
+    /// Human amount, e.g. `"0.00001"` (per request for sessions).
+    pub amount: String,
+    /// `charge` or `session`.
+    pub intent: String,
+    /// Token (default: the method's).
+    pub currency: Option<String>,
+    /// Payee (default: the method's).
+    pub recipient: Option<String>,
+    /// Description (in the request and the challenge).
+    pub description: Option<String>,
+    /// Challenge lifetime (default 5 min).
+    pub expires_in: Option<Duration>,
+    /// Chain id override (ignored when the intent provides one, as in OKX's SDK).
+    pub chain_id: Option<u64>,
+    /// Session billing unit (`unitType`).
+    pub unit_type: Option<String>,
+    /// Suggested session deposit, base units (`suggestedDeposit`).
+    pub suggested_deposit: Option<String>,
+    /// Extra string fields of the request.
+    pub extra: Option<BTreeMap<String, String>>,
+}
+
+impl PaySpec {
+    /// A charge of `amount` (human units).
+    pub fn charge(amount: impl Into<String>) -> Self {
+        Self { amount: amount.into(), intent: "charge".into(), ..Self::default() }
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    /// Sets the recipient.
+    pub fn recipient(mut self, r: impl Into<String>) -> Self {
+        self.recipient = Some(r.into());
+        self
+    }
+
+    /// Sets the challenge lifetime.
+    pub fn expires_in(mut self, d: Duration) -> Self {
+        self.expires_in = Some(d);
+        self
+    }
+}
+
+/// A route described by `#[pay(...)]` literals (validated at compile time). Built once.
+#[derive(Debug)]
+pub struct StaticPaySpec {
+    amount: &'static str,
+    intent: &'static str,
+    currency: Option<&'static str>,
+    recipient: Option<&'static str>,
+    description: Option<&'static str>,
+    expires_in_secs: Option<u64>,
+    chain_id: Option<u64>,
+    unit_type: Option<&'static str>,
+    suggested_deposit: Option<&'static str>,
+    spec: OnceLock<Arc<PaySpec>>,
+}
+
+impl StaticPaySpec {
+    /// Describes a route; `None` keys take their defaults.
+    #[allow(clippy::too_many_arguments)]
+    pub const fn new(
+        amount: &'static str,
+        intent: &'static str,
+        currency: Option<&'static str>,
+        recipient: Option<&'static str>,
+        description: Option<&'static str>,
+        expires_in_secs: Option<u64>,
+        chain_id: Option<u64>,
+        unit_type: Option<&'static str>,
+        suggested_deposit: Option<&'static str>,
+    ) -> Self {
+        Self {
+            amount,
+            intent,
+            currency,
+            recipient,
+            description,
+            expires_in_secs,
+            chain_id,
+            unit_type,
+            suggested_deposit,
+            spec: OnceLock::new(),
+        }
+    }
+
+    /// The route's spec.
+    pub fn spec(&self) -> Arc<PaySpec> {
+        Arc::clone(self.spec.get_or_init(|| {
+            Arc::new(PaySpec {
+                amount: self.amount.to_owned(),
+                intent: self.intent.to_owned(),
+                currency: self.currency.map(str::to_owned),
+                recipient: self.recipient.map(str::to_owned),
+                description: self.description.map(str::to_owned),
+                expires_in: self.expires_in_secs.map(Duration::from_secs),
+                chain_id: self.chain_id,
+                unit_type: self.unit_type.map(str::to_owned),
+                suggested_deposit: self.suggested_deposit.map(str::to_owned),
+                extra: None,
+            })
+        }))
+    }
+}
+
+type ChallengeHook = Arc<dyn Fn(&Challenge) + Send + Sync>;
+type SuccessHook = Arc<dyn Fn(&Credential, &Receipt) + Send + Sync>;
+type FailureHook = Arc<dyn Fn(&PayError) + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Events {
+    challenge_created: Vec<ChallengeHook>,
+    payment_success: Vec<SuccessHook>,
+    payment_failed: Vec<FailureHook>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    method: EvmMethod,
+    realm: String,
+    secret: Secret,
+    store: Arc<dyn ReplayStore>,
+    events: Events,
+    routes: Vec<(RoutePattern, Arc<PaySpec>)>,
+}
+
+/// The MPP coordinator. Cheap to clone.
+#[derive(Clone)]
+pub struct Mpp {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Mpp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mpp")
+            .field("method", &self.inner.method)
+            .field("realm", &self.inner.realm)
+            .field("secret_key", &self.inner.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refused request: the fresh challenge to send, and why (None: no credential at all).
+#[derive(Debug)]
+pub struct Rejection {
+    /// The fresh challenge.
+    pub challenge: Challenge,
+    /// Why the credential was refused.
+    pub error: Option<PayError>,
+}
+
+/// Converts a human amount into base units, exactly.
+pub fn to_base_units(amount: &str, decimals: u8) -> Result<String, MppError> {
+    let value: Decimal = parse_money(amount, MoneySyntax::Lenient, false)
+        .map_err(|e| MppError::new(MppErrorKind::BadRequest, format!("invalid amount `{amount}`: {e}")))?;
+    value
+        .to_atomic(decimals, Rounding::Exact)
+        .map(|a| a.to_string())
+        .map_err(|e| MppError::new(MppErrorKind::BadRequest, format!("invalid amount `{amount}`: {e}")))
+}
+
+impl Mpp {
+    /// A coordinator for `method` in `realm`, signing challenge ids with `secret_key`.
+    pub fn new(
+        method: EvmMethod,
+        realm: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> Result<Self, MppConfigError> {
+        let secret = secret_key.into();
+        if secret.is_empty() {
+            return Err(MppConfigError::Invalid("the secret key must not be empty".into()));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                method,
+                realm: realm.into(),
+                secret: Secret(secret),
+                store: Arc::new(InMemoryReplayStore::new()),
+                events: Events::default(),
+                routes: Vec::new(),
+            }),
+        })
+    }
+
+    /// Reads `MPP_REALM` and `MPP_SECRET_KEY`; the error names the missing variable.
+    pub fn from_env(method: EvmMethod) -> Result<Self, MppConfigError> {
+        let get = |name: &'static str| {
+            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(MppConfigError::MissingEnv(name))
+        };
+        Self::new(method, get("MPP_REALM")?, get("MPP_SECRET_KEY")?)
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// The store that makes challenge ids single-use (share one across instances).
+    pub fn with_store(self, store: Arc<dyn ReplayStore>) -> Self {
+        self.edit(|i| i.store = store)
+    }
+
+    /// Called for every challenge issued.
+    pub fn on_challenge_created(self, f: impl Fn(&Challenge) + Send + Sync + 'static) -> Self {
+        self.edit(|i| i.events.challenge_created.push(Arc::new(f)))
+    }
+
+    /// Called for every accepted payment.
+    pub fn on_payment_success(self, f: impl Fn(&Credential, &Receipt) + Send + Sync + 'static) -> Self {
+        self.edit(|i| i.events.payment_success.push(Arc::new(f)))
+    }
+
+    /// Called for every refused credential (not for plain unpaid requests).
+    pub fn on_payment_failed(self, f: impl Fn(&PayError) + Send + Sync + 'static) -> Self {
+        self.edit(|i| i.events.payment_failed.push(Arc::new(f)))
+    }
+
+    /// Protects the routes matching `key` (`"GET /premium"`) for the route-table layers.
+    pub fn route(self, key: &str, spec: PaySpec) -> Result<Self, RouteKeyError> {
+        let pattern = RoutePattern::parse(key)?;
+        Ok(self.edit(|i| i.routes.push((pattern, Arc::new(spec)))))
+    }
+
+    /// The route protecting `method` + `path`, if any.
+    pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<PaySpec>> {
+        if self.inner.routes.is_empty() {
+            return None;
+        }
+        let path = normalize_path(path);
+        self.inner.routes.iter().find(|(p, _)| p.matches(method, &path)).map(|(_, s)| Arc::clone(s))
+    }
+
+    /// The realm.
+    pub fn realm(&self) -> &str {
+        &self.inner.realm
+    }
+
+    /// The payment method.
+    pub fn method(&self) -> &EvmMethod {
+        &self.inner.method
+    }
+
+    fn new_challenge(
+        &self,
+        intent: &str,
+        request: Map<String, Value>,
+        expires: String,
+        description: Option<String>,
+    ) -> Challenge {
+        let c = Challenge::new(
+            &self.inner.secret.0,
+            self.inner.realm.clone(),
+            METHOD_NAME_EVM,
+            intent,
+            request,
+            Some(expires),
+            description,
+            None,
+            None,
+        );
+        for hook in &self.inner.events.challenge_created {
+            hook(&c);
+        }
+        c
+    }
+
+    fn base_request(
+        &self,
+        amount: &str,
+        currency: Option<&str>,
+        recipient: Option<&str>,
+    ) -> Result<Map<String, Value>, MppError> {
+        let m = &self.inner.method;
+        let mut r = Map::new();
+        r.insert("amount".into(), Value::String(to_base_units(amount, m.decimals)?));
+        r.insert("currency".into(), Value::String(currency.unwrap_or(&m.currency).to_owned()));
+        r.insert("recipient".into(), Value::String(recipient.unwrap_or(&m.recipient).to_owned()));
+        Ok(r)
+    }
+
+    /// The request object a route's challenge carries (OKX's `pay()` form, §8.8).
+    pub fn pay_request(&self, spec: &PaySpec) -> Result<Map<String, Value>, PayError> {
+        let mut r = self.base_request(&spec.amount, spec.currency.as_deref(), spec.recipient.as_deref())?;
+        let details = match spec.intent.as_str() {
+            "charge" => match &self.inner.method.charge {
+                Some(c) => c.challenge_method_details(),
+                None => {
+                    return Err(PayError::Method(EvmPaymentError::BadRequest(
+                        "the charge intent is not configured".into(),
+                    )));
+                }
+            },
+            other => {
+                return Err(PayError::Method(EvmPaymentError::BadRequest(format!(
+                    "the `{other}` intent is not configured"
+                ))));
+            }
+        };
+        if let Some(d) = &spec.description {
+            r.insert("description".into(), Value::String(d.clone()));
+        }
+        if let Some(u) = &spec.unit_type {
+            r.insert("unitType".into(), Value::String(u.clone()));
+        }
+        if let Some(s) = &spec.suggested_deposit {
+            r.insert("suggestedDeposit".into(), Value::String(s.clone()));
+        }
+        if let Some(extra) = &spec.extra {
+            r.insert(
+                "extra".into(),
+                Value::Object(extra.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+            );
+        }
+        r.insert("methodDetails".into(), Value::Object(details));
+        Ok(r)
+    }
+
+    fn expires_at(ttl: Option<Duration>) -> String {
+        let ttl = ttl.and_then(|d| time::Duration::try_from(d).ok()).unwrap_or(DEFAULT_CHALLENGE_TTL);
+        python_isoformat_z(OffsetDateTime::now_utc() + ttl)
+    }
+
+    /// Verify-or-challenge for `request` (the request this route asks for now).
+    pub async fn verify_or_challenge(
+        &self,
+        authorization: Option<&str>,
+        intent: &str,
+        request: Map<String, Value>,
+        description: Option<String>,
+        expires: String,
+    ) -> Result<(Credential, Receipt), Rejection> {
+        let has_payment = authorization.is_some_and(|a| {
+            a.split(',').any(|part| part.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("payment")))
+        });
+        let reject = |this: &Self, request: Map<String, Value>, error: Option<PayError>| {
+            if let Some(e) = &error {
+                tracing::info!(error = %e, "mpp: credential refused");
+                for hook in &this.inner.events.payment_failed {
+                    hook(e);
+                }
+            }
+            Rejection { challenge: this.new_challenge(intent, request, expires.clone(), description.clone()), error }
+        };
+        let Some(authorization) = authorization.filter(|_| has_payment) else {
+            return Err(reject(self, request, None));
+        };
+        let credential = match Credential::from_authorization_header(authorization) {
+            Ok(c) => c,
+            Err(e) => return Err(reject(self, request, Some(PayError::Protocol(e)))),
+        };
+        let echo = match verify_echo(
+            &credential.challenge,
+            &self.inner.secret.0,
+            &self.inner.realm,
+            METHOD_NAME_EVM,
+            intent,
+            &request,
+        ) {
+            Ok(e) => e,
+            Err(e) => return Err(reject(self, request, Some(PayError::Protocol(e)))),
+        };
+        let key = format!("mpp:{}:{}", self.inner.realm, echo.id);
+        let expiry = u64::try_from(echo.expires_at.unix_timestamp()).unwrap_or(0).saturating_add(60);
+        match self.inner.store.insert_if_absent(&key, expiry).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = MppError::new(MppErrorKind::InvalidChallenge, "challenge already used")
+                    .with_challenge_id(echo.id.clone());
+                return Err(reject(self, request, Some(PayError::Protocol(e))));
+            }
+            Err(e) => {
+                let e = PayError::Unknown(EvmPaymentError::InternalSA(format!("challenge store unavailable: {e}")));
+                return Err(reject(self, request, Some(e)));
+            }
+        }
+        let outcome = match intent {
+            "charge" => match &self.inner.method.charge {
+                Some(charge) => charge.verify(&credential, &request).await,
+                None => {
+                    Err(PayError::Method(EvmPaymentError::BadRequest("the charge intent is not configured".into())))
+                }
+            },
+            other => {
+                Err(PayError::Method(EvmPaymentError::BadRequest(format!("the `{other}` intent is not configured"))))
+            }
+        };
+        match outcome {
+            Ok(receipt) => {
+                for hook in &self.inner.events.payment_success {
+                    hook(&credential, &receipt);
+                }
+                Ok((credential, receipt))
+            }
+            Err(e) => {
+                // A definite refusal frees the challenge; an unknown outcome keeps it consumed.
+                if !matches!(e, PayError::Unknown(_))
+                    && let Err(err) = self.inner.store.remove(&key).await
+                {
+                    tracing::warn!(error = %err, "mpp: cannot release a challenge reservation");
+                }
+                Err(reject(self, request, Some(e)))
+            }
+        }
+    }
+
+    /// The seed's low-level `charge()`: a challenge, or the verified credential and receipt.
+    pub async fn charge(
+        &self,
+        authorization: Option<&str>,
+        amount: &str,
+        opts: ChargeOptions,
+    ) -> Result<ChargeOutcome, PayError> {
+        if !opts.splits.is_empty() && opts.fee_payer {
+            return Err(PayError::Protocol(MppError::new(
+                MppErrorKind::BadRequest,
+                "splits and fee_payer are mutually exclusive",
+            )));
+        }
+        if opts.splits.len() > 10 {
+            return Err(PayError::Method(EvmPaymentError::InvalidSplit("at most 10 splits".into())));
+        }
+        let mut request = self.base_request(amount, opts.currency.as_deref(), opts.recipient.as_deref())?;
+        let mut details = Map::new();
+        let chain_id = opts.chain_id.unwrap_or(self.inner.method.chain_id);
+        details.insert("chainId".into(), Value::from(chain_id));
+        if let Some(memo) = &opts.memo {
+            let hex = memo.strip_prefix("0x").unwrap_or(memo);
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(PayError::Protocol(MppError::new(
+                    MppErrorKind::BadRequest,
+                    "memo must be 32 bytes of hex",
+                )));
+            }
+            details.insert("memo".into(), Value::String(memo.clone()));
+        }
+        if !opts.splits.is_empty() {
+            let mut splits = Vec::new();
+            for s in &opts.splits {
+                let mut o = Map::new();
+                o.insert("amount".into(), Value::String(to_base_units(&s.amount, self.inner.method.decimals)?));
+                o.insert("recipient".into(), Value::String(s.recipient.clone()));
+                if let Some(m) = &s.memo {
+                    o.insert("memo".into(), Value::String(m.clone()));
+                }
+                splits.push(Value::Object(o));
+            }
+            details.insert("splits".into(), Value::Array(splits));
+        }
+        if opts.fee_payer {
+            details.insert("feePayer".into(), Value::Bool(true));
+        }
+        request.insert("methodDetails".into(), Value::Object(details));
+        if let Some(extra) = &opts.extra {
+            request.insert(
+                "extra".into(),
+                Value::Object(extra.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+            );
+        }
+        let expires = opts.expires.clone().unwrap_or_else(|| Self::expires_at(None));
+        match self.verify_or_challenge(authorization, "charge", request, opts.description.clone(), expires).await {
+            Ok((credential, receipt)) => Ok(ChargeOutcome::Paid { credential, receipt }),
+            Err(Rejection { challenge, error: None }) => Ok(ChargeOutcome::Challenge(challenge)),
+            Err(Rejection { error: Some(e), .. }) => Err(e),
+        }
+    }
+
+    /// Decides a request to a paid route: the verified credential and receipt, or the response
+    /// to send instead (402 challenge, or the failure's problem).
+    pub async fn process(
+        &self,
+        ctx: &RequestContext,
+        spec: &PaySpec,
+    ) -> Result<(Credential, Receipt), PaymentHttpResponse> {
+        let request = match self.pay_request(spec) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "mpp: cannot build the route's request");
+                return Err(PaymentHttpResponse::json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Failed to process request",
+                ));
+            }
+        };
+        let authorization = ctx.header("authorization");
+        let expires = Self::expires_at(spec.expires_in);
+        self.verify_or_challenge(authorization, &spec.intent, request, spec.description.clone(), expires)
+            .await
+            .map_err(|r| self.reject_response(&r))
+    }
+
+    /// Renders a refusal: protocol problems as `application/problem+json` with a fresh
+    /// `WWW-Authenticate` challenge; method errors as OKX's compact `application/json` problem
+    /// with their own status (plus a fresh challenge when that status is 402).
+    pub fn reject_response(&self, rejection: &Rejection) -> PaymentHttpResponse {
+        let challenge = &rejection.challenge;
+        let www = match challenge.to_www_authenticate() {
+            Ok(w) => w,
+            Err(e) => return PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+        let (status, content_type, body) = match &rejection.error {
+            None => (402, "application/problem+json", challenge.problem_details().to_python_json()),
+            Some(PayError::Protocol(e)) => {
+                let mut p = e.problem();
+                p.challenge_id = Some(challenge.id.clone());
+                if e.kind() == MppErrorKind::PaymentRequired {
+                    p.detail = payment_required_detail(&self.inner.realm, challenge.description.as_deref());
+                }
+                (p.status, "application/problem+json", p.to_python_json())
+            }
+            Some(PayError::Method(e) | PayError::Unknown(e)) => {
+                (e.status(), "application/json", e.problem().to_compact_json())
+            }
+        };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::PAYMENT_REQUIRED);
+        let mut resp = PaymentHttpResponse::new(status, content_type, body);
+        if status == StatusCode::PAYMENT_REQUIRED {
+            resp = resp.with_header("WWW-Authenticate", &www);
+        }
+        resp.with_header("Access-Control-Expose-Headers", MPP_EXPOSED_HEADERS)
+    }
+
+    /// The headers added to a successful handler response: `Payment-Receipt`.
+    pub fn receipt_headers(receipt: &Receipt) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(PAYMENT_RECEIPT_HEADER.as_bytes()),
+            HeaderValue::from_str(&receipt.to_payment_receipt()),
+        ) {
+            h.insert(n, v);
+        }
+        h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(MPP_EXPOSED_HEADERS));
+        h
+    }
+}

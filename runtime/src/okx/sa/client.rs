@@ -1,0 +1,422 @@
+//! The [`SaClient`] trait and [`OkxSaClient`], the HMAC-authenticated client of OKX's
+//! Settlement Agent for MPP (`/api/v6/pay/mpp/*`, wire facts §9.7).
+
+use super::errors::{SaError, map_sa_error};
+use super::types::{
+    ChargeReceipt, ChargeSettleRequest, ChargeVerifyHashRequest, SessionCloseRequest, SessionOpenRequest,
+    SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
+};
+use crate::okx::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
+use crate::okx::facilitator::OKX_DEFAULT_BASE_URL;
+use crate::x402::facilitator::{FacilitatorError, map_reqwest, read_capped};
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+use tracing::Instrument as _;
+
+/// Base path of the SA API.
+pub const OKX_MPP_BASE_PATH: &str = "/api/v6/pay/mpp";
+
+/// The seven SA operations (Python `mpp_evm.saclient.SAClient`).
+///
+/// `settle`/`verify_hash` serve the charge intent, `session_open`/`session_top_up` pass a
+/// client's session credential through, `session_settle`/`session_close` are built by the
+/// merchant, and `session_status` is a read-only query.
+#[async_trait]
+pub trait SaClient: Send + Sync + 'static {
+    /// `POST charge/settle`: the SA broadcasts the EIP-3009 transfer.
+    async fn settle(&self, req: &ChargeSettleRequest) -> Result<ChargeReceipt, SaError>;
+    /// `POST charge/verifyHash`: the SA verifies a transaction the client broadcast.
+    async fn verify_hash(&self, req: &ChargeVerifyHashRequest) -> Result<ChargeReceipt, SaError>;
+    /// `POST session/open`.
+    async fn session_open(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError>;
+    /// `POST session/topUp`.
+    async fn session_top_up(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError>;
+    /// `POST session/settle`.
+    async fn session_settle(&self, req: &SessionSettleRequest) -> Result<SessionReceipt, SaError>;
+    /// `POST session/close`.
+    async fn session_close(&self, req: &SessionCloseRequest) -> Result<SessionReceipt, SaError>;
+    /// `GET session/status?channelId=<id>`.
+    async fn session_status(&self, channel_id: &str) -> Result<SessionStatus, SaError>;
+}
+
+/// Configuration of [`OkxSaClient`]. `Debug` redacts the secret and passphrase.
+#[derive(Clone)]
+pub struct OkxSaConfig {
+    /// API credentials (all three are required).
+    pub credentials: OkxCredentials,
+    /// API host (default [`OKX_DEFAULT_BASE_URL`]; a trailing `/` is ignored, blank = default).
+    pub base_url: String,
+    /// Per-request timeout (default 30 s).
+    pub timeout: Duration,
+    /// A shared HTTP client (connection pool); a new one is made when `None`.
+    pub http_client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for OkxSaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OkxSaConfig")
+            .field("credentials", &self.credentials)
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OkxSaConfig {
+    /// A config with the defaults (OKX host, 30 s timeout).
+    pub fn new(credentials: OkxCredentials) -> Self {
+        Self {
+            credentials,
+            base_url: OKX_DEFAULT_BASE_URL.to_owned(),
+            timeout: Duration::from_secs(30),
+            http_client: None,
+        }
+    }
+
+    /// Reads `OKX_API_KEY`, `OKX_SECRET_KEY`, `OKX_PASSPHRASE` and optional `OKX_BASE_URL`.
+    /// `Ok(None)` when no credential is set; an error naming the missing variables otherwise.
+    pub fn from_env() -> Result<Option<Self>, SaError> {
+        let Some(creds) = OkxCredentials::from_env().map_err(SaError::Config)? else {
+            return Ok(None);
+        };
+        let mut cfg = Self::new(creds);
+        if let Ok(url) = std::env::var("OKX_BASE_URL") {
+            cfg.base_url = url;
+        }
+        Ok(Some(cfg))
+    }
+
+    /// Sets the API host.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Sets the per-request timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Shares an HTTP client.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+}
+
+/// One endpoint: its full URL and the path that is signed (base path + endpoint + query).
+#[derive(Clone, Debug)]
+struct Endpoint {
+    url: String,
+    signed_path: String,
+}
+
+/// Client of OKX's Settlement Agent for MPP.
+///
+/// Like OKX's Python `OKXSAClient`: bodies are compact, ASCII-escaped JSON in the documented key
+/// order ([`crate::json::compact_ascii`]); `OK-ACCESS-TIMESTAMP` has no fractional seconds
+/// (`2026-03-30T10:00:00Z`); the signed path includes the query; every request (GET too)
+/// carries `Content-Type: application/json`.
+///
+/// Answers: HTTP status ≠ 200 ⇒ [`SaError::Http`]; the body must be a JSON object
+/// `{code, msg, data}` whose `code` is an integer or a string of ASCII digits (anything else,
+/// including a missing `code`, ⇒ [`SaError::Malformed`] — OKX's Python client treats a
+/// non-numeric string code as success, pay402 fails closed); `code ≠ 0` ⇒ [`SaError::Api`]
+/// mapped by [`map_sa_error`] with `msg` as detail; `code = 0` ⇒ `data` (`null` or missing ⇒
+/// `{}`) deserialised as the receipt, failure ⇒ [`SaError::Malformed`]. Bodies larger than
+/// 1 MiB are refused.
+#[derive(Clone, Debug)]
+pub struct OkxSaClient {
+    signer: OkxSigner,
+    timeout: Duration,
+    http: reqwest::Client,
+    origin: String,
+    path_prefix: String,
+    charge_settle: Endpoint,
+    charge_verify_hash: Endpoint,
+    session_open: Endpoint,
+    session_top_up: Endpoint,
+    session_settle: Endpoint,
+    session_close: Endpoint,
+}
+
+impl OkxSaClient {
+    /// Builds a client; fails when a credential is empty or the base URL is not a URL.
+    pub fn new(config: OkxSaConfig) -> Result<Self, SaError> {
+        config.credentials.validate().map_err(SaError::Config)?;
+        let base = config.base_url.trim();
+        let base = if base.is_empty() { OKX_DEFAULT_BASE_URL } else { base.trim_end_matches('/') };
+        let parsed = url::Url::parse(base).map_err(|e| SaError::Config(format!("OKX base URL `{base}`: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(SaError::Config(format!("OKX base URL `{base}` must be http(s)://host")));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(SaError::Config(format!("OKX base URL `{base}` must not have a query or fragment")));
+        }
+        let base_path = parsed.path().trim_end_matches('/');
+        let origin = base.strip_suffix(base_path).unwrap_or(base).to_owned();
+        let path_prefix = format!("{base_path}{OKX_MPP_BASE_PATH}");
+        let endpoint =
+            |p: &str| Endpoint { url: format!("{origin}{path_prefix}{p}"), signed_path: format!("{path_prefix}{p}") };
+        let http = match config.http_client {
+            Some(c) => c,
+            None => reqwest::Client::builder().build().map_err(|e| SaError::Config(format!("HTTP client: {e}")))?,
+        };
+        Ok(Self {
+            signer: OkxSigner::new(config.credentials, TimestampFormat::Seconds),
+            timeout: config.timeout,
+            http,
+            charge_settle: endpoint("/charge/settle"),
+            charge_verify_hash: endpoint("/charge/verifyHash"),
+            session_open: endpoint("/session/open"),
+            session_top_up: endpoint("/session/topUp"),
+            session_settle: endpoint("/session/settle"),
+            session_close: endpoint("/session/close"),
+            origin,
+            path_prefix,
+        })
+    }
+
+    /// Replaces the clock used for `OK-ACCESS-TIMESTAMP` (reproducible signatures in tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.signer = self.signer.with_clock(clock);
+        self
+    }
+
+    /// The request signer.
+    pub fn signer(&self) -> &OkxSigner {
+        &self.signer
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        endpoint: &Endpoint,
+        body: &B,
+    ) -> Result<T, SaError> {
+        let body = crate::json::compact_ascii(body).map_err(|e| SaError::Config(format!("request body: {e}")))?;
+        self.call(reqwest::Method::POST, endpoint, body).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        endpoint: &Endpoint,
+        body: Vec<u8>,
+    ) -> Result<T, SaError> {
+        let headers = self.signer.headers(method.as_str(), &endpoint.signed_path, &body);
+        let mut req = self
+            .http
+            .request(method, &endpoint.url)
+            .timeout(self.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        if !body.is_empty() {
+            req = req.body(body);
+        }
+        let send = async {
+            let resp = req.send().await.map_err(|e| map_reqwest(e, self.timeout))?;
+            read_capped(resp, self.timeout).await
+        };
+        // reqwest's timeout covers the exchange; the outer bound also covers a dripping body.
+        let (status, bytes) = tokio::time::timeout(self.timeout, send)
+            .await
+            .map_err(|_| SaError::Timeout(self.timeout))?
+            .map_err(from_facilitator_error)?;
+        let result = parse_sa_body(status, &bytes);
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "SA call failed");
+        }
+        result
+    }
+}
+
+fn from_facilitator_error(e: FacilitatorError) -> SaError {
+    match e {
+        FacilitatorError::Timeout(d) => SaError::Timeout(d),
+        FacilitatorError::Transport(m) => SaError::Transport(m),
+        FacilitatorError::Config(m) => SaError::Config(m),
+        FacilitatorError::Http { status, body } => SaError::Http { status, body },
+        other => SaError::Malformed(other.to_string()),
+    }
+}
+
+fn truncate(text: &[u8]) -> String {
+    let s = String::from_utf8_lossy(text);
+    if s.len() > 512 {
+        let mut end = 512;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    } else {
+        s.into_owned()
+    }
+}
+
+fn truncate_value(v: &Value) -> String {
+    truncate(v.to_string().as_bytes())
+}
+
+/// Interprets an SA answer (see [`OkxSaClient`]).
+fn parse_sa_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, SaError> {
+    if status != 200 {
+        return Err(SaError::Http { status, body: truncate(body) });
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| SaError::Malformed(format!("not JSON ({e}): {}", truncate(body))))?;
+    let Value::Object(mut envelope) = value else {
+        return Err(SaError::Malformed(format!("not a JSON object: {}", truncate(body))));
+    };
+    let code = match envelope.get("code") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse::<i64>().ok(),
+        _ => None,
+    };
+    let Some(code) = code else {
+        let shown = envelope.get("code").map_or_else(|| "missing".to_owned(), Value::to_string);
+        return Err(SaError::Malformed(format!("envelope code {shown} is not an integer")));
+    };
+    if code != 0 {
+        let msg = match envelope.get("msg") {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => String::new(),
+            Some(other) => other.to_string(),
+        };
+        return Err(SaError::Api { code, error: map_sa_error(code, &msg) });
+    }
+    let data = match envelope.remove("data") {
+        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+        Some(d @ Value::Object(_)) => d,
+        Some(other) => return Err(SaError::Malformed(format!("data is not an object: {}", truncate_value(&other)))),
+    };
+    serde_json::from_value(data).map_err(|e| SaError::Malformed(format!("data: {e}")))
+}
+
+/// `application/x-www-form-urlencoded` query from parameters sorted by name, like Python's
+/// `urlencode(sorted(params.items()))`: `A-Z a-z 0-9 _ . - ~` are kept, space is `+`,
+/// everything else `%XX`.
+fn sorted_query(params: &[(&str, &str)]) -> String {
+    fn encode(s: &str, out: &mut String) {
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => out.push(char::from(b)),
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+    }
+    let mut sorted = params.to_vec();
+    sorted.sort_unstable();
+    let mut out = String::new();
+    for (i, (k, v)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode(k, &mut out);
+        out.push('=');
+        encode(v, &mut out);
+    }
+    out
+}
+
+#[async_trait]
+impl SaClient for OkxSaClient {
+    async fn settle(&self, req: &ChargeSettleRequest) -> Result<ChargeReceipt, SaError> {
+        self.post(&self.charge_settle, req)
+            .instrument(tracing::debug_span!("okx.mpp.charge_settle", challenge = %req.challenge.id))
+            .await
+    }
+
+    async fn verify_hash(&self, req: &ChargeVerifyHashRequest) -> Result<ChargeReceipt, SaError> {
+        self.post(&self.charge_verify_hash, req)
+            .instrument(tracing::debug_span!("okx.mpp.charge_verify_hash", challenge = %req.challenge.id))
+            .await
+    }
+
+    async fn session_open(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
+        self.post(&self.session_open, req)
+            .instrument(tracing::debug_span!("okx.mpp.session_open", channel = %req.payload.channel_id))
+            .await
+    }
+
+    async fn session_top_up(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
+        self.post(&self.session_top_up, req)
+            .instrument(tracing::debug_span!("okx.mpp.session_top_up", channel = %req.payload.channel_id))
+            .await
+    }
+
+    async fn session_settle(&self, req: &SessionSettleRequest) -> Result<SessionReceipt, SaError> {
+        self.post(&self.session_settle, req)
+            .instrument(tracing::debug_span!("okx.mpp.session_settle", channel = %req.payload.channel_id))
+            .await
+    }
+
+    async fn session_close(&self, req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
+        self.post(&self.session_close, req)
+            .instrument(tracing::debug_span!("okx.mpp.session_close", channel = %req.payload.channel_id))
+            .await
+    }
+
+    async fn session_status(&self, channel_id: &str) -> Result<SessionStatus, SaError> {
+        let path = format!("{}/session/status?{}", self.path_prefix, sorted_query(&[("channelId", channel_id)]));
+        let endpoint = Endpoint { url: format!("{}{path}", self.origin), signed_path: path };
+        self.call(reqwest::Method::GET, &endpoint, Vec::new())
+            .instrument(tracing::debug_span!("okx.mpp.session_status", channel = channel_id))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::okx::sa::EvmPaymentError;
+
+    fn creds() -> OkxCredentials {
+        OkxCredentials::new("k", "s", "p")
+    }
+
+    #[test]
+    fn endpoints_and_base_url() {
+        let c = OkxSaClient::new(OkxSaConfig::new(creds()).base_url("http://127.0.0.1:9/")).unwrap();
+        assert_eq!(c.session_top_up.url, "http://127.0.0.1:9/api/v6/pay/mpp/session/topUp");
+        assert_eq!(c.charge_verify_hash.signed_path, "/api/v6/pay/mpp/charge/verifyHash");
+        let d = OkxSaClient::new(OkxSaConfig::new(creds()).base_url("  ")).unwrap();
+        assert_eq!(d.charge_settle.url, "https://web3.okx.com/api/v6/pay/mpp/charge/settle");
+        let p = OkxSaClient::new(OkxSaConfig::new(creds()).base_url("https://gw.example/okx/")).unwrap();
+        assert_eq!(p.session_close.url, "https://gw.example/okx/api/v6/pay/mpp/session/close");
+        assert_eq!(p.session_close.signed_path, "/okx/api/v6/pay/mpp/session/close");
+        assert!(matches!(OkxSaClient::new(OkxSaConfig::new(creds()).base_url("nope")), Err(SaError::Config(_))));
+        assert!(matches!(
+            OkxSaClient::new(OkxSaConfig::new(OkxCredentials::new("k", "", "p"))),
+            Err(SaError::Config(ref m)) if m.contains("secret_key")
+        ));
+    }
+
+    #[test]
+    fn query_is_sorted_and_python_encoded() {
+        assert_eq!(sorted_query(&[("channelId", "0xab")]), "channelId=0xab");
+        assert_eq!(sorted_query(&[("b", "a b~*/"), ("a", "1")]), "a=1&b=a+b~%2A%2F");
+    }
+
+    #[test]
+    fn envelopes() {
+        let ok: ChargeReceipt = parse_sa_body(200, br#"{"code":"0","msg":"","data":{"reference":"0x1"}}"#).unwrap();
+        assert_eq!(ok.reference, "0x1");
+        let ok: ChargeReceipt = parse_sa_body(200, br#"{"code":0,"data":null}"#).unwrap();
+        assert_eq!(ok, ChargeReceipt::default());
+        let e = parse_sa_body::<ChargeReceipt>(200, br#"{"code":"70010","msg":"gone"}"#).unwrap_err();
+        assert_eq!(e, SaError::Api { code: 70010, error: EvmPaymentError::ChannelNotFound("gone".into()) });
+        for bad in [&br#"{"code":"ok"}"#[..], br#"{"msg":""}"#, br#"{"code":""}"#, br#"{"code":1.5}"#, b"[]", b"x"] {
+            assert!(matches!(parse_sa_body::<ChargeReceipt>(200, bad), Err(SaError::Malformed(_))));
+        }
+        assert!(matches!(parse_sa_body::<ChargeReceipt>(200, br#"{"code":0,"data":[1]}"#), Err(SaError::Malformed(_))));
+        assert!(matches!(parse_sa_body::<ChargeReceipt>(201, b"{}"), Err(SaError::Http { status: 201, .. })));
+    }
+}

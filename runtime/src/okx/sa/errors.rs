@@ -1,0 +1,304 @@
+//! The `mpp_evm` error family (wire facts §9.8) and the errors of the SA client.
+//!
+//! [`EvmPaymentError`] is what a seller answers the client with (an RFC 9457 problem with the
+//! class's status); [`SaError`] is why an SA call failed. Every failure that is not an SA
+//! answer (HTTP status, timeout, transport, malformed body, configuration) is an
+//! [`EvmPaymentError::InternalSA`] (500) towards the client, with a generic detail that does
+//! not leak internals.
+
+use crate::mpp::problem::{PROBLEM_BASE, ProblemDetails};
+use std::fmt;
+use std::time::Duration;
+
+/// An `mpp_evm` payment error: the class, its HTTP status and problem type, and a detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EvmPaymentError {
+    /// 402, `malformed-credential`.
+    MalformedCredential(String),
+    /// 402, `invalid-challenge`.
+    InvalidChallenge(String),
+    /// 402, `verification-failed`.
+    VerificationFailed(String),
+    /// 402, `payment-expired`.
+    PaymentExpired(String),
+    /// 402, `invalid-payload`.
+    InvalidPayload(String),
+    /// 400, `bad-request`.
+    BadRequest(String),
+    /// 400, `invalid-split`.
+    InvalidSplit(String),
+    /// 402, `session/insufficient-balance`.
+    InsufficientBalance(String),
+    /// 402, `session/invalid-signature`.
+    InvalidSignature(String),
+    /// 402, `session/signer-mismatch`.
+    SignerMismatch(String),
+    /// 402, `session/amount-exceeds-deposit`.
+    AmountExceedsDeposit(String),
+    /// 402, `session/delta-too-small`.
+    DeltaTooSmall(String),
+    /// 410, `session/channel-not-found`.
+    ChannelNotFound(String),
+    /// 410, `session/channel-finalized`.
+    ChannelClosed(String),
+    /// 500, `internal-error`.
+    InternalSA(String),
+}
+
+impl EvmPaymentError {
+    /// The detail message as given (may be empty; [`Self::problem`] then uses the title).
+    pub fn message(&self) -> &str {
+        match self {
+            Self::MalformedCredential(m)
+            | Self::InvalidChallenge(m)
+            | Self::VerificationFailed(m)
+            | Self::PaymentExpired(m)
+            | Self::InvalidPayload(m)
+            | Self::BadRequest(m)
+            | Self::InvalidSplit(m)
+            | Self::InsufficientBalance(m)
+            | Self::InvalidSignature(m)
+            | Self::SignerMismatch(m)
+            | Self::AmountExceedsDeposit(m)
+            | Self::DeltaTooSmall(m)
+            | Self::ChannelNotFound(m)
+            | Self::ChannelClosed(m)
+            | Self::InternalSA(m) => m,
+        }
+    }
+
+    /// The problem `detail`: the message, or the title when the message is empty.
+    pub fn detail(&self) -> &str {
+        let m = self.message();
+        if m.is_empty() { self.title() } else { m }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) | Self::InvalidSplit(_) => 400,
+            Self::ChannelNotFound(_) | Self::ChannelClosed(_) => 410,
+            Self::InternalSA(_) => 500,
+            _ => 402,
+        }
+    }
+
+    /// The problem type suffix after [`PROBLEM_BASE`] (e.g. `session/channel-not-found`).
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Self::MalformedCredential(_) => "malformed-credential",
+            Self::InvalidChallenge(_) => "invalid-challenge",
+            Self::VerificationFailed(_) => "verification-failed",
+            Self::PaymentExpired(_) => "payment-expired",
+            Self::InvalidPayload(_) => "invalid-payload",
+            Self::BadRequest(_) => "bad-request",
+            Self::InvalidSplit(_) => "invalid-split",
+            Self::InsufficientBalance(_) => "session/insufficient-balance",
+            Self::InvalidSignature(_) => "session/invalid-signature",
+            Self::SignerMismatch(_) => "session/signer-mismatch",
+            Self::AmountExceedsDeposit(_) => "session/amount-exceeds-deposit",
+            Self::DeltaTooSmall(_) => "session/delta-too-small",
+            Self::ChannelNotFound(_) => "session/channel-not-found",
+            Self::ChannelClosed(_) => "session/channel-finalized",
+            Self::InternalSA(_) => "internal-error",
+        }
+    }
+
+    /// The problem type URI.
+    pub fn type_uri(&self) -> String {
+        format!("{PROBLEM_BASE}{}", self.slug())
+    }
+
+    /// The problem title: the Python class name (e.g. `ChannelNotFoundError`).
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::MalformedCredential(_) => "MalformedCredentialError",
+            Self::InvalidChallenge(_) => "InvalidChallengeError",
+            Self::VerificationFailed(_) => "VerificationFailedError",
+            Self::PaymentExpired(_) => "PaymentExpiredError",
+            Self::InvalidPayload(_) => "InvalidPayloadError",
+            Self::BadRequest(_) => "BadRequestError",
+            Self::InvalidSplit(_) => "InvalidSplitError",
+            Self::InsufficientBalance(_) => "InsufficientBalanceError",
+            Self::InvalidSignature(_) => "InvalidSignatureError",
+            Self::SignerMismatch(_) => "SignerMismatchError",
+            Self::AmountExceedsDeposit(_) => "AmountExceedsDepositError",
+            Self::DeltaTooSmall(_) => "DeltaTooSmallError",
+            Self::ChannelNotFound(_) => "ChannelNotFoundError",
+            Self::ChannelClosed(_) => "ChannelClosedError",
+            Self::InternalSA(_) => "InternalSAError",
+        }
+    }
+
+    /// The problem details (`type`, `title`, `status`, `detail`; no `challengeId`). Its
+    /// [`ProblemDetails::to_compact_json`] gives the bytes OKX's decorator answers with.
+    pub fn problem(&self) -> ProblemDetails {
+        ProblemDetails {
+            type_uri: self.type_uri(),
+            title: self.title().to_owned(),
+            status: self.status(),
+            detail: self.detail().to_owned(),
+            challenge_id: None,
+        }
+    }
+
+    /// The compact problem JSON: `{"type":…,"title":…,"status":…,"detail":…}`.
+    pub fn to_problem_json(&self) -> Vec<u8> {
+        self.problem().to_compact_json()
+    }
+}
+
+impl fmt::Display for EvmPaymentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.title(), self.detail())
+    }
+}
+
+impl std::error::Error for EvmPaymentError {}
+
+/// Maps an SA error `code` to its error class (`mpp_evm.errors.map_sa_error`), with `msg` as
+/// the detail. Unknown codes are [`EvmPaymentError::InternalSA`].
+pub fn map_sa_error(code: i64, msg: &str) -> EvmPaymentError {
+    let m = msg.to_owned();
+    match code {
+        70000 => EvmPaymentError::BadRequest(m),
+        70002 | 70003 => EvmPaymentError::MalformedCredential(m),
+        70004 => EvmPaymentError::InvalidSignature(m),
+        70005 | 70006 => EvmPaymentError::InvalidSplit(m),
+        70008 | 70014 => EvmPaymentError::ChannelClosed(m),
+        70009 => EvmPaymentError::InvalidChallenge(m),
+        70010 => EvmPaymentError::ChannelNotFound(m),
+        70012 => EvmPaymentError::AmountExceedsDeposit(m),
+        70013 => EvmPaymentError::DeltaTooSmall(m),
+        // 70001 chain unsupported, 70007 tx not confirmed, 70011 grace period too short,
+        // 8000 API internal error, and anything unknown.
+        _ => EvmPaymentError::InternalSA(m),
+    }
+}
+
+/// Why an SA call failed. Only [`SaError::Api`] is an answer of the SA; every other variant
+/// means the outcome is unknown and the caller must fail closed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SaError {
+    /// The SA answered with an envelope whose `code` is not 0.
+    #[error("SA error code {code}: {error}")]
+    Api {
+        /// The SA code.
+        code: i64,
+        /// The mapped error, `msg` as its detail.
+        error: EvmPaymentError,
+    },
+    /// The SA answered with an HTTP status other than 200.
+    #[error("SA answered HTTP {status}: {body}")]
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// Body text (truncated to 512 bytes).
+        body: String,
+    },
+    /// No answer within the configured timeout.
+    #[error("SA did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection-level failure (refused, reset, TLS, DNS).
+    #[error("cannot reach the SA: {0}")]
+    Transport(String),
+    /// The answer is not a valid envelope or the data does not fit the receipt. This includes
+    /// a `code` that is a non-numeric string, which OKX's Python client treats as success
+    /// (wire facts §12.5); pay402 fails closed instead.
+    #[error("SA sent a malformed response: {0}")]
+    Malformed(String),
+    /// Bad client configuration (missing credential, bad URL, unserialisable request).
+    #[error("SA client misconfigured: {0}")]
+    Config(String),
+}
+
+impl SaError {
+    /// The error to answer the paying client with: the mapped class for [`SaError::Api`],
+    /// otherwise [`EvmPaymentError::InternalSA`] with a generic detail.
+    pub fn payment_error(&self) -> EvmPaymentError {
+        let generic = match self {
+            Self::Api { error, .. } => return error.clone(),
+            Self::Http { status, .. } => format!("SA API answered HTTP {status}"),
+            Self::Timeout(_) => "SA API timed out".to_owned(),
+            Self::Transport(_) => "SA API unreachable".to_owned(),
+            Self::Malformed(_) => "SA API sent a malformed response".to_owned(),
+            Self::Config(_) => "SA client misconfigured".to_owned(),
+        };
+        EvmPaymentError::InternalSA(generic)
+    }
+
+    /// The HTTP status of [`Self::payment_error`].
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Api { error, .. } => error.status(),
+            _ => 500,
+        }
+    }
+}
+
+impl From<SaError> for EvmPaymentError {
+    fn from(e: SaError) -> Self {
+        match e {
+            SaError::Api { error, .. } => error,
+            other => other.payment_error(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_table() {
+        let cases: &[(i64, &str, u16)] = &[
+            (70000, "BadRequestError", 400),
+            (70001, "InternalSAError", 500),
+            (70002, "MalformedCredentialError", 402),
+            (70003, "MalformedCredentialError", 402),
+            (70004, "InvalidSignatureError", 402),
+            (70005, "InvalidSplitError", 400),
+            (70006, "InvalidSplitError", 400),
+            (70007, "InternalSAError", 500),
+            (70008, "ChannelClosedError", 410),
+            (70009, "InvalidChallengeError", 402),
+            (70010, "ChannelNotFoundError", 410),
+            (70011, "InternalSAError", 500),
+            (70012, "AmountExceedsDepositError", 402),
+            (70013, "DeltaTooSmallError", 402),
+            (70014, "ChannelClosedError", 410),
+            (8000, "InternalSAError", 500),
+            (1, "InternalSAError", 500),
+        ];
+        for &(code, title, status) in cases {
+            let e = map_sa_error(code, "m");
+            assert_eq!((e.title(), e.status(), e.message()), (title, status, "m"), "code {code}");
+        }
+    }
+
+    #[test]
+    fn problem_bytes() {
+        let e = map_sa_error(70010, "channel not found");
+        assert_eq!(
+            String::from_utf8(e.to_problem_json()).unwrap(),
+            r#"{"type":"https://paymentauth.org/problems/session/channel-not-found","title":"ChannelNotFoundError","status":410,"detail":"channel not found"}"#
+        );
+        let e = EvmPaymentError::InvalidSplit(String::new());
+        assert_eq!(e.detail(), "InvalidSplitError");
+        assert_eq!(e.type_uri(), "https://paymentauth.org/problems/invalid-split");
+        assert_eq!(e.to_string(), "InvalidSplitError: InvalidSplitError");
+    }
+
+    #[test]
+    fn non_api_errors_are_internal() {
+        let e = SaError::Transport("connect 10.0.0.1: refused".into());
+        assert_eq!(e.status(), 500);
+        let p = e.payment_error();
+        assert!(matches!(p, EvmPaymentError::InternalSA(ref m) if !m.contains("10.0.0.1")));
+        let api = SaError::Api { code: 70013, error: map_sa_error(70013, "small") };
+        assert_eq!(api.status(), 402);
+        assert_eq!(EvmPaymentError::from(api), EvmPaymentError::DeltaTooSmall("small".into()));
+    }
+}
