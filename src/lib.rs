@@ -29,18 +29,22 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use pay402_runtime::{evm, json, literal, mpp, okx, x402};
+pub use pay402_runtime::{evm, json, literal, mpp, okx, replay, router, web, x402};
 
 /// axum integration: the route-table layer, the payment extractor and the attribute macros.
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum {
     pub use pay402_runtime::axum::{
-        MppGuard, MppLayer, MppService, MppVerified, X402Guard, X402Layer, X402Service, X402Verified, into_response,
+        MppGuard, MppLayer, MppService, MppVerified, PaymentRouterLayer, PaymentRouterService, X402Guard, X402Layer,
+        X402Service, X402Verified, into_response,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
+    pub use pay402_runtime::router::{Paid, PaymentRouter};
     pub use pay402_runtime::x402::http::{MissingPayment, X402HttpServer, X402Payment};
 
+    #[doc = include_str!("../docs/axum_pay.md")]
+    pub use pay402_macros::pay_axum as pay;
     #[doc = include_str!("../docs/axum_x402.md")]
     pub use pay402_macros::x402_axum as x402;
 }
@@ -52,11 +56,15 @@ pub mod axum {
 pub mod actix {
     pub use pay402_runtime::actix::{
         MISSING_MPP_MESSAGE, MISSING_SERVER_MESSAGE, MppGuard, MppMiddleware, MppMiddlewareService, MppVerified,
-        X402Guard, X402Middleware, X402MiddlewareService, X402Verified, into_response, request_context,
+        PaymentRouterMiddleware, PaymentRouterMiddlewareService, X402Guard, X402Middleware, X402MiddlewareService,
+        X402Verified, into_response, request_context,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
+    pub use pay402_runtime::router::{Paid, PaymentRouter};
     pub use pay402_runtime::x402::http::{MissingPayment, X402HttpServer, X402Payment};
 
+    #[doc = include_str!("../docs/actix_pay.md")]
+    pub use pay402_macros::pay_actix as pay;
     #[doc = include_str!("../docs/actix_x402.md")]
     pub use pay402_macros::x402_actix as x402;
 }

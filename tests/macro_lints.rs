@@ -1,5 +1,5 @@
-//! `#[x402]` expansions are lint-clean in user crates: this file uses the macro on a few
-//! handlers for both frameworks under `#![deny(warnings, clippy::pedantic, unused_qualifications)]`
+//! `#[x402]` and `#[pay]` expansions are lint-clean in user crates: this file uses the macros on
+//! a few handlers for both frameworks under `#![deny(warnings, clippy::pedantic, unused_qualifications)]`
 //! (checked by `cargo clippy --all-targets`), and builds the router and the app without serving.
 #![deny(warnings, clippy::pedantic, unused_qualifications)]
 
@@ -111,4 +111,121 @@ fn routers_and_apps_build() {
         .service(actix_app::quote)
         .service(actix_app::who)
         .route("/parse/{n}", actix_web::web::get().to(actix_app::parse));
+}
+
+fn mpp() -> pay402::mpp::Mpp {
+    use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp};
+    let method = EvmMethod::x_layer("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
+        .with_charge(ChargeIntent::new(EmbeddedSa::new()));
+    Mpp::new(method, "lints.example", "lints-secret").expect("an Mpp with a non-empty secret")
+}
+
+mod axum_pay_app {
+    use axum::Json;
+    use axum::extract::{FromRef, Path, Query, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use pay402::axum::{Credential, Mpp, Receipt, pay};
+    use serde::Deserialize;
+
+    #[derive(Clone)]
+    pub(crate) struct AppState {
+        pub(crate) mpp: Mpp,
+        pub(crate) name: String,
+    }
+
+    impl FromRef<AppState> for Mpp {
+        fn from_ref(state: &AppState) -> Self {
+            state.mpp.clone()
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct Page {
+        n: u32,
+    }
+
+    /// A plain paid handler.
+    #[pay(amount = "0.001")]
+    pub(crate) async fn hello() -> &'static str {
+        "hello"
+    }
+
+    /// State, a query, the credential and the receipt, a JSON body; `?` with a `Result`.
+    #[pay(amount = "0.01", description = "Echo", expires_in = "90s", chain_id = 196)]
+    pub(crate) async fn echo(
+        State(state): State<AppState>,
+        Query(page): Query<Page>,
+        credential: Credential,
+        receipt: Receipt,
+        Json(body): Json<serde_json::Value>,
+    ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+        let n = u8::try_from(page.n).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+        Ok(Json(serde_json::json!({
+            "name": state.name, "n": n, "payer": credential.source, "tx": receipt.reference, "body": body,
+        })))
+    }
+
+    pub(crate) struct Api;
+
+    impl Api {
+        /// An associated fn returning `impl IntoResponse`; a session route.
+        #[pay(
+            amount = "0.000001",
+            intent = "session",
+            recipient = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            currency = "0x779Ded0c9e1022225f8E0630b35a9b54bE713736",
+            unit_type = "request",
+            suggested_deposit = "1000000"
+        )]
+        pub(crate) async fn item(Path(id): Path<u64>) -> impl IntoResponse {
+            Json(id)
+        }
+    }
+
+    pub(crate) fn router(mpp: Mpp) -> axum::Router {
+        axum::Router::new()
+            .route("/hello", get(hello))
+            .route("/echo", post(echo))
+            .route("/item/{id}", get(Api::item))
+            .with_state(AppState { mpp, name: "lints".to_owned() })
+    }
+}
+
+mod actix_pay_app {
+    use actix_web::{HttpResponse, Responder, get, web};
+    use pay402::actix::{Credential, Receipt, pay};
+
+    /// `#[get]` above `#[pay]`.
+    #[get("/quote/{symbol}")]
+    #[pay(amount = "0.001")]
+    pub(crate) async fn quote(symbol: web::Path<String>) -> impl Responder {
+        format!("quote for {symbol}")
+    }
+
+    /// `#[pay]` above `#[get]`, with the credential and the receipt.
+    #[pay(amount = "0.5", expires_in = "2m")]
+    #[get("/who")]
+    pub(crate) async fn who(receipt: Receipt, credential: Credential) -> HttpResponse {
+        HttpResponse::Ok().body(format!("{:?} {}", credential.source, receipt.reference))
+    }
+
+    /// Registered by hand; `?` with a `Result`.
+    #[pay(amount = "0.003")]
+    pub(crate) async fn parse(n: web::Path<String>) -> Result<String, actix_web::Error> {
+        let n: u32 = n.parse().map_err(actix_web::error::ErrorBadRequest)?;
+        Ok(n.to_string())
+    }
+}
+
+#[test]
+fn pay_routers_and_apps_build() {
+    let mpp = mpp();
+    let _router = axum_pay_app::router(mpp.clone());
+    let _app = actix_web::App::new()
+        .app_data(actix_web::web::Data::new(mpp))
+        .service(actix_pay_app::quote)
+        .service(actix_pay_app::who)
+        .route("/parse/{n}", actix_web::web::get().to(actix_pay_app::parse));
 }

@@ -667,3 +667,74 @@ async fn problem_json_matches_the_observed_bodies() {
         assert!(e.problem().challenge_id.is_none());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The MPP seller over OkxSaClient: SA outcomes → the HTTP response the buyer gets
+// ---------------------------------------------------------------------------------------------
+
+/// Runs one paid request through `Mpp` (charge intent over the OKX SA client talking to the
+/// stand-in) and returns the outcome and what the SA received.
+async fn seller_outcome(
+    answer: Answer,
+) -> (Result<pay402::mpp::Paid, pay402::web::PaymentHttpResponse>, Vec<Recorded>) {
+    use pay402::mpp::{ChargeIntent, EvmMethod, Mpp, MppChargeClient, PaySpec};
+    use pay402::web::RequestContext;
+    let stand_in = StandIn::start(vec![answer]).await;
+    let method = EvmMethod::x_layer("0x1111111111111111111111111111111111111111")
+        .with_charge(ChargeIntent::new(stand_in.client()));
+    let mpp = Mpp::new(method, "api.example.com", "test-mpp-secret").expect("mpp");
+    let spec = PaySpec::charge("0.00001");
+    let ctx = |auth: Option<&str>| {
+        let mut headers = http::HeaderMap::new();
+        if let Some(a) = auth {
+            headers.insert("authorization", a.parse().expect("header"));
+        }
+        RequestContext::new(http::Method::GET, "http://127.0.0.1/premium".into(), headers)
+    };
+    let challenge = mpp.process(&ctx(None), &spec).await.expect_err("unpaid");
+    let www = challenge.headers["www-authenticate"].to_str().expect("ascii").to_owned();
+    let buyer: pay402::evm::PrivateKeySigner =
+        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80".parse().expect("key");
+    let authorization = MppChargeClient::new(buyer).authorization_header_for(&[&www]).expect("credential");
+    let outcome = mpp.process(&ctx(Some(&authorization)), &spec).await;
+    let requests = stand_in.requests();
+    (outcome, requests)
+}
+
+#[tokio::test]
+async fn seller_settles_through_the_sa_and_maps_each_failure_to_its_status() {
+    // Success: the SA's reference becomes the receipt; the body it got is the §9.3 shape.
+    let (outcome, requests) = seller_outcome(envelope(json!(0), "", charge_receipt_data())).await;
+    let pay402::mpp::Paid { credential, receipt, .. } = outcome.expect("paid");
+    assert_eq!(receipt.reference, REFERENCE);
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, format!("{BASE}/charge/settle"));
+    let body: Value = serde_json::from_slice(&requests[0].body).expect("json");
+    assert_eq!(body["challenge"]["id"], credential.challenge.id.as_str());
+    assert_eq!(body["payload"]["type"], "transaction");
+    assert_eq!(body["payload"]["authorization"]["type"], "eip-3009");
+    assert_eq!(body["payload"]["authorization"]["value"], "10");
+    assert_eq!(body["source"], credential.source.clone().unwrap_or_default().as_str());
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["challenge", "payload", "source"]);
+
+    // Each SA code and transport failure → the documented status and problem type.
+    for (answer, status, type_suffix) in [
+        (envelope(json!(70004), "bad signature", Value::Null), 402, "session/invalid-signature"),
+        (envelope(json!("70000"), "bad param", Value::Null), 400, "bad-request"),
+        (envelope(json!(70009), "bad challenge", Value::Null), 402, "invalid-challenge"),
+        (envelope(json!(70010), "no channel", Value::Null), 410, "session/channel-not-found"),
+        (envelope(json!(8000), "internal", Value::Null), 500, "internal-error"),
+        (answer(500, "boom"), 500, "internal-error"),
+        (answer(200, "<html>"), 500, "internal-error"),
+    ] {
+        let (outcome, _) = seller_outcome(answer).await;
+        let resp = outcome.expect_err("refused");
+        assert_eq!(resp.status.as_u16(), status, "{type_suffix}");
+        assert_eq!(resp.headers["content-type"], "application/json");
+        let problem: Value = serde_json::from_slice(&resp.body).expect("problem");
+        assert_eq!(problem["type"], format!("https://paymentauth.org/problems/{type_suffix}"));
+        assert_eq!(problem["status"], status);
+        assert_eq!(resp.headers.contains_key("www-authenticate"), status == 402, "{type_suffix}");
+    }
+}

@@ -38,6 +38,29 @@ pub fn parse_seconds(digits: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// The short spelling of a duration [`parse_duration`] refused, when the intent is clear:
+/// `"5 minutes"` → `"5m"`, `"90 sec"` → `"90s"`, `"1 Hour"` → `"1h"`, `"300"` → `"300s"`,
+/// `"05m"` → `"5m"`. Used for "did you mean" hints; `None` when there is nothing to suggest
+/// (zero, an unknown unit, not a number, or already valid).
+pub fn suggest_duration(text: &str) -> Option<String> {
+    if parse_duration(text).is_ok() {
+        return None;
+    }
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let unit = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => "s",
+        "m" | "min" | "mins" | "minute" | "minutes" => "m",
+        "h" | "hr" | "hrs" | "hour" | "hours" => "h",
+        "d" | "day" | "days" => "d",
+        _ => return None,
+    };
+    let fixed = format!("{n}{unit}");
+    parse_duration(&fixed).is_ok().then_some(fixed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +81,26 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         for bad in ["", "5", "m", "5 m", "05m", "0s", "5y", "-5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn duration_suggestions() {
+        for (bad, want) in [
+            ("5 minutes", "5m"),
+            ("90 sec", "90s"),
+            ("90seconds", "90s"),
+            ("1 Hour", "1h"),
+            ("2 days", "2d"),
+            ("300", "300s"),
+            ("05m", "5m"),
+            ("5M", "5m"),
+            (" 5m ", "5m"),
+        ] {
+            assert_eq!(suggest_duration(bad).as_deref(), Some(want), "{bad:?}");
+        }
+        for nothing in ["5m", "0s", "0 minutes", "5 years", "m", "", "-5s", "1h30m"] {
+            assert_eq!(suggest_duration(nothing), None, "{nothing:?}");
         }
     }
 }

@@ -112,6 +112,42 @@ pub fn strict_spelling(text: &str, allow_dollar: bool) -> Option<String> {
     Some(if allow_dollar { format!("${value}") } else { value.to_string() })
 }
 
+/// Checks an amount written in base units (the token's smallest unit, such as MPP's
+/// `suggestedDeposit`): decimal digits only, no leading zero, positive, and at most 78 digits
+/// (a `uint256`). The error says what to write; a human amount such as `"1.5"` gets its
+/// base-unit spelling for a token of `decimals` decimals as a suggestion.
+pub fn check_base_units(text: &str, decimals: u8) -> Result<(), String> {
+    const MAX_DIGITS: usize = 78;
+    let example = format!("\"1{}\"", "0".repeat(usize::from(decimals)));
+    if text.is_empty() {
+        return Err(format!("the amount is empty; write base units (whole digits) like {example}"));
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        // An exponent is ambiguous here (`"1e6"` may already mean base units): no hint.
+        let human = !text.contains(['e', 'E']);
+        let hint = parse_money(text, MoneySyntax::Lenient, false)
+            .ok()
+            .filter(|_| human)
+            .and_then(|v| v.to_atomic(decimals, crate::decimal::Rounding::Exact).ok())
+            .map(|atomic| format!("; did you mean \"{atomic}\" ({text} at {decimals} decimals)?"))
+            .unwrap_or_default();
+        return Err(format!(
+            "`{text}` is not in base units: write whole digits of the token's smallest unit, like {example}{hint}"
+        ));
+    }
+    let digits = text.trim_start_matches('0');
+    if digits.is_empty() {
+        return Err("the amount is zero; write a positive number of base units".to_owned());
+    }
+    if digits.len() != text.len() {
+        return Err(format!("`{text}` has a leading zero; did you mean \"{digits}\"?"));
+    }
+    if digits.len() > MAX_DIGITS {
+        return Err(format!("`{text}` is too large for a uint256 amount"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +202,27 @@ mod tests {
             assert!(parse_money(bad, STRICT, false).is_err(), "{bad:?} accepted");
         }
         assert_eq!(parse_money("$0.000", STRICT, false), Err(MoneyError::Zero));
+    }
+
+    #[test]
+    fn base_units() {
+        assert_eq!(check_base_units("1000000", 6), Ok(()));
+        assert_eq!(check_base_units("1", 6), Ok(()));
+        for (bad, want) in [
+            ("", "the amount is empty; write base units (whole digits) like \"1000000\""),
+            ("1.5", "did you mean \"1500000\" (1.5 at 6 decimals)?"),
+            ("abc", "`abc` is not in base units: write whole digits of the token's smallest unit, like \"1000000\""),
+            ("0", "the amount is zero"),
+            ("000", "the amount is zero"),
+            ("0100", "`0100` has a leading zero; did you mean \"100\"?"),
+            ("-5", "`-5` is not in base units"),
+            ("1 USDC", "did you mean \"1000000\""),
+        ] {
+            let err = check_base_units(bad, 6).unwrap_err();
+            assert!(err.contains(want), "{bad:?}: {err}");
+        }
+        assert!(check_base_units(&"9".repeat(79), 6).unwrap_err().contains("too large"));
+        assert_eq!(check_base_units(&"9".repeat(78), 6), Ok(()));
+        assert!(!check_base_units("1e6", 6).unwrap_err().contains("did you mean"));
     }
 }

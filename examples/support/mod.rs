@@ -53,13 +53,16 @@ pub(crate) fn facilitator() -> Result<Facilitator, Box<dyn std::error::Error>> {
     }
 }
 
-/// A resource server over [`facilitator`] with `exact` and `aggr_deferred` on X Layer.
+/// A resource server over [`facilitator`] with `exact` on X Layer, plus `aggr_deferred` when
+/// OKX's facilitator (which batches deferred payments) is used.
 pub(crate) fn resource_server() -> Result<(X402ResourceServer, Option<EmbeddedFacilitator>), Box<dyn std::error::Error>>
 {
     let (facilitator, embedded) = facilitator()?;
-    let server = X402ResourceServer::with_facilitators(vec![facilitator])
-        .register("eip155:196", ExactEvmScheme::new())
-        .register("eip155:196", AggrDeferredEvmScheme::new());
+    let mut server =
+        X402ResourceServer::with_facilitators(vec![facilitator]).register("eip155:196", ExactEvmScheme::new());
+    if embedded.is_none() {
+        server = server.register("eip155:196", AggrDeferredEvmScheme::new());
+    }
     Ok((server, embedded))
 }
 
@@ -114,4 +117,39 @@ pub(crate) async fn pay_once(
     }
     println!("body: {}", paid.text().await?);
     Ok(status.as_u16())
+}
+
+/// The development MPP secret used when `MPP_SECRET_KEY` is unset (never use it in production).
+pub(crate) const DEV_MPP_SECRET: &str = "pay402-dev-mpp-secret";
+/// The development realm used when `MPP_REALM` is unset.
+pub(crate) const DEV_MPP_REALM: &str = "pay402.localhost";
+
+/// The Settlement Agent the examples use: OKX's when credentials are set, else the embedded
+/// development SA (which funds unknown accounts so any wallet can try the examples).
+pub(crate) fn settlement_agent() -> Result<Arc<dyn pay402::okx::sa::SaClient>, Box<dyn std::error::Error>> {
+    match pay402::okx::sa::OkxSaConfig::from_env()? {
+        Some(config) => {
+            eprintln!("using OKX's Settlement Agent at {}", config.base_url);
+            Ok(Arc::new(pay402::okx::sa::OkxSaClient::new(config)?))
+        }
+        None => {
+            eprintln!(
+                "using the embedded development Settlement Agent (set OKX_API_KEY, OKX_SECRET_KEY, OKX_PASSPHRASE for OKX)"
+            );
+            Ok(Arc::new(pay402::mpp::EmbeddedSa::new().with_faucet(pay402::evm::U256::from(DEMO_FAUCET))))
+        }
+    }
+}
+
+/// An [`pay402::mpp::Mpp`] with the charge intent, from `MPP_SECRET_KEY` / `MPP_REALM` (with
+/// documented development defaults) and `PAY402_PAY_TO`.
+pub(crate) fn mpp() -> Result<pay402::mpp::Mpp, Box<dyn std::error::Error>> {
+    use pay402::mpp::{ChargeIntent, EvmMethod, Mpp};
+    let secret = std::env::var("MPP_SECRET_KEY").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        eprintln!("MPP_SECRET_KEY not set: using the development secret");
+        DEV_MPP_SECRET.to_owned()
+    });
+    let realm = std::env::var("MPP_REALM").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEV_MPP_REALM.to_owned());
+    let method = EvmMethod::x_layer(pay_to()).with_charge(ChargeIntent::with_sa(settlement_agent()?));
+    Ok(Mpp::new(method, realm, secret)?)
 }

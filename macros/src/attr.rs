@@ -1,5 +1,5 @@
-//! Attribute-argument parsing shared by every pay402 attribute (`#[x402(...)]` today, `#[pay(...)]`
-//! next): `key = value` pairs read with [`syn::meta::parser`] into duplicate-aware [`Attr`] slots,
+//! Attribute-argument parsing shared by every pay402 attribute (`#[x402(...)]` and `#[pay(...)]`):
+//! `key = value` pairs read with [`syn::meta::parser`] into duplicate-aware [`Attr`] slots,
 //! with every error collected in a [`Ctxt`] instead of stopping at the first.
 //!
 //! The phases are separate: [`parse_args`] only records raw values (as [`syn::Expr`], so a
@@ -91,6 +91,12 @@ pub(crate) trait ArgSpec: Default {
     fn slot(&mut self, key: &str) -> Option<&mut Attr<Expr>>;
     /// An example `key = value` for `key`, shown when the value is missing or malformed.
     fn example(key: &str) -> &'static str;
+    /// The message for a key that is deliberately not supported (and not listed among the
+    /// allowed keys), such as `splits` in `#[pay]`; `None` (the default) for ordinary unknown
+    /// keys, which get the "unknown key" message.
+    fn refused(_key: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Parses `key = value, ...` into `A`, reporting unknown keys (with the allowed list and a
@@ -118,7 +124,10 @@ pub(crate) fn parse_args<A: ArgSpec>(cx: &Ctxt, args: TokenStream) -> A {
             None
         };
         let Some(slot) = parsed.slot(&name) else {
-            cx.error_spanned_by(&key, unknown_key(cx.attr(), &name, A::KEYS));
+            match A::refused(&name) {
+                Some(message) => cx.error_spanned_by(&key, message),
+                None => cx.error_spanned_by(&key, unknown_key(cx.attr(), &name, A::KEYS)),
+            }
             return Ok(());
         };
         match value {
@@ -255,6 +264,9 @@ mod tests {
         fn example(key: &str) -> &'static str {
             if key == "price" { "price = \"$0.001\"" } else { "scheme = \"exact\"" }
         }
+        fn refused(key: &str) -> Option<&'static str> {
+            (key == "splits").then_some("`splits` is refused")
+        }
     }
 
     fn errors(cx: Ctxt) -> Vec<String> {
@@ -289,6 +301,20 @@ mod tests {
         // The first occurrence wins.
         let Some((_, Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }))) = args.price.get() else { panic!() };
         assert_eq!(s.value(), "$1");
+    }
+
+    #[test]
+    fn refused_keys_get_their_own_message() {
+        let cx = Ctxt::new("demo");
+        let _: Demo = parse_args(&cx, quote!(price = "$1", splits = [1, 2], splits(x), splitz = 1));
+        assert_eq!(
+            errors(cx),
+            [
+                "`splits` is refused",
+                "`splits` is refused",
+                "unknown key `splitz` in #[demo(...)]; expected one of `price`, `scheme`",
+            ]
+        );
     }
 
     #[test]

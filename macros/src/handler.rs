@@ -54,6 +54,38 @@ pub(crate) struct Protocol<'a> {
     pub(crate) route: TokenStream,
     /// The route `static`'s type, under `::pay402::__private`.
     pub(crate) route_type: &'static str,
+    /// The route `static`'s name, e.g. `__PAY402_ROUTE`.
+    pub(crate) route_static: &'static str,
+    /// The other payment attribute (`pay` for `#[x402]`, `x402` for `#[pay]`): finding it on
+    /// the same fn is an error, since stacking both is not supported yet.
+    pub(crate) other_attr: &'static str,
+}
+
+/// Removes every attribute of `func` named (by its last path segment) `protocol.other_attr`,
+/// reporting each: one handler cannot carry both payment attributes yet. Removing it means the
+/// other macro does not run, so the mistake gives one error; an anonymous `use <its path> as _;`
+/// at the top of the body keeps the macro's import used, so no `unused import` warning joins
+/// the error. Returns whether any was removed.
+fn refuse_stacking(cx: &Ctxt, func: &mut ItemFn, other_attr: &str) -> bool {
+    let mut removed = Vec::new();
+    func.attrs.retain(|a| {
+        let stacked = matches!(a.style, AttrStyle::Outer)
+            && a.path().segments.last().is_some_and(|segment| segment.ident == other_attr);
+        if stacked {
+            cx.error_spanned_by(
+                a,
+                "stacking #[x402] and #[pay] is not supported yet: put one payment attribute on this handler",
+            );
+            removed.push(a.path().clone());
+        }
+        !stacked
+    });
+    let keep_used = removed.iter().filter_map(|path| {
+        let tokens = quote_spanned!(path.span()=> #[allow(unused_imports)] use #path as _;);
+        syn::parse2::<syn::Stmt>(tokens).ok()
+    });
+    func.block.stmts.splice(0..0, keep_used.collect::<Vec<_>>());
+    !removed.is_empty()
 }
 
 /// The last path segment's name of `ty`, looking through parentheses and groups.
@@ -181,6 +213,7 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
             return item;
         }
     };
+    let item = if refuse_stacking(cx, &mut func, protocol.other_attr) { quote!(#func) } else { item };
     if let Some(receiver) = func.sig.receiver() {
         cx.error_spanned_by(
             receiver,
@@ -202,7 +235,7 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
 
     let verified = syn::Ident::new("__pay402_verified", Span::mixed_site());
     let guard = syn::Ident::new("__pay402_guard", Span::mixed_site());
-    let route = syn::Ident::new("__PAY402_ROUTE", Span::mixed_site());
+    let route = syn::Ident::new(protocol.route_static, Span::mixed_site());
 
     let mut kept: Vec<FnArg> = Vec::new();
     let mut bindings: Vec<TokenStream> = Vec::new();
@@ -287,7 +320,14 @@ mod tests {
     const INJECTED: &[Injected] = &[Injected { type_name: "X402Payment", getter: "payment" }];
 
     fn protocol() -> Protocol<'static> {
-        Protocol { guard: "X402Guard", injected: INJECTED, route: quote!(ROUTE_INIT), route_type: "StaticRoute" }
+        Protocol {
+            guard: "X402Guard",
+            injected: INJECTED,
+            route: quote!(ROUTE_INIT),
+            route_type: "StaticRoute",
+            route_static: "__PAY402_ROUTE",
+            other_attr: "pay",
+        }
     }
 
     fn run(framework: Framework, item: TokenStream) -> (String, Vec<String>) {
@@ -376,6 +416,30 @@ mod tests {
         let (out, _) = run(Framework::Axum, quote! { async fn x() { #![allow(unused)] body() } });
         assert!(out.contains("Response { # ! [allow (unused)] static"), "{out}");
         assert!(out.contains("let __pay402_fake_return : () = loop { } ;"), "{out}");
+    }
+
+    #[test]
+    fn stacking_the_other_attribute_is_refused_and_removed() {
+        for item in [
+            quote! { #[pay(amount = "1")] async fn x() {} },
+            quote! { #[get("/")] #[pay402::axum::pay(amount = "1")] async fn x() {} },
+        ] {
+            let (out, errors) = run(Framework::Axum, item);
+            assert_eq!(
+                errors,
+                ["stacking #[x402] and #[pay] is not supported yet: put one payment attribute on this handler"]
+            );
+            assert!(!out.contains("pay ("), "{out}");
+            assert!(out.contains("X402Guard"), "{out}");
+            assert!(out.contains("{ # [allow (unused_imports)] use "), "{out}");
+        }
+        // Removed even when the handler cannot be rewritten, so the other macro does not run.
+        let (out, errors) = run(Framework::Axum, quote! { #[pay(amount = "1")] async fn x(&self) {} });
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(out, quote! { async fn x(&self) { #[allow(unused_imports)] use pay as _; } }.to_string());
+        // A helper or inner attribute of that name is not an attribute macro on the fn.
+        let (_, errors) = run(Framework::Axum, quote! { #[payment] async fn x() { #![pay] } });
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]

@@ -1,18 +1,19 @@
-//! Internal crate of [pay402](https://docs.rs/pay402): the `#[x402]` attribute macro (and, later,
-//! `#[pay]`). Use it through the facade, as `pay402::axum::x402` or `pay402::actix::x402`; the
-//! documentation lives there.
+//! Internal crate of [pay402](https://docs.rs/pay402): the `#[x402]` and `#[pay]` (MPP)
+//! attribute macros. Use them through the facade, as `pay402::axum::{x402, pay}` or
+//! `pay402::actix::{x402, pay}`; the documentation lives there.
 //!
-//! The crate has no framework features: each framework has its own entry point, and both call
-//! one `expand::x402` that differs only in the `::pay402::__private::<framework>` path
-//! it names. Expansion runs in three phases: parse the arguments (`attr`), validate them with
-//! `pay402-core` (the checks the runtime runs too; `x402`), then rewrite the handler
-//! (`handler`). Errors are collected and reported together, each on the offending token, and
-//! the full expansion is emitted next to them (with a placeholder price) so one mistake gives
-//! one error.
+//! The crate has no framework features: each framework has its own entry point, and all of them
+//! call one rewrite that differs only in the `::pay402::__private::<framework>` path it names
+//! and in the protocol (`expand::x402`, `expand::pay`). Expansion runs in three phases: parse the
+//! arguments (`attr`), validate them with `pay402-core` (the checks the runtime runs too; `x402`,
+//! `pay`), then rewrite the handler (`handler`). Errors are collected and reported together,
+//! each on the offending token, and the full expansion is emitted next to them (with a
+//! placeholder price or amount) so one mistake gives one error.
 
 mod attr;
 mod expand;
 mod handler;
+mod pay;
 mod x402;
 
 use proc_macro::TokenStream;
@@ -29,4 +30,18 @@ pub fn x402_axum(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn x402_actix(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::x402(handler::Framework::Actix, args.into(), item.into()).into()
+}
+
+// Documented on its re-export, `pay402::axum::pay`.
+#[allow(missing_docs)]
+#[proc_macro_attribute]
+pub fn pay_axum(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::pay(handler::Framework::Axum, args.into(), item.into()).into()
+}
+
+// Documented on its re-export, `pay402::actix::pay`.
+#[allow(missing_docs)]
+#[proc_macro_attribute]
+pub fn pay_actix(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::pay(handler::Framework::Actix, args.into(), item.into()).into()
 }

@@ -118,7 +118,7 @@ fn check_price(cx: &Ctxt, lit: &LitStr) -> Option<String> {
 }
 
 /// `0.000001` for 6 decimals.
-fn smallest_unit(decimals: u8) -> String {
+pub(crate) fn smallest_unit(decimals: u8) -> String {
     match decimals {
         0 => "1".to_owned(),
         d => format!("0.{}1", "0".repeat(usize::from(d - 1))),
@@ -126,7 +126,7 @@ fn smallest_unit(decimals: u8) -> String {
 }
 
 /// Checks an EIP-55 address literal for `key`.
-fn check_address(cx: &Ctxt, key: &str, lit: &LitStr) -> Option<String> {
+pub(crate) fn check_address(cx: &Ctxt, key: &str, lit: &LitStr) -> Option<String> {
     let text = lit.value();
     match EvmAddress::parse_checksummed(&text) {
         Ok(_) => Some(text),
@@ -202,7 +202,7 @@ impl X402Args {
 }
 
 /// `::core::option::Option::Some(<tokens>)` or `None`.
-fn option<T: quote::ToTokens>(value: Option<T>) -> TokenStream {
+pub(crate) fn option<T: quote::ToTokens>(value: Option<T>) -> TokenStream {
     match value {
         Some(v) => quote!(::core::option::Option::Some(#v)),
         None => quote!(::core::option::Option::None),

@@ -237,16 +237,10 @@ impl X402Verified {
 // MPP
 // ---------------------------------------------------------------------------------------------
 
-use crate::mpp::{Credential, Mpp, Receipt, StaticPaySpec};
+use crate::mpp::{Credential, Mpp, Paid, Receipt, StaticPaySpec};
 
 /// The message of the 500 sent when a `#[pay]` handler runs without configuration.
 pub const MISSING_MPP_MESSAGE: &str = "pay402: no Mpp in the app data; add `.app_data(web::Data::new(mpp))` to the App";
-
-fn add_receipt(headers: &mut ::actix_web::http::header::HeaderMap, status: StatusCode, receipt: &Receipt) {
-    if status.as_u16() < 400 {
-        copy_headers(&Mpp::receipt_headers(receipt), headers);
-    }
-}
 
 impl FromRequest for Credential {
     type Error = MissingPayment;
@@ -319,19 +313,26 @@ where
         let mpp = self.mpp.clone();
         Box::pin(async move {
             let ctx = request_context(req.request());
-            let (credential, receipt) = match mpp.process(&ctx, &spec).await {
+            let paid = match mpp.process(&ctx, &spec).await {
                 Ok(paid) => paid,
                 Err(r) => {
                     let (http_req, _) = req.into_parts();
                     return Ok(ServiceResponse::new(http_req, into_response(r)).map_into_right_body());
                 }
             };
-            req.extensions_mut().insert(credential);
-            req.extensions_mut().insert(receipt.clone());
+            req.extensions_mut().insert(paid.credential.clone());
+            req.extensions_mut().insert(paid.receipt.clone());
             let mut res = service.call(req).await?;
-            let status = res.status();
-            add_receipt(res.headers_mut(), status, &receipt);
-            Ok(res.map_into_left_body())
+            match paid.finish(res.status().as_u16()).await {
+                Ok(headers) => {
+                    copy_headers(&headers, res.headers_mut());
+                    Ok(res.map_into_left_body())
+                }
+                Err(failure) => {
+                    let (http_req, _) = res.into_parts();
+                    Ok(ServiceResponse::new(http_req, into_response(failure)).map_into_right_body())
+                }
+            }
         })
     }
 }
@@ -363,7 +364,7 @@ impl MppGuard {
         let spec = spec.spec();
         let ctx = request_context(&self.req);
         match mpp.process(&ctx, &spec).await {
-            Ok((credential, receipt)) => Ok(MppVerified { req: self.req, credential, receipt }),
+            Ok(paid) => Ok(MppVerified { req: self.req, paid }),
             Err(r) => Err(into_response(r)),
         }
     }
@@ -373,26 +374,136 @@ impl MppGuard {
 #[derive(Debug)]
 pub struct MppVerified {
     req: HttpRequest,
-    credential: Credential,
-    receipt: Receipt,
+    paid: Paid,
 }
 
 impl MppVerified {
     /// The credential, for the handler's `Credential` parameter.
     pub fn credential(&self) -> Credential {
-        self.credential.clone()
+        self.paid.credential.clone()
     }
 
     /// The receipt, for the handler's `Receipt` parameter.
     pub fn receipt(&self) -> Receipt {
-        self.receipt.clone()
+        self.paid.receipt.clone()
     }
 
-    /// Runs the handler body and adds `Payment-Receipt` to a successful response.
+    /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
+    /// releases the payment.
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
         let mut resp = body.await.respond_to(&self.req).map_into_boxed_body();
-        let status = resp.status();
-        add_receipt(resp.headers_mut(), status, &self.receipt);
-        resp
+        match self.paid.finish(resp.status().as_u16()).await {
+            Ok(headers) => {
+                copy_headers(&headers, resp.headers_mut());
+                resp
+            }
+            Err(failure) => into_response(failure),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dual-protocol router
+// ---------------------------------------------------------------------------------------------
+
+use crate::router::{Paid as RouterPaid, PaymentRouter};
+
+impl FromRequest for RouterPaid {
+    type Error = MissingPayment;
+    type Future = Ready<Result<Self, MissingPayment>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(req.extensions().get::<RouterPaid>().cloned().ok_or(MissingPayment))
+    }
+}
+
+/// actix-web middleware protecting the routes of a [`PaymentRouter`] (x402 and MPP on one URL).
+#[derive(Clone, Debug)]
+pub struct PaymentRouterMiddleware {
+    router: PaymentRouter,
+}
+
+impl PaymentRouterMiddleware {
+    /// Protects `router`'s routes; other requests pass through untouched.
+    pub fn new(router: PaymentRouter) -> Self {
+        Self { router }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for PaymentRouterMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = ::actix_web::Error;
+    type Transform = PaymentRouterMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(PaymentRouterMiddlewareService { service: Rc::new(service), router: self.router.clone() }))
+    }
+}
+
+/// The service made by [`PaymentRouterMiddleware`].
+#[derive(Debug)]
+pub struct PaymentRouterMiddlewareService<S> {
+    service: Rc<S>,
+    router: PaymentRouter,
+}
+
+impl<S, B> Service<ServiceRequest> for PaymentRouterMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = ::actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let Some(route) = self.router.route_for(req.method().as_str(), req.path()) else {
+            return Box::pin(async move { service.call(req).await.map(ServiceResponse::map_into_left_body) });
+        };
+        let router = self.router.clone();
+        Box::pin(async move {
+            let ctx = request_context(req.request());
+            let payment = match router.process(&ctx, &route).await {
+                Ok(p) => p,
+                Err(r) => {
+                    let (http_req, _) = req.into_parts();
+                    return Ok(ServiceResponse::new(http_req, into_response(r)).map_into_right_body());
+                }
+            };
+            {
+                let mut ext = req.extensions_mut();
+                let paid = payment.paid();
+                match &paid {
+                    RouterPaid::X402(p) => {
+                        ext.insert(p.clone());
+                    }
+                    RouterPaid::Mpp { credential, receipt } => {
+                        ext.insert(credential.clone());
+                        ext.insert(receipt.clone());
+                    }
+                    RouterPaid::Other { .. } => {}
+                }
+                ext.insert(paid);
+            }
+            let mut res = service.call(req).await?;
+            match payment.finish(res.status().as_u16()).await {
+                Ok(headers) => {
+                    copy_headers(&headers, res.headers_mut());
+                    Ok(res.map_into_left_body())
+                }
+                Err(failure) => {
+                    let (http_req, _) = res.into_parts();
+                    Ok(ServiceResponse::new(http_req, into_response(failure)).map_into_right_body())
+                }
+            }
+        })
     }
 }

@@ -195,14 +195,17 @@ impl X402Verified {
 // MPP
 // ---------------------------------------------------------------------------------------------
 
-use crate::mpp::{Credential, Mpp, Receipt, StaticPaySpec};
+use crate::mpp::{Credential, Mpp, Paid, Receipt, StaticPaySpec};
 
-/// Adds `Payment-Receipt` to a successful response (status < 400; never on errors).
-fn with_receipt(mut resp: Response, receipt: &Receipt) -> Response {
-    if resp.status().as_u16() < 400 {
-        resp.headers_mut().extend(Mpp::receipt_headers(receipt));
+/// Commits (status < 400, adding `Payment-Receipt`) or releases the payment after the handler.
+async fn settle_mpp(paid: Paid, mut resp: Response) -> Response {
+    match paid.finish(resp.status().as_u16()).await {
+        Ok(headers) => {
+            resp.headers_mut().extend(headers);
+            resp
+        }
+        Err(failure) => into_response(failure),
     }
-    resp
 }
 
 /// Tower layer protecting the routes of an [`Mpp`] route table (`Mpp::route`).
@@ -254,14 +257,14 @@ where
         let mpp = self.mpp.clone();
         Box::pin(async move {
             let ctx = RequestContext::from_parts(req.method(), req.uri(), req.headers());
-            let (credential, receipt) = match mpp.process(&ctx, &spec).await {
+            let paid = match mpp.process(&ctx, &spec).await {
                 Ok(paid) => paid,
                 Err(r) => return Ok(into_response(r)),
             };
-            req.extensions_mut().insert(credential);
-            req.extensions_mut().insert(receipt.clone());
+            req.extensions_mut().insert(paid.credential.clone());
+            req.extensions_mut().insert(paid.receipt.clone());
             let resp = inner.call(req).await?;
-            Ok(with_receipt(resp, &receipt))
+            Ok(settle_mpp(paid, resp).await)
         })
     }
 }
@@ -307,7 +310,7 @@ impl MppGuard {
     pub async fn verify(self, spec: &'static StaticPaySpec) -> Result<MppVerified, Response> {
         let spec = spec.spec();
         match self.mpp.process(&self.ctx, &spec).await {
-            Ok((credential, receipt)) => Ok(MppVerified { credential, receipt }),
+            Ok(paid) => Ok(MppVerified { paid }),
             Err(r) => Err(into_response(r)),
         }
     }
@@ -316,23 +319,119 @@ impl MppGuard {
 /// A verified MPP payment inside a `#[pay]` handler.
 #[derive(Debug)]
 pub struct MppVerified {
-    credential: Credential,
-    receipt: Receipt,
+    paid: Paid,
 }
 
 impl MppVerified {
     /// The credential, for the handler's `Credential` parameter.
     pub fn credential(&self) -> Credential {
-        self.credential.clone()
+        self.paid.credential.clone()
     }
 
     /// The receipt, for the handler's `Receipt` parameter.
     pub fn receipt(&self) -> Receipt {
-        self.receipt.clone()
+        self.paid.receipt.clone()
     }
 
-    /// Runs the handler body and adds `Payment-Receipt` to a successful response.
+    /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
+    /// releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        with_receipt(body.await.into_response(), &self.receipt)
+        let resp = body.await.into_response();
+        settle_mpp(self.paid, resp).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dual-protocol router
+// ---------------------------------------------------------------------------------------------
+
+use crate::router::{Paid as RouterPaid, PaymentRouter};
+
+/// Tower layer protecting the routes of a [`PaymentRouter`] (x402 and MPP on one URL).
+#[derive(Clone, Debug)]
+pub struct PaymentRouterLayer {
+    router: PaymentRouter,
+}
+
+impl PaymentRouterLayer {
+    /// Protects `router`'s routes; other requests pass through untouched.
+    pub fn new(router: PaymentRouter) -> Self {
+        Self { router }
+    }
+}
+
+impl<S> tower::Layer<S> for PaymentRouterLayer {
+    type Service = PaymentRouterService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        PaymentRouterService { inner, router: self.router.clone() }
+    }
+}
+
+/// The service made by [`PaymentRouterLayer`].
+#[derive(Clone, Debug)]
+pub struct PaymentRouterService<S> {
+    inner: S,
+    router: PaymentRouter,
+}
+
+impl<S> tower::Service<::axum::extract::Request> for PaymentRouterService<S>
+where
+    S: tower::Service<::axum::extract::Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: ::axum::extract::Request) -> Self::Future {
+        let Some(route) = self.router.route_for(req.method().as_str(), req.uri().path()) else {
+            return Box::pin(self.inner.call(req));
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let router = self.router.clone();
+        Box::pin(async move {
+            let ctx = RequestContext::from_parts(req.method(), req.uri(), req.headers());
+            let payment = match router.process(&ctx, &route).await {
+                Ok(p) => p,
+                Err(r) => return Ok(into_response(r)),
+            };
+            insert_paid(req.extensions_mut(), payment.paid());
+            let mut resp = inner.call(req).await?;
+            match payment.finish(resp.status().as_u16()).await {
+                Ok(headers) => {
+                    resp.headers_mut().extend(headers);
+                    Ok(resp)
+                }
+                Err(failure) => Ok(into_response(failure)),
+            }
+        })
+    }
+}
+
+/// Makes the payment available to the handler's extractors (`Paid`, and the protocol's own
+/// `X402Payment` or `Credential` + `Receipt`).
+fn insert_paid(ext: &mut http::Extensions, paid: RouterPaid) {
+    match &paid {
+        RouterPaid::X402(p) => {
+            ext.insert(p.clone());
+        }
+        RouterPaid::Mpp { credential, receipt } => {
+            ext.insert(credential.clone());
+            ext.insert(receipt.clone());
+        }
+        RouterPaid::Other { .. } => {}
+    }
+    ext.insert(paid);
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RouterPaid {
+    type Rejection = MissingPayment;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<RouterPaid>().cloned().ok_or(MissingPayment)
     }
 }

@@ -11,6 +11,7 @@ pub mod json;
 pub mod mpp;
 pub mod okx;
 pub mod replay;
+pub mod router;
 pub mod web;
 pub mod x402;
 

@@ -27,21 +27,33 @@
 //! assert_eq!(evm::recover_authorizer(&digest, &signature).unwrap(), signer.address());
 //! ```
 
+pub mod channel;
 mod eip3009;
 mod ledger;
+pub mod signer;
 
 pub use alloy_primitives::{Address, B256, Signature, U256, keccak256};
 pub use alloy_signer_local::PrivateKeySigner;
 pub use alloy_sol_types::Eip712Domain;
+pub use channel::{
+    CHANNEL_DOMAIN_TYPE, CHANNEL_DOMAIN_TYPEHASH, CLOSE_AUTHORIZATION_TYPE, CLOSE_AUTHORIZATION_TYPEHASH,
+    ChannelDomain, ChannelSignatureError, CloseAuthorization, DEFAULT_DEADLINE, DEFAULT_DOMAIN_NAME,
+    DEFAULT_DOMAIN_VERSION, DEFAULT_ESCROW_CONTRACT, FixedNonceProvider, NonceProvider, RandomNonceProvider,
+    SETTLE_AUTHORIZATION_TYPE, SETTLE_AUTHORIZATION_TYPEHASH, SettleAuthorization, VOUCHER_TYPE, VOUCHER_TYPEHASH,
+    Voucher, channel_id_from_hex, close_authorization_digest, close_authorization_struct_hash, eip712_digest,
+    parse_channel_signature, recover_channel_signer, recover_voucher_signer, settle_authorization_digest,
+    settle_authorization_struct_hash, sign_close_authorization, sign_settle_authorization, sign_voucher,
+    verify_voucher_signature, voucher_digest, voucher_struct_hash,
+};
 pub use eip3009::{
     EIP712_DOMAIN_TYPE, Eip3009Authorization, Eip3009Payload, TRANSFER_WITH_AUTHORIZATION_TYPE,
     TransferWithAuthorization, eip3009_domain, sign_transfer_authorization, transfer_authorization_digest,
     transfer_authorization_struct_hash, transfer_authorization_type_hash,
 };
 pub use ledger::{LedgerError, TokenLedger, verify_transfer_authorization};
+pub use signer::{Signer, signature_hex, signer_from_hex};
 
 use alloy_primitives::{hex, uint};
-use alloy_signer::SignerSync;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -107,6 +119,9 @@ pub enum EvmError {
     /// An arithmetic result does not fit in a uint256.
     #[error("uint256 overflow")]
     Overflow,
+    /// A private key could not be loaded (the reason never contains key material).
+    #[error("invalid private key: {0}")]
+    InvalidPrivateKey(&'static str),
 }
 
 fn excerpt(text: &str) -> String {
@@ -172,9 +187,7 @@ pub fn to_hex(bytes: impl AsRef<[u8]>) -> String {
 /// Signs a 32-byte digest (no prefixing) and returns the 65-byte signature `r‖s‖v` as
 /// lower-case `0x` hex with `v` ∈ {27, 28}. Signing is RFC 6979 deterministic and low-`s`.
 pub fn sign_digest(signer: &PrivateKeySigner, digest: &B256) -> Result<String, EvmError> {
-    let signature = signer.sign_hash_sync(digest).map_err(|e| EvmError::Signing(e.to_string()))?;
-    let signature = signature.normalized_s();
-    Ok(to_hex(signature.as_bytes()))
+    Signer::sign_digest(signer, digest).map(signature_hex)
 }
 
 /// Parses a 65-byte `r‖s‖v` hex signature, accepting `v` ∈ {0, 1, 27, 28} and rejecting

@@ -7,9 +7,10 @@
 //! error class [`map_sa_error`] gives it (wire facts §9.7-§9.8). Use it for tests, demos and
 //! local development; it never touches a network.
 //!
-//! **Sessions are not supported yet**: the five session operations answer
-//! `SaError::Api { code: 70000, error: BadRequest("sessions are not supported by this embedded
-//! SA yet") }`.
+//! Sessions are served by an in-memory **escrow**: `session/open` and `session/topUp` move the
+//! payer's EIP-3009 deposit into the escrow contract's ledger account, `session/settle` pays
+//! the payee what the highest voucher adds to what was already settled, `session/close` does
+//! the same and refunds the rest of the deposit to the payer (see [`EmbeddedSa`]).
 //!
 //! ```
 //! use pay402_runtime::evm::U256;
@@ -27,8 +28,12 @@ use super::charge_client::{CHARGE_INTENT, ChargeRequest, EVM_METHOD, MAX_SPLITS}
 use super::credential::payer_from_did;
 use super::encoding::b64url_decode;
 use super::expiry::{parse_rfc3339, python_isoformat_z};
+use crate::evm::channel::{
+    ChannelDomain, DEFAULT_ESCROW_CONTRACT, close_authorization_digest, recover_channel_signer,
+    settle_authorization_digest, verify_voucher_signature,
+};
 use crate::evm::{
-    self, Address, B256, Eip712Domain, EvmError, TokenLedger, TransferWithAuthorization, U256, UnixClock,
+    self, Address, B256, Eip712Domain, EvmError, TokenLedger, TransferWithAuthorization, U256, UnixClock, keccak256,
 };
 use crate::okx::sa::{
     ChargeAuthorization, ChargeReceipt, ChargeSettleRequest, ChargeVerifyHashRequest, EIP3009_AUTHORIZATION_TYPE,
@@ -62,13 +67,19 @@ pub mod sa_codes {
     pub const TOO_MANY_SPLITS: i64 = 70006;
     /// The transaction hash is not known (`InternalSAError`, 500).
     pub const TX_NOT_CONFIRMED: i64 = 70007;
-    /// The challenge echo is missing, not `evm`/`charge`, or expired (`InvalidChallengeError`,
-    /// 402).
+    /// The channel is closed (`ChannelClosedError`, 410).
+    pub const CHANNEL_CLOSED: i64 = 70008;
+    /// The challenge echo is missing, not `evm`/`charge` (`evm`/`session` for session
+    /// operations), or expired (`InvalidChallengeError`, 402).
     pub const INVALID_CHALLENGE: i64 = 70009;
+    /// The channel is not known (`ChannelNotFoundError`, 410).
+    pub const CHANNEL_NOT_FOUND: i64 = 70010;
+    /// The voucher exceeds the deposit (`AmountExceedsDepositError`, 402).
+    pub const AMOUNT_EXCEEDS_DEPOSIT: i64 = 70012;
 }
 
-/// The detail of every session operation's answer.
-pub const SESSIONS_UNSUPPORTED: &str = "sessions are not supported by this embedded SA yet";
+/// The intent of session challenges.
+const SESSION_INTENT: &str = "session";
 
 fn sa_error(code: i64, msg: impl AsRef<str>) -> SaError {
     SaError::Api { code, error: map_sa_error(code, msg.as_ref()) }
@@ -97,6 +108,24 @@ struct State {
     transactions: HashMap<B256, RecordedTransfer>,
     /// The challenge id each transaction paid for.
     hash_used_by: HashMap<B256, String>,
+    /// Payment channels held in escrow.
+    channels: HashMap<B256, EscrowChannel>,
+    /// Escrow payouts so far (their synthetic nonces).
+    payouts: u64,
+}
+
+/// One payment channel held by the embedded escrow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EscrowChannel {
+    chain_id: u64,
+    escrow: Address,
+    token: Address,
+    payer: Address,
+    payee: Address,
+    authorized_signer: Address,
+    deposit: U256,
+    settled: U256,
+    closed: bool,
 }
 
 /// An in-process Settlement Agent for MPP `evm` charges, with an in-memory token ledger.
@@ -136,6 +165,27 @@ struct State {
 /// checks, no splits, then the transfer must be on the request's chain and token, to the
 /// recipient, for exactly the amount (70000); an unknown hash is 70007 `transaction not
 /// confirmed`; a hash already accepted for another challenge is 70003.
+///
+/// **Sessions** run against an in-memory escrow (the escrow contract is an ordinary ledger
+/// account holding every deposit):
+///
+/// * `session/open` ([`Self::session_open_now`]) needs the echo of an `evm`/`session`
+///   challenge; verifies the EIP-3009 authorization from the payer **to the escrow contract**
+///   for the deposit (signature over the token's domain, validity window, nonce, balance) and,
+///   when a salt is sent, that the channel id is
+///   [`derive_channel_id`](super::session_client::derive_channel_id); moves payer → escrow and
+///   records the channel (payer, payee = the request's recipient, token, deposit, settled 0);
+/// * `session/topUp` likewise for `additionalDeposit` on a known, open channel;
+/// * `session/settle` verifies the payee's `SettleAuthorization` (channel domain, signer = the
+///   channel's payee) and the payer's voucher over `cumulativeAmount`, then pays the payee
+///   `cumulativeAmount − settled` out of the escrow;
+/// * `session/close` the same with a `CloseAuthorization`, then refunds `deposit −
+///   cumulativeAmount` to the payer and marks the channel closed;
+/// * `session/status` reports it.
+///
+/// Session errors use the SA codes: 70004 signature, 70010 unknown channel, 70008 closed,
+/// 70012 amount exceeds the deposit, 70003 nonce/balance/expiry, 70009 echo, 70000 bad
+/// parameters.
 #[derive(Clone)]
 pub struct EmbeddedSa {
     clock: UnixClock,
@@ -299,7 +349,12 @@ impl EmbeddedSa {
     }
 
     /// Steps 1–2: the echo and the request it carries, and the token's EIP-712 domain.
-    fn check_echo(&self, echo: &SaChallengeEcho, now: u64) -> Result<(ChargeRequest, Eip712Domain), SaError> {
+    fn check_echo(
+        &self,
+        echo: &SaChallengeEcho,
+        now: u64,
+        intent: &str,
+    ) -> Result<(ChargeRequest, Eip712Domain, Map<String, Value>), SaError> {
         let invalid = |msg: &str| sa_error(sa_codes::INVALID_CHALLENGE, msg);
         for (name, value) in [
             ("id", &echo.id),
@@ -312,8 +367,8 @@ impl EmbeddedSa {
                 return Err(invalid(&format!("challenge {name} is missing")));
             }
         }
-        if echo.method != EVM_METHOD || echo.intent != CHARGE_INTENT {
-            return Err(invalid(&format!("challenge is {}/{}, expected evm/charge", echo.method, echo.intent)));
+        if echo.method != EVM_METHOD || echo.intent != intent {
+            return Err(invalid(&format!("challenge is {}/{}, expected evm/{intent}", echo.method, echo.intent)));
         }
         if let Some(expires) = &echo.expires {
             let at = parse_rfc3339(expires).map_err(|_| invalid("challenge expires is not RFC 3339"))?;
@@ -325,7 +380,8 @@ impl EmbeddedSa {
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
             .ok_or_else(|| invalid("challenge request is not base64url JSON"))?;
-        let request = ChargeRequest::from_request(&request).map_err(|e| bad_request(e.to_string()))?;
+        let raw = request;
+        let request = ChargeRequest::from_request(&raw).map_err(|e| bad_request(e.to_string()))?;
         let registry = self.registry();
         let Some(token) = request.token_info(&registry) else {
             return Err(sa_error(
@@ -334,7 +390,7 @@ impl EmbeddedSa {
             ));
         };
         let domain = evm::eip3009_domain(&token.name, &token.version, request.chain_id, request.currency);
-        Ok((request, domain))
+        Ok((request, domain, raw))
     }
 
     fn check_source(source: &str, request: &ChargeRequest, payer: Address) -> Result<(), SaError> {
@@ -351,7 +407,7 @@ impl EmbeddedSa {
     /// Synchronous core of [`SaClient::settle`]: checks and settles atomically.
     pub fn settle_now(&self, req: &ChargeSettleRequest) -> Result<ChargeReceipt, SaError> {
         let now = self.now();
-        let (request, domain) = self.check_echo(&req.challenge, now)?;
+        let (request, domain, _) = self.check_echo(&req.challenge, now, CHARGE_INTENT)?;
         let auth = &req.payload.authorization;
 
         // 3. shape
@@ -462,7 +518,7 @@ impl EmbeddedSa {
     /// Synchronous core of [`SaClient::verify_hash`].
     pub fn verify_hash_now(&self, req: &ChargeVerifyHashRequest) -> Result<ChargeReceipt, SaError> {
         let now = self.now();
-        let (request, _) = self.check_echo(&req.challenge, now)?;
+        let (request, _, _) = self.check_echo(&req.challenge, now, CHARGE_INTENT)?;
         if !request.splits.is_empty() {
             return Err(bad_request("a charge with splits cannot be paid by transaction hash"));
         }
@@ -503,8 +559,337 @@ impl EmbeddedSa {
     }
 }
 
-fn sessions_unsupported() -> SaError {
-    bad_request(SESSIONS_UNSUPPORTED)
+/// `methodDetails.escrowContract` of a session request (the default escrow when absent).
+fn request_escrow(raw: &Map<String, Value>) -> Result<Address, SaError> {
+    match raw.get("methodDetails").and_then(|d| d.get("escrowContract")) {
+        None | Some(Value::Null) => Ok(DEFAULT_ESCROW_CONTRACT),
+        Some(Value::String(s)) => {
+            evm::parse_address(s).map_err(|e| bad_request(format!("methodDetails.escrowContract: {e}")))
+        }
+        Some(_) => Err(bad_request("methodDetails.escrowContract must be a string")),
+    }
+}
+
+/// A channel id: hex, at most 32 bytes, left-padded (as the session intent reads it).
+fn parse_channel_id(text: &str) -> Result<B256, SaError> {
+    crate::evm::channel::channel_id_from_hex(text).map_err(|e| bad_request(format!("channelId: {e}")))
+}
+
+fn parse_u256(text: &str, field: &str) -> Result<U256, SaError> {
+    evm::parse_uint256(text).map_err(|e| bad_request(format!("{field}: {e}")))
+}
+
+/// What a settle or close authorizes, parsed.
+struct PayeeAuthorization {
+    channel_id: B256,
+    cumulative: u128,
+    nonce: U256,
+    deadline: U256,
+}
+
+impl EmbeddedSa {
+    /// Checks a deposit authorization (open or top-up) against the echo: the token's EIP-712
+    /// signature by `from`, `to` = the escrow, value > 0, the validity window. Returns it.
+    fn check_deposit(
+        &self,
+        auth: Option<&TransferAuthorization>,
+        payload_type: &str,
+        domain: &Eip712Domain,
+        escrow: Address,
+        now: u64,
+    ) -> Result<Parsed, SaError> {
+        if !(payload_type.is_empty() || payload_type == crate::okx::sa::TRANSACTION_PAYLOAD_TYPE) {
+            return Err(bad_request(format!("payload type {payload_type:?} is not supported by the embedded SA")));
+        }
+        let auth = auth.ok_or_else(|| bad_request("payload.authorization is missing"))?;
+        if !is_eip3009(&auth.auth_type) {
+            return Err(bad_request(format!("authorization type must be {EIP3009_AUTHORIZATION_TYPE}")));
+        }
+        let parsed = parse_authorization(auth, "authorization")?;
+        if parsed.message.to != escrow {
+            return Err(bad_request("authorization.to is not the escrow contract"));
+        }
+        if parsed.message.value.is_zero() {
+            return Err(bad_request("the deposit must be positive"));
+        }
+        let signed =
+            parsed.signature.as_deref().is_some_and(|s| evm::verify_transfer_authorization(domain, &parsed.message, s));
+        if !signed {
+            return Err(sa_error(sa_codes::INVALID_SIGNATURE, "signature does not match the payer"));
+        }
+        let now_u = U256::from(now);
+        if now_u < parsed.message.validAfter {
+            return Err(sa_error(sa_codes::MALFORMED_CREDENTIAL, "authorization not yet valid"));
+        }
+        if now_u > parsed.message.validBefore {
+            return Err(sa_error(sa_codes::MALFORMED_CREDENTIAL, "authorization expired"));
+        }
+        Ok(parsed)
+    }
+
+    fn session_receipt(now: u64, channel: &EscrowChannel, id: B256, reference: String) -> SessionReceipt {
+        SessionReceipt {
+            method: EVM_METHOD.to_owned(),
+            intent: SESSION_INTENT.to_owned(),
+            status: "success".to_owned(),
+            timestamp: Self::timestamp(now),
+            channel_id: evm::to_hex(id),
+            chain_id: channel.chain_id.to_string(),
+            reference,
+            deposit: channel.deposit.to_string(),
+        }
+    }
+
+    /// Synchronous core of [`SaClient::session_open`]: checks, in order, the echo (an `evm`/
+    /// `session` challenge, not expired — 70009) and its request (70000/70001), a `transaction`
+    /// payload with an `eip-3009` authorization paying the request's escrow contract, a
+    /// 32-byte channel id — equal to [`derive_channel_id`](super::session_client::derive_channel_id)
+    /// when a `salt` is given — and `source` (70000); the signature (70004); the validity
+    /// window (70003); a new channel (70000); the nonce and balance (70003). Then moves the
+    /// deposit payer → escrow and records the channel (payee = the request's recipient).
+    pub fn session_open_now(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
+        let now = self.now();
+        let (request, domain, raw) = self.check_echo(&req.challenge, now, SESSION_INTENT)?;
+        let escrow = request_escrow(&raw)?;
+        let p = &req.payload;
+        let id = parse_channel_id(&p.channel_id)?;
+        let deposit = self.check_deposit(p.authorization.as_ref(), &p.payload_type, &domain, escrow, now)?;
+        let payer = deposit.message.from;
+        if !p.salt.is_empty() {
+            let salt = evm::parse_bytes32(&p.salt).map_err(|e| bad_request(format!("salt: {e}")))?;
+            let expected = super::session_client::derive_channel_id(
+                payer,
+                request.recipient,
+                request.currency,
+                salt,
+                request.chain_id,
+                escrow,
+            );
+            if expected != id {
+                return Err(bad_request("channelId does not match (payer, payee, token, salt, chainId, escrow)"));
+            }
+        }
+        Self::check_source(&req.source, &request, payer)?;
+        let authorized_signer = match p.authorized_signer.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => evm::parse_address(s).map_err(|e| bad_request(format!("authorizedSigner: {e}")))?,
+            None => Address::ZERO,
+        };
+        let channel = EscrowChannel {
+            chain_id: request.chain_id,
+            escrow,
+            token: request.currency,
+            payer,
+            payee: request.recipient,
+            authorized_signer: if authorized_signer == Address::ZERO { payer } else { authorized_signer },
+            deposit: deposit.message.value,
+            settled: U256::ZERO,
+            closed: false,
+        };
+        let mut state = self.lock();
+        if state.channels.contains_key(&id) {
+            return Err(bad_request("channel already exists"));
+        }
+        state
+            .ledger
+            .apply_authorizations(request.currency, std::slice::from_ref(&deposit.message))
+            .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
+        let reference = transaction_hash(request.chain_id, request.currency, payer, deposit.message.nonce);
+        let receipt = Self::session_receipt(now, &channel, id, reference);
+        state.channels.insert(id, channel);
+        Ok(receipt)
+    }
+
+    /// Synchronous core of [`SaClient::session_top_up`]: the echo and deposit checks of
+    /// [`Self::session_open_now`], a known (70010), open (70008) channel on the same token and
+    /// escrow, and `additionalDeposit` equal to the authorization's value (70000); then moves
+    /// it payer → escrow and raises the deposit.
+    pub fn session_top_up_now(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
+        let now = self.now();
+        let (request, domain, raw) = self.check_echo(&req.challenge, now, SESSION_INTENT)?;
+        let escrow = request_escrow(&raw)?;
+        let p = &req.payload;
+        let id = parse_channel_id(&p.channel_id)?;
+        let deposit = self.check_deposit(p.authorization.as_ref(), &p.payload_type, &domain, escrow, now)?;
+        if parse_u256(&p.additional_deposit, "additionalDeposit")? != deposit.message.value {
+            return Err(bad_request("additionalDeposit is not the authorization value"));
+        }
+        Self::check_source(&req.source, &request, deposit.message.from)?;
+        let mut state = self.lock();
+        let channel =
+            state.channels.get(&id).ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "channel not found"))?;
+        if channel.closed {
+            return Err(sa_error(sa_codes::CHANNEL_CLOSED, "channel is closed"));
+        }
+        if channel.token != request.currency || channel.escrow != escrow || channel.chain_id != request.chain_id {
+            return Err(bad_request("the top-up is not in the channel's token, escrow and chain"));
+        }
+        let new_deposit = channel.deposit.checked_add(deposit.message.value).ok_or_else(|| bad_request("overflow"))?;
+        state
+            .ledger
+            .apply_authorizations(request.currency, std::slice::from_ref(&deposit.message))
+            .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
+        let reference =
+            transaction_hash(request.chain_id, request.currency, deposit.message.from, deposit.message.nonce);
+        let channel = state.channels.get_mut(&id).ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "gone"))?;
+        channel.deposit = new_deposit;
+        let channel = channel.clone();
+        Ok(Self::session_receipt(now, &channel, id, reference))
+    }
+
+    fn parse_payee_authorization(
+        channel_id: &str,
+        cumulative: &str,
+        nonce: &str,
+        deadline: &str,
+    ) -> Result<PayeeAuthorization, SaError> {
+        let cumulative = parse_u256(cumulative, "cumulativeAmount")?;
+        Ok(PayeeAuthorization {
+            channel_id: parse_channel_id(channel_id)?,
+            cumulative: u128::try_from(cumulative).map_err(|_| bad_request("cumulativeAmount exceeds uint128"))?,
+            nonce: parse_u256(nonce, "nonce")?,
+            deadline: parse_u256(deadline, "deadline")?,
+        })
+    }
+
+    /// The checks shared by settle and close: a known (70010), open (70008) channel; the amount
+    /// within the deposit (70012); a deadline not past (70003); the payee's signature over
+    /// `digest` (70004); the payer's (or authorized signer's) voucher signature over the amount
+    /// (70004; none needed for 0). Returns the channel.
+    fn check_payee_authorization(
+        state: &State,
+        a: &PayeeAuthorization,
+        now: u64,
+        digest: impl Fn(&ChannelDomain) -> B256,
+        payee_signature: &str,
+        voucher_signature: &str,
+    ) -> Result<EscrowChannel, SaError> {
+        let channel = state
+            .channels
+            .get(&a.channel_id)
+            .ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "channel not found"))?;
+        if channel.closed {
+            return Err(sa_error(sa_codes::CHANNEL_CLOSED, "channel is closed"));
+        }
+        if U256::from(a.cumulative) > channel.deposit {
+            return Err(sa_error(sa_codes::AMOUNT_EXCEEDS_DEPOSIT, "cumulativeAmount exceeds the deposit"));
+        }
+        if a.deadline < U256::from(now) {
+            return Err(sa_error(sa_codes::MALFORMED_CREDENTIAL, "authorization expired"));
+        }
+        let domain = ChannelDomain::new(channel.chain_id, channel.escrow);
+        if recover_channel_signer(&digest(&domain), payee_signature).ok() != Some(channel.payee) {
+            return Err(sa_error(sa_codes::INVALID_SIGNATURE, "payee signature does not match the payee"));
+        }
+        if a.cumulative > 0
+            && verify_voucher_signature(
+                &domain,
+                a.channel_id,
+                a.cumulative,
+                voucher_signature,
+                channel.authorized_signer,
+            )
+            .is_err()
+        {
+            return Err(sa_error(sa_codes::INVALID_SIGNATURE, "voucher signature does not match the payer"));
+        }
+        Ok(channel.clone())
+    }
+
+    /// Moves `value` out of the escrow's account (a synthetic, nonce-unique transfer); returns
+    /// the pseudo transaction hash.
+    fn escrow_payout(state: &mut State, channel: &EscrowChannel, to: Address, value: U256) -> Result<String, SaError> {
+        state.payouts += 1;
+        let nonce = keccak256([channel.escrow.as_slice(), &state.payouts.to_be_bytes()].concat());
+        let reference = transaction_hash(channel.chain_id, channel.token, channel.escrow, nonce);
+        if value.is_zero() {
+            return Ok(reference);
+        }
+        let transfer = TransferWithAuthorization {
+            from: channel.escrow,
+            to,
+            value,
+            validAfter: U256::ZERO,
+            validBefore: U256::MAX,
+            nonce,
+        };
+        state
+            .ledger
+            .apply_authorizations(channel.token, &[transfer])
+            .map_err(|e| sa_error(sa_codes::TX_NOT_CONFIRMED, format!("escrow payout failed: {e}")))?;
+        Ok(reference)
+    }
+
+    /// Synchronous core of [`SaClient::session_settle`]: a known (70010), open (70008)
+    /// channel; `cumulativeAmount` within the deposit (70012); a deadline not past (70003); the
+    /// payee's `SettleAuthorization` signature and the payer's (or authorized signer's) voucher
+    /// signature (70004). Then pays the payee `cumulativeAmount − settled` (nothing when not
+    /// above what was settled); the channel stays open.
+    pub fn session_settle_now(&self, req: &SessionSettleRequest) -> Result<SessionReceipt, SaError> {
+        let now = self.now();
+        let p = &req.payload;
+        let a = Self::parse_payee_authorization(&p.channel_id, &p.cumulative_amount, &p.nonce, &p.deadline)?;
+        let mut state = self.lock();
+        let digest =
+            |d: &ChannelDomain| settle_authorization_digest(d, a.channel_id, a.cumulative, a.nonce, a.deadline);
+        let channel =
+            Self::check_payee_authorization(&state, &a, now, digest, &p.payee_signature, &p.voucher_signature)?;
+        let cumulative = U256::from(a.cumulative);
+        let payout = cumulative.saturating_sub(channel.settled);
+        let reference = Self::escrow_payout(&mut state, &channel, channel.payee, payout)?;
+        let stored =
+            state.channels.get_mut(&a.channel_id).ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "gone"))?;
+        stored.settled = stored.settled.max(cumulative);
+        let channel = stored.clone();
+        Ok(Self::session_receipt(now, &channel, a.channel_id, reference))
+    }
+
+    /// Synchronous core of [`SaClient::session_close`]: the checks of
+    /// [`Self::session_settle_now`] with a `CloseAuthorization`, then pays the payee `cumulativeAmount − settled`, refunds
+    /// `deposit − max(cumulativeAmount, settled)` to the payer and closes the channel.
+    pub fn session_close_now(&self, req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
+        let now = self.now();
+        let p = &req.payload;
+        let a = Self::parse_payee_authorization(&p.channel_id, &p.cumulative_amount, &p.nonce, &p.deadline)?;
+        let mut state = self.lock();
+        let digest = |d: &ChannelDomain| close_authorization_digest(d, a.channel_id, a.cumulative, a.nonce, a.deadline);
+        let channel =
+            Self::check_payee_authorization(&state, &a, now, digest, &p.payee_signature, &p.voucher_signature)?;
+        let final_amount = U256::from(a.cumulative).max(channel.settled);
+        let payout = final_amount - channel.settled;
+        let refund = channel.deposit.saturating_sub(final_amount);
+        // Check both transfers fit before moving anything (the escrow holds every deposit).
+        if state.ledger.balance_of(channel.token, channel.escrow) < payout + refund {
+            return Err(sa_error(sa_codes::TX_NOT_CONFIRMED, "escrow balance does not cover the channel"));
+        }
+        let reference = Self::escrow_payout(&mut state, &channel, channel.payee, payout)?;
+        Self::escrow_payout(&mut state, &channel, channel.payer, refund)?;
+        let stored =
+            state.channels.get_mut(&a.channel_id).ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "gone"))?;
+        stored.settled = final_amount;
+        stored.closed = true;
+        let channel = stored.clone();
+        Ok(Self::session_receipt(now, &channel, a.channel_id, reference))
+    }
+
+    /// Synchronous core of [`SaClient::session_status`]: `deposit`, `cumulativeAmount` and
+    /// `settledOnChain` (what was paid out to the payee), `remainingBalance` (deposit − settled;
+    /// 0 once closed), `sessionStatus` `OPEN` or `CLOSED`. Unknown channel ⇒ 70010.
+    pub fn session_status_now(&self, channel_id: &str) -> Result<SessionStatus, SaError> {
+        let id = parse_channel_id(channel_id)?;
+        let state = self.lock();
+        let c = state.channels.get(&id).ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "channel not found"))?;
+        Ok(SessionStatus {
+            channel_id: evm::to_hex(id),
+            payer: evm::checksum(&c.payer),
+            payee: evm::checksum(&c.payee),
+            token: evm::to_hex(c.token),
+            deposit: c.deposit.to_string(),
+            cumulative_amount: c.settled.to_string(),
+            settled_on_chain: c.settled.to_string(),
+            remaining_balance: if c.closed { "0".to_owned() } else { (c.deposit - c.settled).to_string() },
+            session_status: if c.closed { "CLOSED" } else { "OPEN" }.to_owned(),
+        })
+    }
 }
 
 #[async_trait]
@@ -517,29 +902,24 @@ impl SaClient for EmbeddedSa {
         self.verify_hash_now(req)
     }
 
-    /// Not supported yet (70000).
-    async fn session_open(&self, _req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
-        Err(sessions_unsupported())
+    async fn session_open(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
+        self.session_open_now(req)
     }
 
-    /// Not supported yet (70000).
-    async fn session_top_up(&self, _req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
-        Err(sessions_unsupported())
+    async fn session_top_up(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
+        self.session_top_up_now(req)
     }
 
-    /// Not supported yet (70000).
-    async fn session_settle(&self, _req: &SessionSettleRequest) -> Result<SessionReceipt, SaError> {
-        Err(sessions_unsupported())
+    async fn session_settle(&self, req: &SessionSettleRequest) -> Result<SessionReceipt, SaError> {
+        self.session_settle_now(req)
     }
 
-    /// Not supported yet (70000).
-    async fn session_close(&self, _req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
-        Err(sessions_unsupported())
+    async fn session_close(&self, req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
+        self.session_close_now(req)
     }
 
-    /// Not supported yet (70000).
-    async fn session_status(&self, _channel_id: &str) -> Result<SessionStatus, SaError> {
-        Err(sessions_unsupported())
+    async fn session_status(&self, channel_id: &str) -> Result<SessionStatus, SaError> {
+        self.session_status_now(channel_id)
     }
 }
 
@@ -617,14 +997,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sessions_are_not_supported() {
+    async fn unknown_channels() {
         let sa = sa();
         let e = sa.session_status("0x01").await.unwrap_err();
-        assert_eq!(
-            e,
-            SaError::Api { code: 70000, error: EvmPaymentError::BadRequest(SESSIONS_UNSUPPORTED.to_owned()) }
-        );
-        assert_eq!(e.status(), 400);
+        assert!(matches!(e, SaError::Api { code: 70010, error: EvmPaymentError::ChannelNotFound(_) }));
+        assert_eq!(e.status(), 410);
+        assert!(matches!(sa.session_status("zz").await, Err(SaError::Api { code: 70000, .. })));
         assert!(sa.session_open(&SessionOpenRequest::default()).await.is_err());
         assert!(sa.session_top_up(&SessionTopUpRequest::default()).await.is_err());
         assert!(sa.session_settle(&SessionSettleRequest::default()).await.is_err());
@@ -717,5 +1095,128 @@ mod tests {
         let wins = threads.into_iter().map(|t| t.join().unwrap()).filter(|&ok| ok).count();
         assert_eq!(wins, 1);
         assert_eq!(sa.balance(USDT0, PAYER), U256::from(900));
+    }
+
+    mod sessions {
+        use super::*;
+        use crate::evm::channel::{ChannelDomain, sign_settle_authorization, sign_voucher};
+        use crate::evm::{Signer, signer_from_hex};
+        use crate::mpp::{SessionClient, derive_channel_id};
+        use crate::okx::sa::SessionOpenPayload;
+
+        const PAYEE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+        const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+        const ESCROW: &str = "0x5E550002e64FaF79B41D89fE8439eEb1be66CE3b";
+
+        fn parsed(intent: &str) -> crate::mpp::ParsedChallenge {
+            let request = json!({
+                "amount": "1000", "currency": USDT0, "recipient": PAYEE,
+                "methodDetails": {"chainId": 196, "escrowContract": ESCROW, "feePayer": false, "minVoucherDelta": "0"}
+            });
+            let c = Challenge::new(
+                "s",
+                "api.example.com",
+                "evm",
+                intent,
+                request.as_object().unwrap().clone(),
+                Some("2026-03-30T10:05:00Z".into()),
+                None,
+                None,
+                None,
+            );
+            parse_www_authenticate(&[&c.to_www_authenticate().unwrap()]).unwrap().remove(0)
+        }
+
+        fn open_request(header: &str) -> SessionOpenRequest {
+            let c = Credential::from_authorization_header(header).unwrap();
+            let p = &c.payload;
+            SessionOpenRequest {
+                challenge: echo(&c),
+                payload: SessionOpenPayload {
+                    channel_id: p["channelId"].as_str().unwrap().to_owned(),
+                    authorization: Some(serde_json::from_value(p["authorization"].clone()).unwrap()),
+                    salt: p["salt"].as_str().unwrap().to_owned(),
+                    ..SessionOpenPayload::default()
+                },
+                source: c.source.clone().unwrap_or_default(),
+            }
+        }
+
+        fn code<T: fmt::Debug>(r: Result<T, SaError>) -> i64 {
+            match r {
+                Err(SaError::Api { code, .. }) => code,
+                other => panic!("expected an SA error, got {other:?}"),
+            }
+        }
+
+        fn settle(id: B256, cumulative: u128, payee: &dyn Signer, payer: &dyn Signer) -> SessionSettleRequest {
+            let domain = ChannelDomain::default();
+            SessionSettleRequest {
+                payload: crate::okx::sa::SessionSettlePayload {
+                    channel_id: evm::to_hex(id),
+                    cumulative_amount: cumulative.to_string(),
+                    voucher_signature: sign_voucher(payer, &domain, id, cumulative).unwrap(),
+                    payee_signature: sign_settle_authorization(
+                        payee,
+                        &domain,
+                        id,
+                        cumulative,
+                        U256::from(1),
+                        U256::MAX,
+                    )
+                    .unwrap(),
+                    nonce: "1".into(),
+                    deadline: U256::MAX.to_string(),
+                },
+            }
+        }
+
+        #[test]
+        fn escrow_checks_and_codes() {
+            let sa = sa();
+            sa.fund(USDT0, PAYER, U256::from(10_000)).unwrap();
+            let payer = signer_from_hex(KEY).unwrap();
+            let payee = signer_from_hex(PAYEE_KEY).unwrap();
+            let client = SessionClient::new(payer.clone()).with_clock(|| NOW).with_registry(NetworkRegistry::x_layer());
+            let c = parsed("session");
+            let (channel, header) = client.open_header(&c, U256::from(5_000)).unwrap();
+            let good = open_request(&header);
+            let id = evm::parse_bytes32(&channel).unwrap();
+            let salt = evm::parse_bytes32(&good.payload.salt).unwrap();
+            let (pay_to, escrow) = (evm::parse_address(PAYEE).unwrap(), evm::parse_address(ESCROW).unwrap());
+            let usdt0 = evm::parse_address(USDT0).unwrap();
+            assert_eq!(derive_channel_id(payer.address(), pay_to, usdt0, salt, 196, escrow), id);
+
+            // Refusals, nothing moved.
+            let mut r = good.clone();
+            r.challenge.intent = "charge".into();
+            assert_eq!(code(sa.session_open_now(&r)), 70009);
+            let mut r = good.clone();
+            r.payload.salt = evm::to_hex(B256::repeat_byte(9));
+            assert_eq!(code(sa.session_open_now(&r)), 70000);
+            let mut r = good.clone();
+            r.payload.authorization.as_mut().unwrap().value = "4999".into();
+            assert_eq!(code(sa.session_open_now(&r)), 70004);
+            let mut r = good.clone();
+            r.payload.authorization.as_mut().unwrap().to = PAYEE.into();
+            assert_eq!(code(sa.session_open_now(&r)), 70000);
+            assert_eq!(sa.balance(USDT0, PAYER), U256::from(10_000));
+
+            let receipt = sa.session_open_now(&good).unwrap();
+            assert_eq!((receipt.channel_id.as_str(), receipt.deposit.as_str()), (channel.as_str(), "5000"));
+            assert_eq!(sa.balance(USDT0, ESCROW), U256::from(5_000));
+            assert_eq!(code(sa.session_open_now(&good)), 70000, "exists (and the nonce is used)");
+
+            // Settle: amount above the deposit, wrong payee, wrong voucher signer.
+            assert_eq!(code(sa.session_settle_now(&settle(id, 5_001, &payee, &payer))), 70012);
+            assert_eq!(code(sa.session_settle_now(&settle(id, 100, &payer, &payer))), 70004);
+            assert_eq!(code(sa.session_settle_now(&settle(id, 100, &payee, &payee))), 70004);
+            assert_eq!(code(sa.session_settle_now(&settle(B256::repeat_byte(1), 1, &payee, &payer))), 70010);
+            sa.session_settle_now(&settle(id, 300, &payee, &payer)).unwrap();
+            sa.session_settle_now(&settle(id, 300, &payee, &payer)).unwrap();
+            assert_eq!(sa.balance(USDT0, PAYEE), U256::from(300), "a repeated settle pays nothing more");
+            let status = sa.session_status_now(&channel).unwrap();
+            assert_eq!((status.settled_on_chain.as_str(), status.remaining_balance.as_str()), ("300", "4700"));
+        }
     }
 }

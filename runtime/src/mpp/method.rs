@@ -243,6 +243,50 @@ impl ChargeIntent {
     }
 }
 
+/// A charge reserved before the handler runs, committed only when the handler succeeds
+/// (status < 400) and released otherwise — so a failing handler is never charged.
+#[async_trait::async_trait]
+pub trait PendingCharge: Send + Sync + fmt::Debug {
+    /// Makes the reserved amount spent.
+    async fn commit(self: Box<Self>) -> Result<(), PayError>;
+    /// Returns the reserved amount to the channel.
+    async fn release(self: Box<Self>);
+}
+
+/// What a verified session credential grants.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionGrant {
+    /// Run the handler: `receipt` goes into `Payment-Receipt`; `pending` is committed or
+    /// released after it.
+    Serve {
+        /// The receipt.
+        receipt: Receipt,
+        /// The reservation to settle after the handler.
+        pending: Option<Box<dyn PendingCharge>>,
+    },
+    /// A management action (open, topUp, close, settle): answered with this JSON (HTTP 200)
+    /// without running the handler.
+    Management(Value),
+}
+
+/// The `session` intent, as the coordinator drives it (implemented by the session module's
+/// `SessionIntent`).
+#[async_trait::async_trait]
+pub trait SessionHandler: Send + Sync + fmt::Debug {
+    /// `methodDetails` of a session challenge.
+    fn challenge_method_details(&self) -> Map<String, Value>;
+
+    /// Verifies a session credential against the route's request; `cost` is the route's
+    /// per-request price in base units.
+    async fn verify(
+        &self,
+        credential: &Credential,
+        request: &Map<String, Value>,
+        cost: U256,
+    ) -> Result<SessionGrant, PayError>;
+}
+
 /// The `evm` method: the token, payee, decimals and chain a seller charges in, and its intents.
 #[derive(Clone, Debug)]
 pub struct EvmMethod {
@@ -256,6 +300,8 @@ pub struct EvmMethod {
     pub chain_id: u64,
     /// The `charge` intent.
     pub charge: Option<ChargeIntent>,
+    /// The `session` intent.
+    pub session: Option<Arc<dyn SessionHandler>>,
 }
 
 impl EvmMethod {
@@ -267,12 +313,19 @@ impl EvmMethod {
             decimals: DEFAULT_DECIMALS,
             chain_id: X_LAYER_CHAIN_ID,
             charge: None,
+            session: None,
         }
     }
 
     /// Adds the charge intent.
     pub fn with_charge(mut self, intent: ChargeIntent) -> Self {
         self.charge = Some(intent);
+        self
+    }
+
+    /// Adds the session intent.
+    pub fn with_session(mut self, intent: impl SessionHandler + 'static) -> Self {
+        self.session = Some(Arc::new(intent));
         self
     }
 
@@ -286,6 +339,9 @@ impl EvmMethod {
         let mut v = Vec::new();
         if self.charge.is_some() {
             v.push("charge");
+        }
+        if self.session.is_some() {
+            v.push("session");
         }
         v
     }

@@ -23,6 +23,9 @@ pub mod method;
 pub mod problem;
 pub mod receipt;
 pub mod server;
+pub mod session;
+pub mod session_client;
+pub mod store;
 
 pub use challenge::{Challenge, challenge_hmac_input, compute_challenge_id};
 pub use charge_client::{
@@ -39,10 +42,20 @@ pub use expiry::{DEFAULT_CHALLENGE_TTL, default_expires, parse_rfc3339, python_i
 pub use header::{
     MAX_CHALLENGES_PER_HEADER, MAX_REQUEST_B64_BYTES, PAYMENT_SCHEME, ParsedChallenge, parse_www_authenticate,
 };
-pub use method::{ChargeIntent, EvmMethod, METHOD_NAME_EVM, PayError, X_LAYER_CHAIN_ID};
+pub use method::{
+    ChargeIntent, EvmMethod, METHOD_NAME_EVM, PayError, PendingCharge, SessionGrant, SessionHandler, X_LAYER_CHAIN_ID,
+};
 pub use problem::{MppErrorKind, ProblemDetails, payment_required_detail};
 pub use receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
-pub use server::{ChargeOptions, ChargeOutcome, Mpp, MppConfigError, PaySpec, Rejection, Split, StaticPaySpec};
+pub use server::{
+    ChargeOptions, ChargeOutcome, Granted, Mpp, MppConfigError, Paid, PaySpec, Rejection, Split, StaticPaySpec,
+};
+pub use session::{SessionIntent, SessionResult};
+pub use session_client::{SessionClient, SessionClientError, derive_channel_id};
+pub use store::{
+    CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RetryPolicy, StoreError, UpdateError,
+    UpdateOutcome, Versioned,
+};
 
 /// `WWW-Authenticate`.
 pub const WWW_AUTHENTICATE_HEADER: &str = "WWW-Authenticate";

@@ -12,7 +12,7 @@ use super::challenge::Challenge;
 use super::credential::{Credential, verify_echo};
 use super::error::MppError;
 use super::expiry::{DEFAULT_CHALLENGE_TTL, python_isoformat_z};
-use super::method::{EvmMethod, METHOD_NAME_EVM, PayError};
+use super::method::{EvmMethod, METHOD_NAME_EVM, PayError, PendingCharge, SessionGrant};
 use super::problem::{MppErrorKind, payment_required_detail};
 use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
 use crate::okx::sa::EvmPaymentError;
@@ -251,6 +251,58 @@ impl fmt::Debug for Mpp {
     }
 }
 
+/// A verified payment, handed to the handler.
+#[derive(Debug)]
+pub struct Paid {
+    /// The buyer's credential.
+    pub credential: Credential,
+    /// The receipt (`Payment-Receipt`).
+    pub receipt: Receipt,
+    pending: Option<Box<dyn PendingCharge>>,
+}
+
+impl Paid {
+    /// Settles the reservation after the handler answered `status`: below 400 it is committed
+    /// and the `Payment-Receipt` headers are returned; otherwise it is released (the buyer is
+    /// not charged) and no receipt is sent. A commit that fails leaves the outcome unknown, and
+    /// the handler's response is replaced by the returned error (fail closed).
+    pub async fn finish(self, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+        if status >= 400 {
+            if let Some(p) = self.pending {
+                p.release().await;
+            }
+            return Ok(HeaderMap::new());
+        }
+        if let Some(p) = self.pending
+            && let Err(e) = p.commit().await
+        {
+            tracing::error!(error = %e, "mpp: cannot commit a reserved charge");
+            let err = match e {
+                PayError::Method(e) | PayError::Unknown(e) => e,
+                PayError::Protocol(e) => EvmPaymentError::InternalSA(e.to_string()),
+            };
+            let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err(PaymentHttpResponse::new(status, "application/json", err.problem().to_compact_json()));
+        }
+        Ok(Mpp::receipt_headers(&self.receipt))
+    }
+}
+
+/// What a verified credential grants.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Granted {
+    /// Run the handler.
+    Paid(Paid),
+    /// A session management action answered without the handler (HTTP 200 JSON).
+    Management {
+        /// The credential.
+        credential: Credential,
+        /// The JSON answer.
+        body: Value,
+    },
+}
+
 /// A refused request: the fresh challenge to send, and why (None: no credential at all).
 #[derive(Debug)]
 pub struct Rejection {
@@ -439,7 +491,7 @@ impl Mpp {
         request: Map<String, Value>,
         description: Option<String>,
         expires: String,
-    ) -> Result<(Credential, Receipt), Rejection> {
+    ) -> Result<Granted, Rejection> {
         let has_payment = authorization.is_some_and(|a| {
             a.split(',').any(|part| part.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("payment")))
         });
@@ -470,6 +522,29 @@ impl Mpp {
             Ok(e) => e,
             Err(e) => return Err(reject(self, request, Some(PayError::Protocol(e)))),
         };
+        if intent == "session" {
+            // Session vouchers reuse their challenge; replay protection is the channel's
+            // monotonic cumulative amount (see the session intent).
+            let Some(session) = &self.inner.method.session else {
+                let e = PayError::Method(EvmPaymentError::BadRequest("the session intent is not configured".into()));
+                return Err(reject(self, request, Some(e)));
+            };
+            let cost = request
+                .get("amount")
+                .and_then(Value::as_str)
+                .and_then(|a| alloy_primitives::U256::from_str_radix(a, 10).ok())
+                .unwrap_or_default();
+            return match session.verify(&credential, &request, cost).await {
+                Ok(SessionGrant::Serve { receipt, pending }) => {
+                    for hook in &self.inner.events.payment_success {
+                        hook(&credential, &receipt);
+                    }
+                    Ok(Granted::Paid(Paid { credential, receipt, pending }))
+                }
+                Ok(SessionGrant::Management(body)) => Ok(Granted::Management { credential, body }),
+                Err(e) => Err(reject(self, request, Some(e))),
+            };
+        }
         let key = format!("mpp:{}:{}", self.inner.realm, echo.id);
         let expiry = u64::try_from(echo.expires_at.unix_timestamp()).unwrap_or(0).saturating_add(60);
         match self.inner.store.insert_if_absent(&key, expiry).await {
@@ -500,7 +575,7 @@ impl Mpp {
                 for hook in &self.inner.events.payment_success {
                     hook(&credential, &receipt);
                 }
-                Ok((credential, receipt))
+                Ok(Granted::Paid(Paid { credential, receipt, pending: None }))
             }
             Err(e) => {
                 // A definite refusal frees the challenge; an unknown outcome keeps it consumed.
@@ -569,7 +644,10 @@ impl Mpp {
         }
         let expires = opts.expires.clone().unwrap_or_else(|| Self::expires_at(None));
         match self.verify_or_challenge(authorization, "charge", request, opts.description.clone(), expires).await {
-            Ok((credential, receipt)) => Ok(ChargeOutcome::Paid { credential, receipt }),
+            Ok(Granted::Paid(Paid { credential, receipt, .. })) => Ok(ChargeOutcome::Paid { credential, receipt }),
+            Ok(Granted::Management { .. }) => {
+                Err(PayError::Method(EvmPaymentError::BadRequest("a session credential was sent to a charge".into())))
+            }
             Err(Rejection { challenge, error: None }) => Ok(ChargeOutcome::Challenge(challenge)),
             Err(Rejection { error: Some(e), .. }) => Err(e),
         }
@@ -577,11 +655,7 @@ impl Mpp {
 
     /// Decides a request to a paid route: the verified credential and receipt, or the response
     /// to send instead (402 challenge, or the failure's problem).
-    pub async fn process(
-        &self,
-        ctx: &RequestContext,
-        spec: &PaySpec,
-    ) -> Result<(Credential, Receipt), PaymentHttpResponse> {
+    pub async fn process(&self, ctx: &RequestContext, spec: &PaySpec) -> Result<Paid, PaymentHttpResponse> {
         let request = match self.pay_request(spec) {
             Ok(r) => r,
             Err(e) => {
@@ -594,9 +668,14 @@ impl Mpp {
         };
         let authorization = ctx.header("authorization");
         let expires = Self::expires_at(spec.expires_in);
-        self.verify_or_challenge(authorization, &spec.intent, request, spec.description.clone(), expires)
-            .await
-            .map_err(|r| self.reject_response(&r))
+        match self.verify_or_challenge(authorization, &spec.intent, request, spec.description.clone(), expires).await {
+            Ok(Granted::Paid(paid)) => Ok(paid),
+            Ok(Granted::Management { body, .. }) => {
+                let resp = PaymentHttpResponse::new(StatusCode::OK, "application/json", body.to_string());
+                Err(resp.with_header("Access-Control-Expose-Headers", MPP_EXPOSED_HEADERS))
+            }
+            Err(r) => Err(self.reject_response(&r)),
+        }
     }
 
     /// Renders a refusal: protocol problems as `application/problem+json` with a fresh

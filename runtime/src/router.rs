@@ -1,0 +1,401 @@
+//! One route, both protocols: the [`PaymentRouter`] (the seed's `PaymentGate`).
+//!
+//! * **No credential** → ONE 402 carrying every configured protocol's challenge: x402's
+//!   `PAYMENT-REQUIRED` and MPP's `WWW-Authenticate` (each value on its own header line), a
+//!   single `Content-Type`, `Cache-Control: no-store`. The body is MPP's
+//!   `application/problem+json` challenge document: x402 clients read only the
+//!   `PAYMENT-REQUIRED` header (x402's own body is `{}`), while MPP clients can use the problem's
+//!   `challengeId`. Browsers get the x402 paywall page (with the MPP challenge header too).
+//! * **A credential** → the adapter that detects it, lowest priority number first (MPP 10,
+//!   x402 20): a request carrying both is handled by MPP only. That protocol's full semantics
+//!   and error format apply, and exactly one protocol settles.
+//!
+//! Custom protocols plug in through [`PaymentAdapter`].
+
+use crate::mpp::{Credential, Mpp, PaySpec, Receipt};
+use crate::web::{PaymentHttpResponse, RequestContext};
+use crate::x402::http::{RouteConfig, X402HttpServer, X402Payment};
+use crate::x402::routes::{RouteKeyError, RoutePattern, normalize_path};
+use async_trait::async_trait;
+use http::{HeaderMap, StatusCode};
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// How a request was paid; handlers behind the router can take it to know which protocol paid.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Paid {
+    /// Paid with x402 (settled after the handler).
+    X402(X402Payment),
+    /// Paid with MPP.
+    Mpp {
+        /// The credential.
+        credential: Credential,
+        /// The receipt (also sent as `Payment-Receipt`).
+        receipt: Receipt,
+    },
+    /// Paid through a custom adapter.
+    Other {
+        /// The adapter's name.
+        adapter: String,
+    },
+}
+
+/// A verified payment that still has to be completed after the handler.
+#[async_trait]
+pub trait AdapterPayment: Send + Sync {
+    /// What the handler sees.
+    fn paid(&self) -> Paid;
+    /// Completes the payment after the handler answered `status`: the headers to add, or the
+    /// response that replaces the handler's (settlement failed).
+    async fn finish(self: Box<Self>, ctx: &RequestContext, status: u16) -> Result<HeaderMap, PaymentHttpResponse>;
+}
+
+/// A payment protocol the router can offer. `config` is the adapter's entry of the route's
+/// [`RouteProtocols`] (an `Arc<RouteConfig>` for x402, an `Arc<PaySpec>` for MPP, or anything a
+/// custom adapter defines).
+#[async_trait]
+pub trait PaymentAdapter: Send + Sync + 'static {
+    /// Unique name (`"x402"`, `"mpp"`).
+    fn name(&self) -> &str;
+    /// Lower runs first.
+    fn priority(&self) -> i32;
+    /// True when the request carries this protocol's credential.
+    fn detect(&self, ctx: &RequestContext) -> bool;
+    /// This protocol's 402 for an unpaid request.
+    async fn challenge(&self, ctx: &RequestContext, config: &(dyn Any + Send + Sync)) -> PaymentHttpResponse;
+    /// Verifies the request's credential: the payment, or the protocol's own error response.
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        config: &(dyn Any + Send + Sync),
+    ) -> Result<Box<dyn AdapterPayment>, PaymentHttpResponse>;
+}
+
+fn misconfigured(adapter: &str) -> PaymentHttpResponse {
+    tracing::error!(adapter, "payment router: route config has the wrong type for this adapter");
+    PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
+}
+
+/// The x402 adapter (name `x402`, priority 20): detects a non-empty `PAYMENT-SIGNATURE` or
+/// `X-PAYMENT`; settles after the handler and adds `PAYMENT-RESPONSE`.
+#[derive(Clone, Debug)]
+pub struct X402Adapter {
+    server: X402HttpServer,
+    priority: i32,
+}
+
+impl X402Adapter {
+    /// An adapter over an x402 server (its route table is not used; routes come from the router).
+    pub fn new(server: X402HttpServer) -> Self {
+        Self { server, priority: 20 }
+    }
+
+    /// Overrides the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+struct X402Pending {
+    server: X402HttpServer,
+    payment: X402Payment,
+}
+
+#[async_trait]
+impl AdapterPayment for X402Pending {
+    fn paid(&self) -> Paid {
+        Paid::X402(self.payment.clone())
+    }
+    async fn finish(self: Box<Self>, ctx: &RequestContext, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+        if status >= 400 {
+            self.server.release(&self.payment).await;
+            return Ok(HeaderMap::new());
+        }
+        self.server.settle(ctx, &self.payment).await
+    }
+}
+
+#[async_trait]
+impl PaymentAdapter for X402Adapter {
+    fn name(&self) -> &str {
+        "x402"
+    }
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+    fn detect(&self, ctx: &RequestContext) -> bool {
+        ["payment-signature", "x-payment"].iter().any(|h| ctx.header(h).is_some_and(|v| !v.trim().is_empty()))
+    }
+    async fn challenge(&self, ctx: &RequestContext, config: &(dyn Any + Send + Sync)) -> PaymentHttpResponse {
+        let Some(route) = config.downcast_ref::<Arc<RouteConfig>>() else { return misconfigured("x402") };
+        let mut unpaid = ctx.clone();
+        unpaid.headers.remove("payment-signature");
+        unpaid.headers.remove("x-payment");
+        match self.server.process(&unpaid, route).await {
+            Err(resp) => resp,
+            Ok(_) => misconfigured("x402"),
+        }
+    }
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        config: &(dyn Any + Send + Sync),
+    ) -> Result<Box<dyn AdapterPayment>, PaymentHttpResponse> {
+        let Some(route) = config.downcast_ref::<Arc<RouteConfig>>() else { return Err(misconfigured("x402")) };
+        let payment = self.server.process(ctx, route).await?;
+        Ok(Box::new(X402Pending { server: self.server.clone(), payment }))
+    }
+}
+
+/// The MPP adapter (name `mpp`, priority 10): detects `Authorization: Payment …` (scheme
+/// case-insensitive, also among comma-separated schemes); adds `Payment-Receipt`.
+#[derive(Clone, Debug)]
+pub struct MppAdapter {
+    mpp: Mpp,
+    priority: i32,
+}
+
+impl MppAdapter {
+    /// An adapter over an MPP coordinator.
+    pub fn new(mpp: Mpp) -> Self {
+        Self { mpp, priority: 10 }
+    }
+
+    /// Overrides the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+struct MppPending(crate::mpp::Paid);
+
+#[async_trait]
+impl AdapterPayment for MppPending {
+    fn paid(&self) -> Paid {
+        Paid::Mpp { credential: self.0.credential.clone(), receipt: self.0.receipt.clone() }
+    }
+    async fn finish(self: Box<Self>, _ctx: &RequestContext, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+        self.0.finish(status).await
+    }
+}
+
+#[async_trait]
+impl PaymentAdapter for MppAdapter {
+    fn name(&self) -> &str {
+        "mpp"
+    }
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+    fn detect(&self, ctx: &RequestContext) -> bool {
+        ctx.header("authorization").is_some_and(|a| {
+            a.split(',').any(|part| part.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("payment")))
+        })
+    }
+    async fn challenge(&self, ctx: &RequestContext, config: &(dyn Any + Send + Sync)) -> PaymentHttpResponse {
+        let Some(spec) = config.downcast_ref::<Arc<PaySpec>>() else { return misconfigured("mpp") };
+        let mut unpaid = ctx.clone();
+        unpaid.headers.remove("authorization");
+        match self.mpp.process(&unpaid, spec).await {
+            Err(resp) => resp,
+            Ok(_) => misconfigured("mpp"),
+        }
+    }
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        config: &(dyn Any + Send + Sync),
+    ) -> Result<Box<dyn AdapterPayment>, PaymentHttpResponse> {
+        let Some(spec) = config.downcast_ref::<Arc<PaySpec>>() else { return Err(misconfigured("mpp")) };
+        let paid = self.mpp.process(ctx, spec).await?;
+        Ok(Box::new(MppPending(paid)))
+    }
+}
+
+/// A route's configuration per adapter name.
+#[derive(Clone, Default)]
+pub struct RouteProtocols {
+    entries: Vec<(String, Arc<dyn Any + Send + Sync>)>,
+}
+
+impl fmt::Debug for RouteProtocols {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.entries.iter().map(|(n, _)| n)).finish()
+    }
+}
+
+impl RouteProtocols {
+    /// No protocols yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offers x402 with this route configuration.
+    pub fn x402(self, config: RouteConfig) -> Self {
+        self.with("x402", Arc::new(config))
+    }
+
+    /// Offers MPP with this spec.
+    pub fn mpp(self, spec: PaySpec) -> Self {
+        self.with("mpp", Arc::new(spec))
+    }
+
+    /// Offers a custom adapter's protocol (`config` is what that adapter downcasts to).
+    pub fn with<T: Any + Send + Sync>(mut self, adapter: &str, config: T) -> Self {
+        self.entries.push((adapter.to_owned(), Arc::new(config)));
+        self
+    }
+
+    fn get(&self, adapter: &str) -> Option<&(dyn Any + Send + Sync)> {
+        self.entries.iter().find(|(n, _)| n == adapter).map(|(_, c)| c.as_ref())
+    }
+}
+
+/// The dual-protocol router. Cheap to clone.
+#[derive(Clone)]
+pub struct PaymentRouter {
+    adapters: Arc<Vec<Arc<dyn PaymentAdapter>>>,
+    routes: Arc<Vec<(RoutePattern, Arc<RouteProtocols>)>>,
+}
+
+impl fmt::Debug for PaymentRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PaymentRouter")
+            .field("adapters", &self.adapters.iter().map(|a| (a.name().to_owned(), a.priority())).collect::<Vec<_>>())
+            .field("routes", &self.routes.iter().map(|(p, _)| p.key()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A payment accepted by the router, to complete after the handler.
+pub struct RouterPayment {
+    inner: Box<dyn AdapterPayment>,
+    ctx: RequestContext,
+}
+
+impl fmt::Debug for RouterPayment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterPayment").field("paid", &self.inner.paid()).finish()
+    }
+}
+
+impl RouterPayment {
+    /// What the handler sees.
+    pub fn paid(&self) -> Paid {
+        self.inner.paid()
+    }
+
+    /// Completes the payment after the handler answered `status` (see [`AdapterPayment::finish`]).
+    pub async fn finish(self, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+        self.inner.finish(&self.ctx, status).await
+    }
+}
+
+impl Default for PaymentRouter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PaymentRouter {
+    /// A router with no adapters.
+    pub fn new() -> Self {
+        Self { adapters: Arc::new(Vec::new()), routes: Arc::new(Vec::new()) }
+    }
+
+    /// Adds an adapter (kept sorted by priority, stable for equal priorities).
+    pub fn adapter(mut self, adapter: impl PaymentAdapter) -> Self {
+        let list = Arc::make_mut(&mut self.adapters);
+        list.push(Arc::new(adapter));
+        list.sort_by_key(|a| a.priority());
+        self
+    }
+
+    /// Protects the routes matching `key` with these protocols.
+    pub fn route(mut self, key: &str, protocols: RouteProtocols) -> Result<Self, RouteKeyError> {
+        let pattern = RoutePattern::parse(key)?;
+        Arc::make_mut(&mut self.routes).push((pattern, Arc::new(protocols)));
+        Ok(self)
+    }
+
+    /// The protocols protecting `method` + `path`, if any.
+    pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<RouteProtocols>> {
+        let path = normalize_path(path);
+        self.routes.iter().find(|(p, _)| p.matches(method, &path)).map(|(_, r)| Arc::clone(r))
+    }
+
+    /// Decides a request to a protected route: the accepted payment, or the response to send.
+    pub async fn process(
+        &self,
+        ctx: &RequestContext,
+        route: &RouteProtocols,
+    ) -> Result<RouterPayment, PaymentHttpResponse> {
+        for adapter in self.adapters.iter() {
+            let Some(config) = route.get(adapter.name()) else { continue };
+            if adapter.detect(ctx) {
+                let inner = adapter.handle(ctx, config).await?;
+                return Ok(RouterPayment { inner, ctx: ctx.clone() });
+            }
+        }
+        Err(self.challenge(ctx, route).await)
+    }
+
+    /// The merged 402 of every protocol the route offers.
+    pub async fn challenge(&self, ctx: &RequestContext, route: &RouteProtocols) -> PaymentHttpResponse {
+        let offered: Vec<_> =
+            self.adapters.iter().filter_map(|a| route.get(a.name()).map(|c| (Arc::clone(a), c))).collect();
+        let answers = futures::future::join_all(offered.iter().map(|(a, c)| a.challenge(ctx, *c))).await;
+        if let Some(failed) = answers.iter().find(|r| r.status != StatusCode::PAYMENT_REQUIRED) {
+            return failed.clone();
+        }
+        // The body: MPP's problem document if offered, else the first answer's; a browser gets
+        // the first HTML page.
+        let html = answers.iter().find(|r| {
+            r.headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("text/html"))
+        });
+        let problem = answers.iter().find(|r| {
+            r.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some("application/problem+json")
+        });
+        let Some(base) = html.or(problem).or_else(|| answers.first()) else {
+            return PaymentHttpResponse::json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no payment protocol configured",
+            );
+        };
+        let mut merged = base.clone();
+        let mut exposed: Vec<String> = Vec::new();
+        for answer in &answers {
+            for (name, value) in &answer.headers {
+                if name == http::header::CONTENT_TYPE || name == http::header::CACHE_CONTROL {
+                    continue;
+                }
+                if name == http::header::ACCESS_CONTROL_EXPOSE_HEADERS {
+                    for h in value.to_str().unwrap_or("").split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                        if !exposed.iter().any(|e| e.eq_ignore_ascii_case(h)) {
+                            exposed.push(h.to_owned());
+                        }
+                    }
+                    continue;
+                }
+                if std::ptr::eq(answer, base) {
+                    continue;
+                }
+                merged.headers.append(name.clone(), value.clone());
+            }
+        }
+        merged.headers.remove(http::header::ACCESS_CONTROL_EXPOSE_HEADERS);
+        if !exposed.is_empty()
+            && let Ok(v) = http::HeaderValue::from_str(&exposed.join(", "))
+        {
+            merged.headers.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+        }
+        merged
+    }
+}

@@ -1,0 +1,108 @@
+//! The README's example convention, checked on the built example binaries: each server listens
+//! on `PAY402_ADDR`, prints `listening on <paid URL>` first, and gets paid end to end by pay402's
+//! clients against its embedded backend; the demo exits 0 after settling.
+
+use pay402::evm::PrivateKeySigner;
+use pay402::mpp::MppChargeClient;
+use pay402::x402::client::X402Client;
+use pay402::x402::{ExactEvmClientScheme, decode_payment_required_header};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// `target/<profile>/examples/<name>` next to this test binary.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} is not built (cargo test builds examples)", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A running example server, killed on drop.
+struct Server {
+    child: Child,
+    first_line: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(name: &str, port: u16) -> Server {
+    let mut child = Command::new(example(name))
+        .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("OKX_API_KEY")
+        .env_remove("OKX_SECRET_KEY")
+        .env_remove("OKX_PASSPHRASE")
+        .env_remove("PAY402_PAY_TO")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn example");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first_line = String::new();
+    BufReader::new(stdout).read_line(&mut first_line).expect("first line");
+    Server { child, first_line: first_line.trim_end().to_owned() }
+}
+
+fn buyer() -> PrivateKeySigner {
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6".parse().expect("key")
+}
+
+#[tokio::test]
+async fn x402_example_servers_follow_the_convention_and_get_paid() {
+    let http = reqwest::Client::new();
+    for name in ["axum_x402", "actix_x402", "axum_x402_routes", "actix_x402_routes"] {
+        let port = free_port();
+        let server = start(name, port);
+        let url = format!("http://127.0.0.1:{port}/quote");
+        assert_eq!(server.first_line, format!("listening on {url}"), "{name}");
+        let first = http.get(&url).send().await.expect("request");
+        assert_eq!(first.status(), 402, "{name}");
+        let header = first.headers()["payment-required"].to_str().expect("ascii").to_owned();
+        let required = decode_payment_required_header(&header).expect("decodes");
+        let client = X402Client::new().register("eip155:196", ExactEvmClientScheme::new(buyer()));
+        let (name_h, value) = client.create_payment_header(&required).await.expect("pays");
+        let paid = http.get(&url).header(name_h, value).send().await.expect("request");
+        assert_eq!(paid.status(), 200, "{name}");
+        assert!(paid.headers().contains_key("payment-response"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn mpp_example_servers_follow_the_convention_and_get_paid() {
+    let http = reqwest::Client::new();
+    for name in ["axum_mpp_charge", "actix_mpp_charge"] {
+        let port = free_port();
+        let server = start(name, port);
+        let url = format!("http://127.0.0.1:{port}/premium");
+        assert_eq!(server.first_line, format!("listening on {url}"), "{name}");
+        let first = http.get(&url).send().await.expect("request");
+        assert_eq!(first.status(), 402, "{name}");
+        let www: Vec<String> =
+            first.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        let www: Vec<&str> = www.iter().map(String::as_str).collect();
+        let authorization = MppChargeClient::new(buyer()).authorization_header_for(&www).expect("credential");
+        let paid = http.get(&url).header("authorization", authorization).send().await.expect("request");
+        assert_eq!(paid.status(), 200, "{name}");
+        assert!(paid.headers().contains_key("payment-receipt"), "{name}");
+    }
+}
+
+#[test]
+fn the_demo_settles_and_exits_zero() {
+    let out = Command::new(example("demo")).output().expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("listening on http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("-> 402 Payment Required") && stdout.contains("-> 200 OK"), "{stdout}");
+    assert!(stdout.contains("PAYMENT-RESPONSE") && stdout.contains("\"success\": true"), "{stdout}");
+}
