@@ -219,3 +219,95 @@ async fn replayed_and_expired_credentials_are_refused() {
         assert_eq!(f.sa.charge_count(), 1);
     }
 }
+
+mod pay_axum {
+    use pay402::axum::{Credential, Receipt, pay};
+
+    #[pay(amount = "0.01", description = "One premium API call")]
+    pub(crate) async fn premium(credential: Credential, receipt: Receipt) -> axum::Json<serde_json::Value> {
+        axum::Json(serde_json::json!({ "data": "premium", "reference": receipt.reference, "payer": credential.source }))
+    }
+}
+
+mod pay_actix {
+    use pay402::actix::{Credential, Receipt, pay};
+
+    #[actix_web::get("/premium")]
+    #[pay(amount = "0.01", description = "One premium API call")]
+    pub(crate) async fn premium(credential: Credential, receipt: Receipt) -> actix_web::HttpResponse {
+        actix_web::HttpResponse::Ok()
+            .json(serde_json::json!({ "data": "premium", "reference": receipt.reference, "payer": credential.source }))
+    }
+}
+
+/// A `#[pay]` server with the same method, realm and secret as [`mpp`].
+async fn start_macro(fw: Framework, sa: &EmbeddedSa) -> Running {
+    let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(sa.clone()));
+    let mpp = Mpp::new(method, "api.example.com", "test-mpp-secret").expect("mpp");
+    match fw {
+        Framework::Axum => {
+            support::serve_axum(
+                axum::Router::new().route("/premium", axum::routing::get(pay_axum::premium)).with_state(mpp),
+            )
+            .await
+        }
+        Framework::Actix => {
+            let data = actix_web::web::Data::new(mpp);
+            support::serve_actix(move || actix_web::App::new().app_data(data.clone()).service(pay_actix::premium))
+        }
+    }
+}
+
+/// Status, content type, problem type/detail, and the challenge's request of a response.
+async fn shape(resp: reqwest::Response) -> (u16, String, String, String, String) {
+    let status = resp.status().as_u16();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let request = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|w| serde_json::to_string(&parse_www_authenticate(&[w.to_str().unwrap()]).unwrap()[0].request).unwrap())
+        .unwrap_or_default();
+    let has_receipt = resp.headers().contains_key("payment-receipt");
+    let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or_default();
+    let kind = body["type"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("receipt={has_receipt} data={}", body["data"]));
+    (status, ct, kind, body["detail"].as_str().unwrap_or_default().to_owned(), request)
+}
+
+#[tokio::test]
+async fn pay_macro_answers_like_the_route_table() {
+    for fw in FRAMEWORKS {
+        let table = start(fw).await;
+        let sa = EmbeddedSa::new();
+        sa.fund(X_LAYER_USDT0, &table.client.address().to_string(), U256::from(1_000_000u64)).expect("fund");
+        let by_macro = start_macro(fw, &sa).await;
+        let get = |base: &str, auth: Option<String>| {
+            let mut req = table.http.get(format!("{base}/premium"));
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            req.send()
+        };
+        let www = |r: &reqwest::Response| -> Vec<String> {
+            r.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+        };
+        let mut shapes = Vec::new();
+        for base in [&table.running.base, &by_macro.base] {
+            let unpaid = get(base, None).await.unwrap();
+            let challenge = www(&unpaid);
+            let mut seen = vec![shape(unpaid).await];
+            let refs: Vec<&str> = challenge.iter().map(String::as_str).collect();
+            let auth = table.client.authorization_header_for(&refs).expect("credential");
+            seen.push(shape(get(base, Some(auth.clone())).await.unwrap()).await);
+            seen.push(shape(get(base, Some(auth)).await.unwrap()).await);
+            seen.push(shape(get(base, Some("Payment %%%".into())).await.unwrap()).await);
+            shapes.push(seen);
+        }
+        assert_eq!(shapes[0], shapes[1], "{fw:?}: #[pay] and the route table differ");
+        assert_eq!(shapes[0][1].0, 200, "{fw:?}");
+        assert_eq!(shapes[0][2].2, "https://paymentauth.org/problems/invalid-challenge", "{fw:?}: replay refused");
+        assert_eq!(sa.charge_count(), 1, "{fw:?}: the macro server charged once");
+    }
+}
