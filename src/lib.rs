@@ -36,8 +36,8 @@ pub use pay402_runtime::{evm, json, literal, mpp, okx, replay, router, web, x402
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum {
     pub use pay402_runtime::axum::{
-        MppGuard, MppLayer, MppService, MppVerified, PaymentRouterLayer, PaymentRouterService, X402Guard, X402Layer,
-        X402Service, X402Verified, into_response,
+        DualGuard, DualVerified, MppGuard, MppLayer, MppService, MppVerified, PaymentRouterLayer, PaymentRouterService,
+        X402Guard, X402Layer, X402Service, X402Verified, into_response,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
@@ -55,9 +55,9 @@ pub mod axum {
 #[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
 pub mod actix {
     pub use pay402_runtime::actix::{
-        MISSING_MPP_MESSAGE, MISSING_SERVER_MESSAGE, MppGuard, MppMiddleware, MppMiddlewareService, MppVerified,
-        PaymentRouterMiddleware, PaymentRouterMiddlewareService, X402Guard, X402Middleware, X402MiddlewareService,
-        X402Verified, into_response, request_context,
+        DualGuard, DualVerified, MISSING_DUAL_MESSAGE, MISSING_MPP_MESSAGE, MISSING_SERVER_MESSAGE, MppGuard,
+        MppMiddleware, MppMiddlewareService, MppVerified, PaymentRouterMiddleware, PaymentRouterMiddlewareService,
+        X402Guard, X402Middleware, X402MiddlewareService, X402Verified, into_response, request_context,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};

@@ -106,3 +106,65 @@ fn the_demo_settles_and_exits_zero() {
     assert!(stdout.contains("-> 402 Payment Required") && stdout.contains("-> 200 OK"), "{stdout}");
     assert!(stdout.contains("PAYMENT-RESPONSE") && stdout.contains("\"success\": true"), "{stdout}");
 }
+
+#[tokio::test]
+async fn mpp_session_examples_follow_the_convention_and_get_paid() {
+    use pay402::mpp::{SessionClient, parse_www_authenticate};
+    let http = reqwest::Client::new();
+    for name in ["axum_mpp_session", "actix_mpp_session"] {
+        let port = free_port();
+        let server = start(name, port);
+        let url = format!("http://127.0.0.1:{port}/stream");
+        assert_eq!(server.first_line, format!("listening on {url}"), "{name}");
+        let first = http.get(&url).send().await.expect("request");
+        assert_eq!(first.status(), 402, "{name}");
+        let www = first.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+        let challenge = parse_www_authenticate(&[&www]).expect("challenge").remove(0);
+        assert_eq!(challenge.intent, "session", "{name}");
+        let client = SessionClient::new(buyer());
+        let (channel, open) = client.open_header(&challenge, pay402::evm::U256::from(1_000_000u64)).expect("open");
+        let opened = http.get(&url).header("authorization", open).send().await.expect("request");
+        assert_eq!(opened.status(), 200, "{name}");
+        let body: serde_json::Value = serde_json::from_str(&opened.text().await.expect("body")).expect("JSON");
+        assert_eq!(body["status"], "ok", "{name}");
+        for _ in 0..2 {
+            let voucher = client.next_voucher(&challenge, &channel, pay402::evm::U256::from(1000u64)).expect("voucher");
+            let paid = http.get(&url).header("authorization", voucher).send().await.expect("request");
+            assert_eq!(paid.status(), 200, "{name}");
+            assert!(paid.headers().contains_key("payment-receipt"), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn dual_example_servers_get_paid_with_either_protocol() {
+    let http = reqwest::Client::new();
+    for name in ["axum_dual", "actix_dual"] {
+        let port = free_port();
+        let server = start(name, port);
+        let url = format!("http://127.0.0.1:{port}/quote");
+        assert_eq!(server.first_line, format!("listening on {url}"), "{name}");
+        // x402.
+        let first = http.get(&url).send().await.expect("request");
+        assert_eq!(first.status(), 402, "{name}");
+        let header = first.headers()["payment-required"].to_str().expect("ascii").to_owned();
+        let required = decode_payment_required_header(&header).expect("decodes");
+        let client = X402Client::new().register("eip155:196", ExactEvmClientScheme::new(buyer()));
+        let (name_h, value) = client.create_payment_header(&required).await.expect("pays");
+        let paid = http.get(&url).header(name_h, value).send().await.expect("request");
+        assert_eq!(paid.status(), 200, "{name}");
+        assert!(paid.headers().contains_key("payment-response"), "{name}");
+        assert!(!paid.headers().contains_key("payment-receipt"), "{name}");
+        // MPP.
+        let first = http.get(&url).send().await.expect("request");
+        assert_eq!(first.status(), 402, "{name}");
+        let www: Vec<String> =
+            first.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        let www: Vec<&str> = www.iter().map(String::as_str).collect();
+        let authorization = MppChargeClient::new(buyer()).authorization_header_for(&www).expect("credential");
+        let paid = http.get(&url).header("authorization", authorization).send().await.expect("request");
+        assert_eq!(paid.status(), 200, "{name}");
+        assert!(paid.headers().contains_key("payment-receipt"), "{name}");
+        assert!(!paid.headers().contains_key("payment-response"), "{name}");
+    }
+}

@@ -153,3 +153,36 @@ pub(crate) fn mpp() -> Result<pay402::mpp::Mpp, Box<dyn std::error::Error>> {
     let method = EvmMethod::x_layer(pay_to()).with_charge(ChargeIntent::with_sa(settlement_agent()?));
     Ok(Mpp::new(method, realm, secret)?)
 }
+
+/// The demo payee's private key for the session examples (Anvil/Hardhat test account 1 — a
+/// well-known test key; never use it with real funds). Its address is the session examples'
+/// default payee. `PAY402_PAYEE_KEY` overrides it.
+pub(crate) const DEMO_PAYEE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// An [`pay402::mpp::Mpp`] with the session intent (pay-as-you-go over a payment channel),
+/// from `MPP_SECRET_KEY` / `MPP_REALM` (development defaults as [`mpp`]). The payee signs
+/// settle and close authorizations with `PAY402_PAYEE_KEY` (default [`DEMO_PAYEE_KEY`]); it is
+/// paid at `PAY402_PAY_TO`, by default that key's address.
+pub(crate) fn session_mpp() -> Result<pay402::mpp::Mpp, Box<dyn std::error::Error>> {
+    use pay402::mpp::{EvmMethod, Mpp, SessionIntent};
+    let key = std::env::var("PAY402_PAYEE_KEY").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        eprintln!("PAY402_PAYEE_KEY not set: using the demo payee key");
+        DEMO_PAYEE_KEY.to_owned()
+    });
+    let signer = key.trim().parse::<pay402::evm::PrivateKeySigner>()?;
+    let pay_to =
+        std::env::var("PAY402_PAY_TO").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| signer.address().to_string());
+    if pay402::evm::parse_address(&pay_to).ok() != Some(signer.address()) {
+        eprintln!(
+            "warning: PAY402_PAY_TO {pay_to} is not the address of PAY402_PAYEE_KEY; settle and close will be refused"
+        );
+    }
+    let secret = std::env::var("MPP_SECRET_KEY").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        eprintln!("MPP_SECRET_KEY not set: using the development secret");
+        DEV_MPP_SECRET.to_owned()
+    });
+    let realm = std::env::var("MPP_REALM").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEV_MPP_REALM.to_owned());
+    let intent = SessionIntent::with_sa(settlement_agent()?, pay_to.clone()).signer(Arc::new(signer));
+    let method = EvmMethod::x_layer(pay_to).with_session(intent);
+    Ok(Mpp::new(method, realm, secret)?)
+}

@@ -50,42 +50,36 @@ pub(crate) struct Protocol<'a> {
     pub(crate) guard: &'static str,
     /// The parameters filled from the payment.
     pub(crate) injected: &'a [Injected],
+    /// Parameter types this handler cannot take, each with the message explaining why (and what
+    /// to take instead), e.g. `X402Payment` in a handler offering both protocols.
+    pub(crate) refused: &'a [(&'static str, &'static str)],
+    /// Items emitted before the route `static` (the two protocol statics the dual route refers
+    /// to); empty for a single protocol.
+    pub(crate) statics: TokenStream,
     /// The initialiser of the route `static` (a `StaticRoute::new(..)` expression).
     pub(crate) route: TokenStream,
     /// The route `static`'s type, under `::pay402::__private`.
     pub(crate) route_type: &'static str,
     /// The route `static`'s name, e.g. `__PAY402_ROUTE`.
     pub(crate) route_static: &'static str,
-    /// The other payment attribute (`pay` for `#[x402]`, `x402` for `#[pay]`): finding it on
-    /// the same fn is an error, since stacking both is not supported yet.
-    pub(crate) other_attr: &'static str,
 }
 
-/// Removes every attribute of `func` named (by its last path segment) `protocol.other_attr`,
-/// reporting each: one handler cannot carry both payment attributes yet. Removing it means the
-/// other macro does not run, so the mistake gives one error; an anonymous `use <its path> as _;`
-/// at the top of the body keeps the macro's import used, so no `unused import` warning joins
-/// the error. Returns whether any was removed.
-fn refuse_stacking(cx: &Ctxt, func: &mut ItemFn, other_attr: &str) -> bool {
-    let mut removed = Vec::new();
-    func.attrs.retain(|a| {
-        let stacked = matches!(a.style, AttrStyle::Outer)
-            && a.path().segments.last().is_some_and(|segment| segment.ident == other_attr);
-        if stacked {
-            cx.error_spanned_by(
-                a,
-                "stacking #[x402] and #[pay] is not supported yet: put one payment attribute on this handler",
-            );
-            removed.push(a.path().clone());
-        }
-        !stacked
-    });
-    let keep_used = removed.iter().filter_map(|path| {
-        let tokens = quote_spanned!(path.span()=> #[allow(unused_imports)] use #path as _;);
-        syn::parse2::<syn::Stmt>(tokens).ok()
-    });
-    func.block.stmts.splice(0..0, keep_used.collect::<Vec<_>>());
-    !removed.is_empty()
+/// Takes the first attribute of `func` named (by its last path segment) `other_attr` out of it:
+/// the other payment attribute stacked on the same handler, which the outer one expands together
+/// with its own (so the other macro does not run). An anonymous `use <its path> as _;` at the
+/// top of the body keeps the macro's import used, so no `unused import` warning appears.
+pub(crate) fn take_stacked(func: &mut ItemFn, other_attr: &str) -> Option<syn::Attribute> {
+    let index = func.attrs.iter().position(|a| {
+        matches!(a.style, AttrStyle::Outer)
+            && a.path().segments.last().is_some_and(|segment| segment.ident == other_attr)
+    })?;
+    let attr = func.attrs.remove(index);
+    let path = attr.path();
+    let tokens = quote_spanned!(path.span()=> #[allow(unused_imports)] use #path as _;);
+    if let Ok(stmt) = syn::parse2::<syn::Stmt>(tokens) {
+        func.block.stmts.insert(0, stmt);
+    }
+    Some(attr)
 }
 
 /// The last path segment's name of `ty`, looking through parentheses and groups.
@@ -102,6 +96,22 @@ fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
 fn injected_of<'a>(ty: &Type, injected: &'a [Injected]) -> Option<&'a Injected> {
     let name = last_segment(ty)?.ident.to_string();
     injected.iter().find(|i| i.type_name == name)
+}
+
+/// The refused parameter type `ty` names (itself, or wrapped in `Option` / `Result`), if any.
+fn refused_of(ty: &Type, refused: &[(&'static str, &'static str)]) -> Option<(&'static str, &'static str)> {
+    let segment = last_segment(ty)?;
+    if let Some(found) = refused.iter().find(|(name, _)| segment.ident == name) {
+        return Some(*found);
+    }
+    if segment.ident != "Option" && segment.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &segment.arguments else { return None };
+    args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => refused_of(t, refused),
+        _ => None,
+    })
 }
 
 /// `Option<X402Payment>` and the like: the payment is always there in a paid handler.
@@ -213,7 +223,6 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
             return item;
         }
     };
-    let item = if refuse_stacking(cx, &mut func, protocol.other_attr) { quote!(#func) } else { item };
     if let Some(receiver) = func.sig.receiver() {
         cx.error_spanned_by(
             receiver,
@@ -246,6 +255,9 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
             bindings.push(quote_spanned! {arg.span()=> #(#attrs)* let #pat: #ty = #verified.#getter(); });
             continue;
         }
+        if let Some((name, message)) = refused_of(ty, protocol.refused) {
+            cx.error_spanned_by(ty, format_args!("`{name}` {message}"));
+        }
         if let Some(injected) = optional_injected(ty, protocol.injected) {
             cx.error_spanned_by(
                 ty,
@@ -276,6 +288,7 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
     let guard_type = syn::Ident::new(protocol.guard, Span::call_site());
     let route_type = syn::Ident::new(protocol.route_type, Span::call_site());
     let route_init = &protocol.route;
+    let statics = &protocol.statics;
     let edge = fake_return_edge(&output, &ident, &generics);
     // The `finish` call carries the declared return type's location, so "`Foo: IntoResponse` is
     // not satisfied" points at the user's `-> Foo` (rustc adds one more copy at the attribute,
@@ -294,6 +307,7 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
             #(#kept),*
         ) -> ::pay402::__private::#module::Response #where_clause {
             #(#inner)*
+            #statics
             static #route: ::pay402::__private::#route_type = #route_init;
             let #verified = match #guard.verify(&#route).await {
                 ::core::result::Result::Ok(verified) => verified,
@@ -323,10 +337,11 @@ mod tests {
         Protocol {
             guard: "X402Guard",
             injected: INJECTED,
+            refused: &[],
+            statics: TokenStream::new(),
             route: quote!(ROUTE_INIT),
             route_type: "StaticRoute",
             route_static: "__PAY402_ROUTE",
-            other_attr: "pay",
         }
     }
 
@@ -419,27 +434,35 @@ mod tests {
     }
 
     #[test]
-    fn stacking_the_other_attribute_is_refused_and_removed() {
+    fn the_stacked_attribute_is_taken_out() {
         for item in [
             quote! { #[pay(amount = "1")] async fn x() {} },
             quote! { #[get("/")] #[pay402::axum::pay(amount = "1")] async fn x() {} },
         ] {
-            let (out, errors) = run(Framework::Axum, item);
-            assert_eq!(
-                errors,
-                ["stacking #[x402] and #[pay] is not supported yet: put one payment attribute on this handler"]
-            );
+            let mut func: ItemFn = syn::parse2(item).unwrap();
+            let attr = take_stacked(&mut func, "pay").expect("found");
+            assert!(attr.path().segments.last().is_some_and(|s| s.ident == "pay"));
+            let out = quote!(#func).to_string();
             assert!(!out.contains("pay ("), "{out}");
-            assert!(out.contains("X402Guard"), "{out}");
             assert!(out.contains("{ # [allow (unused_imports)] use "), "{out}");
         }
-        // Removed even when the handler cannot be rewritten, so the other macro does not run.
-        let (out, errors) = run(Framework::Axum, quote! { #[pay(amount = "1")] async fn x(&self) {} });
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert_eq!(out, quote! { async fn x(&self) { #[allow(unused_imports)] use pay as _; } }.to_string());
         // A helper or inner attribute of that name is not an attribute macro on the fn.
-        let (_, errors) = run(Framework::Axum, quote! { #[payment] async fn x() { #![pay] } });
-        assert!(errors.is_empty(), "{errors:?}");
+        let mut func: ItemFn = syn::parse2(quote! { #[payment] async fn x() { #![pay] } }).unwrap();
+        assert!(take_stacked(&mut func, "pay").is_none());
+    }
+
+    #[test]
+    fn refused_parameters() {
+        let cx = Ctxt::new("x402");
+        let mut p = protocol();
+        p.refused = &[("Credential", "is refused here")];
+        p.statics = quote!(
+            static A: u8 = 0;
+        );
+        let out = rewrite(&cx, Framework::Axum, &p, quote! { async fn x(a: Credential, b: Option<Credential>) {} });
+        let errors: Vec<String> = cx.into_error().unwrap().into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors, ["`Credential` is refused here", "`Credential` is refused here"]);
+        assert!(out.to_string().contains("static A : u8 = 0 ; static __PAY402_ROUTE"), "{out}");
     }
 
     #[test]

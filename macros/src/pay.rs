@@ -271,11 +271,36 @@ impl PayRoute {
     }
 }
 
-/// Parses and validates `#[pay(...)]` arguments.
+/// Parses and validates `#[pay(...)]` arguments (the unit tests' entry point).
+#[cfg(test)]
 pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> PayRoute {
-    let attr_span = Span::call_site();
+    parse_at(cx, args, Span::call_site()).1
+}
+
+/// Parses and validates `#[pay(...)]` arguments written in the attribute at `attr_span`: the
+/// raw arguments (for spans) and the validated route.
+pub(crate) fn parse_at(cx: &Ctxt, args: TokenStream, attr_span: Span) -> (PayArgs, PayRoute) {
     let raw: PayArgs = crate::attr::parse_args(cx, args);
-    raw.validate(cx, attr_span)
+    let route = raw.validate(cx, attr_span);
+    (raw, route)
+}
+
+impl PayArgs {
+    /// The value written for `key`, if any.
+    pub(crate) fn value(&self, key: &str) -> Option<&Expr> {
+        let slot = match key {
+            "amount" => &self.amount,
+            "intent" => &self.intent,
+            "currency" => &self.currency,
+            "recipient" => &self.recipient,
+            "description" => &self.description,
+            "expires_in" => &self.expires_in,
+            "chain_id" => &self.chain_id,
+            "unit_type" => &self.unit_type,
+            _ => &self.suggested_deposit,
+        };
+        slot.get().map(|(_, value)| value)
+    }
 }
 
 #[cfg(test)]

@@ -226,11 +226,35 @@ impl X402Route {
     }
 }
 
-/// Parses and validates `#[x402(...)]` arguments.
+/// Parses and validates `#[x402(...)]` arguments (the unit tests' entry point).
+#[cfg(test)]
 pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> X402Route {
-    let attr_span = Span::call_site();
+    parse_at(cx, args, Span::call_site()).1
+}
+
+/// Parses and validates `#[x402(...)]` arguments written in the attribute at `attr_span`: the
+/// raw arguments (for spans) and the validated route.
+pub(crate) fn parse_at(cx: &Ctxt, args: TokenStream, attr_span: Span) -> (X402Args, X402Route) {
     let raw: X402Args = crate::attr::parse_args(cx, args);
-    raw.validate(cx, attr_span)
+    let route = raw.validate(cx, attr_span);
+    (raw, route)
+}
+
+impl X402Args {
+    /// The value written for `key`, if any.
+    pub(crate) fn value(&self, key: &str) -> Option<&Expr> {
+        let slot = match key {
+            "price" => &self.price,
+            "scheme" => &self.scheme,
+            "network" => &self.network,
+            "pay_to" => &self.pay_to,
+            "asset" => &self.asset,
+            "description" => &self.description,
+            "mime_type" => &self.mime_type,
+            _ => &self.max_timeout_seconds,
+        };
+        slot.get().map(|(_, value)| value)
+    }
 }
 
 #[cfg(test)]

@@ -475,7 +475,7 @@ where
                 Ok(p) => p,
                 Err(r) => {
                     let (http_req, _) = req.into_parts();
-                    return Ok(ServiceResponse::new(http_req, into_response(r)).map_into_right_body());
+                    return Ok(ServiceResponse::new(http_req, into_response_all(r)).map_into_right_body());
                 }
             };
             {
@@ -505,5 +505,91 @@ where
                 }
             }
         })
+    }
+}
+
+use crate::router::{RouterPayment, StaticDualRoute};
+
+/// Like [`into_response`], keeping every line of a multi-valued header (the merged 402 may carry
+/// several `WWW-Authenticate` challenges).
+fn into_response_all(r: PaymentHttpResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(r.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = HttpResponse::with_body(status, r.body).map_into_boxed_body();
+    let to = resp.headers_mut();
+    for (name, value) in &r.headers {
+        if let (Ok(n), Ok(v)) =
+            (HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
+        {
+            to.append(n, v);
+        }
+    }
+    resp
+}
+
+/// The message of the 500 sent when a handler carrying both `#[x402]` and `#[pay]` runs without
+/// its configuration.
+pub const MISSING_DUAL_MESSAGE: &str = "pay402: a handler with #[x402] and #[pay] needs both an X402HttpServer and an \
+                                        Mpp in the app data; add `.app_data(web::Data::new(x402_server))` and \
+                                        `.app_data(web::Data::new(mpp))` to the App";
+
+/// What a handler carrying both `#[x402]` and `#[pay]` puts first in its arguments: the request,
+/// and the app's `web::Data<X402HttpServer>` and `web::Data<Mpp>`.
+#[derive(Debug)]
+pub struct DualGuard {
+    server: Option<X402HttpServer>,
+    mpp: Option<Mpp>,
+    req: HttpRequest,
+}
+
+impl FromRequest for DualGuard {
+    type Error = Infallible;
+    type Future = Ready<Result<Self, Infallible>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let server = req.app_data::<web::Data<X402HttpServer>>().map(|d| d.get_ref().clone());
+        let mpp = req.app_data::<web::Data<Mpp>>().map(|d| d.get_ref().clone());
+        ready(Ok(Self { server, mpp, req: req.clone() }))
+    }
+}
+
+impl DualGuard {
+    /// Verifies the request's x402 payment or MPP credential for `route` (MPP first when both
+    /// are present); `Err` is the response to return at once (the merged 402 when unpaid).
+    pub async fn verify(self, route: &'static StaticDualRoute) -> Result<DualVerified, HttpResponse> {
+        let (Some(server), Some(mpp)) = (self.server, self.mpp) else {
+            tracing::error!("{MISSING_DUAL_MESSAGE}");
+            return Err(HttpResponse::InternalServerError().body(MISSING_DUAL_MESSAGE));
+        };
+        let ctx = request_context(&self.req);
+        match route.process(&ctx, &server, &mpp).await {
+            Ok(payment) => Ok(DualVerified { req: self.req, payment }),
+            Err(r) => Err(into_response_all(r)),
+        }
+    }
+}
+
+/// A verified payment inside a handler carrying both `#[x402]` and `#[pay]`.
+#[derive(Debug)]
+pub struct DualVerified {
+    req: HttpRequest,
+    payment: RouterPayment,
+}
+
+impl DualVerified {
+    /// How the request was paid, for the handler's `Paid` parameter.
+    pub fn paid(&self) -> RouterPaid {
+        self.payment.paid()
+    }
+
+    /// Runs the handler body, then completes the payment with the protocol that accepted it
+    /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
+    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
+        let mut resp = body.await.respond_to(&self.req).map_into_boxed_body();
+        match self.payment.finish(resp.status().as_u16()).await {
+            Ok(headers) => {
+                copy_headers(&headers, resp.headers_mut());
+                resp
+            }
+            Err(failure) => into_response_all(failure),
+        }
     }
 }

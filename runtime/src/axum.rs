@@ -435,3 +435,68 @@ impl<S: Send + Sync> FromRequestParts<S> for RouterPaid {
         parts.extensions.get::<RouterPaid>().cloned().ok_or(MissingPayment)
     }
 }
+
+use crate::router::{RouterPayment, StaticDualRoute};
+
+/// What a handler carrying both `#[x402]` and `#[pay]` puts first in its arguments: the request,
+/// and the [`X402HttpServer`] and the [`Mpp`] from the router state (`X402HttpServer: FromRef<S>`
+/// and `Mpp: FromRef<S>`).
+#[derive(Debug)]
+pub struct DualGuard {
+    server: X402HttpServer,
+    mpp: Mpp,
+    ctx: RequestContext,
+}
+
+impl<S> FromRequestParts<S> for DualGuard
+where
+    X402HttpServer: FromRef<S>,
+    Mpp: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            server: X402HttpServer::from_ref(state),
+            mpp: Mpp::from_ref(state),
+            ctx: RequestContext::from_parts(&parts.method, &parts.uri, &parts.headers),
+        })
+    }
+}
+
+impl DualGuard {
+    /// Verifies the request's x402 payment or MPP credential for `route` (MPP first when both
+    /// are present); `Err` is the response to return at once (the merged 402 when unpaid).
+    pub async fn verify(self, route: &'static StaticDualRoute) -> Result<DualVerified, Response> {
+        match route.process(&self.ctx, &self.server, &self.mpp).await {
+            Ok(payment) => Ok(DualVerified { payment }),
+            Err(r) => Err(into_response(r)),
+        }
+    }
+}
+
+/// A verified payment inside a handler carrying both `#[x402]` and `#[pay]`.
+#[derive(Debug)]
+pub struct DualVerified {
+    payment: RouterPayment,
+}
+
+impl DualVerified {
+    /// How the request was paid, for the handler's `Paid` parameter.
+    pub fn paid(&self) -> RouterPaid {
+        self.payment.paid()
+    }
+
+    /// Runs the handler body, then completes the payment with the protocol that accepted it
+    /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
+    pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        let mut resp = body.await.into_response();
+        match self.payment.finish(resp.status().as_u16()).await {
+            Ok(headers) => {
+                resp.headers_mut().extend(headers);
+                resp
+            }
+            Err(failure) => into_response(failure),
+        }
+    }
+}

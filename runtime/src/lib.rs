@@ -29,18 +29,19 @@ pub mod actix;
 pub mod __private {
     //! Items named by the attribute macros' expansions. Not public API.
     pub use crate::mpp::{Credential, Receipt, StaticPaySpec};
+    pub use crate::router::{Paid, StaticDualRoute};
     pub use crate::x402::http::{StaticRoute, X402Payment};
 
     /// axum glue.
     #[cfg(feature = "axum")]
     pub mod axum {
-        pub use crate::axum::{MppGuard, MppVerified, X402Guard, X402Verified};
+        pub use crate::axum::{DualGuard, DualVerified, MppGuard, MppVerified, X402Guard, X402Verified};
         pub use ::axum::response::Response;
     }
 
     /// actix-web glue.
     #[cfg(feature = "actix")]
     pub mod actix {
-        pub use crate::actix::{MppGuard, MppVerified, Response, X402Guard, X402Verified};
+        pub use crate::actix::{DualGuard, DualVerified, MppGuard, MppVerified, Response, X402Guard, X402Verified};
     }
 }

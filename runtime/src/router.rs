@@ -12,15 +12,15 @@
 //!
 //! Custom protocols plug in through [`PaymentAdapter`].
 
-use crate::mpp::{Credential, Mpp, PaySpec, Receipt};
+use crate::mpp::{Credential, Mpp, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
-use crate::x402::http::{RouteConfig, X402HttpServer, X402Payment};
+use crate::x402::http::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use crate::x402::routes::{RouteKeyError, RoutePattern, normalize_path};
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How a request was paid; handlers behind the router can take it to know which protocol paid.
 #[derive(Clone, Debug)]
@@ -397,5 +397,51 @@ impl PaymentRouter {
             merged.headers.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
         }
         merged
+    }
+}
+
+/// The route of a handler carrying both `#[x402(...)]` and `#[pay(...)]` (what the stacked
+/// attributes expand to): the two protocols' statics, and the [`RouteProtocols`] built from them
+/// once, on first use.
+#[derive(Debug)]
+pub struct StaticDualRoute {
+    route: &'static StaticRoute,
+    spec: &'static StaticPaySpec,
+    protocols: OnceLock<Arc<RouteProtocols>>,
+}
+
+impl StaticDualRoute {
+    /// Offers x402 per `route` and MPP per `spec`.
+    pub const fn new(route: &'static StaticRoute, spec: &'static StaticPaySpec) -> Self {
+        Self { route, spec, protocols: OnceLock::new() }
+    }
+
+    /// The route's protocols (x402 and MPP); `Err` is the response to send (the x402 route is
+    /// misconfigured).
+    #[allow(clippy::result_large_err)] // the Err side is the HTTP response itself
+    pub fn protocols(&self, server: &X402HttpServer) -> Result<Arc<RouteProtocols>, PaymentHttpResponse> {
+        if let Some(p) = self.protocols.get() {
+            return Ok(Arc::clone(p));
+        }
+        let config = self.route.config(server)?;
+        let protocols = RouteProtocols::new().with("x402", config).with("mpp", self.spec.spec());
+        Ok(Arc::clone(self.protocols.get_or_init(|| Arc::new(protocols))))
+    }
+
+    /// Decides a request with the state's x402 server and MPP coordinator (a [`PaymentRouter`]
+    /// with the [`X402Adapter`] and the [`MppAdapter`]): the accepted payment, or the response
+    /// to send.
+    pub async fn process(
+        &self,
+        ctx: &RequestContext,
+        server: &X402HttpServer,
+        mpp: &Mpp,
+    ) -> Result<RouterPayment, PaymentHttpResponse> {
+        let protocols = self.protocols(server)?;
+        // The adapters wrap the state's (cheap to clone) server and coordinator, so one handler
+        // mounted in apps with different state uses each app's own.
+        let router =
+            PaymentRouter::new().adapter(X402Adapter::new(server.clone())).adapter(MppAdapter::new(mpp.clone()));
+        router.process(ctx, &protocols).await
     }
 }

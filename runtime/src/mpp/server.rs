@@ -453,6 +453,14 @@ impl Mpp {
                     )));
                 }
             },
+            "session" => match &self.inner.method.session {
+                Some(s) => s.challenge_method_details(),
+                None => {
+                    return Err(PayError::Method(EvmPaymentError::BadRequest(
+                        "the session intent is not configured".into(),
+                    )));
+                }
+            },
             other => {
                 return Err(PayError::Method(EvmPaymentError::BadRequest(format!(
                     "the `{other}` intent is not configured"

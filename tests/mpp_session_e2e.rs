@@ -1,0 +1,640 @@
+//! The MPP `evm` **session** intent end to end over real HTTP, on axum (route table `MppLayer`
+//! and the `#[pay(intent = "session")]` macro) and actix-web (`MppMiddleware`).
+//!
+//! The seller's [`SessionIntent`] talks to the Settlement Agent through [`OkxSaClient`], pointed
+//! at a stand-in on 127.0.0.1 that re-checks every request on its own (`OK-ACCESS-*` headers,
+//! the HMAC with this file's own hmac/sha2/base64 code, the seconds-only timestamp, the compact
+//! JSON body re-serialised byte for byte from the typed request) and delegates the work to an
+//! [`EmbeddedSa`] (an in-memory escrow), so balances can be checked after every step.
+
+mod support;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use pay402::axum::{Credential, Mpp, Receipt, pay};
+use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
+use pay402::mpp::{
+    ChannelState, ChannelStore, EmbeddedSa, EvmMethod, ParsedChallenge, PaySpec, SessionClient, SessionIntent,
+    b64url_decode, parse_www_authenticate,
+};
+use pay402::okx::OkxCredentials;
+use pay402::okx::sa::{
+    OkxSaClient, OkxSaConfig, SaError, SessionCloseRequest, SessionOpenRequest, SessionSettleRequest,
+    SessionTopUpRequest,
+};
+use pay402::x402::networks::NetworkRegistry;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use support::{FRAMEWORKS, Framework, Running};
+
+const API_KEY: &str = "session-e2e-key";
+const API_SECRET: &str = "session-e2e-secret";
+const PASSPHRASE: &str = "session-e2e-passphrase";
+const SA_BASE: &str = "/api/v6/pay/mpp";
+const MPP_SECRET: &str = "session-e2e-mpp-secret";
+const REALM: &str = "api.example.com";
+const USDT0: &str = "0x779ded0c9e1022225f8e0630b35a9b54be713736";
+const ESCROW: &str = "0x5E550002e64FaF79B41D89fE8439eEb1be66CE3b";
+/// Anvil account 0: the buyer.
+const PAYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+/// Anvil account 1: the payee (merchant), who signs settle/close authorizations.
+const PAYEE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+/// Anvil account 2: a stranger.
+const OTHER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3d71c2f3d8a9f2bf";
+const FUNDS: u64 = 10_000_000;
+const COST: u128 = 1000;
+const PROBLEMS: &str = "https://paymentauth.org/problems/";
+
+fn key(k: &str) -> PrivateKeySigner {
+    signer_from_hex(k).expect("key")
+}
+
+fn u(v: u64) -> U256 {
+    U256::from(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SA stand-in
+// ---------------------------------------------------------------------------------------------
+
+struct SaState {
+    sa: EmbeddedSa,
+    /// Paths called, in order.
+    calls: Vec<String>,
+    /// Checks that failed (the test fails on them).
+    failures: Vec<String>,
+}
+
+type Shared = Arc<Mutex<SaState>>;
+
+/// A local SA: checks each request like OKX's gateway would, then lets the [`EmbeddedSa`] do
+/// the work. Stopped on drop; recorded check failures fail the test.
+struct SaStandIn {
+    url: String,
+    state: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SaStandIn {
+    async fn start(sa: EmbeddedSa) -> Self {
+        let state = Arc::new(Mutex::new(SaState { sa, calls: Vec::new(), failures: Vec::new() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = axum::Router::new().fallback(sa_handle).with_state(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("SA stand-in");
+        });
+        Self { url, state, task }
+    }
+
+    fn client(&self) -> OkxSaClient {
+        let creds = OkxCredentials::new(API_KEY, API_SECRET, PASSPHRASE);
+        OkxSaClient::new(OkxSaConfig::new(creds).base_url(&self.url)).expect("SA client")
+    }
+
+    /// The calls so far (and no failed check).
+    fn calls(&self) -> Vec<String> {
+        let st = self.state.lock().expect("state");
+        assert!(st.failures.is_empty(), "the SA stand-in refused requests: {:#?}", st.failures);
+        st.calls.clone()
+    }
+}
+
+impl Drop for SaStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+        if !std::thread::panicking() {
+            let failures = std::mem::take(&mut self.state.lock().expect("state").failures);
+            assert!(failures.is_empty(), "the SA stand-in refused requests: {failures:#?}");
+        }
+    }
+}
+
+/// `base64(HMAC-SHA256(secret, timestamp + METHOD + path + body))`, computed here.
+fn okx_signature(timestamp: &str, method: &str, path: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(API_SECRET.as_bytes()).expect("HMAC key");
+    mac.update(timestamp.as_bytes());
+    mac.update(method.as_bytes());
+    mac.update(path.as_bytes());
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`.
+fn is_seconds_timestamp(ts: &str) -> bool {
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:ddZ";
+    ts.len() == SHAPE.len()
+        && ts.bytes().zip(SHAPE).all(|(b, &want)| if want == b'd' { b.is_ascii_digit() } else { b == want })
+}
+
+fn check_headers(method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Vec<String> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let mut problems = Vec::new();
+    if get("content-type") != Some("application/json") {
+        problems.push(format!("Content-Type {:?}", get("content-type")));
+    }
+    if get("ok-access-key") != Some(API_KEY) {
+        problems.push(format!("OK-ACCESS-KEY {:?}", get("ok-access-key")));
+    }
+    if get("ok-access-passphrase") != Some(PASSPHRASE) {
+        problems.push(format!("OK-ACCESS-PASSPHRASE {:?}", get("ok-access-passphrase")));
+    }
+    let ts = get("ok-access-timestamp").unwrap_or_default();
+    if !is_seconds_timestamp(ts) {
+        problems.push(format!("OK-ACCESS-TIMESTAMP {ts:?} is not YYYY-MM-DDTHH:MM:SSZ"));
+    }
+    let want = okx_signature(ts, method.as_str(), path, body);
+    if get("ok-access-sign") != Some(want.as_str()) {
+        problems.push(format!("OK-ACCESS-SIGN {:?}, want {want}", get("ok-access-sign")));
+    }
+    problems
+}
+
+/// Parses the body as `T`, and checks that it is exactly `T` re-serialised (compact,
+/// ASCII-escaped, documented key order) and carries `payload.action == action`.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(body: &[u8], action: &str) -> Result<T, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    if value["payload"]["action"] != action {
+        return Err(format!("payload.action is {}, want {action}", value["payload"]["action"]));
+    }
+    let req: T = serde_json::from_value(value).map_err(|e| format!("body does not fit the request type: {e}"))?;
+    let again = pay402::json::compact_ascii(&req).map_err(|e| e.to_string())?;
+    if again != body {
+        return Err(format!(
+            "body is not in the canonical shape:\n got {}\nwant {}",
+            String::from_utf8_lossy(body),
+            String::from_utf8_lossy(&again)
+        ));
+    }
+    Ok(req)
+}
+
+fn envelope<T: serde::Serialize>(result: Result<T, SaError>) -> Response {
+    let body = match result {
+        Ok(data) => json!({"code": 0, "data": data, "msg": ""}),
+        Err(SaError::Api { code, error }) => json!({"code": code, "data": null, "msg": error.detail()}),
+        Err(other) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, other.to_string()).into_response();
+        }
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn sa_handle(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let mut st = state.lock().expect("state");
+    st.calls.push(path.clone());
+    let mut problems = check_headers(&method, &path, &headers, &body);
+    let endpoint = path.strip_prefix(SA_BASE).unwrap_or("");
+    let sa = st.sa.clone();
+    let response = match (method.as_str(), endpoint) {
+        ("POST", "/session/open") => {
+            typed::<SessionOpenRequest>(&body, "open").map(|r| envelope(sa.session_open_now(&r)))
+        }
+        ("POST", "/session/topUp") => {
+            typed::<SessionTopUpRequest>(&body, "topUp").map(|r| envelope(sa.session_top_up_now(&r)))
+        }
+        ("POST", "/session/settle") => {
+            typed::<SessionSettleRequest>(&body, "settle").map(|r| envelope(sa.session_settle_now(&r)))
+        }
+        ("POST", "/session/close") => {
+            typed::<SessionCloseRequest>(&body, "close").map(|r| envelope(sa.session_close_now(&r)))
+        }
+        _ => Err(format!("unexpected call {method} {path}")),
+    };
+    match response {
+        Ok(resp) if problems.is_empty() => resp,
+        other => {
+            if let Err(e) = other {
+                problems.push(e);
+            }
+            st.failures.extend(problems.iter().map(|p| format!("{method} {path}: {p}")));
+            let body = json!({"code": 50113, "msg": problems.join("; ")}).to_string();
+            (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The seller on both frameworks
+// ---------------------------------------------------------------------------------------------
+
+/// Handler runs of the `#[pay]` route (a plain fn cannot capture a counter).
+static MACRO_CALLS: AtomicUsize = AtomicUsize::new(0);
+/// The scenarios share [`MACRO_CALLS`]: they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A metered call through the macro.
+#[pay(amount = "0.001", intent = "session")]
+async fn macro_metered(credential: Credential, receipt: Receipt) -> axum::Json<Value> {
+    MACRO_CALLS.fetch_add(1, Ordering::SeqCst);
+    axum::Json(json!({"data": "metered", "channel": receipt.reference, "payer": credential.source}))
+}
+
+struct Seller {
+    running: Running,
+    standin: SaStandIn,
+    sa: EmbeddedSa,
+    intent: SessionIntent,
+    calls: Arc<AtomicUsize>,
+    http: reqwest::Client,
+}
+
+fn session_spec() -> PaySpec {
+    PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() }
+}
+
+async fn start(fw: Framework) -> Seller {
+    let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
+    sa.fund(USDT0, PAYER, u(FUNDS)).expect("fund");
+    let standin = SaStandIn::start(sa.clone()).await;
+    let intent = SessionIntent::new(standin.client(), PAYEE).signer(Arc::new(key(PAYEE_KEY)));
+    let method = EvmMethod::x_layer(PAYEE).with_session(intent.clone());
+    let mpp = Mpp::new(method, REALM, MPP_SECRET)
+        .expect("mpp")
+        .route("GET /metered", session_spec())
+        .and_then(|m| m.route("GET /broken", session_spec()))
+        .expect("routes");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = match fw {
+        Framework::Axum => {
+            let c = Arc::clone(&calls);
+            let metered = move |credential: Credential, receipt: Receipt| {
+                c.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    axum::Json(json!({"data": "metered", "channel": receipt.reference, "payer": credential.source}))
+                }
+            };
+            let c = Arc::clone(&calls);
+            let broken = move |_: Credential| {
+                c.fetch_add(1, Ordering::SeqCst);
+                async move { (StatusCode::INTERNAL_SERVER_ERROR, "handler failed") }
+            };
+            let app = axum::Router::new()
+                .route("/metered", axum::routing::get(metered))
+                .route("/broken", axum::routing::get(broken))
+                .route("/macro", axum::routing::get(macro_metered))
+                .layer(pay402::axum::MppLayer::new(mpp.clone()))
+                .with_state(mpp);
+            support::serve_axum(app).await
+        }
+        Framework::Actix => {
+            use actix_web::{HttpResponse, web};
+            let c = Arc::clone(&calls);
+            support::serve_actix(move || {
+                let (c1, c2) = (Arc::clone(&c), Arc::clone(&c));
+                actix_web::App::new()
+                    .wrap(pay402::actix::MppMiddleware::new(mpp.clone()))
+                    .route(
+                        "/metered",
+                        web::get().to(move |credential: Credential, receipt: Receipt| {
+                            c1.fetch_add(1, Ordering::SeqCst);
+                            async move {
+                                HttpResponse::Ok().json(
+                                    json!({"data": "metered", "channel": receipt.reference, "payer": credential.source}),
+                                )
+                            }
+                        }),
+                    )
+                    .route(
+                        "/broken",
+                        web::get().to(move |_: Credential| {
+                            c2.fetch_add(1, Ordering::SeqCst);
+                            async move { HttpResponse::InternalServerError().body("handler failed") }
+                        }),
+                    )
+            })
+        }
+    };
+    Seller { running, standin, sa, intent, calls, http: reqwest::Client::new() }
+}
+
+/// The paths under test on a framework: the route table, and on axum also `#[pay]`.
+fn paid_paths(fw: Framework) -> &'static [&'static str] {
+    match fw {
+        Framework::Axum => &["/metered", "/macro"],
+        Framework::Actix => &["/metered"],
+    }
+}
+
+impl Seller {
+    async fn get(&self, path: &str, authorization: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.running.base));
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        req.send().await.expect("request")
+    }
+
+    async fn challenge(&self, path: &str) -> ParsedChallenge {
+        let resp = self.get(path, None).await;
+        assert_eq!(resp.status(), 402, "{path}");
+        let www = resp.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+        let c = parse_www_authenticate(&[&www]).expect("challenge").remove(0);
+        assert!(c.verify_id(MPP_SECRET));
+        c
+    }
+
+    fn handler_calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst) + MACRO_CALLS.load(Ordering::SeqCst)
+    }
+
+    async fn state(&self, channel: &str) -> ChannelState {
+        self.intent.channel_store().get(channel).await.expect("store").expect("channel in the store").value
+    }
+
+    /// (payer, escrow, payee) balances.
+    fn balances(&self) -> (U256, U256, U256) {
+        (self.sa.balance(USDT0, PAYER), self.sa.balance(USDT0, ESCROW), self.sa.balance(USDT0, PAYEE))
+    }
+
+    /// A management action: HTTP 200 JSON, handler not run; returns the decoded settlement.
+    async fn manage(&self, path: &str, authorization: &str, challenge_id: &str) -> Value {
+        let before = self.handler_calls();
+        let resp = self.get(path, Some(authorization)).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert!(resp.headers().get("payment-receipt").is_none());
+        let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("JSON");
+        assert_eq!(body["status"], "ok");
+        let receipt = &body["receipt"];
+        assert_eq!(
+            (&receipt["id"], &receipt["status"], &receipt["method"], &receipt["intent"]),
+            (&json!(challenge_id), &json!("success"), &json!("evm"), &json!("session"))
+        );
+        assert_eq!(self.handler_calls(), before, "{path}: a management action never runs the handler");
+        let settlement = b64url_decode(receipt["settlement"].as_str().expect("settlement")).expect("base64url");
+        serde_json::from_slice(&settlement).expect("settlement JSON")
+    }
+
+    /// A voucher request served by the handler: 200 and its `Payment-Receipt`.
+    async fn paid(&self, path: &str, authorization: &str) -> pay402::mpp::Receipt {
+        let before = self.handler_calls();
+        let resp = self.get(path, Some(authorization)).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        let receipt =
+            pay402::mpp::Receipt::from_payment_receipt(resp.headers()["payment-receipt"].to_str().expect("ascii"))
+                .expect("receipt");
+        let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("JSON");
+        assert_eq!(body["data"], "metered");
+        assert_eq!(body["channel"], receipt.reference.as_str());
+        assert_eq!(self.handler_calls(), before + 1, "{path}");
+        receipt
+    }
+
+    /// A refused request: status and problem `type`; the handler is not run.
+    async fn refused(&self, path: &str, authorization: &str) -> (u16, String) {
+        let before = self.handler_calls();
+        let resp = self.get(path, Some(authorization)).await;
+        let status = resp.status().as_u16();
+        assert!(resp.headers().get("payment-receipt").is_none());
+        if status == 402 {
+            assert!(resp.headers().get("www-authenticate").is_some(), "{path}: a fresh challenge with a 402");
+        }
+        let body: Value = serde_json::from_str(&resp.text().await.expect("body")).expect("problem JSON");
+        assert_eq!(self.handler_calls(), before, "{path}: a refused voucher never runs the handler");
+        assert_eq!(body["status"], status);
+        (status, body["type"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+fn client() -> SessionClient {
+    SessionClient::new(key(PAYER_KEY)).with_registry(NetworkRegistry::x_layer())
+}
+
+/// The receipt of a voucher request, field by field.
+fn assert_voucher_receipt(r: &pay402::mpp::Receipt, channel: &str, cumulative: u128, remaining: u128, deposit: u128) {
+    assert_eq!((r.status.as_str(), r.method.as_str(), r.reference.as_str()), ("success", "evm", channel));
+    assert!(r.external_id.is_none());
+    let extra: BTreeMap<String, Value> = r.extra.clone().expect("extra").into_iter().collect();
+    let want: BTreeMap<String, Value> = [
+        ("intent", json!("session")),
+        ("channelId", json!(channel)),
+        ("cumulativeAmount", json!(cumulative.to_string())),
+        ("reserved", json!(COST.to_string())),
+        ("remainingBalance", json!(remaining.to_string())),
+        ("deposit", json!(deposit.to_string())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(extra, want);
+}
+
+fn books(s: &ChannelState) -> (u128, u128, u128, u64, u128) {
+    (s.deposit, s.highest_voucher_amount, s.spent, s.units, s.reserved)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn whole_channel_lifecycle_over_http() {
+    let _serial = SERIAL.lock().await;
+    for fw in FRAMEWORKS {
+        for &path in paid_paths(fw) {
+            let what = format!("{fw:?} {path}");
+            let seller = start(fw).await;
+            let buyer = client();
+            let c = seller.challenge(path).await;
+            assert_eq!((c.realm.as_str(), c.method.as_str(), c.intent.as_str()), (REALM, "evm", "session"), "{what}");
+            assert_eq!(c.request["amount"], "1000");
+            assert_eq!(c.request["recipient"], PAYEE);
+            assert_eq!(
+                c.request["methodDetails"],
+                json!({"chainId": 196, "escrowContract": ESCROW, "feePayer": false, "minVoucherDelta": "0"})
+            );
+
+            // open
+            let (channel, open) = buyer.open_header(&c, u(5_000_000)).expect("open");
+            let result = seller.manage(path, &open, &c.id).await;
+            let reference = result["reference"].as_str().expect("reference").to_owned();
+            assert!(reference.starts_with("0x") && reference.len() == 66, "{what}: {reference}");
+            assert_eq!(
+                result,
+                json!({"channelId": channel, "cumulativeAmount": "0", "escrowContract": ESCROW, "status": "open",
+                       "reference": reference}),
+                "{what}"
+            );
+            assert_eq!(books(&seller.state(&channel).await), (5_000_000, 0, 0, 0, 0), "{what}");
+            assert_eq!(seller.balances(), (u(FUNDS - 5_000_000), u(5_000_000), u(0)), "{what}");
+            let handler_calls = seller.handler_calls();
+
+            // N paid requests, each a fresh voucher.
+            for i in 1..=3u128 {
+                let header = buyer.next_voucher(&c, &channel, U256::from(COST)).expect("voucher");
+                let receipt = seller.paid(path, &header).await;
+                assert_voucher_receipt(&receipt, &channel, i * COST, 0, 5_000_000);
+                let units = u64::try_from(i).expect("small");
+                assert_eq!(books(&seller.state(&channel).await), (5_000_000, i * COST, i * COST, units, 0), "{what}");
+            }
+            // A voucher signed ahead (3000 over the highest) leaves a remaining balance.
+            let ahead = buyer.voucher_header(&c, &channel, U256::from(6000u64)).expect("voucher");
+            let receipt = seller.paid(path, &ahead).await;
+            assert_voucher_receipt(&receipt, &channel, 6000, 2000, 5_000_000);
+            assert_eq!(books(&seller.state(&channel).await), (5_000_000, 6000, 4000, 4, 0), "{what}");
+            assert_eq!(seller.balances(), (u(FUNDS - 5_000_000), u(5_000_000), u(0)), "vouchers move no tokens");
+            assert_eq!(seller.handler_calls(), handler_calls + 4, "{what}");
+
+            // topUp
+            let c2 = seller.challenge(path).await;
+            let top_up = buyer.top_up_header(&c2, &channel, u(1_000_000)).expect("topUp");
+            let result = seller.manage(path, &top_up, &c2.id).await;
+            assert_eq!(
+                (&result["channelId"], &result["cumulativeAmount"], &result["status"]),
+                (&json!(channel), &json!("6000"), &json!("open")),
+                "{what}"
+            );
+            assert_eq!(books(&seller.state(&channel).await), (6_000_000, 6000, 4000, 4, 0), "{what}");
+            assert_eq!(seller.balances(), (u(FUNDS - 6_000_000), u(6_000_000), u(0)), "{what}");
+
+            // More requests: the first two are covered by the voucher signed ahead.
+            for (i, (cumulative, remaining)) in [(6000u128, 1000u128), (6000, 0), (7000, 0)].into_iter().enumerate() {
+                let header = buyer.voucher_header(&c2, &channel, U256::from(cumulative)).expect("voucher");
+                let header = if i == 1 {
+                    // The same voucher under a third challenge (each challenge pays once).
+                    buyer.voucher_header(&seller.challenge(path).await, &channel, U256::from(cumulative)).unwrap()
+                } else {
+                    header
+                };
+                let receipt = seller.paid(path, &header).await;
+                assert_voucher_receipt(&receipt, &channel, cumulative, remaining, 6_000_000);
+            }
+            assert_eq!(books(&seller.state(&channel).await), (6_000_000, 7000, 7000, 7, 0), "{what}");
+
+            // The merchant settles: the payee is paid the highest voucher, the channel stays.
+            let settled = seller.intent.settle_channel(&channel).await.expect("settle");
+            assert_eq!((settled.cumulative_amount.as_str(), settled.status.as_str()), ("7000", "open"));
+            assert_eq!(seller.balances(), (u(FUNDS - 6_000_000), u(6_000_000 - 7000), u(7000)), "{what}");
+            assert_eq!(books(&seller.state(&channel).await), (6_000_000, 7000, 7000, 7, 0), "{what}");
+            let status = seller.sa.session_status_now(&channel).expect("status");
+            assert_eq!((status.settled_on_chain.as_str(), status.session_status.as_str()), ("7000", "OPEN"));
+
+            // One more request after settling, then the buyer closes at the highest voucher.
+            let header = buyer.next_voucher(&c2, &channel, U256::from(COST)).expect("voucher");
+            assert_voucher_receipt(&seller.paid(path, &header).await, &channel, 8000, 0, 6_000_000);
+            let close = buyer.close_header(&c2, &channel, U256::from(8000u64)).expect("close");
+            let result = seller.manage(path, &close, &c2.id).await;
+            assert_eq!((&result["cumulativeAmount"], &result["status"]), (&json!("8000"), &json!("closed")), "{what}");
+            assert!(seller.intent.channel_store().get(&channel).await.expect("store").is_none(), "{what}");
+            assert_eq!(seller.balances(), (u(FUNDS - 8000), u(0), u(8000)), "{what}");
+            let status = seller.sa.session_status_now(&channel).expect("status");
+            assert_eq!((status.session_status.as_str(), status.remaining_balance.as_str()), ("CLOSED", "0"));
+
+            // Nothing is served on a closed channel.
+            let after = buyer.next_voucher(&c2, &channel, U256::from(COST)).expect("voucher");
+            let (status, kind) = seller.refused(path, &after).await;
+            assert_eq!((status, kind), (410, format!("{PROBLEMS}session/channel-not-found")), "{what}");
+            assert_eq!(seller.handler_calls(), handler_calls + 8, "{what}");
+
+            // The SA saw exactly the management calls (vouchers need none).
+            let calls = seller.standin.calls();
+            let want: Vec<String> =
+                ["open", "topUp", "settle", "close"].iter().map(|a| format!("{SA_BASE}/session/{a}")).collect();
+            assert_eq!(calls, want, "{what}");
+        }
+    }
+}
+
+/// Re-encodes a credential after editing its payload.
+fn with_payload(header: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> String {
+    let mut c = pay402::mpp::Credential::from_authorization_header(header).expect("credential");
+    edit(&mut c.payload);
+    c.to_authorization_header()
+}
+
+#[tokio::test]
+async fn bad_vouchers_and_failing_handlers_over_http() {
+    let _serial = SERIAL.lock().await;
+    for fw in FRAMEWORKS {
+        for &path in paid_paths(fw) {
+            let what = format!("{fw:?} {path}");
+            let seller = start(fw).await;
+            let buyer = client();
+            let stranger = SessionClient::new(key(OTHER_KEY)).with_registry(NetworkRegistry::x_layer());
+            let c = seller.challenge(path).await;
+            let (channel, open) = buyer.open_header(&c, u(1_000_000)).expect("open");
+            seller.manage(path, &open, &c.id).await;
+            let first = buyer.voucher_header(&c, &channel, U256::from(1000u64)).expect("voucher");
+            assert_voucher_receipt(&seller.paid(path, &first).await, &channel, 1000, 0, 1_000_000);
+            let before = seller.state(&channel).await;
+            let funds = seller.balances();
+
+            let good = buyer.voucher_header(&c, &channel, U256::from(2000u64)).expect("voucher");
+            let cases: Vec<(&str, String, u16, &str)> = vec![
+                (
+                    "wrong signer",
+                    stranger.voucher_header(&c, &channel, U256::from(2000u64)).unwrap(),
+                    402,
+                    "session/signer-mismatch",
+                ),
+                (
+                    "equal cumulative, not a replay",
+                    stranger.voucher_header(&c, &channel, U256::from(1000u64)).unwrap(),
+                    402,
+                    "session/delta-too-small",
+                ),
+                (
+                    "above the deposit",
+                    buyer.voucher_header(&c, &channel, U256::from(1_000_001u64)).unwrap(),
+                    402,
+                    "session/amount-exceeds-deposit",
+                ),
+                (
+                    "malformed signature",
+                    with_payload(&good, |p| {
+                        p.insert("signature".into(), Value::String("0x1234".into()));
+                    }),
+                    402,
+                    "session/invalid-signature",
+                ),
+                ("replay under the same challenge", first.clone(), 402, "invalid-payload"),
+            ];
+            for (case, header, status, slug) in cases {
+                let got = seller.refused(path, &header).await;
+                assert_eq!(got, (status, format!("{PROBLEMS}{slug}")), "{what}: {case}");
+                assert_eq!(seller.state(&channel).await, before, "{what}: {case}: the channel changed");
+                assert_eq!(seller.balances(), funds, "{what}: {case}: tokens moved");
+            }
+
+            // A failing handler is not charged; the voucher still counts and the next works.
+            if path == "/metered" {
+                let calls = seller.handler_calls();
+                let header = buyer.voucher_header(&c, &channel, U256::from(2000u64)).expect("voucher");
+                let resp = seller.get("/broken", Some(&header)).await;
+                assert_eq!(resp.status(), 500, "{what}");
+                assert!(resp.headers().get("payment-receipt").is_none(), "{what}");
+                assert_eq!(seller.handler_calls(), calls + 1);
+                assert_eq!(books(&seller.state(&channel).await), (1_000_000, 2000, 1000, 1, 0), "{what}");
+                // The same request retried succeeds and is charged once.
+                assert_voucher_receipt(&seller.paid(path, &header).await, &channel, 2000, 0, 1_000_000);
+                assert_eq!(books(&seller.state(&channel).await), (1_000_000, 2000, 2000, 2, 0), "{what}");
+            }
+            let next = buyer.voucher_header(&c, &channel, U256::from(3000u64)).expect("voucher");
+            let spent = seller.state(&channel).await.spent;
+            assert_voucher_receipt(&seller.paid(path, &next).await, &channel, 3000, 3000 - spent - COST, 1_000_000);
+            assert_eq!(seller.state(&channel).await.spent, spent + COST, "{what}");
+
+            // After close: 410, the handler not run.
+            let close = buyer.close_header(&c, &channel, U256::from(3000u64)).expect("close");
+            seller.manage(path, &close, &c.id).await;
+            let late = buyer.voucher_header(&c, &channel, U256::from(4000u64)).expect("voucher");
+            assert_eq!(
+                seller.refused(path, &late).await,
+                (410, format!("{PROBLEMS}session/channel-not-found")),
+                "{what}: after close"
+            );
+            assert_eq!(seller.balances(), (u(FUNDS - 3000), u(0), u(3000)), "{what}");
+        }
+    }
+}
