@@ -86,29 +86,9 @@ fn ctx(authorization: Option<&str>) -> RequestContext {
 }
 
 /// `Mpp::process` for the session route.
-///
-/// While the coordinator's `pay_request` does not build session requests yet, this performs
-/// the same steps with public parts: the route's request (with the session intent's
-/// `methodDetails`), `verify_or_challenge`, and the coordinator's own rendering.
 async fn process(mpp: &Mpp, spec: &PaySpec, authorization: Option<&str>) -> Result<Paid, PaymentHttpResponse> {
-    if mpp.pay_request(spec).is_ok() {
-        return mpp.process(&ctx(authorization), spec).await;
-    }
-    let method = mpp.method();
-    let details = method.session.as_ref().expect("session intent").challenge_method_details();
-    let amount = pay402::mpp::server::to_base_units(&spec.amount, method.decimals).unwrap();
-    let request = obj(json!({
-        "amount": amount, "currency": method.currency, "recipient": method.recipient, "methodDetails": details,
-    }));
-    let ttl = spec.expires_in.unwrap_or(Duration::from_secs(300));
-    let expires = pay402::mpp::python_isoformat_z(time::OffsetDateTime::now_utc() + ttl);
-    match mpp.verify_or_challenge(authorization, "session", request, spec.description.clone(), expires).await {
-        Ok(pay402::mpp::Granted::Paid(paid)) => Ok(paid),
-        Ok(pay402::mpp::Granted::Management { body, .. }) => {
-            Err(PaymentHttpResponse::new(http::StatusCode::OK, "application/json", body.to_string()))
-        }
-        Err(rejection) => Err(mpp.reject_response(&rejection)),
-    }
+    mpp.pay_request(spec).expect("the coordinator builds session requests");
+    mpp.process(&ctx(authorization), spec).await
 }
 
 /// A fresh challenge from the route (a 402 answer to an unpaid request).
