@@ -1,5 +1,6 @@
 //! The MPP `evm` **session** intent end to end over real HTTP, on axum (route table `MppLayer`
-//! and the `#[pay(intent = "session")]` macro) and actix-web (`MppMiddleware`).
+//! and the `#[pay(intent = "session")]` macro) and actix-web (`MppMiddleware`, and `#[get]` +
+//! `#[pay(intent = "session")]`).
 //!
 //! The seller's [`SessionIntent`] talks to the Settlement Agent through [`OkxSaClient`], pointed
 //! at a stand-in on 127.0.0.1 that re-checks every request on its own (`OK-ACCESS-*` headers,
@@ -240,6 +241,15 @@ async fn macro_metered(credential: Credential, receipt: Receipt) -> axum::Json<V
     axum::Json(json!({"data": "metered", "channel": receipt.reference, "payer": credential.source}))
 }
 
+/// The same metered call through actix's `#[get]` + `#[pay]`.
+#[actix_web::get("/macro")]
+#[pay402::actix::pay(amount = "0.001", intent = "session")]
+async fn actix_macro_metered(credential: Credential, receipt: Receipt) -> actix_web::HttpResponse {
+    MACRO_CALLS.fetch_add(1, Ordering::SeqCst);
+    actix_web::HttpResponse::Ok()
+        .json(json!({"data": "metered", "channel": receipt.reference, "payer": credential.source}))
+}
+
 struct Seller {
     running: Running,
     standin: SaStandIn,
@@ -290,9 +300,12 @@ async fn start(fw: Framework) -> Seller {
         Framework::Actix => {
             use actix_web::{HttpResponse, web};
             let c = Arc::clone(&calls);
+            let data = web::Data::new(mpp.clone());
             support::serve_actix(move || {
                 let (c1, c2) = (Arc::clone(&c), Arc::clone(&c));
                 actix_web::App::new()
+                    .app_data(data.clone())
+                    .service(actix_macro_metered)
                     .wrap(pay402::actix::MppMiddleware::new(mpp.clone()))
                     .route(
                         "/metered",
@@ -318,12 +331,9 @@ async fn start(fw: Framework) -> Seller {
     Seller { running, standin, sa, intent, calls, http: reqwest::Client::new() }
 }
 
-/// The paths under test on a framework: the route table, and on axum also `#[pay]`.
-fn paid_paths(fw: Framework) -> &'static [&'static str] {
-    match fw {
-        Framework::Axum => &["/metered", "/macro"],
-        Framework::Actix => &["/metered"],
-    }
+/// The paths under test on a framework: the route table and `#[pay]`.
+fn paid_paths(_fw: Framework) -> &'static [&'static str] {
+    &["/metered", "/macro"]
 }
 
 impl Seller {
