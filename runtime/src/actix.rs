@@ -17,6 +17,7 @@
 //! ```
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
+use crate::gate::{ExtensionSink, PaymentGate};
 use crate::x402::http::{
     MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
 };
@@ -82,46 +83,100 @@ impl FromRequest for X402Payment {
     }
 }
 
-/// actix-web middleware protecting the routes of an [`X402HttpServer`]'s route table.
-#[derive(Clone, Debug)]
-pub struct X402Middleware {
-    server: X402HttpServer,
-}
-
-impl X402Middleware {
-    /// Protects `server`'s routes; other requests pass through untouched.
-    pub fn new(server: X402HttpServer) -> Self {
-        Self { server }
+impl ExtensionSink for ::actix_web::dev::Extensions {
+    fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        ::actix_web::dev::Extensions::insert(self, value);
     }
 }
 
-impl<S, B> Transform<S, ServiceRequest> for X402Middleware
+/// Completes a payment once the handler answered `status`: `Ok` after adding its headers to
+/// `headers`, `Err` with the response to send instead.
+async fn complete<F>(
+    status: StatusCode,
+    headers: &mut ::actix_web::http::header::HeaderMap,
+    finish: impl FnOnce(u16) -> F,
+) -> Result<(), PaymentHttpResponse>
+where
+    F: Future<Output = Result<http::HeaderMap, PaymentHttpResponse>>,
+{
+    let added = finish(status.as_u16()).await?;
+    copy_headers(&added, headers);
+    Ok(())
+}
+
+/// Turns a guarded handler's answer into the final response: completes the payment (see
+/// [`complete`]), or sends the failure converted by `on_failure`.
+async fn finish_handler<R: Responder, F>(
+    req: &HttpRequest,
+    answer: R,
+    finish: impl FnOnce(u16) -> F,
+    on_failure: fn(PaymentHttpResponse) -> HttpResponse,
+) -> HttpResponse
+where
+    F: Future<Output = Result<http::HeaderMap, PaymentHttpResponse>>,
+{
+    let mut resp = answer.respond_to(req).map_into_boxed_body();
+    let status = resp.status();
+    match complete(status, resp.headers_mut(), finish).await {
+        Ok(()) => resp,
+        Err(failure) => on_failure(failure),
+    }
+}
+
+/// The app's `web::Data<T>`, if configured.
+fn app_data<T: Clone + 'static>(req: &HttpRequest) -> Option<T> {
+    req.app_data::<web::Data<T>>().map(|d| d.get_ref().clone())
+}
+
+/// The 500 sent (and logged) when a guarded handler runs without its configuration.
+fn missing_config(message: &'static str) -> HttpResponse {
+    tracing::error!("{message}");
+    HttpResponse::InternalServerError().body(message)
+}
+
+/// actix-web middleware protecting the routes of a [`PaymentGate`]'s route table; see the
+/// aliases [`X402Middleware`], [`MppMiddleware`] and [`PaymentRouterMiddleware`].
+#[derive(Clone, Debug)]
+pub struct GateMiddleware<G> {
+    gate: G,
+}
+
+impl<G> GateMiddleware<G> {
+    /// Protects `gate`'s routes; other requests pass through untouched.
+    pub fn new(gate: G) -> Self {
+        Self { gate }
+    }
+}
+
+impl<S, B, G> Transform<S, ServiceRequest> for GateMiddleware<G>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
     B: MessageBody + 'static,
+    G: PaymentGate,
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = ::actix_web::Error;
-    type Transform = X402MiddlewareService<S>;
+    type Transform = GateMiddlewareService<S, G>;
     type InitError = ();
     type Future = Ready<Result<Self::Transform, ()>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(X402MiddlewareService { service: Rc::new(service), server: self.server.clone() }))
+        ready(Ok(GateMiddlewareService { service: Rc::new(service), gate: self.gate.clone() }))
     }
 }
 
-/// The service made by [`X402Middleware`].
+/// The service made by [`GateMiddleware`].
 #[derive(Debug)]
-pub struct X402MiddlewareService<S> {
+pub struct GateMiddlewareService<S, G> {
     service: Rc<S>,
-    server: X402HttpServer,
+    gate: G,
 }
 
-impl<S, B> Service<ServiceRequest> for X402MiddlewareService<S>
+impl<S, B, G> Service<ServiceRequest> for GateMiddlewareService<S, G>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
     B: MessageBody + 'static,
+    G: PaymentGate,
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = ::actix_web::Error;
@@ -131,30 +186,25 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
-        let Some(route) = self.server.route_for(req.method().as_str(), req.path()) else {
+        let Some(route) = self.gate.route_for(req.method().as_str(), req.path()) else {
             return Box::pin(async move { service.call(req).await.map(ServiceResponse::map_into_left_body) });
         };
-        let server = self.server.clone();
+        let gate = self.gate.clone();
         Box::pin(async move {
             let ctx = request_context(req.request());
-            let payment = match server.process(&ctx, &route).await {
+            let payment = match gate.process(&ctx, &route).await {
                 Ok(p) => p,
                 Err(r) => {
+                    let r = if G::MULTI_VALUED_HEADERS { into_response_all(r) } else { into_response(r) };
                     let (http_req, _) = req.into_parts();
-                    return Ok(ServiceResponse::new(http_req, into_response(r)).map_into_right_body());
+                    return Ok(ServiceResponse::new(http_req, r).map_into_right_body());
                 }
             };
-            req.extensions_mut().insert(payment.clone());
+            G::insert_extensions(&payment, &mut *req.extensions_mut());
             let mut res = service.call(req).await?;
-            if res.status().as_u16() >= 400 {
-                server.release(&payment).await;
-                return Ok(res.map_into_left_body());
-            }
-            match server.settle(&ctx, &payment).await {
-                Ok(headers) => {
-                    copy_headers(&headers, res.headers_mut());
-                    Ok(res.map_into_left_body())
-                }
+            let status = res.status();
+            match complete(status, res.headers_mut(), |status| gate.finish(&ctx, payment, status)).await {
+                Ok(()) => Ok(res.map_into_left_body()),
                 Err(failure) => {
                     let (http_req, _) = res.into_parts();
                     Ok(ServiceResponse::new(http_req, into_response(failure)).map_into_right_body())
@@ -163,6 +213,12 @@ where
         })
     }
 }
+
+/// actix-web middleware protecting the routes of an [`X402HttpServer`]'s route table.
+pub type X402Middleware = GateMiddleware<X402HttpServer>;
+
+/// The service made by [`X402Middleware`].
+pub type X402MiddlewareService<S> = GateMiddlewareService<S, X402HttpServer>;
 
 /// The message of the 500 sent when a `#[x402]` handler runs without configuration.
 pub const MISSING_SERVER_MESSAGE: &str =
@@ -180,7 +236,7 @@ impl FromRequest for X402Guard {
     type Error = Infallible;
     type Future = Ready<Result<Self, Infallible>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let server = req.app_data::<web::Data<X402HttpServer>>().map(|d| d.get_ref().clone());
+        let server = app_data::<X402HttpServer>(req);
         ready(Ok(Self { server, req: req.clone() }))
     }
 }
@@ -189,8 +245,7 @@ impl X402Guard {
     /// Verifies the request's payment for `route`; `Err` is the response to return at once.
     pub async fn verify(self, route: &'static StaticRoute) -> Result<X402Verified, HttpResponse> {
         let Some(server) = self.server else {
-            tracing::error!("{MISSING_SERVER_MESSAGE}");
-            return Err(HttpResponse::InternalServerError().body(MISSING_SERVER_MESSAGE));
+            return Err(missing_config(MISSING_SERVER_MESSAGE));
         };
         let config: Arc<RouteConfig> = route.config(&server).map_err(into_response)?;
         let ctx = request_context(&self.req);
@@ -218,18 +273,13 @@ impl X402Verified {
 
     /// Runs the handler body, then settles (status < 400) or releases the payment.
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        let mut resp = body.await.respond_to(&self.req).map_into_boxed_body();
-        if resp.status().as_u16() >= 400 {
-            self.server.release(&self.payment).await;
-            return resp;
-        }
-        match self.server.settle(&self.ctx, &self.payment).await {
-            Ok(headers) => {
-                copy_headers(&headers, resp.headers_mut());
-                resp
-            }
-            Err(failure) => into_response(failure),
-        }
+        finish_handler(
+            &self.req,
+            body.await,
+            |status| self.server.finish(&self.ctx, self.payment, status),
+            into_response,
+        )
+        .await
     }
 }
 
@@ -259,83 +309,10 @@ impl FromRequest for Receipt {
 }
 
 /// actix-web middleware protecting the routes of an [`Mpp`] route table.
-#[derive(Clone, Debug)]
-pub struct MppMiddleware {
-    mpp: Mpp,
-}
-
-impl MppMiddleware {
-    /// Protects `mpp`'s routes; other requests pass through untouched.
-    pub fn new(mpp: Mpp) -> Self {
-        Self { mpp }
-    }
-}
-
-impl<S, B> Transform<S, ServiceRequest> for MppMiddleware
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = ::actix_web::Error;
-    type Transform = MppMiddlewareService<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, ()>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(MppMiddlewareService { service: Rc::new(service), mpp: self.mpp.clone() }))
-    }
-}
+pub type MppMiddleware = GateMiddleware<Mpp>;
 
 /// The service made by [`MppMiddleware`].
-#[derive(Debug)]
-pub struct MppMiddlewareService<S> {
-    service: Rc<S>,
-    mpp: Mpp,
-}
-
-impl<S, B> Service<ServiceRequest> for MppMiddlewareService<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = ::actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    forward_ready!(service);
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        let Some(spec) = self.mpp.route_for(req.method().as_str(), req.path()) else {
-            return Box::pin(async move { service.call(req).await.map(ServiceResponse::map_into_left_body) });
-        };
-        let mpp = self.mpp.clone();
-        Box::pin(async move {
-            let ctx = request_context(req.request());
-            let paid = match mpp.process(&ctx, &spec).await {
-                Ok(paid) => paid,
-                Err(r) => {
-                    let (http_req, _) = req.into_parts();
-                    return Ok(ServiceResponse::new(http_req, into_response(r)).map_into_right_body());
-                }
-            };
-            req.extensions_mut().insert(paid.credential.clone());
-            req.extensions_mut().insert(paid.receipt.clone());
-            let mut res = service.call(req).await?;
-            match paid.finish(res.status().as_u16()).await {
-                Ok(headers) => {
-                    copy_headers(&headers, res.headers_mut());
-                    Ok(res.map_into_left_body())
-                }
-                Err(failure) => {
-                    let (http_req, _) = res.into_parts();
-                    Ok(ServiceResponse::new(http_req, into_response(failure)).map_into_right_body())
-                }
-            }
-        })
-    }
-}
+pub type MppMiddlewareService<S> = GateMiddlewareService<S, Mpp>;
 
 /// What `#[pay]` puts first in a handler's arguments: the request and the app's
 /// `web::Data<Mpp>`.
@@ -349,7 +326,7 @@ impl FromRequest for MppGuard {
     type Error = Infallible;
     type Future = Ready<Result<Self, Infallible>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let mpp = req.app_data::<web::Data<Mpp>>().map(|d| d.get_ref().clone());
+        let mpp = app_data::<Mpp>(req);
         ready(Ok(Self { mpp, req: req.clone() }))
     }
 }
@@ -358,8 +335,7 @@ impl MppGuard {
     /// Verifies the request's credential for `spec`; `Err` is the response to return at once.
     pub async fn verify(self, spec: &'static StaticPaySpec) -> Result<MppVerified, HttpResponse> {
         let Some(mpp) = self.mpp else {
-            tracing::error!("{MISSING_MPP_MESSAGE}");
-            return Err(HttpResponse::InternalServerError().body(MISSING_MPP_MESSAGE));
+            return Err(missing_config(MISSING_MPP_MESSAGE));
         };
         let spec = spec.spec();
         let ctx = request_context(&self.req);
@@ -391,14 +367,7 @@ impl MppVerified {
     /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
     /// releases the payment.
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        let mut resp = body.await.respond_to(&self.req).map_into_boxed_body();
-        match self.paid.finish(resp.status().as_u16()).await {
-            Ok(headers) => {
-                copy_headers(&headers, resp.headers_mut());
-                resp
-            }
-            Err(failure) => into_response(failure),
-        }
+        finish_handler(&self.req, body.await, |status| self.paid.finish(status), into_response).await
     }
 }
 
@@ -417,96 +386,10 @@ impl FromRequest for RouterPaid {
 }
 
 /// actix-web middleware protecting the routes of a [`PaymentRouter`] (x402 and MPP on one URL).
-#[derive(Clone, Debug)]
-pub struct PaymentRouterMiddleware {
-    router: PaymentRouter,
-}
-
-impl PaymentRouterMiddleware {
-    /// Protects `router`'s routes; other requests pass through untouched.
-    pub fn new(router: PaymentRouter) -> Self {
-        Self { router }
-    }
-}
-
-impl<S, B> Transform<S, ServiceRequest> for PaymentRouterMiddleware
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = ::actix_web::Error;
-    type Transform = PaymentRouterMiddlewareService<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, ()>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(PaymentRouterMiddlewareService { service: Rc::new(service), router: self.router.clone() }))
-    }
-}
+pub type PaymentRouterMiddleware = GateMiddleware<PaymentRouter>;
 
 /// The service made by [`PaymentRouterMiddleware`].
-#[derive(Debug)]
-pub struct PaymentRouterMiddlewareService<S> {
-    service: Rc<S>,
-    router: PaymentRouter,
-}
-
-impl<S, B> Service<ServiceRequest> for PaymentRouterMiddlewareService<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = ::actix_web::Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = ::actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    forward_ready!(service);
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        let Some(route) = self.router.route_for(req.method().as_str(), req.path()) else {
-            return Box::pin(async move { service.call(req).await.map(ServiceResponse::map_into_left_body) });
-        };
-        let router = self.router.clone();
-        Box::pin(async move {
-            let ctx = request_context(req.request());
-            let payment = match router.process(&ctx, &route).await {
-                Ok(p) => p,
-                Err(r) => {
-                    let (http_req, _) = req.into_parts();
-                    return Ok(ServiceResponse::new(http_req, into_response_all(r)).map_into_right_body());
-                }
-            };
-            {
-                let mut ext = req.extensions_mut();
-                let paid = payment.paid();
-                match &paid {
-                    RouterPaid::X402(p) => {
-                        ext.insert(p.clone());
-                    }
-                    RouterPaid::Mpp { credential, receipt } => {
-                        ext.insert(credential.clone());
-                        ext.insert(receipt.clone());
-                    }
-                    RouterPaid::Other { .. } => {}
-                }
-                ext.insert(paid);
-            }
-            let mut res = service.call(req).await?;
-            match payment.finish(res.status().as_u16()).await {
-                Ok(headers) => {
-                    copy_headers(&headers, res.headers_mut());
-                    Ok(res.map_into_left_body())
-                }
-                Err(failure) => {
-                    let (http_req, _) = res.into_parts();
-                    Ok(ServiceResponse::new(http_req, into_response(failure)).map_into_right_body())
-                }
-            }
-        })
-    }
-}
+pub type PaymentRouterMiddlewareService<S> = GateMiddlewareService<S, PaymentRouter>;
 
 use crate::router::{RouterPayment, StaticDualRoute};
 
@@ -545,8 +428,8 @@ impl FromRequest for DualGuard {
     type Error = Infallible;
     type Future = Ready<Result<Self, Infallible>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let server = req.app_data::<web::Data<X402HttpServer>>().map(|d| d.get_ref().clone());
-        let mpp = req.app_data::<web::Data<Mpp>>().map(|d| d.get_ref().clone());
+        let server = app_data::<X402HttpServer>(req);
+        let mpp = app_data::<Mpp>(req);
         ready(Ok(Self { server, mpp, req: req.clone() }))
     }
 }
@@ -556,8 +439,7 @@ impl DualGuard {
     /// are present); `Err` is the response to return at once (the merged 402 when unpaid).
     pub async fn verify(self, route: &'static StaticDualRoute) -> Result<DualVerified, HttpResponse> {
         let (Some(server), Some(mpp)) = (self.server, self.mpp) else {
-            tracing::error!("{MISSING_DUAL_MESSAGE}");
-            return Err(HttpResponse::InternalServerError().body(MISSING_DUAL_MESSAGE));
+            return Err(missing_config(MISSING_DUAL_MESSAGE));
         };
         let ctx = request_context(&self.req);
         match route.process(&ctx, &server, &mpp).await {
@@ -583,13 +465,6 @@ impl DualVerified {
     /// Runs the handler body, then completes the payment with the protocol that accepted it
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        let mut resp = body.await.respond_to(&self.req).map_into_boxed_body();
-        match self.payment.finish(resp.status().as_u16()).await {
-            Ok(headers) => {
-                copy_headers(&headers, resp.headers_mut());
-                resp
-            }
-            Err(failure) => into_response_all(failure),
-        }
+        finish_handler(&self.req, body.await, |status| self.payment.finish(status), into_response_all).await
     }
 }

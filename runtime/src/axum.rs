@@ -16,6 +16,7 @@
 //! ```
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
+use crate::gate::PaymentGate;
 use crate::x402::http::{
     MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
 };
@@ -43,18 +44,13 @@ impl IntoResponse for PaymentHttpResponse {
     }
 }
 
-/// Settles (or releases) after the handler and returns the final response.
-async fn finish_response(
-    server: &X402HttpServer,
-    ctx: &RequestContext,
-    payment: &X402Payment,
-    mut resp: Response,
-) -> Response {
-    if resp.status().as_u16() >= 400 {
-        server.release(payment).await;
-        return resp;
-    }
-    match server.settle(ctx, payment).await {
+/// Completes a payment once the handler answered: adds its headers to `resp`, or replaces `resp`
+/// with the failure response.
+async fn complete<F>(mut resp: Response, finish: impl FnOnce(u16) -> F) -> Response
+where
+    F: Future<Output = Result<http::HeaderMap, PaymentHttpResponse>>,
+{
+    match finish(resp.status().as_u16()).await {
         Ok(headers) => {
             resp.headers_mut().extend(headers);
             resp
@@ -63,37 +59,39 @@ async fn finish_response(
     }
 }
 
-/// Tower layer protecting the routes of an [`X402HttpServer`]'s route table.
+/// Tower layer protecting the routes of a [`PaymentGate`]'s route table; see the aliases
+/// [`X402Layer`], [`MppLayer`] and [`PaymentRouterLayer`].
 #[derive(Clone, Debug)]
-pub struct X402Layer {
-    server: X402HttpServer,
+pub struct GateLayer<G> {
+    gate: G,
 }
 
-impl X402Layer {
-    /// Protects `server`'s routes; other requests pass through untouched.
-    pub fn new(server: X402HttpServer) -> Self {
-        Self { server }
+impl<G> GateLayer<G> {
+    /// Protects `gate`'s routes; other requests pass through untouched.
+    pub fn new(gate: G) -> Self {
+        Self { gate }
     }
 }
 
-impl<S> tower::Layer<S> for X402Layer {
-    type Service = X402Service<S>;
+impl<S, G: Clone> tower::Layer<S> for GateLayer<G> {
+    type Service = GateService<S, G>;
     fn layer(&self, inner: S) -> Self::Service {
-        X402Service { inner, server: self.server.clone() }
+        GateService { inner, gate: self.gate.clone() }
     }
 }
 
-/// The service made by [`X402Layer`].
+/// The service made by [`GateLayer`].
 #[derive(Clone, Debug)]
-pub struct X402Service<S> {
+pub struct GateService<S, G> {
     inner: S,
-    server: X402HttpServer,
+    gate: G,
 }
 
-impl<S> tower::Service<axum::extract::Request> for X402Service<S>
+impl<S, G> tower::Service<axum::extract::Request> for GateService<S, G>
 where
     S: tower::Service<axum::extract::Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    G: PaymentGate,
 {
     type Response = Response;
     type Error = Infallible;
@@ -104,25 +102,31 @@ where
     }
 
     fn call(&mut self, mut req: axum::extract::Request) -> Self::Future {
-        let Some(route) = self.server.route_for(req.method().as_str(), req.uri().path()) else {
+        let Some(route) = self.gate.route_for(req.method().as_str(), req.uri().path()) else {
             return Box::pin(self.inner.call(req));
         };
         // Take the service that was driven to readiness; leave a clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let server = self.server.clone();
+        let gate = self.gate.clone();
         Box::pin(async move {
             let ctx = RequestContext::from_parts(req.method(), req.uri(), req.headers());
-            let payment = match server.process(&ctx, &route).await {
+            let payment = match gate.process(&ctx, &route).await {
                 Ok(p) => p,
                 Err(r) => return Ok(into_response(r)),
             };
-            req.extensions_mut().insert(payment.clone());
+            G::insert_extensions(&payment, req.extensions_mut());
             let resp = inner.call(req).await?;
-            Ok(finish_response(&server, &ctx, &payment, resp).await)
+            Ok(complete(resp, |status| gate.finish(&ctx, payment, status)).await)
         })
     }
 }
+
+/// Tower layer protecting the routes of an [`X402HttpServer`]'s route table.
+pub type X402Layer = GateLayer<X402HttpServer>;
+
+/// The service made by [`X402Layer`].
+pub type X402Service<S> = GateService<S, X402HttpServer>;
 
 impl IntoResponse for MissingPayment {
     fn into_response(self) -> Response {
@@ -187,7 +191,7 @@ impl X402Verified {
     /// Runs the handler body, then settles (status < 400) or releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
         let resp = body.await.into_response();
-        finish_response(&self.server, &self.ctx, &self.payment, resp).await
+        complete(resp, |status| self.server.finish(&self.ctx, self.payment, status)).await
     }
 }
 
@@ -197,77 +201,11 @@ impl X402Verified {
 
 use crate::mpp::{Credential, Mpp, Paid, Receipt, StaticPaySpec};
 
-/// Commits (status < 400, adding `Payment-Receipt`) or releases the payment after the handler.
-async fn settle_mpp(paid: Paid, mut resp: Response) -> Response {
-    match paid.finish(resp.status().as_u16()).await {
-        Ok(headers) => {
-            resp.headers_mut().extend(headers);
-            resp
-        }
-        Err(failure) => into_response(failure),
-    }
-}
-
 /// Tower layer protecting the routes of an [`Mpp`] route table (`Mpp::route`).
-#[derive(Clone, Debug)]
-pub struct MppLayer {
-    mpp: Mpp,
-}
-
-impl MppLayer {
-    /// Protects `mpp`'s routes; other requests pass through untouched.
-    pub fn new(mpp: Mpp) -> Self {
-        Self { mpp }
-    }
-}
-
-impl<S> tower::Layer<S> for MppLayer {
-    type Service = MppService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        MppService { inner, mpp: self.mpp.clone() }
-    }
-}
+pub type MppLayer = GateLayer<Mpp>;
 
 /// The service made by [`MppLayer`].
-#[derive(Clone, Debug)]
-pub struct MppService<S> {
-    inner: S,
-    mpp: Mpp,
-}
-
-impl<S> tower::Service<::axum::extract::Request> for MppService<S>
-where
-    S: tower::Service<::axum::extract::Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: ::axum::extract::Request) -> Self::Future {
-        let Some(spec) = self.mpp.route_for(req.method().as_str(), req.uri().path()) else {
-            return Box::pin(self.inner.call(req));
-        };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let mpp = self.mpp.clone();
-        Box::pin(async move {
-            let ctx = RequestContext::from_parts(req.method(), req.uri(), req.headers());
-            let paid = match mpp.process(&ctx, &spec).await {
-                Ok(paid) => paid,
-                Err(r) => return Ok(into_response(r)),
-            };
-            req.extensions_mut().insert(paid.credential.clone());
-            req.extensions_mut().insert(paid.receipt.clone());
-            let resp = inner.call(req).await?;
-            Ok(settle_mpp(paid, resp).await)
-        })
-    }
-}
+pub type MppService<S> = GateService<S, Mpp>;
 
 impl<S: Send + Sync> FromRequestParts<S> for Credential {
     type Rejection = MissingPayment;
@@ -337,7 +275,7 @@ impl MppVerified {
     /// releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
         let resp = body.await.into_response();
-        settle_mpp(self.paid, resp).await
+        complete(resp, |status| self.paid.finish(status)).await
     }
 }
 
@@ -348,86 +286,10 @@ impl MppVerified {
 use crate::router::{Paid as RouterPaid, PaymentRouter};
 
 /// Tower layer protecting the routes of a [`PaymentRouter`] (x402 and MPP on one URL).
-#[derive(Clone, Debug)]
-pub struct PaymentRouterLayer {
-    router: PaymentRouter,
-}
-
-impl PaymentRouterLayer {
-    /// Protects `router`'s routes; other requests pass through untouched.
-    pub fn new(router: PaymentRouter) -> Self {
-        Self { router }
-    }
-}
-
-impl<S> tower::Layer<S> for PaymentRouterLayer {
-    type Service = PaymentRouterService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        PaymentRouterService { inner, router: self.router.clone() }
-    }
-}
+pub type PaymentRouterLayer = GateLayer<PaymentRouter>;
 
 /// The service made by [`PaymentRouterLayer`].
-#[derive(Clone, Debug)]
-pub struct PaymentRouterService<S> {
-    inner: S,
-    router: PaymentRouter,
-}
-
-impl<S> tower::Service<::axum::extract::Request> for PaymentRouterService<S>
-where
-    S: tower::Service<::axum::extract::Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: ::axum::extract::Request) -> Self::Future {
-        let Some(route) = self.router.route_for(req.method().as_str(), req.uri().path()) else {
-            return Box::pin(self.inner.call(req));
-        };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let router = self.router.clone();
-        Box::pin(async move {
-            let ctx = RequestContext::from_parts(req.method(), req.uri(), req.headers());
-            let payment = match router.process(&ctx, &route).await {
-                Ok(p) => p,
-                Err(r) => return Ok(into_response(r)),
-            };
-            insert_paid(req.extensions_mut(), payment.paid());
-            let mut resp = inner.call(req).await?;
-            match payment.finish(resp.status().as_u16()).await {
-                Ok(headers) => {
-                    resp.headers_mut().extend(headers);
-                    Ok(resp)
-                }
-                Err(failure) => Ok(into_response(failure)),
-            }
-        })
-    }
-}
-
-/// Makes the payment available to the handler's extractors (`Paid`, and the protocol's own
-/// `X402Payment` or `Credential` + `Receipt`).
-fn insert_paid(ext: &mut http::Extensions, paid: RouterPaid) {
-    match &paid {
-        RouterPaid::X402(p) => {
-            ext.insert(p.clone());
-        }
-        RouterPaid::Mpp { credential, receipt } => {
-            ext.insert(credential.clone());
-            ext.insert(receipt.clone());
-        }
-        RouterPaid::Other { .. } => {}
-    }
-    ext.insert(paid);
-}
+pub type PaymentRouterService<S> = GateService<S, PaymentRouter>;
 
 impl<S: Send + Sync> FromRequestParts<S> for RouterPaid {
     type Rejection = MissingPayment;
@@ -490,13 +352,7 @@ impl DualVerified {
     /// Runs the handler body, then completes the payment with the protocol that accepted it
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        let mut resp = body.await.into_response();
-        match self.payment.finish(resp.status().as_u16()).await {
-            Ok(headers) => {
-                resp.headers_mut().extend(headers);
-                resp
-            }
-            Err(failure) => into_response(failure),
-        }
+        let resp = body.await.into_response();
+        complete(resp, |status| self.payment.finish(status)).await
     }
 }

@@ -1,0 +1,150 @@
+//! The framework-agnostic core of the route-table middlewares: a [`PaymentGate`] decides which
+//! requests need a payment, verifies it, hands it to the handler and completes it afterwards.
+//! The axum layer and the actix-web middleware are written once over this trait.
+#![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
+
+use crate::mpp::{Mpp, Paid as MppPaid, PaySpec};
+use crate::router::{Paid as RouterPaid, PaymentRouter, RouteProtocols, RouterPayment};
+use crate::x402::http::{PaymentHttpResponse, RequestContext, RouteConfig, X402HttpServer, X402Payment};
+use http::HeaderMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Where a [`PaymentGate`] puts what the handler's extractors read (a framework's request
+/// extensions).
+pub trait ExtensionSink {
+    /// Stores `value`, replacing any earlier value of the same type.
+    fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T);
+}
+
+impl ExtensionSink for http::Extensions {
+    fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        http::Extensions::insert(self, value);
+    }
+}
+
+/// A route table protecting requests with a payment protocol.
+pub trait PaymentGate: Clone + Send + Sync + 'static {
+    /// What protects a matched route.
+    type Route: Send + Sync + 'static;
+    /// A verified payment, to complete after the handler.
+    type Payment: Send + 'static;
+
+    /// Whether the responses of [`PaymentGate::process`] may carry several lines of one header
+    /// (the merged 402's `WWW-Authenticate` challenges), which conversions must then all keep.
+    const MULTI_VALUED_HEADERS: bool = false;
+
+    /// What protects `method` + `path`, if anything.
+    fn route_for(&self, method: &str, path: &str) -> Option<Self::Route>;
+
+    /// Decides a request to a protected route: the verified payment, or the response to send.
+    fn process(
+        &self,
+        ctx: &RequestContext,
+        route: &Self::Route,
+    ) -> impl Future<Output = Result<Self::Payment, PaymentHttpResponse>> + Send;
+
+    /// Makes the payment available to the handler's extractors.
+    fn insert_extensions(payment: &Self::Payment, ext: &mut impl ExtensionSink);
+
+    /// Completes the payment after the handler answered `status`: the headers to add to its
+    /// response, or the response replacing it.
+    fn finish(
+        &self,
+        ctx: &RequestContext,
+        payment: Self::Payment,
+        status: u16,
+    ) -> impl Future<Output = Result<HeaderMap, PaymentHttpResponse>> + Send;
+}
+
+impl PaymentGate for X402HttpServer {
+    type Route = Arc<RouteConfig>;
+    type Payment = X402Payment;
+
+    fn route_for(&self, method: &str, path: &str) -> Option<Self::Route> {
+        X402HttpServer::route_for(self, method, path)
+    }
+
+    async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<X402Payment, PaymentHttpResponse> {
+        X402HttpServer::process(self, ctx, route).await
+    }
+
+    fn insert_extensions(payment: &X402Payment, ext: &mut impl ExtensionSink) {
+        ext.insert(payment.clone());
+    }
+
+    /// Settles (status < 400) or releases the payment.
+    async fn finish(
+        &self,
+        ctx: &RequestContext,
+        payment: X402Payment,
+        status: u16,
+    ) -> Result<HeaderMap, PaymentHttpResponse> {
+        if status >= 400 {
+            self.release(&payment).await;
+            return Ok(HeaderMap::new());
+        }
+        self.settle(ctx, &payment).await
+    }
+}
+
+impl PaymentGate for Mpp {
+    type Route = Arc<PaySpec>;
+    type Payment = MppPaid;
+
+    fn route_for(&self, method: &str, path: &str) -> Option<Self::Route> {
+        Mpp::route_for(self, method, path)
+    }
+
+    async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<MppPaid, PaymentHttpResponse> {
+        Mpp::process(self, ctx, route).await
+    }
+
+    fn insert_extensions(paid: &MppPaid, ext: &mut impl ExtensionSink) {
+        ext.insert(paid.credential.clone());
+        ext.insert(paid.receipt.clone());
+    }
+
+    /// Commits (status < 400, adding `Payment-Receipt`) or releases the payment.
+    async fn finish(&self, _: &RequestContext, paid: MppPaid, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+        paid.finish(status).await
+    }
+}
+
+impl PaymentGate for PaymentRouter {
+    type Route = Arc<RouteProtocols>;
+    type Payment = RouterPayment;
+    const MULTI_VALUED_HEADERS: bool = true;
+
+    fn route_for(&self, method: &str, path: &str) -> Option<Self::Route> {
+        PaymentRouter::route_for(self, method, path)
+    }
+
+    async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<RouterPayment, PaymentHttpResponse> {
+        PaymentRouter::process(self, ctx, route).await
+    }
+
+    /// `Paid`, and the protocol's own `X402Payment` or `Credential` + `Receipt`.
+    fn insert_extensions(payment: &RouterPayment, ext: &mut impl ExtensionSink) {
+        let paid = payment.paid();
+        match &paid {
+            RouterPaid::X402(p) => ext.insert(p.clone()),
+            RouterPaid::Mpp { credential, receipt } => {
+                ext.insert(credential.clone());
+                ext.insert(receipt.clone());
+            }
+            RouterPaid::Other { .. } => {}
+        }
+        ext.insert(paid);
+    }
+
+    /// Completes the payment with the protocol that accepted it, or releases it (status >= 400).
+    async fn finish(
+        &self,
+        _: &RequestContext,
+        payment: RouterPayment,
+        status: u16,
+    ) -> Result<HeaderMap, PaymentHttpResponse> {
+        payment.finish(status).await
+    }
+}
