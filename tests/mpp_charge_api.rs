@@ -104,3 +104,28 @@ fn constructor_errors_are_clear() {
     let debug = format!("{:?}", Mpp::new(EvmMethod::x_layer(PAY_TO), "r", "top-secret-value").unwrap());
     assert!(!debug.contains("top-secret-value"), "{debug}");
 }
+
+#[tokio::test]
+async fn route_decimals_and_external_id_are_honoured() {
+    use pay402::mpp::{PaySpec, Receipt};
+    use pay402::web::RequestContext;
+    let (mpp, _sa, client, _) = setup();
+    let spec = PaySpec { decimals: Some(4), external_id: Some("order-7".into()), ..PaySpec::charge("0.5") };
+    let request = mpp.pay_request(&spec).expect("request");
+    assert_eq!(request["amount"], "5000", "0.5 with 4 decimals");
+    let ctx = |auth: Option<&str>| {
+        let mut h = http::HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert("authorization", a.parse().unwrap());
+        }
+        RequestContext::new(http::Method::GET, "http://127.0.0.1/x".into(), h)
+    };
+    let unpaid = mpp.process(&ctx(None), &spec).await.expect_err("402");
+    let www = unpaid.headers["www-authenticate"].to_str().unwrap().to_owned();
+    let auth = client.authorization_header_for(&[&www]).expect("credential");
+    let paid = mpp.process(&ctx(Some(&auth)), &spec).await.expect("paid");
+    assert_eq!(paid.receipt.external_id.as_deref(), Some("order-7"));
+    let headers = paid.finish(200).await.expect("receipt headers");
+    let receipt = Receipt::from_payment_receipt(headers["payment-receipt"].to_str().unwrap()).unwrap();
+    assert_eq!(receipt.external_id.as_deref(), Some("order-7"));
+}

@@ -102,7 +102,9 @@ pub enum ChargeOutcome {
     },
 }
 
-/// What a route charges (the `#[pay]` keys; the seed's `pay()` arguments).
+/// What a route charges (the `#[pay]` keys; the seed's `pay()` arguments and the router's
+/// `MppRouteConfig`). The realm is the coordinator's: a route that needs another realm uses
+/// another [`Mpp`].
 #[derive(Clone, Debug, Default)]
 pub struct PaySpec {
     /// Human amount, e.g. `"0.00001"` (per request for sessions).
@@ -125,6 +127,12 @@ pub struct PaySpec {
     pub suggested_deposit: Option<String>,
     /// Extra string fields of the request.
     pub extra: Option<BTreeMap<String, String>>,
+    /// Token decimals for this route's human amount (default: the method's). OKX's Python
+    /// `MppRouteConfig.decimals` is accepted but ignored; pay402 honours it.
+    pub decimals: Option<u8>,
+    /// Merchant reference put into the receipt's `externalId` when the settlement does not
+    /// provide one (Python's `MppRouteConfig.external_id` is unused).
+    pub external_id: Option<String>,
 }
 
 impl PaySpec {
@@ -209,6 +217,8 @@ impl StaticPaySpec {
                 unit_type: self.unit_type.map(str::to_owned),
                 suggested_deposit: self.suggested_deposit.map(str::to_owned),
                 extra: None,
+                decimals: None,
+                external_id: None,
             })
         }))
     }
@@ -432,10 +442,11 @@ impl Mpp {
         amount: &str,
         currency: Option<&str>,
         recipient: Option<&str>,
+        decimals: Option<u8>,
     ) -> Result<Map<String, Value>, MppError> {
         let m = &self.inner.method;
         let mut r = Map::new();
-        r.insert("amount".into(), Value::String(to_base_units(amount, m.decimals)?));
+        r.insert("amount".into(), Value::String(to_base_units(amount, decimals.unwrap_or(m.decimals))?));
         r.insert("currency".into(), Value::String(currency.unwrap_or(&m.currency).to_owned()));
         r.insert("recipient".into(), Value::String(recipient.unwrap_or(&m.recipient).to_owned()));
         Ok(r)
@@ -443,7 +454,8 @@ impl Mpp {
 
     /// The request object a route's challenge carries (OKX's `pay()` form, §8.8).
     pub fn pay_request(&self, spec: &PaySpec) -> Result<Map<String, Value>, PayError> {
-        let mut r = self.base_request(&spec.amount, spec.currency.as_deref(), spec.recipient.as_deref())?;
+        let mut r =
+            self.base_request(&spec.amount, spec.currency.as_deref(), spec.recipient.as_deref(), spec.decimals)?;
         let details = match spec.intent.as_str() {
             "charge" => match &self.inner.method.charge {
                 Some(c) => c.challenge_method_details(),
@@ -613,7 +625,7 @@ impl Mpp {
         if opts.splits.len() > 10 {
             return Err(PayError::Method(EvmPaymentError::InvalidSplit("at most 10 splits".into())));
         }
-        let mut request = self.base_request(amount, opts.currency.as_deref(), opts.recipient.as_deref())?;
+        let mut request = self.base_request(amount, opts.currency.as_deref(), opts.recipient.as_deref(), None)?;
         let mut details = Map::new();
         let chain_id = opts.chain_id.unwrap_or(self.inner.method.chain_id);
         details.insert("chainId".into(), Value::from(chain_id));
@@ -677,7 +689,12 @@ impl Mpp {
         let authorization = ctx.header("authorization");
         let expires = Self::expires_at(spec.expires_in);
         match self.verify_or_challenge(authorization, &spec.intent, request, spec.description.clone(), expires).await {
-            Ok(Granted::Paid(paid)) => Ok(paid),
+            Ok(Granted::Paid(mut paid)) => {
+                if paid.receipt.external_id.is_none() {
+                    paid.receipt.external_id.clone_from(&spec.external_id);
+                }
+                Ok(paid)
+            }
             Ok(Granted::Management { body, .. }) => {
                 let resp = PaymentHttpResponse::new(StatusCode::OK, "application/json", body.to_string());
                 Err(resp.with_header("Access-Control-Expose-Headers", MPP_EXPOSED_HEADERS))

@@ -1,8 +1,9 @@
 //! OKX's hosted x402 facilitator (`/api/v6/pay/x402/*`, wire facts §5).
 
 use super::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
+use super::transport::{Endpoint, OkxTransport, TransportSettings, okx_config_builders};
 use crate::x402::facilitator::{
-    FacilitatorClient, FacilitatorError, SettleRequest, VerifyRequest, map_reqwest, parse_facilitator_body, read_capped,
+    FacilitatorClient, FacilitatorError, SettleRequest, VerifyRequest, parse_facilitator_body,
 };
 use crate::x402::types::{
     PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse, VerifyResponse,
@@ -58,49 +59,13 @@ impl OkxFacilitatorConfig {
         }
     }
 
-    /// Reads `OKX_API_KEY`, `OKX_SECRET_KEY`, `OKX_PASSPHRASE` and optional `OKX_BASE_URL`.
-    /// `Ok(None)` when no credential is set; an error naming missing variables otherwise.
-    pub fn from_env() -> Result<Option<Self>, FacilitatorError> {
-        let Some(creds) = OkxCredentials::from_env().map_err(FacilitatorError::Config)? else {
-            return Ok(None);
-        };
-        let mut cfg = Self::new(creds);
-        if let Ok(url) = std::env::var("OKX_BASE_URL") {
-            cfg.base_url = url;
-        }
-        Ok(Some(cfg))
-    }
-
-    /// Sets the API host.
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
     /// Sets `syncSettle`.
     pub fn sync_settle(mut self, sync: bool) -> Self {
         self.sync_settle = sync;
         self
     }
 
-    /// Sets the per-request timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Shares an HTTP client.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http_client = Some(client);
-        self
-    }
-}
-
-/// One endpoint: its full URL and the path that is signed (base path + endpoint).
-#[derive(Clone, Debug)]
-struct Endpoint {
-    url: String,
-    signed_path: String,
+    okx_config_builders!(FacilitatorError);
 }
 
 /// Client for OKX's hosted x402 facilitator.
@@ -110,12 +75,8 @@ struct Endpoint {
 /// ASCII-escaped) and the signature covers exactly the bytes sent.
 #[derive(Clone, Debug)]
 pub struct OkxFacilitatorClient {
-    signer: OkxSigner,
+    transport: OkxTransport,
     sync_settle: bool,
-    timeout: Duration,
-    http: reqwest::Client,
-    origin: String,
-    path_prefix: String,
     verify: Endpoint,
     settle: Endpoint,
     supported: Endpoint,
@@ -124,46 +85,32 @@ pub struct OkxFacilitatorClient {
 impl OkxFacilitatorClient {
     /// Builds a client; fails when a credential is empty or the base URL is not a URL.
     pub fn new(config: OkxFacilitatorConfig) -> Result<Self, FacilitatorError> {
-        config.credentials.validate().map_err(FacilitatorError::Config)?;
-        let base = config.base_url.trim();
-        let base = if base.is_empty() { OKX_DEFAULT_BASE_URL } else { base.trim_end_matches('/') };
-        let parsed =
-            url::Url::parse(base).map_err(|e| FacilitatorError::Config(format!("OKX base URL `{base}`: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(FacilitatorError::Config(format!("OKX base URL `{base}` must be http(s)://host")));
-        }
-        let origin = base.strip_suffix(parsed.path().trim_end_matches('/')).unwrap_or(base).to_owned();
-        let path_prefix = format!("{}{OKX_X402_BASE_PATH}", parsed.path().trim_end_matches('/'));
-        let endpoint =
-            |p: &str| Endpoint { url: format!("{origin}{path_prefix}{p}"), signed_path: format!("{path_prefix}{p}") };
-        let http = match config.http_client {
-            Some(c) => c,
-            None => {
-                reqwest::Client::builder().build().map_err(|e| FacilitatorError::Config(format!("HTTP client: {e}")))?
-            }
-        };
-        Ok(Self {
-            signer: OkxSigner::new(config.credentials, TimestampFormat::Millis),
-            sync_settle: config.sync_settle,
+        let settings = TransportSettings {
+            credentials: config.credentials,
+            base_url: config.base_url,
             timeout: config.timeout,
-            http,
-            verify: endpoint("/verify"),
-            settle: endpoint("/settle"),
-            supported: endpoint("/supported"),
-            origin,
-            path_prefix,
+            http_client: config.http_client,
+        };
+        let transport = OkxTransport::new(settings, OKX_X402_BASE_PATH, TimestampFormat::Millis)
+            .map_err(FacilitatorError::Config)?;
+        Ok(Self {
+            sync_settle: config.sync_settle,
+            verify: transport.endpoint("/verify"),
+            settle: transport.endpoint("/settle"),
+            supported: transport.endpoint("/supported"),
+            transport,
         })
     }
 
     /// Replaces the clock used for `OK-ACCESS-TIMESTAMP` (reproducible signatures in tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.signer = self.signer.with_clock(clock);
+        self.transport = self.transport.with_clock(clock);
         self
     }
 
     /// The request signer (shared with other OKX clients).
     pub fn signer(&self) -> &OkxSigner {
-        &self.signer
+        self.transport.signer()
     }
 
     async fn call<T: DeserializeOwned>(
@@ -172,26 +119,7 @@ impl OkxFacilitatorClient {
         endpoint: &Endpoint,
         body: Vec<u8>,
     ) -> Result<T, FacilitatorError> {
-        let headers = self.signer.headers(method.as_str(), &endpoint.signed_path, &body);
-        let mut req = self
-            .http
-            .request(method, &endpoint.url)
-            .timeout(self.timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in headers {
-            req = req.header(name, value);
-        }
-        if !body.is_empty() {
-            req = req.body(body);
-        }
-        let send = async {
-            let resp = req.send().await.map_err(|e| map_reqwest(e, self.timeout))?;
-            read_capped(resp, self.timeout).await
-        };
-        // The reqwest timeout covers the whole exchange; this outer bound also covers a body
-        // that drips in slowly.
-        let (status, bytes) =
-            tokio::time::timeout(self.timeout, send).await.map_err(|_| FacilitatorError::Timeout(self.timeout))??;
+        let (status, bytes) = self.transport.send(method, endpoint, body).await?;
         parse_facilitator_body(status, &bytes)
     }
 }
@@ -249,8 +177,7 @@ impl FacilitatorClient for OkxFacilitatorClient {
     }
 
     async fn settle_status(&self, tx_hash: &str) -> Result<SettleStatusResponse, FacilitatorError> {
-        let path = format!("{}/settle/status?txHash={}", self.path_prefix, encode_query_value(tx_hash));
-        let endpoint = Endpoint { url: format!("{}{path}", self.origin), signed_path: path };
+        let endpoint = self.transport.endpoint(&format!("/settle/status?txHash={}", encode_query_value(tx_hash)));
         self.call(reqwest::Method::GET, &endpoint, Vec::new())
             .instrument(tracing::debug_span!("okx.x402.settle_status", tx = tx_hash))
             .await
@@ -273,6 +200,11 @@ mod tests {
             OkxFacilitatorClient::new(OkxFacilitatorConfig::new(OkxCredentials::new("k", "s", "p")).base_url("nope"))
                 .unwrap_err();
         assert!(matches!(e, FacilitatorError::Config(_)));
+        let e = OkxFacilitatorClient::new(
+            OkxFacilitatorConfig::new(OkxCredentials::new("k", "s", "p")).base_url("https://h/?a=1"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, FacilitatorError::Config(ref m) if m.contains("query")));
     }
 
     #[test]

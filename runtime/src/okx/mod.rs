@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod facilitator;
 pub mod sa;
+mod transport;
 
 pub use auth::{OkxCredentials, OkxSigner, TimestampFormat};
 pub use facilitator::{OKX_DEFAULT_BASE_URL, OKX_X402_BASE_PATH, OkxFacilitatorClient, OkxFacilitatorConfig};

@@ -161,7 +161,8 @@ pub(crate) fn map_reqwest(e: reqwest::Error, timeout: Duration) -> FacilitatorEr
     }
 }
 
-fn truncate(text: &[u8]) -> String {
+/// `text` as (lossy) UTF-8, cut to 512 bytes with `…` appended when longer.
+pub(crate) fn truncate(text: &[u8]) -> String {
     let s = String::from_utf8_lossy(text);
     if s.len() > 512 {
         let mut end = 512;

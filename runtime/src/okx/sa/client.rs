@@ -8,7 +8,8 @@ use super::types::{
 };
 use crate::okx::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
 use crate::okx::facilitator::OKX_DEFAULT_BASE_URL;
-use crate::x402::facilitator::{FacilitatorError, map_reqwest, read_capped};
+use crate::okx::transport::{Endpoint, OkxTransport, TransportSettings, okx_config_builders};
+use crate::x402::facilitator::{FacilitatorError, truncate};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,43 +78,7 @@ impl OkxSaConfig {
         }
     }
 
-    /// Reads `OKX_API_KEY`, `OKX_SECRET_KEY`, `OKX_PASSPHRASE` and optional `OKX_BASE_URL`.
-    /// `Ok(None)` when no credential is set; an error naming the missing variables otherwise.
-    pub fn from_env() -> Result<Option<Self>, SaError> {
-        let Some(creds) = OkxCredentials::from_env().map_err(SaError::Config)? else {
-            return Ok(None);
-        };
-        let mut cfg = Self::new(creds);
-        if let Ok(url) = std::env::var("OKX_BASE_URL") {
-            cfg.base_url = url;
-        }
-        Ok(Some(cfg))
-    }
-
-    /// Sets the API host.
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
-    /// Sets the per-request timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Shares an HTTP client.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http_client = Some(client);
-        self
-    }
-}
-
-/// One endpoint: its full URL and the path that is signed (base path + endpoint + query).
-#[derive(Clone, Debug)]
-struct Endpoint {
-    url: String,
-    signed_path: String,
+    okx_config_builders!(SaError);
 }
 
 /// Client of OKX's Settlement Agent for MPP.
@@ -132,11 +97,7 @@ struct Endpoint {
 /// 1 MiB are refused.
 #[derive(Clone, Debug)]
 pub struct OkxSaClient {
-    signer: OkxSigner,
-    timeout: Duration,
-    http: reqwest::Client,
-    origin: String,
-    path_prefix: String,
+    transport: OkxTransport,
     charge_settle: Endpoint,
     charge_verify_hash: Endpoint,
     session_open: Endpoint,
@@ -148,49 +109,34 @@ pub struct OkxSaClient {
 impl OkxSaClient {
     /// Builds a client; fails when a credential is empty or the base URL is not a URL.
     pub fn new(config: OkxSaConfig) -> Result<Self, SaError> {
-        config.credentials.validate().map_err(SaError::Config)?;
-        let base = config.base_url.trim();
-        let base = if base.is_empty() { OKX_DEFAULT_BASE_URL } else { base.trim_end_matches('/') };
-        let parsed = url::Url::parse(base).map_err(|e| SaError::Config(format!("OKX base URL `{base}`: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(SaError::Config(format!("OKX base URL `{base}` must be http(s)://host")));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(SaError::Config(format!("OKX base URL `{base}` must not have a query or fragment")));
-        }
-        let base_path = parsed.path().trim_end_matches('/');
-        let origin = base.strip_suffix(base_path).unwrap_or(base).to_owned();
-        let path_prefix = format!("{base_path}{OKX_MPP_BASE_PATH}");
-        let endpoint =
-            |p: &str| Endpoint { url: format!("{origin}{path_prefix}{p}"), signed_path: format!("{path_prefix}{p}") };
-        let http = match config.http_client {
-            Some(c) => c,
-            None => reqwest::Client::builder().build().map_err(|e| SaError::Config(format!("HTTP client: {e}")))?,
-        };
-        Ok(Self {
-            signer: OkxSigner::new(config.credentials, TimestampFormat::Seconds),
+        let settings = TransportSettings {
+            credentials: config.credentials,
+            base_url: config.base_url,
             timeout: config.timeout,
-            http,
-            charge_settle: endpoint("/charge/settle"),
-            charge_verify_hash: endpoint("/charge/verifyHash"),
-            session_open: endpoint("/session/open"),
-            session_top_up: endpoint("/session/topUp"),
-            session_settle: endpoint("/session/settle"),
-            session_close: endpoint("/session/close"),
-            origin,
-            path_prefix,
+            http_client: config.http_client,
+        };
+        let transport =
+            OkxTransport::new(settings, OKX_MPP_BASE_PATH, TimestampFormat::Seconds).map_err(SaError::Config)?;
+        Ok(Self {
+            charge_settle: transport.endpoint("/charge/settle"),
+            charge_verify_hash: transport.endpoint("/charge/verifyHash"),
+            session_open: transport.endpoint("/session/open"),
+            session_top_up: transport.endpoint("/session/topUp"),
+            session_settle: transport.endpoint("/session/settle"),
+            session_close: transport.endpoint("/session/close"),
+            transport,
         })
     }
 
     /// Replaces the clock used for `OK-ACCESS-TIMESTAMP` (reproducible signatures in tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.signer = self.signer.with_clock(clock);
+        self.transport = self.transport.with_clock(clock);
         self
     }
 
     /// The request signer.
     pub fn signer(&self) -> &OkxSigner {
-        &self.signer
+        self.transport.signer()
     }
 
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -208,27 +154,7 @@ impl OkxSaClient {
         endpoint: &Endpoint,
         body: Vec<u8>,
     ) -> Result<T, SaError> {
-        let headers = self.signer.headers(method.as_str(), &endpoint.signed_path, &body);
-        let mut req = self
-            .http
-            .request(method, &endpoint.url)
-            .timeout(self.timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in headers {
-            req = req.header(name, value);
-        }
-        if !body.is_empty() {
-            req = req.body(body);
-        }
-        let send = async {
-            let resp = req.send().await.map_err(|e| map_reqwest(e, self.timeout))?;
-            read_capped(resp, self.timeout).await
-        };
-        // reqwest's timeout covers the exchange; the outer bound also covers a dripping body.
-        let (status, bytes) = tokio::time::timeout(self.timeout, send)
-            .await
-            .map_err(|_| SaError::Timeout(self.timeout))?
-            .map_err(from_facilitator_error)?;
+        let (status, bytes) = self.transport.send(method, endpoint, body).await.map_err(from_facilitator_error)?;
         let result = parse_sa_body(status, &bytes);
         if let Err(e) = &result {
             tracing::debug!(error = %e, "SA call failed");
@@ -244,19 +170,6 @@ fn from_facilitator_error(e: FacilitatorError) -> SaError {
         FacilitatorError::Config(m) => SaError::Config(m),
         FacilitatorError::Http { status, body } => SaError::Http { status, body },
         other => SaError::Malformed(other.to_string()),
-    }
-}
-
-fn truncate(text: &[u8]) -> String {
-    let s = String::from_utf8_lossy(text);
-    if s.len() > 512 {
-        let mut end = 512;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    } else {
-        s.into_owned()
     }
 }
 
@@ -365,8 +278,8 @@ impl SaClient for OkxSaClient {
     }
 
     async fn session_status(&self, channel_id: &str) -> Result<SessionStatus, SaError> {
-        let path = format!("{}/session/status?{}", self.path_prefix, sorted_query(&[("channelId", channel_id)]));
-        let endpoint = Endpoint { url: format!("{}{path}", self.origin), signed_path: path };
+        let endpoint =
+            self.transport.endpoint(&format!("/session/status?{}", sorted_query(&[("channelId", channel_id)])));
         self.call(reqwest::Method::GET, &endpoint, Vec::new())
             .instrument(tracing::debug_span!("okx.mpp.session_status", channel = channel_id))
             .await
