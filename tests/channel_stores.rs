@@ -6,18 +6,19 @@
 //! The Redis tests start their own `redis-server` (Debian package, installed by
 //! `scripts/install-test-deps.sh`) on a free port; without it they fail, never skip.
 
+mod support;
+
 use pay402::mpp::store::{
     CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RedisChannelStore, RedisReplayStore,
     ReplayStore, StoreError, UpdateError, UpdateOutcome, Versioned,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::redis::RedisServer;
 
 const VECTORS: &str = "tests/vectors/okx-golden.json";
 const SIG_HEX: &str = "0xe283d63277faf3cd0a433fde68f8c48b199f66acb95c0a155dcc37ea753cd4eb46af147ed5ef8b7a5c4349e7bd82e18b48c55e869564fb88f9077d232d6a16ff1c";
@@ -554,64 +555,6 @@ async fn filestore_survives_sigkill_mid_write() {
 // ---------------------------------------------------------------------------------------------
 // Redis
 // ---------------------------------------------------------------------------------------------
-
-/// A `redis-server` on a free port, killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        match Command::new("redis-server").arg("--version").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => panic!("`redis-server --version` failed ({}): run scripts/install-test-deps.sh", out.status),
-            Err(e) => panic!(
-                "redis-server is not available ({e}): run `bash scripts/install-test-deps.sh` (installs Debian's \
-                 redis-server); the Redis store tests need it and never skip"
-            ),
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let server = Self { child: Some(child), port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.ping() {
-            assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()

@@ -3,6 +3,8 @@
 //! Agent is the in-process [`EmbeddedSa`] (an in-memory escrow) — or, for the golden vectors, a
 //! recording fake that answers OKX's receipts.
 
+mod support;
+
 use async_trait::async_trait;
 use pay402::evm::{self, FixedNonceProvider, PrivateKeySigner, SECP256K1N_HALF, U256, signer_from_hex};
 use pay402::mpp::{
@@ -19,19 +21,12 @@ use pay402::x402::networks::NetworkRegistry;
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+// Anvil account 0 (PAYER) is also the payee signer for the golden vectors; account 1 (PAYEE) is
+// the payee in the embedded-SA scenarios.
+use support::accounts::{ESCROW, OTHER_KEY, PAYEE, PAYEE_KEY, PAYER, PAYER_KEY, USDT0};
 
 const SECRET: &str = "session-secret";
 const REALM: &str = "api.example.com";
-const USDT0: &str = "0x779ded0c9e1022225f8e0630b35a9b54be713736";
-const ESCROW: &str = "0x5E550002e64FaF79B41D89fE8439eEb1be66CE3b";
-/// Anvil account 0: the payer (and, for the golden vectors, the payee signer).
-const PAYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
-/// Anvil account 1: the payee (merchant) in the embedded-SA scenarios.
-const PAYEE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
-const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
-/// Anvil account 2: a stranger.
-const OTHER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3d71c2f3d8a9f2bf";
 const COST: u128 = 1000;
 
 fn key(k: &str) -> PrivateKeySigner {

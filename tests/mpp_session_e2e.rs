@@ -4,7 +4,7 @@
 //!
 //! The seller's [`SessionIntent`] talks to the Settlement Agent through [`OkxSaClient`], pointed
 //! at a stand-in on 127.0.0.1 that re-checks every request on its own (`OK-ACCESS-*` headers,
-//! the HMAC with this file's own hmac/sha2/base64 code, the seconds-only timestamp, the compact
+//! the HMAC with the tests' own hmac/sha2/base64 code, the seconds-only timestamp, the compact
 //! JSON body re-serialised byte for byte from the typed request) and delegates the work to an
 //! [`EmbeddedSa`] (an in-memory escrow), so balances can be checked after every step.
 
@@ -14,8 +14,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use pay402::axum::{Credential, Mpp, Receipt, pay};
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{
@@ -29,10 +27,12 @@ use pay402::okx::sa::{
 };
 use pay402::x402::networks::NetworkRegistry;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+// The payee (Anvil account 1) signs settle/close authorizations.
+use support::accounts::{ESCROW, OTHER_KEY, PAYEE, PAYEE_KEY, PAYER, PAYER_KEY, USDT0};
+use support::okx::{OkxKeys, TimestampFormat, check_okx_headers};
 use support::{FRAMEWORKS, Framework, Running};
 
 const API_KEY: &str = "session-e2e-key";
@@ -41,16 +41,6 @@ const PASSPHRASE: &str = "session-e2e-passphrase";
 const SA_BASE: &str = "/api/v6/pay/mpp";
 const MPP_SECRET: &str = "session-e2e-mpp-secret";
 const REALM: &str = "api.example.com";
-const USDT0: &str = "0x779ded0c9e1022225f8e0630b35a9b54be713736";
-const ESCROW: &str = "0x5E550002e64FaF79B41D89fE8439eEb1be66CE3b";
-/// Anvil account 0: the buyer.
-const PAYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
-/// Anvil account 1: the payee (merchant), who signs settle/close authorizations.
-const PAYEE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
-const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
-/// Anvil account 2: a stranger.
-const OTHER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3d71c2f3d8a9f2bf";
 const FUNDS: u64 = 10_000_000;
 const COST: u128 = 1000;
 const PROBLEMS: &str = "https://paymentauth.org/problems/";
@@ -120,44 +110,9 @@ impl Drop for SaStandIn {
     }
 }
 
-/// `base64(HMAC-SHA256(secret, timestamp + METHOD + path + body))`, computed here.
-fn okx_signature(timestamp: &str, method: &str, path: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(API_SECRET.as_bytes()).expect("HMAC key");
-    mac.update(timestamp.as_bytes());
-    mac.update(method.as_bytes());
-    mac.update(path.as_bytes());
-    mac.update(body);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ`.
-fn is_seconds_timestamp(ts: &str) -> bool {
-    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:ddZ";
-    ts.len() == SHAPE.len()
-        && ts.bytes().zip(SHAPE).all(|(b, &want)| if want == b'd' { b.is_ascii_digit() } else { b == want })
-}
-
 fn check_headers(method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Vec<String> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let mut problems = Vec::new();
-    if get("content-type") != Some("application/json") {
-        problems.push(format!("Content-Type {:?}", get("content-type")));
-    }
-    if get("ok-access-key") != Some(API_KEY) {
-        problems.push(format!("OK-ACCESS-KEY {:?}", get("ok-access-key")));
-    }
-    if get("ok-access-passphrase") != Some(PASSPHRASE) {
-        problems.push(format!("OK-ACCESS-PASSPHRASE {:?}", get("ok-access-passphrase")));
-    }
-    let ts = get("ok-access-timestamp").unwrap_or_default();
-    if !is_seconds_timestamp(ts) {
-        problems.push(format!("OK-ACCESS-TIMESTAMP {ts:?} is not YYYY-MM-DDTHH:MM:SSZ"));
-    }
-    let want = okx_signature(ts, method.as_str(), path, body);
-    if get("ok-access-sign") != Some(want.as_str()) {
-        problems.push(format!("OK-ACCESS-SIGN {:?}, want {want}", get("ok-access-sign")));
-    }
-    problems
+    let keys = OkxKeys { api_key: API_KEY, secret: API_SECRET, passphrase: PASSPHRASE };
+    check_okx_headers(&keys, TimestampFormat::Seconds, method, path, headers, body)
 }
 
 /// Parses the body as `T`, and checks that it is exactly `T` re-serialised (compact,

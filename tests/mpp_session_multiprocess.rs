@@ -15,6 +15,8 @@
 //! Without `redis-server` (Debian package, `scripts/install-test-deps.sh`) the Redis test fails;
 //! it never skips.
 
+mod support;
+
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::store::{
     ChannelState, ChannelStore, FileStore, InMemoryReplayStore, RedisChannelStore, RedisReplayStore, ReplayStore,
@@ -23,12 +25,14 @@ use pay402::mpp::{EmbeddedSa, EvmMethod, Mpp, ParsedChallenge, PaySpec, SessionC
 use pay402::x402::networks::NetworkRegistry;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+// The buyer (PAYER_KEY) is also the channel's authorized signer.
+use support::accounts::{ESCROW, PAYEE, PAYER_KEY, USDT0};
+use support::redis::RedisServer;
 
 /// Env vars of the worker role.
 const WORKER_ROLE: &str = "PAY402_SESSION_WORKER";
@@ -41,11 +45,6 @@ const FAIL_HEADER: &str = "x-test-fail";
 
 const MPP_SECRET: &str = "multiprocess-mpp-secret";
 const REALM: &str = "api.example.com";
-const USDT0: &str = "0x779ded0c9e1022225f8e0630b35a9b54be713736";
-const ESCROW: &str = "0x5E550002e64FaF79B41D89fE8439eEb1be66CE3b";
-/// Anvil account 0: the buyer (and the channel's authorized signer).
-const PAYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 const DEPOSIT: u128 = 150_000;
 const COST: u128 = 1000;
 const WORKERS: usize = 3;
@@ -149,62 +148,6 @@ impl Worker {
 }
 
 impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Redis
-// ---------------------------------------------------------------------------------------------
-
-/// A `redis-server` on a free port, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        match Command::new("redis-server").arg("--version").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => panic!("`redis-server --version` failed ({}): run scripts/install-test-deps.sh", out.status),
-            Err(e) => panic!(
-                "redis-server is not available ({e}): run `bash scripts/install-test-deps.sh` (installs Debian's \
-                 redis-server); this test needs it and never skips"
-            ),
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.ping() {
-            assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,15 +1,15 @@
 //! The facilitator clients against a local stand-in for OKX's x402 facilitator: a real HTTP
-//! server that re-checks every request on its own (HMAC signature with this file's own
+//! server that re-checks every request on its own (HMAC signature with the tests' own
 //! hmac/sha2/base64 code, `OK-ACCESS-*` headers, timestamp format, content type, body bytes) and
 //! answers from a script, so each typed [`FacilitatorError`] can be provoked over the wire.
+
+mod support;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use pay402::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig};
 use pay402::x402::{
     FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig, JsonObject, Network,
@@ -17,11 +17,11 @@ use pay402::x402::{
     SupportedResponse, VerifyResponse,
 };
 use serde_json::Value;
-use sha2::Sha256;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::okx::{OkxKeys, TimestampFormat, check_okx_headers, is_millis_timestamp, okx_signature};
 
 const API_KEY: &str = "test-api-key";
 const SECRET: &str = "test-secret-key";
@@ -181,23 +181,8 @@ fn check_request(
     }
     match mode {
         Mode::Okx { sync_settle } => {
-            if get("content-type") != Some("application/json") {
-                problems.push(format!("Content-Type is {:?}, want application/json", get("content-type")));
-            }
-            if get("ok-access-key") != Some(API_KEY) {
-                problems.push(format!("OK-ACCESS-KEY is {:?}", get("ok-access-key")));
-            }
-            if get("ok-access-passphrase") != Some(PASSPHRASE) {
-                problems.push(format!("OK-ACCESS-PASSPHRASE is {:?}", get("ok-access-passphrase")));
-            }
-            let timestamp = get("ok-access-timestamp").unwrap_or_default();
-            if !is_okx_timestamp(timestamp) {
-                problems.push(format!("OK-ACCESS-TIMESTAMP `{timestamp}` is not YYYY-MM-DDTHH:MM:SS.mmmZ"));
-            }
-            let want = okx_signature(SECRET, timestamp, method.as_str(), path_and_query, body);
-            if get("ok-access-sign") != Some(want.as_str()) {
-                problems.push(format!("bad OK-ACCESS-SIGN {:?} (want {want})", get("ok-access-sign")));
-            }
+            let keys = OkxKeys { api_key: API_KEY, secret: SECRET, passphrase: PASSPHRASE };
+            problems.extend(check_okx_headers(&keys, TimestampFormat::Millis, method, path_and_query, headers, body));
             if is_post {
                 problems.extend(check_body(body, true));
                 if !body.starts_with(br#"{"x402Version": 2, "paymentPayload": {"#) {
@@ -304,23 +289,6 @@ fn python_str(s: &str, out: &mut String) {
         }
     }
     out.push('"');
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn is_okx_timestamp(ts: &str) -> bool {
-    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd.dddZ";
-    ts.len() == SHAPE.len()
-        && ts.bytes().zip(SHAPE).all(|(b, &want)| if want == b'd' { b.is_ascii_digit() } else { b == want })
-}
-
-/// The stand-in's own `OK-ACCESS-SIGN`: base64(HMAC-SHA256(secret, ts + METHOD + path + body)).
-fn okx_signature(secret: &str, timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC key");
-    mac.update(timestamp.as_bytes());
-    mac.update(method.as_bytes());
-    mac.update(path_and_query.as_bytes());
-    mac.update(body);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,9 +658,9 @@ fn stand_in_checks_are_strict() {
     );
     assert_eq!(okx_signature("test-secret", ts, "GET", SUPPORTED, b""), "Hr+qBBgQri/XKOSuwZipWZ/ZlQtBJFDpk5lC2w2QqKA=");
 
-    assert!(is_okx_timestamp("2026-03-30T10:00:00.123Z"));
+    assert!(is_millis_timestamp("2026-03-30T10:00:00.123Z"));
     for bad in ["2026-03-30T10:00:00Z", "2026-03-30T10:00:00.123+00:00", "2026-03-30 10:00:00.123Z", ""] {
-        assert!(!is_okx_timestamp(bad), "{bad}");
+        assert!(!is_millis_timestamp(bad), "{bad}");
     }
 
     assert_eq!(check_body(expected_body(true, Some(true)).as_bytes(), true), None);

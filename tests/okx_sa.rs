@@ -1,16 +1,16 @@
 //! The MPP Settlement-Agent client against a local stand-in for OKX's SA: a real HTTP server
-//! that re-checks every request on its own (HMAC signature with this file's own
+//! that re-checks every request on its own (HMAC signature with the tests' own
 //! hmac/sha2/base64 code, `OK-ACCESS-*` headers, the seconds-only timestamp, the content type)
 //! and answers scripted envelopes, so the golden requests can be reproduced byte for byte and
 //! every typed error can be provoked over the wire.
+
+mod support;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use pay402::okx::OkxCredentials;
 use pay402::okx::auth::{self, Clock};
 use pay402::okx::sa::{
@@ -20,10 +20,10 @@ use pay402::okx::sa::{
     map_sa_error,
 };
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use support::okx::{OkxKeys, TimestampFormat, check_okx_headers, is_seconds_timestamp, okx_signature};
 
 const API_KEY: &str = "test-api-key";
 const SECRET: &str = "test-secret";
@@ -170,7 +170,6 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
 /// Every check the stand-in makes; returns the problems found (empty = accepted).
 fn check_request(secret: &str, method: &Method, path_and_query: &str, headers: &HeaderMap, body: &[u8]) -> Vec<String> {
     let mut problems = Vec::new();
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let is_post = *method == Method::POST;
     if *method != Method::GET && !is_post {
         problems.push(format!("unexpected method {method}"));
@@ -181,23 +180,8 @@ fn check_request(secret: &str, method: &Method, path_and_query: &str, headers: &
     if !is_post && !body.is_empty() {
         problems.push("GET with a body".to_owned());
     }
-    if get("content-type") != Some("application/json") {
-        problems.push(format!("Content-Type is {:?}, want application/json", get("content-type")));
-    }
-    if get("ok-access-key") != Some(API_KEY) {
-        problems.push(format!("OK-ACCESS-KEY is {:?}", get("ok-access-key")));
-    }
-    if get("ok-access-passphrase") != Some(PASSPHRASE) {
-        problems.push(format!("OK-ACCESS-PASSPHRASE is {:?}", get("ok-access-passphrase")));
-    }
-    let timestamp = get("ok-access-timestamp").unwrap_or_default();
-    if !is_seconds_timestamp(timestamp) {
-        problems.push(format!("OK-ACCESS-TIMESTAMP `{timestamp}` is not YYYY-MM-DDTHH:MM:SSZ"));
-    }
-    let want = okx_signature(secret, timestamp, method.as_str(), path_and_query, body);
-    if get("ok-access-sign") != Some(want.as_str()) {
-        problems.push(format!("bad OK-ACCESS-SIGN {:?} (want {want})", get("ok-access-sign")));
-    }
+    let keys = OkxKeys { api_key: API_KEY, secret, passphrase: PASSPHRASE };
+    problems.extend(check_okx_headers(&keys, TimestampFormat::Seconds, method, path_and_query, headers, body));
     if is_post {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(_)) => {}
@@ -211,23 +195,6 @@ fn check_request(secret: &str, method: &Method, path_and_query: &str, headers: &
         }
     }
     problems
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (OKX's Python SA client sends no fraction).
-fn is_seconds_timestamp(ts: &str) -> bool {
-    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:ddZ";
-    ts.len() == SHAPE.len()
-        && ts.bytes().zip(SHAPE).all(|(b, &want)| if want == b'd' { b.is_ascii_digit() } else { b == want })
-}
-
-/// The stand-in's own `OK-ACCESS-SIGN`: base64(HMAC-SHA256(secret, ts + METHOD + path + body)).
-fn okx_signature(secret: &str, timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC key");
-    mac.update(timestamp.as_bytes());
-    mac.update(method.as_bytes());
-    mac.update(path_and_query.as_bytes());
-    mac.update(body);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------

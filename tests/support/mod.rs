@@ -2,6 +2,10 @@
 //! wrapper whose settlement can be made to fail or time out.
 #![allow(dead_code)] // each test file uses a subset
 
+pub(crate) mod accounts;
+pub(crate) mod okx;
+pub(crate) mod redis;
+
 use async_trait::async_trait;
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::{
