@@ -51,47 +51,26 @@ impl Signer for PrivateKeySigner {
     }
 }
 
-impl<S: Signer + ?Sized> Signer for &S {
-    fn sign_digest(&self, digest: &B256) -> Result<[u8; 65], EvmError> {
-        (**self).sign_digest(digest)
-    }
+/// Forwards `Signer` through a pointer type (`&S`, `Box<S>`, `Arc<S>`).
+macro_rules! forward_signer {
+    ($($ptr:ty),+) => {$(
+        impl<S: Signer + ?Sized> Signer for $ptr {
+            fn sign_digest(&self, digest: &B256) -> Result<[u8; 65], EvmError> {
+                (**self).sign_digest(digest)
+            }
 
-    fn address(&self) -> Address {
-        (**self).address()
-    }
+            fn address(&self) -> Address {
+                (**self).address()
+            }
 
-    fn address_checksummed(&self) -> String {
-        (**self).address_checksummed()
-    }
+            fn address_checksummed(&self) -> String {
+                (**self).address_checksummed()
+            }
+        }
+    )+};
 }
 
-impl<S: Signer + ?Sized> Signer for Box<S> {
-    fn sign_digest(&self, digest: &B256) -> Result<[u8; 65], EvmError> {
-        (**self).sign_digest(digest)
-    }
-
-    fn address(&self) -> Address {
-        (**self).address()
-    }
-
-    fn address_checksummed(&self) -> String {
-        (**self).address_checksummed()
-    }
-}
-
-impl<S: Signer + ?Sized> Signer for Arc<S> {
-    fn sign_digest(&self, digest: &B256) -> Result<[u8; 65], EvmError> {
-        (**self).sign_digest(digest)
-    }
-
-    fn address(&self) -> Address {
-        (**self).address()
-    }
-
-    fn address_checksummed(&self) -> String {
-        (**self).address_checksummed()
-    }
-}
+forward_signer!(&S, Box<S>, Arc<S>);
 
 /// Loads a secp256k1 private key from 64 hex digits, with or without a `0x` / `0X` prefix
 /// (surrounding ASCII whitespace, e.g. the newline of a key file, is ignored).
