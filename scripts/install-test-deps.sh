@@ -2,34 +2,41 @@
 # Everything comes from Debian, npm or PyPI. A failed install exits non-zero: CI must fail, never
 # skip the tests that need the component.
 #
-# * redis-server (Debian `redis-server`): tests/channel_stores.rs starts one per test on a free
-#   port (`--bind 127.0.0.1 --save '' --appendonly no`); no service is started here.
+# One file per component under scripts/deps/ (sourced in name order); each installs what is
+# missing and returns non-zero on failure. Tools installed from npm/PyPI live under
+# `.test-deps/` (git-ignored) and their bin directories are put on PATH for the tests.
 
-install_test_deps() {
+PAY402_DEPS_DIR="${PAY402_DEPS_DIR:-$(pwd)/.test-deps}"
+export PAY402_DEPS_DIR
+mkdir -p "$PAY402_DEPS_DIR"
+
+# apt_install PKG...: install Debian packages (root, or through sudo).
+apt_install() {
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then
         if command -v sudo >/dev/null 2>&1; then
             sudo="sudo"
         else
-            echo "install-test-deps: not root and no sudo: cannot install missing packages" >&2
+            echo "install-test-deps: not root and no sudo: cannot install $*" >&2
             return 1
         fi
     fi
+    if [ -z "${PAY402_APT_UPDATED:-}" ]; then
+        $sudo apt-get update || return 1
+        PAY402_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "$@"
+}
 
-    if ! command -v redis-server >/dev/null 2>&1; then
-        echo "install-test-deps: installing redis-server (Debian)"
-        if ! { $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y redis-server; }; then
-            echo "install-test-deps: FAILED to install redis-server (apt-get)" >&2
+install_test_deps() {
+    local f
+    for f in scripts/deps/*.sh; do
+        # shellcheck source=/dev/null
+        if ! source "$f"; then
+            echo "install-test-deps: FAILED: $f" >&2
             return 1
         fi
-        # The Debian package may start a system service on machines with an init system; the
-        # tests start their own servers, so leave any such service alone.
-        if ! command -v redis-server >/dev/null 2>&1; then
-            echo "install-test-deps: redis-server still not on PATH after installing it" >&2
-            return 1
-        fi
-    fi
-    redis-server --version
+    done
 }
 
 if ! install_test_deps; then
