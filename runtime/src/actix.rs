@@ -201,7 +201,7 @@ where
                 }
             };
             G::insert_extensions(&payment, &mut *req.extensions_mut());
-            let mut res = service.call(req).await?;
+            let mut res = crate::metrics::handler(service.call(req)).await?;
             let status = res.status();
             match complete(status, res.headers_mut(), |status| gate.finish(&ctx, payment, status)).await {
                 Ok(()) => Ok(res.map_into_left_body()),
@@ -275,7 +275,7 @@ impl X402Verified {
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
         finish_handler(
             &self.req,
-            body.await,
+            crate::metrics::handler(body).await,
             |status| self.server.finish(&self.ctx, self.payment, status),
             into_response,
         )
@@ -367,7 +367,8 @@ impl MppVerified {
     /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
     /// releases the payment.
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        finish_handler(&self.req, body.await, |status| self.paid.finish(status), into_response).await
+        finish_handler(&self.req, crate::metrics::handler(body).await, |status| self.paid.finish(status), into_response)
+            .await
     }
 }
 
@@ -465,6 +466,12 @@ impl DualVerified {
     /// Runs the handler body, then completes the payment with the protocol that accepted it
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        finish_handler(&self.req, body.await, |status| self.payment.finish(status), into_response_all).await
+        finish_handler(
+            &self.req,
+            crate::metrics::handler(body).await,
+            |status| self.payment.finish(status),
+            into_response_all,
+        )
+        .await
     }
 }

@@ -116,7 +116,7 @@ where
                 Err(r) => return Ok(into_response(r)),
             };
             G::insert_extensions(&payment, req.extensions_mut());
-            let resp = inner.call(req).await?;
+            let resp = crate::metrics::handler(inner.call(req)).await?;
             Ok(complete(resp, |status| gate.finish(&ctx, payment, status)).await)
         })
     }
@@ -190,7 +190,7 @@ impl X402Verified {
 
     /// Runs the handler body, then settles (status < 400) or releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        let resp = body.await.into_response();
+        let resp = crate::metrics::handler(body).await.into_response();
         complete(resp, |status| self.server.finish(&self.ctx, self.payment, status)).await
     }
 }
@@ -274,7 +274,7 @@ impl MppVerified {
     /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
     /// releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        let resp = body.await.into_response();
+        let resp = crate::metrics::handler(body).await.into_response();
         complete(resp, |status| self.paid.finish(status)).await
     }
 }
@@ -352,7 +352,7 @@ impl DualVerified {
     /// Runs the handler body, then completes the payment with the protocol that accepted it
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        let resp = body.await.into_response();
+        let resp = crate::metrics::handler(body).await.into_response();
         complete(resp, |status| self.payment.finish(status)).await
     }
 }

@@ -9,6 +9,7 @@
 pub mod evm;
 pub mod gate;
 pub mod json;
+pub mod metrics;
 pub mod mpp;
 pub mod okx;
 pub mod replay;

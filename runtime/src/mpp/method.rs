@@ -13,7 +13,6 @@ use alloy_primitives::U256;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
-use tracing::Instrument as _;
 
 /// The method name on the wire.
 pub const METHOD_NAME_EVM: &str = "evm";
@@ -78,6 +77,16 @@ impl fmt::Debug for ChargeIntent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChargeIntent").field("chain_id", &self.chain_id).field("fee_payer", &self.fee_payer).finish()
     }
+}
+
+/// Counts a charge settled (or refused) by the Settlement Agent.
+fn record_charge_settlement<T>(outcome: &Result<T, PayError>) {
+    let outcome = match outcome {
+        Ok(_) => crate::metrics::SettlementOutcome::Success,
+        Err(PayError::Unknown(_)) => crate::metrics::SettlementOutcome::Unknown,
+        Err(_) => crate::metrics::SettlementOutcome::Failed,
+    };
+    crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "charge", outcome);
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> &'a str {
@@ -214,11 +223,9 @@ impl ChargeIntent {
                 };
                 let req =
                     ChargeSettleRequest { challenge, payload: ChargeTransactionPayload { authorization }, source };
-                self.sa
-                    .settle(&req)
-                    .instrument(tracing::info_span!("mpp.sa.charge_settle"))
-                    .await
-                    .map_err(sa_failure)?
+                let settled = crate::metrics::sa_call("charge_settle", self.sa.settle(&req)).await.map_err(sa_failure);
+                record_charge_settlement(&settled);
+                settled?
             }
             Some("hash") => {
                 let hash = payload.get("hash").and_then(Value::as_str).ok_or_else(|| {
@@ -226,11 +233,10 @@ impl ChargeIntent {
                 })?;
                 let req =
                     ChargeVerifyHashRequest { challenge, payload: ChargeHashPayload { hash: hash.to_owned() }, source };
-                self.sa
-                    .verify_hash(&req)
-                    .instrument(tracing::info_span!("mpp.sa.charge_verify_hash"))
-                    .await
-                    .map_err(sa_failure)?
+                let verified =
+                    crate::metrics::sa_call("charge_verify_hash", self.sa.verify_hash(&req)).await.map_err(sa_failure);
+                record_charge_settlement(&verified);
+                verified?
             }
             other => {
                 return Err(PayError::Protocol(MppError::new(

@@ -15,6 +15,7 @@ use super::expiry::{DEFAULT_CHALLENGE_TTL, python_isoformat_z};
 use super::method::{EvmMethod, METHOD_NAME_EVM, PayError, PendingCharge, SessionGrant};
 use super::problem::{MppErrorKind, payment_required_detail};
 use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
+use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::okx::sa::EvmPaymentError;
 use crate::replay::{InMemoryReplayStore, ReplayStore};
 use crate::web::{PaymentHttpResponse, RequestContext};
@@ -27,6 +28,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 /// Headers a browser may read on MPP responses.
 pub const MPP_EXPOSED_HEADERS: &str = "WWW-Authenticate, Payment-Receipt";
@@ -280,12 +282,24 @@ impl Paid {
         if status >= 400 {
             if let Some(p) = self.pending {
                 p.release().await;
+                crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "session", SettlementOutcome::Released);
             }
             return Ok(HeaderMap::new());
         }
-        if let Some(p) = self.pending
-            && let Err(e) = p.commit().await
-        {
+        let committed = match self.pending {
+            Some(p) => Some(p.commit().await),
+            None => None,
+        };
+        match &committed {
+            Some(Ok(())) => {
+                crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "session", SettlementOutcome::Success);
+            }
+            Some(Err(_)) => {
+                crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "session", SettlementOutcome::Unknown);
+            }
+            None => {}
+        }
+        if let Some(Err(e)) = committed {
             tracing::error!(error = %e, "mpp: cannot commit a reserved charge");
             let err = match e {
                 PayError::Method(e) | PayError::Unknown(e) => e,
@@ -515,7 +529,16 @@ impl Mpp {
         let has_payment = authorization.is_some_and(|a| {
             a.split(',').any(|part| part.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("payment")))
         });
+        let observe = |outcome: PaymentOutcome| {
+            crate::metrics::record_payment(crate::metrics::PROTOCOL_MPP, intent, outcome);
+            tracing::Span::current().record("outcome", outcome.as_str());
+        };
+        let refused = |e: &PayError| match e {
+            PayError::Unknown(_) => PaymentOutcome::Error,
+            _ => PaymentOutcome::Invalid,
+        };
         let reject = |this: &Self, request: Map<String, Value>, error: Option<PayError>| {
+            crate::metrics::record_challenge(crate::metrics::PROTOCOL_MPP, intent);
             if let Some(e) = &error {
                 tracing::info!(error = %e, "mpp: credential refused");
                 for hook in &this.inner.events.payment_failed {
@@ -525,11 +548,15 @@ impl Mpp {
             Rejection { challenge: this.new_challenge(intent, request, expires.clone(), description.clone()), error }
         };
         let Some(authorization) = authorization.filter(|_| has_payment) else {
+            tracing::Span::current().record("outcome", "challenge");
             return Err(reject(self, request, None));
         };
         let credential = match Credential::from_authorization_header(authorization) {
             Ok(c) => c,
-            Err(e) => return Err(reject(self, request, Some(PayError::Protocol(e)))),
+            Err(e) => {
+                observe(PaymentOutcome::Invalid);
+                return Err(reject(self, request, Some(PayError::Protocol(e))));
+            }
         };
         let echo = match verify_echo(
             &credential.challenge,
@@ -540,13 +567,20 @@ impl Mpp {
             &request,
         ) {
             Ok(e) => e,
-            Err(e) => return Err(reject(self, request, Some(PayError::Protocol(e)))),
+            Err(e) => {
+                observe(PaymentOutcome::NoMatch);
+                return Err(reject(self, request, Some(PayError::Protocol(e))));
+            }
         };
+        if let Some(payer) = credential.source.as_deref() {
+            tracing::Span::current().record("payer", payer);
+        }
         if intent == "session" {
             // Session vouchers reuse their challenge; replay protection is the channel's
             // monotonic cumulative amount (see the session intent).
             let Some(session) = &self.inner.method.session else {
                 let e = PayError::Method(EvmPaymentError::BadRequest("the session intent is not configured".into()));
+                observe(PaymentOutcome::Error);
                 return Err(reject(self, request, Some(e)));
             };
             let cost = request
@@ -556,13 +590,21 @@ impl Mpp {
                 .unwrap_or_default();
             return match session.verify(&credential, &request, cost).await {
                 Ok(SessionGrant::Serve { receipt, pending }) => {
+                    observe(PaymentOutcome::Verified);
+                    tracing::Span::current().record("reference", receipt.reference.as_str());
                     for hook in &self.inner.events.payment_success {
                         hook(&credential, &receipt);
                     }
                     Ok(Granted::Paid(Paid { credential, receipt, pending }))
                 }
-                Ok(SessionGrant::Management(body)) => Ok(Granted::Management { credential, body }),
-                Err(e) => Err(reject(self, request, Some(e))),
+                Ok(SessionGrant::Management(body)) => {
+                    observe(PaymentOutcome::Management);
+                    Ok(Granted::Management { credential, body })
+                }
+                Err(e) => {
+                    observe(refused(&e));
+                    Err(reject(self, request, Some(e)))
+                }
             };
         }
         let key = format!("mpp:{}:{}", self.inner.realm, echo.id);
@@ -572,10 +614,12 @@ impl Mpp {
             Ok(false) => {
                 let e = MppError::new(MppErrorKind::InvalidChallenge, "challenge already used")
                     .with_challenge_id(echo.id.clone());
+                observe(PaymentOutcome::Replayed);
                 return Err(reject(self, request, Some(PayError::Protocol(e))));
             }
             Err(e) => {
                 let e = PayError::Unknown(EvmPaymentError::InternalSA(format!("challenge store unavailable: {e}")));
+                observe(PaymentOutcome::Error);
                 return Err(reject(self, request, Some(e)));
             }
         }
@@ -592,12 +636,15 @@ impl Mpp {
         };
         match outcome {
             Ok(receipt) => {
+                observe(PaymentOutcome::Verified);
+                tracing::Span::current().record("reference", receipt.reference.as_str());
                 for hook in &self.inner.events.payment_success {
                     hook(&credential, &receipt);
                 }
                 Ok(Granted::Paid(Paid { credential, receipt, pending: None }))
             }
             Err(e) => {
+                observe(refused(&e));
                 // A definite refusal frees the challenge; an unknown outcome keeps it consumed.
                 if !matches!(e, PayError::Unknown(_))
                     && let Err(err) = self.inner.store.remove(&key).await
@@ -688,7 +735,25 @@ impl Mpp {
         };
         let authorization = ctx.header("authorization");
         let expires = Self::expires_at(spec.expires_in);
-        match self.verify_or_challenge(authorization, &spec.intent, request, spec.description.clone(), expires).await {
+        let span = tracing::info_span!(
+            "mpp.request",
+            method = %ctx.method,
+            path = %ctx.path,
+            route = spec.description.as_deref().unwrap_or_default(),
+            intent = %spec.intent,
+            amount = %spec.amount,
+            payer = tracing::field::Empty,
+            reference = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let start = std::time::Instant::now();
+        let decided = self
+            .verify_or_challenge(authorization, &spec.intent, request, spec.description.clone(), expires)
+            .instrument(span.clone())
+            .await;
+        span.record("latency_ms", crate::metrics::millis_since(start));
+        match decided {
             Ok(Granted::Paid(mut paid)) => {
                 if paid.receipt.external_id.is_none() {
                     paid.receipt.external_id.clone_from(&spec.external_id);

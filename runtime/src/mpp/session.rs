@@ -85,7 +85,6 @@ use crate::replay::{InMemoryReplayStore, ReplayStore};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
-use tracing::Instrument as _;
 
 /// The intent name.
 pub const SESSION_INTENT: &str = "session";
@@ -193,6 +192,14 @@ impl fmt::Debug for SessionIntent {
             .field("min_voucher_delta", &self.min_voucher_delta)
             .field("fee_payer", &self.fee_payer)
             .finish_non_exhaustive()
+    }
+}
+
+/// The `reason` label of a refused voucher: the problem slug of its error.
+fn rejection_reason(e: &PayError) -> &'static str {
+    match e {
+        PayError::Method(e) | PayError::Unknown(e) => e.slug(),
+        PayError::Protocol(e) => e.kind().slug(),
     }
 }
 
@@ -531,12 +538,8 @@ impl SessionIntent {
             },
             source: credential.source.clone().unwrap_or_default(),
         };
-        let receipt: SessionReceipt = self
-            .sa
-            .session_open(&req)
-            .instrument(tracing::info_span!("mpp.sa.session_open"))
-            .await
-            .map_err(sa_failure)?;
+        let receipt: SessionReceipt =
+            crate::metrics::sa_call("session_open", self.sa.session_open(&req)).await.map_err(sa_failure)?;
         if !receipt.channel_id.is_empty() && channel_id_from_hex(&receipt.channel_id).ok() != Some(channel_b256) {
             tracing::error!(ours = %channel_id, sa = %receipt.channel_id, "mpp session: the SA opened another channel");
             return Err(PayError::Unknown(EvmPaymentError::InternalSA("the SA reported another channel id".into())));
@@ -594,12 +597,8 @@ impl SessionIntent {
             },
             source: credential.source.clone().unwrap_or_default(),
         };
-        let receipt = self
-            .sa
-            .session_top_up(&req)
-            .instrument(tracing::info_span!("mpp.sa.session_top_up"))
-            .await
-            .map_err(sa_failure)?;
+        let receipt =
+            crate::metrics::sa_call("session_top_up", self.sa.session_top_up(&req)).await.map_err(sa_failure)?;
         let outcome = self
             .store
             .update(&channel_id, |s| {
@@ -816,12 +815,8 @@ impl SessionIntent {
                 deadline: self.deadline.to_string(),
             },
         };
-        let receipt = self
-            .sa
-            .session_settle(&req)
-            .instrument(tracing::info_span!("mpp.sa.session_settle"))
-            .await
-            .map_err(sa_failure)?;
+        let receipt =
+            crate::metrics::sa_call("session_settle", self.sa.session_settle(&req)).await.map_err(sa_failure)?;
         Ok(self.result(&channel_id, cumulative, STATUS_OPEN, receipt.reference))
     }
 
@@ -885,11 +880,7 @@ impl SessionIntent {
                         deadline: self.deadline.to_string(),
                     },
                 };
-                self.sa
-                    .session_close(&req)
-                    .instrument(tracing::info_span!("mpp.sa.session_close"))
-                    .await
-                    .map_err(sa_failure)
+                crate::metrics::sa_call("session_close", self.sa.session_close(&req)).await.map_err(sa_failure)
             }
             Err(e) => Err(method(EvmPaymentError::InternalSA(format!("cannot sign: {e}")))),
         };
@@ -1005,7 +996,13 @@ impl SessionHandler for SessionIntent {
     ) -> Result<SessionGrant, PayError> {
         let action = credential.payload.get("action").and_then(Value::as_str).unwrap_or("");
         let result = match action {
-            "voucher" => return self.voucher(credential, cost).await,
+            "voucher" => {
+                let granted = self.voucher(credential, cost).await;
+                if let Err(e) = &granted {
+                    crate::metrics::record_voucher_rejection(rejection_reason(e));
+                }
+                return granted;
+            }
             "open" => self.open(credential, request).await?,
             "topUp" => self.top_up(credential).await?,
             "settle" => {

@@ -26,6 +26,7 @@ use super::types::{
     AnyPaymentPayload, JsonObject, Network, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo,
     SettleResponse, settle_status,
 };
+use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::replay::{InMemoryReplayStore, ReplayStore, unix_now};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -598,6 +599,8 @@ impl X402HttpServer {
         route: &RouteConfig,
         accepts: Vec<PaymentRequirements>,
     ) -> PaymentHttpResponse {
+        crate::metrics::record_challenge(crate::metrics::PROTOCOL_X402, &schemes_label(&accepts));
+        tracing::Span::current().record("outcome", "challenge");
         let required = self.payment_required(ctx, route, accepts, Some(PAYMENT_REQUIRED_ERROR.into()));
         if ctx.is_browser() {
             let html =
@@ -614,6 +617,7 @@ impl X402HttpServer {
         accepts: Vec<PaymentRequirements>,
         error: Option<String>,
     ) -> PaymentHttpResponse {
+        crate::metrics::record_challenge(crate::metrics::PROTOCOL_X402, &schemes_label(&accepts));
         let required = self.payment_required(ctx, route, accepts, error);
         self.challenge(ctx, route, &required, false)
     }
@@ -625,8 +629,22 @@ impl X402HttpServer {
         ctx: &RequestContext,
         route: &Arc<RouteConfig>,
     ) -> Result<X402Payment, PaymentHttpResponse> {
-        let span = tracing::info_span!("x402.request", method = %ctx.method, path = %ctx.path);
-        self.process_inner(ctx, route).instrument(span).await
+        let span = tracing::info_span!(
+            "x402.request",
+            method = %ctx.method,
+            path = %ctx.path,
+            route = route.description.as_deref().unwrap_or_default(),
+            scheme = tracing::field::Empty,
+            network = tracing::field::Empty,
+            amount = tracing::field::Empty,
+            payer = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let start = std::time::Instant::now();
+        let result = self.process_inner(ctx, route).instrument(span.clone()).await;
+        span.record("latency_ms", crate::metrics::millis_since(start));
+        result
     }
 
     async fn process_inner(
@@ -672,23 +690,43 @@ impl X402HttpServer {
             AnyPaymentPayload::V1(_) => return Err(self.unpaid(ctx, route, accepts)),
         };
         let Some(requirements) = X402ResourceServer::find_matching_requirements(&accepts, &payload).cloned() else {
+            observe_payment(&payload.accepted.scheme, PaymentOutcome::NoMatch);
             return Err(self.rechallenge(ctx, route, accepts, Some(NO_MATCHING_REQUIREMENTS_ERROR.into())));
         };
+        let span = tracing::Span::current();
+        span.record("scheme", requirements.scheme.as_str());
+        span.record("network", requirements.network.as_str());
+        span.record("amount", requirements.amount.as_str());
+        if let Some(payer) = payload.claimed_payer() {
+            span.record("payer", payer);
+        }
         let (replay_key, expires_at) = replay_key(&payload, &requirements);
         match self.inner.replay.insert_if_absent(&replay_key, expires_at).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(key = %replay_key, "x402: replayed payment refused");
+                observe_payment(&requirements.scheme, PaymentOutcome::Replayed);
                 return Err(self.rechallenge(ctx, route, accepts, Some(REPLAYED_PAYMENT_REASON.into())));
             }
-            Err(e) => return Err(PaymentHttpResponse::json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+            Err(e) => {
+                observe_payment(&requirements.scheme, PaymentOutcome::Error);
+                return Err(PaymentHttpResponse::json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()));
+            }
         }
         let release = || async {
             if let Err(e) = self.inner.replay.remove(&replay_key).await {
                 tracing::warn!(error = %e, "x402: cannot release a replay reservation");
             }
         };
-        match self.inner.server.verify(&payload, &requirements).await {
+        let verified = self.inner.server.verify(&payload, &requirements).await;
+        let outcome = match &verified {
+            Ok(v) if v.is_valid => PaymentOutcome::Verified,
+            Ok(_) | Err(ServerError::Aborted { .. }) => PaymentOutcome::Invalid,
+            Err(ServerError::RequirementsMismatch { .. }) => PaymentOutcome::NoMatch,
+            Err(_) => PaymentOutcome::Error,
+        };
+        observe_payment(&requirements.scheme, outcome);
+        match verified {
             Ok(v) if v.is_valid => Ok(X402Payment {
                 payer: v.payer.or_else(|| payload.claimed_payer().map(str::to_owned)),
                 payload,
@@ -720,6 +758,11 @@ impl X402HttpServer {
     /// The handler failed (status ≥ 400): nothing is settled and the payment's replay
     /// reservation is released, so the buyer may retry with the same authorization.
     pub async fn release(&self, payment: &X402Payment) {
+        crate::metrics::record_settlement(
+            crate::metrics::PROTOCOL_X402,
+            &payment.requirements.scheme,
+            SettlementOutcome::Released,
+        );
         if let Some(key) = &payment.replay_key
             && let Err(e) = self.inner.replay.remove(key).await
         {
@@ -733,6 +776,15 @@ impl X402HttpServer {
     pub async fn settle(&self, ctx: &RequestContext, payment: &X402Payment) -> Result<HeaderMap, PaymentHttpResponse> {
         let header_name = if payment.version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
         let outcome = self.inner.server.settle(&payment.payload, &payment.requirements).await;
+        let settled = match &outcome {
+            Ok(r) if r.success && r.status.as_deref() == Some(settle_status::PENDING) => SettlementOutcome::Pending,
+            Ok(r) if r.success && r.status.as_deref().is_none_or(|s| s == settle_status::SUCCESS) => {
+                SettlementOutcome::Success
+            }
+            Ok(_) => SettlementOutcome::Failed,
+            Err(_) => SettlementOutcome::Unknown,
+        };
+        crate::metrics::record_settlement(crate::metrics::PROTOCOL_X402, &payment.requirements.scheme, settled);
         let failure = match outcome {
             Ok(resp)
                 if resp.success
@@ -778,6 +830,19 @@ impl X402HttpServer {
         }
         Err(out.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
     }
+}
+
+/// The `scheme` label of a challenge: the distinct schemes it offers, comma-separated.
+fn schemes_label(accepts: &[PaymentRequirements]) -> String {
+    let mut schemes: Vec<&str> = accepts.iter().map(|a| a.scheme.as_str()).collect();
+    schemes.dedup();
+    schemes.join(",")
+}
+
+/// Counts a payment attempt and records its outcome on the current `x402.request` span.
+fn observe_payment(scheme: &str, outcome: PaymentOutcome) {
+    crate::metrics::record_payment(crate::metrics::PROTOCOL_X402, scheme, outcome);
+    tracing::Span::current().record("outcome", outcome.as_str());
 }
 
 fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) {

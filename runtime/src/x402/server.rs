@@ -495,7 +495,7 @@ impl X402ResourceServer {
     pub async fn initialize(&self) -> Result<(), ServerError> {
         let mut state = InitState::default();
         for (index, facilitator) in self.inner.facilitators.iter().enumerate() {
-            let supported = facilitator.supported().await?;
+            let supported = crate::metrics::facilitator_call("supported", facilitator.supported()).await?;
             for kind in supported.kinds {
                 let known = state.kinds.iter().any(|r| {
                     r.kind.x402_version == kind.x402_version
@@ -651,8 +651,19 @@ impl X402ResourceServer {
             network = %requirements.network,
             amount = %requirements.amount,
             payer = payload.claimed_payer().unwrap_or_default(),
+            outcome = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
         );
-        self.verify_inner(payload, requirements).instrument(span).await
+        let start = std::time::Instant::now();
+        let result = self.verify_inner(payload, requirements).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(v) if v.is_valid => "valid",
+            Ok(_) => "invalid",
+            Err(_) => "error",
+        };
+        span.record("outcome", outcome);
+        span.record("latency_ms", crate::metrics::millis_since(start));
+        result
     }
 
     async fn verify_inner(
@@ -669,7 +680,8 @@ impl X402ResourceServer {
         let ctx = VerifyContext { payload: payload.clone(), requirements: requirements.clone() };
         self.run_before(&hooks.before_verify, &ctx, "before_verify").await?;
 
-        let failure = match facilitator.verify(payload, requirements).await {
+        let answer = crate::metrics::facilitator_call("verify", facilitator.verify(payload, requirements)).await;
+        let failure = match answer {
             Ok(resp) if resp.is_valid => {
                 tracing::debug!(facilitator = facilitator.name(), "x402 verify: valid");
                 self.run_after(&hooks.after_verify, (ctx, resp.clone()), "after_verify").await;
@@ -725,8 +737,30 @@ impl X402ResourceServer {
             network = %requirements.network,
             amount = %requirements.amount,
             payer = payload.claimed_payer().unwrap_or_default(),
+            transaction = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
         );
-        self.settle_inner(payload, requirements).instrument(span).await
+        let start = std::time::Instant::now();
+        let result = self.settle_inner(payload, requirements).instrument(span.clone()).await;
+        match &result {
+            Ok(resp) => {
+                if !resp.transaction.is_empty() {
+                    span.record("transaction", resp.transaction.as_str());
+                }
+                let outcome = match (resp.success, resp.status.as_deref()) {
+                    (true, Some(settle_status::PENDING)) => "pending",
+                    (true, _) => "success",
+                    (false, _) => "failed",
+                };
+                span.record("outcome", outcome);
+            }
+            Err(_) => {
+                span.record("outcome", "error");
+            }
+        }
+        span.record("latency_ms", crate::metrics::millis_since(start));
+        result
     }
 
     async fn settle_inner(
@@ -743,7 +777,8 @@ impl X402ResourceServer {
         let ctx = SettleContext { payload: payload.clone(), requirements: requirements.clone() };
         self.run_before(&hooks.before_settle, &ctx, "before_settle").await?;
 
-        let outcome = match facilitator.settle(payload, requirements).await {
+        let answer = crate::metrics::facilitator_call("settle", facilitator.settle(payload, requirements)).await;
+        let outcome = match answer {
             Ok(resp) => {
                 tracing::debug!(
                     facilitator = facilitator.name(),
@@ -845,6 +880,18 @@ impl X402ResourceServer {
 
     /// Polls `settle_status(tx)` every interval until the deadline (last sleep clipped).
     async fn poll_settlement(&self, facilitator: &dyn FacilitatorClient, tx: &str) -> PollOutcome {
+        let span = tracing::info_span!("x402.settle.poll", transaction = tx, outcome = tracing::field::Empty);
+        let outcome = self.poll_settlement_inner(facilitator, tx).instrument(span.clone()).await;
+        let label = match &outcome {
+            PollOutcome::Success => "success",
+            PollOutcome::Failed(_) => "failed",
+            PollOutcome::StillPending => "still_pending",
+        };
+        span.record("outcome", label);
+        outcome
+    }
+
+    async fn poll_settlement_inner(&self, facilitator: &dyn FacilitatorClient, tx: &str) -> PollOutcome {
         let interval = self.inner.poll_interval;
         let deadline = tokio::time::Instant::now() + self.inner.poll_deadline;
         loop {
@@ -854,7 +901,8 @@ impl X402ResourceServer {
             }
             tokio::time::sleep(interval.min(remaining)).await;
             let budget = interval.max(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            match tokio::time::timeout(budget, facilitator.settle_status(tx)).await {
+            let query = crate::metrics::facilitator_call("settle_status", facilitator.settle_status(tx));
+            match tokio::time::timeout(budget, query).await {
                 Ok(Ok(status)) if !status.success => return PollOutcome::Failed(status),
                 Ok(Ok(status)) => match status.status.as_deref() {
                     Some(settle_status::SUCCESS) => return PollOutcome::Success,

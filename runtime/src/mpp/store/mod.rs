@@ -286,6 +286,13 @@ where
             CasOutcome::Missing => return Ok(UpdateOutcome::Missing),
             CasOutcome::Conflict(now) => {
                 current = *now;
+                crate::metrics::record_store_cas_conflict();
+                tracing::debug!(
+                    key,
+                    attempt,
+                    max_attempts = attempts,
+                    "mpp store: compare-and-swap conflict, retrying"
+                );
                 if attempt < attempts {
                     tokio::time::sleep(policy.delay(attempt)).await;
                 }
