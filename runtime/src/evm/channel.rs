@@ -5,7 +5,9 @@
 //! Digests are `keccak256(0x19 0x01 ‖ domainSeparator ‖ hashStruct(message))`; signatures are
 //! 65 bytes `r‖s‖v` (`v` ∈ {27, 28}) sent as `0x` + lower-case hex. Voucher verification
 //! ([`verify_voucher_signature`]) runs on every session request, so it hashes into stack
-//! buffers (no heap allocation) and recovers the signer exactly once.
+//! buffers (no heap allocation) and recovers the signer exactly once, with the
+//! [`recover`](super::recover) backend chosen at build time (the `_with` variants take one
+//! explicitly).
 //!
 //! ```
 //! use pay402_runtime::evm::channel::{self, ChannelDomain};
@@ -19,6 +21,7 @@
 //! assert!(channel::verify_voucher_signature(&domain, channel_id, 999, &signature, payer.address()).is_err());
 //! ```
 
+use super::recover::{self, Backend, RecoverError};
 use super::signer::{Signer, signature_hex};
 use super::{EvmError, SECP256K1N_HALF};
 use crate::x402::networks::X_LAYER_CHAIN_ID;
@@ -323,15 +326,42 @@ pub fn parse_channel_signature(signature_hex: &str) -> Result<Signature, Channel
     Ok(signature)
 }
 
-/// Recovers the signer of `digest` (raw EOA recovery, no prefix) from a §9.6 signature.
+/// Recovers the signer of `digest` (raw EOA recovery, no prefix) from a §9.6 signature, with the
+/// [default backend](Backend::DEFAULT).
 pub fn recover_channel_signer(digest: &B256, signature_hex: &str) -> Result<Address, ChannelSignatureError> {
-    parse_channel_signature(signature_hex)?
-        .recover_address_from_prehash(digest)
-        .map_err(|_| ChannelSignatureError::Recovery)
+    recover_channel_signer_with(Backend::DEFAULT, digest, signature_hex)
 }
 
-/// Recovers the signer of a [`Voucher`] signature.
+/// [`recover_channel_signer`] with an explicit recovery [`Backend`].
+pub fn recover_channel_signer_with(
+    backend: Backend,
+    digest: &B256,
+    signature_hex: &str,
+) -> Result<Address, ChannelSignatureError> {
+    let signature = parse_channel_signature(signature_hex)?;
+    recover::recover_address(backend, digest, &signature).map_err(from_recover_error)
+}
+
+fn from_recover_error(e: RecoverError) -> ChannelSignatureError {
+    match e {
+        RecoverError::HighS => ChannelSignatureError::HighS,
+        _ => ChannelSignatureError::Recovery,
+    }
+}
+
+/// Recovers the signer of a [`Voucher`] signature (default backend).
 pub fn recover_voucher_signer(
+    domain: &ChannelDomain,
+    channel_id: B256,
+    cumulative: u128,
+    signature_hex: &str,
+) -> Result<Address, ChannelSignatureError> {
+    recover_voucher_signer_with(Backend::DEFAULT, domain, channel_id, cumulative, signature_hex)
+}
+
+/// [`recover_voucher_signer`] with an explicit recovery [`Backend`].
+pub fn recover_voucher_signer_with(
+    backend: Backend,
     domain: &ChannelDomain,
     channel_id: B256,
     cumulative: u128,
@@ -339,14 +369,14 @@ pub fn recover_voucher_signer(
 ) -> Result<Address, ChannelSignatureError> {
     // Parse first: a malformed signature costs no hashing.
     let signature = parse_channel_signature(signature_hex)?;
-    signature
-        .recover_address_from_prehash(&voucher_digest(domain, channel_id, cumulative))
-        .map_err(|_| ChannelSignatureError::Recovery)
+    recover::recover_address(backend, &voucher_digest(domain, channel_id, cumulative), &signature)
+        .map_err(from_recover_error)
 }
 
 /// Checks that `signature_hex` is `expected_signer`'s signature of
 /// `Voucher{channelId, cumulativeAmount}` under `domain` (wire facts §9.6): exactly 65 bytes,
-/// low `s`, `v` ∈ {0, 1, 27, 28}, and the recovered address equals `expected_signer`.
+/// low `s`, `v` ∈ {0, 1, 27, 28}, and the recovered address equals `expected_signer`. Uses the
+/// [default recovery backend](Backend::DEFAULT).
 pub fn verify_voucher_signature(
     domain: &ChannelDomain,
     channel_id: B256,
@@ -354,7 +384,19 @@ pub fn verify_voucher_signature(
     signature_hex: &str,
     expected_signer: Address,
 ) -> Result<(), ChannelSignatureError> {
-    let recovered = recover_voucher_signer(domain, channel_id, cumulative, signature_hex)?;
+    verify_voucher_signature_with(Backend::DEFAULT, domain, channel_id, cumulative, signature_hex, expected_signer)
+}
+
+/// [`verify_voucher_signature`] with an explicit recovery [`Backend`].
+pub fn verify_voucher_signature_with(
+    backend: Backend,
+    domain: &ChannelDomain,
+    channel_id: B256,
+    cumulative: u128,
+    signature_hex: &str,
+    expected_signer: Address,
+) -> Result<(), ChannelSignatureError> {
+    let recovered = recover_voucher_signer_with(backend, domain, channel_id, cumulative, signature_hex)?;
     if recovered == expected_signer { Ok(()) } else { Err(ChannelSignatureError::SignerMismatch { recovered }) }
 }
 

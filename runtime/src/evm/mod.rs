@@ -30,6 +30,7 @@
 pub mod channel;
 mod eip3009;
 mod ledger;
+pub mod recover;
 pub mod signer;
 
 pub use alloy_primitives::{Address, B256, Signature, U256, keccak256};
