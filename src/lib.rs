@@ -29,7 +29,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use pay402_runtime::{evm, json, literal, mpp, okx, replay, router, web, x402};
+pub use pay402_runtime::{evm, json, literal, metrics, mpp, okx, replay, router, web, x402};
 
 /// axum integration: the route-table layer, the payment extractor and the attribute macros.
 #[cfg(feature = "axum")]
