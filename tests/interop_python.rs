@@ -1,0 +1,401 @@
+//! Interop with OKX's own Python SDK, installed from PyPI (`okxweb3-app-x402` 0.1.1,
+//! `okxweb3-app-mpp` 0.1.0, `pympp` 0.15.1; scripts/deps/40-python-peers.sh) and run as real
+//! processes from tests/interop/python/:
+//!
+//! * OKX's x402 client pays pay402 axum servers (an in-test one whose embedded facilitator is
+//!   inspected, and the `axum_x402` example binary);
+//! * OKX's MPP `FileStore` and pay402's [`FileStore`] share a channel directory: each reads the
+//!   other's files, byte for byte, including interleaved writes.
+//!
+//! A missing venv fails these tests with the install command; they are never skipped.
+
+#[path = "interop/peers.rs"]
+mod peers;
+mod support;
+
+use async_trait::async_trait;
+use pay402::evm::U256;
+use pay402::mpp::store::{CasOutcome, ChannelState, ChannelStore, FileStore, UpdateOutcome};
+use pay402::x402::embedded::EmbeddedFacilitator;
+use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer, X402Payment};
+use pay402::x402::server::X402ResourceServer;
+use pay402::x402::{
+    ExactEvmScheme, FacilitatorClient, FacilitatorError, PaymentPayload, PaymentRequirements, SettleResponse,
+    SettleStatusResponse, SupportedResponse, VerifyResponse, X_LAYER_USDT0,
+};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// The merchant of the in-test server.
+const PAY_TO: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+/// The Python buyer: Anvil test account 3 (a well-known test key, never funded anywhere real).
+const PY_BUYER_KEY: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
+const PY_BUYER: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+
+/// The embedded facilitator, recording every verification the seller asked for.
+#[derive(Clone)]
+struct Recording {
+    inner: EmbeddedFacilitator,
+    verified: Arc<Mutex<Vec<VerifyResponse>>>,
+}
+
+#[async_trait]
+impl FacilitatorClient for Recording {
+    async fn verify(&self, p: &PaymentPayload, r: &PaymentRequirements) -> Result<VerifyResponse, FacilitatorError> {
+        let v = self.inner.verify(p, r).await?;
+        self.verified.lock().expect("lock").push(v.clone());
+        Ok(v)
+    }
+
+    async fn settle(&self, p: &PaymentPayload, r: &PaymentRequirements) -> Result<SettleResponse, FacilitatorError> {
+        self.inner.settle(p, r).await
+    }
+
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        self.inner.supported().await
+    }
+
+    async fn settle_status(&self, tx: &str) -> Result<SettleStatusResponse, FacilitatorError> {
+        self.inner.settle_status(tx).await
+    }
+}
+
+fn eq_addr(a: &Value, b: &str) -> bool {
+    a.as_str().is_some_and(|a| a.eq_ignore_ascii_case(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okx_python_x402_client_pays_a_pay402_axum_server() {
+    let embedded = EmbeddedFacilitator::new();
+    embedded.fund(X_LAYER_USDT0, PY_BUYER, U256::from(10_000u64)).expect("fund");
+    let facilitator = Recording { inner: embedded.clone(), verified: Arc::default() };
+    let server = X402ResourceServer::new(facilitator.clone()).register("eip155:196", ExactEvmScheme::new());
+    let x402 = X402HttpServer::new(server)
+        .route(
+            "GET /report",
+            RouteConfig::new(PaymentOption::exact("$0.0025", PAY_TO))
+                .description("A market report")
+                .mime_type("application/json"),
+        )
+        .expect("route");
+    let app = axum::Router::new()
+        .route(
+            "/report",
+            axum::routing::get(|p: X402Payment| async move {
+                axum::Json(json!({ "report": "OKB up", "paid_by": p.payer() }))
+            }),
+        )
+        .layer(pay402::axum::X402Layer::new(x402));
+    let running = support::serve_axum(app).await;
+    let url = format!("{}/report", running.base);
+
+    let out = peers::python("x402_pay.py", &[&url, PY_BUYER_KEY]).await.json();
+
+    // What the Python SDK parsed from pay402's 402 and signed.
+    assert!(eq_addr(&out["payer"], PY_BUYER), "{out}");
+    let accepted = &out["paymentRequired"]["accepts"][0];
+    assert_eq!(accepted["scheme"], "exact", "{out}");
+    assert_eq!(accepted["network"], "eip155:196", "{out}");
+    assert_eq!(accepted["asset"], X_LAYER_USDT0, "{out}");
+    assert_eq!(accepted["amount"], "2500", "{out}");
+    assert_eq!(accepted["extra"]["name"], "USD₮0", "{out}");
+    assert_eq!(out["paymentRequired"]["resource"]["url"], url.as_str(), "{out}");
+    let authorization = &out["paymentPayload"]["payload"]["authorization"];
+    assert_eq!(authorization["value"], "2500", "{out}");
+    assert!(eq_addr(&authorization["to"], PAY_TO), "{out}");
+
+    // Served, and the PAYMENT-RESPONSE as the Python SDK decoded it.
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(out["body"]["report"], "OKB up", "{out}");
+    assert!(eq_addr(&out["body"]["paid_by"], PY_BUYER), "{out}");
+    let settled = &out["paymentResponse"];
+    assert_eq!(settled["success"], true, "{out}");
+    assert_eq!(settled["network"], "eip155:196", "{out}");
+    assert!(eq_addr(&settled["payer"], PY_BUYER), "{out}");
+
+    // The seller's facilitator verified it, settled it once, and moved the money.
+    let verified = facilitator.verified.lock().expect("lock").clone();
+    assert_eq!(verified.len(), 1, "{verified:?}");
+    assert!(verified[0].is_valid, "{verified:?}");
+    let settlements = embedded.settlements();
+    assert_eq!(settlements.len(), 1);
+    assert!(settlements[0].success);
+    assert_eq!(settled["transaction"], settlements[0].transaction.as_str(), "{out}");
+    assert_eq!(embedded.balance(X_LAYER_USDT0, PY_BUYER), U256::from(7_500u64));
+    assert_eq!(embedded.balance(X_LAYER_USDT0, PAY_TO), U256::from(2_500u64));
+    let nonce = authorization["nonce"].as_str().expect("nonce");
+    assert!(embedded.is_nonce_used(X_LAYER_USDT0, PY_BUYER, nonce));
+}
+
+/// `target/<profile>/examples/<name>` next to this test binary (`cargo test` builds examples).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} is not built (`cargo test` builds the examples)", path.display());
+    path
+}
+
+/// A running example server, killed on drop.
+struct Example(Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts an example on a free port (the README convention) and returns it with its paid URL.
+fn start_example(name: &str) -> (Example, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = Command::new(example(name))
+        .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("OKX_API_KEY")
+        .env_remove("OKX_SECRET_KEY")
+        .env_remove("OKX_PASSPHRASE")
+        .env_remove("PAY402_PAY_TO")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn example");
+    let stdout = child.stdout.take().expect("stdout");
+    let guard = Example(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("first line");
+    let url = line.trim_end().strip_prefix("listening on ").unwrap_or_else(|| panic!("{name} printed {line:?}"));
+    (guard, url.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okx_python_x402_client_pays_the_axum_x402_example() {
+    let (_server, url) = start_example("axum_x402");
+    let out = peers::python("x402_pay.py", &[&url, PY_BUYER_KEY]).await.json();
+    assert_eq!(out["status"], 200, "{out}");
+    assert!(eq_addr(&out["body"]["paid_by"], PY_BUYER), "{out}");
+    assert_eq!(out["paymentRequired"]["accepts"][0]["amount"], "1000", "{out}");
+    let settled = &out["paymentResponse"];
+    assert_eq!(settled["success"], true, "{out}");
+    assert!(eq_addr(&settled["payer"], PY_BUYER), "{out}");
+    assert!(settled["transaction"].as_str().is_some_and(|t| t.starts_with("0x") && t.len() == 66), "{out}");
+}
+
+// ---- FileStore ----
+
+const CHANNEL: &str = "0xabababababababababababababababababababababababababababababababab";
+const PAYER: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+const ESCROW: &str = "0x5E550002e64FaF79B41D89fE8439eEb1be66CE3b";
+
+/// A store directory unique to this test, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("pay402-interop-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        Self(d)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp dir")
+    }
+
+    fn file(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.0.join(format!("{key}.json"))).expect("channel file")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A 65-byte signature whose base64 has `+` and `/` (the standard alphabet matters).
+fn signature(seed: u8) -> String {
+    let bytes: Vec<u8> = (0..65u8).map(|i| seed.wrapping_add(i.wrapping_mul(37)) | 0x80).collect();
+    format!("0x{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A channel state as `mpp_evm.ChannelState(**fields)` takes it.
+fn python_fields(voucher: &str, spent: &str, units: u64) -> Value {
+    json!({
+        "channel_id": CHANNEL,
+        "chain_id": 196,
+        "escrow_contract": ESCROW,
+        "payer": PAYER,
+        "payee": PAYEE,
+        "token": X_LAYER_USDT0,
+        "authorized_signer": PAYER,
+        "deposit": "1000000000000000000000000000000",
+        "highest_voucher_amount": voucher,
+        "highest_voucher_signature": signature(1),
+        "min_voucher_delta": "1000",
+        "spent": spent,
+        "units": units,
+        "finalized": false,
+        "close_requested_at": 0,
+        "created_at": "2026-11-24T06:57:43Z",
+    })
+}
+
+/// Runs `filestore_peer.py DIR COMMAND KEY [ARG]`.
+async fn py_store(dir: &TempDir, command: &str, arg: Option<&str>) -> peers::PeerOutput {
+    let mut args = vec![dir.path(), command, CHANNEL];
+    args.extend(arg);
+    peers::python("filestore_peer.py", &args).await
+}
+
+/// Python's in-memory view of `state` (amounts as decimal strings, signature as 0x-hex).
+fn as_python_sees_it(state: &ChannelState) -> Value {
+    json!({
+        "channel_id": state.channel_id,
+        "chain_id": state.chain_id,
+        "escrow_contract": state.escrow_contract,
+        "payer": state.payer,
+        "payee": state.payee,
+        "token": state.token,
+        "authorized_signer": state.authorized_signer,
+        "deposit": state.deposit.to_string(),
+        "highest_voucher_amount": state.highest_voucher_amount.to_string(),
+        "highest_voucher_signature": state.highest_voucher_signature,
+        "min_voucher_delta": state.min_voucher_delta.to_string(),
+        "spent": state.spent.to_string(),
+        "units": state.units,
+        "finalized": state.finalized,
+        "close_requested_at": state.close_requested_at,
+        "created_at": state.created_at,
+        "available": (state.highest_voucher_amount - state.spent).to_string(),
+    })
+}
+
+fn store(dir: &TempDir) -> FileStore {
+    FileStore::new(Path::new(&dir.0)).expect("store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay402_reads_python_filestore_channels_byte_exactly() {
+    let dir = TempDir::new("fs-read");
+    // Amounts beyond u64, and a signature Python stores as standard base64.
+    let fields = python_fields("600000000000000000000000000000", "123456789012345678901234567", 7);
+    let written = py_store(&dir, "write", Some(&fields.to_string())).await.json();
+    let bytes = dir.file(CHANNEL);
+
+    let read = store(&dir).get(CHANNEL).await.expect("get").expect("present").value;
+    assert_eq!(read.deposit, 10u128.pow(30));
+    assert_eq!(read.highest_voucher_amount, 6 * 10u128.pow(29));
+    assert_eq!(read.spent, 123_456_789_012_345_678_901_234_567);
+    assert_eq!(read.highest_voucher_signature, signature(1));
+    assert_eq!(read.reserved, 0);
+    assert_eq!(as_python_sees_it(&read), written, "the same state on both sides");
+    // pay402 would write exactly the bytes Python wrote.
+    assert_eq!(
+        String::from_utf8(read.to_json_bytes().expect("encode")).expect("utf8"),
+        String::from_utf8(bytes).expect("utf8")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_reads_pay402_filestore_writes_byte_exactly() {
+    let dir = TempDir::new("fs-write");
+    let fields = python_fields("5000000", "0", 0);
+    py_store(&dir, "write", Some(&fields.to_string())).await.json();
+    let store = store(&dir);
+
+    // pay402 accepts a higher voucher and charges a request.
+    let outcome = store
+        .update(CHANNEL, |s| {
+            let mut next = s.clone();
+            next.highest_voucher_amount = 9_000_000;
+            next.highest_voucher_signature = signature(2);
+            next.spent += 250;
+            next.units += 1;
+            Ok::<_, Infallible>(Some(next))
+        })
+        .await
+        .expect("update");
+    let UpdateOutcome::Updated(updated) = outcome else { panic!("{outcome:?}") };
+    let ours = dir.file(CHANNEL);
+
+    let seen = py_store(&dir, "read", None).await.json();
+    assert_eq!(seen, as_python_sees_it(&updated.value));
+    assert_eq!(seen["available"], "8999750");
+    assert_eq!(seen["highest_voucher_signature"], signature(2).as_str());
+    // Python re-serialising pay402's file reproduces it byte for byte.
+    py_store(&dir, "rewrite", None).await.json();
+    assert_eq!(String::from_utf8(dir.file(CHANNEL)).expect("utf8"), String::from_utf8(ours).expect("utf8"));
+    assert_eq!(store.get(CHANNEL).await.expect("get").expect("present").version, updated.version);
+
+    // A channel pay402 creates is readable by Python too.
+    let other = "0xcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+    let mut fresh = ChannelState::new(other, 196, ESCROW, PAYER, PAYEE);
+    fresh.deposit = u128::MAX;
+    assert!(store.put_if_absent(other, &fresh).await.expect("put"));
+    let seen = peers::python("filestore_peer.py", &[dir.path(), "read", other]).await.json();
+    assert_eq!(seen, as_python_sees_it(&fresh));
+    assert_eq!(seen["deposit"], u128::MAX.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_python_and_pay402_writes_lose_nothing() {
+    let dir = TempDir::new("fs-interleaved");
+    py_store(&dir, "write", Some(&python_fields("1000000", "0", 0).to_string())).await.json();
+    let store = store(&dir);
+    let before = store.get(CHANNEL).await.expect("get").expect("present");
+
+    // Python charges 100 between pay402's read and its write.
+    let python = py_store(&dir, "deduct", Some("100")).await.json();
+    assert_eq!(python["spent"], "100");
+    assert_eq!(python["units"], 1);
+
+    // pay402's stale compare-and-swap is refused and shows Python's state; nothing is overwritten.
+    let mut stale = before.value.clone();
+    stale.spent = 250;
+    stale.units = 1;
+    let outcome = store.compare_and_swap(CHANNEL, before.version, &stale).await.expect("cas");
+    let CasOutcome::Conflict(current) = outcome else { panic!("expected a conflict, got {outcome:?}") };
+    assert_eq!((current.value.spent, current.value.units), (100, 1));
+    assert_eq!(py_store(&dir, "read", None).await.json()["spent"], "100");
+
+    // A read-modify-write on the current state keeps both charges.
+    let outcome = store
+        .update(CHANNEL, |s| {
+            let mut next = s.clone();
+            next.spent += 250;
+            next.units += 1;
+            Ok::<_, Infallible>(Some(next))
+        })
+        .await
+        .expect("update");
+    assert!(matches!(outcome, UpdateOutcome::Updated(_)), "{outcome:?}");
+    let seen = py_store(&dir, "read", None).await.json();
+    assert_eq!((seen["spent"].as_str(), seen["units"].as_u64()), (Some("350"), Some(2)), "{seen}");
+    assert_eq!(seen["available"], "999650");
+
+    // Python refuses to overdraw, and writes nothing.
+    let refused = py_store(&dir, "deduct", Some("999651")).await;
+    assert!(!refused.success, "{}", refused.stdout);
+    assert!(refused.stdout.contains("InsufficientBalanceError"), "{}", refused.stdout);
+    assert_eq!(store.get(CHANNEL).await.expect("get").expect("present").value.spent, 350);
+
+    // pay402's `reserved` extension key: Python reads past it, and drops it when it rewrites the
+    // file (why mixed Python/pay402 writers must not use reservations, see ChannelState docs).
+    store
+        .update(CHANNEL, |s| {
+            let mut next = s.clone();
+            assert!(next.reserve(500));
+            Ok::<_, Infallible>(Some(next))
+        })
+        .await
+        .expect("reserve");
+    assert!(String::from_utf8(dir.file(CHANNEL)).expect("utf8").contains("\"reserved\": 500"));
+    assert_eq!(py_store(&dir, "read", None).await.json()["spent"], "350");
+    assert_eq!(py_store(&dir, "deduct", Some("1")).await.json()["spent"], "351");
+    let after = store.get(CHANNEL).await.expect("get").expect("present").value;
+    assert_eq!((after.spent, after.units, after.reserved), (351, 3, 0));
+}
