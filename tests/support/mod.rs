@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a subset
 
 pub(crate) mod accounts;
+pub(crate) mod anvil;
 pub(crate) mod okx;
 pub(crate) mod redis;
 

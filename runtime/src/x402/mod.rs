@@ -4,6 +4,8 @@
 pub mod client;
 pub mod embedded;
 pub mod facilitator;
+#[cfg(feature = "chain")]
+pub mod facilitator_evm;
 pub mod headers;
 pub mod http;
 pub mod networks;
@@ -17,6 +19,8 @@ pub mod types;
 pub use client::{ClientError, ExactEvmClientScheme, PaymentSelector, SchemeNetworkClient, X402Client};
 pub use embedded::EmbeddedFacilitator;
 pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig};
+#[cfg(feature = "chain")]
+pub use facilitator_evm::{ExactEvmFacilitatorScheme, SchemeNetworkFacilitator, X402Facilitator};
 pub use headers::*;
 pub use networks::{AssetInfo, NetworkRegistry, TransferMethod, X_LAYER, X_LAYER_CHAIN_ID, X_LAYER_USDT0};
 pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};

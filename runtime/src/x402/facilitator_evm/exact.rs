@@ -1,0 +1,660 @@
+//! [`ExactEvmFacilitatorScheme`]: `exact` EIP-3009 payments verified against, and settled on,
+//! an EVM chain through an alloy provider.
+
+use super::{SchemeNetworkFacilitator, reasons};
+use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
+use crate::x402::embedded::VALID_BEFORE_BUFFER_SECONDS;
+use crate::x402::facilitator::FacilitatorError;
+use crate::x402::types::{
+    Network, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, VerifyResponse, settle_status,
+};
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::transports::{RpcError, TransportErrorKind};
+use alloy_primitives::Bytes;
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::{SolCall, sol};
+use async_trait::async_trait;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+sol! {
+    /// The EIP-3009 surface of the token (Circle's FiatToken v2.2 ABI).
+    interface IEip3009Token {
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+        function balanceOf(address account) external view returns (uint256);
+        function name() external view returns (string);
+        function version() external view returns (string);
+    }
+
+    /// ERC-1271 contract-wallet signature validation.
+    interface IErc1271 {
+        function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4);
+    }
+}
+
+/// The ERC-1271 magic value (`isValidSignature.selector`).
+const ERC1271_MAGIC: [u8; 4] = [0x16, 0x26, 0xba, 0x7e];
+/// Default allowance for the facilitator's clock running behind the payer's (`validAfter`).
+const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
+/// Default wait for a settlement receipt.
+const DEFAULT_RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default receipt polling interval.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Gas limit margin over the estimate, in percent.
+const GAS_MARGIN_PERCENT: u64 = 20;
+
+/// Why an [`ExactEvmFacilitatorScheme`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The RPC URL does not parse.
+    #[error("invalid RPC URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The node did not answer `eth_chainId`.
+    #[error("cannot read the chain id from the RPC node: {0}")]
+    Rpc(String),
+}
+
+/// A rejected payment: reason, payer, optional human message.
+struct Rejection {
+    reason: &'static str,
+    payer: Option<String>,
+    message: Option<String>,
+}
+
+/// How the authorization is submitted to the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SignatureKind {
+    /// 65-byte ECDSA signature of an EOA: the `(v, r, s)` overload.
+    Vrs,
+    /// Contract-wallet (ERC-1271) signature: the `bytes signature` overload.
+    Bytes,
+}
+
+/// A payment that passed every check.
+struct Checked {
+    token: Address,
+    message: TransferWithAuthorization,
+    signature: Bytes,
+    kind: SignatureKind,
+    payer: String,
+}
+
+impl Checked {
+    /// `transferWithAuthorization` calldata, with the overload matching the signature kind.
+    fn calldata(&self) -> Bytes {
+        let m = &self.message;
+        match self.kind {
+            SignatureKind::Vrs => {
+                let sig = &self.signature;
+                let v = match sig[64] {
+                    v @ (0 | 1) => v + 27,
+                    v => v,
+                };
+                IEip3009Token::transferWithAuthorization_0Call {
+                    from: m.from,
+                    to: m.to,
+                    value: m.value,
+                    validAfter: m.validAfter,
+                    validBefore: m.validBefore,
+                    nonce: m.nonce,
+                    v,
+                    r: B256::from_slice(&sig[..32]),
+                    s: B256::from_slice(&sig[32..64]),
+                }
+                .abi_encode()
+                .into()
+            }
+            SignatureKind::Bytes => IEip3009Token::transferWithAuthorization_1Call {
+                from: m.from,
+                to: m.to,
+                value: m.value,
+                validAfter: m.validAfter,
+                validBefore: m.validBefore,
+                nonce: m.nonce,
+                signature: self.signature.clone(),
+            }
+            .abi_encode()
+            .into(),
+        }
+    }
+}
+
+/// The outcome of a contract read: a value, a revert (or other node-side error), or a
+/// transport failure (outcome unknown).
+enum Read<T> {
+    Value(T),
+    Reverted(String),
+}
+
+/// Keeps `(token, from, nonce)` marked as being settled until dropped.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<(Address, Address, B256)>>,
+    key: (Address, Address, B256),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
+}
+
+/// The `exact` scheme's facilitator for EIP-3009 tokens on one EVM chain.
+///
+/// Verification runs the wire facts §7 checklist against the chain: scheme, network (the
+/// provider's chain), EIP-712 domain present, recipient, exact value, validity window (with a
+/// configurable clock-skew allowance on `validAfter`), an EIP-712 signature by `from` (ECDSA for
+/// EOAs, ERC-1271 `isValidSignature` when `from` holds code), asset, `authorizationState` unused,
+/// `balanceOf(from) ≥ value`, and an `eth_call` simulation of `transferWithAuthorization` whose
+/// failure is diagnosed (token `name()` / `version()` mismatch).
+///
+/// Settlement re-verifies, then sends `transferWithAuthorization` from the facilitator's key —
+/// the `(v, r, s)` overload for 65-byte EOA signatures, the `bytes` overload for contract
+/// wallets — and waits for the receipt. Transactions from one facilitator key are serialised
+/// through a local nonce counter (re-read from the node after any failed send), so concurrent
+/// settlements never collide. A reverted or dropped transaction is a failed settlement
+/// (`transaction_failed`); a transaction still pending when the receipt timeout expires is
+/// answered `success: true, status: "timeout"` with its hash, which sellers resolve through
+/// [`SchemeNetworkFacilitator::settle_status`] (and fail closed otherwise).
+pub struct ExactEvmFacilitatorScheme {
+    provider: DynProvider,
+    wallet: EthereumWallet,
+    address: Address,
+    chain_id: u64,
+    network: Network,
+    clock: UnixClock,
+    clock_skew: Duration,
+    receipt_timeout: Duration,
+    poll_interval: Duration,
+    next_nonce: tokio::sync::Mutex<Option<u64>>,
+    in_flight: Mutex<HashSet<(Address, Address, B256)>>,
+}
+
+impl fmt::Debug for ExactEvmFacilitatorScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExactEvmFacilitatorScheme")
+            .field("network", &self.network)
+            .field("address", &self.address)
+            .field("clock_skew", &self.clock_skew)
+            .field("receipt_timeout", &self.receipt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps an RPC error that is not a node-side error response to a facilitator error.
+fn transport(context: &str, e: &RpcError<TransportErrorKind>) -> FacilitatorError {
+    FacilitatorError::Transport(format!("{context}: {e}"))
+}
+
+impl ExactEvmFacilitatorScheme {
+    /// A scheme over `provider` (any alloy provider; only reads and raw-transaction sends are
+    /// used), settling from `signer`'s account. Reads the chain id from the node.
+    pub async fn new(provider: impl Provider + 'static, signer: PrivateKeySigner) -> Result<Self, SetupError> {
+        let provider = provider.erased();
+        let chain_id = provider.get_chain_id().await.map_err(|e| SetupError::Rpc(e.to_string()))?;
+        let address = signer.address();
+        Ok(Self {
+            provider,
+            wallet: EthereumWallet::from(signer),
+            address,
+            chain_id,
+            network: Network::from(format!("eip155:{chain_id}")),
+            clock: evm::system_clock(),
+            clock_skew: DEFAULT_CLOCK_SKEW,
+            receipt_timeout: DEFAULT_RECEIPT_TIMEOUT,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            next_nonce: tokio::sync::Mutex::new(None),
+            in_flight: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// A scheme over an HTTP JSON-RPC endpoint.
+    pub async fn connect_http(rpc_url: &str, signer: PrivateKeySigner) -> Result<Self, SetupError> {
+        let url = rpc_url
+            .parse()
+            .map_err(|e: url::ParseError| SetupError::InvalidUrl { url: rpc_url.to_owned(), reason: e.to_string() })?;
+        Self::new(ProviderBuilder::new().connect_http(url), signer).await
+    }
+
+    /// Replaces the clock (Unix seconds) used for the validity window, for tests.
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How far in the future `validAfter` may be and still verify (default 5 s): allowance for
+    /// the facilitator's clock running behind the payer's. The chain still enforces its own
+    /// block time, through the simulation.
+    pub fn with_clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
+        self
+    }
+
+    /// How long settlement waits for the receipt (default 30 s).
+    pub fn with_receipt_timeout(mut self, timeout: Duration) -> Self {
+        self.receipt_timeout = timeout;
+        self
+    }
+
+    /// How often settlement polls for the receipt (default 250 ms).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The served network, `eip155:<chain id>`.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The chain id read from the node.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The facilitator's settlement account (pays the gas).
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// `eth_call` of `data` on `to` from the facilitator's account.
+    async fn read(&self, to: Address, data: Vec<u8>, what: &str) -> Result<Read<Bytes>, FacilitatorError> {
+        let tx = TransactionRequest::default().with_from(self.address).with_to(to).with_input(data);
+        match self.provider.call(tx).await {
+            Ok(bytes) => Ok(Read::Value(bytes)),
+            Err(RpcError::ErrorResp(payload)) => Ok(Read::Reverted(payload.message.to_string())),
+            Err(e) => Err(transport(what, &e)),
+        }
+    }
+
+    /// A typed view call: `Reverted` when the call reverts or its answer does not decode.
+    async fn view<C: SolCall>(&self, to: Address, call: C, what: &str) -> Result<Read<C::Return>, FacilitatorError> {
+        Ok(match self.read(to, call.abi_encode(), what).await? {
+            Read::Value(bytes) => match C::abi_decode_returns(&bytes) {
+                Ok(value) => Read::Value(value),
+                Err(e) => Read::Reverted(format!("undecodable answer: {e}")),
+            },
+            Read::Reverted(message) => Read::Reverted(message),
+        })
+    }
+
+    /// The full verify checklist. `Err` only when the node could not be asked.
+    async fn check(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<Result<Checked, Rejection>, FacilitatorError> {
+        let authorization = payload.payload.get("authorization").and_then(Value::as_object);
+        let field = |name: &str| authorization.and_then(|a| a.get(name)).and_then(Value::as_str);
+        let payer = field("from").map(str::to_owned);
+        let reject = |reason: &'static str| Rejection { reason, payer: payer.clone(), message: None };
+
+        // 1. scheme
+        if payload.accepted.scheme != "exact" || requirements.scheme != "exact" {
+            return Ok(Err(reject(reasons::UNSUPPORTED_SCHEME)));
+        }
+        // 2. network
+        if payload.accepted.network != requirements.network {
+            return Ok(Err(reject(reasons::NETWORK_MISMATCH)));
+        }
+        // 3. the provider's chain
+        if evm::chain_id_of(requirements.network.as_str()).ok() != Some(self.chain_id) {
+            return Ok(Err(reject(reasons::FAILED_TO_GET_NETWORK_CONFIG)));
+        }
+        // 4. EIP-712 domain
+        let extra = |key: &str| requirements.extra.get(key).and_then(Value::as_str);
+        let (Some(name), Some(version)) = (extra("name"), extra("version")) else {
+            return Ok(Err(reject(reasons::MISSING_EIP712_DOMAIN)));
+        };
+        let (Some(from), Some(to), Some(value), Some(valid_after), Some(valid_before), Some(nonce)) =
+            (field("from"), field("to"), field("value"), field("validAfter"), field("validBefore"), field("nonce"))
+        else {
+            return Ok(Err(reject(reasons::INVALID_PAYLOAD)));
+        };
+        // 5. recipient
+        if !to.eq_ignore_ascii_case(&requirements.pay_to) {
+            return Ok(Err(reject(reasons::RECIPIENT_MISMATCH)));
+        }
+        // 6. value, exactly
+        let Some(value) = evm::parse_uint256(value).ok().filter(|v| Some(*v) == requirements.amount_atomic()) else {
+            return Ok(Err(reject(reasons::VALUE_MISMATCH)));
+        };
+        // 7–8. validity window
+        let now = U256::from((self.clock)());
+        let Some(valid_before) = evm::parse_uint256(valid_before)
+            .ok()
+            .filter(|vb| *vb >= now.saturating_add(U256::from(VALID_BEFORE_BUFFER_SECONDS)))
+        else {
+            return Ok(Err(reject(reasons::VALID_BEFORE)));
+        };
+        let latest_valid_after = now.saturating_add(U256::from(self.clock_skew.as_secs()));
+        let Some(valid_after) = evm::parse_uint256(valid_after).ok().filter(|va| *va <= latest_valid_after) else {
+            return Ok(Err(reject(reasons::VALID_AFTER)));
+        };
+        // 9. signature present and hex
+        let Some(signature_hex) = payload.payload.get("signature").and_then(Value::as_str).filter(|s| !s.is_empty())
+        else {
+            return Ok(Err(reject(reasons::INVALID_SIGNATURE)));
+        };
+        let Ok(signature) = signature_hex.parse::<Bytes>() else {
+            return Ok(Err(reject(reasons::INVALID_SIGNATURE)));
+        };
+        // 10. the signature is `from`'s over the typed data (11: nonce is 32 bytes)
+        let (Ok(from_address), Ok(to_address), Ok(nonce), Ok(token)) = (
+            evm::parse_address(from),
+            evm::parse_address(to),
+            evm::parse_bytes32(nonce),
+            evm::parse_address(&requirements.asset),
+        ) else {
+            return Ok(Err(reject(reasons::FAILED_TO_VERIFY_SIGNATURE)));
+        };
+        let message = TransferWithAuthorization {
+            from: from_address,
+            to: to_address,
+            value,
+            validAfter: valid_after,
+            validBefore: valid_before,
+            nonce,
+        };
+        let digest =
+            evm::transfer_authorization_digest(&evm::eip3009_domain(name, version, self.chain_id, token), &message);
+        let code = self.provider.get_code_at(from_address).await.map_err(|e| transport("eth_getCode", &e))?;
+        // As the token's SignatureChecker: ECDSA by `from` first, then ERC-1271 if it has code.
+        let ecdsa = signature.len() == 65 && evm::recover_authorizer(&digest, signature_hex).ok() == Some(from_address);
+        let kind = if ecdsa && code.is_empty() {
+            SignatureKind::Vrs
+        } else if !code.is_empty() && (ecdsa || self.erc1271_valid(from_address, digest, &signature).await?) {
+            SignatureKind::Bytes
+        } else {
+            return Ok(Err(reject(reasons::INVALID_SIGNATURE)));
+        };
+        // 12. asset
+        if !payload.accepted.asset.eq_ignore_ascii_case(&requirements.asset) {
+            return Ok(Err(reject(reasons::ASSET_MISMATCH)));
+        }
+        // nonce unused (on chain, and not being settled right now)
+        let in_flight =
+            self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).contains(&(token, from_address, nonce));
+        let state = IEip3009Token::authorizationStateCall { authorizer: from_address, nonce };
+        match self.view(token, state, "authorizationState").await? {
+            Read::Reverted(message) => {
+                return Ok(Err(Rejection { message: Some(message), ..reject(reasons::EIP3009_NOT_SUPPORTED) }));
+            }
+            Read::Value(used) if used || in_flight => return Ok(Err(reject(reasons::NONCE_ALREADY_USED))),
+            Read::Value(_) => {}
+        }
+        // 13. balance
+        match self.view(token, IEip3009Token::balanceOfCall { account: from_address }, "balanceOf").await? {
+            Read::Value(balance) if balance >= value => {}
+            Read::Value(_) => return Ok(Err(reject(reasons::INSUFFICIENT_BALANCE))),
+            Read::Reverted(message) => {
+                return Ok(Err(Rejection { message: Some(message), ..reject(reasons::SIMULATION_FAILED) }));
+            }
+        }
+        let checked = Checked { token, message, signature, kind, payer: from.to_owned() };
+        // 14. simulation, diagnosed on failure
+        if let Read::Reverted(revert) = self.read(token, checked.calldata().to_vec(), "simulation").await? {
+            let reason = self.diagnose(token, name, version).await?;
+            return Ok(Err(Rejection { message: Some(revert), ..reject(reason) }));
+        }
+        Ok(Ok(checked))
+    }
+
+    /// ERC-1271 `isValidSignature(digest, signature)` on `wallet` returns the magic value.
+    async fn erc1271_valid(&self, wallet: Address, digest: B256, signature: &Bytes) -> Result<bool, FacilitatorError> {
+        let call = IErc1271::isValidSignatureCall { hash: digest, signature: signature.clone() };
+        Ok(matches!(self.view(wallet, call, "isValidSignature").await?, Read::Value(magic) if magic.0 == ERC1271_MAGIC))
+    }
+
+    /// Why a simulation failed: the token's domain differs, or something else.
+    async fn diagnose(&self, token: Address, name: &str, version: &str) -> Result<&'static str, FacilitatorError> {
+        if let Read::Value(actual) = self.view(token, IEip3009Token::nameCall {}, "name").await?
+            && actual != name
+        {
+            return Ok(reasons::TOKEN_NAME_MISMATCH);
+        }
+        if let Read::Value(actual) = self.view(token, IEip3009Token::versionCall {}, "version").await?
+            && actual != version
+        {
+            return Ok(reasons::TOKEN_VERSION_MISMATCH);
+        }
+        Ok(reasons::SIMULATION_FAILED)
+    }
+
+    /// Signs and sends the settlement transaction under the nonce lock. `Ok(Err)` is a definite
+    /// failure (nothing was broadcast); `Err` means the broadcast's outcome is unknown.
+    async fn send(&self, checked: &Checked) -> Result<Result<B256, Rejection>, FacilitatorError> {
+        let reject = |reason: &'static str, message: String| Rejection {
+            reason,
+            payer: Some(checked.payer.clone()),
+            message: Some(message),
+        };
+        let mut next_nonce = self.next_nonce.lock().await;
+        let nonce = match *next_nonce {
+            Some(nonce) => nonce,
+            None => self
+                .provider
+                .get_transaction_count(self.address)
+                .pending()
+                .await
+                .map_err(|e| transport("eth_getTransactionCount", &e))?,
+        };
+        let mut tx = TransactionRequest::default()
+            .with_from(self.address)
+            .with_to(checked.token)
+            .with_input(checked.calldata())
+            .with_chain_id(self.chain_id)
+            .with_nonce(nonce);
+        let gas = match self.provider.estimate_gas(tx.clone()).await {
+            Ok(gas) => gas,
+            Err(RpcError::ErrorResp(payload)) => {
+                return Ok(Err(reject(reasons::SIMULATION_FAILED, payload.message.to_string())));
+            }
+            Err(e) => return Err(transport("eth_estimateGas", &e)),
+        };
+        let gas_limit = gas.saturating_add(gas.saturating_mul(GAS_MARGIN_PERCENT) / 100);
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| transport("fee estimation", &e))?;
+        tx = tx
+            .with_gas_limit(gas_limit)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let cost = U256::from(gas_limit).saturating_mul(U256::from(fees.max_fee_per_gas));
+        let balance = self.provider.get_balance(self.address).await.map_err(|e| transport("eth_getBalance", &e))?;
+        if balance < cost {
+            return Ok(Err(reject(
+                reasons::FACILITATOR_INSUFFICIENT_GAS,
+                format!("facilitator {} holds {balance} wei, the settlement may cost {cost} wei", self.address),
+            )));
+        }
+        let envelope = tx
+            .build(&self.wallet)
+            .await
+            .map_err(|e| FacilitatorError::Config(format!("cannot sign the settlement transaction: {e}")))?;
+        match self.provider.send_tx_envelope(envelope).await {
+            Ok(pending) => {
+                *next_nonce = Some(nonce.saturating_add(1));
+                Ok(Ok(*pending.tx_hash()))
+            }
+            Err(RpcError::ErrorResp(payload)) => {
+                *next_nonce = None;
+                let message = payload.message.to_string();
+                let reason = if message.to_ascii_lowercase().contains("insufficient funds") {
+                    reasons::FACILITATOR_INSUFFICIENT_GAS
+                } else {
+                    reasons::TRANSACTION_FAILED
+                };
+                Ok(Err(reject(reason, message)))
+            }
+            Err(e) => {
+                // The node may or may not have taken the transaction: unknown outcome.
+                *next_nonce = None;
+                Err(transport("eth_sendRawTransaction", &e))
+            }
+        }
+    }
+
+    /// Waits for the receipt of `hash` (polling) up to the receipt timeout.
+    async fn await_receipt(
+        &self,
+        hash: B256,
+        payer: String,
+        network: Network,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        let transaction = evm::to_hex(hash);
+        let deadline = tokio::time::Instant::now() + self.receipt_timeout;
+        loop {
+            match self.provider.get_transaction_receipt(hash).await {
+                Ok(Some(receipt)) if receipt.status() => {
+                    tracing::debug!(%transaction, %payer, "x402 facilitator: settled on chain");
+                    return Ok(SettleResponse {
+                        success: true,
+                        error_reason: None,
+                        error_message: None,
+                        status: Some(settle_status::SUCCESS.to_owned()),
+                        payer: Some(payer),
+                        transaction,
+                        network,
+                    });
+                }
+                Ok(Some(_)) => {
+                    tracing::warn!(%transaction, "x402 facilitator: settlement transaction reverted");
+                    let mut failure =
+                        SettleResponse::failure(reasons::TRANSACTION_FAILED, network, Some(payer), transaction);
+                    failure.error_message = Some("the settlement transaction reverted".to_owned());
+                    return Ok(failure);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "x402 facilitator: receipt poll failed; retrying"),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep(self.poll_interval.min(deadline - now)).await;
+        }
+        match self.provider.get_transaction_by_hash(hash).await {
+            Ok(None) => {
+                // Dropped: the node forgot it. Re-read the account nonce before the next send.
+                *self.next_nonce.lock().await = None;
+                let mut failure =
+                    SettleResponse::failure(reasons::TRANSACTION_FAILED, network, Some(payer), transaction);
+                failure.error_message = Some("the settlement transaction was dropped".to_owned());
+                Ok(failure)
+            }
+            // Still pending (or unknown): the seller polls settle status and fails closed.
+            _ => Ok(SettleResponse {
+                success: true,
+                error_reason: None,
+                error_message: None,
+                status: Some(settle_status::TIMEOUT.to_owned()),
+                payer: Some(payer),
+                transaction,
+                network,
+            }),
+        }
+    }
+}
+
+fn rejection_to_verify(rejection: Rejection) -> VerifyResponse {
+    let mut response = VerifyResponse::invalid(rejection.reason, rejection.payer);
+    response.invalid_message = rejection.message;
+    response
+}
+
+fn rejection_to_settle(rejection: Rejection, network: Network) -> SettleResponse {
+    let mut response = SettleResponse::failure(rejection.reason, network, rejection.payer, String::new());
+    response.error_message = rejection.message;
+    response
+}
+
+#[async_trait]
+impl SchemeNetworkFacilitator for ExactEvmFacilitatorScheme {
+    fn scheme(&self) -> &str {
+        "exact"
+    }
+
+    fn signers(&self) -> (String, Vec<String>) {
+        ("eip155:*".to_owned(), vec![evm::checksum(&self.address)])
+    }
+
+    async fn verify(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<VerifyResponse, FacilitatorError> {
+        Ok(match self.check(payload, requirements).await? {
+            Ok(checked) => VerifyResponse::valid(checked.payer),
+            Err(rejection) => rejection_to_verify(rejection),
+        })
+    }
+
+    async fn settle(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        let network = requirements.network.clone();
+        let checked = match self.check(payload, requirements).await? {
+            Ok(checked) => checked,
+            Err(rejection) => return Ok(rejection_to_settle(rejection, network)),
+        };
+        let key = (checked.token, checked.message.from, checked.message.nonce);
+        if !self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(key) {
+            return Ok(SettleResponse::failure(
+                reasons::NONCE_ALREADY_USED,
+                network,
+                Some(checked.payer),
+                String::new(),
+            ));
+        }
+        let _in_flight = InFlight { set: &self.in_flight, key };
+        match self.send(&checked).await? {
+            Ok(hash) => self.await_receipt(hash, checked.payer, network).await,
+            Err(rejection) => {
+                tracing::warn!(reason = rejection.reason, "x402 facilitator: settlement not sent");
+                Ok(rejection_to_settle(rejection, network))
+            }
+        }
+    }
+
+    async fn settle_status(&self, tx_hash: &str) -> Result<Option<SettleStatusResponse>, FacilitatorError> {
+        let Ok(hash) = evm::parse_bytes32(tx_hash) else {
+            return Ok(None);
+        };
+        let status = |status: &str, error: Option<&str>| SettleStatusResponse {
+            success: error.is_none(),
+            status: Some(status.to_owned()),
+            error_reason: error.map(str::to_owned),
+            error_message: None,
+            payer: None,
+            transaction: Some(evm::to_hex(hash)),
+            network: Some(self.network.clone()),
+        };
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(|e| transport("eth_getTransactionReceipt", &e))?;
+        Ok(Some(match receipt {
+            Some(r) if r.status() => status(settle_status::SUCCESS, None),
+            Some(_) => status(settle_status::FAILED, Some(reasons::TRANSACTION_FAILED)),
+            None => match self.provider.get_transaction_by_hash(hash).await {
+                Ok(Some(_)) => status(settle_status::PENDING, None),
+                Ok(None) => status(settle_status::FAILED, Some(reasons::TRANSACTION_NOT_FOUND)),
+                Err(e) => return Err(transport("eth_getTransactionByHash", &e)),
+            },
+        }))
+    }
+}

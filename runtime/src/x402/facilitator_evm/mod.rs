@@ -1,0 +1,269 @@
+//! A self-hosted, on-chain x402 facilitator (feature `chain`).
+//!
+//! * [`X402Facilitator`] dispatches `verify` / `settle` / `supported` to registered facilitator
+//!   schemes by (x402 version, scheme, network), like the Python SDK's `x402Facilitator`. It
+//!   implements [`FacilitatorClient`], so a seller can use it in-process.
+//! * [`ExactEvmFacilitatorScheme`] is the `exact` EVM scheme for EIP-3009 tokens over an alloy
+//!   provider: the full verify checklist of wire facts §7 against the chain (EIP-712 / ERC-1271
+//!   signatures, validity window, `authorizationState`, balance, an `eth_call` simulation) and
+//!   settlement by sending `transferWithAuthorization` from the facilitator's key.
+//! * [`server::router`] (features `chain` + `axum`) serves the standard facilitator HTTP API
+//!   (`POST /verify`, `POST /settle`, `GET /supported`, `GET /settle/status`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use pay402_runtime::x402::facilitator_evm::{ExactEvmFacilitatorScheme, X402Facilitator};
+//!
+//! let key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80".parse()?;
+//! let exact = ExactEvmFacilitatorScheme::connect_http("http://127.0.0.1:8545", key).await?;
+//! let network = exact.network().clone(); // eip155:<the node's chain id>
+//! let facilitator = X402Facilitator::new().register([network], exact);
+//! # let _ = facilitator; Ok(()) }
+//! ```
+
+mod exact;
+#[cfg(feature = "axum")]
+pub mod server;
+
+pub use exact::{ExactEvmFacilitatorScheme, SetupError};
+
+use super::facilitator::{FacilitatorClient, FacilitatorError};
+use super::types::{
+    JsonObject, Network, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedKind,
+    SupportedResponse, VerifyResponse, X402_VERSION,
+};
+use async_trait::async_trait;
+use std::fmt;
+use std::sync::Arc;
+
+/// The `invalidReason` / `errorReason` strings of the on-chain facilitator: those of the
+/// embedded facilitator ([`crate::x402::embedded::reasons`]) plus the chain-only ones of wire
+/// facts §7.
+pub mod reasons {
+    pub use crate::x402::embedded::reasons::*;
+    /// The payload's `x402Version` is not served.
+    pub const INVALID_X402_VERSION: &str = "invalid_x402_version";
+    /// The token has no working `authorizationState(address,bytes32)` (not EIP-3009).
+    pub const EIP3009_NOT_SUPPORTED: &str = "invalid_exact_evm_eip3009_not_supported";
+    /// The token's `name()` differs from `extra.name`.
+    pub const TOKEN_NAME_MISMATCH: &str = "invalid_exact_evm_token_name_mismatch";
+    /// The token's `version()` differs from `extra.version`.
+    pub const TOKEN_VERSION_MISMATCH: &str = "invalid_exact_evm_token_version_mismatch";
+    /// The `eth_call` simulation of `transferWithAuthorization` reverted for another reason.
+    pub const SIMULATION_FAILED: &str = "invalid_exact_evm_transaction_simulation_failed";
+    /// The facilitator's account cannot pay the gas of the settlement transaction.
+    pub const FACILITATOR_INSUFFICIENT_GAS: &str = "facilitator_insufficient_gas_funds";
+    /// The settlement transaction was not found on chain (dropped from the mempool).
+    pub const TRANSACTION_NOT_FOUND: &str = "transaction_not_found";
+}
+
+/// The facilitator side of one payment scheme (e.g. `exact` on EVM networks).
+#[async_trait]
+pub trait SchemeNetworkFacilitator: Send + Sync + 'static {
+    /// The scheme name (`exact`).
+    fn scheme(&self) -> &str;
+
+    /// The x402 version served (2).
+    fn x402_version(&self) -> u32 {
+        X402_VERSION
+    }
+
+    /// `extra` advertised in `/supported` for `network`.
+    fn supported_extra(&self, network: &Network) -> Option<JsonObject> {
+        let _ = network;
+        None
+    }
+
+    /// The CAIP family (`eip155:*`) and the addresses that sign settlements, for `/supported`'s
+    /// `signers`.
+    fn signers(&self) -> (String, Vec<String>);
+
+    /// Verifies `payload` against the seller's `requirements`.
+    async fn verify(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<VerifyResponse, FacilitatorError>;
+
+    /// Settles `payload` against the seller's `requirements`.
+    async fn settle(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<SettleResponse, FacilitatorError>;
+
+    /// The status of a settlement transaction this scheme may have sent on `network`;
+    /// `Ok(None)` when the scheme does not serve it.
+    async fn settle_status(&self, tx_hash: &str) -> Result<Option<SettleStatusResponse>, FacilitatorError> {
+        let _ = tx_hash;
+        Ok(None)
+    }
+}
+
+struct Registration {
+    networks: Vec<Network>,
+    scheme: Arc<dyn SchemeNetworkFacilitator>,
+}
+
+/// A facilitator dispatching to registered schemes by (x402 version, scheme, network).
+///
+/// Network registrations may be exact (`eip155:196`) or wildcards (`eip155:*`); the first
+/// matching registration wins. Unregistered kinds are answered `unsupported_scheme` (verify)
+/// or a failed settlement, never an error.
+#[derive(Clone, Default)]
+pub struct X402Facilitator {
+    registrations: Arc<Vec<Registration>>,
+}
+
+impl fmt::Debug for X402Facilitator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kinds: Vec<_> = self
+            .registrations
+            .iter()
+            .map(|r| (r.scheme.x402_version(), r.scheme.scheme().to_owned(), r.networks.clone()))
+            .collect();
+        f.debug_struct("X402Facilitator").field("kinds", &kinds).finish()
+    }
+}
+
+impl X402Facilitator {
+    /// A facilitator with no schemes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `scheme` for `networks` (exact CAIP-2 ids or `namespace:*` wildcards).
+    pub fn register<N: Into<Network>>(
+        mut self,
+        networks: impl IntoIterator<Item = N>,
+        scheme: impl SchemeNetworkFacilitator,
+    ) -> Self {
+        self.push(networks.into_iter().map(Into::into).collect(), Arc::new(scheme));
+        self
+    }
+
+    /// Registers a shared scheme (e.g. one also used directly by a test).
+    pub fn register_shared<N: Into<Network>>(
+        mut self,
+        networks: impl IntoIterator<Item = N>,
+        scheme: Arc<dyn SchemeNetworkFacilitator>,
+    ) -> Self {
+        self.push(networks.into_iter().map(Into::into).collect(), scheme);
+        self
+    }
+
+    fn push(&mut self, networks: Vec<Network>, scheme: Arc<dyn SchemeNetworkFacilitator>) {
+        let mut registrations: Vec<Registration> = self
+            .registrations
+            .iter()
+            .map(|r| Registration { networks: r.networks.clone(), scheme: Arc::clone(&r.scheme) })
+            .collect();
+        registrations.push(Registration { networks, scheme });
+        self.registrations = Arc::new(registrations);
+    }
+
+    /// The scheme registered for (version, scheme, network), if any.
+    fn find(&self, version: u32, scheme: &str, network: &Network) -> Option<&Arc<dyn SchemeNetworkFacilitator>> {
+        self.registrations
+            .iter()
+            .find(|r| {
+                r.scheme.x402_version() == version
+                    && r.scheme.scheme() == scheme
+                    && r.networks.iter().any(|n| network.matches_pattern(n.as_str()))
+            })
+            .map(|r| &r.scheme)
+    }
+
+    /// Picks the scheme for a payment, or the rejection reason.
+    fn route(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<&Arc<dyn SchemeNetworkFacilitator>, &'static str> {
+        if payload.x402_version != X402_VERSION {
+            return Err(reasons::INVALID_X402_VERSION);
+        }
+        self.find(payload.x402_version, &requirements.scheme, &requirements.network).ok_or(reasons::UNSUPPORTED_SCHEME)
+    }
+
+    /// The `/supported` answer: one kind per registered (scheme, network), plus signers by
+    /// CAIP family.
+    pub fn supported_kinds(&self) -> SupportedResponse {
+        let mut response = SupportedResponse::default();
+        for registration in self.registrations.iter() {
+            for network in &registration.networks {
+                response.kinds.push(SupportedKind {
+                    x402_version: registration.scheme.x402_version(),
+                    scheme: registration.scheme.scheme().to_owned(),
+                    network: network.clone(),
+                    extra: registration.scheme.supported_extra(network),
+                });
+            }
+            let (family, signers) = registration.scheme.signers();
+            let entry = response.signers.entry(family).or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let serde_json::Value::Array(list) = entry {
+                for signer in signers {
+                    let signer = serde_json::Value::String(signer);
+                    if !list.contains(&signer) {
+                        list.push(signer);
+                    }
+                }
+            }
+        }
+        response
+    }
+}
+
+#[async_trait]
+impl FacilitatorClient for X402Facilitator {
+    async fn verify(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<VerifyResponse, FacilitatorError> {
+        match self.route(payload, requirements) {
+            Ok(scheme) => scheme.verify(payload, requirements).await,
+            Err(reason) => Ok(VerifyResponse::invalid(reason, payload.claimed_payer().map(str::to_owned))),
+        }
+    }
+
+    async fn settle(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        match self.route(payload, requirements) {
+            Ok(scheme) => scheme.settle(payload, requirements).await,
+            Err(reason) => Ok(SettleResponse::failure(
+                reason,
+                requirements.network.clone(),
+                payload.claimed_payer().map(str::to_owned),
+                String::new(),
+            )),
+        }
+    }
+
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        Ok(self.supported_kinds())
+    }
+
+    /// Asks each registered scheme in turn: the first that knows the transaction answers;
+    /// when none does, the first `transaction_not_found` answer.
+    async fn settle_status(&self, tx_hash: &str) -> Result<SettleStatusResponse, FacilitatorError> {
+        let mut not_found = None;
+        for registration in self.registrations.iter() {
+            match registration.scheme.settle_status(tx_hash).await? {
+                Some(status) if status.error_reason.as_deref() == Some(reasons::TRANSACTION_NOT_FOUND) => {
+                    not_found.get_or_insert(status);
+                }
+                Some(status) => return Ok(status),
+                None => {}
+            }
+        }
+        not_found.ok_or(FacilitatorError::Unsupported("settle status queries for this transaction"))
+    }
+
+    fn name(&self) -> &str {
+        "x402-facilitator"
+    }
+}

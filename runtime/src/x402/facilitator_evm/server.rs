@@ -1,0 +1,207 @@
+//! The standard x402 facilitator HTTP API over any [`FacilitatorClient`] (typically an
+//! [`X402Facilitator`](super::X402Facilitator)), as an axum router (features `chain` + `axum`).
+//!
+//! | Method | Path | Body | Answer |
+//! |---|---|---|---|
+//! | POST | `/verify` | `{"x402Version", "paymentPayload", "paymentRequirements"}` | `VerifyResponse` |
+//! | POST | `/settle` | the same, plus an optional `"syncSettle"` (ignored: settlement always waits for the receipt, up to the scheme's timeout) | `SettleResponse` |
+//! | GET | `/supported` | — | `SupportedResponse` |
+//! | GET | `/settle/status?txHash=0x…` | — | `SettleStatusResponse` |
+//!
+//! These are the bodies [`HttpFacilitatorClient`](crate::x402::HttpFacilitatorClient) and the
+//! Python SDK's HTTP facilitator client send. A rejected payment is a normal `200` answer
+//! (`isValid: false` / `success: false` with the reason); errors are JSON
+//! `{"error": "<code>", "message": "<text>"}` with status 400 (bad body), 413 (body larger than
+//! [`MAX_BODY_BYTES`]), 415 (not JSON), 404 (unknown transaction), 502/504 (the chain could not
+//! be asked) or 500.
+
+use crate::x402::facilitator::{FacilitatorClient, FacilitatorError};
+use crate::x402::types::{PaymentPayload, PaymentRequirements, X402_VERSION};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Largest request body accepted (64 KiB; an x402 payment is well under 4 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The body of `POST /verify`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyRequestBody {
+    /// The protocol version (2).
+    pub x402_version: u32,
+    /// The buyer's payment.
+    pub payment_payload: PaymentPayload,
+    /// The seller's requirements.
+    pub payment_requirements: PaymentRequirements,
+}
+
+/// The body of `POST /settle`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettleRequestBody {
+    /// The protocol version (2).
+    pub x402_version: u32,
+    /// The buyer's payment.
+    pub payment_payload: PaymentPayload,
+    /// The seller's requirements.
+    pub payment_requirements: PaymentRequirements,
+    /// OKX's synchronous-settlement flag; accepted and ignored.
+    #[serde(default)]
+    pub sync_settle: Option<bool>,
+}
+
+/// Why a facilitator HTTP request failed; answered as `{"error", "message"}` JSON.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The body is not the expected JSON (400).
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
+    /// The body is not declared as JSON (415).
+    #[error("the body must be application/json")]
+    NotJson,
+    /// The body exceeds [`MAX_BODY_BYTES`] or could not be read (413 / 400).
+    #[error("{message}")]
+    BodyRejected {
+        /// HTTP status.
+        status: StatusCode,
+        /// Why.
+        message: String,
+    },
+    /// The body's `x402Version` is not served (400).
+    #[error("x402Version {0} is not supported (only {X402_VERSION})")]
+    UnsupportedVersion(u32),
+    /// `txHash` is missing (400).
+    #[error("query parameter txHash is required")]
+    MissingTxHash,
+    /// The facilitator failed (unsupported: 404; chain unreachable: 502/504; misconfigured: 500).
+    #[error(transparent)]
+    Facilitator(#[from] FacilitatorError),
+}
+
+impl ServerError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidBody(_) | Self::UnsupportedVersion(_) | Self::MissingTxHash => StatusCode::BAD_REQUEST,
+            Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyRejected { status, .. } => *status,
+            Self::Facilitator(FacilitatorError::Unsupported(_)) => StatusCode::NOT_FOUND,
+            Self::Facilitator(e) => StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    /// The machine-readable `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidBody(_) => "invalid_request",
+            Self::NotJson => "unsupported_media_type",
+            Self::BodyRejected { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            Self::BodyRejected { .. } => "invalid_request",
+            Self::UnsupportedVersion(_) => "invalid_x402_version",
+            Self::MissingTxHash => "invalid_request",
+            Self::Facilitator(FacilitatorError::Unsupported(_)) => "not_found",
+            Self::Facilitator(FacilitatorError::Timeout(_)) => "upstream_timeout",
+            Self::Facilitator(FacilitatorError::Config(_)) => "facilitator_misconfigured",
+            Self::Facilitator(_) => "upstream_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "x402 facilitator server: request failed");
+        }
+        (status, Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }))).into_response()
+    }
+}
+
+impl From<BytesRejection> for ServerError {
+    fn from(rejection: BytesRejection) -> Self {
+        Self::BodyRejected { status: rejection.status(), message: rejection.body_text() }
+    }
+}
+
+/// Parses a JSON body: `Content-Type` must be `application/json` (parameters allowed).
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ServerError> {
+    let body = body?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ServerError::NotJson);
+    }
+    serde_json::from_slice(&body).map_err(|e| ServerError::InvalidBody(e.to_string()))
+}
+
+fn check_version(version: u32) -> Result<(), ServerError> {
+    if version == X402_VERSION { Ok(()) } else { Err(ServerError::UnsupportedVersion(version)) }
+}
+
+async fn verify<F: FacilitatorClient>(
+    State(facilitator): State<Arc<F>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServerError> {
+    let request: VerifyRequestBody = parse_body(&headers, body)?;
+    check_version(request.x402_version)?;
+    let answer = facilitator.verify(&request.payment_payload, &request.payment_requirements).await?;
+    Ok(Json(answer).into_response())
+}
+
+async fn settle<F: FacilitatorClient>(
+    State(facilitator): State<Arc<F>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServerError> {
+    let request: SettleRequestBody = parse_body(&headers, body)?;
+    check_version(request.x402_version)?;
+    let answer = facilitator.settle(&request.payment_payload, &request.payment_requirements).await?;
+    Ok(Json(answer).into_response())
+}
+
+async fn supported<F: FacilitatorClient>(State(facilitator): State<Arc<F>>) -> Result<Response, ServerError> {
+    Ok(Json(facilitator.supported().await?).into_response())
+}
+
+/// `?txHash=` of `GET /settle/status`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusQuery {
+    tx_hash: Option<String>,
+}
+
+async fn settle_status<F: FacilitatorClient>(
+    State(facilitator): State<Arc<F>>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<Response, ServerError> {
+    let Query(query) = query.map_err(|e| ServerError::InvalidBody(e.body_text()))?;
+    let tx_hash = query.tx_hash.filter(|t| !t.is_empty()).ok_or(ServerError::MissingTxHash)?;
+    Ok(Json(facilitator.settle_status(&tx_hash).await?).into_response())
+}
+
+/// The facilitator HTTP API over `facilitator` (see the module docs), with a
+/// [`MAX_BODY_BYTES`] body limit. Mount it at the root, or nest it under a prefix.
+pub fn router<F: FacilitatorClient>(facilitator: Arc<F>) -> axum::Router {
+    axum::Router::new()
+        .route("/verify", post(verify::<F>))
+        .route("/settle", post(settle::<F>))
+        .route("/supported", get(supported::<F>))
+        .route("/settle/status", get(settle_status::<F>))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(facilitator)
+}

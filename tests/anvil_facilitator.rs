@@ -1,0 +1,482 @@
+//! The self-hosted on-chain facilitator (`X402Facilitator` + `ExactEvmFacilitatorScheme`) on a
+//! real node: anvil (chain id 196) with Circle's FiatTokenV2_2. Payments are settled on chain
+//! in-process and through the HTTP facilitator server, by a pay402 axum seller and pay402's
+//! x402 client; replays, expired and not-yet-valid authorizations, insufficient balances, wrong
+//! EIP-712 domains, a facilitator without gas and concurrent settlements are checked against the
+//! chain's state.
+
+mod support;
+
+use alloy::providers::Provider;
+use pay402::evm::{self, Address, B256, PrivateKeySigner, TransferWithAuthorization, U256};
+use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, X402Facilitator, reasons, server};
+use pay402::x402::http::{PaymentOption, RouteConfig};
+use pay402::x402::server::X402ResourceServer;
+use pay402::x402::{
+    AssetAmount, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, HttpFacilitatorClient, HttpFacilitatorConfig,
+    PaymentPayload, PaymentRequirements, decode_payment_required_header, decode_payment_response_header,
+};
+use std::sync::Arc;
+use support::anvil::{self, Chain};
+
+/// Atomic price of the paid route (0.001 tokens).
+const PRICE: u64 = 1000;
+
+async fn facilitator_for(chain: &Chain, key: PrivateKeySigner) -> X402Facilitator {
+    let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, key).await.expect("facilitator scheme");
+    assert_eq!(exact.network().as_str(), "eip155:196");
+    let network = exact.network().clone();
+    X402Facilitator::new().register([network], exact)
+}
+
+/// A payment signed by `buyer` for `requirements` (system clock, random nonce).
+fn payment(buyer: &PrivateKeySigner, requirements: &PaymentRequirements) -> PaymentPayload {
+    payment_with(ExactEvmClientScheme::new(buyer.clone()), requirements)
+}
+
+fn payment_with(scheme: ExactEvmClientScheme, requirements: &PaymentRequirements) -> PaymentPayload {
+    PaymentPayload {
+        x402_version: 2,
+        payload: scheme.sign_payload(requirements).expect("sign").to_json_object(),
+        accepted: requirements.clone(),
+        resource: None,
+        extensions: None,
+    }
+}
+
+fn nonce_of(payload: &PaymentPayload) -> B256 {
+    evm::parse_bytes32(payload.payload["authorization"]["nonce"].as_str().expect("nonce")).expect("bytes32")
+}
+
+/// A funded buyer (tokens only, no ETH).
+async fn buyer(chain: &Chain, tokens: u64) -> PrivateKeySigner {
+    let key = anvil::fresh_key();
+    chain.mint(key.address(), U256::from(tokens)).await;
+    key
+}
+
+/// A seller's axum app: `GET /quote` costs [`PRICE`] of the chain's token, paid to `pay_to`.
+fn seller(chain: &Chain, facilitator: impl FacilitatorClient, pay_to: Address) -> axum::Router {
+    use pay402::axum::{X402HttpServer, X402Layer, X402Payment};
+    let mut extra = serde_json::Map::new();
+    extra.insert("name".into(), anvil::TOKEN_NAME.into());
+    extra.insert("version".into(), anvil::TOKEN_VERSION.into());
+    let price = AssetAmount { amount: PRICE.to_string(), asset: chain.token.to_checksum(None), extra };
+    let option = PaymentOption::new("exact", price, "eip155:196", &pay_to.to_checksum(None));
+    let server = X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new());
+    let x402 = X402HttpServer::new(server).route("GET /quote", RouteConfig::new(option)).expect("route");
+    axum::Router::new()
+        .route(
+            "/quote",
+            axum::routing::get(|p: X402Payment| async move {
+                axum::Json(serde_json::json!({ "quote": "secret resource", "paid_by": p.payer() }))
+            }),
+        )
+        .layer(X402Layer::new(x402))
+}
+
+/// What a buyer got: status, body, decoded PAYMENT-RESPONSE.
+struct Bought {
+    status: u16,
+    body: String,
+    settlement: Option<pay402::x402::SettleResponse>,
+}
+
+/// GET → 402 → pay with pay402's x402 client → GET with the payment.
+async fn buy(url: &str, key: &PrivateKeySigner) -> Bought {
+    use pay402::x402::client::X402Client;
+    let http = reqwest::Client::new();
+    let first = http.get(url).send().await.expect("GET");
+    assert_eq!(first.status().as_u16(), 402);
+    let required = first.headers().get("payment-required").expect("PAYMENT-REQUIRED").to_str().expect("ascii");
+    let required = decode_payment_required_header(required).expect("decode 402");
+    let client = X402Client::new().register("eip155:*", ExactEvmClientScheme::new(key.clone()));
+    let (name, value) = client.create_payment_header(&required).await.expect("pay");
+    let paid = http.get(url).header(name, value).send().await.expect("paid GET");
+    let status = paid.status().as_u16();
+    let settlement = paid
+        .headers()
+        .get("payment-response")
+        .map(|v| decode_payment_response_header(v.to_str().expect("ascii")).expect("decode PAYMENT-RESPONSE"));
+    Bought { status, body: paid.text().await.expect("body"), settlement }
+}
+
+async fn receipt_ok(chain: &Chain, tx: &str) -> bool {
+    let hash = evm::parse_bytes32(tx).expect("tx hash");
+    chain.provider.get_transaction_receipt(hash).await.expect("receipt").expect("mined").status()
+}
+
+#[tokio::test]
+async fn pays_on_chain_through_the_http_facilitator_and_in_process() {
+    let chain = Chain::start().await;
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+
+    // The HTTP facilitator server, and a seller using HttpFacilitatorClient against it.
+    let facilitator_http = support::serve_axum(server::router(Arc::new(facilitator.clone()))).await;
+    let supported: serde_json::Value =
+        reqwest::get(format!("{}/supported", facilitator_http.base)).await.expect("GET").json().await.expect("json");
+    assert_eq!(supported["kinds"][0]["scheme"], "exact");
+    assert_eq!(supported["kinds"][0]["network"], "eip155:196");
+    assert_eq!(supported["kinds"][0]["x402Version"], 2);
+    assert_eq!(supported["signers"]["eip155:*"][0], chain.dev_key(9).address().to_checksum(None));
+
+    let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&facilitator_http.base)).expect("client");
+    let shop = support::serve_axum(seller(&chain, client, pay_to)).await;
+    let bought = buy(&format!("{}/quote", shop.base), &key).await;
+    assert_eq!(bought.status, 200, "{}", bought.body);
+    assert!(bought.body.contains("secret resource"));
+    let settled = bought.settlement.expect("PAYMENT-RESPONSE");
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(settled.status.as_deref(), Some("success"));
+    assert_eq!(settled.network.as_str(), "eip155:196");
+    assert!(receipt_ok(&chain, &settled.transaction).await);
+    assert_eq!(chain.balance(key.address()).await, U256::from(9 * PRICE));
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+
+    // The settlement's status over HTTP.
+    let status: serde_json::Value =
+        reqwest::get(format!("{}/settle/status?txHash={}", facilitator_http.base, settled.transaction))
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(status["status"], "success");
+
+    // In-process: the seller uses the X402Facilitator directly.
+    let shop = support::serve_axum(seller(&chain, facilitator.clone(), pay_to)).await;
+    let bought = buy(&format!("{}/quote", shop.base), &key).await;
+    assert_eq!(bought.status, 200, "{}", bought.body);
+    let settled = bought.settlement.expect("PAYMENT-RESPONSE");
+    assert!(settled.success && receipt_ok(&chain, &settled.transaction).await, "{settled:?}");
+    assert_eq!(chain.balance(key.address()).await, U256::from(8 * PRICE));
+    assert_eq!(chain.balance(pay_to).await, U256::from(2 * PRICE));
+}
+
+#[tokio::test]
+async fn replay_is_rejected_by_verify_and_by_the_chain() {
+    let chain = Chain::start().await;
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+    let requirements = chain.requirements(pay_to, PRICE);
+    let p = payment(&key, &requirements);
+
+    assert!(facilitator.verify(&p, &requirements).await.expect("verify").is_valid);
+    let settled = facilitator.settle(&p, &requirements).await.expect("settle");
+    assert!(settled.success, "{settled:?}");
+    assert!(chain.nonce_used(key.address(), nonce_of(&p)).await);
+
+    let again = facilitator.verify(&p, &requirements).await.expect("verify");
+    assert!(!again.is_valid);
+    assert_eq!(again.invalid_reason.as_deref(), Some(reasons::NONCE_ALREADY_USED));
+    let again = facilitator.settle(&p, &requirements).await.expect("settle");
+    assert!(!again.success);
+    assert_eq!(again.error_reason.as_deref(), Some(reasons::NONCE_ALREADY_USED));
+    assert_eq!(again.transaction, "");
+
+    // Straight to the token, bypassing the facilitator: the chain refuses it too.
+    let err = chain.send(chain.token, direct_transfer(&p)).await.expect_err("replay must revert");
+    assert!(err.contains("authorization is used or canceled"), "{err}");
+    assert_eq!(chain.balance(key.address()).await, U256::from(9 * PRICE));
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+}
+
+alloy::sol! {
+    function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
+}
+
+/// `transferWithAuthorization(…, bytes signature)` calldata for a payment, to send directly.
+fn direct_transfer(p: &PaymentPayload) -> Vec<u8> {
+    use alloy::sol_types::SolCall;
+    let a = &p.payload["authorization"];
+    let field = |k: &str| a[k].as_str().expect("field");
+    transferWithAuthorizationCall {
+        from: evm::parse_address(field("from")).expect("from"),
+        to: evm::parse_address(field("to")).expect("to"),
+        value: evm::parse_uint256(field("value")).expect("value"),
+        validAfter: evm::parse_uint256(field("validAfter")).expect("validAfter"),
+        validBefore: evm::parse_uint256(field("validBefore")).expect("validBefore"),
+        nonce: evm::parse_bytes32(field("nonce")).expect("nonce"),
+        signature: p.payload["signature"].as_str().expect("signature").parse().expect("hex"),
+    }
+    .abi_encode()
+}
+
+#[tokio::test]
+async fn expired_and_not_yet_valid_authorizations_are_rejected() {
+    let chain = Chain::start().await;
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let requirements = chain.requirements(anvil::fresh_key().address(), PRICE);
+    let now = evm::system_unix_time();
+
+    // Signed 1000 s ago with a 300 s window: validBefore is 700 s in the past.
+    let expired = payment_with(ExactEvmClientScheme::new(key.clone()).with_clock(move || now - 1000), &requirements);
+    let v = facilitator.verify(&expired, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::VALID_BEFORE), "{v:?}");
+    let s = facilitator.settle(&expired, &requirements).await.expect("settle");
+    assert_eq!(s.error_reason.as_deref(), Some(reasons::VALID_BEFORE), "{s:?}");
+    let err = chain.send(chain.token, direct_transfer(&expired)).await.expect_err("expired must revert");
+    assert!(err.contains("authorization is expired"), "{err}");
+
+    // Signed as if 1000 s in the future: validAfter is ~400 s ahead.
+    let early = payment_with(ExactEvmClientScheme::new(key.clone()).with_clock(move || now + 1000), &requirements);
+    let v = facilitator.verify(&early, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::VALID_AFTER), "{v:?}");
+    let err = chain.send(chain.token, direct_transfer(&early)).await.expect_err("not yet valid must revert");
+    assert!(err.contains("authorization is not yet valid"), "{err}");
+    assert_eq!(chain.balance(key.address()).await, U256::from(10 * PRICE));
+}
+
+#[tokio::test]
+async fn insufficient_balance_is_rejected_before_sending() {
+    let chain = Chain::start().await;
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let key = buyer(&chain, PRICE / 2).await;
+    let requirements = chain.requirements(anvil::fresh_key().address(), PRICE);
+    let p = payment(&key, &requirements);
+    let v = facilitator.verify(&p, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::INSUFFICIENT_BALANCE), "{v:?}");
+    assert_eq!(v.payer.as_deref(), Some(key.address().to_checksum(None).as_str()));
+    let nonce_before = chain.provider.get_transaction_count(chain.dev_key(9).address()).await.expect("nonce");
+    let s = facilitator.settle(&p, &requirements).await.expect("settle");
+    assert_eq!(s.error_reason.as_deref(), Some(reasons::INSUFFICIENT_BALANCE), "{s:?}");
+    let nonce_after = chain.provider.get_transaction_count(chain.dev_key(9).address()).await.expect("nonce");
+    assert_eq!(nonce_before, nonce_after, "no transaction was sent");
+    assert_eq!(chain.balance(key.address()).await, U256::from(PRICE / 2));
+}
+
+#[tokio::test]
+async fn wrong_domain_name_or_version_and_mismatches_are_rejected() {
+    let chain = Chain::start().await;
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+
+    // The buyer signs exactly what the requirements say; the token's domain differs.
+    let mut wrong_name = chain.requirements(pay_to, PRICE);
+    wrong_name.extra.insert("name".into(), "USD Coin".into());
+    let v = facilitator.verify(&payment(&key, &wrong_name), &wrong_name).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::TOKEN_NAME_MISMATCH), "{v:?}");
+
+    let mut wrong_version = chain.requirements(pay_to, PRICE);
+    wrong_version.extra.insert("version".into(), "1".into());
+    let s = facilitator.settle(&payment(&key, &wrong_version), &wrong_version).await.expect("settle");
+    assert_eq!(s.error_reason.as_deref(), Some(reasons::TOKEN_VERSION_MISMATCH), "{s:?}");
+
+    // Signed under the right domain but checked against other requirements.
+    let requirements = chain.requirements(pay_to, PRICE);
+    let p = payment(&key, &requirements);
+    let mut other_amount = requirements.clone();
+    other_amount.amount = (PRICE + 1).to_string();
+    let v = facilitator.verify(&p, &other_amount).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::VALUE_MISMATCH));
+    let mut other_payee = requirements.clone();
+    other_payee.pay_to = anvil::fresh_key().address().to_checksum(None);
+    let v = facilitator.verify(&p, &other_payee).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::RECIPIENT_MISMATCH));
+    let mut other_asset = p.clone();
+    other_asset.accepted.asset = pay_to.to_checksum(None);
+    let v = facilitator.verify(&other_asset, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::ASSET_MISMATCH));
+    // Another chain: not registered with this facilitator.
+    let mut base = requirements.clone();
+    base.network = "eip155:8453".into();
+    let mut on_base = p.clone();
+    on_base.accepted.network = "eip155:8453".into();
+    let v = facilitator.verify(&on_base, &base).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::UNSUPPORTED_SCHEME));
+    // Signed by someone else.
+    let mut forged = p.clone();
+    let other = payment(&anvil::fresh_key(), &requirements);
+    forged.payload.insert("signature".into(), other.payload["signature"].clone());
+    let v = facilitator.verify(&forged, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::INVALID_SIGNATURE));
+    // The original is still good, and nothing moved.
+    assert!(facilitator.verify(&p, &requirements).await.expect("verify").is_valid);
+    assert_eq!(chain.balance(key.address()).await, U256::from(10 * PRICE));
+}
+
+#[tokio::test]
+async fn facilitator_without_gas_fails_typed_and_the_buyer_gets_nothing() {
+    let chain = Chain::start().await;
+    let broke = anvil::fresh_key();
+    let facilitator = facilitator_for(&chain, broke.clone()).await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+
+    let requirements = chain.requirements(pay_to, PRICE);
+    let p = payment(&key, &requirements);
+    assert!(facilitator.verify(&p, &requirements).await.expect("verify").is_valid);
+    let s = facilitator.settle(&p, &requirements).await.expect("settle");
+    assert!(!s.success);
+    assert_eq!(s.error_reason.as_deref(), Some(reasons::FACILITATOR_INSUFFICIENT_GAS), "{s:?}");
+    assert!(s.error_message.as_deref().is_some_and(|m| m.contains("wei")), "{s:?}");
+
+    // Through a seller: the handler's resource is withheld (402 with a failed PAYMENT-RESPONSE).
+    let shop = support::serve_axum(seller(&chain, facilitator, pay_to)).await;
+    let bought = buy(&format!("{}/quote", shop.base), &key).await;
+    assert_eq!(bought.status, 402, "{}", bought.body);
+    assert!(!bought.body.contains("secret resource"), "{}", bought.body);
+    let settled = bought.settlement.expect("PAYMENT-RESPONSE");
+    assert!(!settled.success);
+    assert_eq!(settled.error_reason.as_deref(), Some(reasons::FACILITATOR_INSUFFICIENT_GAS));
+    assert_eq!(chain.balance(key.address()).await, U256::from(10 * PRICE));
+    assert_eq!(chain.balance(pay_to).await, U256::ZERO);
+    assert_eq!(chain.provider.get_transaction_count(broke.address()).await.expect("nonce"), 0);
+}
+
+#[tokio::test]
+async fn concurrent_settlements_from_one_key_all_land() {
+    const N: usize = 8;
+    let chain = Chain::start().await;
+    let facilitator_key = anvil::fresh_key();
+    chain.fund_eth(facilitator_key.address(), U256::from(10u128.pow(18))).await;
+    let facilitator = facilitator_for(&chain, facilitator_key.clone()).await;
+    let pay_to = anvil::fresh_key().address();
+    let requirements = chain.requirements(pay_to, PRICE);
+    let mut payments = Vec::new();
+    for _ in 0..N {
+        let key = buyer(&chain, PRICE).await;
+        payments.push(payment(&key, &requirements));
+    }
+    // One buyer paying N times concurrently (distinct nonces) as well.
+    let frequent = buyer(&chain, N as u64 * PRICE).await;
+    for _ in 0..N {
+        payments.push(payment(&frequent, &requirements));
+    }
+    let settles = payments.iter().map(|p| facilitator.settle(p, &requirements));
+    let results = futures::future::join_all(settles).await;
+    let mut hashes = std::collections::HashSet::new();
+    for result in results {
+        let settled = result.expect("settle");
+        assert!(settled.success, "{settled:?}");
+        assert!(receipt_ok(&chain, &settled.transaction).await);
+        hashes.insert(settled.transaction);
+    }
+    assert_eq!(hashes.len(), 2 * N);
+    assert_eq!(chain.balance(pay_to).await, U256::from(2 * N as u64 * PRICE));
+    assert_eq!(chain.balance(frequent.address()).await, U256::ZERO);
+    let sent = chain.provider.get_transaction_count(facilitator_key.address()).await.expect("nonce");
+    assert_eq!(sent, 2 * N as u64);
+}
+
+#[tokio::test]
+async fn concurrent_settles_of_one_authorization_settle_once() {
+    let chain = Chain::start().await;
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+    let requirements = chain.requirements(pay_to, PRICE);
+    let p = payment(&key, &requirements);
+    let results = futures::future::join_all((0..4).map(|_| facilitator.settle(&p, &requirements))).await;
+    let wins = results.iter().filter(|r| r.as_ref().expect("settle").success).count();
+    assert_eq!(wins, 1, "{results:?}");
+    for r in results.iter().map(|r| r.as_ref().expect("settle")).filter(|r| !r.success) {
+        let reason = r.error_reason.as_deref();
+        assert!(reason == Some(reasons::NONCE_ALREADY_USED) || reason == Some(reasons::TRANSACTION_FAILED), "{r:?}");
+    }
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn contract_wallets_pay_with_erc1271_signatures() {
+    let chain = Chain::start().await;
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let owner = anvil::fresh_key();
+    let wallet = chain.deploy_erc1271_wallet(owner.address()).await;
+    chain.mint(wallet, U256::from(10 * PRICE)).await;
+    let pay_to = anvil::fresh_key().address();
+    let requirements = chain.requirements(pay_to, PRICE);
+
+    let sign = |signer: &PrivateKeySigner, nonce: u8| {
+        let now = evm::system_unix_time();
+        let message = TransferWithAuthorization {
+            from: wallet,
+            to: pay_to,
+            value: U256::from(PRICE),
+            validAfter: U256::from(now - 60),
+            validBefore: U256::from(now + 300),
+            nonce: B256::repeat_byte(nonce),
+        };
+        let domain = evm::eip3009_domain(anvil::TOKEN_NAME, anvil::TOKEN_VERSION, chain.chain_id, chain.token);
+        let signature = evm::sign_transfer_authorization(signer, &domain, &message).expect("sign");
+        let payload =
+            evm::Eip3009Payload { signature, authorization: evm::Eip3009Authorization::from_message(&message) };
+        PaymentPayload {
+            x402_version: 2,
+            payload: payload.to_json_object(),
+            accepted: requirements.clone(),
+            resource: None,
+            extensions: None,
+        }
+    };
+
+    let forged = sign(&anvil::fresh_key(), 1);
+    let v = facilitator.verify(&forged, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::INVALID_SIGNATURE), "{v:?}");
+
+    let p = sign(&owner, 2);
+    let v = facilitator.verify(&p, &requirements).await.expect("verify");
+    assert!(v.is_valid, "{v:?}");
+    assert_eq!(v.payer.as_deref(), Some(wallet.to_checksum(None).as_str()));
+    let s = facilitator.settle(&p, &requirements).await.expect("settle");
+    assert!(s.success && receipt_ok(&chain, &s.transaction).await, "{s:?}");
+    assert_eq!(chain.balance(wallet).await, U256::from(9 * PRICE));
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn the_http_server_answers_typed_json_errors() {
+    let chain = Chain::start().await;
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let srv = support::serve_axum(server::router(Arc::new(facilitator))).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Vec<u8>, content_type: &str| {
+        http.post(format!("{}{path}", srv.base)).header("content-type", content_type).body(body).send()
+    };
+    let expect = |status: u16, code: &'static str| {
+        move |resp: reqwest::Response| async move {
+            assert_eq!(resp.status().as_u16(), status);
+            let body: serde_json::Value = resp.json().await.expect("JSON error body");
+            assert_eq!(body["error"], code, "{body}");
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        }
+    };
+    expect(400, "invalid_request")(post("/verify", b"{".to_vec(), "application/json").await.expect("POST")).await;
+    expect(415, "unsupported_media_type")(post("/settle", b"{}".to_vec(), "text/plain").await.expect("POST")).await;
+    expect(413, "body_too_large")(
+        post("/verify", vec![b' '; server::MAX_BODY_BYTES + 1], "application/json").await.expect("POST"),
+    )
+    .await;
+
+    let key = buyer(&chain, 10 * PRICE).await;
+    let requirements = chain.requirements(anvil::fresh_key().address(), PRICE);
+    let p = payment(&key, &requirements);
+    let body = |version: u32| {
+        serde_json::to_vec(&serde_json::json!({
+            "x402Version": version, "paymentPayload": p, "paymentRequirements": requirements,
+        }))
+        .expect("json")
+    };
+    expect(400, "invalid_x402_version")(post("/verify", body(1), "application/json").await.expect("POST")).await;
+    let ok: serde_json::Value =
+        post("/verify", body(2), "application/json; charset=utf-8").await.expect("POST").json().await.expect("json");
+    assert_eq!(ok["isValid"], true, "{ok}");
+    let status = http.get(format!("{}/settle/status", srv.base)).send().await.expect("GET");
+    expect(400, "invalid_request")(status).await;
+    let unknown = format!("0x{}", "ab".repeat(32));
+    let status: serde_json::Value = http
+        .get(format!("{}/settle/status?txHash={unknown}", srv.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["errorReason"], reasons::TRANSACTION_NOT_FOUND);
+}
