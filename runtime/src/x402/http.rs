@@ -186,7 +186,8 @@ pub struct RouteConfig {
     pub description: Option<String>,
     /// MIME type (`""` when unset).
     pub mime_type: Option<String>,
-    /// Browser paywall HTML, served verbatim.
+    /// Browser paywall HTML, served instead of the default page with its `{{price}}`-style
+    /// placeholders filled in ([`paywall::render_custom`]).
     pub custom_paywall_html: Option<String>,
     /// Body of the unpaid 402 for API clients.
     pub unpaid_response_body: Option<UnpaidBodyFn>,
@@ -197,6 +198,7 @@ pub struct RouteConfig {
     /// Bound on dynamic price/payee callbacks (default: none).
     pub hook_timeout: Option<Duration>,
     static_accepts: Arc<OnceLock<Vec<PaymentRequirements>>>,
+    unpaid_challenge: super::unpaid_cache::UnpaidSlot,
 }
 
 impl fmt::Debug for RouteConfig {
@@ -552,6 +554,12 @@ impl X402HttpServer {
         }
         if route.accepts.iter().all(PaymentOption::is_static) {
             let _ = route.static_accepts.set(accepts.clone());
+            // Static requirements: the unpaid 402 is serialised once, here.
+            route.unpaid_challenge.fill(
+                route.resource.as_deref(),
+                || schemes_label(&accepts),
+                |url| self.payment_required_for(url, route, accepts.clone(), Some(PAYMENT_REQUIRED_ERROR.into())),
+            );
         }
         Ok(accepts)
     }
@@ -563,12 +571,49 @@ impl X402HttpServer {
         accepts: Vec<PaymentRequirements>,
         error: Option<String>,
     ) -> PaymentRequired {
+        let url = route.resource.clone().unwrap_or_else(|| ctx.url.clone());
+        self.payment_required_for(url, route, accepts, error)
+    }
+
+    fn payment_required_for(
+        &self,
+        url: String,
+        route: &RouteConfig,
+        accepts: Vec<PaymentRequirements>,
+        error: Option<String>,
+    ) -> PaymentRequired {
         let resource = ResourceInfo {
-            url: route.resource.clone().unwrap_or_else(|| ctx.url.clone()),
+            url,
             description: Some(route.description.clone().unwrap_or_default()),
             mime_type: Some(route.mime_type.clone().unwrap_or_default()),
         };
         self.inner.server.build_payment_required(resource, accepts, error, route.extensions.clone())
+    }
+
+    /// The unpaid 402 for an API client from the route's precomputed challenge (static
+    /// requirements only): no requirement is rebuilt and nothing is re-serialised. `None` when
+    /// the request carries a payment, comes from a browser, or the route has no such challenge.
+    fn cached_unpaid(&self, ctx: &RequestContext, route: &RouteConfig) -> Option<PaymentHttpResponse> {
+        let carries_payment =
+            |name: &str| ctx.headers.get(name).is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
+        if carries_payment(PAYMENT_SIGNATURE_HEADER) || carries_payment(X_PAYMENT_HEADER) || ctx.is_browser() {
+            return None;
+        }
+        let challenge = route.unpaid_challenge.get()?;
+        let header = challenge.header(&ctx.url)?;
+        crate::metrics::record_challenge(crate::metrics::PROTOCOL_X402, challenge.scheme_label());
+        tracing::Span::current().record("outcome", "challenge");
+        let body = match &route.unpaid_response_body {
+            Some(f) => f(ctx),
+            None => HttpBody { content_type: "application/json".into(), body: Bytes::from_static(b"{}") },
+        };
+        let mut resp = PaymentHttpResponse::new(StatusCode::PAYMENT_REQUIRED, &body.content_type, body.body);
+        resp.headers.insert(HeaderName::from_static("payment-required"), header);
+        resp.headers.insert(
+            HeaderName::from_static("access-control-expose-headers"),
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+        Some(resp)
     }
 
     /// The 402 challenge for API clients: `PAYMENT-REQUIRED` + `{}` (or the route's body).
@@ -603,8 +648,10 @@ impl X402HttpServer {
         tracing::Span::current().record("outcome", "challenge");
         let required = self.payment_required(ctx, route, accepts, Some(PAYMENT_REQUIRED_ERROR.into()));
         if ctx.is_browser() {
-            let html =
-                route.custom_paywall_html.clone().unwrap_or_else(|| paywall::render(&required, &self.inner.paywall));
+            let html = match &route.custom_paywall_html {
+                Some(page) => paywall::render_custom(page, &required),
+                None => paywall::render(&required, &self.inner.paywall),
+            };
             return PaymentHttpResponse::new(StatusCode::PAYMENT_REQUIRED, "text/html; charset=utf-8", html);
         }
         self.challenge(ctx, route, &required, true)
@@ -655,6 +702,9 @@ impl X402HttpServer {
         if let Err(e) = self.initialize().await {
             tracing::warn!(error = %e, "x402: facilitator synchronisation failed");
             return Err(PaymentHttpResponse::json_error(StatusCode::BAD_GATEWAY, &e.to_string()));
+        }
+        if let Some(challenge) = self.cached_unpaid(ctx, route) {
+            return Err(challenge);
         }
         let accepts = self.build_accepts(ctx, route).await?;
         let header = ctx.header(PAYMENT_SIGNATURE_HEADER).filter(|h| !h.trim().is_empty());
