@@ -238,7 +238,10 @@ impl HttpFacilitatorConfig {
 /// A client for any standard x402 facilitator (`POST /verify`, `POST /settle`, `GET /supported`).
 #[derive(Clone, Debug)]
 pub struct HttpFacilitatorClient {
-    base: String,
+    /// `/verify`, `/settle` and `/supported`, parsed once (not per call).
+    verify_url: url::Url,
+    settle_url: url::Url,
+    supported_url: url::Url,
     headers: reqwest::header::HeaderMap,
     timeout: Duration,
     http: reqwest::Client,
@@ -253,7 +256,12 @@ impl HttpFacilitatorClient {
     /// Builds a client sharing an existing `reqwest::Client` (connection pool).
     pub fn with_http_client(config: HttpFacilitatorConfig, http: reqwest::Client) -> Result<Self, FacilitatorError> {
         let base = config.url.trim_end_matches('/').to_owned();
+        let parse = |path: &str| {
+            url::Url::parse(&format!("{base}{path}"))
+                .map_err(|e| FacilitatorError::Config(format!("facilitator URL `{base}`: {e}")))
+        };
         url::Url::parse(&base).map_err(|e| FacilitatorError::Config(format!("facilitator URL `{base}`: {e}")))?;
+        let (verify_url, settle_url, supported_url) = (parse("/verify")?, parse("/settle")?, parse("/supported")?);
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &config.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
@@ -262,12 +270,14 @@ impl HttpFacilitatorClient {
                 .map_err(|e| FacilitatorError::Config(format!("header `{k}` value: {e}")))?;
             headers.insert(name, value);
         }
-        Ok(Self { base, headers, timeout: config.timeout, http })
+        Ok(Self { verify_url, settle_url, supported_url, headers, timeout: config.timeout, http })
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, FacilitatorError> {
+    async fn send<T: DeserializeOwned>(&self, mut req: reqwest::RequestBuilder) -> Result<T, FacilitatorError> {
+        if !self.headers.is_empty() {
+            req = req.headers(self.headers.clone());
+        }
         let resp = req
-            .headers(self.headers.clone())
             .timeout(self.timeout)
             .send()
             .await
@@ -276,11 +286,11 @@ impl HttpFacilitatorClient {
         parse_facilitator_body(status, &body)
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, FacilitatorError> {
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, url: &url::Url, body: &B) -> Result<T, FacilitatorError> {
         let bytes = crate::json::compact(body).map_err(|e| FacilitatorError::Config(e.to_string()))?;
         let req = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(bytes);
         self.send(req).await
@@ -296,7 +306,7 @@ impl FacilitatorClient for HttpFacilitatorClient {
     ) -> Result<VerifyResponse, FacilitatorError> {
         let body =
             VerifyRequest { x402_version: X402_VERSION, payment_payload: payload, payment_requirements: requirements };
-        self.post("/verify", &body).await
+        self.post(&self.verify_url, &body).await
     }
 
     async fn settle(
@@ -310,11 +320,11 @@ impl FacilitatorClient for HttpFacilitatorClient {
             payment_requirements: requirements,
             sync_settle: None,
         };
-        self.post("/settle", &body).await
+        self.post(&self.settle_url, &body).await
     }
 
     async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        self.send(self.http.get(format!("{}/supported", self.base))).await
+        self.send(self.http.get(self.supported_url.clone())).await
     }
 
     fn name(&self) -> &str {

@@ -15,6 +15,7 @@ pub mod routes;
 pub mod scheme;
 pub mod server;
 pub mod types;
+mod unpaid_cache;
 
 pub use client::{ClientError, ExactEvmClientScheme, PaymentSelector, SchemeNetworkClient, X402Client};
 pub use embedded::EmbeddedFacilitator;

@@ -1,0 +1,200 @@
+//! The precomputed unpaid 402 of a route whose payment requirements are static.
+//!
+//! The `PAYMENT-REQUIRED` header of an unpaid request is base64 of the compact JSON of the
+//! challenge, and everything in it but the resource URL (the request's own URL unless the route
+//! fixes one) is the same for every request to the route. [`UnpaidChallenge`] serialises the
+//! challenge once, keeps the JSON before and after the URL string, and builds the header of a
+//! URL by splicing in the URL's JSON string — byte-identical to serialising the whole challenge —
+//! then remembers it for that URL (a bounded map), so a repeated unpaid request costs a hash
+//! lookup and a reference-count increment instead of rebuilding and re-serialising the
+//! requirements.
+
+use super::headers::safe_base64_encode;
+use super::types::PaymentRequired;
+use http::HeaderValue;
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
+
+/// Stands for the resource URL while the challenge is serialised once; a challenge whose other
+/// fields contain it is not cached (served the slow way).
+const URL_PLACEHOLDER: &str = "pay402:resource-url:0b6f2d8e4c1a";
+
+/// The most distinct URLs remembered per route; the map is emptied when full (a flood of
+/// distinct URLs or `Host` values costs memory no more than this).
+const MAX_CACHED_URLS: usize = 256;
+
+/// The precomputed unpaid challenge of one route.
+#[derive(Debug)]
+pub(crate) struct UnpaidChallenge {
+    /// The whole header, when the route fixes its resource URL.
+    fixed: Option<HeaderValue>,
+    /// The JSON before and after the URL's JSON string.
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+    /// The metrics `scheme` label.
+    scheme_label: String,
+    by_url: RwLock<HashMap<Box<str>, HeaderValue>>,
+}
+
+impl UnpaidChallenge {
+    /// `required` is the unpaid challenge with [`URL_PLACEHOLDER`] as its resource URL (when
+    /// `url_from_request`), or with the route's fixed URL. `None` when it cannot be split.
+    fn new(required: &PaymentRequired, url_from_request: bool, scheme_label: String) -> Option<Self> {
+        let json = crate::json::compact(required).ok()?;
+        if !url_from_request {
+            let fixed = HeaderValue::try_from(safe_base64_encode(&json)).ok()?;
+            let by_url = RwLock::new(HashMap::new());
+            return Some(Self { fixed: Some(fixed), prefix: Vec::new(), suffix: Vec::new(), scheme_label, by_url });
+        }
+        let needle = crate::json::compact(URL_PLACEHOLDER).ok()?;
+        let mut hits = json.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle.as_slice());
+        let (at, _) = hits.next()?;
+        if hits.next().is_some() {
+            return None;
+        }
+        let (prefix, rest) = json.split_at(at);
+        let suffix = rest.get(needle.len()..)?;
+        Some(Self {
+            fixed: None,
+            prefix: prefix.to_vec(),
+            suffix: suffix.to_vec(),
+            scheme_label,
+            by_url: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The `PAYMENT-REQUIRED` value for a request to `url`.
+    pub(crate) fn header(&self, url: &str) -> Option<HeaderValue> {
+        if let Some(fixed) = &self.fixed {
+            return Some(fixed.clone());
+        }
+        if let Some(v) = self.by_url.read().unwrap_or_else(PoisonError::into_inner).get(url) {
+            return Some(v.clone());
+        }
+        let url_json = crate::json::compact(url).ok()?;
+        let mut json = Vec::with_capacity(self.prefix.len() + url_json.len() + self.suffix.len());
+        json.extend_from_slice(&self.prefix);
+        json.extend_from_slice(&url_json);
+        json.extend_from_slice(&self.suffix);
+        let value = HeaderValue::try_from(safe_base64_encode(&json)).ok()?;
+        let mut map = self.by_url.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_CACHED_URLS {
+            map.clear();
+        }
+        map.insert(url.into(), value.clone());
+        Some(value)
+    }
+
+    /// The metrics `scheme` label of the challenge.
+    pub(crate) fn scheme_label(&self) -> &str {
+        &self.scheme_label
+    }
+}
+
+/// A route's slot for its [`UnpaidChallenge`], filled on first use. Cloning a route's
+/// configuration gives an empty slot: the copy may be edited before it is used.
+#[derive(Debug, Default)]
+pub(crate) struct UnpaidSlot(OnceLock<Option<UnpaidChallenge>>);
+
+impl Clone for UnpaidSlot {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl UnpaidSlot {
+    /// The challenge, once built (and if it could be).
+    pub(crate) fn get(&self) -> Option<&UnpaidChallenge> {
+        self.0.get().and_then(Option::as_ref)
+    }
+
+    /// Builds the challenge once. `build(url)` returns the unpaid challenge for resource URL
+    /// `url`; `fixed_url` is the route's own resource URL, if it sets one.
+    pub(crate) fn fill(
+        &self,
+        fixed_url: Option<&str>,
+        scheme_label: impl FnOnce() -> String,
+        build: impl FnOnce(String) -> PaymentRequired,
+    ) {
+        self.0.get_or_init(|| {
+            let required = build(fixed_url.unwrap_or(URL_PLACEHOLDER).to_owned());
+            UnpaidChallenge::new(&required, fixed_url.is_none(), scheme_label())
+        });
+    }
+
+    /// A placeholder-free check used by tests: the header built for `url`.
+    #[cfg(test)]
+    pub(crate) fn header_for(&self, url: &str) -> Option<HeaderValue> {
+        self.get()?.header(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x402::headers::encode_payment_required_header;
+    use crate::x402::types::{PaymentRequirements, ResourceInfo};
+
+    fn required(url: &str, description: &str) -> PaymentRequired {
+        let req: PaymentRequirements = serde_json::from_value(serde_json::json!({
+            "scheme": "exact", "network": "eip155:196", "asset": "0x779ded0c9e1022225f8e0630b35a9b54be713736",
+            "amount": "1000", "payTo": "0x1111111111111111111111111111111111111111", "maxTimeoutSeconds": 300,
+            "extra": {"name": "USD\u{20ae}0", "version": "1"}
+        }))
+        .unwrap();
+        PaymentRequired {
+            x402_version: 2,
+            error: Some("Payment required".into()),
+            resource: Some(ResourceInfo {
+                url: url.to_owned(),
+                description: Some(description.to_owned()),
+                mime_type: Some(String::new()),
+            }),
+            accepts: vec![req],
+            extensions: None,
+        }
+    }
+
+    #[test]
+    fn spliced_headers_equal_full_serialisation() {
+        let slot = UnpaidSlot::default();
+        slot.fill(None, || "exact".into(), |url| required(&url, "weather \"now\" ☀"));
+        for url in [
+            "http://127.0.0.1:8080/weather",
+            "http://h/x?q=\"quoted\"&u=ünïcode",
+            "https://api.example.com/a/b?c=d#frag",
+            "http://h/weather",
+        ] {
+            let expected = encode_payment_required_header(&required(url, "weather \"now\" ☀")).unwrap();
+            assert_eq!(slot.header_for(url).unwrap(), expected.as_str(), "{url}");
+            assert_eq!(slot.header_for(url).unwrap(), expected.as_str(), "{url} (cached)");
+        }
+        assert_eq!(slot.get().unwrap().scheme_label(), "exact");
+        assert!(slot.clone().get().is_none(), "a cloned route starts without a cache");
+    }
+
+    #[test]
+    fn fixed_resource_and_bounded_map() {
+        let slot = UnpaidSlot::default();
+        slot.fill(Some("https://fixed.example/r"), String::new, |url| required(&url, ""));
+        let expected = encode_payment_required_header(&required("https://fixed.example/r", "")).unwrap();
+        assert_eq!(slot.header_for("http://anything/else").unwrap(), expected.as_str());
+
+        let slot = UnpaidSlot::default();
+        slot.fill(None, String::new, |url| required(&url, ""));
+        for i in 0..(MAX_CACHED_URLS * 2 + 3) {
+            let url = format!("http://h/{i}");
+            let expected = encode_payment_required_header(&required(&url, "")).unwrap();
+            assert_eq!(slot.header_for(&url).unwrap(), expected.as_str());
+        }
+        let len = slot.get().unwrap().by_url.read().unwrap().len();
+        assert!(len <= MAX_CACHED_URLS, "{len}");
+    }
+
+    #[test]
+    fn a_placeholder_elsewhere_disables_the_cache() {
+        let slot = UnpaidSlot::default();
+        slot.fill(None, String::new, |url| required(&url, URL_PLACEHOLDER));
+        assert!(slot.get().is_none());
+    }
+}
