@@ -480,3 +480,84 @@ async fn the_http_server_answers_typed_json_errors() {
     assert_eq!(status["status"], "failed");
     assert_eq!(status["errorReason"], reasons::TRANSACTION_NOT_FOUND);
 }
+
+/// `target/<profile>/examples/<name>` next to this test binary (cargo test builds examples).
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} is not built (cargo test builds examples)", path.display());
+    path
+}
+
+#[test]
+fn the_demo_settles_on_anvil() {
+    let output = std::process::Command::new(example("demo"))
+        .arg("--anvil")
+        .env("PAY402_ANVIL", anvil::anvil_path())
+        .env("PAY402_FIATTOKEN_ARTIFACTS", anvil::artifacts_dir())
+        .env_remove("PAY402_BUYER_KEY")
+        .env_remove("PAY402_PAY_TO")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "demo --anvil failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.starts_with("listening on http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("-> 200"), "{stdout}");
+    assert!(stdout.contains("\"transaction\": \"0x"), "{stdout}");
+    assert!(stdout.contains("on chain: buyer 5000000 -> 4999000, payee 0 -> 1000"), "{stdout}");
+    assert!(stdout.ends_with("402 -> payment -> 200: settled on chain\n"), "{stdout}");
+}
+
+/// `examples/facilitator.rs` serves the chain's network and settles a payment; without its
+/// environment it fails with a message naming the missing variable.
+#[tokio::test]
+async fn the_facilitator_example_serves_the_chain() {
+    use std::io::{BufRead, BufReader};
+    let missing = std::process::Command::new(example("facilitator"))
+        .env_remove("PAY402_RPC_URL")
+        .env_remove("PAY402_FACILITATOR_KEY")
+        .output()
+        .expect("run");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("PAY402_RPC_URL is not set"));
+
+    let chain = Chain::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let key = chain.dev_key(8);
+    let mut child = std::process::Command::new(example("facilitator"))
+        .env("PAY402_RPC_URL", &chain.rpc_url)
+        .env("PAY402_FACILITATOR_KEY", alloy::hex::encode_prefixed(key.to_bytes()))
+        .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().expect("stdout");
+    let child = Kill(child);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).expect("first line");
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(first.trim_end(), format!("listening on {base}"));
+
+    let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&base)).expect("client");
+    let supported = client.supported().await.expect("supported");
+    assert!(supported.kinds.iter().any(|k| k.covers("exact", &"eip155:196".into())));
+    let buyer_key = buyer(&chain, PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+    let requirements = chain.requirements(pay_to, PRICE);
+    let p = payment(&buyer_key, &requirements);
+    assert!(client.verify(&p, &requirements).await.expect("verify").is_valid);
+    let settled = client.settle(&p, &requirements).await.expect("settle");
+    assert!(settled.success && receipt_ok(&chain, &settled.transaction).await, "{settled:?}");
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+    drop(child);
+}
