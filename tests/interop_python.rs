@@ -13,66 +13,28 @@
 mod peers;
 mod support;
 
-use async_trait::async_trait;
 use pay402::evm::U256;
 use pay402::mpp::store::{CasOutcome, ChannelState, ChannelStore, FileStore, UpdateOutcome};
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer, X402Payment};
 use pay402::x402::server::X402ResourceServer;
-use pay402::x402::{
-    ExactEvmScheme, FacilitatorClient, FacilitatorError, PaymentPayload, PaymentRequirements, SettleResponse,
-    SettleStatusResponse, SupportedResponse, VerifyResponse, X_LAYER_USDT0,
-};
+use pay402::x402::{ExactEvmScheme, X_LAYER_USDT0};
+use peers::{Recording, eq_addr, start_example};
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 
-/// The merchant of the in-test server.
+/// The merchant of the in-test server (Anvil test account 2).
 const PAY_TO: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
 /// The Python buyer: Anvil test account 3 (a well-known test key, never funded anywhere real).
 const PY_BUYER_KEY: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
 const PY_BUYER: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
 
-/// The embedded facilitator, recording every verification the seller asked for.
-#[derive(Clone)]
-struct Recording {
-    inner: EmbeddedFacilitator,
-    verified: Arc<Mutex<Vec<VerifyResponse>>>,
-}
-
-#[async_trait]
-impl FacilitatorClient for Recording {
-    async fn verify(&self, p: &PaymentPayload, r: &PaymentRequirements) -> Result<VerifyResponse, FacilitatorError> {
-        let v = self.inner.verify(p, r).await?;
-        self.verified.lock().expect("lock").push(v.clone());
-        Ok(v)
-    }
-
-    async fn settle(&self, p: &PaymentPayload, r: &PaymentRequirements) -> Result<SettleResponse, FacilitatorError> {
-        self.inner.settle(p, r).await
-    }
-
-    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        self.inner.supported().await
-    }
-
-    async fn settle_status(&self, tx: &str) -> Result<SettleStatusResponse, FacilitatorError> {
-        self.inner.settle_status(tx).await
-    }
-}
-
-fn eq_addr(a: &Value, b: &str) -> bool {
-    a.as_str().is_some_and(|a| a.eq_ignore_ascii_case(b))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okx_python_x402_client_pays_a_pay402_axum_server() {
     let embedded = EmbeddedFacilitator::new();
     embedded.fund(X_LAYER_USDT0, PY_BUYER, U256::from(10_000u64)).expect("fund");
-    let facilitator = Recording { inner: embedded.clone(), verified: Arc::default() };
+    let facilitator = Recording::new(embedded.clone());
     let server = X402ResourceServer::new(facilitator.clone()).register("eip155:196", ExactEvmScheme::new());
     let x402 = X402HttpServer::new(server)
         .route(
@@ -118,7 +80,7 @@ async fn okx_python_x402_client_pays_a_pay402_axum_server() {
     assert!(eq_addr(&settled["payer"], PY_BUYER), "{out}");
 
     // The seller's facilitator verified it, settled it once, and moved the money.
-    let verified = facilitator.verified.lock().expect("lock").clone();
+    let verified = facilitator.verified();
     assert_eq!(verified.len(), 1, "{verified:?}");
     assert!(verified[0].is_valid, "{verified:?}");
     let settlements = embedded.settlements();
@@ -129,46 +91,6 @@ async fn okx_python_x402_client_pays_a_pay402_axum_server() {
     assert_eq!(embedded.balance(X_LAYER_USDT0, PAY_TO), U256::from(2_500u64));
     let nonce = authorization["nonce"].as_str().expect("nonce");
     assert!(embedded.is_nonce_used(X_LAYER_USDT0, PY_BUYER, nonce));
-}
-
-/// `target/<profile>/examples/<name>` next to this test binary (`cargo test` builds examples).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
-    let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is not built (`cargo test` builds the examples)", path.display());
-    path
-}
-
-/// A running example server, killed on drop.
-struct Example(Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts an example on a free port (the README convention) and returns it with its paid URL.
-fn start_example(name: &str) -> (Example, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut child = Command::new(example(name))
-        .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
-        .env_remove("OKX_API_KEY")
-        .env_remove("OKX_SECRET_KEY")
-        .env_remove("OKX_PASSPHRASE")
-        .env_remove("PAY402_PAY_TO")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn example");
-    let stdout = child.stdout.take().expect("stdout");
-    let guard = Example(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("first line");
-    let url = line.trim_end().strip_prefix("listening on ").unwrap_or_else(|| panic!("{name} printed {line:?}"));
-    (guard, url.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,21 @@
 //! `<repo>/.test-deps`): OKX's Python SDK in `venv/` (scripts/deps/40-python-peers.sh) and the
 //! official Node x402 client in `node-peers/node_modules/` (scripts/deps/41-node-peers.sh). A
 //! missing peer fails the test with the install command; it is never skipped.
+//!
+//! Also the sellers' side shared by both: a facilitator that records verifications, and the
+//! README example binaries.
 #![allow(dead_code)] // each test file uses a subset
 
+use async_trait::async_trait;
+use pay402::x402::embedded::EmbeddedFacilitator;
+use pay402::x402::{
+    FacilitatorClient, FacilitatorError, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse,
+    SupportedResponse, VerifyResponse,
+};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The repository root (the root crate's manifest directory).
@@ -125,4 +136,89 @@ pub(crate) async fn node(name: &str, args: &[&str]) -> PeerOutput {
     let mut all = vec![script];
     all.extend_from_slice(args);
     run(&node, &all, &[("NODE_PATH", &modules)]).await
+}
+
+/// The embedded facilitator, recording every verification the seller asked for.
+#[derive(Clone)]
+pub(crate) struct Recording {
+    pub(crate) inner: EmbeddedFacilitator,
+    pub(crate) verified: Arc<Mutex<Vec<VerifyResponse>>>,
+}
+
+impl Recording {
+    pub(crate) fn new(inner: EmbeddedFacilitator) -> Self {
+        Self { inner, verified: Arc::default() }
+    }
+
+    /// The verifications so far, in order.
+    pub(crate) fn verified(&self) -> Vec<VerifyResponse> {
+        self.verified.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl FacilitatorClient for Recording {
+    async fn verify(&self, p: &PaymentPayload, r: &PaymentRequirements) -> Result<VerifyResponse, FacilitatorError> {
+        let v = self.inner.verify(p, r).await?;
+        self.verified.lock().expect("lock").push(v.clone());
+        Ok(v)
+    }
+
+    async fn settle(&self, p: &PaymentPayload, r: &PaymentRequirements) -> Result<SettleResponse, FacilitatorError> {
+        self.inner.settle(p, r).await
+    }
+
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        self.inner.supported().await
+    }
+
+    async fn settle_status(&self, tx: &str) -> Result<SettleStatusResponse, FacilitatorError> {
+        self.inner.settle_status(tx).await
+    }
+}
+
+/// Whether JSON `a` is the address `b` (case-insensitive).
+pub(crate) fn eq_addr(a: &serde_json::Value, b: &str) -> bool {
+    a.as_str().is_some_and(|a| a.eq_ignore_ascii_case(b))
+}
+
+/// `target/<profile>/examples/<name>` next to this test binary (`cargo test` builds examples).
+pub(crate) fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} is not built (`cargo test` builds the examples)", path.display());
+    path
+}
+
+/// A running example server, killed on drop.
+pub(crate) struct Example(Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts an example with its embedded backends on a free port (the README convention) and
+/// returns it with the paid URL from its first stdout line.
+pub(crate) fn start_example(name: &str) -> (Example, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = Command::new(example(name))
+        .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("OKX_API_KEY")
+        .env_remove("OKX_SECRET_KEY")
+        .env_remove("OKX_PASSPHRASE")
+        .env_remove("PAY402_PAY_TO")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn example");
+    let stdout = child.stdout.take().expect("stdout");
+    let guard = Example(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("first line");
+    let url = line.trim_end().strip_prefix("listening on ").unwrap_or_else(|| panic!("{name} printed {line:?}"));
+    (guard, url.to_owned())
 }
