@@ -1,35 +1,7 @@
-//! # pay402
-//!
-//! Charge per request over HTTP 402, with the two payment protocols OKX runs on X Layer
-//! (`eip155:196`): **x402** (schemes `exact` and `aggr_deferred`, verified and settled by a
-//! facilitator such as OKX's) and **MPP** (the `Payment` HTTP authentication scheme).
-//!
-//! This crate is the facade: it re-exports the runtime (`pay402-runtime`) and the attribute
-//! macros (`pay402-macros`). Depend on `pay402` only.
-//!
-//! ## Modules
-//!
-//! * [`x402`] — wire types, header encoding, prices and schemes, facilitator clients, and the
-//!   [`x402::server::X402ResourceServer`] that builds 402 challenges and verifies and settles
-//!   payments;
-//! * [`okx`] — the OKX request signer and [`okx::OkxFacilitatorClient`];
-//! * [`json`] — the JSON byte flavours used on the wire;
-//! * [`literal`] — the literal validators shared with the macros (exact decimals, EIP-55,
-//!   CAIP-2).
-//!
-//! ## Quick look
-//!
-//! ```
-//! use pay402::x402::{ExactEvmScheme, SchemeNetworkServer, Network};
-//!
-//! let scheme = ExactEvmScheme::new();
-//! let amount = scheme.parse_price(&"$0.001".into(), &Network::from("eip155:196")).unwrap();
-//! assert_eq!(amount.amount, "1000"); // USD₮0 has 6 decimals
-//! assert_eq!(amount.asset, "0x779ded0c9e1022225f8e0630b35a9b54be713736");
-//! ```
+#![doc = include_str!("../docs/overview.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use pay402_runtime::{evm, json, literal, metrics, mpp, okx, replay, router, web, x402};
+pub use pay402_runtime::{autopay, evm, json, literal, metrics, mpp, okx, replay, router, web, x402};
 
 /// axum integration: the route-table layer, the payment extractor and the attribute macros.
 #[cfg(feature = "axum")]
@@ -67,6 +39,33 @@ pub mod actix {
     pub use pay402_macros::pay_actix as pay;
     #[doc = include_str!("../docs/actix_x402.md")]
     pub use pay402_macros::x402_actix as x402;
+}
+
+/// Guides: longer walk-throughs, each a page (every code block in them is compiled by
+/// `cargo test --doc`).
+///
+/// * [`production`](guides::production) — going to production with OKX credentials;
+/// * [`sessions`](guides::sessions) — MPP sessions and choosing a channel store (in-memory, file, Redis);
+/// * [`scaling`](guides::scaling) — running several instances;
+/// * [`dual_protocol`](guides::dual_protocol) — one route accepting x402 or MPP;
+/// * [`facilitator`](guides::facilitator) — self-hosting the x402 facilitator;
+/// * [`client`](guides::client) — paying from Rust;
+/// * [`observability`](guides::observability) — tracing spans and metrics.
+pub mod guides {
+    #[doc = include_str!("../docs/guides/production.md")]
+    pub mod production {}
+    #[doc = include_str!("../docs/guides/sessions.md")]
+    pub mod sessions {}
+    #[doc = include_str!("../docs/guides/scaling.md")]
+    pub mod scaling {}
+    #[doc = include_str!("../docs/guides/dual_protocol.md")]
+    pub mod dual_protocol {}
+    #[doc = include_str!("../docs/guides/facilitator.md")]
+    pub mod facilitator {}
+    #[doc = include_str!("../docs/guides/client.md")]
+    pub mod client {}
+    #[doc = include_str!("../docs/guides/observability.md")]
+    pub mod observability {}
 }
 
 #[doc(hidden)]

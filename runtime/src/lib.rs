@@ -6,6 +6,7 @@
 //! * [`json`] — the JSON byte flavours the wire needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod autopay;
 pub mod evm;
 pub mod gate;
 pub mod json;

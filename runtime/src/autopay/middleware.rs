@@ -1,0 +1,930 @@
+//! [`AutoPayMiddleware`]: the 402 → choose → pay → retry-once loop, and the MPP session book.
+
+use super::budget::{AssetId, Budget, Reservation};
+use super::{AutoPayError, DEFAULT_DEPOSIT_REQUESTS, MAX_REFUSAL_BODY_BYTES, PaymentDetail, PaymentOutcome, Protocol};
+use crate::evm::{PrivateKeySigner, U256};
+use crate::mpp::charge_client::{CHARGE_INTENT, ChargeRequest, EVM_METHOD, MppChargeClient};
+use crate::mpp::encoding::b64url_decode;
+use crate::mpp::expiry::parse_rfc3339;
+use crate::mpp::header::{ParsedChallenge, parse_www_authenticate};
+use crate::mpp::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
+use crate::mpp::session_client::{SESSION_INTENT, SessionClient};
+use crate::x402::client::{ExactEvmClientScheme, X402Client};
+use crate::x402::headers::{
+    PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, X_PAYMENT_RESPONSE_HEADER, decode_payment_required_header,
+    decode_payment_response_header,
+};
+use crate::x402::networks::NetworkRegistry;
+use crate::x402::types::{AnyPaymentRequired, PaymentRequired, PaymentRequiredV1, PaymentRequirements, SettleResponse};
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use http::{Extensions, HeaderMap};
+use reqwest::{Method, Request, Response, StatusCode, Url};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tracing::Instrument as _;
+
+/// A challenge is not used for a voucher sent ahead when it expires within this margin.
+const EXPIRY_MARGIN_SECONDS: i64 = 5;
+
+type MwResult<T> = Result<T, reqwest_middleware::Error>;
+
+fn mw(e: AutoPayError) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::middleware(e)
+}
+
+/// One of a channel's facts, as [`AutoPayMiddleware::channels`] and
+/// [`AutoPayMiddleware::close_channels`] report them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelSummary {
+    /// The channel id.
+    pub channel_id: String,
+    /// The highest cumulative voucher signed.
+    pub cumulative: U256,
+    /// The deposit.
+    pub deposit: U256,
+}
+
+/// What identifies a channel: the terms a session challenge names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ChannelKey {
+    realm: String,
+    recipient: String,
+    currency: String,
+    chain_id: u64,
+    escrow: String,
+}
+
+/// A route: origin, method and path (no query).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RouteKey {
+    origin: String,
+    method: String,
+    path: String,
+}
+
+impl RouteKey {
+    fn of(req: &Request) -> Self {
+        Self {
+            origin: req.url().origin().ascii_serialization(),
+            method: req.method().as_str().to_owned(),
+            path: req.url().path().to_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Channel {
+    id: String,
+    deposit: U256,
+    cumulative: U256,
+    /// The latest challenge and route, for closing.
+    challenge: ParsedChallenge,
+    url: Url,
+    method: Method,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Channel>>>;
+
+#[derive(Clone, Debug)]
+struct RouteSession {
+    challenge: ParsedChallenge,
+    key: ChannelKey,
+}
+
+#[derive(Default)]
+struct SessionBook {
+    channels: HashMap<ChannelKey, Slot>,
+    routes: HashMap<RouteKey, RouteSession>,
+}
+
+enum OfferKind {
+    X402 { required: AnyPaymentRequired, requirements: Box<PaymentRequirements> },
+    Charge(Box<ParsedChallenge>),
+    Session { challenge: Box<ParsedChallenge>, key: ChannelKey, suggested_deposit: Option<U256> },
+}
+
+struct Offer {
+    protocol: Protocol,
+    asset: AssetId,
+    amount: U256,
+    decimals_hint: Option<u8>,
+    kind: OfferKind,
+}
+
+struct Offers {
+    payable: Vec<Offer>,
+    /// Every challenge seen, described.
+    offered: Vec<String>,
+}
+
+struct Inner {
+    preference: Vec<Protocol>,
+    budget: Arc<Budget>,
+    x402: X402Client,
+    charge: MppChargeClient,
+    session: SessionClient,
+    book: Mutex<SessionBook>,
+}
+
+/// The auto-paying middleware (see the [module docs](super)). Cheap to clone; clones share the
+/// caps, the ledger and the session channels.
+#[derive(Clone)]
+pub struct AutoPayMiddleware {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for AutoPayMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AutoPayMiddleware")
+            .field("payer", &self.inner.charge.address())
+            .field("preference", &self.inner.preference)
+            .field("budget", &self.inner.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AutoPayMiddleware {
+    pub(super) fn new(
+        signer: PrivateKeySigner,
+        preference: Vec<Protocol>,
+        budget: Budget,
+        registry: Arc<NetworkRegistry>,
+    ) -> Self {
+        let x402 = X402Client::new().register("eip155:*", ExactEvmClientScheme::new(signer.clone()));
+        let charge = MppChargeClient::new(signer.clone()).with_registry((*registry).clone());
+        let session = SessionClient::new(signer).with_registry((*registry).clone());
+        Self {
+            inner: Arc::new(Inner {
+                preference,
+                budget: Arc::new(budget),
+                x402,
+                charge,
+                session,
+                book: Mutex::new(SessionBook::default()),
+            }),
+        }
+    }
+
+    /// A client running this middleware over `http`.
+    pub fn client(&self, http: reqwest::Client) -> ClientWithMiddleware {
+        ClientBuilder::new(http).with(self.clone()).build()
+    }
+
+    /// Atomic units of `asset` spent so far (committed payments and voucher increments).
+    pub fn spent(&self, asset: &AssetId) -> U256 {
+        self.inner.budget.spent(asset)
+    }
+
+    /// Atomic units of `asset` held by payments in flight.
+    pub fn reserved(&self, asset: &AssetId) -> U256 {
+        self.inner.budget.reserved(asset)
+    }
+
+    /// What may still be paid in `asset` under its total cap (None: no total cap, or its
+    /// decimals are not known yet).
+    pub fn remaining(&self, asset: &AssetId) -> Option<U256> {
+        self.inner.budget.headroom(asset, None).ok().flatten()
+    }
+
+    /// The open MPP session channels.
+    pub async fn channels(&self) -> Vec<ChannelSummary> {
+        let mut out = Vec::new();
+        for slot in self.slots() {
+            if let Some(c) = slot.lock().await.as_ref() {
+                out.push(ChannelSummary { channel_id: c.id.clone(), cumulative: c.cumulative, deposit: c.deposit });
+            }
+        }
+        out
+    }
+
+    /// Closes every open MPP session channel with its highest voucher (a management request
+    /// to the route that last used it; re-signed once under a fresh challenge if the stored
+    /// one is refused). The escrow pays the payee the vouched amount and returns the rest of
+    /// the deposit. Stops at the first failure (the channels not closed stay usable).
+    pub async fn close_channels(&self, http: &reqwest::Client) -> Result<Vec<ChannelSummary>, AutoPayError> {
+        let mut closed = Vec::new();
+        for slot in self.slots() {
+            let mut guard = slot.lock().await;
+            let Some(channel) = guard.as_ref() else { continue };
+            let mut challenge = channel.challenge.clone();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let header = self
+                    .inner
+                    .session
+                    .close_header(&challenge, &channel.id, channel.cumulative)
+                    .map_err(|e| payment_error(Protocol::MppSession, e))?;
+                let resp = http
+                    .request(channel.method.clone(), channel.url.clone())
+                    .header(AUTHORIZATION, header)
+                    .send()
+                    .await
+                    .map_err(|e| AutoPayError::Transport { action: "close", reason: e.to_string() })?;
+                if resp.status() == StatusCode::PAYMENT_REQUIRED
+                    && attempt == 1
+                    && let Some(fresh) = self.session_challenge(resp.headers(), &key_of(&challenge))
+                {
+                    challenge = fresh;
+                    continue;
+                }
+                check_management(resp, "close", &channel.id).await?;
+                break;
+            }
+            closed.push(ChannelSummary {
+                channel_id: channel.id.clone(),
+                cumulative: channel.cumulative,
+                deposit: channel.deposit,
+            });
+            let id = channel.id.clone();
+            *guard = None;
+            drop(guard);
+            tracing::info!(channel = %id, "pay402 autopay: channel closed");
+        }
+        let mut book = self.book();
+        book.routes.clear();
+        Ok(closed)
+    }
+
+    fn slots(&self) -> Vec<Slot> {
+        self.book().channels.values().cloned().collect()
+    }
+
+    fn book(&self) -> MutexGuard<'_, SessionBook> {
+        self.inner.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn slot(&self, key: &ChannelKey) -> Slot {
+        Arc::clone(self.book().channels.entry(key.clone()).or_default())
+    }
+
+    fn enabled(&self, p: Protocol) -> bool {
+        self.inner.preference.contains(&p)
+    }
+
+    fn rank(&self, p: Protocol) -> usize {
+        self.inner.preference.iter().position(|q| *q == p).unwrap_or(usize::MAX)
+    }
+
+    /// The cached session of `route`, if its challenge is still fresh.
+    fn route_session(&self, route: &RouteKey) -> Option<RouteSession> {
+        let mut book = self.book();
+        let rs = book.routes.get(route)?.clone();
+        let fresh = match &rs.challenge.expires {
+            None => true,
+            Some(text) => parse_rfc3339(text).is_ok_and(|at| {
+                at.unix_timestamp() > time::OffsetDateTime::now_utc().unix_timestamp() + EXPIRY_MARGIN_SECONDS
+            }),
+        };
+        if !fresh {
+            book.routes.remove(route);
+            return None;
+        }
+        Some(rs)
+    }
+
+    fn forget_channel(&self, key: &ChannelKey) {
+        self.book().routes.retain(|_, rs| &rs.key != key);
+    }
+
+    /// Every challenge of a 402, the payable ones ranked by preference (stable).
+    fn offers(&self, headers: &HeaderMap) -> Offers {
+        let mut payable = Vec::new();
+        let mut offered = Vec::new();
+        if let Some(required) = headers.get(PAYMENT_REQUIRED_HEADER).and_then(|v| v.to_str().ok()) {
+            match decode_payment_required_header(required) {
+                Ok(required) => self.x402_offers(&required, &mut payable, &mut offered),
+                Err(e) => offered.push(format!("x402 (unreadable PAYMENT-REQUIRED: {e})")),
+            }
+        }
+        let www: Vec<&str> = headers.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).collect();
+        if !www.is_empty() {
+            match parse_www_authenticate(&www) {
+                Ok(challenges) => {
+                    for c in challenges {
+                        offered.push(format!("mpp {}/{}", c.method, c.intent));
+                        if let Some(offer) = self.mpp_offer(c) {
+                            payable.push(offer);
+                        }
+                    }
+                }
+                Err(e) => offered.push(format!("mpp (unreadable WWW-Authenticate: {e})")),
+            }
+        }
+        payable.sort_by_key(|o| self.rank(o.protocol));
+        Offers { payable, offered }
+    }
+
+    fn x402_offers(&self, required: &AnyPaymentRequired, payable: &mut Vec<Offer>, offered: &mut Vec<String>) {
+        let options: Vec<(PaymentRequirements, AnyPaymentRequired)> = match required {
+            AnyPaymentRequired::V2(c) => c
+                .accepts
+                .iter()
+                .map(|r| (r.clone(), AnyPaymentRequired::V2(PaymentRequired { accepts: vec![r.clone()], ..c.clone() })))
+                .collect(),
+            AnyPaymentRequired::V1(c) => c
+                .accepts
+                .iter()
+                .map(|r| {
+                    let single = PaymentRequiredV1 { accepts: vec![r.clone()], ..c.clone() };
+                    (PaymentRequirements::from(r.clone()), AnyPaymentRequired::V1(single))
+                })
+                .collect(),
+        };
+        for (requirements, single) in options {
+            offered.push(format!("x402 {}@{}", requirements.scheme, requirements.network));
+            if !self.enabled(Protocol::X402) || !self.inner.x402.supports(&requirements.scheme, &requirements.network) {
+                continue;
+            }
+            let Some(amount) = requirements.amount_atomic() else { continue };
+            payable.push(Offer {
+                protocol: Protocol::X402,
+                asset: AssetId::new(requirements.network.clone(), &requirements.asset),
+                amount,
+                decimals_hint: None,
+                kind: OfferKind::X402 { required: single, requirements: Box::new(requirements) },
+            });
+        }
+    }
+
+    fn mpp_offer(&self, c: ParsedChallenge) -> Option<Offer> {
+        if c.method != EVM_METHOD {
+            return None;
+        }
+        let protocol = match c.intent.as_str() {
+            CHARGE_INTENT => Protocol::MppCharge,
+            SESSION_INTENT => Protocol::MppSession,
+            _ => return None,
+        };
+        if !self.enabled(protocol) {
+            return None;
+        }
+        let request = ChargeRequest::from_request(&c.request).ok()?;
+        let decimals_hint = c.request.get("decimals").and_then(Value::as_u64).and_then(|d| u8::try_from(d).ok());
+        let asset = AssetId::new(request.network(), &request.currency_text);
+        let kind = match protocol {
+            Protocol::MppSession => OfferKind::Session {
+                key: key_of(&c),
+                suggested_deposit: c
+                    .request
+                    .get("suggestedDeposit")
+                    .and_then(Value::as_str)
+                    .and_then(|s| crate::evm::parse_uint256(s).ok()),
+                challenge: Box::new(c),
+            },
+            _ => OfferKind::Charge(Box::new(c)),
+        };
+        Some(Offer { protocol, asset, amount: request.amount, decimals_hint, kind })
+    }
+
+    /// A session challenge for the channel `key` among a 402's challenges.
+    fn session_challenge(&self, headers: &HeaderMap, key: &ChannelKey) -> Option<ParsedChallenge> {
+        let www: Vec<&str> = headers.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).collect();
+        parse_www_authenticate(&www)
+            .ok()?
+            .into_iter()
+            .find(|c| c.method == EVM_METHOD && c.intent == SESSION_INTENT && &key_of(c) == key)
+    }
+
+    /// Reserves the first offer the caps allow; otherwise the most preferred offer's refusal.
+    fn choose(&self, offers: Offers) -> Result<(Offer, Reservation), AutoPayError> {
+        let mut first_refusal = None;
+        for offer in offers.payable {
+            match self.inner.budget.reserve(&offer.asset, offer.amount, offer.decimals_hint) {
+                Ok(reservation) => return Ok((offer, reservation)),
+                Err(e) => {
+                    tracing::debug!(protocol = %offer.protocol, error = %e, "pay402 autopay: offer refused");
+                    first_refusal.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or(AutoPayError::NoAcceptableChallenge { offered: offers.offered }))
+    }
+
+    async fn run(&self, req: Request, ext: &mut Extensions, next: Next<'_>) -> MwResult<Response> {
+        let route = RouteKey::of(&req);
+        if self.enabled(Protocol::MppSession)
+            && let Some(rs) = self.route_session(&route)
+        {
+            return self.session_ahead(rs, route, req, ext, next).await;
+        }
+        self.unpaid_first(route, req, ext, next).await
+    }
+
+    /// Sends `req` as is; pays a 402 and retries once.
+    async fn unpaid_first(
+        &self,
+        route: RouteKey,
+        req: Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> MwResult<Response> {
+        let backup = req.try_clone();
+        let resp = next.clone().run(req, ext).await?;
+        if resp.status() != StatusCode::PAYMENT_REQUIRED {
+            return Ok(resp);
+        }
+        let offers = self.offers(resp.headers());
+        if offers.offered.is_empty() {
+            // A 402 without payment challenges: not ours to answer.
+            return Ok(resp);
+        }
+        let (offer, reservation) = match self.choose(offers) {
+            Ok(chosen) => chosen,
+            Err(e) => {
+                tracing::warn!(error = %e, "pay402 autopay: not paying");
+                return Err(mw(e));
+            }
+        };
+        let Some(retry) = backup else { return Err(mw(AutoPayError::BodyNotCloneable)) };
+        let span = tracing::Span::current();
+        span.record("protocol", tracing::field::display(offer.protocol));
+        span.record("amount", tracing::field::display(offer.amount));
+        span.record("asset", tracing::field::display(&offer.asset));
+        let Offer { protocol, asset, amount, decimals_hint, kind } = offer;
+        match kind {
+            OfferKind::X402 { required, requirements } => {
+                self.pay_x402(required, *requirements, asset, reservation, retry, ext, next).await
+            }
+            OfferKind::Charge(challenge) => self.pay_charge(*challenge, asset, reservation, retry, ext, next).await,
+            OfferKind::Session { challenge, key, suggested_deposit } => {
+                let terms = SessionTerms { asset, price: amount, decimals_hint, suggested_deposit };
+                self.pay_session(route, *challenge, key, terms, reservation, retry, ext, next).await
+            }
+        }
+        .inspect(|_| tracing::info!(%protocol, %amount, "pay402 autopay: paid"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pay_x402(
+        &self,
+        required: AnyPaymentRequired,
+        requirements: PaymentRequirements,
+        asset: AssetId,
+        reservation: Reservation,
+        mut retry: Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> MwResult<Response> {
+        let (name, value) =
+            self.inner.x402.create_payment_header(&required).await.map_err(|e| mw(payment_error(Protocol::X402, e)))?;
+        set_header(&mut retry, name, &value).map_err(mw)?;
+        let resp = match next.run(retry, ext).await {
+            Ok(r) => r,
+            Err(e) => {
+                reservation.commit();
+                return Err(e);
+            }
+        };
+        let settlement = resp
+            .headers()
+            .get(PAYMENT_RESPONSE_HEADER)
+            .or_else(|| resp.headers().get(X_PAYMENT_RESPONSE_HEADER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| decode_payment_response_header(v).ok());
+        let refused_settlement = settlement.as_ref().filter(|s| !s.success).map(settlement_reason);
+        if resp.status() == StatusCode::PAYMENT_REQUIRED || refused_settlement.is_some() {
+            reservation.release();
+            let status = resp.status().as_u16();
+            let reason = match refused_settlement {
+                Some(r) => r,
+                None => x402_refusal(resp).await,
+            };
+            return Err(mw(AutoPayError::PaymentRejected { protocol: Protocol::X402, status, reason }));
+        }
+        let amount = reservation.amount();
+        reservation.commit();
+        let mut resp = resp;
+        resp.extensions_mut().insert(PaymentOutcome {
+            protocol: Protocol::X402,
+            asset,
+            amount,
+            detail: PaymentDetail::X402 { requirements: Box::new(requirements), settlement },
+        });
+        Ok(resp)
+    }
+
+    async fn pay_charge(
+        &self,
+        challenge: ParsedChallenge,
+        asset: AssetId,
+        reservation: Reservation,
+        mut retry: Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> MwResult<Response> {
+        let credential =
+            self.inner.charge.credential_for(&challenge).map_err(|e| mw(payment_error(Protocol::MppCharge, e)))?;
+        set_header(&mut retry, "authorization", &credential.to_authorization_header()).map_err(mw)?;
+        let resp = match next.run(retry, ext).await {
+            Ok(r) => r,
+            Err(e) => {
+                reservation.commit();
+                return Err(e);
+            }
+        };
+        if resp.status() == StatusCode::PAYMENT_REQUIRED {
+            reservation.release();
+            let status = resp.status().as_u16();
+            let reason = body_reason(resp).await;
+            return Err(mw(AutoPayError::PaymentRejected { protocol: Protocol::MppCharge, status, reason }));
+        }
+        let amount = reservation.amount();
+        reservation.commit();
+        let mut resp = resp;
+        let receipt = receipt_of(&resp);
+        resp.extensions_mut().insert(PaymentOutcome {
+            protocol: Protocol::MppCharge,
+            asset,
+            amount,
+            detail: PaymentDetail::MppCharge { challenge_id: challenge.id, receipt },
+        });
+        Ok(resp)
+    }
+
+    /// After a 402 chose a session: open the channel if there is none, top it up if needed,
+    /// then retry with a voucher.
+    #[allow(clippy::too_many_arguments)]
+    async fn pay_session(
+        &self,
+        route: RouteKey,
+        challenge: ParsedChallenge,
+        key: ChannelKey,
+        terms: SessionTerms,
+        reservation: Reservation,
+        retry: Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> MwResult<Response> {
+        let slot = self.slot(&key);
+        let mut guard = slot.lock().await;
+        let mut opened = false;
+        if guard.is_none() {
+            let deposit = self.deposit(&terms, U256::ZERO).map_err(mw)?;
+            let (channel_id, header) = self
+                .inner
+                .session
+                .open_header(&challenge, deposit)
+                .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
+            let open = retry.try_clone().ok_or(mw(AutoPayError::BodyNotCloneable))?;
+            self.manage(open, &header, "open", &channel_id, ext, next.clone()).await?;
+            tracing::info!(channel = %channel_id, %deposit, "pay402 autopay: channel opened");
+            *guard = Some(Channel {
+                id: channel_id,
+                deposit,
+                cumulative: U256::ZERO,
+                challenge: challenge.clone(),
+                url: retry.url().clone(),
+                method: retry.method().clone(),
+            });
+            opened = true;
+        }
+        let Some(channel) = guard.as_mut() else {
+            return Err(mw(AutoPayError::Config("the session channel vanished".into())));
+        };
+        channel.challenge = challenge.clone();
+        channel.url = retry.url().clone();
+        channel.method = retry.method().clone();
+        let topped_up = self.top_up_if_needed(channel, &terms, &retry, ext, next.clone()).await?;
+        let (resp, cumulative) = self.send_voucher(channel, &challenge, reservation, retry, ext, next).await?;
+        self.book().routes.insert(route, RouteSession { challenge, key: key.clone() });
+        self.session_answer(resp, &mut guard, &key, &terms, terms.price, cumulative, opened, topped_up).await
+    }
+
+    /// A request to a route with a fresh cached session challenge: the voucher goes with the
+    /// first send; a 402 for the same channel re-signs it once under the fresh challenge.
+    async fn session_ahead(
+        &self,
+        rs: RouteSession,
+        route: RouteKey,
+        req: Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> MwResult<Response> {
+        let Some(terms) = SessionTerms::of(&rs.challenge) else {
+            self.book().routes.remove(&route);
+            return self.unpaid_first(route, req, ext, next).await;
+        };
+        let reservation = self.inner.budget.reserve(&terms.asset, terms.price, terms.decimals_hint).map_err(|e| {
+            tracing::warn!(error = %e, "pay402 autopay: not paying");
+            mw(e)
+        })?;
+        let span = tracing::Span::current();
+        span.record("protocol", tracing::field::display(Protocol::MppSession));
+        span.record("amount", tracing::field::display(terms.price));
+        span.record("asset", tracing::field::display(&terms.asset));
+        let slot = self.slot(&rs.key);
+        let mut guard = slot.lock().await;
+        let Some(channel) = guard.as_mut() else {
+            // Closed meanwhile: start over.
+            drop(guard);
+            reservation.release();
+            self.book().routes.remove(&route);
+            return self.unpaid_first(route, req, ext, next).await;
+        };
+        let backup = req.try_clone();
+        let topped_up = self.top_up_if_needed(channel, &terms, &req, ext, next.clone()).await?;
+        let (resp, mut cumulative) =
+            self.send_voucher(channel, &rs.challenge, reservation, req, ext, next.clone()).await?;
+        let mut amount = terms.price;
+        let resp = match (resp.status(), backup) {
+            (StatusCode::PAYMENT_REQUIRED, Some(mut retry)) => {
+                let Some(fresh) = self.session_challenge(resp.headers(), &rs.key) else {
+                    self.book().routes.remove(&route);
+                    return self
+                        .session_answer(resp, &mut guard, &rs.key, &terms, amount, cumulative, false, topped_up)
+                        .await;
+                };
+                // The refused voucher moved nothing on the server; it still covers `price`.
+                // A higher fresh price needs the difference on top.
+                let fresh_price = SessionTerms::of(&fresh).map_or(terms.price, |t| t.price);
+                if let Some(extra) = fresh_price.checked_sub(terms.price).filter(|e| !e.is_zero()) {
+                    let more = self.inner.budget.reserve(&terms.asset, extra, terms.decimals_hint).map_err(mw)?;
+                    more.commit();
+                    amount += extra;
+                    cumulative += extra;
+                }
+                let header = self
+                    .inner
+                    .session
+                    .voucher_header(&fresh, &channel.id, cumulative)
+                    .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
+                channel.cumulative = cumulative;
+                channel.challenge = fresh.clone();
+                set_header(&mut retry, "authorization", &header).map_err(mw)?;
+                self.book().routes.insert(route, RouteSession { challenge: fresh, key: rs.key.clone() });
+                next.run(retry, ext).await?
+            }
+            _ => resp,
+        };
+        self.session_answer(resp, &mut guard, &rs.key, &terms, amount, cumulative, false, topped_up).await
+    }
+
+    /// Signs and sends the next voucher (cumulative + price). The reservation is committed as
+    /// the voucher leaves: a signed voucher is claimable.
+    async fn send_voucher(
+        &self,
+        channel: &mut Channel,
+        challenge: &ParsedChallenge,
+        reservation: Reservation,
+        mut req: Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> MwResult<(Response, U256)> {
+        let cumulative = channel.cumulative.saturating_add(reservation.amount());
+        let header = self
+            .inner
+            .session
+            .voucher_header(challenge, &channel.id, cumulative)
+            .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
+        set_header(&mut req, "authorization", &header).map_err(mw)?;
+        channel.cumulative = cumulative;
+        reservation.commit();
+        Ok((next.run(req, ext).await?, cumulative))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn session_answer(
+        &self,
+        mut resp: Response,
+        guard: &mut Option<Channel>,
+        key: &ChannelKey,
+        terms: &SessionTerms,
+        amount: U256,
+        cumulative: U256,
+        opened: bool,
+        topped_up: bool,
+    ) -> MwResult<Response> {
+        let status = resp.status();
+        if status == StatusCode::GONE {
+            // The server no longer knows the channel: forget it (a later 402 opens a new one).
+            *guard = None;
+            self.forget_channel(key);
+        }
+        if status == StatusCode::PAYMENT_REQUIRED || status == StatusCode::GONE {
+            let reason = body_reason(resp).await;
+            return Err(mw(AutoPayError::PaymentRejected {
+                protocol: Protocol::MppSession,
+                status: status.as_u16(),
+                reason,
+            }));
+        }
+        let (channel_id, deposit) = guard.as_ref().map(|c| (c.id.clone(), c.deposit)).unwrap_or_default();
+        let receipt = receipt_of(&resp);
+        resp.extensions_mut().insert(PaymentOutcome {
+            protocol: Protocol::MppSession,
+            asset: terms.asset.clone(),
+            amount,
+            detail: PaymentDetail::MppSession { channel_id, cumulative, deposit, opened, topped_up, receipt },
+        });
+        Ok(resp)
+    }
+
+    /// Tops the deposit up when the next voucher would exceed it.
+    async fn top_up_if_needed(
+        &self,
+        channel: &mut Channel,
+        terms: &SessionTerms,
+        req: &Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> MwResult<bool> {
+        let needed = channel.cumulative.saturating_add(terms.price);
+        if needed <= channel.deposit {
+            return Ok(false);
+        }
+        let unspent = channel.deposit.saturating_sub(channel.cumulative);
+        let amount = self.deposit(terms, unspent).map_err(mw)?;
+        let header = self
+            .inner
+            .session
+            .top_up_header(&channel.challenge, &channel.id, amount)
+            .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
+        let top_up = req.try_clone().ok_or(mw(AutoPayError::BodyNotCloneable))?;
+        self.manage(top_up, &header, "topUp", &channel.id, ext, next).await?;
+        channel.deposit = channel.deposit.saturating_add(amount);
+        tracing::info!(channel = %channel.id, %amount, "pay402 autopay: channel topped up");
+        Ok(true)
+    }
+
+    /// The deposit (or top-up) for a channel with `unspent` vouchable deposit left: the
+    /// configured one, else `suggestedDeposit`, else [`DEFAULT_DEPOSIT_REQUESTS`] × price; at
+    /// least what the next voucher needs, at most the remaining total budget (counting the
+    /// reservation of this request) minus `unspent`.
+    fn deposit(&self, terms: &SessionTerms, unspent: U256) -> Result<U256, AutoPayError> {
+        let caps = self.inner.budget.resolve(&terms.asset, terms.decimals_hint)?;
+        let needed = terms.price.saturating_sub(unspent);
+        let wanted = caps
+            .session_deposit
+            .or(terms.suggested_deposit)
+            .unwrap_or_else(|| terms.price.saturating_mul(U256::from(DEFAULT_DEPOSIT_REQUESTS)));
+        let wanted = match self.inner.budget.headroom(&terms.asset, terms.decimals_hint)? {
+            Some(room) => wanted.min(room.saturating_add(terms.price).saturating_sub(unspent)),
+            None => wanted,
+        };
+        Ok(wanted.max(needed).max(U256::from(1u8)))
+    }
+
+    /// Sends a management action (open, topUp) and checks the 200 JSON answer.
+    async fn manage(
+        &self,
+        mut req: Request,
+        header: &str,
+        action: &'static str,
+        channel_id: &str,
+        ext: &mut Extensions,
+        next: Next<'_>,
+    ) -> MwResult<()> {
+        set_header(&mut req, "authorization", header).map_err(mw)?;
+        let resp =
+            next.run(req, ext).await.map_err(|e| mw(AutoPayError::Transport { action, reason: e.to_string() }))?;
+        check_management(resp, action, channel_id).await.map_err(mw)
+    }
+}
+
+/// What a session voucher needs from its challenge.
+struct SessionTerms {
+    asset: AssetId,
+    price: U256,
+    decimals_hint: Option<u8>,
+    suggested_deposit: Option<U256>,
+}
+
+impl SessionTerms {
+    fn of(c: &ParsedChallenge) -> Option<Self> {
+        let request = ChargeRequest::from_request(&c.request).ok()?;
+        Some(Self {
+            asset: AssetId::new(request.network(), &request.currency_text),
+            price: request.amount,
+            decimals_hint: c.request.get("decimals").and_then(Value::as_u64).and_then(|d| u8::try_from(d).ok()),
+            suggested_deposit: c
+                .request
+                .get("suggestedDeposit")
+                .and_then(Value::as_str)
+                .and_then(|s| crate::evm::parse_uint256(s).ok()),
+        })
+    }
+}
+
+fn key_of(c: &ParsedChallenge) -> ChannelKey {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
+    let details = c.request.get("methodDetails");
+    ChannelKey {
+        realm: c.realm.clone(),
+        recipient: text(c.request.get("recipient")),
+        currency: text(c.request.get("currency")),
+        chain_id: ChargeRequest::from_request(&c.request).map_or(0, |r| r.chain_id),
+        escrow: text(details.and_then(|d| d.get("escrowContract"))),
+    }
+}
+
+fn payment_error(protocol: Protocol, e: impl fmt::Display) -> AutoPayError {
+    AutoPayError::Payment { protocol, reason: e.to_string() }
+}
+
+fn set_header(req: &mut Request, name: &str, value: &str) -> Result<(), AutoPayError> {
+    let bad = |e: &dyn fmt::Display| AutoPayError::Payment { protocol: Protocol::X402, reason: e.to_string() };
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(&e))?;
+    let value = HeaderValue::from_str(value).map_err(|e| bad(&e))?;
+    req.headers_mut().insert(name, value);
+    Ok(())
+}
+
+fn receipt_of(resp: &Response) -> Option<Receipt> {
+    let value = resp.headers().get(PAYMENT_RECEIPT_HEADER)?.to_str().ok()?;
+    Receipt::from_payment_receipt(value).ok()
+}
+
+fn settlement_reason(s: &SettleResponse) -> String {
+    s.error_reason.clone().or_else(|| s.error_message.clone()).unwrap_or_else(|| "settlement failed".to_owned())
+}
+
+/// Up to [`MAX_REFUSAL_BODY_BYTES`] of the body.
+async fn body_prefix(mut resp: Response) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while buf.len() < MAX_REFUSAL_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    buf.truncate(MAX_REFUSAL_BODY_BYTES);
+    buf
+}
+
+/// The reason of a refusal: a problem `detail`/`type`, an `error`, or the status text.
+async fn body_reason(resp: Response) -> String {
+    let status = resp.status();
+    let body = body_prefix(resp).await;
+    let json: Option<Value> = serde_json::from_slice(&body).ok();
+    let field = |k: &str| json.as_ref().and_then(|j| j.get(k)).and_then(Value::as_str).map(str::to_owned);
+    field("detail")
+        .or_else(|| field("error"))
+        .or_else(|| field("errorReason"))
+        .or_else(|| field("type"))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").to_owned())
+}
+
+/// The reason of an x402 refusal: the new challenge's `error`, else the body's.
+async fn x402_refusal(resp: Response) -> String {
+    let from_header = resp
+        .headers()
+        .get(PAYMENT_REQUIRED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| decode_payment_required_header(v).ok())
+        .and_then(|r| match r {
+            AnyPaymentRequired::V2(c) => c.error,
+            AnyPaymentRequired::V1(c) => c.error,
+        });
+    match from_header {
+        Some(reason) => reason,
+        None => body_reason(resp).await,
+    }
+}
+
+/// A management answer must be 200 `{"status":"ok","receipt":{…,"settlement":…}}` naming
+/// `channel_id`.
+async fn check_management(resp: Response, action: &'static str, channel_id: &str) -> Result<(), AutoPayError> {
+    let status = resp.status();
+    if status != StatusCode::OK {
+        let reason = body_reason(resp).await;
+        return Err(AutoPayError::SessionRefused { action, status: status.as_u16(), reason });
+    }
+    let body = body_prefix(resp).await;
+    let refused =
+        |reason: &str| AutoPayError::SessionRefused { action, status: status.as_u16(), reason: reason.into() };
+    let json: Value = serde_json::from_slice(&body).map_err(|_| refused("the answer is not JSON"))?;
+    if json.get("status").and_then(Value::as_str) != Some("ok") {
+        return Err(refused("the answer's status is not \"ok\""));
+    }
+    let named = json
+        .pointer("/receipt/settlement")
+        .and_then(Value::as_str)
+        .and_then(|s| b64url_decode(s).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("channelId").and_then(Value::as_str).map(str::to_ascii_lowercase));
+    match named {
+        Some(id) if id == channel_id.to_ascii_lowercase() => Ok(()),
+        Some(id) => Err(refused(&format!("the server answered for channel {id}, not {channel_id}"))),
+        None => Err(refused("the answer names no channel")),
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for AutoPayMiddleware {
+    async fn handle(&self, req: Request, extensions: &mut Extensions, next: Next<'_>) -> MwResult<Response> {
+        let span = tracing::info_span!(
+            "pay402.autopay",
+            method = %req.method(),
+            url = %format_args!("{}{}", req.url().origin().ascii_serialization(), req.url().path()),
+            protocol = tracing::field::Empty,
+            amount = tracing::field::Empty,
+            asset = tracing::field::Empty,
+        );
+        self.run(req, extensions, next).instrument(span).await
+    }
+}

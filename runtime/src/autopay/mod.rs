@@ -1,0 +1,374 @@
+//! An auto-paying HTTP client: a [`reqwest_middleware`] middleware that answers HTTP 402
+//! challenges (x402 and MPP) within spending caps.
+//!
+//! On a `402 Payment Required` the middleware reads every challenge the server offered —
+//! x402 (`PAYMENT-REQUIRED`, v2 or v1) and MPP (`WWW-Authenticate: Payment`, `evm` method,
+//! `charge` and `session` intents) — ranks them by the configured [`Protocol`] preference,
+//! picks the first one the caps allow, pays it and retries the request **once**. The outcome
+//! ([`PaymentOutcome`]: the decoded `PAYMENT-RESPONSE` or `Payment-Receipt`) is attached to
+//! the final response's [`extensions`](reqwest::Response::extensions).
+//!
+//! ```no_run
+//! use pay402_runtime::autopay::{AssetId, AutoPay, PaymentOutcome, Protocol};
+//! use pay402_runtime::evm::PrivateKeySigner;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let signer: PrivateKeySigner = std::env::var("BUYER_KEY")?.parse()?;
+//! let usdt0 = AssetId::x_layer_usdt0();
+//! let autopay = AutoPay::new(signer)
+//!     .prefer([Protocol::MppSession, Protocol::X402, Protocol::MppCharge])
+//!     .max_per_request(usdt0.clone(), "0.01".parse()?) // 0.01 USD₮0 per request
+//!     .max_total(usdt0.clone(), "1".parse()?) // 1 USD₮0 in total
+//!     .build()?;
+//! let http = autopay.client(reqwest::Client::new());
+//! let response = http.get("http://127.0.0.1:4021/quote").send().await?;
+//! if let Some(paid) = response.extensions().get::<PaymentOutcome>() {
+//!     println!("paid {} atomic units of {} with {}", paid.amount, paid.asset, paid.protocol);
+//! }
+//! println!("spent so far: {}", autopay.spent(&usdt0));
+//! # Ok(()) }
+//! ```
+//!
+//! # Caps
+//!
+//! Caps are per [`AssetId`] (network + token), in exact atomic units or as exact decimals
+//! converted with the token's decimals (builder → [`NetworkRegistry`] → the MPP challenge's
+//! `decimals`). **Only assets with a configured cap are ever paid** ([`AutoPay::allow`] admits an
+//! asset without limits). A payment reserves its amount before anything is signed: the
+//! per-request cap and `spent + reserved + amount ≤ total` are checked under one lock, so
+//! concurrent requests cannot overshoot the total. A refused payment sends nothing more: the
+//! request fails with [`AutoPayError::OverCap`] or [`AutoPayError::TotalCapExceeded`]
+//! (inside [`reqwest_middleware::Error::Middleware`]; see [`AutoPayError::from_middleware`]).
+//!
+//! A reservation is **released** only when the money certainly did not move: the payment was
+//! never sent, or the server refused it (a new 402, or an x402 `PAYMENT-RESPONSE` with
+//! `success: false`). Every other outcome — success, a handler error after payment, a
+//! transport error after the payment left — is **committed** (fail closed).
+//!
+//! # MPP sessions
+//!
+//! On the first `evm`/`session` challenge of a (realm, payee, token, chain, escrow) the
+//! middleware opens one payment channel (a management request carrying the deposit
+//! authorization; the server answers 200 without running its handler), then retries the
+//! request with a voucher. Later requests to a route that offered the session carry the next
+//! voucher (cumulative amount + the route's price) right away, without a 402 round trip, until
+//! the challenge expires. Requests on one channel are serialised (vouchers are cumulative). The
+//! deposit is the per-asset [`AutoPay::session_deposit`], else the challenge's
+//! `suggestedDeposit`, else [`DEFAULT_DEPOSIT_REQUESTS`] × the price — never more than the
+//! remaining total budget; a channel whose deposit is used up is topped up the same way.
+//! The caps count the voucher increments (a signed voucher is money the payee can claim): the
+//! escrowed deposit is not a payment, it is bounded by the budget. [`AutoPayMiddleware::close_channels`]
+//! closes the channels (the unvouched deposit returns to the payer).
+//!
+//! # Request bodies
+//!
+//! A paid retry resends the request, so the body is cloned first; a streaming body cannot be,
+//! and a 402 on such a request fails with [`AutoPayError::BodyNotCloneable`] (nothing is paid).
+
+mod budget;
+mod middleware;
+
+pub use budget::{Amount, AssetId};
+pub use middleware::{AutoPayMiddleware, ChannelSummary};
+
+use crate::evm::{PrivateKeySigner, U256};
+use crate::mpp::Receipt;
+use crate::x402::networks::NetworkRegistry;
+use crate::x402::types::{PaymentRequirements, SettleResponse};
+use budget::{Budget, Limits};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// With no configured deposit and no `suggestedDeposit`, a channel is opened (or topped up)
+/// with this many times the route's price (bounded by the remaining total budget).
+pub const DEFAULT_DEPOSIT_REQUESTS: u64 = 100;
+
+/// Largest error body read to explain a refused payment (bytes).
+pub const MAX_REFUSAL_BODY_BYTES: usize = 4096;
+
+/// A way to pay a 402.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// x402 `exact` on EVM networks (EIP-3009), v2 and v1 challenges.
+    X402,
+    /// MPP `Payment` auth, `evm` method, `charge` intent (one EIP-3009 transfer per request).
+    MppCharge,
+    /// MPP `Payment` auth, `evm` method, `session` intent (a channel, then vouchers).
+    MppSession,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::X402 => "x402",
+            Self::MppCharge => "mpp-charge",
+            Self::MppSession => "mpp-session",
+        })
+    }
+}
+
+/// Why the middleware did not pay, or could not complete a payment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AutoPayError {
+    /// The chosen challenge costs more than the per-request cap.
+    #[error("refusing to pay {requested} atomic units of {asset}: above the per-request cap of {cap}")]
+    OverCap {
+        /// The asset.
+        asset: AssetId,
+        /// What the server asked.
+        requested: U256,
+        /// The per-request cap.
+        cap: U256,
+    },
+    /// Paying would take the total spend above the total cap.
+    #[error("refusing to pay {requested} atomic units of {asset}: {spent} already spent or reserved, total cap {cap}")]
+    TotalCapExceeded {
+        /// The asset.
+        asset: AssetId,
+        /// What the server asked.
+        requested: U256,
+        /// Spent plus reserved by requests in flight.
+        spent: U256,
+        /// The total cap.
+        cap: U256,
+    },
+    /// The server asked for an asset with no configured cap (never paid).
+    #[error("refusing to pay in {asset}: no cap is configured for it")]
+    AssetNotAllowed {
+        /// The asset.
+        asset: AssetId,
+    },
+    /// A decimal cap cannot be converted: the token's decimals are unknown.
+    #[error("the decimals of {asset} are unknown: give them to the builder or use atomic caps")]
+    UnknownDecimals {
+        /// The asset.
+        asset: AssetId,
+    },
+    /// An amount is not an exact non-negative decimal (or has more digits than the token).
+    #[error("invalid amount {text:?}: {reason}")]
+    InvalidAmount {
+        /// The text.
+        text: String,
+        /// Why.
+        reason: String,
+    },
+    /// The 402 offered no challenge this client can pay (unsupported scheme, network, method,
+    /// intent, or a protocol not in the preference list).
+    #[error("no acceptable payment challenge among: {}", if .offered.is_empty() { "none".to_owned() } else { .offered.join(", ") })]
+    NoAcceptableChallenge {
+        /// The offered challenges (`x402 exact@eip155:196`, `mpp evm/charge`, …).
+        offered: Vec<String>,
+    },
+    /// The request body is a stream: it cannot be resent with a payment.
+    #[error("cannot pay: the request body is a stream and cannot be cloned for the paid retry")]
+    BodyNotCloneable,
+    /// The server refused the payment.
+    #[error("the server refused the {protocol} payment with HTTP {status}: {reason}")]
+    PaymentRejected {
+        /// The protocol used.
+        protocol: Protocol,
+        /// The HTTP status of the answer to the paid retry.
+        status: u16,
+        /// The server's reason (problem detail, `errorReason`, or the status text).
+        reason: String,
+    },
+    /// A session management action (`open`, `topUp`, `close`) was refused.
+    #[error("the MPP session {action} was refused with HTTP {status}: {reason}")]
+    SessionRefused {
+        /// `open`, `topUp` or `close`.
+        action: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The server's reason.
+        reason: String,
+    },
+    /// A challenge could not be read or answered (bad request fields, unknown token, expired
+    /// challenge, signing failure).
+    #[error("cannot build the {protocol} payment: {reason}")]
+    Payment {
+        /// The protocol.
+        protocol: Protocol,
+        /// Why.
+        reason: String,
+    },
+    /// The builder's configuration is inconsistent.
+    #[error("invalid autopay configuration: {0}")]
+    Config(String),
+    /// A management request failed in transport.
+    #[error("HTTP error during an MPP session {action}: {reason}")]
+    Transport {
+        /// The action.
+        action: &'static str,
+        /// The error.
+        reason: String,
+    },
+}
+
+impl AutoPayError {
+    /// The autopay error inside a middleware error, if it is one.
+    pub fn from_middleware(error: &reqwest_middleware::Error) -> Option<&AutoPayError> {
+        match error {
+            reqwest_middleware::Error::Middleware(e) => e.downcast_ref::<AutoPayError>(),
+            reqwest_middleware::Error::Reqwest(_) => None,
+        }
+    }
+}
+
+/// What the middleware paid for a response, attached to its
+/// [`extensions`](reqwest::Response::extensions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PaymentOutcome {
+    /// The protocol used.
+    pub protocol: Protocol,
+    /// The asset paid in.
+    pub asset: AssetId,
+    /// Atomic units charged against the caps for this request (for a session: the voucher
+    /// increment).
+    pub amount: U256,
+    /// The protocol-specific result.
+    pub detail: PaymentDetail,
+}
+
+/// The protocol-specific part of a [`PaymentOutcome`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PaymentDetail {
+    /// An x402 payment.
+    X402 {
+        /// The requirements paid.
+        requirements: Box<PaymentRequirements>,
+        /// The decoded `PAYMENT-RESPONSE` (or `X-PAYMENT-RESPONSE`), when present and valid.
+        settlement: Option<SettleResponse>,
+    },
+    /// An MPP charge.
+    MppCharge {
+        /// The challenge id answered.
+        challenge_id: String,
+        /// The decoded `Payment-Receipt`, when present and valid.
+        receipt: Option<Receipt>,
+    },
+    /// An MPP session voucher.
+    MppSession {
+        /// The channel.
+        channel_id: String,
+        /// The cumulative amount of the voucher sent.
+        cumulative: U256,
+        /// The channel's deposit (after any top-up by this request).
+        deposit: U256,
+        /// Whether this request opened the channel.
+        opened: bool,
+        /// Whether this request topped the deposit up.
+        topped_up: bool,
+        /// The decoded `Payment-Receipt`, when present and valid.
+        receipt: Option<Receipt>,
+    },
+}
+
+/// Builds an [`AutoPayMiddleware`].
+#[derive(Debug, Clone)]
+pub struct AutoPay {
+    signer: PrivateKeySigner,
+    preference: Vec<Protocol>,
+    limits: HashMap<AssetId, Limits>,
+    registry: Option<Arc<NetworkRegistry>>,
+}
+
+impl AutoPay {
+    /// Pays with `signer`. Default preference: x402, then MPP charge, then MPP session. No
+    /// asset is payable until a cap (or [`AutoPay::allow`]) names it.
+    pub fn new(signer: PrivateKeySigner) -> Self {
+        Self {
+            signer,
+            preference: vec![Protocol::X402, Protocol::MppCharge, Protocol::MppSession],
+            limits: HashMap::new(),
+            registry: None,
+        }
+    }
+
+    /// The protocols to use, most preferred first; protocols not listed are never used.
+    pub fn prefer(mut self, order: impl IntoIterator<Item = Protocol>) -> Self {
+        let mut seen = Vec::new();
+        for p in order {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+        self.preference = seen;
+        self
+    }
+
+    fn limits(&mut self, asset: AssetId) -> &mut Limits {
+        self.limits.entry(asset).or_default()
+    }
+
+    /// Makes `asset` payable (without caps unless others are set).
+    pub fn allow(mut self, asset: AssetId) -> Self {
+        self.limits(asset);
+        self
+    }
+
+    /// The most one request may pay in `asset` (and makes it payable).
+    pub fn max_per_request(mut self, asset: AssetId, cap: Amount) -> Self {
+        self.limits(asset).per_request = Some(cap);
+        self
+    }
+
+    /// The most all requests together may pay in `asset` (and makes it payable).
+    pub fn max_total(mut self, asset: AssetId, cap: Amount) -> Self {
+        self.limits(asset).total = Some(cap);
+        self
+    }
+
+    /// The decimals of `asset`, for decimal caps of tokens the registry does not know.
+    pub fn decimals(mut self, asset: AssetId, decimals: u8) -> Self {
+        self.limits(asset).decimals = Some(decimals);
+        self
+    }
+
+    /// The deposit of MPP session channels in `asset` (bounded by the remaining total budget).
+    pub fn session_deposit(mut self, asset: AssetId, deposit: Amount) -> Self {
+        self.limits(asset).session_deposit = Some(deposit);
+        self
+    }
+
+    /// Uses `registry` for token decimals and EIP-712 domains (default: the process-wide
+    /// [`NetworkRegistry::global`], read at [`AutoPay::build`]).
+    pub fn registry(mut self, registry: NetworkRegistry) -> Self {
+        self.registry = Some(Arc::new(registry));
+        self
+    }
+
+    /// Checks the configuration (no protocol; a cap that does not parse with known decimals;
+    /// a per-request cap above the total) and builds the middleware.
+    pub fn build(self) -> Result<AutoPayMiddleware, AutoPayError> {
+        if self.preference.is_empty() {
+            return Err(AutoPayError::Config("no protocol is enabled".into()));
+        }
+        if self.limits.is_empty() {
+            return Err(AutoPayError::Config("no asset is payable: set a cap (or allow an asset)".into()));
+        }
+        let registry = self.registry.clone().unwrap_or_else(NetworkRegistry::global);
+        let budget = Budget::new(self.limits.clone(), Arc::clone(&registry));
+        for asset in self.limits.keys() {
+            match budget.resolve(asset, None) {
+                Ok(caps) => {
+                    if let (Some(one), Some(all)) = (caps.per_request, caps.total)
+                        && one > all
+                    {
+                        return Err(AutoPayError::Config(format!(
+                            "the per-request cap of {asset} ({one}) is above its total cap ({all})"
+                        )));
+                    }
+                }
+                // Resolved later from an MPP challenge's `decimals`.
+                Err(AutoPayError::UnknownDecimals { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(AutoPayMiddleware::new(self.signer, self.preference, budget, registry))
+    }
+}
