@@ -67,9 +67,9 @@ pub enum Amount {
 }
 
 impl Amount {
-    /// `units` atomic units.
-    pub fn atomic(units: impl Into<U256>) -> Self {
-        Self::Atomic(units.into())
+    /// `units` atomic units (use [`Amount::Atomic`] for a [`U256`]).
+    pub fn atomic(units: impl Into<u128>) -> Self {
+        Self::Atomic(U256::from(units.into()))
     }
 
     /// A decimal in whole-token units (`"0.01"`): digits with an optional fraction, no sign,
