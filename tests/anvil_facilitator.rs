@@ -561,3 +561,72 @@ async fn the_facilitator_example_serves_the_chain() {
     assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
     drop(child);
 }
+
+/// With mining paused: a settlement still pending at the receipt deadline is answered
+/// `success: true, status: "timeout"` with its hash (sellers then poll settle status, which
+/// follows the chain); a dropped one is a failure, and the facilitator re-reads its account
+/// nonce so later settlements still land.
+#[tokio::test]
+async fn pending_settlements_time_out_and_dropped_ones_fail() {
+    use std::time::Duration;
+    let chain = Chain::start().await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+    let requirements = chain.requirements(pay_to, PRICE);
+    let settler = chain.dev_key(9).address();
+    let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9))
+        .await
+        .expect("scheme")
+        .with_receipt_timeout(Duration::from_millis(1500))
+        .with_poll_interval(Duration::from_millis(100));
+    let facilitator = X402Facilitator::new().register(["eip155:196"], exact);
+    let rpc = |method: &'static str, params: serde_json::Value| {
+        let provider = chain.provider.clone();
+        async move { provider.raw_request::<_, serde_json::Value>(method.into(), params).await.expect(method) }
+    };
+    rpc("evm_setAutomine", serde_json::json!([false])).await;
+
+    // 1. Pending at the deadline.
+    let p = payment(&key, &requirements);
+    let s = facilitator.settle(&p, &requirements).await.expect("settle");
+    assert!(s.success, "{s:?}");
+    assert_eq!(s.status.as_deref(), Some("timeout"));
+    assert_eq!(s.transaction.len(), 66);
+    let status = facilitator.settle_status(&s.transaction).await.expect("status");
+    assert_eq!(status.status.as_deref(), Some("pending"));
+    assert_eq!(chain.balance(pay_to).await, U256::ZERO);
+    rpc("evm_mine", serde_json::json!([])).await;
+    let status = facilitator.settle_status(&s.transaction).await.expect("status");
+    assert_eq!((status.success, status.status.as_deref()), (true, Some("success")));
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+
+    // 2. Dropped from the mempool while the facilitator waits.
+    let p2 = payment(&key, &requirements);
+    let dropper = async {
+        loop {
+            let pending = chain.provider.get_transaction_count(settler).pending().await.expect("pending nonce");
+            let mined = chain.provider.get_transaction_count(settler).await.expect("nonce");
+            if pending > mined {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rpc("anvil_dropAllTransactions", serde_json::json!([])).await;
+    };
+    let (s2, ()) = tokio::join!(facilitator.settle(&p2, &requirements), dropper);
+    let s2 = s2.expect("settle");
+    assert!(!s2.success, "{s2:?}");
+    assert_eq!(s2.error_reason.as_deref(), Some(reasons::TRANSACTION_FAILED));
+    assert!(s2.error_message.as_deref().is_some_and(|m| m.contains("dropped")), "{s2:?}");
+    let status = facilitator.settle_status(&s2.transaction).await.expect("status");
+    assert_eq!(status.error_reason.as_deref(), Some(reasons::TRANSACTION_NOT_FOUND));
+    assert!(!chain.nonce_used(key.address(), nonce_of(&p2)).await);
+
+    // 3. Mining again: the dropped authorization and a new one both settle (no nonce gap).
+    rpc("evm_setAutomine", serde_json::json!([true])).await;
+    for p in [p2, payment(&key, &requirements)] {
+        let s = facilitator.settle(&p, &requirements).await.expect("settle");
+        assert!(s.success && s.status.as_deref() == Some("success"), "{s:?}");
+    }
+    assert_eq!(chain.balance(pay_to).await, U256::from(3 * PRICE));
+}

@@ -11,7 +11,8 @@
 //! chain.rpc_url; chain.token; chain.chain_id;       // "http://127.0.0.1:<port>", token, 196
 //! chain.network()                                   // "eip155:196"
 //! anvil::TOKEN_NAME / anvil::TOKEN_VERSION          // EIP-712 domain: "USD₮0" / "2"
-//! chain.mint(addr, U256).await; chain.balance(addr).await       // token units (6 decimals)
+//! chain.mint(addr, U256).await; chain.balance(addr).await       // token units (6 decimals),
+//!                                                   // reads at the latest mined block
 //! chain.fund_eth(addr, wei).await; chain.eth_balance(addr).await
 //! chain.dev_key(i)                                  // anvil's funded dev accounts 0..=9
 //! anvil::fresh_key()                                // a random key with no ETH and no tokens
@@ -31,7 +32,7 @@ use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::{BlockId, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolValue};
 use std::path::PathBuf;
@@ -236,7 +237,7 @@ impl Chain {
 
     async fn view<C: SolCall>(&self, call: C) -> C::Return {
         let tx = TransactionRequest::default().with_to(self.token).with_input(call.abi_encode());
-        let out = self.provider.call(tx).await.expect("eth_call");
+        let out = self.provider.call(tx).block(BlockId::latest()).await.expect("eth_call");
         C::abi_decode_returns(&out).expect("decode")
     }
 
@@ -260,7 +261,7 @@ impl Chain {
 
     /// The ETH balance of `who`.
     pub(crate) async fn eth_balance(&self, who: Address) -> U256 {
-        self.provider.get_balance(who).await.expect("eth_getBalance")
+        self.provider.get_balance(who).block_id(BlockId::latest()).await.expect("eth_getBalance")
     }
 
     /// `exact` requirements for `amount` atomic units of the token, paid to `pay_to`.

@@ -267,3 +267,153 @@ impl FacilitatorClient for X402Facilitator {
         "x402-facilitator"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A scheme answering with its own name, counting calls.
+    struct Named {
+        name: &'static str,
+        calls: Arc<AtomicUsize>,
+        signer: &'static str,
+        knows: Option<&'static str>,
+    }
+
+    #[async_trait]
+    impl SchemeNetworkFacilitator for Named {
+        fn scheme(&self) -> &str {
+            "exact"
+        }
+        fn signers(&self) -> (String, Vec<String>) {
+            ("eip155:*".into(), vec![self.signer.to_owned()])
+        }
+        async fn verify(
+            &self,
+            _: &PaymentPayload,
+            _: &PaymentRequirements,
+        ) -> Result<VerifyResponse, FacilitatorError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(VerifyResponse::valid(self.name))
+        }
+        async fn settle(
+            &self,
+            _: &PaymentPayload,
+            r: &PaymentRequirements,
+        ) -> Result<SettleResponse, FacilitatorError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(SettleResponse::failure(self.name, r.network.clone(), None, String::new()))
+        }
+        async fn settle_status(&self, tx: &str) -> Result<Option<SettleStatusResponse>, FacilitatorError> {
+            let found = self.knows == Some(tx);
+            Ok(Some(SettleStatusResponse {
+                success: found,
+                status: Some(if found { "success" } else { "failed" }.into()),
+                error_reason: (!found).then(|| reasons::TRANSACTION_NOT_FOUND.to_owned()),
+                error_message: None,
+                payer: Some(self.name.to_owned()),
+                transaction: Some(tx.to_owned()),
+                network: None,
+            }))
+        }
+    }
+
+    fn named(name: &'static str, signer: &'static str, knows: Option<&'static str>) -> (Named, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        (Named { name, calls: Arc::clone(&calls), signer, knows }, calls)
+    }
+
+    fn payment(scheme: &str, network: &str) -> (PaymentPayload, PaymentRequirements) {
+        let requirements = PaymentRequirements {
+            scheme: scheme.into(),
+            network: network.into(),
+            asset: "0x779ded0c9e1022225f8e0630b35a9b54be713736".into(),
+            amount: "1000".into(),
+            pay_to: "0x1111111111111111111111111111111111111111".into(),
+            max_timeout_seconds: 300,
+            extra: JsonObject::new(),
+        };
+        let mut payload = JsonObject::new();
+        payload.insert("authorization".into(), serde_json::json!({"from": "0xabc"}));
+        let p = PaymentPayload {
+            x402_version: 2,
+            payload,
+            accepted: requirements.clone(),
+            resource: None,
+            extensions: None,
+        };
+        (p, requirements)
+    }
+
+    #[tokio::test]
+    async fn dispatches_by_version_scheme_and_network() {
+        let (x_layer, x_calls) = named("x-layer", "0xA", Some("0x01"));
+        let (any_evm, any_calls) = named("any-evm", "0xA", Some("0x02"));
+        let f = X402Facilitator::new().register(["eip155:196"], x_layer).register(["eip155:*"], any_evm);
+
+        let (p, r) = payment("exact", "eip155:196");
+        assert_eq!(f.verify(&p, &r).await.unwrap().payer.as_deref(), Some("x-layer"));
+        let (p, r) = payment("exact", "eip155:8453");
+        assert_eq!(f.settle(&p, &r).await.unwrap().error_reason.as_deref(), Some("any-evm"));
+        assert_eq!((x_calls.load(Ordering::SeqCst), any_calls.load(Ordering::SeqCst)), (1, 1));
+
+        // Unregistered scheme or namespace, or another x402 version: answered, never dispatched.
+        for (scheme, network, version, reason) in [
+            ("aggr_deferred", "eip155:196", 2, reasons::UNSUPPORTED_SCHEME),
+            ("exact", "solana:mainnet", 2, reasons::UNSUPPORTED_SCHEME),
+            ("exact", "eip155:196", 1, reasons::INVALID_X402_VERSION),
+        ] {
+            let (mut p, r) = payment(scheme, network);
+            p.x402_version = version;
+            let v = f.verify(&p, &r).await.unwrap();
+            assert_eq!(
+                (v.is_valid, v.invalid_reason.as_deref(), v.payer.as_deref()),
+                (false, Some(reason), Some("0xabc"))
+            );
+            let s = f.settle(&p, &r).await.unwrap();
+            assert_eq!((s.success, s.error_reason.as_deref()), (false, Some(reason)));
+            assert_eq!(s.network.as_str(), network);
+        }
+        assert_eq!((x_calls.load(Ordering::SeqCst), any_calls.load(Ordering::SeqCst)), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn supported_lists_kinds_and_deduplicated_signers() {
+        let (a, _) = named("a", "0xA", None);
+        let (b, _) = named("b", "0xA", None);
+        let (c, _) = named("c", "0xC", None);
+        let f = X402Facilitator::new()
+            .register(["eip155:196", "eip155:8453"], a)
+            .register(["eip155:1"], b)
+            .register_shared(["eip155:10"], Arc::new(c));
+        let supported = f.supported().await.unwrap();
+        let kinds: Vec<_> =
+            supported.kinds.iter().map(|k| (k.x402_version, k.scheme.as_str(), k.network.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (2, "exact", "eip155:196"),
+                (2, "exact", "eip155:8453"),
+                (2, "exact", "eip155:1"),
+                (2, "exact", "eip155:10")
+            ]
+        );
+        assert_eq!(supported.signers["eip155:*"], serde_json::json!(["0xA", "0xC"]));
+        assert!(X402Facilitator::new().supported().await.unwrap().kinds.is_empty());
+        assert!(format!("{f:?}").contains("eip155:8453"));
+    }
+
+    #[tokio::test]
+    async fn settle_status_prefers_the_scheme_that_knows_the_transaction() {
+        let (a, _) = named("a", "0xA", Some("0x01"));
+        let (b, _) = named("b", "0xB", Some("0x02"));
+        let f = X402Facilitator::new().register(["eip155:1"], a).register(["eip155:2"], b);
+        assert_eq!(f.settle_status("0x02").await.unwrap().payer.as_deref(), Some("b"));
+        assert_eq!(f.settle_status("0x01").await.unwrap().payer.as_deref(), Some("a"));
+        let unknown = f.settle_status("0x03").await.unwrap();
+        assert!(!unknown.success);
+        assert_eq!(unknown.error_reason.as_deref(), Some(reasons::TRANSACTION_NOT_FOUND));
+        assert!(matches!(X402Facilitator::new().settle_status("0x01").await, Err(FacilitatorError::Unsupported(_))));
+    }
+}
