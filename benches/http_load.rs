@@ -1,0 +1,541 @@
+//! HTTP load benchmark of pay402's payment paths on axum and actix-web, each against a bare
+//! handler on the same server in the same run (see BENCHMARKS.md; run it with
+//! `scripts/bench.sh`).
+//!
+//! One process serves both frameworks (one server thread each, pinned to core 0 with the rest
+//! of this process); `wrk` (Debian) is the load generator, pinned to core 1, and so is the
+//! facilitator stand-in (this binary started again with `--facilitator`), which answers
+//! `/supported`, `/verify` and `/settle` at once. For every framework and run, each scenario is
+//! loaded for the same time right after the bare route; the figures are medians over the runs of
+//! the ratio to that run's bare throughput. Server CPU per request is the on-CPU time of this
+//! process's threads (`/proc/self/task/*/schedstat`) during the load divided by the requests
+//! completed. Idle and loaded RSS come from `/proc/<pid>/status` of an example server.
+//!
+//! Arguments: `--smoke` (tiny durations, one run: CI keeps the harness alive; figures are
+//! meaningless), `--runs N`, `--secs S`, `--connections C`, `--out FILE` (Markdown report),
+//! `--example-bin PATH` (the example server whose RSS is measured).
+
+use pay402::actix::X402Middleware;
+use pay402::axum::X402Layer;
+use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp};
+use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
+use pay402::x402::server::X402ResourceServer;
+use pay402::x402::{
+    AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, X402Client,
+    decode_payment_required_header, decode_payment_signature_header, safe_base64_encode,
+};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+const BUYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const SERVER_CORE: &str = "0";
+const LOAD_CORE: &str = "1";
+
+// ---------------------------------------------------------------------------------------------
+// Servers under test
+// ---------------------------------------------------------------------------------------------
+
+mod axum_app {
+    use super::*;
+    use axum::extract::FromRef;
+    use pay402::axum::{Paid, X402Payment, pay, x402};
+
+    #[derive(Clone)]
+    pub(crate) struct State {
+        pub(crate) x402: X402HttpServer,
+        pub(crate) mpp: Mpp,
+    }
+
+    impl FromRef<State> for X402HttpServer {
+        fn from_ref(s: &State) -> Self {
+            s.x402.clone()
+        }
+    }
+
+    impl FromRef<State> for Mpp {
+        fn from_ref(s: &State) -> Self {
+            s.mpp.clone()
+        }
+    }
+
+    async fn bare() -> &'static str {
+        "ok"
+    }
+
+    #[x402(price = "$0.001", description = "bench")]
+    async fn macro_route(payment: X402Payment) -> &'static str {
+        let _ = payment;
+        "ok"
+    }
+
+    #[pay(amount = "0.001", description = "bench")]
+    async fn charge_route() -> &'static str {
+        "ok"
+    }
+
+    #[x402(price = "$0.001", description = "bench")]
+    #[pay(amount = "0.001", description = "bench")]
+    async fn dual_route(paid: Paid) -> &'static str {
+        let _ = paid;
+        "ok"
+    }
+
+    pub(crate) fn router(state: State, table: X402HttpServer) -> axum::Router {
+        use axum::routing::get;
+        let table_routes = axum::Router::new().route("/t/table", get(bare)).layer(X402Layer::new(table));
+        axum::Router::new()
+            .route("/bare", get(bare))
+            .route("/x402", get(macro_route))
+            .route("/pay", get(charge_route))
+            .route("/dual", get(dual_route))
+            .with_state(state)
+            .merge(table_routes)
+    }
+}
+
+mod actix_app {
+    use super::*;
+    use actix_web::{HttpResponse, get, web};
+    use pay402::actix::{Paid, X402Payment, pay, x402};
+
+    #[get("/bare")]
+    async fn bare() -> HttpResponse {
+        HttpResponse::Ok().body("ok")
+    }
+
+    #[get("/x402")]
+    #[x402(price = "$0.001", description = "bench")]
+    async fn macro_route(payment: X402Payment) -> HttpResponse {
+        let _ = payment;
+        HttpResponse::Ok().body("ok")
+    }
+
+    #[get("/pay")]
+    #[pay(amount = "0.001", description = "bench")]
+    async fn charge_route() -> HttpResponse {
+        HttpResponse::Ok().body("ok")
+    }
+
+    #[get("/dual")]
+    #[x402(price = "$0.001", description = "bench")]
+    #[pay(amount = "0.001", description = "bench")]
+    async fn dual_route(paid: Paid) -> HttpResponse {
+        let _ = paid;
+        HttpResponse::Ok().body("ok")
+    }
+
+    async fn table_handler() -> HttpResponse {
+        HttpResponse::Ok().body("ok")
+    }
+
+    pub(crate) fn configure(cfg: &mut web::ServiceConfig, x402: X402HttpServer, mpp: Mpp, table: X402HttpServer) {
+        cfg.app_data(web::Data::new(x402))
+            .app_data(web::Data::new(mpp))
+            .service(bare)
+            .service(macro_route)
+            .service(charge_route)
+            .service(dual_route)
+            .service(web::scope("/t").wrap(X402Middleware::new(table)).route("/table", web::get().to(table_handler)));
+    }
+}
+
+/// The x402 servers (macro routes, route table) and the MPP coordinator.
+fn sellers(facilitator_url: &str) -> Result<(X402HttpServer, X402HttpServer, Mpp), Box<dyn std::error::Error>> {
+    let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(facilitator_url))?;
+    let resource = X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new());
+    let x402 = X402HttpServer::new(resource.clone()).pay_to(PAY_TO);
+    let table = X402HttpServer::new(resource)
+        .route("GET /t/table", RouteConfig::new(PaymentOption::exact("$0.001", PAY_TO)).description("bench"))?;
+    let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::with_sa(Arc::new(EmbeddedSa::new())));
+    let mpp = Mpp::new(method, "bench.localhost", "bench-secret")?;
+    Ok((x402, table, mpp))
+}
+
+/// Starts both servers on their own threads; returns their base URLs.
+fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let (x402, table, mpp) = sellers(facilitator_url)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (x402, table, mpp, tx) = (x402.clone(), table.clone(), mpp.clone(), tx.clone());
+        std::thread::Builder::new().name("axum".into()).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                x402.initialize().await.expect("facilitator /supported");
+                table.initialize().await.expect("facilitator /supported");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let _ = tx.send(format!("http://{}", listener.local_addr().expect("addr")));
+                let app = axum_app::router(axum_app::State { x402, mpp }, table);
+                axum::serve(listener, app).await.expect("axum");
+            });
+        })?;
+    }
+    std::thread::Builder::new().name("actix".into()).spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            x402.initialize().await.expect("facilitator /supported");
+            table.initialize().await.expect("facilitator /supported");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let _ = tx.send(format!("http://{}", listener.local_addr().expect("addr")));
+            actix_web::HttpServer::new(move || {
+                let (x402, mpp, table) = (x402.clone(), mpp.clone(), table.clone());
+                actix_web::App::new().configure(move |cfg| actix_app::configure(cfg, x402, mpp, table))
+            })
+            .workers(1)
+            .listen(listener)
+            .expect("listen")
+            .run()
+            .await
+            .expect("actix");
+        });
+    })?;
+    let axum_url = rx.recv_timeout(Duration::from_secs(30))?;
+    let actix_url = rx.recv_timeout(Duration::from_secs(30))?;
+    Ok((axum_url, actix_url))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Facilitator stand-in (a child process)
+// ---------------------------------------------------------------------------------------------
+
+fn facilitator_standin() -> Result<(), Box<dyn std::error::Error>> {
+    use axum::routing::{get, post};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let supported = r#"{"kinds":[{"x402Version":2,"scheme":"exact","network":"eip155:196"}],"extensions":[],"signers":{}}"#;
+        let verify = r#"{"isValid":true,"payer":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}"#;
+        let settle = r#"{"success":true,"status":"success","payer":"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266","transaction":"0x1111111111111111111111111111111111111111111111111111111111111111","network":"eip155:196"}"#;
+        let json = |body: &'static str| ([(http::header::CONTENT_TYPE, "application/json")], body);
+        let app = axum::Router::new()
+            .route("/supported", get(move || async move { json(supported) }))
+            .route("/verify", post(move || async move { json(verify) }))
+            .route("/settle", post(move || async move { json(settle) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+/// Starts a child and reads its `listening on <url>` first line.
+fn spawn_listening(mut cmd: Command) -> Result<(Child, String), Box<dyn std::error::Error>> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line.trim().strip_prefix("listening on ").ok_or_else(|| format!("unexpected first line {line:?}"))?;
+    Ok((child, url.to_owned()))
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paid requests: a wrk Lua script sending a fresh nonce per request
+// ---------------------------------------------------------------------------------------------
+
+/// A valid x402 payment for `url`, split so wrk can splice in a fresh 66-character nonce per
+/// request: base64(prefix) ‖ base64(nonce) ‖ base64(suffix) (the prefix is padded with JSON
+/// whitespace to a multiple of 3 bytes, so the three encodings concatenate).
+async fn paid_header_parts(url: &str) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let http = reqwest::Client::new();
+    let resp = http.get(url).send().await?;
+    let header = resp.headers().get("payment-required").ok_or("no PAYMENT-REQUIRED")?.to_str()?.to_owned();
+    let required = decode_payment_required_header(&header)?;
+    let AnyPaymentRequired::V2(_) = &required else { return Err("expected a v2 challenge".into()) };
+    let signer: pay402::evm::PrivateKeySigner = BUYER_KEY.parse()?;
+    let client = X402Client::new().register("eip155:*", ExactEvmClientScheme::new(signer));
+    let (_, value) = client.create_payment_header(&required).await?;
+    let payload = match decode_payment_signature_header(&value)? {
+        pay402::x402::AnyPaymentPayload::V2(p) => p,
+        _ => return Err("expected a v2 payload".into()),
+    };
+    let nonce = payload.payload["authorization"]["nonce"].as_str().ok_or("no nonce")?.to_owned();
+    let json = String::from_utf8(pay402::json::compact(&payload)?)?;
+    let at = json.find(&nonce).ok_or("nonce not in JSON")?;
+    let (prefix, rest) = json.split_at(at);
+    let suffix = &rest[nonce.len()..];
+    let pad = (3 - prefix.len() % 3) % 3;
+    let prefix = format!("{}{prefix}", " ".repeat(pad));
+    // The spliced header must decode to the same payload.
+    let check = format!(
+        "{}{}{}",
+        safe_base64_encode(prefix.as_bytes()),
+        safe_base64_encode(nonce.as_bytes()),
+        safe_base64_encode(suffix.as_bytes())
+    );
+    assert_eq!(nonce.len(), 66);
+    match decode_payment_signature_header(&check)? {
+        pay402::x402::AnyPaymentPayload::V2(p) if p == payload => {}
+        _ => return Err("spliced header does not round-trip".into()),
+    }
+    Ok((safe_base64_encode(prefix.as_bytes()), safe_base64_encode(suffix.as_bytes())))
+}
+
+fn paid_lua(prefix_b64: &str, suffix_b64: &str) -> String {
+    format!(
+        r#"-- pay402 bench: one fresh EIP-3009 nonce per request (the replay guard refuses reuse)
+local b = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+local function enc(data)
+  return ((data:gsub('.', function(x)
+    local r, byte = '', x:byte()
+    for i = 8, 1, -1 do r = r .. (byte % 2 ^ i - byte % 2 ^ (i - 1) > 0 and '1' or '0') end
+    return r
+  end) .. '0000'):gsub('%d%d%d?%d?%d?%d?', function(x)
+    if #x < 6 then return '' end
+    local c = 0
+    for i = 1, 6 do c = c + (x:sub(i, i) == '1' and 2 ^ (6 - i) or 0) end
+    return b:sub(c + 1, c + 1)
+  end) .. ({{ '', '==', '=' }})[#data % 3 + 1])
+end
+local prefix, suffix = "{prefix_b64}", "{suffix_b64}"
+local counter, tid, salt = 0, 0, 0
+local threads = {{}}
+function setup(thread) tid = tid + 1; thread:set("tid", tid) end
+function init(args) salt = tonumber(args[1]) end
+function request()
+  counter = counter + 1
+  local nonce = string.format("0x%08x%08x%048x", tid, salt, counter)
+  return wrk.format("GET", nil, {{ ["PAYMENT-SIGNATURE"] = prefix .. enc(nonce) .. suffix }})
+end
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generation and measurement
+// ---------------------------------------------------------------------------------------------
+
+/// The on-CPU time of every thread of this process, in nanoseconds.
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Load {
+    rps: f64,
+    requests: u64,
+    non_2xx: u64,
+    errors: u64,
+    cpu_us_per_req: f64,
+}
+
+fn wrk(url: &str, secs: u64, connections: u32, script: Option<&std::path::Path>) -> Result<Load, String> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", LOAD_CORE, "wrk", "-t1", &format!("-c{connections}"), &format!("-d{secs}s")]);
+    if let Some(s) = script {
+        // A salt unique to this invocation keeps every nonce fresh across runs.
+        static SALT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let salt = SALT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cmd.arg("-s").arg(s).arg(url).arg("--").arg(salt.to_string());
+    } else {
+        cmd.arg(url);
+    }
+    let cpu0 = process_cpu_ns();
+    let out = cmd.output().map_err(|e| format!("cannot run wrk (scripts/deps/60-wrk.sh installs it): {e}"))?;
+    let cpu = process_cpu_ns().saturating_sub(cpu0);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let field = |key: &str| -> Option<&str> { text.lines().find_map(|l| l.trim().strip_prefix(key)).map(str::trim) };
+    let rps = field("Requests/sec:").and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("no rate: {text}"))?;
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let non_2xx = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let errors = field("Socket errors:")
+        .map(|v| v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)] // a measurement, not money
+    let cpu_us_per_req = if requests > 0 { cpu as f64 / 1000.0 / requests as f64 } else { 0.0 };
+    Ok(Load { rps, requests, non_2xx, errors, cpu_us_per_req })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn rss_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+struct Args {
+    smoke: bool,
+    runs: usize,
+    secs: u64,
+    connections: u32,
+    out: Option<String>,
+    example_bin: Option<String>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args { smoke: false, runs: 5, secs: 5, connections: 32, out: None, example_bin: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--facilitator" => return Ok(None),
+            "--smoke" => args.smoke = true,
+            "--runs" => args.runs = value("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--secs" => args.secs = value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--connections" => {
+                args.connections = value("--connections")?.parse().map_err(|e| format!("--connections: {e}"))?
+            }
+            "--out" => args.out = Some(value("--out")?),
+            "--example-bin" => args.example_bin = Some(value("--example-bin")?),
+            "--bench" => {} // passed by `cargo bench`
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.smoke {
+        args.runs = 1;
+        args.secs = 1;
+        args.connections = 4;
+    }
+    Ok(Some(args))
+}
+
+const SCENARIOS: [(&str, &str, &str); 5] = [
+    ("x402_macro_unpaid", "/x402", "`#[x402]` route, unpaid 402"),
+    ("x402_table_unpaid", "/t/table", "route-table (layer/middleware) route, unpaid 402"),
+    ("mpp_charge_unpaid", "/pay", "`#[pay]` charge route, unpaid 402"),
+    ("dual_unpaid", "/dual", "`#[x402]` + `#[pay]` dual route, unpaid merged 402"),
+    ("x402_paid", "/x402", "`#[x402]` route, paid (verify + settle on the stand-in)"),
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Some(args) = parse_args()? else { return facilitator_standin() };
+    // Pin this process (and every thread it starts from now on) to the server core.
+    let pid = std::process::id().to_string();
+    let pinned = Command::new("taskset").args(["-p", "-c", SERVER_CORE, &pid]).stdout(Stdio::null()).status();
+    if !pinned.is_ok_and(|s| s.success()) {
+        return Err("taskset (util-linux) is needed to pin the server".into());
+    }
+    let exe = std::env::current_exe()?;
+    let mut fac_cmd = Command::new("taskset");
+    fac_cmd.args(["-c", LOAD_CORE]).arg(&exe).arg("--facilitator");
+    let (fac, fac_url) = spawn_listening(fac_cmd)?;
+    let _fac = Killed(fac);
+    let (axum_url, actix_url) = start_servers(&fac_url)?;
+
+    let dir = std::env::temp_dir().join(format!("pay402-bench-{pid}"));
+    std::fs::create_dir_all(&dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut report = String::new();
+    let mut line = |s: String| {
+        println!("{s}");
+        report.push_str(&s);
+        report.push('\n');
+    };
+    line(format!(
+        "runs: {}, {} s per measurement, wrk -t1 -c{} on core {LOAD_CORE}, servers on core {SERVER_CORE}{}",
+        args.runs,
+        args.secs,
+        args.connections,
+        if args.smoke { " (SMOKE MODE: figures are meaningless)" } else { "" }
+    ));
+    line(String::new());
+    line("| framework | path | req/s (median) | ratio to bare (median of runs) | server CPU µs/req (median) |".into());
+    line("|---|---|---:|---:|---:|".into());
+    for (framework, base) in [("axum", &axum_url), ("actix-web", &actix_url)] {
+        let (prefix, suffix) = rt.block_on(paid_header_parts(&format!("{base}/x402")))?;
+        let script = dir.join(format!("paid-{framework}.lua"));
+        std::fs::write(&script, paid_lua(&prefix, &suffix))?;
+        let mut bare_rps = Vec::new();
+        let mut bare_cpu = Vec::new();
+        let mut per: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); SCENARIOS.len()];
+        // Warm-up (connection pools, lazily built caches).
+        wrk(&format!("{base}/bare"), 1, args.connections, None)?;
+        for (_, path, _) in &SCENARIOS[..4] {
+            wrk(&format!("{base}{path}"), 1, args.connections, None)?;
+        }
+        for _ in 0..args.runs {
+            for (i, (name, path, _)) in SCENARIOS.iter().enumerate() {
+                let bare = wrk(&format!("{base}/bare"), args.secs, args.connections, None)?;
+                let paid = *name == "x402_paid";
+                let load =
+                    wrk(&format!("{base}{path}"), args.secs, args.connections, paid.then_some(script.as_path()))?;
+                let expect_non_2xx = if paid { 0 } else { load.requests };
+                if load.errors > 0 || load.non_2xx != expect_non_2xx || bare.non_2xx != 0 {
+                    return Err(format!(
+                        "{framework} {name}: unexpected answers ({} non-2xx of {}, {} socket errors)",
+                        load.non_2xx, load.requests, load.errors
+                    )
+                    .into());
+                }
+                bare_rps.push(bare.rps);
+                bare_cpu.push(bare.cpu_us_per_req);
+                per[i].0.push(load.rps);
+                per[i].1.push(load.rps / bare.rps);
+                per[i].2.push(load.cpu_us_per_req);
+            }
+        }
+        line(format!(
+            "| {framework} | bare handler | {:.0} | 1.00 | {:.1} |",
+            median(bare_rps.clone()),
+            median(bare_cpu.clone())
+        ));
+        for (i, (_, _, what)) in SCENARIOS.iter().enumerate() {
+            let (rps, ratio, cpu) = per[i].clone();
+            line(format!("| {framework} | {what} | {:.0} | {:.3} | {:.1} |", median(rps), median(ratio), median(cpu)));
+        }
+    }
+
+    if let Some(bin) = &args.example_bin {
+        line(String::new());
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", SERVER_CORE]).arg(bin).env("PAY402_ADDR", "127.0.0.1:0");
+        for var in ["OKX_API_KEY", "OKX_SECRET_KEY", "OKX_PASSPHRASE"] {
+            cmd.env_remove(var);
+        }
+        let (child, url) = spawn_listening(cmd)?;
+        let child = Killed(child);
+        let pid = child.0.id();
+        std::thread::sleep(Duration::from_millis(if args.smoke { 200 } else { 2000 }));
+        let idle = rss_kib(pid, "VmRSS:").unwrap_or(0);
+        let started = Instant::now();
+        let load = wrk(&url, args.secs.max(1) * 2, args.connections, None)?;
+        let loaded_peak = rss_kib(pid, "VmHWM:").unwrap_or(0);
+        let after = rss_kib(pid, "VmRSS:").unwrap_or(0);
+        let name = std::path::Path::new(bin).file_name().and_then(|n| n.to_str()).unwrap_or("example");
+        #[allow(clippy::cast_precision_loss)]
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        line(format!(
+            "example `{name}`: idle RSS {:.2} MiB; peak RSS under load {:.2} MiB ({:.0} req/s unpaid for {:.0} s); RSS after load {:.2} MiB",
+            mib(idle),
+            mib(loaded_peak),
+            load.rps,
+            started.elapsed().as_secs_f64(),
+            mib(after)
+        ));
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report)?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // The server threads run forever: leave without joining them.
+    std::process::exit(0);
+}

@@ -1,0 +1,168 @@
+//! Contention on one MPP channel: many concurrent deductions against the same channel state,
+//! through each channel store's compare-and-swap `update` (run with `scripts/bench.sh`).
+//!
+//! A deduction is what a paid session request does to the channel: reserve the price when the
+//! voucher is accepted, then commit it after the handler (two read-modify-write updates). Every
+//! worker loops on deductions for a fixed time; at the end the channel's `spent` must equal the
+//! number of deductions that reported success times the price, and nothing may stay reserved —
+//! zero lost and zero double deductions — or the run fails. Reports deductions per second and
+//! the compare-and-swap retries observed.
+//!
+//! Arguments: `--smoke` (short, CI), `--secs S`, `--workers N`, `--out FILE`.
+
+use pay402::mpp::store::RedisChannelStore;
+use pay402::mpp::{ChannelState, ChannelStore, FileStore, InMemoryChannelStore, UpdateOutcome};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "0x00000000000000000000000000000000000000000000000000000000000000c1";
+const PRICE: u128 = 1000;
+
+struct Redis(Child, u16);
+
+impl Redis {
+    fn start() -> Result<Self, String> {
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server is needed (scripts/deps/10-redis.sh installs it): {e}"))?;
+        let redis = Self(child, port);
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(redis);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err("redis-server did not start".into())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    deductions: u64,
+    per_sec: f64,
+    conflicts: u64,
+}
+
+async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<Outcome, String> {
+    let mut state = ChannelState::new(KEY, 196, "0xe", "0xp", "0xq");
+    state.deposit = u128::MAX / 4;
+    state.highest_voucher_amount = u128::MAX / 4;
+    let _ = store.delete(KEY).await;
+    if !store.put_if_absent(KEY, &state).await.map_err(|e| e.to_string())? {
+        return Err("channel exists".into());
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (store, done, attempts) = (Arc::clone(&store), Arc::clone(&done), Arc::clone(&attempts));
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let reserve = store
+                    .update(KEY, |s| {
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        let mut next = s.clone();
+                        if next.reserve(PRICE) { Ok(Some(next)) } else { Err("no balance") }
+                    })
+                    .await;
+                if !matches!(reserve, Ok(UpdateOutcome::Updated(_))) {
+                    return Err(format!("reserve failed: {reserve:?}"));
+                }
+                let commit = store
+                    .update(KEY, |s| {
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        let mut next = s.clone();
+                        if next.commit(PRICE) { Ok(Some(next)) } else { Err("nothing reserved") }
+                    })
+                    .await;
+                if !matches!(commit, Ok(UpdateOutcome::Updated(_))) {
+                    return Err(format!("commit failed: {commit:?}"));
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let deductions = done.load(Ordering::Relaxed);
+    let final_state = store.get(KEY).await.map_err(|e| e.to_string())?.ok_or("channel vanished")?.value;
+    if final_state.spent != u128::from(deductions) * PRICE || final_state.reserved != 0 {
+        return Err(format!(
+            "LOST OR DOUBLE DEDUCTIONS: {deductions} succeeded but spent = {} (price {PRICE}), reserved = {}",
+            final_state.spent, final_state.reserved
+        ));
+    }
+    if final_state.units != deductions {
+        return Err(format!("units {} != deductions {deductions}", final_state.units));
+    }
+    let conflicts = attempts.load(Ordering::Relaxed).saturating_sub(2 * deductions);
+    #[allow(clippy::cast_precision_loss)] // a measurement
+    let per_sec = deductions as f64 / elapsed;
+    Ok(Outcome { deductions, per_sec, conflicts })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut smoke = false;
+    let mut secs = 5.0;
+    let mut workers = 16usize;
+    let mut out = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--smoke" => smoke = true,
+            "--secs" => secs = it.next().ok_or("--secs needs a value")?.parse()?,
+            "--workers" => workers = it.next().ok_or("--workers needs a value")?.parse()?,
+            "--out" => out = Some(it.next().ok_or("--out needs a value")?),
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if smoke {
+        secs = 0.3;
+        workers = 4;
+    }
+    // One runtime thread: the figures are per core (the store's server runs beside it).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let redis = Redis::start()?;
+    let dir = std::env::temp_dir().join(format!("pay402-contention-{}", std::process::id()));
+    let redis_store = rt.block_on(RedisChannelStore::connect(&format!("redis://127.0.0.1:{}/", redis.1), "bench:"))?;
+    let stores: Vec<(&str, Arc<dyn ChannelStore>)> = vec![
+        ("in-memory", Arc::new(InMemoryChannelStore::new())),
+        ("file", Arc::new(FileStore::new(&dir)?)),
+        ("redis", Arc::new(redis_store)),
+    ];
+    let mut report = format!(
+        "one channel, {workers} concurrent workers on one runtime thread, {secs} s per store{}\n\n\
+         | store | deductions/s (reserve + commit) | deductions | CAS retries | lost/double |\n|---|---:|---:|---:|---:|\n",
+        if smoke { " (SMOKE MODE)" } else { "" }
+    );
+    for (name, store) in stores {
+        let o = rt.block_on(run(store, workers, secs))?;
+        report.push_str(&format!("| {name} | {:.0} | {} | {} | 0 |\n", o.per_sec, o.deductions, o.conflicts));
+    }
+    print!("{report}");
+    if let Some(out) = out {
+        std::fs::write(out, &report)?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
