@@ -402,3 +402,71 @@ async fn store_cas_conflicts_are_counted_and_traced() {
     assert_eq!(m.counter(&format!("{STORE_CAS_CONFLICTS_TOTAL}{{}}")), 1, "{:?}", m.counters);
     assert!(captured.event_values.lock().unwrap().iter().any(|v| v.contains("compare-and-swap conflict")));
 }
+
+// ------------------------------------------------------------------------------------------
+// The Prometheus example
+// ------------------------------------------------------------------------------------------
+
+/// A running example server, killed on drop.
+struct Example(std::process::Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the Prometheus sample `name` whose labels include every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+        let matches = series_name == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[tokio::test]
+async fn the_prometheus_example_exports_the_payment_metrics() {
+    use std::io::BufRead as _;
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>").join("examples/prometheus");
+    assert!(path.exists(), "{} is not built (cargo test builds the examples)", path.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(&path)
+        .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("OKX_API_KEY")
+        .env_remove("OKX_SECRET_KEY")
+        .env_remove("OKX_PASSPHRASE")
+        .env_remove("PAY402_PAY_TO")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the example");
+    let stdout = child.stdout.take().expect("stdout");
+    let _example = Example(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("first line");
+    let url = format!("http://127.0.0.1:{port}/quote");
+    assert_eq!(line.trim_end(), format!("listening on {url}"));
+
+    // Unpaid → 402; paid → 200 (the example's embedded facilitator funds any wallet).
+    let http = reqwest::Client::new();
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 402);
+    let required = decode_payment_required_header(first.headers()["payment-required"].to_str().unwrap()).unwrap();
+    let buyer: PrivateKeySigner = BUYER_KEY.parse().unwrap();
+    let client = X402Client::new().register("eip155:196", ExactEvmClientScheme::new(buyer));
+    let (name, value) = client.create_payment_header(&required).await.unwrap();
+    assert_eq!(http.get(&url).header(name, value).send().await.unwrap().status(), 200);
+
+    let text = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    let x402 = [("protocol", "x402"), ("scheme", "exact")];
+    assert_eq!(sample(&text, CHALLENGES_TOTAL, &x402), Some(1.0), "{text}");
+    assert_eq!(sample(&text, PAYMENTS_TOTAL, &[x402[0], x402[1], ("outcome", "verified")]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, SETTLEMENTS_TOTAL, &[x402[0], x402[1], ("outcome", "success")]), Some(1.0), "{text}");
+    let settle_count = format!("{FACILITATOR_REQUEST_DURATION_SECONDS}_count");
+    assert_eq!(sample(&text, &settle_count, &[("operation", "settle"), ("outcome", "ok")]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &settle_count, &[("operation", "verify"), ("outcome", "ok")]), Some(1.0), "{text}");
+}
