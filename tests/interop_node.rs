@@ -128,7 +128,7 @@ async fn node_spend_controls_refuse_the_x_layer_asset_unless_allowed_within_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_node_x402_client_pays_the_actix_x402_example() {
-    let (_server, url) = start_example("actix_x402");
+    let (_server, url) = start_example("actix_x402", &[]);
     let out = peers::node("x402_fetch_pay.cjs", &[&url, NODE_BUYER_KEY, &allow(1000)]).await.json();
     assert_eq!(out["error"], serde_json::Value::Null, "{out}");
     assert_eq!(out["status"], 200, "{out}");

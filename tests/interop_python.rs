@@ -95,7 +95,7 @@ async fn okx_python_x402_client_pays_a_pay402_axum_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okx_python_x402_client_pays_the_axum_x402_example() {
-    let (_server, url) = start_example("axum_x402");
+    let (_server, url) = start_example("axum_x402", &[]);
     let out = peers::python("x402_pay.py", &[&url, PY_BUYER_KEY]).await.json();
     assert_eq!(out["status"], 200, "{out}");
     assert!(eq_addr(&out["body"]["paid_by"], PY_BUYER), "{out}");
@@ -320,4 +320,83 @@ async fn interleaved_python_and_pay402_writes_lose_nothing() {
     assert_eq!(py_store(&dir, "deduct", Some("1")).await.json()["spent"], "351");
     let after = store.get(CHANNEL).await.expect("get").expect("present").value;
     assert_eq!((after.spent, after.units, after.reserved), (351, 3, 0));
+}
+
+// ---- FastAPI middleware ↔ pay402 facilitator ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_pay402_autopay() {
+    use pay402::autopay::{Amount, AssetId, AutoPay, PaymentDetail, PaymentOutcome, Protocol};
+    use pay402::x402::{AnyPaymentRequired, decode_payment_required_header, decode_payment_response_header};
+    use support::anvil::{self, Chain, TOKEN_NAME, TOKEN_VERSION};
+
+    // A real chain with a real EIP-3009 token, and pay402's HTTP facilitator example on it.
+    let chain = Chain::start().await;
+    let gas_key = alloy::hex::encode_prefixed(chain.dev_key(7).to_bytes());
+    let (facilitator, facilitator_url) =
+        start_example("facilitator", &[("PAY402_RPC_URL", &chain.rpc_url), ("PAY402_FACILITATOR_KEY", &gas_key)]);
+    let buyer = anvil::fresh_key();
+    chain.mint(buyer.address(), U256::from(10_000u64)).await;
+    let pay_to = anvil::fresh_key().address().to_checksum(None);
+    let token = chain.token.to_checksum(None);
+
+    // OKX's FastAPI middleware selling GET /weather for 2500 atomic units, settling through it.
+    let mut cmd = std::process::Command::new(peers::venv_python());
+    cmd.arg(peers::script("python", "fastapi_seller.py")).args([
+        facilitator_url.as_str(),
+        &pay_to,
+        &token,
+        "2500",
+        TOKEN_NAME,
+        TOKEN_VERSION,
+    ]);
+    let (seller, url) = peers::start_announced(cmd, "fastapi_seller");
+    let logs = || format!("--- FastAPI seller\n{}\n--- facilitator\n{}", seller.log(), facilitator.log());
+
+    // Its challenge, as pay402 decodes it.
+    let unpaid = reqwest::get(&url).await.expect("request");
+    assert_eq!(unpaid.status(), 402, "{}", logs());
+    let header = unpaid.headers()["payment-required"].to_str().expect("ascii").to_owned();
+    let AnyPaymentRequired::V2(required) = decode_payment_required_header(&header).expect("decodes") else {
+        panic!("v2 expected")
+    };
+    let offer = &required.accepts[0];
+    assert_eq!((offer.scheme.as_str(), offer.network.to_string()), ("exact", "eip155:196".to_owned()));
+    assert_eq!(
+        (offer.asset.as_str(), offer.amount.as_str(), offer.pay_to.as_str()),
+        (token.as_str(), "2500", pay_to.as_str())
+    );
+    assert_eq!(offer.extra["name"], TOKEN_NAME);
+    assert_eq!(offer.extra["version"], TOKEN_VERSION);
+
+    // pay402's auto-pay client pays it, within a cap on exactly this token.
+    let asset = AssetId::new("eip155:196", &token);
+    let autopay = AutoPay::new(buyer.clone())
+        .prefer([Protocol::X402])
+        .max_per_request(asset.clone(), Amount::atomic(2500u64))
+        .build()
+        .expect("autopay");
+    let paid = autopay.client(reqwest::Client::new()).get(&url).send().await.expect("paid request");
+    assert_eq!(paid.status(), 200, "{}", logs());
+    let outcome = paid.extensions().get::<PaymentOutcome>().cloned().expect("payment outcome");
+    let settled = decode_payment_response_header(paid.headers()["payment-response"].to_str().expect("ascii"))
+        .expect("PAYMENT-RESPONSE decodes");
+    let body: Value = paid.json().await.expect("JSON body");
+    assert!(eq_addr(&body["paid_by"], &buyer.address().to_string()), "{body}");
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(settled.network.to_string(), "eip155:196");
+    assert_eq!(outcome.amount, U256::from(2500u64));
+    let PaymentDetail::X402 { settlement: Some(seen), .. } = &outcome.detail else { panic!("{outcome:?}") };
+    assert_eq!(seen.transaction, settled.transaction);
+    assert_eq!(autopay.spent(&asset), U256::from(2500u64));
+
+    // Settled on chain by pay402's facilitator: the transaction succeeded and the money moved.
+    let tx: alloy::primitives::B256 = settled.transaction.parse().expect("tx hash");
+    let receipt = alloy::providers::Provider::get_transaction_receipt(&chain.provider, tx)
+        .await
+        .expect("eth_getTransactionReceipt")
+        .expect("mined");
+    assert!(receipt.status());
+    assert_eq!(chain.balance(buyer.address()).await, U256::from(7_500u64));
+    assert_eq!(chain.balance(pay_to.parse().expect("address")).await, U256::from(2_500u64));
 }

@@ -191,34 +191,61 @@ pub(crate) fn example(name: &str) -> PathBuf {
     path
 }
 
-/// A running example server, killed on drop.
-pub(crate) struct Example(Child);
+/// A running server process, killed on drop; its stderr goes to a log file.
+pub(crate) struct Process {
+    child: Child,
+    log: PathBuf,
+}
 
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Process {
+    /// What the process wrote to stderr so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-/// Starts an example with its embedded backends on a free port (the README convention) and
-/// returns it with the paid URL from its first stdout line.
-pub(crate) fn start_example(name: &str) -> (Example, String) {
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Spawns `cmd` (a server following the README convention: its first stdout line is
+/// `listening on <URL>`) and returns it with that URL.
+pub(crate) fn start_announced(mut cmd: Command, what: &str) -> (Process, String) {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = std::env::temp_dir().join(format!("pay402-interop-{what}-{}-{n}.log", std::process::id()));
+    let stderr = std::fs::File::create(&log).expect("server log file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let process = Process { child, log };
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("first line");
+    let Some(url) = line.trim_end().strip_prefix("listening on ") else {
+        panic!("{what} printed {line:?} instead of `listening on <URL>`\n--- stderr\n{}", process.log())
+    };
+    let url = url.to_owned();
+    (process, url)
+}
+
+/// Starts an example on a free port with its embedded backends (no OKX credentials) plus
+/// `env`, and returns it with the URL from its first stdout line.
+pub(crate) fn start_example(name: &str, env: &[(&str, &str)]) -> (Process, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut child = Command::new(example(name))
-        .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
+    let mut cmd = Command::new(example(name));
+    cmd.env("PAY402_ADDR", format!("127.0.0.1:{port}"))
         .env_remove("OKX_API_KEY")
         .env_remove("OKX_SECRET_KEY")
         .env_remove("OKX_PASSPHRASE")
         .env_remove("PAY402_PAY_TO")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn example");
-    let stdout = child.stdout.take().expect("stdout");
-    let guard = Example(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("first line");
-    let url = line.trim_end().strip_prefix("listening on ").unwrap_or_else(|| panic!("{name} printed {line:?}"));
-    (guard, url.to_owned())
+        .envs(env.iter().copied());
+    start_announced(cmd, name)
 }
