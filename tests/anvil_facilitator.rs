@@ -630,3 +630,21 @@ async fn pending_settlements_time_out_and_dropped_ones_fail() {
     }
     assert_eq!(chain.balance(pay_to).await, U256::from(3 * PRICE));
 }
+
+/// Two facilitator instances (think: two processes) sharing one key: each one's cached nonce
+/// goes stale when the other sends; the node's `nonce too low` makes it re-read and resend.
+#[tokio::test]
+async fn two_facilitators_sharing_a_key_recover_from_stale_nonces() {
+    let chain = Chain::start().await;
+    let first = facilitator_for(&chain, chain.dev_key(9)).await;
+    let second = facilitator_for(&chain, chain.dev_key(9)).await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+    let requirements = chain.requirements(pay_to, PRICE);
+    for facilitator in [&first, &second, &first, &second, &first] {
+        let s = facilitator.settle(&payment(&key, &requirements), &requirements).await.expect("settle");
+        assert!(s.success && receipt_ok(&chain, &s.transaction).await, "{s:?}");
+    }
+    assert_eq!(chain.balance(pay_to).await, U256::from(5 * PRICE));
+    assert_eq!(chain.provider.get_transaction_count(chain.dev_key(9).address()).await.expect("nonce"), 5);
+}

@@ -164,7 +164,9 @@ impl Drop for InFlight<'_> {
 /// the `(v, r, s)` overload for 65-byte EOA signatures, the `bytes` overload for contract
 /// wallets — and waits for the receipt. Transactions from one facilitator key are serialised
 /// through a local nonce counter (re-read from the node after any failed send), so concurrent
-/// settlements never collide. A reverted or dropped transaction is a failed settlement
+/// settlements never collide; if another sender of the same key (a second facilitator process)
+/// took the counted nonce, the node's answer (`nonce too low`) makes it re-read the nonce and
+/// send once more. Use one instance per key and process. A reverted or dropped transaction is a failed settlement
 /// (`transaction_failed`); a transaction still pending when the receipt timeout expires is
 /// answered `success: true, status: "timeout"` with its hash, which sellers resolve through
 /// [`SchemeNetworkFacilitator::settle_status`] (and fail closed otherwise).
@@ -442,15 +444,60 @@ impl ExactEvmFacilitatorScheme {
             message: Some(message),
         };
         let mut next_nonce = self.next_nonce.lock().await;
-        let nonce = match *next_nonce {
-            Some(nonce) => nonce,
-            None => self
-                .provider
-                .get_transaction_count(self.address)
-                .pending()
-                .await
-                .map_err(|e| transport("eth_getTransactionCount", &e))?,
-        };
+        // One retry after re-reading the account nonce, in case another sender (e.g. a second
+        // facilitator process sharing the key) used the nonce we counted on.
+        let mut resynced = false;
+        loop {
+            let nonce = match *next_nonce {
+                Some(nonce) => nonce,
+                None => self
+                    .provider
+                    .get_transaction_count(self.address)
+                    .pending()
+                    .await
+                    .map_err(|e| transport("eth_getTransactionCount", &e))?,
+            };
+            let envelope = match self.prepare(checked, nonce).await? {
+                Ok(envelope) => envelope,
+                Err((reason, message)) => return Ok(Err(reject(reason, message))),
+            };
+            match self.provider.send_tx_envelope(envelope).await {
+                Ok(pending) => {
+                    *next_nonce = Some(nonce.saturating_add(1));
+                    return Ok(Ok(*pending.tx_hash()));
+                }
+                Err(RpcError::ErrorResp(payload)) => {
+                    *next_nonce = None;
+                    let message = payload.message.to_string();
+                    let lower = message.to_ascii_lowercase();
+                    if !resynced && (lower.contains("nonce too low") || lower.contains("already known")) {
+                        tracing::debug!(%message, "x402 facilitator: nonce taken; re-reading the account nonce");
+                        resynced = true;
+                        continue;
+                    }
+                    let reason = if lower.contains("insufficient funds") {
+                        reasons::FACILITATOR_INSUFFICIENT_GAS
+                    } else {
+                        reasons::TRANSACTION_FAILED
+                    };
+                    return Ok(Err(reject(reason, message)));
+                }
+                Err(e) => {
+                    // The node may or may not have taken the transaction: unknown outcome.
+                    *next_nonce = None;
+                    return Err(transport("eth_sendRawTransaction", &e));
+                }
+            }
+        }
+    }
+
+    /// Estimates gas and fees for the settlement transaction with `nonce`, checks that the
+    /// facilitator can pay for it, and signs it. `Ok(Err)` is a definite rejection.
+    async fn prepare(
+        &self,
+        checked: &Checked,
+        nonce: u64,
+    ) -> Result<Result<alloy::consensus::TxEnvelope, (&'static str, String)>, FacilitatorError> {
         let mut tx = TransactionRequest::default()
             .with_from(self.address)
             .with_to(checked.token)
@@ -460,7 +507,7 @@ impl ExactEvmFacilitatorScheme {
         let gas = match self.provider.estimate_gas(tx.clone()).await {
             Ok(gas) => gas,
             Err(RpcError::ErrorResp(payload)) => {
-                return Ok(Err(reject(reasons::SIMULATION_FAILED, payload.message.to_string())));
+                return Ok(Err((reasons::SIMULATION_FAILED, payload.message.to_string())));
             }
             Err(e) => return Err(transport("eth_estimateGas", &e)),
         };
@@ -473,36 +520,15 @@ impl ExactEvmFacilitatorScheme {
         let cost = U256::from(gas_limit).saturating_mul(U256::from(fees.max_fee_per_gas));
         let balance = self.provider.get_balance(self.address).await.map_err(|e| transport("eth_getBalance", &e))?;
         if balance < cost {
-            return Ok(Err(reject(
+            return Ok(Err((
                 reasons::FACILITATOR_INSUFFICIENT_GAS,
                 format!("facilitator {} holds {balance} wei, the settlement may cost {cost} wei", self.address),
             )));
         }
-        let envelope = tx
-            .build(&self.wallet)
+        tx.build(&self.wallet)
             .await
-            .map_err(|e| FacilitatorError::Config(format!("cannot sign the settlement transaction: {e}")))?;
-        match self.provider.send_tx_envelope(envelope).await {
-            Ok(pending) => {
-                *next_nonce = Some(nonce.saturating_add(1));
-                Ok(Ok(*pending.tx_hash()))
-            }
-            Err(RpcError::ErrorResp(payload)) => {
-                *next_nonce = None;
-                let message = payload.message.to_string();
-                let reason = if message.to_ascii_lowercase().contains("insufficient funds") {
-                    reasons::FACILITATOR_INSUFFICIENT_GAS
-                } else {
-                    reasons::TRANSACTION_FAILED
-                };
-                Ok(Err(reject(reason, message)))
-            }
-            Err(e) => {
-                // The node may or may not have taken the transaction: unknown outcome.
-                *next_nonce = None;
-                Err(transport("eth_sendRawTransaction", &e))
-            }
-        }
+            .map(Ok)
+            .map_err(|e| FacilitatorError::Config(format!("cannot sign the settlement transaction: {e}")))
     }
 
     /// Waits for the receipt of `hash` (polling) up to the receipt timeout.
