@@ -648,3 +648,84 @@ async fn two_facilitators_sharing_a_key_recover_from_stale_nonces() {
     assert_eq!(chain.balance(pay_to).await, U256::from(5 * PRICE));
     assert_eq!(chain.provider.get_transaction_count(chain.dev_key(9).address()).await.expect("nonce"), 5);
 }
+
+/// The in-process facilitator, mining a block (when `mine`) whenever the seller asks for a
+/// settlement's status: with mining paused, settlements are pending until the seller polls.
+struct MinesOnStatus {
+    inner: X402Facilitator,
+    provider: alloy::providers::DynProvider,
+    mine: bool,
+}
+
+#[async_trait::async_trait]
+impl FacilitatorClient for MinesOnStatus {
+    async fn verify(
+        &self,
+        p: &PaymentPayload,
+        r: &PaymentRequirements,
+    ) -> Result<pay402::x402::VerifyResponse, pay402::x402::FacilitatorError> {
+        self.inner.verify(p, r).await
+    }
+    async fn settle(
+        &self,
+        p: &PaymentPayload,
+        r: &PaymentRequirements,
+    ) -> Result<pay402::x402::SettleResponse, pay402::x402::FacilitatorError> {
+        self.inner.settle(p, r).await
+    }
+    async fn supported(&self) -> Result<pay402::x402::SupportedResponse, pay402::x402::FacilitatorError> {
+        self.inner.supported().await
+    }
+    async fn settle_status(
+        &self,
+        tx: &str,
+    ) -> Result<pay402::x402::SettleStatusResponse, pay402::x402::FacilitatorError> {
+        if self.mine {
+            self.provider
+                .raw_request::<_, serde_json::Value>("evm_mine".into(), serde_json::json!([]))
+                .await
+                .expect("mine");
+        }
+        self.inner.settle_status(tx).await
+    }
+}
+
+/// A seller whose settlement is still pending at the facilitator's deadline: it polls the
+/// in-process facilitator's settle status, which follows the chain — delivered once mined,
+/// withheld (402, `settlement_timeout`) while it never is.
+#[tokio::test]
+async fn sellers_recover_pending_settlements_through_settle_status_and_fail_closed_otherwise() {
+    let chain = Chain::start().await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+    let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9))
+        .await
+        .expect("scheme")
+        .with_receipt_timeout(std::time::Duration::ZERO);
+    let inner = X402Facilitator::new().register(["eip155:196"], exact);
+    chain
+        .provider
+        .raw_request::<_, serde_json::Value>("evm_setAutomine".into(), serde_json::json!([false]))
+        .await
+        .expect("automine off");
+
+    let mining = MinesOnStatus { inner: inner.clone(), provider: chain.provider.clone(), mine: true };
+    let shop = support::serve_axum(seller(&chain, mining, pay_to)).await;
+    let bought = buy(&format!("{}/quote", shop.base), &key).await;
+    assert_eq!(bought.status, 200, "{}", bought.body);
+    assert!(bought.body.contains("secret resource"));
+    let settled = bought.settlement.expect("PAYMENT-RESPONSE");
+    assert_eq!((settled.success, settled.status.as_deref()), (true, Some("success")), "{settled:?}");
+    assert!(receipt_ok(&chain, &settled.transaction).await);
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+
+    let stuck = MinesOnStatus { inner, provider: chain.provider.clone(), mine: false };
+    let shop = support::serve_axum(seller(&chain, stuck, pay_to)).await;
+    let bought = buy(&format!("{}/quote", shop.base), &key).await;
+    assert_eq!(bought.status, 402, "{}", bought.body);
+    assert!(!bought.body.contains("secret resource"));
+    let failed = bought.settlement.expect("PAYMENT-RESPONSE");
+    assert!(!failed.success);
+    assert_eq!(failed.error_reason.as_deref(), Some("settlement_timeout"));
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+}
