@@ -21,8 +21,9 @@ use pay402::x402::{ExactEvmScheme, X_LAYER_USDT0};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use support::Running;
-use support::accounts::{ESCROW, PAYEE, PAYEE_KEY, PAYER, PAYER_KEY};
+use support::accounts::{ESCROW, OTHER_KEY, PAYEE, PAYEE_KEY, PAYER, PAYER_KEY};
 
 const REALM: &str = "autopay.test";
 const MPP_SECRET: &str = "autopay-test-secret";
@@ -59,6 +60,25 @@ async fn record(
     next.run(req).await
 }
 
+/// While positive, the next MPP credentials are forged (challenge id altered) before the server sees
+/// it, as if the server had rotated its secret: the server answers 402 with a fresh challenge.
+async fn tamper(
+    State(armed): State<Arc<AtomicUsize>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(auth) = auth
+        && armed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    {
+        let mut credential = Credential::from_authorization_header(&auth).expect("an MPP credential");
+        credential.challenge.id = "forged".into();
+        let forged = credential.to_authorization_header().parse().expect("header value");
+        req.headers_mut().insert("authorization", forged);
+    }
+    next.run(req).await
+}
+
 struct Fixture {
     /// x402, charge and session routes.
     app: Running,
@@ -69,9 +89,11 @@ struct Fixture {
     intent: SessionIntent,
     calls: HashMap<&'static str, Arc<AtomicUsize>>,
     log: Log,
+    tamper: Arc<AtomicUsize>,
 }
 
-const PATHS: [&str; 7] = ["/x402", "/x402-pricey", "/charge", "/charge-pricey", "/session", "/dual", "/free"];
+const PATHS: [&str; 8] =
+    ["/x402", "/x402-pricey", "/charge", "/charge-pricey", "/session", "/session-short", "/dual", "/free"];
 
 async fn start() -> Fixture {
     let facilitator = EmbeddedFacilitator::new();
@@ -92,11 +114,14 @@ async fn start() -> Fixture {
         .clone()
         .route("GET /charge", PaySpec::charge("0.001"))
         .and_then(|m| m.route("GET /charge-pricey", PaySpec::charge("0.05")))
-        .and_then(|m| m.route("GET /session", session))
+        .and_then(|m| m.route("GET /session", session.clone()))
+        // Challenges too short-lived to be used ahead: every request is challenged first.
+        .and_then(|m| m.route("GET /session-short", session.expires_in(Duration::from_secs(2))))
         .expect("mpp routes");
 
     let calls: HashMap<&'static str, Arc<AtomicUsize>> = PATHS.iter().map(|p| (*p, Arc::default())).collect();
     let log: Log = Arc::default();
+    let tamper_flag = Arc::new(AtomicUsize::new(0));
     let counted = |path: &'static str| {
         let c = Arc::clone(&calls[path]);
         axum::routing::get(move || {
@@ -110,9 +135,11 @@ async fn start() -> Fixture {
         .route("/charge", counted("/charge"))
         .route("/charge-pricey", counted("/charge-pricey"))
         .route("/session", counted("/session"))
+        .route("/session-short", counted("/session-short"))
         .route("/free", counted("/free"))
         .layer(pay402::axum::MppLayer::new(routes))
         .layer(pay402::axum::X402Layer::new(x402))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&tamper_flag), tamper))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&log), record));
 
     let dual_routes = PaymentRouter::new()
@@ -148,6 +175,7 @@ async fn start() -> Fixture {
         intent,
         calls,
         log,
+        tamper: tamper_flag,
     }
 }
 
@@ -468,4 +496,80 @@ fn the_builder_refuses_inconsistent_caps() {
     let too_precise = base().max_total(usdt0(), "0.0000001".parse().expect("a decimal"));
     assert!(matches!(too_precise.build(), Err(AutoPayError::InvalidAmount { .. })));
     assert!("1.5e3".parse::<Amount>().is_err());
+}
+
+#[tokio::test]
+async fn a_refused_voucher_is_re_signed_once_under_the_fresh_challenge() {
+    let f = start().await;
+    let autopay = buyer(&[Protocol::MppSession]);
+    let http = autopay.client(reqwest::Client::new());
+    for _ in 0..2 {
+        assert_eq!(http.get(f.url("/session")).send().await.expect("paid").status(), 200);
+    }
+    // The voucher sent ahead is refused (402, fresh challenge): the same cumulative amount is
+    // signed again under the fresh challenge and the request retried once.
+    f.tamper.store(1, Ordering::SeqCst);
+    let resp = http.get(f.url("/session")).send().await.expect("paid");
+    assert_eq!(resp.status(), 200);
+    let paid = outcome(&resp);
+    let PaymentDetail::MppSession { cumulative, opened, .. } = &paid.detail else { panic!("{paid:?}") };
+    assert_eq!((*cumulative, *opened, paid.amount), (u(3 * PRICE), false, u(PRICE)));
+    assert_eq!(f.sent("/session"), ["none", "open", "voucher", "voucher", "voucher", "voucher"]);
+    assert_eq!(f.calls("/session"), 3);
+    assert_eq!(autopay.spent(&usdt0()), u(3 * PRICE), "the re-signed voucher costs nothing more");
+
+    // Refused twice in a row: one retry only, then the refusal is reported; the handler never
+    // runs. The voucher was signed, so it stays counted (fail closed).
+    f.tamper.store(2, Ordering::SeqCst);
+    let err = http.get(f.url("/session")).send().await.expect_err("refused");
+    let AutoPayError::PaymentRejected { protocol, status, .. } = refusal(err) else { panic!() };
+    assert_eq!((protocol, status), (Protocol::MppSession, 402));
+    assert_eq!(f.sent("/session").len(), 8);
+    assert_eq!(f.calls("/session"), 3);
+    assert_eq!(autopay.spent(&usdt0()), u(4 * PRICE));
+    // The next request pays on: the server's highest voucher is still 3000, the next one 5000.
+    let resp = http.get(f.url("/session")).send().await.expect("paid");
+    let PaymentDetail::MppSession { cumulative, .. } = outcome(&resp).detail else { panic!() };
+    assert_eq!(cumulative, u(5 * PRICE));
+    assert_eq!(f.calls("/session"), 4);
+}
+
+#[tokio::test]
+async fn an_expired_session_challenge_reuses_the_channel() {
+    let f = start().await;
+    let autopay = buyer(&[Protocol::MppSession]);
+    let http = autopay.client(reqwest::Client::new());
+    for n in 1..=3u64 {
+        let resp = http.get(f.url("/session-short")).send().await.expect("paid");
+        let paid = outcome(&resp);
+        let PaymentDetail::MppSession { cumulative, opened, .. } = &paid.detail else { panic!("{paid:?}") };
+        assert_eq!((*cumulative, *opened), (u(n * PRICE), n == 1));
+    }
+    // Each request is challenged (the challenge is too close to expiry to be used ahead), but
+    // the channel is opened once.
+    assert_eq!(f.sent("/session-short"), ["none", "open", "voucher", "none", "voucher", "none", "voucher"]);
+    assert_eq!(autopay.channels().await.len(), 1);
+    assert_eq!(f.calls("/session-short"), 3);
+}
+
+#[tokio::test]
+async fn a_refused_payment_releases_its_reservation() {
+    let f = start().await;
+    // An unfunded buyer: the facilitator and the Settlement Agent refuse its payments.
+    let autopay = AutoPay::new(key(OTHER_KEY))
+        .max_total(usdt0(), "1".parse().expect("amount"))
+        .registry(NetworkRegistry::x_layer())
+        .build()
+        .expect("autopay");
+    let http = autopay.client(reqwest::Client::new());
+    for (path, protocol) in [("/x402", Protocol::X402), ("/charge", Protocol::MppCharge)] {
+        let err = http.get(f.url(path)).send().await.expect_err("refused");
+        let AutoPayError::PaymentRejected { protocol: p, status, reason } = refusal(err) else { panic!("{path}") };
+        assert_eq!((p, status), (protocol, 402), "{path}: {reason}");
+        assert!(!reason.is_empty());
+        assert_eq!(f.calls(path), 0, "{path}");
+        assert_eq!(f.sent(path).len(), 2, "{path}: one paid retry only");
+    }
+    assert_eq!((autopay.spent(&usdt0()), autopay.reserved(&usdt0())), (U256::ZERO, U256::ZERO));
+    assert_eq!(autopay.remaining(&usdt0()), Some(u(1_000_000)));
 }

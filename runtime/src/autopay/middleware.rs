@@ -472,7 +472,7 @@ impl AutoPayMiddleware {
     ) -> MwResult<Response> {
         let (name, value) =
             self.inner.x402.create_payment_header(&required).await.map_err(|e| mw(payment_error(Protocol::X402, e)))?;
-        set_header(&mut retry, name, &value).map_err(mw)?;
+        set_header(&mut retry, Protocol::X402, name, &value).map_err(mw)?;
         let resp = match next.run(retry, ext).await {
             Ok(r) => r,
             Err(e) => {
@@ -519,7 +519,8 @@ impl AutoPayMiddleware {
     ) -> MwResult<Response> {
         let credential =
             self.inner.charge.credential_for(&challenge).map_err(|e| mw(payment_error(Protocol::MppCharge, e)))?;
-        set_header(&mut retry, "authorization", &credential.to_authorization_header()).map_err(mw)?;
+        set_header(&mut retry, Protocol::MppCharge, "authorization", &credential.to_authorization_header())
+            .map_err(mw)?;
         let resp = match next.run(retry, ext).await {
             Ok(r) => r,
             Err(e) => {
@@ -570,7 +571,7 @@ impl AutoPayMiddleware {
                 .session
                 .open_header(&challenge, deposit)
                 .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
-            let open = retry.try_clone().ok_or(mw(AutoPayError::BodyNotCloneable))?;
+            let open = retry.try_clone().ok_or_else(|| mw(AutoPayError::BodyNotCloneable))?;
             self.manage(open, &header, "open", &channel_id, ext, next.clone()).await?;
             tracing::info!(channel = %channel_id, %deposit, "pay402 autopay: channel opened");
             *guard = Some(Channel {
@@ -655,7 +656,7 @@ impl AutoPayMiddleware {
                     .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
                 channel.cumulative = cumulative;
                 channel.challenge = fresh.clone();
-                set_header(&mut retry, "authorization", &header).map_err(mw)?;
+                set_header(&mut retry, Protocol::MppSession, "authorization", &header).map_err(mw)?;
                 self.book().routes.insert(route, RouteSession { challenge: fresh, key: rs.key.clone() });
                 next.run(retry, ext).await?
             }
@@ -681,7 +682,7 @@ impl AutoPayMiddleware {
             .session
             .voucher_header(challenge, &channel.id, cumulative)
             .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
-        set_header(&mut req, "authorization", &header).map_err(mw)?;
+        set_header(&mut req, Protocol::MppSession, "authorization", &header).map_err(mw)?;
         channel.cumulative = cumulative;
         reservation.commit();
         Ok((next.run(req, ext).await?, cumulative))
@@ -744,7 +745,7 @@ impl AutoPayMiddleware {
             .session
             .top_up_header(&channel.challenge, &channel.id, amount)
             .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
-        let top_up = req.try_clone().ok_or(mw(AutoPayError::BodyNotCloneable))?;
+        let top_up = req.try_clone().ok_or_else(|| mw(AutoPayError::BodyNotCloneable))?;
         self.manage(top_up, &header, "topUp", &channel.id, ext, next).await?;
         channel.deposit = channel.deposit.saturating_add(amount);
         tracing::info!(channel = %channel.id, %amount, "pay402 autopay: channel topped up");
@@ -779,7 +780,7 @@ impl AutoPayMiddleware {
         ext: &mut Extensions,
         next: Next<'_>,
     ) -> MwResult<()> {
-        set_header(&mut req, "authorization", header).map_err(mw)?;
+        set_header(&mut req, Protocol::MppSession, "authorization", header).map_err(mw)?;
         let resp =
             next.run(req, ext).await.map_err(|e| mw(AutoPayError::Transport { action, reason: e.to_string() }))?;
         check_management(resp, action, channel_id).await.map_err(mw)
@@ -826,8 +827,8 @@ fn payment_error(protocol: Protocol, e: impl fmt::Display) -> AutoPayError {
     AutoPayError::Payment { protocol, reason: e.to_string() }
 }
 
-fn set_header(req: &mut Request, name: &str, value: &str) -> Result<(), AutoPayError> {
-    let bad = |e: &dyn fmt::Display| AutoPayError::Payment { protocol: Protocol::X402, reason: e.to_string() };
+fn set_header(req: &mut Request, protocol: Protocol, name: &str, value: &str) -> Result<(), AutoPayError> {
+    let bad = |e: &dyn fmt::Display| AutoPayError::Payment { protocol, reason: e.to_string() };
     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(&e))?;
     let value = HeaderValue::from_str(value).map_err(|e| bad(&e))?;
     req.headers_mut().insert(name, value);

@@ -2,7 +2,7 @@
 //! challenges (x402 and MPP) within spending caps.
 //!
 //! On a `402 Payment Required` the middleware reads every challenge the server offered —
-//! x402 (`PAYMENT-REQUIRED`, v2 or v1) and MPP (`WWW-Authenticate: Payment`, `evm` method,
+//! x402 (the `PAYMENT-REQUIRED` header, v2 or v1 payload; `exact` on `eip155:*`) and MPP (`WWW-Authenticate: Payment`, `evm` method,
 //! `charge` and `session` intents) — ranks them by the configured [`Protocol`] preference,
 //! picks the first one the caps allow, pays it and retries the request **once**. The outcome
 //! ([`PaymentOutcome`]: the decoded `PAYMENT-RESPONSE` or `Payment-Receipt`) is attached to
@@ -106,6 +106,22 @@ impl fmt::Display for Protocol {
             Self::MppCharge => "mpp-charge",
             Self::MppSession => "mpp-session",
         })
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = AutoPayError;
+
+    /// `x402`, `mpp-charge` or `mpp-session` (case-insensitive).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "x402" => Ok(Self::X402),
+            "mpp-charge" => Ok(Self::MppCharge),
+            "mpp-session" => Ok(Self::MppSession),
+            other => Err(AutoPayError::Config(format!(
+                "unknown protocol {other:?} (expected x402, mpp-charge or mpp-session)"
+            ))),
+        }
     }
 }
 
