@@ -205,3 +205,86 @@ pub fn router<F: FacilitatorClient>(facilitator: Arc<F>) -> axum::Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(facilitator)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x402::types::{SettleResponse, SupportedResponse, VerifyResponse};
+    use async_trait::async_trait;
+    use std::time::Duration;
+
+    /// A facilitator whose every call fails with the given error.
+    struct Failing(FacilitatorError);
+
+    #[async_trait]
+    impl FacilitatorClient for Failing {
+        async fn verify(
+            &self,
+            _: &PaymentPayload,
+            _: &PaymentRequirements,
+        ) -> Result<VerifyResponse, FacilitatorError> {
+            Err(self.0.clone())
+        }
+        async fn settle(
+            &self,
+            _: &PaymentPayload,
+            _: &PaymentRequirements,
+        ) -> Result<SettleResponse, FacilitatorError> {
+            Err(self.0.clone())
+        }
+        async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+            Err(self.0.clone())
+        }
+    }
+
+    async fn serve<F: FacilitatorClient>(f: F) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router(Arc::new(f))).await });
+        base
+    }
+
+    const BODY: &str = r#"{"x402Version":2,"paymentPayload":{"x402Version":2,"payload":{},"accepted":{"scheme":"exact","network":"eip155:196","asset":"0x779ded0c9e1022225f8e0630b35a9b54be713736","amount":"1","payTo":"0x1111111111111111111111111111111111111111","maxTimeoutSeconds":60,"extra":{}}},"paymentRequirements":{"scheme":"exact","network":"eip155:196","asset":"0x779ded0c9e1022225f8e0630b35a9b54be713736","amount":"1","payTo":"0x1111111111111111111111111111111111111111","maxTimeoutSeconds":60,"extra":{}},"syncSettle":true}"#;
+
+    async fn call(base: &str, method: &str, path: &str) -> (u16, serde_json::Value) {
+        let http = reqwest::Client::new();
+        let req = match method {
+            "GET" => http.get(format!("{base}{path}")),
+            _ => http.post(format!("{base}{path}")).header("content-type", "application/json").body(BODY),
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn facilitator_errors_map_to_statuses_and_codes() {
+        let cases = [
+            (FacilitatorError::Transport("rpc down".into()), 502, "upstream_unavailable"),
+            (FacilitatorError::Timeout(Duration::from_secs(1)), 504, "upstream_timeout"),
+            (FacilitatorError::Config("bad key".into()), 500, "facilitator_misconfigured"),
+            (FacilitatorError::Unsupported("that"), 404, "not_found"),
+        ];
+        for (error, status, code) in cases {
+            let base = serve(Failing(error.clone())).await;
+            for (method, path) in [("POST", "/verify"), ("POST", "/settle"), ("GET", "/supported")] {
+                let (got, body) = call(&base, method, path).await;
+                assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{method} {path}: {body}");
+                assert_eq!(body["message"], error.to_string());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_any_facilitator_client() {
+        let base = serve(crate::x402::EmbeddedFacilitator::new()).await;
+        let (status, body) = call(&base, "POST", "/verify").await;
+        assert_eq!((status, body["isValid"].as_bool()), (200, Some(false)), "{body}");
+        let (status, body) = call(&base, "POST", "/settle").await;
+        assert_eq!((status, body["success"].as_bool()), (200, Some(false)), "{body}");
+        let (status, body) = call(&base, "GET", "/supported").await;
+        assert_eq!((status, body["kinds"][0]["network"].as_str()), (200, Some("eip155:196")), "{body}");
+        let (status, body) = call(&base, "GET", "/settle/status?txHash=0xdead").await;
+        assert_eq!((status, body["success"].as_bool()), (200, Some(false)), "{body}");
+    }
+}
