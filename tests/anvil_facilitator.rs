@@ -729,3 +729,46 @@ async fn sellers_recover_pending_settlements_through_settle_status_and_fail_clos
     assert_eq!(failed.error_reason.as_deref(), Some("settlement_timeout"));
     assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
 }
+
+/// The facilitator's clock 3 s behind the payer's: a just-valid authorization passes with the
+/// default 5 s allowance and settles (the chain's clock agrees), and is refused with none.
+#[tokio::test]
+async fn clock_skew_allowance_on_valid_after() {
+    let chain = Chain::start().await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let requirements = chain.requirements(anvil::fresh_key().address(), PRICE);
+    let scheme = |skew: u64| {
+        let rpc = chain.rpc_url.clone();
+        let signer = chain.dev_key(9);
+        async move {
+            let exact = ExactEvmFacilitatorScheme::connect_http(&rpc, signer).await.expect("scheme");
+            exact.with_clock(|| evm::system_unix_time() - 3).with_clock_skew(std::time::Duration::from_secs(skew))
+        }
+    };
+    // The client backdates validAfter by 600 s: signing "599 s from now" makes it now − 1.
+    let now = evm::system_unix_time();
+    let p = payment_with(ExactEvmClientScheme::new(key.clone()).with_clock(move || now + 599), &requirements);
+
+    let strict = X402Facilitator::new().register(["eip155:196"], scheme(0).await);
+    let v = strict.verify(&p, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::VALID_AFTER), "{v:?}");
+
+    let lenient = X402Facilitator::new().register(["eip155:196"], scheme(5).await);
+    assert!(lenient.verify(&p, &requirements).await.expect("verify").is_valid);
+    let s = lenient.settle(&p, &requirements).await.expect("settle");
+    assert!(s.success, "{s:?}");
+
+    // Early shape checks of the same scheme.
+    let mut no_domain = requirements.clone();
+    no_domain.extra.remove("version");
+    let v = lenient.verify(&p, &no_domain).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::MISSING_EIP712_DOMAIN));
+    let mut no_authorization = p.clone();
+    no_authorization.payload.remove("authorization");
+    let v = lenient.verify(&no_authorization, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::INVALID_PAYLOAD));
+    let mut elsewhere = p.clone();
+    elsewhere.accepted.network = "eip155:1".into();
+    let v = lenient.verify(&elsewhere, &requirements).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::NETWORK_MISMATCH));
+}
