@@ -23,6 +23,7 @@ use peers::{Recording, eq_addr, start_example};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The merchant of the in-test server (Anvil test account 2).
 const PAY_TO: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
@@ -354,7 +355,7 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
     let logs = || format!("--- FastAPI seller\n{}\n--- facilitator\n{}", seller.log(), facilitator.log());
 
     // Its challenge, as pay402 decodes it.
-    let unpaid = reqwest::get(&url).await.expect("request");
+    let unpaid = peers::http().get(&url).send().await.expect("request");
     assert_eq!(unpaid.status(), 402, "{}", logs());
     let header = unpaid.headers()["payment-required"].to_str().expect("ascii").to_owned();
     let AnyPaymentRequired::V2(required) = decode_payment_required_header(&header).expect("decodes") else {
@@ -376,7 +377,7 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
         .max_per_request(asset.clone(), Amount::atomic(2500u64))
         .build()
         .expect("autopay");
-    let paid = autopay.client(reqwest::Client::new()).get(&url).send().await.expect("paid request");
+    let paid = autopay.client(peers::http()).get(&url).send().await.expect("paid request");
     assert_eq!(paid.status(), 200, "{}", logs());
     let outcome = paid.extensions().get::<PaymentOutcome>().cloned().expect("payment outcome");
     let settled = decode_payment_response_header(paid.headers()["payment-response"].to_str().expect("ascii"))
@@ -399,4 +400,72 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
     assert!(receipt.status());
     assert_eq!(chain.balance(buyer.address()).await, U256::from(7_500u64));
     assert_eq!(chain.balance(pay_to.parse().expect("address")).await, U256::from(2_500u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay402_session_server_and_python_share_live_channel_files() {
+    use pay402::axum::{MppLayer, Receipt};
+    use pay402::evm::PrivateKeySigner;
+    use pay402::mpp::{EmbeddedSa, EvmMethod, Mpp, PaySpec, SessionClient, SessionIntent, parse_www_authenticate};
+
+    let dir = TempDir::new("fs-session");
+    let store = Arc::new(store(&dir));
+    let payee: PrivateKeySigner =
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d".parse().expect("key");
+    let sa = EmbeddedSa::new().with_faucet(U256::from(1_000_000_000u64));
+    let intent = SessionIntent::new(sa, PAYEE).signer(Arc::new(payee)).store(store.clone());
+    let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "interop.test", "interop-secret")
+        .expect("mpp")
+        .route("GET /metered", PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() })
+        .expect("route");
+    let app = axum::Router::new()
+        .route(
+            "/metered",
+            axum::routing::get(|r: Receipt| async move { axum::Json(json!({ "channel": r.reference })) }),
+        )
+        .layer(MppLayer::new(mpp));
+    let running = support::serve_axum(app).await;
+    let url = format!("{}/metered", running.base);
+    let http = peers::http();
+
+    // A buyer opens a channel on the pay402 server and pays two requests with vouchers.
+    let first = http.get(&url).send().await.expect("request");
+    assert_eq!(first.status(), 402);
+    let www = first.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+    let challenge = parse_www_authenticate(&[&www]).expect("challenge").remove(0);
+    let buyer: PrivateKeySigner = PY_BUYER_KEY.parse().expect("key");
+    let client = SessionClient::new(buyer);
+    let (channel, open) = client.open_header(&challenge, U256::from(1_000_000u64)).expect("open");
+    let paid = |auth: String| {
+        let req = http.get(&url).header("authorization", auth);
+        async move {
+            let resp = req.send().await.expect("request");
+            assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+        }
+    };
+    paid(open).await;
+    for _ in 0..2 {
+        paid(client.next_voucher(&challenge, &channel, U256::from(1000u64)).expect("voucher")).await;
+    }
+
+    // Python's mpp_evm reads the live channel file as pay402 left it.
+    let seen = peers::python("filestore_peer.py", &[dir.path(), "read", &channel]).await.json();
+    let ours = store.get(&channel).await.expect("get").expect("channel").value;
+    assert_eq!(seen, as_python_sees_it(&ours));
+    assert_eq!((seen["deposit"].as_str(), seen["highest_voucher_amount"].as_str()), (Some("1000000"), Some("2000")));
+    assert_eq!((seen["spent"].as_str(), seen["units"].as_u64()), (Some("2000"), Some(2)), "{seen}");
+    assert!(eq_addr(&seen["payer"], PY_BUYER), "{seen}");
+    assert!(seen["highest_voucher_signature"].as_str().is_some_and(|s| s.len() == 132), "{seen}");
+
+    // The buyer's next voucher leaves 500 in the channel (3500 vouched, 3000 spent); a Python
+    // worker serving the same channel charges it (mpp_evm's deduct_from_channel) …
+    paid(client.next_voucher(&challenge, &channel, U256::from(1500u64)).expect("voucher")).await;
+    let python = peers::python("filestore_peer.py", &[dir.path(), "deduct", &channel, "500"]).await.json();
+    assert_eq!((python["spent"].as_str(), python["units"].as_u64()), (Some("3500"), Some(4)), "{python}");
+    assert_eq!(python["available"], "0", "{python}");
+    // … and the pay402 server's next charge builds on Python's write instead of overwriting it.
+    paid(client.next_voucher(&challenge, &channel, U256::from(1000u64)).expect("voucher")).await;
+    let seen = peers::python("filestore_peer.py", &[dir.path(), "read", &channel]).await.json();
+    assert_eq!(seen["highest_voucher_amount"], "4500", "{seen}");
+    assert_eq!((seen["spent"].as_str(), seen["units"].as_u64()), (Some("4500"), Some(5)), "{seen}");
 }

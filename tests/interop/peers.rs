@@ -80,6 +80,14 @@ pub(crate) fn node_and_modules() -> (PathBuf, PathBuf) {
 /// How long a peer process may run before the test fails.
 pub(crate) const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a server process may take to print its `listening on` line.
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An HTTP client for talking to peers, with a bounded wait per request.
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(PEER_TIMEOUT).build().expect("HTTP client")
+}
+
 /// The output of a finished peer process.
 pub(crate) struct PeerOutput {
     pub(crate) success: bool,
@@ -227,8 +235,19 @@ pub(crate) fn start_announced(mut cmd: Command, what: &str) -> (Process, String)
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
     let process = Process { child, log };
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("first line");
+    // Read the first line on a thread (bounded wait), then keep draining stdout so the server
+    // never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let line = rx.recv_timeout(STARTUP_TIMEOUT).unwrap_or_else(|_| {
+        panic!("{what} did not announce itself within {STARTUP_TIMEOUT:?}\n--- stderr\n{}", process.log())
+    });
     let Some(url) = line.trim_end().strip_prefix("listening on ") else {
         panic!("{what} printed {line:?} instead of `listening on <URL>`\n--- stderr\n{}", process.log())
     };
