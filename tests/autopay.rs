@@ -116,7 +116,7 @@ async fn start() -> Fixture {
         .and_then(|m| m.route("GET /charge-pricey", PaySpec::charge("0.05")))
         .and_then(|m| m.route("GET /session", session.clone()))
         // Challenges too short-lived to be used ahead: every request is challenged first.
-        .and_then(|m| m.route("GET /session-short", session.expires_in(Duration::from_secs(2))))
+        .and_then(|m| m.route("GET /session-short", session.expires_in(Duration::from_secs(4))))
         .expect("mpp routes");
 
     let calls: HashMap<&'static str, Arc<AtomicUsize>> = PATHS.iter().map(|p| (*p, Arc::default())).collect();

@@ -929,3 +929,76 @@ impl Middleware for AutoPayMiddleware {
         self.run(req, extensions, next).instrument(span).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mpp::encoding::b64url_encode;
+    use serde_json::json;
+
+    const CHANNEL: &str = "0x7b78d732ee7330a986edd91299622d8d10be37ef355bb1df0008e52126182d3d";
+
+    fn response(status: u16, body: &str) -> Response {
+        let resp = http::Response::builder().status(status).body(body.to_owned()).expect("response");
+        Response::from(resp)
+    }
+
+    fn management(channel: &str) -> String {
+        let settlement = b64url_encode(json!({"channelId": channel, "status": "open"}).to_string());
+        json!({"status": "ok", "receipt": {"id": "c", "status": "success", "settlement": settlement}}).to_string()
+    }
+
+    #[tokio::test]
+    async fn management_answers_are_checked() {
+        assert_eq!(check_management(response(200, &management(CHANNEL)), "open", CHANNEL).await, Ok(()));
+        let upper = CHANNEL.to_ascii_uppercase().replacen("0X", "0x", 1);
+        assert_eq!(check_management(response(200, &management(&upper)), "open", CHANNEL).await, Ok(()));
+        let refused = |status: u16, body: &str| {
+            let resp = response(status, body);
+            async move { check_management(resp, "open", CHANNEL).await.expect_err("refused") }
+        };
+        let other = format!("0x{}", "11".repeat(32));
+        for (status, body, want) in [
+            (402, r#"{"detail":"insufficient funds"}"#.to_owned(), "insufficient funds"),
+            (500, "oops".to_owned(), "Internal Server Error"),
+            (200, "not json".to_owned(), "not JSON"),
+            (200, r#"{"status":"error"}"#.to_owned(), "not \"ok\""),
+            (200, r#"{"status":"ok","receipt":{}}"#.to_owned(), "names no channel"),
+            (200, management(&other), "not 0x7b78"),
+        ] {
+            let AutoPayError::SessionRefused { action, status: got, reason } = refused(status, &body).await else {
+                panic!("{body}")
+            };
+            assert_eq!((action, got), ("open", status));
+            assert!(reason.contains(want), "{reason} should contain {want}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refusal_reasons_are_bounded_and_readable() {
+        assert_eq!(body_reason(response(402, r#"{"type":"t","detail":"d"}"#)).await, "d");
+        assert_eq!(body_reason(response(402, r#"{"errorReason":"insufficient_funds"}"#)).await, "insufficient_funds");
+        assert_eq!(body_reason(response(410, "gone")).await, "Gone");
+        let huge = "x".repeat(10 * MAX_REFUSAL_BODY_BYTES);
+        assert_eq!(body_prefix(response(402, &huge)).await.len(), MAX_REFUSAL_BODY_BYTES);
+    }
+
+    #[test]
+    fn channel_keys_ignore_address_case_but_not_realm() {
+        let challenge = |recipient: &str, realm: &str| {
+            let request = json!({
+                "amount": "1000",
+                "currency": "0x779ded0c9e1022225f8e0630b35a9b54be713736",
+                "recipient": recipient,
+                "methodDetails": {"chainId": 196, "escrowContract": "0x5E550002e64FaF79B41D89fE8439eEb1be66CE3b"},
+            });
+            let Value::Object(request) = request else { unreachable!() };
+            let c = crate::mpp::Challenge::new("s", realm, "evm", "session", request, None, None, None, None);
+            parse_www_authenticate(&[&c.to_www_authenticate().expect("header")]).expect("parse").remove(0)
+        };
+        let a = key_of(&challenge("0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "r"));
+        assert_eq!(a, key_of(&challenge("0x70997970c51812dc3a010c7d01b50e0d17dc79c8", "r")));
+        assert_ne!(a, key_of(&challenge("0x70997970c51812dc3a010c7d01b50e0d17dc79c8", "other")));
+        assert_eq!((a.chain_id, a.escrow.as_str()), (196, "0x5e550002e64faf79b41d89fe8439eeb1be66ce3b"));
+    }
+}
