@@ -391,7 +391,7 @@ async fn store_cas_conflicts_are_counted_and_traced() {
     let state = ChannelState { deposit: 1000, ..ChannelState::default() };
     assert!(store.put_if_absent("0xchannel", &state).await.unwrap());
     store.conflict_next.store(true, Ordering::SeqCst);
-    let outcome = (&store)
+    let outcome = store
         .update("0xchannel", |s| -> Result<_, ()> { Ok(Some(ChannelState { spent: s.spent + 1, ..s.clone() })) })
         .await
         .unwrap();
