@@ -12,8 +12,8 @@
 //! Python SDK's HTTP facilitator client send. A rejected payment is a normal `200` answer
 //! (`isValid: false` / `success: false` with the reason); errors are JSON
 //! `{"error": "<code>", "message": "<text>"}` with status 400 (bad body), 413 (body larger than
-//! [`MAX_BODY_BYTES`]), 415 (not JSON), 404 (unknown transaction), 502/504 (the chain could not
-//! be asked) or 500.
+//! [`MAX_BODY_BYTES`]), 415 (a `Content-Type` other than JSON), 404 (unknown transaction),
+//! 502/504 (the chain could not be asked) or 500.
 
 use crate::x402::facilitator::{FacilitatorClient, FacilitatorError};
 use crate::x402::types::{PaymentPayload, PaymentRequirements, X402_VERSION};
@@ -131,17 +131,19 @@ impl From<BytesRejection> for ServerError {
     }
 }
 
-/// Parses a JSON body: `Content-Type` must be `application/json` (parameters allowed).
+/// Parses a JSON body. A `Content-Type`, when present, must be `application/json` (parameters
+/// allowed); a missing one is read as JSON, as other x402 facilitators do.
 fn parse_body<T: for<'de> Deserialize<'de>>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ServerError> {
     let body = body?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    let is_json = headers.get(header::CONTENT_TYPE).is_none_or(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+    });
     if !is_json {
         return Err(ServerError::NotJson);
     }
@@ -278,6 +280,12 @@ mod tests {
     #[tokio::test]
     async fn serves_any_facilitator_client() {
         let base = serve(crate::x402::EmbeddedFacilitator::new()).await;
+        // No Content-Type: read as JSON; another type: 415.
+        let http = reqwest::Client::new();
+        let bare = http.post(format!("{base}/verify")).body(BODY).send().await.unwrap();
+        assert_eq!(bare.status().as_u16(), 200);
+        let text = http.post(format!("{base}/verify")).header("content-type", "text/plain").body(BODY).send();
+        assert_eq!(text.await.unwrap().status().as_u16(), 415);
         let (status, body) = call(&base, "POST", "/verify").await;
         assert_eq!((status, body["isValid"].as_bool()), (200, Some(false)), "{body}");
         let (status, body) = call(&base, "POST", "/settle").await;
