@@ -68,6 +68,11 @@ pub mod guides {
     pub mod observability {}
 }
 
+/// The README's code blocks, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[doc(hidden)]
 pub mod __private {
     //! Paths named by macro expansions. Not public API.
