@@ -18,7 +18,7 @@ use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer, X402Payment};
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{ExactEvmScheme, X_LAYER_USDT0};
-use peers::{Recording, eq_addr, start_example};
+use peers::{OnChain, Recording, eq_addr, start_example};
 use serde_json::json;
 
 /// The merchant of the in-test server (Anvil test account 5).
@@ -138,4 +138,38 @@ async fn official_node_x402_client_pays_the_actix_x402_example() {
     assert_eq!(settled["success"], true, "{out}");
     assert!(eq_addr(&settled["payer"], NODE_BUYER), "{out}");
     assert!(settled["transaction"].as_str().is_some_and(|t| t.starts_with("0x") && t.len() == 66), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_node_x402_client_pays_a_pay402_actix_server_settled_on_chain() {
+    use support::anvil;
+    let on_chain = OnChain::start().await;
+    let buyer = anvil::fresh_key();
+    on_chain.chain.mint(buyer.address(), U256::from(10_000u64)).await;
+    let pay_to = anvil::fresh_key().address();
+    let x402 = X402HttpServer::new(on_chain.resource_server())
+        .route("GET /quote", RouteConfig::new(on_chain.option(4200, &pay_to.to_checksum(None))))
+        .expect("route");
+    let running = support::serve_actix(move || {
+        actix_web::App::new().wrap(pay402::actix::X402Middleware::new(x402.clone())).route(
+            "/quote",
+            actix_web::web::get().to(|p: X402Payment| async move {
+                actix_web::HttpResponse::Ok().json(json!({ "paid_by": p.payer() }))
+            }),
+        )
+    });
+
+    let key = alloy::hex::encode_prefixed(buyer.to_bytes());
+    let allow = format!("allow:eip155:196:{}:4200", on_chain.token());
+    let out = peers::node("x402_fetch_pay.cjs", &[&format!("{}/quote", running.base), &key, &allow]).await.json();
+    assert_eq!(out["status"], 200, "{out}\n--- facilitator\n{}", on_chain.log());
+    let settled = &out["paymentResponse"];
+    assert_eq!(settled["success"], true, "{out}");
+    assert!(eq_addr(&settled["payer"], &buyer.address().to_string()), "{out}");
+    on_chain.assert_mined_ok(settled["transaction"].as_str().expect("transaction")).await;
+    let nonce: alloy::primitives::B256 =
+        out["paymentPayload"]["payload"]["authorization"]["nonce"].as_str().expect("nonce").parse().expect("bytes32");
+    assert!(on_chain.chain.nonce_used(buyer.address(), nonce).await);
+    assert_eq!(on_chain.chain.balance(buyer.address()).await, U256::from(5_800u64));
+    assert_eq!(on_chain.chain.balance(pay_to).await, U256::from(4_200u64));
 }

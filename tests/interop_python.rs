@@ -19,7 +19,7 @@ use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer, X402Payment};
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{ExactEvmScheme, X_LAYER_USDT0};
-use peers::{Recording, eq_addr, start_example};
+use peers::{OnChain, Recording, eq_addr, start_example};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -105,6 +105,39 @@ async fn okx_python_x402_client_pays_the_axum_x402_example() {
     assert_eq!(settled["success"], true, "{out}");
     assert!(eq_addr(&settled["payer"], PY_BUYER), "{out}");
     assert!(settled["transaction"].as_str().is_some_and(|t| t.starts_with("0x") && t.len() == 66), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okx_python_x402_client_pays_a_pay402_axum_server_settled_on_chain() {
+    use support::anvil;
+    let on_chain = OnChain::start().await;
+    let buyer = anvil::fresh_key();
+    on_chain.chain.mint(buyer.address(), U256::from(10_000u64)).await;
+    let pay_to = anvil::fresh_key().address();
+    let x402 = X402HttpServer::new(on_chain.resource_server())
+        .route("GET /report", RouteConfig::new(on_chain.option(2500, &pay_to.to_checksum(None))))
+        .expect("route");
+    let app = axum::Router::new()
+        .route(
+            "/report",
+            axum::routing::get(|p: X402Payment| async move { axum::Json(json!({ "paid_by": p.payer() })) }),
+        )
+        .layer(pay402::axum::X402Layer::new(x402));
+    let running = support::serve_axum(app).await;
+
+    let key = alloy::hex::encode_prefixed(buyer.to_bytes());
+    let out = peers::python("x402_pay.py", &[&format!("{}/report", running.base), &key]).await.json();
+    assert_eq!(out["status"], 200, "{out}\n--- facilitator\n{}", on_chain.log());
+    assert_eq!(out["paymentRequired"]["accepts"][0]["asset"], on_chain.token().as_str(), "{out}");
+    let settled = &out["paymentResponse"];
+    assert_eq!(settled["success"], true, "{out}");
+    assert!(eq_addr(&settled["payer"], &buyer.address().to_string()), "{out}");
+    on_chain.assert_mined_ok(settled["transaction"].as_str().expect("transaction")).await;
+    let nonce: alloy::primitives::B256 =
+        out["paymentPayload"]["payload"]["authorization"]["nonce"].as_str().expect("nonce").parse().expect("bytes32");
+    assert!(on_chain.chain.nonce_used(buyer.address(), nonce).await);
+    assert_eq!(on_chain.chain.balance(buyer.address()).await, U256::from(7_500u64));
+    assert_eq!(on_chain.chain.balance(pay_to).await, U256::from(2_500u64));
 }
 
 // ---- FileStore ----
@@ -329,22 +362,20 @@ async fn interleaved_python_and_pay402_writes_lose_nothing() {
 async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_pay402_autopay() {
     use pay402::autopay::{Amount, AssetId, AutoPay, PaymentDetail, PaymentOutcome, Protocol};
     use pay402::x402::{AnyPaymentRequired, decode_payment_required_header, decode_payment_response_header};
-    use support::anvil::{self, Chain, TOKEN_NAME, TOKEN_VERSION};
+    use support::anvil::{self, TOKEN_NAME, TOKEN_VERSION};
 
     // A real chain with a real EIP-3009 token, and pay402's HTTP facilitator example on it.
-    let chain = Chain::start().await;
-    let gas_key = alloy::hex::encode_prefixed(chain.dev_key(7).to_bytes());
-    let (facilitator, facilitator_url) =
-        start_example("facilitator", &[("PAY402_RPC_URL", &chain.rpc_url), ("PAY402_FACILITATOR_KEY", &gas_key)]);
+    let on_chain = OnChain::start().await;
+    let chain = &on_chain.chain;
     let buyer = anvil::fresh_key();
     chain.mint(buyer.address(), U256::from(10_000u64)).await;
     let pay_to = anvil::fresh_key().address().to_checksum(None);
-    let token = chain.token.to_checksum(None);
+    let token = on_chain.token();
 
     // OKX's FastAPI middleware selling GET /weather for 2500 atomic units, settling through it.
     let mut cmd = std::process::Command::new(peers::venv_python());
     cmd.arg(peers::script("python", "fastapi_seller.py")).args([
-        facilitator_url.as_str(),
+        on_chain.facilitator_url.as_str(),
         &pay_to,
         &token,
         "2500",
@@ -352,7 +383,7 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
         TOKEN_VERSION,
     ]);
     let (seller, url) = peers::start_announced(cmd, "fastapi_seller");
-    let logs = || format!("--- FastAPI seller\n{}\n--- facilitator\n{}", seller.log(), facilitator.log());
+    let logs = || format!("--- FastAPI seller\n{}\n--- facilitator\n{}", seller.log(), on_chain.log());
 
     // Its challenge, as pay402 decodes it.
     let unpaid = peers::http().get(&url).send().await.expect("request");
@@ -392,12 +423,7 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
     assert_eq!(autopay.spent(&asset), U256::from(2500u64));
 
     // Settled on chain by pay402's facilitator: the transaction succeeded and the money moved.
-    let tx: alloy::primitives::B256 = settled.transaction.parse().expect("tx hash");
-    let receipt = alloy::providers::Provider::get_transaction_receipt(&chain.provider, tx)
-        .await
-        .expect("eth_getTransactionReceipt")
-        .expect("mined");
-    assert!(receipt.status());
+    on_chain.assert_mined_ok(&settled.transaction).await;
     assert_eq!(chain.balance(buyer.address()).await, U256::from(7_500u64));
     assert_eq!(chain.balance(pay_to.parse().expect("address")).await, U256::from(2_500u64));
 }

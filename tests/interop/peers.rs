@@ -268,3 +268,68 @@ pub(crate) fn start_example(name: &str, env: &[(&str, &str)]) -> (Process, Strin
         .envs(env.iter().copied());
     start_announced(cmd, name)
 }
+
+/// A real chain for settling: anvil with a real EIP-3009 token (tests/support/anvil.rs) and
+/// pay402's HTTP facilitator example (`examples/facilitator.rs`) settling on it.
+pub(crate) struct OnChain {
+    /// The facilitator process (killed on drop, before the chain).
+    pub(crate) facilitator: Process,
+    /// The facilitator's base URL.
+    pub(crate) facilitator_url: String,
+    /// The chain.
+    pub(crate) chain: crate::support::anvil::Chain,
+}
+
+impl OnChain {
+    /// Starts anvil, deploys the token and starts the facilitator with dev account 7 paying gas.
+    pub(crate) async fn start() -> Self {
+        let chain = crate::support::anvil::Chain::start().await;
+        let gas_key = alloy::hex::encode_prefixed(chain.dev_key(7).to_bytes());
+        let (facilitator, facilitator_url) =
+            start_example("facilitator", &[("PAY402_RPC_URL", &chain.rpc_url), ("PAY402_FACILITATOR_KEY", &gas_key)]);
+        Self { facilitator, facilitator_url, chain }
+    }
+
+    /// The token's address, checksummed.
+    pub(crate) fn token(&self) -> String {
+        self.chain.token.to_checksum(None)
+    }
+
+    /// A seller option: `amount` atomic units of the token (with its EIP-712 name and version),
+    /// `exact` on eip155:196, paid to `pay_to`.
+    pub(crate) fn option(&self, amount: u64, pay_to: &str) -> pay402::x402::http::PaymentOption {
+        let mut extra = serde_json::Map::new();
+        extra.insert("name".into(), crate::support::anvil::TOKEN_NAME.into());
+        extra.insert("version".into(), crate::support::anvil::TOKEN_VERSION.into());
+        let price = pay402::x402::AssetAmount { amount: amount.to_string(), asset: self.token(), extra };
+        pay402::x402::http::PaymentOption::new("exact", price, "eip155:196", pay_to)
+    }
+
+    /// A pay402 resource server verifying and settling through the facilitator over HTTP.
+    pub(crate) fn resource_server(&self) -> pay402::x402::server::X402ResourceServer {
+        use pay402::x402::{HttpFacilitatorClient, HttpFacilitatorConfig};
+        let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&self.facilitator_url)).expect("client");
+        pay402::x402::server::X402ResourceServer::new(client)
+            .register("eip155:196", pay402::x402::ExactEvmScheme::new())
+    }
+
+    /// Asserts `tx` is a successful transaction on the chain.
+    pub(crate) async fn assert_mined_ok(&self, tx: &str) {
+        use alloy::providers::Provider;
+        let hash: alloy::primitives::B256 = tx.parse().unwrap_or_else(|e| panic!("tx hash {tx:?}: {e}"));
+        let receipt = self
+            .chain
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .expect("eth_getTransactionReceipt")
+            .unwrap_or_else(|| panic!("{tx} is not mined"));
+        assert!(receipt.status(), "{tx} reverted");
+        assert_eq!(receipt.to, Some(self.chain.token), "{tx} is not a call of the token");
+    }
+
+    /// The facilitator's stderr.
+    pub(crate) fn log(&self) -> String {
+        self.facilitator.log()
+    }
+}
