@@ -1,9 +1,10 @@
 //! The x402 browser paywall in a real browser: headless Chromium (Debian `chromium`, installed
-//! by `scripts/deps/50-chromium.sh`) loads the 402 page of the `axum_x402` example server (the
-//! default page) and of a route with `custom_paywall_html`, with every host name except
-//! 127.0.0.1 unresolvable (so the page cannot depend on a CDN). The test checks the rendered
-//! DOM for the price, asset, network, payee and resource and for accessible structure, and
-//! saves a screenshot of each page under `target/test-output/paywall/`.
+//! by `scripts/deps/50-chromium.sh`) loads the 402 page of the `axum_x402` and `actix_x402`
+//! example servers (the default page) and of a route with `custom_paywall_html`, with every
+//! host name except 127.0.0.1 unresolvable (so the page cannot depend on a CDN). The test
+//! checks the rendered DOM for the price, asset, network, payee and resource and for
+//! accessible structure, and saves a screenshot of each page under
+//! `target/test-output/paywall/`.
 
 mod support;
 
@@ -165,29 +166,32 @@ fn assert_accessible_and_self_contained(dom: &str) {
 
 #[tokio::test]
 async fn the_default_paywall_renders_in_chromium() {
-    let (_server, url) = start_example("axum_x402");
-    let (dom, png) = render(&url, "default").await;
-    assert_accessible_and_self_contained(&dom);
-    assert!(dom.contains("id=\"x402-paywall\"") && dom.contains("data-requirements="), "{dom}");
-    let text = text_of(&dom);
-    for fact in [
-        "Payment Required",
-        "Access to A stock quote requires this payment.",
-        &format!("Resource: {url}"),
-        "Price 0.001 USD₮0",
-        &format!("Asset USD₮0 {X_LAYER_USDT0}"),
-        "Network X Layer (eip155:196)",
-        &format!("Pay to {DEMO_PAY_TO}"),
-        "Scheme exact",
-        "PAYMENT-SIGNATURE",
-    ] {
-        assert!(text.contains(fact), "the rendered page lacks {fact:?}:\n{text}");
+    // The `#[x402]` examples on both frameworks serve the same page.
+    for (example, shot) in [("axum_x402", "default-axum"), ("actix_x402", "default-actix")] {
+        let (_server, url) = start_example(example);
+        let (dom, png) = render(&url, shot).await;
+        assert_accessible_and_self_contained(&dom);
+        assert!(dom.contains("id=\"x402-paywall\"") && dom.contains("data-requirements="), "{example}: {dom}");
+        let text = text_of(&dom);
+        for fact in [
+            "Payment Required",
+            "Access to A stock quote requires this payment.",
+            &format!("Resource: {url}"),
+            "Price 0.001 USD₮0",
+            &format!("Asset USD₮0 {X_LAYER_USDT0}"),
+            "Network X Layer (eip155:196)",
+            &format!("Pay to {DEMO_PAY_TO}"),
+            "Scheme exact",
+            "PAYMENT-SIGNATURE",
+        ] {
+            assert!(text.contains(fact), "{example}: the rendered page lacks {fact:?}:\n{text}");
+        }
+        // Every fact is labelled: one dt per dd in the option's description list.
+        assert_eq!(dom.matches("<dt>").count(), 5, "{example}");
+        assert_eq!(dom.matches("<dd").count(), 5, "{example}");
+        assert!(dom.contains("<section class=\"option\" aria-labelledby=\"opt0\"><h2 id=\"opt0\">"));
+        println!("screenshot: {}", png.display());
     }
-    // Every fact is labelled: one dt per dd in the option's description list.
-    assert_eq!(dom.matches("<dt>").count(), 5);
-    assert_eq!(dom.matches("<dd").count(), 5);
-    assert!(dom.contains("<section class=\"option\" aria-labelledby=\"opt0\"><h2 id=\"opt0\">"));
-    println!("screenshot: {}", png.display());
 }
 
 #[tokio::test]
