@@ -573,3 +573,98 @@ async fn a_refused_payment_releases_its_reservation() {
     assert_eq!((autopay.spent(&usdt0()), autopay.reserved(&usdt0())), (U256::ZERO, U256::ZERO));
     assert_eq!(autopay.remaining(&usdt0()), Some(u(1_000_000)));
 }
+
+/// A legacy x402 v1 seller: the challenge is the 402's JSON body, the payment comes in
+/// `X-PAYMENT`, the result goes out in `X-PAYMENT-RESPONSE`. It checks the EIP-3009 signature
+/// itself (recovers the payer) and counts the requests it serves.
+async fn v1_seller(State(served): State<Arc<AtomicUsize>>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use pay402::evm::{
+        Eip3009Payload, eip3009_domain, parse_address, recover_authorizer, transfer_authorization_digest,
+    };
+    use pay402::x402::{
+        AnyPaymentPayload, PaymentRequiredV1, PaymentRequirementsV1, SettleResponse, decode_payment_signature_header,
+        encode_payment_response_header,
+    };
+    let extra = serde_json::json!({"name": "USD\u{20ae}0", "version": "1"});
+    let requirements = PaymentRequirementsV1 {
+        scheme: "exact".into(),
+        network: "eip155:196".into(),
+        max_amount_required: "1000".into(),
+        resource: "http://127.0.0.1/v1".into(),
+        description: Some("a v1 resource".into()),
+        mime_type: None,
+        pay_to: PAYEE.into(),
+        max_timeout_seconds: 60,
+        asset: X_LAYER_USDT0.into(),
+        output_schema: None,
+        extra: extra.as_object().cloned(),
+    };
+    let challenge = |error: &str| {
+        let body =
+            PaymentRequiredV1 { x402_version: 1, error: Some(error.into()), accepts: vec![requirements.clone()] };
+        (axum::http::StatusCode::PAYMENT_REQUIRED, axum::Json(body)).into_response()
+    };
+    let Some(header) = headers.get("x-payment").and_then(|v| v.to_str().ok()) else {
+        return challenge("X-PAYMENT header is required");
+    };
+    let Ok(AnyPaymentPayload::V1(payment)) = decode_payment_signature_header(header) else {
+        return challenge("not a v1 payment");
+    };
+    let payload = Eip3009Payload::from_json_object(&payment.payload).expect("EIP-3009 payload");
+    let message = payload.authorization.to_message().expect("authorization");
+    let domain = eip3009_domain("USD\u{20ae}0", "1", 196, parse_address(X_LAYER_USDT0).expect("asset"));
+    let signer = recover_authorizer(&transfer_authorization_digest(&domain, &message), &payload.signature);
+    if signer.ok() != parse_address(PAYER).ok()
+        || message.value != u(PRICE)
+        || Some(message.to) != parse_address(PAYEE).ok()
+        || (payment.scheme.as_str(), payment.network.as_str()) != ("exact", "eip155:196")
+    {
+        return challenge("invalid payment");
+    }
+    served.fetch_add(1, Ordering::SeqCst);
+    let settled = SettleResponse {
+        success: true,
+        error_reason: None,
+        error_message: None,
+        status: None,
+        payer: Some(PAYER.into()),
+        transaction: "0xv1".into(),
+        network: "eip155:196".into(),
+    };
+    let header = encode_payment_response_header(&settled).expect("encode");
+    ([("x-payment-response", header)], axum::Json(serde_json::json!({"data": "v1"}))).into_response()
+}
+
+#[tokio::test]
+async fn pays_an_x402_v1_challenge_carried_in_the_body() {
+    let served = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route("/v1", axum::routing::get(v1_seller))
+        .route(
+            "/other-402",
+            axum::routing::get(|| async {
+                (axum::http::StatusCode::PAYMENT_REQUIRED, axum::Json(serde_json::json!({"error": "pay elsewhere"})))
+            }),
+        )
+        .with_state(Arc::clone(&served));
+    let server = support::serve_axum(app).await;
+    let autopay = buyer(&ALL);
+    let http = autopay.client(reqwest::Client::new());
+
+    let resp = http.get(format!("{}/v1", server.base)).send().await.expect("paid");
+    assert_eq!(resp.status(), 200);
+    let paid = outcome(&resp);
+    let PaymentDetail::X402 { requirements, settlement } = &paid.detail else { panic!("{paid:?}") };
+    assert_eq!((paid.protocol, paid.amount, requirements.amount.as_str()), (Protocol::X402, u(PRICE), "1000"));
+    assert_eq!(settlement.as_ref().map(|s| s.transaction.as_str()), Some("0xv1"), "X-PAYMENT-RESPONSE decoded");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    assert_eq!(autopay.spent(&usdt0()), u(PRICE));
+
+    // A 402 whose body is JSON but no x402 challenge is handed back intact.
+    let resp = http.get(format!("{}/other-402", server.base)).send().await.expect("passed through");
+    assert_eq!(resp.status(), 402);
+    assert!(resp.extensions().get::<PaymentOutcome>().is_none());
+    assert_eq!(resp.json::<serde_json::Value>().await.expect("json")["error"], "pay elsewhere");
+    assert_eq!(autopay.spent(&usdt0()), u(PRICE));
+}

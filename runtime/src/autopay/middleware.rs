@@ -11,8 +11,8 @@ use crate::mpp::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
 use crate::mpp::session_client::{SESSION_INTENT, SessionClient};
 use crate::x402::client::{ExactEvmClientScheme, X402Client};
 use crate::x402::headers::{
-    PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, X_PAYMENT_RESPONSE_HEADER, decode_payment_required_header,
-    decode_payment_response_header,
+    MAX_HEADER_BYTES, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, X_PAYMENT_RESPONSE_HEADER,
+    decode_payment_required_header, decode_payment_response_header,
 };
 use crate::x402::networks::NetworkRegistry;
 use crate::x402::types::{AnyPaymentRequired, PaymentRequired, PaymentRequiredV1, PaymentRequirements, SettleResponse};
@@ -428,7 +428,23 @@ impl AutoPayMiddleware {
         if resp.status() != StatusCode::PAYMENT_REQUIRED {
             return Ok(resp);
         }
-        let offers = self.offers(resp.headers());
+        let mut offers = self.offers(resp.headers());
+        let resp = if offers.offered.is_empty() && small_json_body(&resp) {
+            // No challenge in the headers: an x402 challenge may be the JSON body (v1).
+            let (status, version, headers) = (resp.status(), resp.version(), resp.headers().clone());
+            let body = resp.bytes().await?;
+            if let Some(required) = x402_body(&body) {
+                self.x402_offers(&required, &mut offers.payable, &mut offers.offered);
+                offers.payable.sort_by_key(|o| self.rank(o.protocol));
+            }
+            let mut rebuilt = http::Response::new(body);
+            *rebuilt.status_mut() = status;
+            *rebuilt.version_mut() = version;
+            *rebuilt.headers_mut() = headers;
+            Response::from(rebuilt)
+        } else {
+            resp
+        };
         if offers.offered.is_empty() {
             // A 402 without payment challenges: not ours to answer.
             return Ok(resp);
@@ -820,6 +836,26 @@ fn key_of(c: &ParsedChallenge) -> ChannelKey {
         currency: text(c.request.get("currency")),
         chain_id: ChargeRequest::from_request(&c.request).map_or(0, |r| r.chain_id),
         escrow: text(details.and_then(|d| d.get("escrowContract"))),
+    }
+}
+
+/// A JSON body of known length within [`MAX_HEADER_BYTES`].
+fn small_json_body(resp: &Response) -> bool {
+    let json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+    json && resp.content_length().is_some_and(|n| usize::try_from(n).is_ok_and(|n| n <= MAX_HEADER_BYTES))
+}
+
+/// An x402 challenge carried in a 402 body (`x402Version` 1 or 2).
+fn x402_body(body: &[u8]) -> Option<AnyPaymentRequired> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    match value.get("x402Version").and_then(Value::as_u64)? {
+        1 => serde_json::from_value(value).ok().map(AnyPaymentRequired::V1),
+        2 => serde_json::from_value(value).ok().map(AnyPaymentRequired::V2),
+        _ => None,
     }
 }
 

@@ -2,7 +2,8 @@
 //! challenges (x402 and MPP) within spending caps.
 //!
 //! On a `402 Payment Required` the middleware reads every challenge the server offered —
-//! x402 (the `PAYMENT-REQUIRED` header, v2 or v1 payload; `exact` on `eip155:*`) and MPP (`WWW-Authenticate: Payment`, `evm` method,
+//! x402 (`exact` on `eip155:*`: the `PAYMENT-REQUIRED` header, else a JSON body with
+//! `x402Version` 1 or 2) and MPP (`WWW-Authenticate: Payment`, `evm` method,
 //! `charge` and `session` intents) — ranks them by the configured [`Protocol`] preference,
 //! picks the first one the caps allow, pays it and retries the request **once**. The outcome
 //! ([`PaymentOutcome`]: the decoded `PAYMENT-RESPONSE` or `Payment-Receipt`) is attached to
@@ -59,6 +60,10 @@
 //! The caps count the voucher increments (a signed voucher is money the payee can claim): the
 //! escrowed deposit is not a payment, it is bounded by the budget. [`AutoPayMiddleware::close_channels`]
 //! closes the channels (the unvouched deposit returns to the payer).
+//!
+//! A 402 with no challenge at all is returned as is (when its JSON body was inspected for an
+//! x402 challenge, the response is rebuilt from its status, headers and body, and
+//! [`url`](reqwest::Response::url) is no longer available).
 //!
 //! # Request bodies
 //!
