@@ -426,6 +426,24 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
     on_chain.assert_mined_ok(&settled.transaction).await;
     assert_eq!(chain.balance(buyer.address()).await, U256::from(7_500u64));
     assert_eq!(chain.balance(pay_to.parse().expect("address")).await, U256::from(2_500u64));
+
+    // A payment signed by pay402's x402 client, sent twice: served once; the replay is refused
+    // by pay402's facilitator (nonce used on chain) and the middleware re-challenges with that
+    // reason, charging nothing.
+    let client = pay402::x402::client::X402Client::new()
+        .register("eip155:196", pay402::x402::ExactEvmClientScheme::new(buyer.clone()));
+    let (name, value) = client.create_payment_header(&AnyPaymentRequired::V2(required)).await.expect("signs");
+    let once = peers::http().get(&url).header(name, value.clone()).send().await.expect("request");
+    assert_eq!(once.status(), 200, "{}", logs());
+    let again = peers::http().get(&url).header(name, value).send().await.expect("request");
+    assert_eq!(again.status(), 402, "{}", logs());
+    let header = again.headers()["payment-required"].to_str().expect("ascii").to_owned();
+    let AnyPaymentRequired::V2(refused) = decode_payment_required_header(&header).expect("decodes") else {
+        panic!("v2 expected")
+    };
+    assert_eq!(refused.error.as_deref(), Some("invalid_exact_evm_nonce_already_used"));
+    assert_eq!(chain.balance(buyer.address()).await, U256::from(5_000u64));
+    assert_eq!(chain.balance(pay_to.parse().expect("address")).await, U256::from(5_000u64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
