@@ -13,7 +13,8 @@
 //!
 //! Arguments: `--smoke` (tiny durations, one run: CI keeps the harness alive; figures are
 //! meaningless), `--runs N`, `--secs S`, `--connections C`, `--out FILE` (Markdown report),
-//! `--example-bin PATH` (the example server whose RSS is measured).
+//! `--example-bin PATH` (the example server whose RSS is measured), `--serve-only` (start the
+//! servers, print their URLs and wait: for profiling under `perf record -p <pid>`).
 
 use pay402::actix::X402Middleware;
 use pay402::axum::X402Layer;
@@ -166,7 +167,7 @@ fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std:
                 x402.initialize().await.expect("facilitator /supported");
                 table.initialize().await.expect("facilitator /supported");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let _ = tx.send(format!("http://{}", listener.local_addr().expect("addr")));
+                let _ = tx.send(("axum", format!("http://{}", listener.local_addr().expect("addr"))));
                 let app = axum_app::router(axum_app::State { x402, mpp }, table);
                 axum::serve(listener, app).await.expect("axum");
             });
@@ -177,7 +178,7 @@ fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std:
             x402.initialize().await.expect("facilitator /supported");
             table.initialize().await.expect("facilitator /supported");
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let _ = tx.send(format!("http://{}", listener.local_addr().expect("addr")));
+            let _ = tx.send(("actix", format!("http://{}", listener.local_addr().expect("addr"))));
             actix_web::HttpServer::new(move || {
                 let (x402, mpp, table) = (x402.clone(), mpp.clone(), table.clone());
                 actix_web::App::new().configure(move |cfg| actix_app::configure(cfg, x402, mpp, table))
@@ -190,8 +191,14 @@ fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std:
             .expect("actix");
         });
     })?;
-    let axum_url = rx.recv_timeout(Duration::from_secs(30))?;
-    let actix_url = rx.recv_timeout(Duration::from_secs(30))?;
+    // The two threads answer in either order: match by name.
+    let (mut axum_url, mut actix_url) = (String::new(), String::new());
+    for _ in 0..2 {
+        match rx.recv_timeout(Duration::from_secs(30))? {
+            ("axum", url) => axum_url = url,
+            (_, url) => actix_url = url,
+        }
+    }
     Ok((axum_url, actix_url))
 }
 
@@ -389,16 +396,19 @@ struct Args {
     connections: u32,
     out: Option<String>,
     example_bin: Option<String>,
+    serve_only: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args { smoke: false, runs: 5, secs: 5, connections: 32, out: None, example_bin: None };
+    let mut args =
+        Args { smoke: false, runs: 5, secs: 5, connections: 32, out: None, example_bin: None, serve_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
             "--facilitator" => return Ok(None),
             "--smoke" => args.smoke = true,
+            "--serve-only" => args.serve_only = true,
             "--runs" => args.runs = value("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--secs" => args.secs = value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
             "--connections" => {
@@ -440,10 +450,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (fac, fac_url) = spawn_listening(fac_cmd)?;
     let _fac = Killed(fac);
     let (axum_url, actix_url) = start_servers(&fac_url)?;
-
     let dir = std::env::temp_dir().join(format!("pay402-bench-{pid}"));
     std::fs::create_dir_all(&dir)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if args.serve_only {
+        // For profiling (`perf record -p <pid>` while wrk loads a route).
+        for (framework, base) in [("axum", &axum_url), ("actix-web", &actix_url)] {
+            let (prefix, suffix) = rt.block_on(paid_header_parts(&format!("{base}/x402")))?;
+            let script = dir.join(format!("paid-{framework}.lua"));
+            std::fs::write(&script, paid_lua(&prefix, &suffix))?;
+            println!("paid-path wrk script for {framework}: {}", script.display());
+        }
+        println!("pid {pid}: axum {axum_url}, actix-web {actix_url}, facilitator stand-in {fac_url}");
+        std::io::stdout().flush()?;
+        loop {
+            std::thread::park();
+        }
+    }
+
     let mut report = String::new();
     let mut line = |s: String| {
         println!("{s}");
@@ -458,15 +482,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if args.smoke { " (SMOKE MODE: figures are meaningless)" } else { "" }
     ));
     line(String::new());
-    line("| framework | path | req/s (median) | ratio to bare (median of runs) | server CPU µs/req (median) |".into());
-    line("|---|---|---:|---:|---:|".into());
+    line(
+        "| framework | path | req/s (median) | throughput ratio to bare (median of runs) | server CPU µs/req (median) | CPU ratio: bare µs ÷ path µs (median of runs) |"
+            .into(),
+    );
+    line("|---|---|---:|---:|---:|---:|".into());
     for (framework, base) in [("axum", &axum_url), ("actix-web", &actix_url)] {
         let (prefix, suffix) = rt.block_on(paid_header_parts(&format!("{base}/x402")))?;
         let script = dir.join(format!("paid-{framework}.lua"));
         std::fs::write(&script, paid_lua(&prefix, &suffix))?;
         let mut bare_rps = Vec::new();
         let mut bare_cpu = Vec::new();
-        let mut per: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); SCENARIOS.len()];
+        let mut per: Vec<[Vec<f64>; 4]> = vec![Default::default(); SCENARIOS.len()];
         // Warm-up (connection pools, lazily built caches).
         wrk(&format!("{base}/bare"), 1, args.connections, None)?;
         for (_, path, _) in &SCENARIOS[..4] {
@@ -488,19 +515,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 bare_rps.push(bare.rps);
                 bare_cpu.push(bare.cpu_us_per_req);
-                per[i].0.push(load.rps);
-                per[i].1.push(load.rps / bare.rps);
-                per[i].2.push(load.cpu_us_per_req);
+                per[i][0].push(load.rps);
+                per[i][1].push(load.rps / bare.rps);
+                per[i][2].push(load.cpu_us_per_req);
+                per[i][3].push(bare.cpu_us_per_req / load.cpu_us_per_req);
             }
         }
         line(format!(
-            "| {framework} | bare handler | {:.0} | 1.00 | {:.1} |",
+            "| {framework} | bare handler | {:.0} | 1.00 | {:.1} | 1.00 |",
             median(bare_rps.clone()),
             median(bare_cpu.clone())
         ));
         for (i, (_, _, what)) in SCENARIOS.iter().enumerate() {
-            let (rps, ratio, cpu) = per[i].clone();
-            line(format!("| {framework} | {what} | {:.0} | {:.3} | {:.1} |", median(rps), median(ratio), median(cpu)));
+            let [rps, ratio, cpu, cpu_ratio] = per[i].clone();
+            line(format!(
+                "| {framework} | {what} | {:.0} | {:.3} | {:.1} | {:.3} |",
+                median(rps),
+                median(ratio),
+                median(cpu),
+                median(cpu_ratio)
+            ));
         }
     }
 

@@ -11,6 +11,7 @@
 //! Arguments: `--smoke` (short, CI), `--secs S`, `--workers N`, `--out FILE`.
 
 use pay402::mpp::store::RedisChannelStore;
+use pay402::mpp::store::{StoreError, UpdateError};
 use pay402::mpp::{ChannelState, ChannelStore, FileStore, InMemoryChannelStore, UpdateOutcome};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -55,6 +56,7 @@ struct Outcome {
     deductions: u64,
     per_sec: f64,
     conflicts: u64,
+    refused: u64,
 }
 
 async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<Outcome, String> {
@@ -66,12 +68,14 @@ async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<
         return Err("channel exists".into());
     }
     let done = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let attempts = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (store, done, attempts) = (Arc::clone(&store), Arc::clone(&done), Arc::clone(&attempts));
+        let (store, done, attempts, refused) =
+            (Arc::clone(&store), Arc::clone(&done), Arc::clone(&attempts), Arc::clone(&refused));
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let reserve = store
@@ -81,8 +85,14 @@ async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<
                         if next.reserve(PRICE) { Ok(Some(next)) } else { Err("no balance") }
                     })
                     .await;
-                if !matches!(reserve, Ok(UpdateOutcome::Updated(_))) {
-                    return Err(format!("reserve failed: {reserve:?}"));
+                match reserve {
+                    Ok(UpdateOutcome::Updated(_)) => {}
+                    // Too contended: refused, nothing written (the request would get a 503).
+                    Err(UpdateError::Store(StoreError::ConflictExhausted { .. })) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    other => return Err(format!("reserve failed: {other:?}")),
                 }
                 let commit = store
                     .update(KEY, |s| {
@@ -114,10 +124,11 @@ async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<
     if final_state.units != deductions {
         return Err(format!("units {} != deductions {deductions}", final_state.units));
     }
+    let refused = refused.load(Ordering::Relaxed);
     let conflicts = attempts.load(Ordering::Relaxed).saturating_sub(2 * deductions);
     #[allow(clippy::cast_precision_loss)] // a measurement
     let per_sec = deductions as f64 / elapsed;
-    Ok(Outcome { deductions, per_sec, conflicts })
+    Ok(Outcome { deductions, per_sec, conflicts, refused })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -152,12 +163,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let mut report = format!(
         "one channel, {workers} concurrent workers on one runtime thread, {secs} s per store{}\n\n\
-         | store | deductions/s (reserve + commit) | deductions | CAS retries | lost/double |\n|---|---:|---:|---:|---:|\n",
+         | store | deductions/s (reserve + commit) | deductions | refused (CAS retries exhausted) | CAS attempts lost | lost/double |\n|---|---:|---:|---:|---:|---:|\n",
         if smoke { " (SMOKE MODE)" } else { "" }
     );
     for (name, store) in stores {
         let o = rt.block_on(run(store, workers, secs))?;
-        report.push_str(&format!("| {name} | {:.0} | {} | {} | 0 |\n", o.per_sec, o.deductions, o.conflicts));
+        report.push_str(&format!(
+            "| {name} | {:.0} | {} | {} | {} | 0 |\n",
+            o.per_sec, o.deductions, o.refused, o.conflicts
+        ));
     }
     print!("{report}");
     if let Some(out) = out {

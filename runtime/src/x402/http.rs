@@ -548,14 +548,25 @@ impl X402HttpServer {
         if let Some(cached) = route.static_accepts.get() {
             return Ok(cached.clone());
         }
+        if let Some(cached) = route.unpaid_challenge.accepts(self.inner.pay_to.as_deref()) {
+            return Ok(cached.to_vec());
+        }
         let mut accepts = Vec::with_capacity(route.accepts.len());
         for option in &route.accepts {
             accepts.push(self.resolve_option(ctx, option, route.hook_timeout).await?);
         }
         if route.accepts.iter().all(PaymentOption::is_static) {
             let _ = route.static_accepts.set(accepts.clone());
-            // Static requirements: the unpaid 402 is serialised once, here.
+        }
+        let fixed = |o: &PaymentOption| {
+            matches!(o.price, PriceSource::Static(_)) && !matches!(o.pay_to, PayToSource::Dynamic(_))
+        };
+        if route.accepts.iter().all(fixed) {
+            // Static requirements (the default payee included): built and the unpaid 402
+            // serialised once, here, for this server's payee.
             route.unpaid_challenge.fill(
+                self.inner.pay_to.as_deref(),
+                &accepts,
                 route.resource.as_deref(),
                 || schemes_label(&accepts),
                 |url| self.payment_required_for(url, route, accepts.clone(), Some(PAYMENT_REQUIRED_ERROR.into())),
@@ -599,7 +610,7 @@ impl X402HttpServer {
         if carries_payment(PAYMENT_SIGNATURE_HEADER) || carries_payment(X_PAYMENT_HEADER) || ctx.is_browser() {
             return None;
         }
-        let challenge = route.unpaid_challenge.get()?;
+        let challenge = route.unpaid_challenge.get(self.inner.pay_to.as_deref())?;
         let header = challenge.header(&ctx.url)?;
         crate::metrics::record_challenge(crate::metrics::PROTOCOL_X402, challenge.scheme_label());
         tracing::Span::current().record("outcome", "challenge");

@@ -10,7 +10,7 @@
 //! requirements.
 
 use super::headers::safe_base64_encode;
-use super::types::PaymentRequired;
+use super::types::{PaymentRequired, PaymentRequirements};
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::{OnceLock, PoisonError, RwLock};
@@ -91,10 +91,21 @@ impl UnpaidChallenge {
     }
 }
 
-/// A route's slot for its [`UnpaidChallenge`], filled on first use. Cloning a route's
+/// A route's slot for its [`UnpaidChallenge`], filled on first use, with the server's default
+/// payee it was built with (a `#[x402]` route without `pay_to` is shared by every server in the
+/// process: the challenge only serves the server whose payee it names). Cloning a route's
 /// configuration gives an empty slot: the copy may be edited before it is used.
 #[derive(Debug, Default)]
-pub(crate) struct UnpaidSlot(OnceLock<Option<UnpaidChallenge>>);
+pub(crate) struct UnpaidSlot(OnceLock<Entry>);
+
+/// What a slot holds: the payee it was built for, the route's requirements (so a paid request
+/// does not rebuild them either) and the challenge (`None` if it could not be split).
+#[derive(Debug)]
+struct Entry {
+    payee: Option<String>,
+    accepts: Vec<PaymentRequirements>,
+    challenge: Option<UnpaidChallenge>,
+}
 
 impl Clone for UnpaidSlot {
     fn clone(&self) -> Self {
@@ -103,29 +114,47 @@ impl Clone for UnpaidSlot {
 }
 
 impl UnpaidSlot {
-    /// The challenge, once built (and if it could be).
-    pub(crate) fn get(&self) -> Option<&UnpaidChallenge> {
-        self.0.get().and_then(Option::as_ref)
+    /// The challenge, once built (and if it could be) for a server whose default payee is
+    /// `payee`.
+    pub(crate) fn get(&self, payee: Option<&str>) -> Option<&UnpaidChallenge> {
+        self.entry(payee).and_then(|e| e.challenge.as_ref())
     }
 
-    /// Builds the challenge once. `build(url)` returns the unpaid challenge for resource URL
-    /// `url`; `fixed_url` is the route's own resource URL, if it sets one.
+    /// The route's payment requirements, once built for a server whose default payee is
+    /// `payee`.
+    pub(crate) fn accepts(&self, payee: Option<&str>) -> Option<&[PaymentRequirements]> {
+        self.entry(payee).map(|e| e.accepts.as_slice())
+    }
+
+    fn entry(&self, payee: Option<&str>) -> Option<&Entry> {
+        self.0.get().filter(|e| e.payee.as_deref() == payee)
+    }
+
+    /// Records the route's static `accepts` and builds its challenge, once. `build(url)` returns
+    /// the unpaid challenge for resource URL `url`; `fixed_url` is the route's own resource URL,
+    /// if it sets one.
     pub(crate) fn fill(
         &self,
+        payee: Option<&str>,
+        accepts: &[PaymentRequirements],
         fixed_url: Option<&str>,
         scheme_label: impl FnOnce() -> String,
         build: impl FnOnce(String) -> PaymentRequired,
     ) {
         self.0.get_or_init(|| {
             let required = build(fixed_url.unwrap_or(URL_PLACEHOLDER).to_owned());
-            UnpaidChallenge::new(&required, fixed_url.is_none(), scheme_label())
+            Entry {
+                payee: payee.map(str::to_owned),
+                accepts: accepts.to_vec(),
+                challenge: UnpaidChallenge::new(&required, fixed_url.is_none(), scheme_label()),
+            }
         });
     }
 
     /// A placeholder-free check used by tests: the header built for `url`.
     #[cfg(test)]
     pub(crate) fn header_for(&self, url: &str) -> Option<HeaderValue> {
-        self.get()?.header(url)
+        self.get(None)?.header(url)
     }
 }
 
@@ -133,7 +162,7 @@ impl UnpaidSlot {
 mod tests {
     use super::*;
     use crate::x402::headers::encode_payment_required_header;
-    use crate::x402::types::{PaymentRequirements, ResourceInfo};
+    use crate::x402::types::ResourceInfo;
 
     fn required(url: &str, description: &str) -> PaymentRequired {
         let req: PaymentRequirements = serde_json::from_value(serde_json::json!({
@@ -158,7 +187,7 @@ mod tests {
     #[test]
     fn spliced_headers_equal_full_serialisation() {
         let slot = UnpaidSlot::default();
-        slot.fill(None, || "exact".into(), |url| required(&url, "weather \"now\" ☀"));
+        slot.fill(None, &[], None, || "exact".into(), |url| required(&url, "weather \"now\" ☀"));
         for url in [
             "http://127.0.0.1:8080/weather",
             "http://h/x?q=\"quoted\"&u=ünïcode",
@@ -169,32 +198,38 @@ mod tests {
             assert_eq!(slot.header_for(url).unwrap(), expected.as_str(), "{url}");
             assert_eq!(slot.header_for(url).unwrap(), expected.as_str(), "{url} (cached)");
         }
-        assert_eq!(slot.get().unwrap().scheme_label(), "exact");
-        assert!(slot.clone().get().is_none(), "a cloned route starts without a cache");
+        assert_eq!(slot.get(None).unwrap().scheme_label(), "exact");
+        assert!(slot.clone().get(None).is_none(), "a cloned route starts without a cache");
+        let payee = UnpaidSlot::default();
+        payee.fill(Some("0xA"), &[], None, String::new, |url| required(&url, ""));
+        assert!(payee.get(Some("0xA")).is_some() && payee.accepts(Some("0xA")).is_some());
+        assert!(payee.accepts(Some("0xB")).is_none());
+        assert!(payee.get(Some("0xB")).is_none(), "built for another server's payee");
+        assert!(payee.get(None).is_none());
     }
 
     #[test]
     fn fixed_resource_and_bounded_map() {
         let slot = UnpaidSlot::default();
-        slot.fill(Some("https://fixed.example/r"), String::new, |url| required(&url, ""));
+        slot.fill(None, &[], Some("https://fixed.example/r"), String::new, |url| required(&url, ""));
         let expected = encode_payment_required_header(&required("https://fixed.example/r", "")).unwrap();
         assert_eq!(slot.header_for("http://anything/else").unwrap(), expected.as_str());
 
         let slot = UnpaidSlot::default();
-        slot.fill(None, String::new, |url| required(&url, ""));
+        slot.fill(None, &[], None, String::new, |url| required(&url, ""));
         for i in 0..(MAX_CACHED_URLS * 2 + 3) {
             let url = format!("http://h/{i}");
             let expected = encode_payment_required_header(&required(&url, "")).unwrap();
             assert_eq!(slot.header_for(&url).unwrap(), expected.as_str());
         }
-        let len = slot.get().unwrap().by_url.read().unwrap().len();
+        let len = slot.get(None).unwrap().by_url.read().unwrap().len();
         assert!(len <= MAX_CACHED_URLS, "{len}");
     }
 
     #[test]
     fn a_placeholder_elsewhere_disables_the_cache() {
         let slot = UnpaidSlot::default();
-        slot.fill(None, String::new, |url| required(&url, URL_PLACEHOLDER));
-        assert!(slot.get().is_none());
+        slot.fill(None, &[], None, String::new, |url| required(&url, URL_PLACEHOLDER));
+        assert!(slot.get(None).is_none());
     }
 }
