@@ -35,4 +35,7 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
 step "cargo test"
 cargo test --workspace --all-features
 
+step "fuzz smoke: every cargo-fuzz target for 10 s (the long campaign: bash scripts/fuzz.sh 600)"
+bash scripts/fuzz.sh 10
+
 step "done in $(( $(date +%s) - start ))s"

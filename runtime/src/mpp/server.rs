@@ -229,12 +229,35 @@ impl StaticPaySpec {
 type ChallengeHook = Arc<dyn Fn(&Challenge) + Send + Sync>;
 type SuccessHook = Arc<dyn Fn(&Credential, &Receipt) + Send + Sync>;
 type FailureHook = Arc<dyn Fn(&PayError) + Send + Sync>;
+type UnknownHook = Arc<dyn Fn(&Credential, &PayError) + Send + Sync>;
+
+/// The `on_settlement_unknown` hooks, carried by [`Paid`] to its commit.
+#[derive(Clone, Default)]
+struct UnknownHooks(Vec<UnknownHook>);
+
+impl UnknownHooks {
+    fn fire(&self, credential: &Credential, error: &PayError) {
+        if matches!(error, PayError::Unknown(_)) {
+            tracing::warn!(error = %error, "mpp: settlement outcome unknown; reported for reconciliation");
+            for hook in &self.0 {
+                hook(credential, error);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for UnknownHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} settlement-unknown hook(s)", self.0.len())
+    }
+}
 
 #[derive(Clone, Default)]
 struct Events {
     challenge_created: Vec<ChallengeHook>,
     payment_success: Vec<SuccessHook>,
     payment_failed: Vec<FailureHook>,
+    settlement_unknown: UnknownHooks,
 }
 
 #[derive(Clone)]
@@ -271,6 +294,7 @@ pub struct Paid {
     /// The receipt (`Payment-Receipt`).
     pub receipt: Receipt,
     pending: Option<Box<dyn PendingCharge>>,
+    unknown: UnknownHooks,
 }
 
 impl Paid {
@@ -301,6 +325,7 @@ impl Paid {
         }
         if let Some(Err(e)) = committed {
             tracing::error!(error = %e, "mpp: cannot commit a reserved charge");
+            self.unknown.fire(&self.credential, &e);
             let err = match e {
                 PayError::Method(e) | PayError::Unknown(e) => e,
                 PayError::Protocol(e) => EvmPaymentError::InternalSA(e.to_string()),
@@ -400,6 +425,15 @@ impl Mpp {
     /// Called for every refused credential (not for plain unpaid requests).
     pub fn on_payment_failed(self, f: impl Fn(&PayError) + Send + Sync + 'static) -> Self {
         self.edit(|i| i.events.payment_failed.push(Arc::new(f)))
+    }
+
+    /// Called for every payment whose settlement outcome is unknown — the Settlement Agent timed
+    /// out, was unreachable or answered something unreadable during a charge or a session
+    /// open/topUp/close, or a session reservation could not be committed. The buyer was refused
+    /// (fail closed) but money may have moved: reconcile from the credential (its payload carries
+    /// the authorization, transaction or channel) and the error.
+    pub fn on_settlement_unknown(self, f: impl Fn(&Credential, &PayError) + Send + Sync + 'static) -> Self {
+        self.edit(|i| i.events.settlement_unknown.0.push(Arc::new(f)))
     }
 
     /// Protects the routes matching `key` (`"GET /premium"`) for the route-table layers.
@@ -595,7 +629,8 @@ impl Mpp {
                     for hook in &self.inner.events.payment_success {
                         hook(&credential, &receipt);
                     }
-                    Ok(Granted::Paid(Paid { credential, receipt, pending }))
+                    let unknown = self.inner.events.settlement_unknown.clone();
+                    Ok(Granted::Paid(Paid { credential, receipt, pending, unknown }))
                 }
                 Ok(SessionGrant::Management(body)) => {
                     observe(PaymentOutcome::Management);
@@ -603,6 +638,7 @@ impl Mpp {
                 }
                 Err(e) => {
                     observe(refused(&e));
+                    self.inner.events.settlement_unknown.fire(&credential, &e);
                     Err(reject(self, request, Some(e)))
                 }
             };
@@ -641,10 +677,11 @@ impl Mpp {
                 for hook in &self.inner.events.payment_success {
                     hook(&credential, &receipt);
                 }
-                Ok(Granted::Paid(Paid { credential, receipt, pending: None }))
+                Ok(Granted::Paid(Paid { credential, receipt, pending: None, unknown: UnknownHooks::default() }))
             }
             Err(e) => {
                 observe(refused(&e));
+                self.inner.events.settlement_unknown.fire(&credential, &e);
                 // A definite refusal frees the challenge; an unknown outcome keeps it consumed.
                 if !matches!(e, PayError::Unknown(_))
                     && let Err(err) = self.inner.store.remove(&key).await

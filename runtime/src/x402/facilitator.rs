@@ -217,8 +217,9 @@ pub(crate) fn parse_facilitator_body<T: DeserializeOwned>(status: u16, body: &[u
     serde_json::from_value(result).map_err(|e| FacilitatorError::MalformedBody(e.to_string()))
 }
 
-/// Configuration of [`HttpFacilitatorClient`].
-#[derive(Clone, Debug)]
+/// Configuration of [`HttpFacilitatorClient`]. `Debug` shows header names, never their values
+/// (they usually carry an API key).
+#[derive(Clone)]
 pub struct HttpFacilitatorConfig {
     /// Base URL; `/verify`, `/settle`, `/supported` are appended.
     pub url: String,
@@ -226,6 +227,17 @@ pub struct HttpFacilitatorConfig {
     pub headers: Vec<(String, String)>,
     /// Per-request timeout (default 30 s).
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpFacilitatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, _)| (k.as_str(), "<redacted>")).collect();
+        f.debug_struct("HttpFacilitatorConfig")
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl HttpFacilitatorConfig {
@@ -266,8 +278,10 @@ impl HttpFacilitatorClient {
         for (k, v) in &config.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| FacilitatorError::Config(format!("header name `{k}`: {e}")))?;
-            let value = reqwest::header::HeaderValue::from_str(v)
+            let mut value = reqwest::header::HeaderValue::from_str(v)
                 .map_err(|e| FacilitatorError::Config(format!("header `{k}` value: {e}")))?;
+            // Static headers usually carry credentials: keep them out of `Debug` output.
+            value.set_sensitive(true);
             headers.insert(name, value);
         }
         Ok(Self { verify_url, settle_url, supported_url, headers, timeout: config.timeout, http })
@@ -277,22 +291,14 @@ impl HttpFacilitatorClient {
         if !self.headers.is_empty() {
             req = req.headers(self.headers.clone());
         }
-        let resp = req
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| map_reqwest(e, self.timeout))?;
+        let resp = req.timeout(self.timeout).send().await.map_err(|e| map_reqwest(e, self.timeout))?;
         let (status, body) = read_capped(resp, self.timeout).await?;
         parse_facilitator_body(status, &body)
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(&self, url: &url::Url, body: &B) -> Result<T, FacilitatorError> {
         let bytes = crate::json::compact(body).map_err(|e| FacilitatorError::Config(e.to_string()))?;
-        let req = self
-            .http
-            .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(bytes);
+        let req = self.http.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(bytes);
         self.send(req).await
     }
 }

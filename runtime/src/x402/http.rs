@@ -15,9 +15,9 @@
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
 use super::headers::{
-    ACCESS_CONTROL_EXPOSE_HEADERS, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER,
-    X_PAYMENT_HEADER, X_PAYMENT_RESPONSE_HEADER, decode_payment_signature_header, encode_payment_required_header,
-    encode_payment_response_header,
+    ACCESS_CONTROL_EXPOSE_HEADERS, HeaderError, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER,
+    PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER, X_PAYMENT_RESPONSE_HEADER, decode_payment_signature_header,
+    encode_payment_required_header, encode_payment_response_header,
 };
 use super::paywall::{self, PaywallConfig};
 use super::routes::{RouteKeyError, RoutePattern, normalize_path};
@@ -728,6 +728,14 @@ impl X402HttpServer {
         };
         let decoded = match decode_payment_signature_header(raw) {
             Ok(d) => d,
+            Err(e @ HeaderError::TooLarge { .. }) => {
+                // Oversize: refused outright (no challenge, no facilitator call), see SECURITY.md.
+                tracing::debug!(error = %e, "x402: oversize payment header refused");
+                return Err(PaymentHttpResponse::json_error(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    &e.to_string(),
+                ));
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "x402: undecodable payment header, treated as no payment");
                 return Err(self.unpaid(ctx, route, accepts));
