@@ -41,6 +41,8 @@ sol! {
 
 /// The ERC-1271 magic value (`isValidSignature.selector`).
 const ERC1271_MAGIC: [u8; 4] = [0x16, 0x26, 0xba, 0x7e];
+/// Default bound on each JSON-RPC request of [`ExactEvmFacilitatorScheme::connect_http`].
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default allowance for the facilitator's clock running behind the payer's (`validAfter`).
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
 /// Default wait for a settlement receipt.
@@ -62,6 +64,9 @@ pub enum SetupError {
         /// The parser's message.
         reason: String,
     },
+    /// The HTTP client could not be built.
+    #[error("cannot build the RPC HTTP client: {0}")]
+    Http(String),
     /// The node did not answer `eth_chainId`.
     #[error("cannot read the chain id from the RPC node: {0}")]
     Rpc(String),
@@ -222,12 +227,26 @@ impl ExactEvmFacilitatorScheme {
         })
     }
 
-    /// A scheme over an HTTP JSON-RPC endpoint.
+    /// A scheme over an HTTP JSON-RPC endpoint; every RPC request is bounded by
+    /// [`DEFAULT_RPC_TIMEOUT`].
     pub async fn connect_http(rpc_url: &str, signer: PrivateKeySigner) -> Result<Self, SetupError> {
+        Self::connect_http_with_timeout(rpc_url, signer, DEFAULT_RPC_TIMEOUT).await
+    }
+
+    /// A scheme over an HTTP JSON-RPC endpoint with a per-request `timeout`. A request that
+    /// times out is a transport failure: verify fails with an error (the seller answers 502),
+    /// and a settlement whose broadcast timed out is reported as an error (outcome unknown), so
+    /// the seller fails closed.
+    pub async fn connect_http_with_timeout(
+        rpc_url: &str,
+        signer: PrivateKeySigner,
+        timeout: Duration,
+    ) -> Result<Self, SetupError> {
         let url = rpc_url
             .parse()
             .map_err(|e: url::ParseError| SetupError::InvalidUrl { url: rpc_url.to_owned(), reason: e.to_string() })?;
-        Self::new(ProviderBuilder::new().connect_http(url), signer).await
+        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| SetupError::Http(e.to_string()))?;
+        Self::new(ProviderBuilder::new().connect_reqwest(http, url), signer).await
     }
 
     /// Replaces the clock (Unix seconds) used for the validity window, for tests.
@@ -682,5 +701,33 @@ impl SchemeNetworkFacilitator for ExactEvmFacilitatorScheme {
                 Err(e) => return Err(transport("eth_getTransactionByHash", &e)),
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+    #[tokio::test]
+    async fn setup_errors_are_typed_and_rpc_requests_are_bounded() {
+        let signer: PrivateKeySigner = KEY.parse().unwrap();
+        let bad = ExactEvmFacilitatorScheme::connect_http("not a url", signer.clone()).await.unwrap_err();
+        assert!(matches!(bad, SetupError::InvalidUrl { .. }), "{bad}");
+
+        // A node that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let connect = ExactEvmFacilitatorScheme::connect_http_with_timeout(&url, signer, Duration::from_millis(200));
+        let outcome = tokio::time::timeout(Duration::from_secs(60), connect).await.expect("the RPC timeout applies");
+        assert!(matches!(outcome, Err(SetupError::Rpc(_))), "{outcome:?}");
+        silent.abort();
     }
 }

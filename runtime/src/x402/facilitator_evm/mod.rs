@@ -25,7 +25,7 @@ mod exact;
 #[cfg(feature = "axum")]
 pub mod server;
 
-pub use exact::{ExactEvmFacilitatorScheme, SetupError};
+pub use exact::{DEFAULT_RPC_TIMEOUT, ExactEvmFacilitatorScheme, SetupError};
 
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::types::{
