@@ -173,3 +173,31 @@ async fn official_node_x402_client_pays_a_pay402_actix_server_settled_on_chain()
     assert_eq!(on_chain.chain.balance(buyer.address()).await, U256::from(5_800u64));
     assert_eq!(on_chain.chain.balance(pay_to).await, U256::from(4_200u64));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_node_x402_client_decodes_a_pay402_settlement_failure() {
+    let embedded = EmbeddedFacilitator::new();
+    embedded.fund(X_LAYER_USDT0, NODE_BUYER, U256::from(10_000u64)).expect("fund");
+    let facilitator = support::FlakyFacilitator::new(embedded.clone());
+    facilitator.set(support::SettleMode::Fail);
+    let server = X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new());
+    let x402 = X402HttpServer::new(server)
+        .route("GET /quote", RouteConfig::new(PaymentOption::exact("$0.0042", PAY_TO)))
+        .expect("route");
+    let running = support::serve_actix(move || {
+        actix_web::App::new()
+            .wrap(pay402::actix::X402Middleware::new(x402.clone()))
+            .route("/quote", actix_web::web::get().to(|| async { "delivered" }))
+    });
+
+    let url = format!("{}/quote", running.base);
+    let out = peers::node("x402_fetch_pay.cjs", &[&url, NODE_BUYER_KEY, &allow(4200)]).await.json();
+    // pay402 answers a failed settlement with 402 and a failure PAYMENT-RESPONSE, which
+    // @x402/fetch decodes.
+    assert_eq!(out["status"], 402, "{out}");
+    let failed = &out["paymentResponse"];
+    assert_eq!(failed["success"], false, "{out}");
+    assert_eq!(failed["errorReason"], "insufficient_funds", "{out}");
+    assert!(embedded.settlements().is_empty());
+    assert_eq!(embedded.balance(X_LAYER_USDT0, NODE_BUYER), U256::from(10_000u64));
+}

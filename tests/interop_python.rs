@@ -140,6 +140,33 @@ async fn okx_python_x402_client_pays_a_pay402_axum_server_settled_on_chain() {
     assert_eq!(on_chain.chain.balance(pay_to).await, U256::from(2_500u64));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okx_python_x402_client_decodes_a_pay402_settlement_failure() {
+    let embedded = EmbeddedFacilitator::new();
+    embedded.fund(X_LAYER_USDT0, PY_BUYER, U256::from(10_000u64)).expect("fund");
+    let facilitator = support::FlakyFacilitator::new(embedded.clone());
+    facilitator.set(support::SettleMode::Fail);
+    let server = X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new());
+    let x402 = X402HttpServer::new(server)
+        .route("GET /report", RouteConfig::new(PaymentOption::exact("$0.0025", PAY_TO)))
+        .expect("route");
+    let app = axum::Router::new()
+        .route("/report", axum::routing::get(|| async { "delivered" }))
+        .layer(pay402::axum::X402Layer::new(x402));
+    let running = support::serve_axum(app).await;
+
+    let out = peers::python("x402_pay.py", &[&format!("{}/report", running.base), PY_BUYER_KEY]).await.json();
+    // pay402 answers a failed settlement with 402 and a failure PAYMENT-RESPONSE (the form
+    // Python's middleware intends, wire facts §4.7), which OKX's client decodes.
+    assert_eq!(out["status"], 402, "{out}");
+    let failed = &out["paymentResponse"];
+    assert_eq!(failed["success"], false, "{out}");
+    assert_eq!(failed["errorReason"], "insufficient_funds", "{out}");
+    assert_eq!(failed["network"], "eip155:196", "{out}");
+    assert!(embedded.settlements().is_empty());
+    assert_eq!(embedded.balance(X_LAYER_USDT0, PY_BUYER), U256::from(10_000u64));
+}
+
 // ---- FileStore ----
 
 const CHANNEL: &str = "0xabababababababababababababababababababababababababababababababab";
