@@ -668,3 +668,29 @@ async fn pays_an_x402_v1_challenge_carried_in_the_body() {
     assert_eq!(resp.json::<serde_json::Value>().await.expect("json")["error"], "pay elsewhere");
     assert_eq!(autopay.spent(&usdt0()), u(PRICE));
 }
+
+#[tokio::test]
+async fn concurrent_session_requests_share_one_channel() {
+    let f = start().await;
+    let autopay = buyer(&[Protocol::MppSession]);
+    let http = autopay.client(reqwest::Client::new());
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let (http, url) = (http.clone(), f.url("/session"));
+            tokio::spawn(async move { http.get(url).send().await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task").expect("paid").status(), 200);
+    }
+    let sent = f.sent("/session");
+    let count = |kind: &str| sent.iter().filter(|k| *k == kind).count();
+    assert_eq!((count("open"), count("voucher")), (1, 6), "{sent:?}");
+    assert_eq!(f.calls("/session"), 6);
+    let channels = autopay.channels().await;
+    assert_eq!(channels.len(), 1);
+    assert_eq!(channels[0].cumulative, u(6 * PRICE));
+    let state = f.intent.channel_store().get(&channels[0].channel_id).await.expect("store").expect("channel").value;
+    assert_eq!((state.highest_voucher_amount, state.spent, state.units), (6000, 6000, 6));
+    assert_eq!(autopay.spent(&usdt0()), u(6 * PRICE));
+}
