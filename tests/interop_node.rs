@@ -1,7 +1,9 @@
 //! Interop with the official Node x402 client (`@x402/fetch` + `@x402/evm` 2.27.0 with viem,
 //! installed from npm by scripts/deps/41-node-peers.sh) run as a real `node` process
 //! (tests/interop/node/x402_fetch_pay.cjs) against pay402 actix-web servers: an in-test one
-//! whose embedded facilitator is inspected, and the `actix_x402` example binary.
+//! whose embedded facilitator is inspected, the `actix_x402` example binary, and one settling on
+//! anvil through pay402's HTTP facilitator example; it also decodes pay402's
+//! settlement-failure answer.
 //!
 //! The Node client's spend controls only accept its built-in default assets, and X Layer's USD₮0
 //! is not among them: the buyer must allow it explicitly (`allowedAssets`, capped per payment),

@@ -2,10 +2,15 @@
 //! `okxweb3-app-mpp` 0.1.0, `pympp` 0.15.1; scripts/deps/40-python-peers.sh) and run as real
 //! processes from tests/interop/python/:
 //!
-//! * OKX's x402 client pays pay402 axum servers (an in-test one whose embedded facilitator is
-//!   inspected, and the `axum_x402` example binary);
+//! * OKX's x402 client pays pay402 axum servers: an in-test one whose embedded facilitator is
+//!   inspected, the `axum_x402` example binary, and one settling on anvil through pay402's HTTP
+//!   facilitator example; it decodes pay402's settlement-failure answer;
+//! * OKX's FastAPI x402 middleware, verifying and settling through pay402's HTTP facilitator on
+//!   anvil, is paid by pay402's auto-pay client (and refuses a replay with the facilitator's
+//!   reason);
 //! * OKX's MPP `FileStore` and pay402's [`FileStore`] share a channel directory: each reads the
-//!   other's files, byte for byte, including interleaved writes.
+//!   other's files, byte for byte, including interleaved writes and a live pay402 session
+//!   server.
 //!
 //! A missing venv fails these tests with the install command; they are never skipped.
 
