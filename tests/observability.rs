@@ -341,8 +341,10 @@ async fn mpp_charge_and_session_flows_record_metrics_and_spans() {
     assert_eq!(requests[1]["reference"], reference);
     assert!(requests[1]["payer"].ends_with(PAYER), "{}", requests[1]["payer"]);
     assert_eq!(requests[5]["reference"], channel, "a voucher's reference is its channel");
-    let sa_calls: Vec<String> = captured.named("mpp.sa").iter().map(|s| s["operation"].clone()).collect();
-    assert_eq!(sa_calls, ["charge_settle", "session_open"]);
+    let sa_calls: Vec<(String, String)> =
+        captured.named("mpp.sa").iter().map(|s| (s["operation"].clone(), s["outcome"].clone())).collect();
+    assert_eq!(sa_calls, [("charge_settle".into(), "ok".into()), ("session_open".into(), "ok".into())]);
+    assert!(captured.named("mpp.sa").iter().all(|s| s.contains_key("latency_ms")));
     for value in captured.all_values() {
         assert!(!value.contains(secret), "the MPP secret was logged: {value}");
         assert!(!value.contains(&authorization), "a credential was logged: {value}");

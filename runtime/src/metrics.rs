@@ -177,14 +177,20 @@ where
     timed(FACILITATOR_REQUEST_DURATION_SECONDS, operation, call).await
 }
 
-/// [`timed`] for a Settlement Agent call, inside an `mpp.sa` span naming the operation.
+/// [`timed`] for a Settlement Agent call, inside an `mpp.sa` span naming the operation and
+/// recording its `outcome` (`ok`/`error`) and `latency_ms`.
 pub(crate) async fn sa_call<T, E, F>(operation: &'static str, call: F) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>>,
 {
     use tracing::Instrument as _;
-    let span = tracing::info_span!("mpp.sa", operation);
-    timed(SA_REQUEST_DURATION_SECONDS, operation, call).instrument(span).await
+    let span =
+        tracing::info_span!("mpp.sa", operation, outcome = tracing::field::Empty, latency_ms = tracing::field::Empty);
+    let start = Instant::now();
+    let result = timed(SA_REQUEST_DURATION_SECONDS, operation, call).instrument(span.clone()).await;
+    span.record("outcome", if result.is_ok() { "ok" } else { "error" });
+    span.record("latency_ms", millis_since(start));
+    result
 }
 
 /// Milliseconds since `start`, for span fields.
