@@ -11,5 +11,5 @@ pub(crate) const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 /// Anvil account 1: the payee (merchant).
 pub(crate) const PAYEE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 pub(crate) const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
-/// Anvil account 2: a stranger.
+/// A stranger's key (not one of anvil's default accounts).
 pub(crate) const OTHER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3d71c2f3d8a9f2bf";
