@@ -137,8 +137,8 @@ impl Checked {
     }
 }
 
-/// The outcome of a contract read: a value, a revert (or other node-side error), or a
-/// transport failure (outcome unknown).
+/// The outcome of a contract read that reached the node: a value, or a revert (or another
+/// node-side error answer). Transport failures are `Err(FacilitatorError)` instead.
 enum Read<T> {
     Value(T),
     Reverted(String),
