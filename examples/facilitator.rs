@@ -41,6 +41,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(support::addr()).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, server::router(Arc::new(facilitator))).await?;
+    axum::serve(listener, server::router(Arc::new(facilitator)))
+        .with_graceful_shutdown(async {
+            // Ctrl-C: stop accepting, let in-flight settlements finish.
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }
