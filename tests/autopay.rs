@@ -368,12 +368,31 @@ async fn a_dual_route_is_paid_with_the_preferred_protocol() {
     assert_eq!(f.sa_balances(), (u(FUNDS - PRICE), U256::ZERO, u(PRICE)));
     assert_eq!(f.sent("/dual"), ["none", "charge", "none", "x402", "none", "x402"]);
 
+    // The preferred offer cannot be signed (this buyer's registry does not know the token's
+    // EIP-712 domain): the next one is paid; nothing is sent for the first.
+    let unsigned = |preference: Vec<Protocol>| {
+        AutoPay::new(key(PAYER_KEY))
+            .prefer(preference)
+            .max_per_request(usdt0(), Amount::atomic(10_000u64))
+            .registry(NetworkRegistry::empty())
+            .build()
+            .expect("autopay")
+    };
+    let autopay = unsigned(vec![Protocol::MppCharge, Protocol::X402]);
+    let resp = autopay.client(reqwest::Client::new()).get(f.url("/dual")).send().await.expect("request");
+    assert_eq!(outcome(&resp).protocol, Protocol::X402);
+    let autopay = unsigned(vec![Protocol::MppCharge]);
+    let err = autopay.client(reqwest::Client::new()).get(f.url("/dual")).send().await.expect_err("refused");
+    assert!(matches!(refusal(err), AutoPayError::Payment { protocol: Protocol::MppCharge, .. }));
+    assert_eq!((autopay.spent(&usdt0()), autopay.reserved(&usdt0())), (U256::ZERO, U256::ZERO));
+    assert_eq!(f.sent("/dual")[6..], ["none", "x402", "none"]);
+
     // Only a protocol the route does not offer: nothing is paid.
     let autopay = buyer(&[Protocol::MppSession]);
     let err = autopay.client(reqwest::Client::new()).get(f.url("/dual")).send().await.expect_err("refused");
     let AutoPayError::NoAcceptableChallenge { offered } = refusal(err) else { panic!() };
     assert!(offered.iter().any(|o| o == "x402 exact@eip155:196") && offered.iter().any(|o| o == "mpp evm/charge"));
-    assert_eq!(f.calls("/dual"), 3);
+    assert_eq!(f.calls("/dual"), 4);
 }
 
 #[tokio::test]

@@ -102,9 +102,22 @@ struct SessionBook {
 }
 
 enum OfferKind {
-    X402 { required: AnyPaymentRequired, requirements: Box<PaymentRequirements> },
-    Charge(Box<ParsedChallenge>),
-    Session { challenge: Box<ParsedChallenge>, key: ChannelKey, suggested_deposit: Option<U256> },
+    /// `header`: the signed payment, once prepared.
+    X402 {
+        required: AnyPaymentRequired,
+        requirements: Box<PaymentRequirements>,
+        header: Option<(&'static str, String)>,
+    },
+    /// `header`: the signed credential, once prepared.
+    Charge {
+        challenge: Box<ParsedChallenge>,
+        header: Option<String>,
+    },
+    Session {
+        challenge: Box<ParsedChallenge>,
+        key: ChannelKey,
+        suggested_deposit: Option<U256>,
+    },
 }
 
 struct Offer {
@@ -127,6 +140,7 @@ struct Inner {
     x402: X402Client,
     charge: MppChargeClient,
     session: SessionClient,
+    registry: Arc<NetworkRegistry>,
     book: Mutex<SessionBook>,
 }
 
@@ -164,6 +178,7 @@ impl AutoPayMiddleware {
                 x402,
                 charge,
                 session,
+                registry,
                 book: Mutex::new(SessionBook::default()),
             }),
         }
@@ -346,7 +361,7 @@ impl AutoPayMiddleware {
                 asset: AssetId::new(requirements.network.clone(), &requirements.asset),
                 amount,
                 decimals_hint: None,
-                kind: OfferKind::X402 { required: single, requirements: Box::new(requirements) },
+                kind: OfferKind::X402 { required: single, requirements: Box::new(requirements), header: None },
             });
         }
     }
@@ -376,7 +391,7 @@ impl AutoPayMiddleware {
                     .and_then(|s| crate::evm::parse_uint256(s).ok()),
                 challenge: Box::new(c),
             },
-            _ => OfferKind::Charge(Box::new(c)),
+            _ => OfferKind::Charge { challenge: Box::new(c), header: None },
         };
         Some(Offer { protocol, asset, amount: request.amount, decimals_hint, kind })
     }
@@ -390,11 +405,17 @@ impl AutoPayMiddleware {
             .find(|c| c.method == EVM_METHOD && c.intent == SESSION_INTENT && &key_of(c) == key)
     }
 
-    /// Reserves the first offer the caps allow; otherwise the most preferred offer's refusal.
-    fn choose(&self, offers: Offers) -> Result<(Offer, Reservation), AutoPayError> {
+    /// The first offer, in preference order, that the caps allow and that can be signed
+    /// (x402, charge) or opened (session: a token the registry knows); otherwise the most
+    /// preferred offer's refusal. Nothing is sent here.
+    async fn choose(&self, offers: Offers) -> Result<(Offer, Reservation), AutoPayError> {
         let mut first_refusal = None;
-        for offer in offers.payable {
-            match self.inner.budget.reserve(&offer.asset, offer.amount, offer.decimals_hint) {
+        for mut offer in offers.payable {
+            let prepared = match self.inner.budget.reserve(&offer.asset, offer.amount, offer.decimals_hint) {
+                Ok(reservation) => self.prepare(&mut offer).await.map(|()| reservation),
+                Err(e) => Err(e),
+            };
+            match prepared {
                 Ok(reservation) => return Ok((offer, reservation)),
                 Err(e) => {
                     tracing::debug!(protocol = %offer.protocol, error = %e, "pay402 autopay: offer refused");
@@ -403,6 +424,31 @@ impl AutoPayMiddleware {
             }
         }
         Err(first_refusal.unwrap_or(AutoPayError::NoAcceptableChallenge { offered: offers.offered }))
+    }
+
+    async fn prepare(&self, offer: &mut Offer) -> Result<(), AutoPayError> {
+        match &mut offer.kind {
+            OfferKind::X402 { required, header, .. } => {
+                let signed = self.inner.x402.create_payment_header(required).await;
+                *header = Some(signed.map_err(|e| payment_error(Protocol::X402, e))?);
+            }
+            OfferKind::Charge { challenge, header } => {
+                let credential =
+                    self.inner.charge.credential_for(challenge).map_err(|e| payment_error(Protocol::MppCharge, e))?;
+                *header = Some(credential.to_authorization_header());
+            }
+            OfferKind::Session { challenge, .. } => {
+                let request = ChargeRequest::from_request(&challenge.request)
+                    .map_err(|e| payment_error(Protocol::MppSession, e))?;
+                if request.token_info(&self.inner.registry).is_none() {
+                    return Err(payment_error(
+                        Protocol::MppSession,
+                        format!("unsupported token {} on chain {}", request.currency_text, request.chain_id),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn run(&self, req: Request, ext: &mut Extensions, next: Next<'_>) -> MwResult<Response> {
@@ -449,7 +495,7 @@ impl AutoPayMiddleware {
             // A 402 without payment challenges: not ours to answer.
             return Ok(resp);
         }
-        let (offer, reservation) = match self.choose(offers) {
+        let (offer, reservation) = match self.choose(offers).await {
             Ok(chosen) => chosen,
             Err(e) => {
                 tracing::warn!(error = %e, "pay402 autopay: not paying");
@@ -463,10 +509,15 @@ impl AutoPayMiddleware {
         span.record("asset", tracing::field::display(&offer.asset));
         let Offer { protocol, asset, amount, decimals_hint, kind } = offer;
         match kind {
-            OfferKind::X402 { required, requirements } => {
-                self.pay_x402(required, *requirements, asset, reservation, retry, ext, next).await
+            OfferKind::X402 { requirements, header: Some(header), .. } => {
+                self.pay_x402(header, *requirements, asset, reservation, retry, ext, next).await
             }
-            OfferKind::Charge(challenge) => self.pay_charge(*challenge, asset, reservation, retry, ext, next).await,
+            OfferKind::Charge { challenge, header: Some(header) } => {
+                self.pay_charge(header, challenge.id, asset, reservation, retry, ext, next).await
+            }
+            OfferKind::X402 { header: None, .. } | OfferKind::Charge { header: None, .. } => {
+                Err(mw(payment_error(protocol, "the payment was not prepared")))
+            }
             OfferKind::Session { challenge, key, suggested_deposit } => {
                 let terms = SessionTerms { asset, price: amount, decimals_hint, suggested_deposit };
                 self.pay_session(route, *challenge, key, terms, reservation, retry, ext, next).await
@@ -478,7 +529,7 @@ impl AutoPayMiddleware {
     #[allow(clippy::too_many_arguments)]
     async fn pay_x402(
         &self,
-        required: AnyPaymentRequired,
+        (name, value): (&'static str, String),
         requirements: PaymentRequirements,
         asset: AssetId,
         reservation: Reservation,
@@ -486,8 +537,6 @@ impl AutoPayMiddleware {
         ext: &mut Extensions,
         next: Next<'_>,
     ) -> MwResult<Response> {
-        let (name, value) =
-            self.inner.x402.create_payment_header(&required).await.map_err(|e| mw(payment_error(Protocol::X402, e)))?;
         set_header(&mut retry, Protocol::X402, name, &value).map_err(mw)?;
         let resp = match next.run(retry, ext).await {
             Ok(r) => r,
@@ -524,19 +573,18 @@ impl AutoPayMiddleware {
         Ok(resp)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn pay_charge(
         &self,
-        challenge: ParsedChallenge,
+        authorization: String,
+        challenge_id: String,
         asset: AssetId,
         reservation: Reservation,
         mut retry: Request,
         ext: &mut Extensions,
         next: Next<'_>,
     ) -> MwResult<Response> {
-        let credential =
-            self.inner.charge.credential_for(&challenge).map_err(|e| mw(payment_error(Protocol::MppCharge, e)))?;
-        set_header(&mut retry, Protocol::MppCharge, "authorization", &credential.to_authorization_header())
-            .map_err(mw)?;
+        set_header(&mut retry, Protocol::MppCharge, "authorization", &authorization).map_err(mw)?;
         let resp = match next.run(retry, ext).await {
             Ok(r) => r,
             Err(e) => {
@@ -558,7 +606,7 @@ impl AutoPayMiddleware {
             protocol: Protocol::MppCharge,
             asset,
             amount,
-            detail: PaymentDetail::MppCharge { challenge_id: challenge.id, receipt },
+            detail: PaymentDetail::MppCharge { challenge_id, receipt },
         });
         Ok(resp)
     }
