@@ -5,7 +5,9 @@
 //! x402 (`exact` on `eip155:*`: the `PAYMENT-REQUIRED` header, else a JSON body with
 //! `x402Version` 1 or 2) and MPP (`WWW-Authenticate: Payment`, `evm` method,
 //! `charge` and `session` intents) — ranks them by the configured [`Protocol`] preference,
-//! picks the first one the caps allow, pays it and retries the request **once**. The outcome
+//! picks the first one the caps allow and that can be signed (an offer that cannot — unknown
+//! token, malformed requirements — falls back to the next, nothing sent), pays it and retries
+//! the request **once**. The outcome
 //! ([`PaymentOutcome`]: the decoded `PAYMENT-RESPONSE` or `Payment-Receipt`) is attached to
 //! the final response's [`extensions`](reqwest::Response::extensions).
 //!
