@@ -772,3 +772,34 @@ async fn clock_skew_allowance_on_valid_after() {
     let v = lenient.verify(&elsewhere, &requirements).await.expect("verify");
     assert_eq!(v.invalid_reason.as_deref(), Some(reasons::NETWORK_MISMATCH));
 }
+
+/// The same recovery over HTTP: the seller reaches the facilitator server through
+/// `HttpFacilitatorClient`, whose `settle_status` calls `GET /settle/status?txHash=`.
+#[tokio::test]
+async fn sellers_recover_pending_settlements_over_http_settle_status() {
+    let chain = Chain::start().await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+    let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9))
+        .await
+        .expect("scheme")
+        .with_receipt_timeout(std::time::Duration::ZERO);
+    let inner = X402Facilitator::new().register(["eip155:196"], exact);
+    chain
+        .provider
+        .raw_request::<_, serde_json::Value>("evm_setAutomine".into(), serde_json::json!([false]))
+        .await
+        .expect("automine off");
+    let mining = MinesOnStatus { inner, provider: chain.provider.clone(), mine: true };
+    let facilitator = support::serve_axum(server::router(Arc::new(mining))).await;
+    let client =
+        HttpFacilitatorClient::new(HttpFacilitatorConfig::new(facilitator.base.clone())).expect("facilitator client");
+
+    let shop = support::serve_axum(seller(&chain, client, pay_to)).await;
+    let bought = buy(&format!("{}/quote", shop.base), &key).await;
+    assert_eq!(bought.status, 200, "{}", bought.body);
+    let settled = bought.settlement.expect("PAYMENT-RESPONSE");
+    assert_eq!((settled.success, settled.status.as_deref()), (true, Some("success")), "{settled:?}");
+    assert!(receipt_ok(&chain, &settled.transaction).await);
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+}

@@ -247,13 +247,17 @@ impl HttpFacilitatorConfig {
     }
 }
 
-/// A client for any standard x402 facilitator (`POST /verify`, `POST /settle`, `GET /supported`).
+/// A client for any standard x402 facilitator (`POST /verify`, `POST /settle`, `GET /supported`),
+/// plus `GET /settle/status?txHash=` for facilitators that serve it (OKX's, and pay402's own
+/// [`crate::x402::facilitator_evm`] server), so a seller can recover a settlement that was still
+/// pending when `/settle` answered.
 #[derive(Clone, Debug)]
 pub struct HttpFacilitatorClient {
-    /// `/verify`, `/settle` and `/supported`, parsed once (not per call).
+    /// `/verify`, `/settle`, `/supported` and `/settle/status`, parsed once (not per call).
     verify_url: url::Url,
     settle_url: url::Url,
     supported_url: url::Url,
+    settle_status_url: url::Url,
     headers: reqwest::header::HeaderMap,
     timeout: Duration,
     http: reqwest::Client,
@@ -274,6 +278,7 @@ impl HttpFacilitatorClient {
         };
         url::Url::parse(&base).map_err(|e| FacilitatorError::Config(format!("facilitator URL `{base}`: {e}")))?;
         let (verify_url, settle_url, supported_url) = (parse("/verify")?, parse("/settle")?, parse("/supported")?);
+        let settle_status_url = parse("/settle/status")?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &config.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
@@ -284,7 +289,7 @@ impl HttpFacilitatorClient {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        Ok(Self { verify_url, settle_url, supported_url, headers, timeout: config.timeout, http })
+        Ok(Self { verify_url, settle_url, supported_url, settle_status_url, headers, timeout: config.timeout, http })
     }
 
     async fn send<T: DeserializeOwned>(&self, mut req: reqwest::RequestBuilder) -> Result<T, FacilitatorError> {
@@ -331,6 +336,14 @@ impl FacilitatorClient for HttpFacilitatorClient {
 
     async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
         self.send(self.http.get(self.supported_url.clone())).await
+    }
+
+    /// `GET /settle/status?txHash=…`. A facilitator that does not serve it answers an error
+    /// (e.g. 404), which the resource server treats as an unknown outcome: it fails closed.
+    async fn settle_status(&self, tx_hash: &str) -> Result<SettleStatusResponse, FacilitatorError> {
+        let mut url = self.settle_status_url.clone();
+        url.query_pairs_mut().append_pair("txHash", tx_hash);
+        self.send(self.http.get(url)).await
     }
 
     fn name(&self) -> &str {
