@@ -597,3 +597,54 @@ async fn x402_payment_for_a_cheaper_route_is_refused() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert!(!stand.calls().iter().any(|c| c.ends_with("/verify")), "refused before the facilitator");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lying remotes (SECURITY.md: facilitator compromise)
+// ---------------------------------------------------------------------------------------------
+
+/// A facilitator whose settle answer contradicts itself (`success: true`, status `failed`) does
+/// not get the handler's body served: 402 with a failure PAYMENT-RESPONSE, settle-failure hook.
+#[tokio::test]
+async fn x402_contradictory_settle_answer_fails_closed() {
+    let stand = FaultServer::start(EmbeddedSa::new());
+    stand.set_fault("/settle", Fault::Lie);
+    let (status, body, response, handler_runs, events) = x402_scenario(&stand, X402Path::Settle).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(!body.contains(SECRET_BODY));
+    assert_eq!(handler_runs, 1);
+    let r = response.expect("PAYMENT-RESPONSE");
+    assert!(!r.success, "{r:?}");
+    assert_eq!(r.transaction, TX);
+    let ev = events.lock().expect("events");
+    assert!(matches!(ev.settle_failures.as_slice(), [(_, SettleFailure::Failed(_))]), "{:?}", ev.settle_failures);
+    assert_eq!(ev.after_settle, 0);
+}
+
+/// An SA whose session-open receipt names another channel: the open is refused as an unknown
+/// outcome (500, reported for reconciliation), nothing is stored, and no voucher is served.
+#[tokio::test]
+async fn session_open_receipt_for_another_channel_fails_closed() {
+    let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
+    sa.fund(USDT0, PAYER, U256::from(10_000_000u64)).expect("fund");
+    let stand = FaultServer::start(sa);
+    stand.set_fault("/session/open", Fault::Lie);
+    let store = Arc::new(InMemoryChannelStore::new());
+    let intent = SessionIntent::new(sa_client(&stand), PAYEE)
+        .signer(Arc::new(signer_from_hex(PAYEE_KEY).expect("payee key")))
+        .store(Arc::clone(&store) as Arc<dyn ChannelStore>);
+    let (mpp, unknown, _) = watch_unknown(
+        Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "api.example.com", "fault-mpp").expect("mpp"),
+    );
+    let spec = PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() };
+    let client =
+        SessionClient::new(signer_from_hex(PAYER_KEY).expect("payer key")).with_registry(NetworkRegistry::x_layer());
+    let c = challenge_of(&mpp, &spec).await;
+    let (channel, open) = client.open_header(&c, U256::from(5_000_000u64)).expect("open");
+    let resp = mpp.process(&ctx(Some(&open)), &spec).await.expect_err("refused");
+    assert_eq!(problem(&resp), (500, "InternalSAError".to_owned()));
+    assert!(String::from_utf8_lossy(&resp.body).contains("another channel"), "{}", String::from_utf8_lossy(&resp.body));
+    assert!(store.get(&channel).await.expect("store").is_none());
+    assert_eq!(unknown.lock().expect("unknown").len(), 1);
+    let voucher = client.next_voucher(&c, &channel, U256::from(COST)).expect("voucher");
+    assert!(mpp.process(&ctx(Some(&voucher)), &spec).await.is_err(), "no voucher is served");
+}

@@ -46,6 +46,10 @@ pub(crate) enum Fault {
     SlowSuccess,
     /// Answers 200 `application/json` with a 2 MiB body (above pay402's 1 MiB cap).
     Oversize,
+    /// A compromised or buggy remote: a well-formed answer that contradicts itself or the request
+    /// (x402 settle: `success: true` with status `failed`; SA session open: a receipt naming
+    /// another channel). Not in [`ALL_FAULTS`].
+    Lie,
 }
 
 /// Every fault, in table order.
@@ -77,6 +81,7 @@ impl Fault {
             Self::Drip => "drip (1 B/100 ms)".into(),
             Self::SlowSuccess => "success after the timeout".into(),
             Self::Oversize => "2 MiB body".into(),
+            Self::Lie => "contradictory answer".into(),
         }
     }
 }
@@ -346,6 +351,12 @@ async fn serve_connection(
                     return;
                 }
             }
+            Some(Fault::Lie) => {
+                let lie = lie(&answer);
+                if stream.write_all(&response(200, "application/json", &lie, lie.len())).await.is_err() {
+                    return;
+                }
+            }
             Some(Fault::Oversize) => {
                 let body =
                     json!({"code": 0, "msg": "", "data": {"reference": "a".repeat(2 * 1024 * 1024)}}).to_string();
@@ -369,6 +380,21 @@ fn envelope<T: serde::Serialize>(result: Result<T, pay402::okx::sa::SaError>) ->
 
 fn typed<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, pay402::okx::sa::SaError> {
     serde_json::from_slice(body).map_err(|e| pay402::okx::sa::SaError::Malformed(e.to_string()))
+}
+
+/// [`Fault::Lie`]: the answer with `status` turned to `failed` (x402 settle) and `channelId`
+/// replaced by another channel (SA session receipts).
+fn lie(answer: &[u8]) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(answer).unwrap_or(Value::Null);
+    if let Some(data) = v.get_mut("data").and_then(Value::as_object_mut) {
+        if data.contains_key("success") {
+            data.insert("status".into(), json!("failed"));
+        }
+        if data.contains_key("channelId") {
+            data.insert("channelId".into(), json!(format!("0x{}", "ee".repeat(32))));
+        }
+    }
+    v.to_string().into_bytes()
 }
 
 /// The well-behaved answer for a request.
