@@ -30,6 +30,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The `PAYMENT-REQUIRED` value of the `#[x402]` route, captured at start-up, for the
+/// hand-written 402 baseline.
+static STATIC_402: std::sync::OnceLock<http::HeaderValue> = std::sync::OnceLock::new();
+static STATIC_402_ACTIX: std::sync::OnceLock<actix_web::http::header::HeaderValue> = std::sync::OnceLock::new();
+const EXPOSED: &str = pay402::x402::http::EXPOSED_HEADERS;
+
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 const BUYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const SERVER_CORE: &str = "0";
@@ -66,6 +72,23 @@ mod axum_app {
         "ok"
     }
 
+    /// The physical limit of an unpaid 402: a hand-written handler answering the same bytes
+    /// with a `PAYMENT-REQUIRED` value computed once.
+    async fn static_402() -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        let value = super::STATIC_402.get().cloned().unwrap_or(http::HeaderValue::from_static(""));
+        let mut resp = (http::StatusCode::PAYMENT_REQUIRED, "{}").into_response();
+        let h = resp.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+        h.insert(http::HeaderName::from_static("payment-required"), value);
+        h.insert(
+            http::HeaderName::from_static("access-control-expose-headers"),
+            http::HeaderValue::from_static(super::EXPOSED),
+        );
+        resp
+    }
+
     #[x402(price = "$0.001", description = "bench")]
     async fn macro_route(payment: X402Payment) -> &'static str {
         let _ = payment;
@@ -89,6 +112,7 @@ mod axum_app {
         let table_routes = axum::Router::new().route("/t/table", get(bare)).layer(X402Layer::new(table));
         axum::Router::new()
             .route("/bare", get(bare))
+            .route("/static402", get(static_402))
             .route("/x402", get(macro_route))
             .route("/pay", get(charge_route))
             .route("/dual", get(dual_route))
@@ -105,6 +129,19 @@ mod actix_app {
     #[get("/bare")]
     async fn bare() -> HttpResponse {
         HttpResponse::Ok().body("ok")
+    }
+
+    /// The physical limit of an unpaid 402 (see the axum twin).
+    #[get("/static402")]
+    async fn static_402() -> HttpResponse {
+        let value =
+            super::STATIC_402_ACTIX.get().cloned().unwrap_or(actix_web::http::header::HeaderValue::from_static(""));
+        HttpResponse::PaymentRequired()
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("cache-control", "no-store"))
+            .insert_header(("payment-required", value))
+            .insert_header(("access-control-expose-headers", super::EXPOSED))
+            .body("{}")
     }
 
     #[get("/x402")]
@@ -136,6 +173,7 @@ mod actix_app {
         cfg.app_data(web::Data::new(x402))
             .app_data(web::Data::new(mpp))
             .service(bare)
+            .service(static_402)
             .service(macro_route)
             .service(charge_route)
             .service(dual_route)
@@ -428,7 +466,8 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
-const SCENARIOS: [(&str, &str, &str); 5] = [
+const SCENARIOS: [(&str, &str, &str); 6] = [
+    ("static_402", "/static402", "hand-written 402, header computed once (the limit)"),
     ("x402_macro_unpaid", "/x402", "`#[x402]` route, unpaid 402"),
     ("x402_table_unpaid", "/t/table", "route-table (layer/middleware) route, unpaid 402"),
     ("mpp_charge_unpaid", "/pay", "`#[pay]` charge route, unpaid 402"),
@@ -453,6 +492,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("pay402-bench-{pid}"));
     std::fs::create_dir_all(&dir)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // The hand-written 402 answers the `#[x402]` route's own challenge bytes.
+    let challenge = rt.block_on(async {
+        let resp = reqwest::get(format!("{axum_url}/x402")).await?;
+        Ok::<_, reqwest::Error>(resp.headers().get("payment-required").map(|v| v.as_bytes().to_vec()))
+    })?;
+    let challenge = challenge.ok_or("the #[x402] route sent no PAYMENT-REQUIRED")?;
+    let _ = STATIC_402.set(http::HeaderValue::from_bytes(&challenge)?);
+    let _ = STATIC_402_ACTIX.set(actix_web::http::header::HeaderValue::from_bytes(&challenge)?);
     if args.serve_only {
         // For profiling (`perf record -p <pid>` while wrk loads a route).
         for (framework, base) in [("axum", &axum_url), ("actix-web", &actix_url)] {
@@ -483,23 +530,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     line(String::new());
     line(
-        "| framework | path | req/s (median) | throughput ratio to bare (median of runs) | server CPU µs/req (median) | CPU ratio: bare µs ÷ path µs (median of runs) |"
+        "| framework | path | req/s (median) | throughput ratio to bare (median of runs) | server CPU µs/req (median) | CPU ratio: bare µs ÷ path µs (median of runs) | throughput ratio to the hand-written 402 (median of runs) |"
             .into(),
     );
-    line("|---|---|---:|---:|---:|---:|".into());
+    line("|---|---|---:|---:|---:|---:|---:|".into());
     for (framework, base) in [("axum", &axum_url), ("actix-web", &actix_url)] {
         let (prefix, suffix) = rt.block_on(paid_header_parts(&format!("{base}/x402")))?;
         let script = dir.join(format!("paid-{framework}.lua"));
         std::fs::write(&script, paid_lua(&prefix, &suffix))?;
         let mut bare_rps = Vec::new();
         let mut bare_cpu = Vec::new();
-        let mut per: Vec<[Vec<f64>; 4]> = vec![Default::default(); SCENARIOS.len()];
+        let mut per: Vec<[Vec<f64>; 5]> = vec![Default::default(); SCENARIOS.len()];
         // Warm-up (connection pools, lazily built caches).
         wrk(&format!("{base}/bare"), 1, args.connections, None)?;
-        for (_, path, _) in &SCENARIOS[..4] {
+        for (_, path, _) in &SCENARIOS[..5] {
             wrk(&format!("{base}{path}"), 1, args.connections, None)?;
         }
         for _ in 0..args.runs {
+            let mut limit_rps = f64::NAN;
             for (i, (name, path, _)) in SCENARIOS.iter().enumerate() {
                 let bare = wrk(&format!("{base}/bare"), args.secs, args.connections, None)?;
                 let paid = *name == "x402_paid";
@@ -519,21 +567,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 per[i][1].push(load.rps / bare.rps);
                 per[i][2].push(load.cpu_us_per_req);
                 per[i][3].push(bare.cpu_us_per_req / load.cpu_us_per_req);
+                if *name == "static_402" {
+                    limit_rps = load.rps;
+                }
+                per[i][4].push(load.rps / limit_rps);
             }
         }
         line(format!(
-            "| {framework} | bare handler | {:.0} | 1.00 | {:.1} | 1.00 |",
+            "| {framework} | bare handler | {:.0} | 1.00 | {:.1} | 1.00 | |",
             median(bare_rps.clone()),
             median(bare_cpu.clone())
         ));
         for (i, (_, _, what)) in SCENARIOS.iter().enumerate() {
-            let [rps, ratio, cpu, cpu_ratio] = per[i].clone();
+            let [rps, ratio, cpu, cpu_ratio, to_limit] = per[i].clone();
             line(format!(
-                "| {framework} | {what} | {:.0} | {:.3} | {:.1} | {:.3} |",
+                "| {framework} | {what} | {:.0} | {:.3} | {:.1} | {:.3} | {:.3} |",
                 median(rps),
                 median(ratio),
                 median(cpu),
-                median(cpu_ratio)
+                median(cpu_ratio),
+                median(to_limit)
             ));
         }
     }

@@ -69,13 +69,14 @@ async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<
     }
     let done = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let stuck = Arc::new(AtomicU64::new(0));
     let attempts = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (store, done, attempts, refused) =
-            (Arc::clone(&store), Arc::clone(&done), Arc::clone(&attempts), Arc::clone(&refused));
+        let (store, done, attempts, refused, stuck) =
+            (Arc::clone(&store), Arc::clone(&done), Arc::clone(&attempts), Arc::clone(&refused), Arc::clone(&stuck));
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let reserve = store
@@ -101,8 +102,15 @@ async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<
                         if next.commit(PRICE) { Ok(Some(next)) } else { Err("nothing reserved") }
                     })
                     .await;
-                if !matches!(commit, Ok(UpdateOutcome::Updated(_))) {
-                    return Err(format!("commit failed: {commit:?}"));
+                match commit {
+                    Ok(UpdateOutcome::Updated(_)) => {}
+                    // Too contended: the reservation stays (released by the session's expiry
+                    // handling in real use); accounted for below, never charged.
+                    Err(UpdateError::Store(StoreError::ConflictExhausted { .. })) => {
+                        stuck.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    other => return Err(format!("commit failed: {other:?}")),
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }
@@ -115,9 +123,11 @@ async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<
     let elapsed = start.elapsed().as_secs_f64();
     let deductions = done.load(Ordering::Relaxed);
     let final_state = store.get(KEY).await.map_err(|e| e.to_string())?.ok_or("channel vanished")?.value;
-    if final_state.spent != u128::from(deductions) * PRICE || final_state.reserved != 0 {
+    let stuck = stuck.load(Ordering::Relaxed);
+    if final_state.spent != u128::from(deductions) * PRICE || final_state.reserved != u128::from(stuck) * PRICE {
         return Err(format!(
-            "LOST OR DOUBLE DEDUCTIONS: {deductions} succeeded but spent = {} (price {PRICE}), reserved = {}",
+            "LOST OR DOUBLE DEDUCTIONS: {deductions} succeeded but spent = {} (price {PRICE}), reserved = {} \
+             ({stuck} commits refused)",
             final_state.spent, final_state.reserved
         ));
     }
@@ -128,7 +138,7 @@ async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<
     let conflicts = attempts.load(Ordering::Relaxed).saturating_sub(2 * deductions);
     #[allow(clippy::cast_precision_loss)] // a measurement
     let per_sec = deductions as f64 / elapsed;
-    Ok(Outcome { deductions, per_sec, conflicts, refused })
+    Ok(Outcome { deductions, per_sec, conflicts, refused: refused + stuck })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

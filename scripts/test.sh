@@ -35,6 +35,9 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
 step "cargo test"
 cargo test --workspace --all-features
 
+step "benchmarks, smoke mode (keeps the suite alive; no speed assertions)"
+scripts/bench.sh --smoke
+
 step "fuzz smoke: every cargo-fuzz target for 10 s (the long campaign: bash scripts/fuzz.sh 600)"
 bash scripts/fuzz.sh 10
 

@@ -6,7 +6,7 @@
 //! 65 bytes `r‖s‖v` (`v` ∈ {27, 28}) sent as `0x` + lower-case hex. Voucher verification
 //! ([`verify_voucher_signature`]) runs on every session request, so it hashes into stack
 //! buffers (no heap allocation) and recovers the signer exactly once, with the
-//! [`recover`](super::recover) backend chosen at build time (the `_with` variants take one
+//! [`recover`](mod@super::recover) backend chosen at build time (the `_with` variants take one
 //! explicitly).
 //!
 //! ```

@@ -8,7 +8,7 @@
 //!   multiplication that cannot fail — `R`'s x coordinate is `r` itself (never reduced, the
 //!   recovery id is 0 or 1), so `u₁·G + u₂·Q = (z·G + r·Q)/s = R` holds by construction. Skipping
 //!   it roughly doubles the throughput.
-//! * [`Backend::Secp256k1`] (cargo feature `secp256k1`) — Bitcoin Core's libsecp256k1 (C), about
+//! * `Backend::Secp256k1` (cargo feature `secp256k1`) — Bitcoin Core's libsecp256k1 (C), about
 //!   three times faster again. With the feature enabled it becomes the [`Backend::DEFAULT`] used
 //!   by voucher verification.
 //!
@@ -50,7 +50,7 @@ impl Backend {
     /// feature is enabled, else [`Backend::K256`].
     #[cfg(feature = "secp256k1")]
     pub const DEFAULT: Self = Self::Secp256k1;
-    /// The backend voucher verification uses: [`Backend::Secp256k1`] when the `secp256k1`
+    /// The backend voucher verification uses: `Backend::Secp256k1` when the `secp256k1`
     /// feature is enabled, else [`Backend::K256`].
     #[cfg(not(feature = "secp256k1"))]
     pub const DEFAULT: Self = Self::K256;
