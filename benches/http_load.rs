@@ -380,7 +380,7 @@ struct Load {
 
 fn wrk(url: &str, secs: u64, connections: u32, script: Option<&std::path::Path>) -> Result<Load, String> {
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", LOAD_CORE, "wrk", "-t1", &format!("-c{connections}"), &format!("-d{secs}s")]);
+    cmd.args(["-c", LOAD_CORE, "wrk", "-t1", "--timeout", "10s", &format!("-c{connections}"), &format!("-d{secs}s")]);
     if let Some(s) = script {
         // A salt unique to this invocation keeps every nonce fresh across runs.
         static SALT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
@@ -554,7 +554,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let load =
                     wrk(&format!("{base}{path}"), args.secs, args.connections, paid.then_some(script.as_path()))?;
                 let expect_non_2xx = if paid { 0 } else { load.requests };
-                if load.errors > 0 || load.non_2xx != expect_non_2xx || bare.non_2xx != 0 {
+                // A wrong status always fails the run; socket errors (timeouts on a loaded CI
+                // machine running a debug build) only fail a measuring run.
+                let socket_errors = !args.smoke && (load.errors > 0 || bare.errors > 0);
+                if socket_errors || load.non_2xx != expect_non_2xx || bare.non_2xx != 0 {
                     return Err(format!(
                         "{framework} {name}: unexpected answers ({} non-2xx of {}, {} socket errors)",
                         load.non_2xx, load.requests, load.errors
