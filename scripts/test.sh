@@ -28,6 +28,9 @@ step "features are additive: each framework alone"
 cargo check -p pay402-runtime --no-default-features --features axum
 cargo check -p pay402-runtime --no-default-features --features actix
 cargo check -p pay402-runtime --no-default-features
+cargo check -p pay402-runtime --no-default-features --features chain
+cargo check -p pay402-runtime --no-default-features --features secp256k1
+cargo check -p pay402-runtime --no-default-features --features redis
 
 step "cargo doc -D warnings"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features

@@ -249,7 +249,7 @@ impl HttpFacilitatorConfig {
 
 /// A client for any standard x402 facilitator (`POST /verify`, `POST /settle`, `GET /supported`),
 /// plus `GET /settle/status?txHash=` for facilitators that serve it (OKX's, and pay402's own
-/// [`crate::x402::facilitator_evm`] server), so a seller can recover a settlement that was still
+/// `x402::facilitator_evm` server, feature `chain`), so a seller can recover a settlement that was still
 /// pending when `/settle` answered.
 #[derive(Clone, Debug)]
 pub struct HttpFacilitatorClient {
