@@ -260,6 +260,22 @@ fn too_many_challenges_in_one_header_are_refused() {
 // ChannelState JSON, route patterns, money literals
 // ---------------------------------------------------------------------------------------------
 
+/// Regression (found by the `channel_state` fuzz target): a stored `highestVoucherSignature` of
+/// `"0x"` was read as the signature `"0x"` but written back as `""`, so a rewrite changed the
+/// state. An empty hex signature now reads as no signature.
+#[test]
+fn empty_hex_signature_reads_as_no_signature() {
+    for sig in ["0x", "0X", " 0x ", ""] {
+        let json = format!(
+            r#"{{"channelId":"0xab","chainId":196,"escrowContract":"0x5E55","payer":"0x1","payee":"0x2","highestVoucherSignature":"{sig}"}}"#
+        );
+        let state = ChannelState::from_json(json.as_bytes()).expect("parses");
+        assert_eq!(state.highest_voucher_signature, "", "{sig:?}");
+        let again = ChannelState::from_json(&state.to_json_bytes().expect("serialises")).expect("parses");
+        assert_eq!(again, state, "{sig:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 

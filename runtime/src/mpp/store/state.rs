@@ -305,7 +305,8 @@ impl Reader<'_> {
     fn signature(&self, camel: &str, snake: &str) -> Result<String, ChannelStateError> {
         let Some(s) = self.string(camel, snake)? else { return Ok(String::new()) };
         let s = s.trim();
-        if s.is_empty() {
+        // An empty hex signature (`"0x"`) is no signature: it is written back as `""`.
+        if s.is_empty() || s.eq_ignore_ascii_case("0x") {
             return Ok(String::new());
         }
         if let Some(digits) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))
