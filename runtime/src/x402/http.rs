@@ -605,8 +605,7 @@ impl X402HttpServer {
     /// requirements only): no requirement is rebuilt and nothing is re-serialised. `None` when
     /// the request carries a payment, comes from a browser, or the route has no such challenge.
     fn cached_unpaid(&self, ctx: &RequestContext, route: &RouteConfig) -> Option<PaymentHttpResponse> {
-        let carries_payment =
-            |name: &str| ctx.headers.get(name).is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
+        let carries_payment = |name: &str| ctx.headers.get(name).is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
         if carries_payment(PAYMENT_SIGNATURE_HEADER) || carries_payment(X_PAYMENT_HEADER) || ctx.is_browser() {
             return None;
         }
