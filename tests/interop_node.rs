@@ -78,26 +78,8 @@ async fn official_node_x402_client_pays_a_pay402_actix_server() {
     assert_eq!(authorization["value"], "4200", "{out}");
     assert!(eq_addr(&authorization["to"], PAY_TO), "{out}");
 
-    // Served, and the PAYMENT-RESPONSE as @x402/fetch decoded it.
-    assert_eq!(out["status"], 200, "{out}");
-    assert!(eq_addr(&out["body"]["paid_by"], NODE_BUYER), "{out}");
-    let settled = &out["paymentResponse"];
-    assert_eq!(settled["success"], true, "{out}");
-    assert_eq!(settled["network"], "eip155:196", "{out}");
-    assert!(eq_addr(&settled["payer"], NODE_BUYER), "{out}");
-
-    // The seller's facilitator verified it, settled it once, and moved the money.
-    let verified = facilitator.verified();
-    assert_eq!(verified.len(), 1, "{verified:?}");
-    assert!(verified[0].is_valid, "{verified:?}");
-    let settlements = embedded.settlements();
-    assert_eq!(settlements.len(), 1);
-    assert!(settlements[0].success);
-    assert_eq!(settled["transaction"], settlements[0].transaction.as_str(), "{out}");
-    assert_eq!(embedded.balance(X_LAYER_USDT0, NODE_BUYER), U256::from(5_800u64));
-    assert_eq!(embedded.balance(X_LAYER_USDT0, PAY_TO), U256::from(4_200u64));
-    let nonce = authorization["nonce"].as_str().expect("nonce");
-    assert!(embedded.is_nonce_used(X_LAYER_USDT0, NODE_BUYER, nonce));
+    // Served, and the PAYMENT-RESPONSE as @x402/fetch decoded it; verified and settled once.
+    peers::assert_paid_and_settled(&out, &facilitator, &embedded, (NODE_BUYER, PAY_TO), (10_000, 4_200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

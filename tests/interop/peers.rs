@@ -186,6 +186,39 @@ impl FacilitatorClient for Recording {
 }
 
 /// Whether JSON `a` is the address `b` (case-insensitive).
+/// Asserts a peer's paid request end to end: `out` (what its script printed) shows the resource
+/// served to `buyer` and the PAYMENT-RESPONSE it decoded; the seller's facilitator verified the
+/// payment once and settled it once with that transaction; `price` moved from `buyer` (funded
+/// with `funded`) to `pay_to`; the authorization's nonce is used.
+pub(crate) fn assert_paid_and_settled(
+    out: &serde_json::Value,
+    facilitator: &Recording,
+    embedded: &EmbeddedFacilitator,
+    (buyer, pay_to): (&str, &str),
+    (funded, price): (u64, u64),
+) {
+    use pay402::evm::U256;
+    use pay402::x402::X_LAYER_USDT0;
+    assert_eq!(out["status"], 200, "{out}");
+    assert!(eq_addr(&out["body"]["paid_by"], buyer), "{out}");
+    let settled = &out["paymentResponse"];
+    assert_eq!(settled["success"], true, "{out}");
+    assert_eq!(settled["network"], "eip155:196", "{out}");
+    assert!(eq_addr(&settled["payer"], buyer), "{out}");
+
+    let verified = facilitator.verified();
+    assert_eq!(verified.len(), 1, "{verified:?}");
+    assert!(verified[0].is_valid, "{verified:?}");
+    let settlements = embedded.settlements();
+    assert_eq!(settlements.len(), 1);
+    assert!(settlements[0].success);
+    assert_eq!(settled["transaction"], settlements[0].transaction.as_str(), "{out}");
+    assert_eq!(embedded.balance(X_LAYER_USDT0, buyer), U256::from(funded - price));
+    assert_eq!(embedded.balance(X_LAYER_USDT0, pay_to), U256::from(price));
+    let nonce = out["paymentPayload"]["payload"]["authorization"]["nonce"].as_str().expect("nonce");
+    assert!(embedded.is_nonce_used(X_LAYER_USDT0, buyer, nonce));
+}
+
 pub(crate) fn eq_addr(a: &serde_json::Value, b: &str) -> bool {
     a.as_str().is_some_and(|a| a.eq_ignore_ascii_case(b))
 }
