@@ -625,6 +625,13 @@ async fn plain_http_facilitator_round_trip() {
             )],
         ),
         ("/supported", vec![answer(200, r#"{"kinds":[{"x402Version":2,"scheme":"exact","network":"eip155:196"}]}"#)]),
+        (
+            "/settle/status",
+            vec![answer(
+                200,
+                format!(r#"{{"success":true,"status":"success","transaction":"{TX}","network":"eip155:196"}}"#),
+            )],
+        ),
     ];
     let server = StandIn::start(mode, script).await;
     let mut config = HttpFacilitatorConfig::new(format!("{}/", server.url));
@@ -637,15 +644,30 @@ async fn plain_http_facilitator_round_trip() {
     assert_eq!(supported.kinds.len(), 1);
     assert!(supported.kinds[0].covers("exact", &Network::from("eip155:196")));
     assert!(supported.extensions.is_empty() && supported.signers.is_empty());
-    let e = client.settle_status(TX).await.expect_err("plain facilitators have no settle status");
-    assert!(matches!(e, FacilitatorError::Unsupported(_)), "{e:?}");
+    let status = client.settle_status(TX).await.expect("settle status");
+    assert_eq!(
+        (status.success, status.status.as_deref(), status.transaction.as_deref()),
+        (true, Some("success"), Some(TX))
+    );
 
     let reqs = server.requests();
     let seen: Vec<(&str, &str)> = reqs.iter().map(|r| (r.method.as_str(), r.path.as_str())).collect();
-    assert_eq!(seen, [("POST", "/verify"), ("POST", "/settle"), ("GET", "/supported")]);
+    let status_path = format!("/settle/status?txHash={TX}");
+    assert_eq!(seen, [("POST", "/verify"), ("POST", "/settle"), ("GET", "/supported"), ("GET", status_path.as_str())]);
     assert_eq!(reqs[0].body, expected_body(false, None));
     assert_eq!(reqs[1].body, expected_body(false, None));
     assert_eq!(reqs[2].body, "");
+    assert_eq!(reqs[3].body, "");
+
+    // A facilitator that does not serve /settle/status: a typed HTTP error (the resource server
+    // treats it as an unknown outcome and fails closed).
+    let not_served = vec![("/settle/status", vec![answer(404, r#"{"error":"not found"}"#)])];
+    let bare = StandIn::start(Mode::Plain { header: "x-api-key", value: "abc" }, not_served).await;
+    let mut config = HttpFacilitatorConfig::new(bare.url.clone());
+    config.headers.push(("x-api-key".into(), "abc".into()));
+    let client = HttpFacilitatorClient::new(config).expect("HTTP client");
+    let e = client.settle_status(TX).await.expect_err("no settle status served");
+    assert!(matches!(e, FacilitatorError::Http { status: 404, .. }), "{e:?}");
 }
 
 #[test]
