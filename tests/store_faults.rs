@@ -9,7 +9,7 @@
 //! * FileStore on a 64 KiB tmpfs mounted by the test: once the file system is full, writes fail
 //!   with a typed [`StoreError::Io`], the previous state is intact (byte for byte), no temporary
 //!   file is left behind, and writes succeed again once space is freed. Mounting needs root (or
-//!   CAP_SYS_ADMIN); without it the test fails and says so.
+//!   password-less sudo); without it the test fails and says so.
 
 mod support;
 
@@ -221,17 +221,30 @@ struct SmallFs {
     dir: PathBuf,
 }
 
+/// `program` run as root: directly when the test already is root, else through `sudo -n`
+/// (scripts/install-test-deps.sh needs the same).
+fn as_root(program: &str) -> Command {
+    let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if uid.is_ok_and(|u| u == "0") {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", program]);
+        sudo
+    }
+}
+
 impl SmallFs {
     fn mount() -> Self {
         let dir = tmpdir("fullfs");
-        let out = Command::new("mount")
+        let out = as_root("mount")
             .args(["-t", "tmpfs", "-o", "size=64k,nr_inodes=64", "pay402-fullfs"])
             .arg(&dir)
             .output()
             .unwrap_or_else(|e| panic!("cannot run mount: {e}"));
         assert!(
             out.status.success(),
-            "mounting a 64 KiB tmpfs on {} failed ({}): this test needs root or CAP_SYS_ADMIN: {}",
+            "mounting a 64 KiB tmpfs on {} failed ({}): this test needs root or password-less sudo: {}",
             dir.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr)
@@ -242,7 +255,7 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = as_root("umount").arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
