@@ -377,7 +377,11 @@ async fn concurrent_settles_of_one_authorization_settle_once() {
     assert_eq!(wins, 1, "{results:?}");
     for r in results.iter().map(|r| r.as_ref().expect("settle")).filter(|r| !r.success) {
         let reason = r.error_reason.as_deref();
-        assert!(reason == Some(reasons::NONCE_ALREADY_USED) || reason == Some(reasons::TRANSACTION_FAILED), "{r:?}");
+        // Usually the nonce is seen used (at verify, or when a failed simulation is diagnosed);
+        // a loser whose gas estimation runs just after the winner's transaction lands reports a
+        // failed simulation. Either way nothing is sent twice.
+        let losing = [reasons::NONCE_ALREADY_USED, reasons::TRANSACTION_FAILED, reasons::SIMULATION_FAILED];
+        assert!(reason.is_some_and(|r| losing.contains(&r)), "{r:?}");
     }
     assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
 }

@@ -427,7 +427,7 @@ impl ExactEvmFacilitatorScheme {
         let checked = Checked { token, message, signature, kind, payer: from.to_owned() };
         // 14. simulation, diagnosed on failure
         if let Read::Reverted(revert) = self.read(token, checked.calldata().to_vec(), "simulation").await? {
-            let reason = self.diagnose(token, name, version).await?;
+            let reason = self.diagnose(token, (from_address, nonce), name, version).await?;
             return Ok(Err(Rejection { message: Some(revert), ..reject(reason) }));
         }
         Ok(Ok(checked))
@@ -439,8 +439,19 @@ impl ExactEvmFacilitatorScheme {
         Ok(matches!(self.view(wallet, call, "isValidSignature").await?, Read::Value(magic) if magic.0 == ERC1271_MAGIC))
     }
 
-    /// Why a simulation failed: the token's domain differs, or something else.
-    async fn diagnose(&self, token: Address, name: &str, version: &str) -> Result<&'static str, FacilitatorError> {
+    /// Why a simulation failed: the authorization was used meanwhile (a concurrent settlement of
+    /// the same payment won the race), the token's domain differs, or something else.
+    async fn diagnose(
+        &self,
+        token: Address,
+        (authorizer, nonce): (Address, B256),
+        name: &str,
+        version: &str,
+    ) -> Result<&'static str, FacilitatorError> {
+        let state = IEip3009Token::authorizationStateCall { authorizer, nonce };
+        if let Read::Value(true) = self.view(token, state, "authorizationState").await? {
+            return Ok(reasons::NONCE_ALREADY_USED);
+        }
         if let Read::Value(actual) = self.view(token, IEip3009Token::nameCall {}, "name").await?
             && actual != name
         {
