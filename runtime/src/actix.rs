@@ -18,6 +18,7 @@
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
 use crate::gate::{ExtensionSink, PaymentGate};
+use crate::web::{PreparedResponse, RequestHead, push_url};
 use crate::x402::http::{
     MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
 };
@@ -53,10 +54,77 @@ fn copy_headers(from: &http::HeaderMap, to: &mut ::actix_web::http::header::Head
     }
 }
 
+/// `http` 1 headers as actix-web's (`http` 0.2) name/value pairs, every line kept.
+pub(crate) fn convert_headers(from: &http::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    from.iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_bytes(name.as_str().as_bytes()).ok()?,
+                HeaderValue::from_bytes(value.as_bytes()).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Answers a prepared response (its headers were converted to actix-web's types once).
+fn prepared_response(p: &PreparedResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(p.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = HttpResponse::with_body(status, p.body.clone()).map_into_boxed_body();
+    let headers = resp.headers_mut();
+    for (name, value) in &p.actix_headers {
+        headers.append(name.clone(), value.clone());
+    }
+    resp
+}
+
+/// What the unpaid fast path reads of an actix request, without converting anything.
+struct ActixHead<'a>(&'a HttpRequest);
+
+impl RequestHead for ActixHead<'_> {
+    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0.headers().get(name).map(HeaderValue::as_bytes)
+    }
+
+    /// As [`request_context`] (actix-web's `ConnectionInfo`): without `Forwarded` /
+    /// `X-Forwarded-*` headers that is the URI's scheme (else `https` when the app is configured
+    /// secure, else `http`) and `Host` (else the URI's authority, else the app's host); with
+    /// them, the connection info itself.
+    fn write_url(&self, out: &mut String) -> bool {
+        let req = self.0;
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let headers = req.headers();
+        if headers.contains_key("forwarded")
+            || headers.contains_key("x-forwarded-proto")
+            || headers.contains_key("x-forwarded-host")
+        {
+            let info = req.connection_info();
+            push_url(out, info.scheme(), info.host(), pq);
+            return true;
+        }
+        let config = req.app_config();
+        let scheme = req.uri().scheme_str().unwrap_or(if config.secure() { "https" } else { "http" });
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or_else(|| config.host());
+        push_url(out, scheme, host, pq);
+        true
+    }
+
+    fn method_str(&self) -> &str {
+        self.0.method().as_str()
+    }
+
+    fn path_str(&self) -> &str {
+        self.0.path()
+    }
+}
+
 /// The [`RequestContext`] of an actix request (URL from the connection info).
 pub fn request_context(req: &HttpRequest) -> RequestContext {
-    let info = req.connection_info();
-    let url = format!("{}://{}{}", info.scheme(), info.host(), req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let mut url = String::new();
+    ActixHead(req).write_url(&mut url);
     let mut headers = http::HeaderMap::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
         if let (Ok(n), Ok(v)) =
@@ -189,6 +257,11 @@ where
         let Some(route) = self.gate.route_for(req.method().as_str(), req.path()) else {
             return Box::pin(async move { service.call(req).await.map(ServiceResponse::map_into_left_body) });
         };
+        if let Some(prepared) = self.gate.precomputed_unpaid(&route, &ActixHead(req.request())) {
+            let (http_req, _) = req.into_parts();
+            let resp = ServiceResponse::new(http_req, prepared_response(&prepared)).map_into_right_body();
+            return Box::pin(std::future::ready(Ok(resp)));
+        }
         let gate = self.gate.clone();
         Box::pin(async move {
             let ctx = request_context(req.request());
@@ -248,6 +321,9 @@ impl X402Guard {
             return Err(missing_config(MISSING_SERVER_MESSAGE));
         };
         let config: Arc<RouteConfig> = route.config(&server).map_err(into_response)?;
+        if let Some(prepared) = server.precomputed_unpaid(&config, &ActixHead(&self.req)) {
+            return Err(prepared_response(&prepared));
+        }
         let ctx = request_context(&self.req);
         match server.process(&ctx, &config).await {
             Ok(payment) => Ok(X402Verified { server, ctx, req: self.req, payment }),

@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
 use crate::gate::PaymentGate;
+use crate::web::{HttpHead, PreparedResponse};
 use crate::x402::http::{
     MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
 };
@@ -42,6 +43,14 @@ impl IntoResponse for PaymentHttpResponse {
     fn into_response(self) -> Response {
         into_response(self)
     }
+}
+
+/// Answers a prepared response (reference counts only).
+fn prepared_response(p: &PreparedResponse) -> Response {
+    let mut resp = Response::new(Body::from(p.body.clone()));
+    *resp.status_mut() = p.status;
+    *resp.headers_mut() = p.headers.clone();
+    resp
 }
 
 /// Completes a payment once the handler answered: adds its headers to `resp`, or replaces `resp`
@@ -105,6 +114,10 @@ where
         let Some(route) = self.gate.route_for(req.method().as_str(), req.uri().path()) else {
             return Box::pin(self.inner.call(req));
         };
+        let head = HttpHead { method: req.method(), uri: req.uri(), headers: req.headers() };
+        if let Some(prepared) = self.gate.precomputed_unpaid(&route, &head) {
+            return Box::pin(std::future::ready(Ok(prepared_response(&prepared))));
+        }
         // Take the service that was driven to readiness; leave a clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -146,7 +159,9 @@ impl<S: Send + Sync> FromRequestParts<S> for X402Payment {
 #[derive(Debug)]
 pub struct X402Guard {
     server: X402HttpServer,
-    ctx: RequestContext,
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
 }
 
 impl<S> FromRequestParts<S> for X402Guard
@@ -158,17 +173,25 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self {
             server: X402HttpServer::from_ref(state),
-            ctx: RequestContext::from_parts(&parts.method, &parts.uri, &parts.headers),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
         })
     }
 }
 
 impl X402Guard {
-    /// Verifies the request's payment for `route`; `Err` is the response to return at once.
+    /// Verifies the request's payment for `route`; `Err` is the response to return at once (the
+    /// route's precomputed 402 when the request carries no payment).
     pub async fn verify(self, route: &'static StaticRoute) -> Result<X402Verified, Response> {
         let config: Arc<RouteConfig> = route.config(&self.server).map_err(into_response)?;
-        match self.server.process(&self.ctx, &config).await {
-            Ok(payment) => Ok(X402Verified { server: self.server, ctx: self.ctx, payment }),
+        let head = HttpHead { method: &self.method, uri: &self.uri, headers: &self.headers };
+        if let Some(prepared) = self.server.precomputed_unpaid(&config, &head) {
+            return Err(prepared_response(&prepared));
+        }
+        let ctx = RequestContext::from_owned_parts(self.method, &self.uri, self.headers);
+        match self.server.process(&ctx, &config).await {
+            Ok(payment) => Ok(X402Verified { server: self.server, ctx, payment }),
             Err(r) => Err(into_response(r)),
         }
     }

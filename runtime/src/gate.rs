@@ -5,6 +5,7 @@
 
 use crate::mpp::{Mpp, Paid as MppPaid, PaySpec};
 use crate::router::{Paid as RouterPaid, PaymentRouter, RouteProtocols, RouterPayment};
+use crate::web::{PreparedResponse, RequestHead};
 use crate::x402::http::{PaymentHttpResponse, RequestContext, RouteConfig, X402HttpServer, X402Payment};
 use http::HeaderMap;
 use std::future::Future;
@@ -37,6 +38,14 @@ pub trait PaymentGate: Clone + Send + Sync + 'static {
     /// What protects `method` + `path`, if anything.
     fn route_for(&self, method: &str, path: &str) -> Option<Self::Route>;
 
+    /// The unpaid fast path: a response prepared in advance for this route, decided from the
+    /// request head alone (before any [`RequestContext`] is built). `None` (the default): take
+    /// [`PaymentGate::process`].
+    fn precomputed_unpaid(&self, route: &Self::Route, head: &impl RequestHead) -> Option<Arc<PreparedResponse>> {
+        let _ = (route, head);
+        None
+    }
+
     /// Decides a request to a protected route: the verified payment, or the response to send.
     fn process(
         &self,
@@ -63,6 +72,10 @@ impl PaymentGate for X402HttpServer {
 
     fn route_for(&self, method: &str, path: &str) -> Option<Self::Route> {
         X402HttpServer::route_for(self, method, path)
+    }
+
+    fn precomputed_unpaid(&self, route: &Self::Route, head: &impl RequestHead) -> Option<Arc<PreparedResponse>> {
+        X402HttpServer::precomputed_unpaid(self, route, head)
     }
 
     async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<X402Payment, PaymentHttpResponse> {

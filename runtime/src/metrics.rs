@@ -115,8 +115,13 @@ impl SettlementOutcome {
 
 /// Counts one 402 challenge. `kind` is the x402 scheme or the MPP intent.
 pub fn record_challenge(protocol: &'static str, kind: &str) {
+    record_challenge_shared(protocol, ::metrics::SharedString::from_owned(kind.to_owned()));
+}
+
+/// [`record_challenge`] with a label value shared by reference count (the precomputed 402s).
+pub(crate) fn record_challenge_shared(protocol: &'static str, kind: ::metrics::SharedString) {
     let label = if protocol == PROTOCOL_X402 { "scheme" } else { "intent" };
-    ::metrics::counter!(CHALLENGES_TOTAL, "protocol" => protocol, label => kind.to_owned()).increment(1);
+    ::metrics::counter!(CHALLENGES_TOTAL, "protocol" => protocol, label => kind).increment(1);
 }
 
 /// Counts one payment attempt. `kind` is the x402 scheme or the MPP intent.

@@ -38,6 +38,7 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 pub use crate::web::{BoxFuture, HttpBody, PaymentHttpResponse, RequestContext};
+use crate::web::{PreparedResponse, RequestHead, is_browser};
 
 /// The reason sent when a payment (payer + nonce) was already used.
 pub const REPLAYED_PAYMENT_REASON: &str = "invalid_exact_evm_nonce_already_used";
@@ -601,28 +602,61 @@ impl X402HttpServer {
         self.inner.server.build_payment_required(resource, accepts, error, route.extensions.clone())
     }
 
-    /// The unpaid 402 for an API client from the route's precomputed challenge (static
-    /// requirements only): no requirement is rebuilt and nothing is re-serialised. `None` when
-    /// the request carries a payment, comes from a browser, or the route has no such challenge.
-    fn cached_unpaid(&self, ctx: &RequestContext, route: &RouteConfig) -> Option<PaymentHttpResponse> {
-        let carries_payment = |name: &str| ctx.headers.get(name).is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
-        if carries_payment(PAYMENT_SIGNATURE_HEADER) || carries_payment(X_PAYMENT_HEADER) || ctx.is_browser() {
+    /// The route's precomputed unpaid 402 for a request carrying no payment (not from a
+    /// browser), with the metrics label of its challenge. `None` when the route has no
+    /// precomputed challenge (yet) or the request needs the full path.
+    fn precomputed(
+        &self,
+        route: &RouteConfig,
+        head: &impl RequestHead,
+    ) -> Option<(Arc<PreparedResponse>, metrics::SharedString)> {
+        if head.has_nonblank("payment-signature") || head.has_nonblank("x-payment") || is_browser(head) {
             return None;
         }
         let challenge = route.unpaid_challenge.get(self.inner.pay_to.as_deref())?;
-        let header = challenge.header(&ctx.url)?;
-        crate::metrics::record_challenge(crate::metrics::PROTOCOL_X402, challenge.scheme_label());
+        Some((challenge.prepared(head)?, challenge.scheme_label()))
+    }
+
+    /// The unpaid fast path, run before any [`RequestContext`] is built: the route's
+    /// precomputed 402 (no requirement rebuilt, nothing serialised or formatted), with the same
+    /// `x402.request` span and challenge counter as [`X402HttpServer::process`]. `None`: take
+    /// `process` (a payment, a browser, a custom unpaid body, dynamic requirements, or the
+    /// route's first request).
+    pub(crate) fn precomputed_unpaid(
+        &self,
+        route: &RouteConfig,
+        head: &impl RequestHead,
+    ) -> Option<Arc<PreparedResponse>> {
+        if route.unpaid_response_body.is_some() {
+            return None;
+        }
+        let start = std::time::Instant::now();
+        let (prepared, label) = self.precomputed(route, head)?;
+        crate::metrics::record_challenge_shared(crate::metrics::PROTOCOL_X402, label);
+        let span = request_span(head.method_str(), head.path_str(), route);
+        if !span.is_disabled() {
+            span.record("outcome", "challenge");
+            span.record("latency_ms", crate::metrics::millis_since(start));
+        }
+        Some(prepared)
+    }
+
+    /// The unpaid 402 for an API client from the route's precomputed challenge (static
+    /// requirements only), inside `process`: nothing is rebuilt or re-serialised; a custom unpaid
+    /// body is rendered for the request.
+    fn cached_unpaid(&self, ctx: &RequestContext, route: &RouteConfig) -> Option<PaymentHttpResponse> {
+        let (prepared, label) = self.precomputed(route, ctx)?;
+        crate::metrics::record_challenge_shared(crate::metrics::PROTOCOL_X402, label);
         tracing::Span::current().record("outcome", "challenge");
-        let body = match &route.unpaid_response_body {
-            Some(f) => f(ctx),
-            None => HttpBody { content_type: "application/json".into(), body: Bytes::from_static(b"{}") },
-        };
-        let mut resp = PaymentHttpResponse::new(StatusCode::PAYMENT_REQUIRED, &body.content_type, body.body);
-        resp.headers.insert(HeaderName::from_static("payment-required"), header);
-        resp.headers.insert(
-            HeaderName::from_static("access-control-expose-headers"),
-            HeaderValue::from_static(EXPOSED_HEADERS),
-        );
+        let mut resp = prepared.to_response();
+        if let Some(f) = &route.unpaid_response_body {
+            let body = f(ctx);
+            match HeaderValue::from_str(&body.content_type) {
+                Ok(ct) => resp.headers.insert(http::header::CONTENT_TYPE, ct),
+                Err(_) => resp.headers.remove(http::header::CONTENT_TYPE),
+            };
+            resp.body = body.body;
+        }
         Some(resp)
     }
 
@@ -686,18 +720,7 @@ impl X402HttpServer {
         ctx: &RequestContext,
         route: &Arc<RouteConfig>,
     ) -> Result<X402Payment, PaymentHttpResponse> {
-        let span = tracing::info_span!(
-            "x402.request",
-            method = %ctx.method,
-            path = %ctx.path,
-            route = route.description.as_deref().unwrap_or_default(),
-            scheme = tracing::field::Empty,
-            network = tracing::field::Empty,
-            amount = tracing::field::Empty,
-            payer = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
+        let span = request_span(ctx.method.as_str(), &ctx.path, route);
         let start = std::time::Instant::now();
         let result = self.process_inner(ctx, route).instrument(span.clone()).await;
         span.record("latency_ms", crate::metrics::millis_since(start));
@@ -898,6 +921,22 @@ impl X402HttpServer {
         }
         Err(out.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
     }
+}
+
+/// The span of one request to an x402-protected route (full path and fast path alike).
+fn request_span(method: &str, path: &str, route: &RouteConfig) -> tracing::Span {
+    tracing::info_span!(
+        "x402.request",
+        method = %method,
+        path = %path,
+        route = route.description.as_deref().unwrap_or_default(),
+        scheme = tracing::field::Empty,
+        network = tracing::field::Empty,
+        amount = tracing::field::Empty,
+        payer = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    )
 }
 
 /// The `scheme` label of a challenge: the distinct schemes it offers, comma-separated.

@@ -10,10 +10,14 @@
 //! requirements.
 
 use super::headers::safe_base64_encode;
+use super::http::EXPOSED_HEADERS;
 use super::types::{PaymentRequired, PaymentRequirements};
-use http::HeaderValue;
+use crate::web::{PaymentHttpResponse, PreparedResponse, RequestHead};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 /// Stands for the resource URL while the challenge is serialised once; a challenge whose other
 /// fields contain it is not cached (served the slow way).
@@ -23,17 +27,33 @@ const URL_PLACEHOLDER: &str = "pay402:resource-url:0b6f2d8e4c1a";
 /// distinct URLs or `Host` values costs memory no more than this).
 const MAX_CACHED_URLS: usize = 256;
 
+thread_local! {
+    /// The request URL of a fast-path lookup, formatted without allocating.
+    static URL: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The whole unpaid 402 answering API clients for one `PAYMENT-REQUIRED` value: that header,
+/// `Content-Type: application/json`, `Cache-Control: no-store`,
+/// `Access-Control-Expose-Headers` and the body `{}`.
+fn prepare(header: HeaderValue) -> Arc<PreparedResponse> {
+    let mut resp =
+        PaymentHttpResponse::new(StatusCode::PAYMENT_REQUIRED, "application/json", Bytes::from_static(b"{}"));
+    resp.headers.insert(HeaderName::from_static("payment-required"), header);
+    resp.headers.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
+    Arc::new(PreparedResponse::new(resp))
+}
+
 /// The precomputed unpaid challenge of one route.
 #[derive(Debug)]
 pub(crate) struct UnpaidChallenge {
-    /// The whole header, when the route fixes its resource URL.
-    fixed: Option<HeaderValue>,
+    /// The whole response, when the route fixes its resource URL.
+    fixed: Option<Arc<PreparedResponse>>,
     /// The JSON before and after the URL's JSON string.
     prefix: Vec<u8>,
     suffix: Vec<u8>,
     /// The metrics `scheme` label.
-    scheme_label: String,
-    by_url: RwLock<HashMap<Box<str>, HeaderValue>>,
+    scheme_label: metrics::SharedString,
+    by_url: RwLock<HashMap<Box<str>, Arc<PreparedResponse>>>,
 }
 
 impl UnpaidChallenge {
@@ -41,8 +61,9 @@ impl UnpaidChallenge {
     /// `url_from_request`), or with the route's fixed URL. `None` when it cannot be split.
     fn new(required: &PaymentRequired, url_from_request: bool, scheme_label: String) -> Option<Self> {
         let json = crate::json::compact(required).ok()?;
+        let scheme_label = metrics::SharedString::from_shared(Arc::<str>::from(scheme_label));
         if !url_from_request {
-            let fixed = HeaderValue::try_from(safe_base64_encode(&json)).ok()?;
+            let fixed = prepare(HeaderValue::try_from(safe_base64_encode(&json)).ok()?);
             let by_url = RwLock::new(HashMap::new());
             return Some(Self { fixed: Some(fixed), prefix: Vec::new(), suffix: Vec::new(), scheme_label, by_url });
         }
@@ -63,31 +84,54 @@ impl UnpaidChallenge {
         })
     }
 
-    /// The `PAYMENT-REQUIRED` value for a request to `url`.
-    pub(crate) fn header(&self, url: &str) -> Option<HeaderValue> {
+    /// The unpaid 402 for a request: its URL is formatted into a per-thread buffer, looked up,
+    /// and built (then remembered) on a miss. `None` when the URL cannot be derived cheaply.
+    pub(crate) fn prepared(&self, head: &impl RequestHead) -> Option<Arc<PreparedResponse>> {
         if let Some(fixed) = &self.fixed {
-            return Some(fixed.clone());
+            return Some(Arc::clone(fixed));
         }
+        URL.with(|buf| {
+            let mut url = buf.try_borrow_mut().ok()?;
+            url.clear();
+            if !head.write_url(&mut url) {
+                return None;
+            }
+            self.prepared_for(&url)
+        })
+    }
+
+    /// The unpaid 402 for a request to `url`.
+    fn prepared_for(&self, url: &str) -> Option<Arc<PreparedResponse>> {
         if let Some(v) = self.by_url.read().unwrap_or_else(PoisonError::into_inner).get(url) {
-            return Some(v.clone());
+            return Some(Arc::clone(v));
         }
         let url_json = crate::json::compact(url).ok()?;
         let mut json = Vec::with_capacity(self.prefix.len() + url_json.len() + self.suffix.len());
         json.extend_from_slice(&self.prefix);
         json.extend_from_slice(&url_json);
         json.extend_from_slice(&self.suffix);
-        let value = HeaderValue::try_from(safe_base64_encode(&json)).ok()?;
+        let value = prepare(HeaderValue::try_from(safe_base64_encode(&json)).ok()?);
         let mut map = self.by_url.write().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MAX_CACHED_URLS {
             map.clear();
         }
-        map.insert(url.into(), value.clone());
+        map.insert(url.into(), Arc::clone(&value));
         Some(value)
     }
 
+    /// The `PAYMENT-REQUIRED` value for a request to `url`.
+    #[cfg(test)]
+    fn header(&self, url: &str) -> Option<HeaderValue> {
+        let prepared = match &self.fixed {
+            Some(fixed) => Arc::clone(fixed),
+            None => self.prepared_for(url)?,
+        };
+        prepared.headers.get("payment-required").cloned()
+    }
+
     /// The metrics `scheme` label of the challenge.
-    pub(crate) fn scheme_label(&self) -> &str {
-        &self.scheme_label
+    pub(crate) fn scheme_label(&self) -> metrics::SharedString {
+        self.scheme_label.clone()
     }
 }
 
@@ -198,7 +242,7 @@ mod tests {
             assert_eq!(slot.header_for(url).unwrap(), expected.as_str(), "{url}");
             assert_eq!(slot.header_for(url).unwrap(), expected.as_str(), "{url} (cached)");
         }
-        assert_eq!(slot.get(None).unwrap().scheme_label(), "exact");
+        assert_eq!(&*slot.get(None).unwrap().scheme_label(), "exact");
         assert!(slot.clone().get(None).is_none(), "a cloned route starts without a cache");
         let payee = UnpaidSlot::default();
         payee.fill(Some("0xA"), &[], None, String::new, |url| required(&url, ""));
