@@ -1,12 +1,16 @@
 //! The two voucher-signature recovery backends (pure-Rust `k256` and libsecp256k1, cargo feature
 //! `secp256k1`) give identical accept/reject results — and identical recovered addresses — on a
 //! shared corpus of valid, wrong-signer, high-`s` and malformed signatures, and agree with
-//! alloy's reference recovery wherever a signature is acceptable.
+//! alloy's reference recovery wherever a signature is acceptable. The cached-key path (a
+//! signer's key kept after its first voucher, then checked with `recover::signed_by`) accepts
+//! exactly what recovery accepts, on every backend and the same corpus, and voucher
+//! verification through a warm key cache gives the very results (errors included) of recovery.
 
 use pay402::evm::channel::{
-    self, ChannelDomain, ChannelSignatureError, recover_channel_signer_with, verify_voucher_signature_with,
+    self, ChannelDomain, ChannelSignatureError, SignerKeyCache, recover_channel_signer_with,
+    verify_voucher_signature_cached, verify_voucher_signature_with,
 };
-use pay402::evm::recover::Backend;
+use pay402::evm::recover::{self, Backend, SignerKey};
 use pay402::evm::{Address, B256, SECP256K1N_HALF, Signer, U256, keccak256, signature_hex, signer_from_hex};
 
 const KEYS: [&str; 3] = [
@@ -45,10 +49,31 @@ struct Tally {
     high_s: usize,
     malformed: usize,
     unrecoverable: usize,
+    /// `signed_by` comparisons made, and how many of them accepted.
+    key_checks: usize,
+    key_accepted: usize,
+    /// Voucher verifications compared between the recovery and cached-key paths.
+    vouchers: usize,
 }
 
-/// Checks one (digest, signature) pair on every backend; returns the shared outcome.
-fn check(digest: &B256, text: &str, tally: &mut Tally) -> Result<Address, ChannelSignatureError> {
+/// The corpus signers' keys, recovered once as a server would on their first voucher.
+fn known_keys() -> Vec<SignerKey> {
+    KEYS.iter()
+        .map(|k| {
+            let signer = signer_from_hex(k).unwrap();
+            let digest = keccak256(k.as_bytes());
+            let signature =
+                channel::parse_channel_signature(&signature_hex(signer.sign_digest(&digest).unwrap())).unwrap();
+            let key = recover::recover_key(Backend::K256, &digest, &signature).unwrap();
+            assert_eq!(key.address(), signer.address());
+            key
+        })
+        .collect()
+}
+
+/// Checks one (digest, signature) pair on every backend and, for every known key, the
+/// cached-key check against recovery; returns the shared outcome.
+fn check(digest: &B256, text: &str, keys: &[SignerKey], tally: &mut Tally) -> Result<Address, ChannelSignatureError> {
     let k256 = recover_channel_signer_with(Backend::K256, digest, text);
     let secp = recover_channel_signer_with(Backend::Secp256k1, digest, text);
     assert_eq!(k256, secp, "backends disagree on {text} over {digest}");
@@ -56,6 +81,14 @@ fn check(digest: &B256, text: &str, tally: &mut Tally) -> Result<Address, Channe
     if let Ok(parsed) = channel::parse_channel_signature(text) {
         let reference = parsed.recover_address_from_prehash(digest).ok();
         assert_eq!(k256.as_ref().ok(), reference.as_ref(), "alloy disagrees on {text}");
+        for key in keys {
+            for &backend in Backend::ALL {
+                let cached = recover::signed_by(backend, digest, &parsed, key);
+                assert_eq!(cached, k256 == Ok(key.address()), "{backend}: cached key {} on {text}", key.address());
+                tally.key_checks += 1;
+                tally.key_accepted += usize::from(cached);
+            }
+        }
     }
     match &k256 {
         Ok(_) => tally.accepted += 1,
@@ -65,6 +98,47 @@ fn check(digest: &B256, text: &str, tally: &mut Tally) -> Result<Address, Channe
         Err(e) => panic!("unexpected {e}"),
     }
     k256
+}
+
+/// One corpus voucher: its signer, and a bystander whose key is also cached.
+struct Case<'a> {
+    keys: &'a [SignerKey],
+    /// Per backend, a cache warmed with every corpus key.
+    warm: &'a [(Backend, SignerKeyCache)],
+    domain: &'a ChannelDomain,
+    channel_id: B256,
+    signer: Address,
+    bystander: Address,
+}
+
+/// Checks `text` as the signature of the voucher for `amount`: the digest-level [`check`], then
+/// voucher verification for the signer and for the bystander on every backend through the
+/// recovery path, a cold key cache and a warm one — all agree with what recovery gave.
+fn case(c: &Case<'_>, amount: u128, text: &str, tally: &mut Tally) -> Result<Address, ChannelSignatureError> {
+    let digest = channel::voucher_digest(c.domain, c.channel_id, amount);
+    let recovered = check(&digest, text, c.keys, tally);
+    for expected in [c.signer, c.bystander] {
+        let want = match recovered {
+            Ok(a) if a == expected => Ok(()),
+            Ok(a) => Err(ChannelSignatureError::SignerMismatch { recovered: a }),
+            Err(e) => Err(e),
+        };
+        for (backend, warm) in c.warm {
+            let backend = *backend;
+            let (domain, id) = (c.domain, c.channel_id);
+            let recovery = verify_voucher_signature_with(backend, domain, id, amount, text, expected);
+            assert_eq!(recovery, want, "{backend}: recovery path on {text}");
+            let cold = SignerKeyCache::default();
+            let first = verify_voucher_signature_cached(&cold, backend, domain, id, amount, text, expected);
+            assert_eq!(first, want, "{backend}: cold cache on {text}");
+            assert_eq!(cold.len(), usize::from(want.is_ok()), "{backend}: only an accepted voucher is cached");
+            let cached = verify_voucher_signature_cached(warm, backend, domain, id, amount, text, expected);
+            assert_eq!(cached, want, "{backend}: warm cache on {text}");
+            assert_eq!(warm.len(), KEYS.len(), "{backend}: the warm cache holds the corpus signers only");
+            tally.vouchers += 1;
+        }
+    }
+    recovered
 }
 
 #[test]
@@ -80,11 +154,22 @@ fn shared_corpus_gives_identical_results() {
     let domain = ChannelDomain::default();
     let mut stream = Stream(B256::repeat_byte(0x5a));
     let mut tally = Tally::default();
+    let keys = known_keys();
+    let warm: Vec<(Backend, SignerKeyCache)> = Backend::ALL
+        .iter()
+        .map(|&backend| {
+            let cache = SignerKeyCache::default();
+            keys.iter().for_each(|k| cache.insert(k.clone()));
+            (backend, cache)
+        })
+        .collect();
 
-    for key in KEYS {
+    for (k, key) in KEYS.iter().enumerate() {
         let signer = signer_from_hex(key).unwrap();
+        let bystander = keys[(k + 1) % keys.len()].address();
         for i in 0..40u128 {
             let channel_id = stream.next();
+            let c = Case { keys: &keys, warm: &warm, domain: &domain, channel_id, signer: signer.address(), bystander };
             let amount = 1_000 * (i + 1);
             let digest = channel::voucher_digest(&domain, channel_id, amount);
             let good = channel::sign_voucher(&signer, &domain, channel_id, amount).unwrap();
@@ -94,9 +179,9 @@ fn shared_corpus_gives_identical_results() {
 
             // Valid, in every accepted spelling: v 27/28 or 0/1, with or without 0x, any case.
             for text in [good.clone(), good[2..].to_owned(), good.to_uppercase().replacen("0X", "0x", 1)] {
-                assert_eq!(check(&digest, &text, &mut tally), Ok(signer.address()));
+                assert_eq!(case(&c, amount, &text, &mut tally), Ok(signer.address()));
             }
-            assert_eq!(check(&digest, &sig_text(r, s, v - 27), &mut tally), Ok(signer.address()));
+            assert_eq!(case(&c, amount, &sig_text(r, s, v - 27), &mut tally), Ok(signer.address()));
             for &backend in Backend::ALL {
                 assert_eq!(
                     verify_voucher_signature_with(backend, &domain, channel_id, amount, &good, signer.address()),
@@ -105,8 +190,7 @@ fn shared_corpus_gives_identical_results() {
             }
 
             // Invalid for this voucher: another amount, another domain — someone else recovers.
-            let other = channel::voucher_digest(&domain, channel_id, amount + 1);
-            let recovered = check(&other, &good, &mut tally).expect("a signature recovers some key");
+            let recovered = case(&c, amount + 1, &good, &mut tally).expect("a signature recovers some key");
             assert_ne!(recovered, signer.address());
             for &backend in Backend::ALL {
                 assert_eq!(
@@ -114,17 +198,23 @@ fn shared_corpus_gives_identical_results() {
                     Err(ChannelSignatureError::SignerMismatch { recovered })
                 );
             }
+            let elsewhere = ChannelDomain::new(1, channel::DEFAULT_ESCROW_CONTRACT);
+            let elsewhere = Case { domain: &elsewhere, ..c };
+            assert!(matches!(
+                case(&elsewhere, amount, &good, &mut tally),
+                Ok(a) if a != signer.address()
+            ));
             // Flipped parity: the other candidate point, another key.
-            let flipped = check(&digest, &sig_text(r, s, 55 - v), &mut tally);
+            let flipped = case(&c, amount, &sig_text(r, s, 55 - v), &mut tally);
             assert!(flipped.is_ok_and(|a| a != signer.address()) || flipped.is_err());
 
             // High s: the malleable twin (n − s, flipped v) is refused (EIP-2).
-            assert_eq!(check(&digest, &sig_text(r, n - s, 55 - v), &mut tally), Err(ChannelSignatureError::HighS));
+            assert_eq!(case(&c, amount, &sig_text(r, n - s, 55 - v), &mut tally), Err(ChannelSignatureError::HighS));
             assert_eq!(
-                check(&digest, &sig_text(r, half + U256::from(1u8), v), &mut tally),
+                case(&c, amount, &sig_text(r, half + U256::from(1u8), v), &mut tally),
                 Err(ChannelSignatureError::HighS)
             );
-            assert_eq!(check(&digest, &sig_text(r, U256::MAX, v), &mut tally), Err(ChannelSignatureError::HighS));
+            assert_eq!(case(&c, amount, &sig_text(r, U256::MAX, v), &mut tally), Err(ChannelSignatureError::HighS));
 
             // Malformed: bad length, bad hex, bad recovery byte.
             let bad_texts = [
@@ -139,15 +229,15 @@ fn shared_corpus_gives_identical_results() {
                 sig_text(r, s, 0xff),
             ];
             for text in &bad_texts {
-                assert_eq!(check(&digest, text, &mut tally), Err(ChannelSignatureError::Malformed), "{text}");
+                assert_eq!(case(&c, amount, text, &mut tally), Err(ChannelSignatureError::Malformed), "{text}");
             }
 
             // Out of range: r or s zero, r at or above n.
             for (rr, ss) in [(U256::ZERO, s), (r, U256::ZERO), (n, s), (n + U256::from(1u8), s), (U256::MAX, s)] {
-                assert_eq!(check(&digest, &sig_text(rr, ss, v), &mut tally), Err(ChannelSignatureError::Recovery));
+                assert_eq!(case(&c, amount, &sig_text(rr, ss, v), &mut tally), Err(ChannelSignatureError::Recovery));
             }
             // s exactly n/2 is canonical: both recover the same (unrelated) key.
-            check(&digest, &sig_text(r, half, v), &mut tally).expect("s = n/2 is acceptable");
+            case(&c, amount, &sig_text(r, half, v), &mut tally).expect("s = n/2 is acceptable");
         }
     }
 
@@ -158,7 +248,7 @@ fn shared_corpus_gives_identical_results() {
         let r = U256::from_be_bytes(stream.next().0);
         let s = U256::from_be_bytes(stream.next().0) >> 1u8;
         let v = 27 + (stream.next()[0] & 1);
-        let _ = check(&digest, &sig_text(r, s.min(half), v), &mut tally);
+        let _ = check(&digest, &sig_text(r, s.min(half), v), &keys, &mut tally);
     }
 
     // Every class is represented, so the agreement above means something.
@@ -166,6 +256,11 @@ fn shared_corpus_gives_identical_results() {
     assert!(tally.high_s >= 360, "{tally:?}");
     assert!(tally.malformed >= 1000, "{tally:?}");
     assert!(tally.unrecoverable >= 600, "{tally:?}");
+    // The cached-key check accepted each valid voucher for its own signer only, and was
+    // compared on the whole corpus; every voucher went through both paths on every backend.
+    assert_eq!(tally.key_accepted, 3 * 40 * 4 * Backend::ALL.len(), "{tally:?}");
+    assert!(tally.key_checks >= 3 * tally.accepted * Backend::ALL.len(), "{tally:?}");
+    assert!(tally.vouchers >= 3 * 40 * 20 * 2 * Backend::ALL.len(), "{tally:?}");
 }
 
 #[test]

@@ -5,9 +5,13 @@
 //! Digests are `keccak256(0x19 0x01 ‖ domainSeparator ‖ hashStruct(message))`; signatures are
 //! 65 bytes `r‖s‖v` (`v` ∈ {27, 28}) sent as `0x` + lower-case hex. Voucher verification
 //! ([`verify_voucher_signature`]) runs on every session request, so it hashes into stack
-//! buffers (no heap allocation) and recovers the signer exactly once, with the
-//! [`recover`](mod@super::recover) backend chosen at build time (the `_with` variants take one
-//! explicitly).
+//! buffers (no heap allocation), reuses the domain separator of the previous call on the same
+//! thread, and checks the signer with the [`recover`](mod@super::recover) backend chosen at build
+//! time. The first voucher of a signer recovers its public key once; the key is then kept in a
+//! bounded [`SignerKeyCache`] (process-wide for [`verify_voucher_signature`], or one of your own
+//! with [`verify_voucher_signature_cached`]) and later vouchers are checked against it, which is
+//! cheaper and accepts and refuses exactly the same signatures. The `_with` variants take a
+//! backend explicitly; [`verify_voucher_signature_with`] always recovers (no cache).
 //!
 //! ```
 //! use pay402_runtime::evm::channel::{self, ChannelDomain};
@@ -21,13 +25,17 @@
 //! assert!(channel::verify_voucher_signature(&domain, channel_id, 999, &signature, payer.address()).is_err());
 //! ```
 
-use super::recover::{self, Backend, RecoverError};
+use super::recover::{self, Backend, RecoverError, SignerKey};
 use super::signer::{Signer, signature_hex};
 use super::{EvmError, SECP256K1N_HALF};
 use crate::x402::networks::X_LAYER_CHAIN_ID;
 use alloy_primitives::{Address, B128, B256, Keccak256, Signature, U256, address, b256, hex, keccak256};
 use alloy_sol_types::{Eip712Domain, sol};
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 /// The OKX payment-channel escrow contract on X Layer (the EIP-712 `verifyingContract`).
 pub const DEFAULT_ESCROW_CONTRACT: Address = address!("0x5E550002e64FaF79B41D89fE8439eEb1be66CE3b");
@@ -376,7 +384,8 @@ pub fn recover_voucher_signer_with(
 /// Checks that `signature_hex` is `expected_signer`'s signature of
 /// `Voucher{channelId, cumulativeAmount}` under `domain` (wire facts §9.6): exactly 65 bytes,
 /// low `s`, `v` ∈ {0, 1, 27, 28}, and the recovered address equals `expected_signer`. Uses the
-/// [default recovery backend](Backend::DEFAULT).
+/// [default recovery backend](Backend::DEFAULT) and the process-wide
+/// [`SignerKeyCache::shared`]: the results are those of [`verify_voucher_signature_with`].
 pub fn verify_voucher_signature(
     domain: &ChannelDomain,
     channel_id: B256,
@@ -384,10 +393,148 @@ pub fn verify_voucher_signature(
     signature_hex: &str,
     expected_signer: Address,
 ) -> Result<(), ChannelSignatureError> {
-    verify_voucher_signature_with(Backend::DEFAULT, domain, channel_id, cumulative, signature_hex, expected_signer)
+    verify_voucher_signature_cached(
+        SignerKeyCache::shared(),
+        Backend::DEFAULT,
+        domain,
+        channel_id,
+        cumulative,
+        signature_hex,
+        expected_signer,
+    )
 }
 
-/// [`verify_voucher_signature`] with an explicit recovery [`Backend`].
+/// [`verify_voucher_signature`] with an explicit [`Backend`] and key cache: when `keys` holds
+/// `expected_signer`'s key the signature is checked against it ([`recover::signed_by`]);
+/// otherwise, or when that check fails, the signer is recovered as in
+/// [`verify_voucher_signature_with`] — which therefore decides every refusal and its error — and
+/// a successful recovery stores the key in `keys`.
+pub fn verify_voucher_signature_cached(
+    keys: &SignerKeyCache,
+    backend: Backend,
+    domain: &ChannelDomain,
+    channel_id: B256,
+    cumulative: u128,
+    signature_hex: &str,
+    expected_signer: Address,
+) -> Result<(), ChannelSignatureError> {
+    // Parse first: a malformed signature costs no hashing.
+    let signature = parse_channel_signature(signature_hex)?;
+    let digest = eip712_digest(&thread_domain_separator(domain), &voucher_struct_hash(channel_id, cumulative));
+    if let Some(key) = keys.get(&expected_signer)
+        && recover::signed_by(backend, &digest, &signature, &key)
+    {
+        return Ok(());
+    }
+    let key = recover::recover_key(backend, &digest, &signature).map_err(from_recover_error)?;
+    if key.address() != expected_signer {
+        return Err(ChannelSignatureError::SignerMismatch { recovered: key.address() });
+    }
+    keys.insert(key);
+    Ok(())
+}
+
+/// `domain.domain_separator()`, remembered per thread for the last domain asked (a server
+/// verifies vouchers under one escrow domain, so this saves three Keccak-256 per voucher).
+fn thread_domain_separator(domain: &ChannelDomain) -> B256 {
+    thread_local! {
+        static LAST: RefCell<Option<(ChannelDomain, B256)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else { return domain.domain_separator() };
+        match &*last {
+            Some((known, separator)) if known == domain => *separator,
+            _ => {
+                let separator = domain.domain_separator();
+                *last = Some((domain.clone(), separator));
+                separator
+            }
+        }
+    })
+}
+
+/// A bounded map from signer address to public key ([`SignerKey`]), filled by
+/// [`verify_voucher_signature_cached`] after a signer's first successful recovery. Only a key
+/// that recovered to an address is stored under it, so a stale or evicted entry costs one
+/// recovery, never a wrong answer. When full, inserting a new signer evicts an arbitrary one.
+/// Safe to share between threads.
+pub struct SignerKeyCache {
+    capacity: usize,
+    keys: RwLock<HashMap<Address, SignerKey>>,
+}
+
+impl SignerKeyCache {
+    /// The capacity of [`SignerKeyCache::default`] and of the [shared](Self::shared) cache:
+    /// 4096 signers (a few hundred KiB).
+    pub const DEFAULT_CAPACITY: usize = 4096;
+
+    /// An empty cache holding at most `capacity` signers (0 disables caching).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { capacity, keys: RwLock::new(HashMap::new()) }
+    }
+
+    /// The process-wide cache used by [`verify_voucher_signature`].
+    pub fn shared() -> &'static Self {
+        static SHARED: LazyLock<SignerKeyCache> = LazyLock::new(SignerKeyCache::default);
+        &SHARED
+    }
+
+    /// The most signers it holds.
+    pub const fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How many signers it holds.
+    pub fn len(&self) -> usize {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether it holds no signer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key of `signer`, if known.
+    pub fn get(&self, signer: &Address) -> Option<SignerKey> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).get(signer).cloned()
+    }
+
+    /// Stores `key` under its address, evicting an arbitrary signer when full.
+    pub fn insert(&self, key: SignerKey) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= self.capacity
+            && !keys.contains_key(&key.address())
+            && let Some(evicted) = keys.keys().next().copied()
+        {
+            keys.remove(&evicted);
+        }
+        keys.insert(key.address(), key);
+    }
+
+    /// Forgets every signer.
+    pub fn clear(&self) {
+        self.keys.write().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+impl Default for SignerKeyCache {
+    /// An empty cache of [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) signers.
+    fn default() -> Self {
+        Self::with_capacity(Self::DEFAULT_CAPACITY)
+    }
+}
+
+impl fmt::Debug for SignerKeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignerKeyCache").field("capacity", &self.capacity).field("len", &self.len()).finish()
+    }
+}
+
+/// [`verify_voucher_signature`] with an explicit recovery [`Backend`] and no key cache: the
+/// signer is recovered every time (the path of a signer's first voucher).
 pub fn verify_voucher_signature_with(
     backend: Backend,
     domain: &ChannelDomain,
@@ -545,6 +692,57 @@ mod tests {
         assert_eq!(recover_channel_signer(&digest, &settle), Ok(signer.address()));
         let close = sign_close_authorization(&signer, &domain, id(), 5, U256::from(1), DEFAULT_DEADLINE).unwrap();
         assert_ne!(close, settle);
+    }
+
+    #[test]
+    fn key_cache_is_bounded_and_only_fills_on_success() {
+        let domain = ChannelDomain::default();
+        let keys = [KEY, "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"]
+            .map(|k| signer_from_hex(k).unwrap());
+        let cache = SignerKeyCache::with_capacity(1);
+        assert!(cache.is_empty());
+        let sig = sign_voucher(&keys[0], &domain, id(), 5).unwrap();
+        // A refusal stores nothing.
+        assert!(matches!(
+            verify_voucher_signature_cached(&cache, Backend::DEFAULT, &domain, id(), 6, &sig, keys[0].address()),
+            Err(ChannelSignatureError::SignerMismatch { .. })
+        ));
+        assert!(cache.is_empty());
+        for _ in 0..2 {
+            assert_eq!(
+                verify_voucher_signature_cached(&cache, Backend::DEFAULT, &domain, id(), 5, &sig, keys[0].address()),
+                Ok(())
+            );
+            assert_eq!(cache.get(&keys[0].address()).map(|k| k.address()), Some(keys[0].address()));
+        }
+        let other = sign_voucher(&keys[1], &domain, id(), 5).unwrap();
+        assert_eq!(
+            verify_voucher_signature_cached(&cache, Backend::DEFAULT, &domain, id(), 5, &other, keys[1].address()),
+            Ok(())
+        );
+        assert_eq!(cache.len(), 1, "capacity 1 evicts");
+        assert!(cache.get(&keys[1].address()).is_some());
+        // With the key cached, another signer's voucher is still refused with the recovered address.
+        assert_eq!(
+            verify_voucher_signature_cached(&cache, Backend::DEFAULT, &domain, id(), 5, &sig, keys[1].address()),
+            Err(ChannelSignatureError::SignerMismatch { recovered: keys[0].address() })
+        );
+        cache.clear();
+        assert!(cache.is_empty());
+        let off = SignerKeyCache::with_capacity(0);
+        assert_eq!(
+            verify_voucher_signature_cached(&off, Backend::DEFAULT, &domain, id(), 5, &sig, keys[0].address()),
+            Ok(())
+        );
+        assert!(off.is_empty());
+        // The per-thread separator follows the domain asked.
+        let moved = ChannelDomain::new(1, DEFAULT_ESCROW_CONTRACT);
+        let moved_sig = sign_voucher(&keys[0], &moved, id(), 5).unwrap();
+        for (d, s) in [(&domain, &sig), (&moved, &moved_sig), (&domain, &sig)] {
+            assert_eq!(thread_domain_separator(d), d.domain_separator());
+            assert_eq!(verify_voucher_signature(d, id(), 5, s, keys[0].address()), Ok(()));
+        }
+        assert!(verify_voucher_signature(&moved, id(), 5, &sig, keys[0].address()).is_err());
     }
 
     #[test]

@@ -12,6 +12,14 @@
 //!   three times faster again. With the feature enabled it becomes the [`Backend::DEFAULT`] used
 //!   by voucher verification.
 //!
+//! Once a signer's key is known (a [`SignerKey`], from [`recover_key`]), later signatures can be
+//! checked against it with [`signed_by`] instead of being recovered again: with `k256` that
+//! skips the square root that lifts `r` to the point `R` and the Keccak of the key (the
+//! double-scalar multiplication `u₁·G + u₂·Q` remains, and its result must be exactly `R`: x
+//! coordinate `r` and the parity `v` names); with libsecp256k1, whose recovery is no slower than
+//! its verification, it recovers and compares the key, skipping the serialization and the Keccak.
+//! [`signed_by`] accepts exactly the signatures whose recovery gives the key's address.
+//!
 //! Both enforce the same rules (wire facts §9.6, EIP-2): `r` and `s` in `[1, n)`, `s ≤ n/2`,
 //! `R` on the curve, `Q` not the point at infinity; they return identical results on every input
 //! (`tests/signature_backends.rs` checks a shared corpus of valid, wrong-signer, high-`s` and
@@ -94,19 +102,66 @@ pub enum RecoverError {
 /// Recovers the address that signed the 32-byte `digest` (raw ECDSA over the prehash, no
 /// message prefix) with `backend`. The parity of `signature` selects `R`'s y coordinate.
 pub fn recover_address(backend: Backend, digest: &B256, signature: &Signature) -> Result<Address, RecoverError> {
-    if signature.s() > SECP256K1N_HALF {
-        return Err(RecoverError::HighS);
-    }
-    let mut r = [0u8; 32];
-    let mut s = [0u8; 32];
-    r.copy_from_slice(&signature.r().to_be_bytes::<32>());
-    s.copy_from_slice(&signature.s().to_be_bytes::<32>());
-    let public = match backend {
-        Backend::K256 => k256_backend::recover(digest, &r, &s, signature.v())?,
+    recover_public(backend, digest, signature).map(|public| address_of(&public))
+}
+
+/// Recovers the key that signed `digest`, as [`recover_address`] does, and keeps it for
+/// [`signed_by`].
+pub fn recover_key(backend: Backend, digest: &B256, signature: &Signature) -> Result<SignerKey, RecoverError> {
+    SignerKey::from_public(&recover_public(backend, digest, signature)?)
+}
+
+/// Whether `key` signed `digest`: exactly when [`recover_address`] with the same arguments
+/// would return `Ok(key.address())`, but cheaper (see the [module docs](self)).
+pub fn signed_by(backend: Backend, digest: &B256, signature: &Signature, key: &SignerKey) -> bool {
+    let Some((r, s)) = canonical_scalars(signature) else { return false };
+    match backend {
+        Backend::K256 => k256_backend::signed_by(digest, &r, &s, signature.v(), &key.k256),
         #[cfg(feature = "secp256k1")]
-        Backend::Secp256k1 => secp256k1_backend::recover(digest, &r, &s, signature.v())?,
-    };
-    Ok(address_of(&public))
+        Backend::Secp256k1 => secp256k1_backend::signed_by(digest, &r, &s, signature.v(), &key.secp256k1),
+    }
+}
+
+/// `r` and `s` as big-endian bytes, or `None` when `s` is above n/2.
+fn canonical_scalars(signature: &Signature) -> Option<([u8; 32], [u8; 32])> {
+    (signature.s() <= SECP256K1N_HALF).then(|| (signature.r().to_be_bytes::<32>(), signature.s().to_be_bytes::<32>()))
+}
+
+/// The uncompressed public key `x‖y` that signed `digest`.
+fn recover_public(backend: Backend, digest: &B256, signature: &Signature) -> Result<[u8; 64], RecoverError> {
+    let (r, s) = canonical_scalars(signature).ok_or(RecoverError::HighS)?;
+    match backend {
+        Backend::K256 => k256_backend::recover(digest, &r, &s, signature.v()),
+        #[cfg(feature = "secp256k1")]
+        Backend::Secp256k1 => secp256k1_backend::recover(digest, &r, &s, signature.v()),
+    }
+}
+
+/// A signer's public key with its address, parsed once for every backend, so that later
+/// signatures can be checked with [`signed_by`] instead of recovered. Obtained only from
+/// [`recover_key`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignerKey {
+    address: Address,
+    k256: alloy_signer::k256::AffinePoint,
+    #[cfg(feature = "secp256k1")]
+    secp256k1: secp256k1::PublicKey,
+}
+
+impl SignerKey {
+    /// The key's address (the last 20 bytes of the Keccak-256 of `x‖y`).
+    pub const fn address(&self) -> Address {
+        self.address
+    }
+
+    fn from_public(public: &[u8; 64]) -> Result<Self, RecoverError> {
+        Ok(Self {
+            address: address_of(public),
+            k256: k256_backend::parse(public).ok_or(RecoverError::Invalid)?,
+            #[cfg(feature = "secp256k1")]
+            secp256k1: secp256k1_backend::parse(public).ok_or(RecoverError::Invalid)?,
+        })
+    }
 }
 
 /// The address of an uncompressed public key `x‖y` (64 bytes): the last 20 bytes of its
@@ -118,12 +173,12 @@ fn address_of(public: &[u8; 64]) -> Address {
 mod k256_backend {
     use super::RecoverError;
     use alloy_primitives::B256;
-    use alloy_signer::k256::elliptic_curve::ops::{LinearCombination, Reduce};
-    use alloy_signer::k256::elliptic_curve::point::DecompressPoint;
-    use alloy_signer::k256::elliptic_curve::sec1::ToEncodedPoint;
+    use alloy_signer::k256::elliptic_curve::ops::{Invert, LinearCombination, Reduce};
+    use alloy_signer::k256::elliptic_curve::point::{AffineCoordinates, DecompressPoint};
+    use alloy_signer::k256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
     use alloy_signer::k256::elliptic_curve::subtle::Choice;
     use alloy_signer::k256::elliptic_curve::{Group, PrimeField};
-    use alloy_signer::k256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar, U256};
+    use alloy_signer::k256::{AffinePoint, EncodedPoint, FieldBytes, ProjectivePoint, Scalar, U256};
 
     /// A scalar in `[1, n)`, or `None`.
     fn nonzero_scalar(bytes: &[u8; 32]) -> Option<Scalar> {
@@ -139,7 +194,8 @@ mod k256_backend {
             AffinePoint::decompress(&FieldBytes::from(*r), Choice::from(u8::from(odd_y))).into();
         let big_r = big_r.ok_or(RecoverError::Invalid)?;
         let z = <Scalar as Reduce<U256>>::reduce_bytes(&FieldBytes::from(digest.0));
-        let r_inv: Option<Scalar> = r_scalar.invert().into();
+        // r is public: the variable-time inversion is safe and several times faster.
+        let r_inv: Option<Scalar> = r_scalar.invert_vartime().into();
         let r_inv = r_inv.ok_or(RecoverError::Invalid)?;
         let u1 = -(r_inv * z);
         let u2 = r_inv * s_scalar;
@@ -152,6 +208,35 @@ mod k256_backend {
         public.copy_from_slice(encoded.as_bytes().get(1..65).ok_or(RecoverError::Invalid)?);
         Ok(public)
     }
+
+    /// The point `x‖y`, if it is on the curve.
+    pub(super) fn parse(public: &[u8; 64]) -> Option<AffinePoint> {
+        AffinePoint::from_encoded_point(&EncodedPoint::from_untagged_bytes(public.into())).into()
+    }
+
+    /// Whether recovery would give `key`: `u₁·G + u₂·Q` (`u₁ = z/s`, `u₂ = r/s`) must be
+    /// exactly the point recovery lifts `r` to — x coordinate `r` itself and y parity `odd_y` —
+    /// for then recovery's `r⁻¹·(s·R − z·G)` is `Q`; conversely recovery giving `Q` means that
+    /// point is `R`.
+    pub(super) fn signed_by(digest: &B256, r: &[u8; 32], s: &[u8; 32], odd_y: bool, key: &AffinePoint) -> bool {
+        let (Some(r_scalar), Some(s_scalar)) = (nonzero_scalar(r), nonzero_scalar(s)) else {
+            return false;
+        };
+        let s_inv: Option<Scalar> = s_scalar.invert_vartime().into();
+        let Some(s_inv) = s_inv else { return false };
+        let z = <Scalar as Reduce<U256>>::reduce_bytes(&FieldBytes::from(digest.0));
+        let big_r = ProjectivePoint::lincomb(
+            &ProjectivePoint::GENERATOR,
+            &(z * s_inv),
+            &ProjectivePoint::from(*key),
+            &(r_scalar * s_inv),
+        );
+        if bool::from(big_r.is_identity()) {
+            return false;
+        }
+        let big_r = big_r.to_affine();
+        big_r.x() == FieldBytes::from(*r) && bool::from(big_r.y_is_odd()) == odd_y
+    }
 }
 
 #[cfg(feature = "secp256k1")]
@@ -159,25 +244,42 @@ mod secp256k1_backend {
     use super::RecoverError;
     use alloy_primitives::B256;
     use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
-    use secp256k1::{Message, Secp256k1, VerifyOnly};
+    use secp256k1::{Message, PublicKey, Secp256k1, VerifyOnly};
     use std::sync::LazyLock;
 
     /// One verification context for the process (building one allocates and precomputes).
     static CONTEXT: LazyLock<Secp256k1<VerifyOnly>> = LazyLock::new(Secp256k1::verification_only);
 
-    pub(super) fn recover(digest: &B256, r: &[u8; 32], s: &[u8; 32], odd_y: bool) -> Result<[u8; 64], RecoverError> {
+    fn recover_key(digest: &B256, r: &[u8; 32], s: &[u8; 32], odd_y: bool) -> Result<PublicKey, secp256k1::Error> {
         let mut compact = [0u8; 64];
         compact[..32].copy_from_slice(r);
         compact[32..].copy_from_slice(s);
         let id = if odd_y { RecoveryId::One } else { RecoveryId::Zero };
         // Refuses r or s ≥ n; recovery refuses r = 0, s = 0 and r off the curve.
-        let signature = RecoverableSignature::from_compact(&compact, id).map_err(|_| RecoverError::Invalid)?;
-        let key =
-            CONTEXT.recover_ecdsa(Message::from_digest(digest.0), &signature).map_err(|_| RecoverError::Invalid)?;
+        let signature = RecoverableSignature::from_compact(&compact, id)?;
+        CONTEXT.recover_ecdsa(Message::from_digest(digest.0), &signature)
+    }
+
+    pub(super) fn recover(digest: &B256, r: &[u8; 32], s: &[u8; 32], odd_y: bool) -> Result<[u8; 64], RecoverError> {
+        let key = recover_key(digest, r, s, odd_y).map_err(|_| RecoverError::Invalid)?;
         let uncompressed = key.serialize_uncompressed();
         let mut public = [0u8; 64];
         public.copy_from_slice(&uncompressed[1..]);
         Ok(public)
+    }
+
+    /// The key `x‖y`, if it is on the curve.
+    pub(super) fn parse(public: &[u8; 64]) -> Option<PublicKey> {
+        let mut tagged = [4u8; 65];
+        tagged[1..].copy_from_slice(public);
+        PublicKey::from_slice(&tagged).ok()
+    }
+
+    /// Whether recovery gives `key`. libsecp256k1's verification is no faster than its
+    /// recovery (measured), and it ignores the parity `v` that recovery depends on, so this
+    /// recovers and compares the keys, skipping only the serialization and the Keccak.
+    pub(super) fn signed_by(digest: &B256, r: &[u8; 32], s: &[u8; 32], odd_y: bool, key: &PublicKey) -> bool {
+        recover_key(digest, r, s, odd_y).is_ok_and(|recovered| recovered == *key)
     }
 }
 
@@ -206,6 +308,43 @@ mod tests {
             let zero_r = Signature::new(U256::ZERO, sig.s(), sig.v());
             for &backend in Backend::ALL {
                 assert_eq!(recover_address(backend, &digest, &zero_r), Err(RecoverError::Invalid), "{backend}");
+            }
+        }
+    }
+
+    #[test]
+    fn signed_by_accepts_exactly_what_recovers_to_the_key() {
+        let key = signer_from_hex("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap();
+        let first = keccak256([0xffu8]);
+        let sig = parse_channel_signature(&signature_hex(key.sign_digest(&first).unwrap())).unwrap();
+        for &backend in Backend::ALL {
+            let known = recover_key(backend, &first, &sig).unwrap();
+            assert_eq!(known.address(), key.address());
+            for &other in Backend::ALL {
+                assert_eq!(recover_key(other, &first, &sig).as_ref(), Ok(&known), "{backend} vs {other}");
+            }
+            for i in 0u8..16 {
+                let digest = keccak256([i]);
+                let sig = parse_channel_signature(&signature_hex(key.sign_digest(&digest).unwrap())).unwrap();
+                let candidates = [
+                    sig,
+                    Signature::new(sig.r(), sig.s(), !sig.v()), // the other R: another key
+                    Signature::new(sig.r(), N - sig.s(), !sig.v()), // high s
+                    Signature::new(sig.r(), N - sig.s(), sig.v()), // high s
+                    Signature::new(U256::ZERO, sig.s(), sig.v()), // r = 0
+                    Signature::new(sig.r(), U256::ZERO, sig.v()), // s = 0
+                    Signature::new(N, sig.s(), sig.v()),        // r = n
+                    Signature::new(U256::from(5u8), sig.s(), sig.v()), // no point has x = 5
+                ];
+                for candidate in candidates {
+                    let recovered = recover_address(backend, &digest, &candidate);
+                    assert_eq!(signed_by(backend, &digest, &candidate, &known), recovered == Ok(key.address()));
+                    // Against another digest the same signature recovers someone else.
+                    let wrong = keccak256([i, 1]);
+                    assert!(!signed_by(backend, &wrong, &candidate, &known));
+                }
+                assert!(signed_by(backend, &digest, &sig, &known), "{backend}");
+                assert!(!signed_by(backend, &digest, &candidates[1], &known), "{backend}: parity is checked");
             }
         }
     }
