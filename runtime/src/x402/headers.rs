@@ -123,23 +123,32 @@ fn json_depth_ok(bytes: &[u8]) -> bool {
     true
 }
 
-/// Decodes base64 → UTF-8 → JSON value with the size and depth limits.
-fn decode_value(header: &str) -> Result<serde_json::Value, HeaderError> {
+/// Decodes base64 → UTF-8 JSON text, with the size and depth limits.
+fn decode_text(header: &str) -> Result<String, HeaderError> {
     let bytes = safe_base64_decode(header)?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| HeaderError::Utf8)?;
+    let text = String::from_utf8(bytes).map_err(|_| HeaderError::Utf8)?;
     if !json_depth_ok(text.as_bytes()) {
         return Err(HeaderError::TooDeep);
     }
-    Ok(serde_json::from_str(text)?)
+    Ok(text)
 }
 
-fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, HeaderError> {
-    Ok(serde_json::from_value(value)?)
+/// Decodes a header straight into its type (no intermediate `serde_json::Value`).
+fn decode_typed<T: DeserializeOwned>(header: &str) -> Result<T, HeaderError> {
+    Ok(serde_json::from_str(&decode_text(header)?)?)
+}
+
+/// Just the version of a decoded header; every other field is skipped without being built.
+#[derive(serde::Deserialize)]
+struct VersionProbe {
+    #[serde(rename = "x402Version")]
+    x402_version: Option<serde_json::Value>,
 }
 
 /// `x402Version` of a decoded header: 1 → v1, anything else (or missing) → v2 (§2.3).
-fn version_of(value: &serde_json::Value) -> Result<u32, HeaderError> {
-    match value.get("x402Version") {
+fn version_of(text: &str) -> Result<u32, HeaderError> {
+    let probe: VersionProbe = serde_json::from_str(text)?;
+    match probe.x402_version {
         Some(v) => match v.as_u64() {
             Some(1) => Ok(1),
             Some(2) => Ok(2),
@@ -162,10 +171,10 @@ pub fn encode_payment_required_header_v1(value: &PaymentRequiredV1) -> Result<St
 
 /// Decodes `PAYMENT-REQUIRED` (v1 or v2 by `x402Version`).
 pub fn decode_payment_required_header(header: &str) -> Result<AnyPaymentRequired, HeaderError> {
-    let value = decode_value(header)?;
-    Ok(match version_of(&value)? {
-        1 => AnyPaymentRequired::V1(from_value(value)?),
-        _ => AnyPaymentRequired::V2(from_value(value)?),
+    let text = decode_text(header)?;
+    Ok(match version_of(&text)? {
+        1 => AnyPaymentRequired::V1(serde_json::from_str(&text)?),
+        _ => AnyPaymentRequired::V2(serde_json::from_str(&text)?),
     })
 }
 
@@ -181,10 +190,10 @@ pub fn encode_x_payment_header(value: &PaymentPayloadV1) -> Result<String, Heade
 
 /// Decodes `PAYMENT-SIGNATURE` / `X-PAYMENT` (v1 or v2 by `x402Version`).
 pub fn decode_payment_signature_header(header: &str) -> Result<AnyPaymentPayload, HeaderError> {
-    let value = decode_value(header)?;
-    Ok(match version_of(&value)? {
-        1 => AnyPaymentPayload::V1(from_value(value)?),
-        _ => AnyPaymentPayload::V2(from_value(value)?),
+    let text = decode_text(header)?;
+    Ok(match version_of(&text)? {
+        1 => AnyPaymentPayload::V1(serde_json::from_str(&text)?),
+        _ => AnyPaymentPayload::V2(serde_json::from_str(&text)?),
     })
 }
 
@@ -195,7 +204,7 @@ pub fn encode_payment_response_header(value: &SettleResponse) -> Result<String, 
 
 /// Decodes `PAYMENT-RESPONSE` / `X-PAYMENT-RESPONSE`.
 pub fn decode_payment_response_header(header: &str) -> Result<SettleResponse, HeaderError> {
-    from_value(decode_value(header)?)
+    decode_typed(header)
 }
 
 /// Detects the x402 version of a 402 response, client side (§2.3): a `PAYMENT-REQUIRED`
@@ -248,6 +257,16 @@ mod tests {
         ));
         let big = "A".repeat(MAX_HEADER_BYTES + 4);
         assert!(matches!(decode_payment_signature_header(&big), Err(HeaderError::TooLarge { .. })));
+        // x402Version present but not an integer.
+        for json in [r#"{"x402Version":"2"}"#, r#"{"x402Version":2.5}"#, r#"{"x402Version":-1}"#] {
+            assert!(
+                matches!(
+                    decode_payment_signature_header(&safe_base64_encode(json.as_bytes())),
+                    Err(HeaderError::Json(_))
+                ),
+                "{json}"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::replay::{InMemoryReplayStore, ReplayStore, unix_now};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use sha2::Digest as _;
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -353,9 +354,11 @@ impl StaticRoute {
 )]
 pub struct MissingPayment;
 
-/// A verified payment, available to the handler.
-#[derive(Clone, Debug)]
-pub struct X402Payment {
+/// A verified payment, available to the handler. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct X402Payment(Arc<PaymentParts>);
+
+struct PaymentParts {
     payload: PaymentPayload,
     requirements: PaymentRequirements,
     payer: Option<String>,
@@ -364,25 +367,38 @@ pub struct X402Payment {
     route: Arc<RouteConfig>,
 }
 
+impl fmt::Debug for X402Payment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("X402Payment")
+            .field("payload", &self.0.payload)
+            .field("requirements", &self.0.requirements)
+            .field("payer", &self.0.payer)
+            .field("version", &self.0.version)
+            .field("replay_key", &self.0.replay_key)
+            .field("route", &self.0.route)
+            .finish()
+    }
+}
+
 impl X402Payment {
     /// The payer address (from the facilitator's verification).
     pub fn payer(&self) -> Option<&str> {
-        self.payer.as_deref()
+        self.0.payer.as_deref()
     }
 
     /// The seller's requirements the payment matched.
     pub fn requirements(&self) -> &PaymentRequirements {
-        &self.requirements
+        &self.0.requirements
     }
 
     /// The buyer's payload (v1 payments are lifted to the v2 shape).
     pub fn payload(&self) -> &PaymentPayload {
-        &self.payload
+        &self.0.payload
     }
 
     /// 1 when paid with a legacy `X-PAYMENT` v1 header, else 2.
     pub fn x402_version(&self) -> u32 {
-        self.version
+        self.0.version
     }
 }
 
@@ -541,16 +557,18 @@ impl X402HttpServer {
         self.inner.server.build_payment_requirements(&spec).map_err(|e| failed(&e.to_string()))
     }
 
-    async fn build_accepts(
+    /// The route's requirements for this request: borrowed from the route when static (built
+    /// once), else resolved now.
+    async fn build_accepts<'r>(
         &self,
         ctx: &RequestContext,
-        route: &RouteConfig,
-    ) -> Result<Vec<PaymentRequirements>, PaymentHttpResponse> {
+        route: &'r RouteConfig,
+    ) -> Result<Cow<'r, [PaymentRequirements]>, PaymentHttpResponse> {
         if let Some(cached) = route.static_accepts.get() {
-            return Ok(cached.clone());
+            return Ok(Cow::Borrowed(cached.as_slice()));
         }
         if let Some(cached) = route.unpaid_challenge.accepts(self.inner.pay_to.as_deref()) {
-            return Ok(cached.to_vec());
+            return Ok(Cow::Borrowed(cached));
         }
         let mut accepts = Vec::with_capacity(route.accepts.len());
         for option in &route.accepts {
@@ -573,7 +591,7 @@ impl X402HttpServer {
                 |url| self.payment_required_for(url, route, accepts.clone(), Some(PAYMENT_REQUIRED_ERROR.into())),
             );
         }
-        Ok(accepts)
+        Ok(Cow::Owned(accepts))
     }
 
     fn payment_required(
@@ -745,7 +763,7 @@ impl X402HttpServer {
             Some(h) => (h, false),
             None => match ctx.header(X_PAYMENT_HEADER).filter(|h| !h.trim().is_empty()) {
                 Some(h) => (h, true),
-                None => return Err(self.unpaid(ctx, route, accepts)),
+                None => return Err(self.unpaid(ctx, route, accepts.into_owned())),
             },
         };
         let decoded = match decode_payment_signature_header(raw) {
@@ -760,14 +778,19 @@ impl X402HttpServer {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "x402: undecodable payment header, treated as no payment");
-                return Err(self.unpaid(ctx, route, accepts));
+                return Err(self.unpaid(ctx, route, accepts.into_owned()));
             }
         };
         let (payload, version) = match decoded {
             AnyPaymentPayload::V2(p) => (p, 2),
             AnyPaymentPayload::V1(v1) if from_x_payment => {
                 let Some(matched) = accepts.iter().find(|a| a.scheme == v1.scheme && a.network == v1.network) else {
-                    return Err(self.rechallenge(ctx, route, accepts, Some(NO_MATCHING_REQUIREMENTS_ERROR.into())));
+                    return Err(self.rechallenge(
+                        ctx,
+                        route,
+                        accepts.into_owned(),
+                        Some(NO_MATCHING_REQUIREMENTS_ERROR.into()),
+                    ));
                 };
                 let payload = PaymentPayload {
                     x402_version: 2,
@@ -778,11 +801,16 @@ impl X402HttpServer {
                 };
                 (payload, 1)
             }
-            AnyPaymentPayload::V1(_) => return Err(self.unpaid(ctx, route, accepts)),
+            AnyPaymentPayload::V1(_) => return Err(self.unpaid(ctx, route, accepts.into_owned())),
         };
         let Some(requirements) = X402ResourceServer::find_matching_requirements(&accepts, &payload).cloned() else {
             observe_payment(&payload.accepted.scheme, PaymentOutcome::NoMatch);
-            return Err(self.rechallenge(ctx, route, accepts, Some(NO_MATCHING_REQUIREMENTS_ERROR.into())));
+            return Err(self.rechallenge(
+                ctx,
+                route,
+                accepts.into_owned(),
+                Some(NO_MATCHING_REQUIREMENTS_ERROR.into()),
+            ));
         };
         let span = tracing::Span::current();
         span.record("scheme", requirements.scheme.as_str());
@@ -797,7 +825,7 @@ impl X402HttpServer {
             Ok(false) => {
                 tracing::info!(key = %replay_key, "x402: replayed payment refused");
                 observe_payment(&requirements.scheme, PaymentOutcome::Replayed);
-                return Err(self.rechallenge(ctx, route, accepts, Some(REPLAYED_PAYMENT_REASON.into())));
+                return Err(self.rechallenge(ctx, route, accepts.into_owned(), Some(REPLAYED_PAYMENT_REASON.into())));
             }
             Err(e) => {
                 observe_payment(&requirements.scheme, PaymentOutcome::Error);
@@ -818,25 +846,25 @@ impl X402HttpServer {
         };
         observe_payment(&requirements.scheme, outcome);
         match verified {
-            Ok(v) if v.is_valid => Ok(X402Payment {
+            Ok(v) if v.is_valid => Ok(X402Payment(Arc::new(PaymentParts {
                 payer: v.payer.or_else(|| payload.claimed_payer().map(str::to_owned)),
                 payload,
                 requirements,
                 version,
                 replay_key: Some(replay_key),
                 route: Arc::clone(route),
-            }),
+            }))),
             Ok(v) => {
                 release().await;
-                Err(self.rechallenge(ctx, route, accepts, v.invalid_reason))
+                Err(self.rechallenge(ctx, route, accepts.into_owned(), v.invalid_reason))
             }
             Err(ServerError::Aborted { reason }) => {
                 release().await;
-                Err(self.rechallenge(ctx, route, accepts, Some(reason)))
+                Err(self.rechallenge(ctx, route, accepts.into_owned(), Some(reason)))
             }
             Err(ServerError::RequirementsMismatch { .. }) => {
                 release().await;
-                Err(self.rechallenge(ctx, route, accepts, Some(NO_MATCHING_REQUIREMENTS_ERROR.into())))
+                Err(self.rechallenge(ctx, route, accepts.into_owned(), Some(NO_MATCHING_REQUIREMENTS_ERROR.into())))
             }
             Err(e) => {
                 release().await;
@@ -851,10 +879,10 @@ impl X402HttpServer {
     pub async fn release(&self, payment: &X402Payment) {
         crate::metrics::record_settlement(
             crate::metrics::PROTOCOL_X402,
-            &payment.requirements.scheme,
+            &payment.0.requirements.scheme,
             SettlementOutcome::Released,
         );
-        if let Some(key) = &payment.replay_key
+        if let Some(key) = &payment.0.replay_key
             && let Err(e) = self.inner.replay.remove(key).await
         {
             tracing::warn!(error = %e, "x402: cannot release a replay reservation");
@@ -865,8 +893,8 @@ impl X402HttpServer {
     /// response (`PAYMENT-RESPONSE`); `Err` is the 402 that replaces it (settlement failed or
     /// its outcome is unknown).
     pub async fn settle(&self, ctx: &RequestContext, payment: &X402Payment) -> Result<HeaderMap, PaymentHttpResponse> {
-        let header_name = if payment.version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
-        let outcome = self.inner.server.settle(&payment.payload, &payment.requirements).await;
+        let header_name = if payment.0.version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
+        let outcome = self.inner.server.settle(&payment.0.payload, &payment.0.requirements).await;
         let settled = match &outcome {
             Ok(r) if r.success && r.status.as_deref() == Some(settle_status::PENDING) => SettlementOutcome::Pending,
             Ok(r) if r.success && r.status.as_deref().is_none_or(|s| s == settle_status::SUCCESS) => {
@@ -875,7 +903,7 @@ impl X402HttpServer {
             Ok(_) => SettlementOutcome::Failed,
             Err(_) => SettlementOutcome::Unknown,
         };
-        crate::metrics::record_settlement(crate::metrics::PROTOCOL_X402, &payment.requirements.scheme, settled);
+        crate::metrics::record_settlement(crate::metrics::PROTOCOL_X402, &payment.0.requirements.scheme, settled);
         let failure = match outcome {
             Ok(resp)
                 if resp.success
@@ -900,18 +928,18 @@ impl X402HttpServer {
                 resp
             }
             Err(e) => {
-                tracing::error!(error = %e, payer = ?payment.payer, "x402: settlement outcome unknown; refusing the response");
+                tracing::error!(error = %e, payer = ?payment.0.payer, "x402: settlement outcome unknown; refusing the response");
                 let mut resp = SettleResponse::failure(
                     "settlement_error",
-                    payment.requirements.network.clone(),
-                    payment.payer.clone(),
+                    payment.0.requirements.network.clone(),
+                    payment.0.payer.clone(),
                     String::new(),
                 );
                 resp.error_message = Some(e.to_string());
                 resp
             }
         };
-        let body = match &payment.route.settlement_failed_response_body {
+        let body = match &payment.0.route.settlement_failed_response_body {
             Some(f) => f(ctx, &failure),
             None => HttpBody { content_type: "application/json".into(), body: Bytes::from_static(b"{}") },
         };

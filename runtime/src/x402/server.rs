@@ -677,14 +677,19 @@ impl X402ResourceServer {
         }
         let facilitator = self.facilitator_for(&requirements.scheme, &requirements.network)?;
         let hooks = &self.inner.hooks;
-        let ctx = VerifyContext { payload: payload.clone(), requirements: requirements.clone() };
-        self.run_before(&hooks.before_verify, &ctx, "before_verify").await?;
+        // Hook arguments are copies of the payment: built only when a hook is registered.
+        let ctx = || VerifyContext { payload: payload.clone(), requirements: requirements.clone() };
+        if !hooks.before_verify.is_empty() {
+            self.run_before(&hooks.before_verify, &ctx(), "before_verify").await?;
+        }
 
         let answer = crate::metrics::facilitator_call("verify", facilitator.verify(payload, requirements)).await;
         let failure = match answer {
             Ok(resp) if resp.is_valid => {
                 tracing::debug!(facilitator = facilitator.name(), "x402 verify: valid");
-                self.run_after(&hooks.after_verify, (ctx, resp.clone()), "after_verify").await;
+                if !hooks.after_verify.is_empty() {
+                    self.run_after(&hooks.after_verify, (ctx(), resp.clone()), "after_verify").await;
+                }
                 return Ok(resp);
             }
             Ok(resp) => {
@@ -700,12 +705,16 @@ impl X402ResourceServer {
                 VerifyFailure::Error(e)
             }
         };
-        let recovered = self.run_recover(&hooks.verify_failure, (ctx.clone(), failure.clone()), "verify_failure").await;
+        let recovered = if hooks.verify_failure.is_empty() {
+            None
+        } else {
+            self.run_recover(&hooks.verify_failure, (ctx(), failure.clone()), "verify_failure").await
+        };
         match (recovered, failure) {
             (Some(resp), _) => {
                 tracing::debug!(is_valid = resp.is_valid, "x402 verify: recovered by a failure hook");
-                if resp.is_valid {
-                    self.run_after(&hooks.after_verify, (ctx, resp.clone()), "after_verify").await;
+                if resp.is_valid && !hooks.after_verify.is_empty() {
+                    self.run_after(&hooks.after_verify, (ctx(), resp.clone()), "after_verify").await;
                 }
                 Ok(resp)
             }
@@ -774,8 +783,11 @@ impl X402ResourceServer {
         }
         let facilitator = self.facilitator_for(&requirements.scheme, &requirements.network)?;
         let hooks = &self.inner.hooks;
-        let ctx = SettleContext { payload: payload.clone(), requirements: requirements.clone() };
-        self.run_before(&hooks.before_settle, &ctx, "before_settle").await?;
+        // Hook arguments are copies of the payment: built only when a hook is registered.
+        let ctx = || SettleContext { payload: payload.clone(), requirements: requirements.clone() };
+        if !hooks.before_settle.is_empty() {
+            self.run_before(&hooks.before_settle, &ctx(), "before_settle").await?;
+        }
 
         let answer = crate::metrics::facilitator_call("settle", facilitator.settle(payload, requirements)).await;
         let outcome = match answer {
@@ -796,16 +808,23 @@ impl X402ResourceServer {
         };
         let (failure, unrecovered) = match outcome {
             SettleOutcome::Deliver(resp) => {
-                self.run_after(&hooks.after_settle, (ctx, resp.clone()), "after_settle").await;
+                if !hooks.after_settle.is_empty() {
+                    self.run_after(&hooks.after_settle, (ctx(), resp.clone()), "after_settle").await;
+                }
                 return Ok(resp);
             }
             SettleOutcome::Fail(failure, unrecovered) => (failure, unrecovered),
         };
-        match self.run_recover(&hooks.settle_failure, (ctx.clone(), failure), "settle_failure").await {
+        let recovered = if hooks.settle_failure.is_empty() {
+            None
+        } else {
+            self.run_recover(&hooks.settle_failure, (ctx(), failure), "settle_failure").await
+        };
+        match recovered {
             Some(resp) => {
                 tracing::debug!(success = resp.success, "x402 settle: recovered by a failure hook");
-                if resp.success {
-                    self.run_after(&hooks.after_settle, (ctx, resp.clone()), "after_settle").await;
+                if resp.success && !hooks.after_settle.is_empty() {
+                    self.run_after(&hooks.after_settle, (ctx(), resp.clone()), "after_settle").await;
                 }
                 Ok(resp)
             }
