@@ -1,9 +1,16 @@
 //! Criterion micro-benchmarks of the MPP session voucher path (run with `scripts/bench.sh`):
 //!
-//! * `voucher_verify/*` — one voucher signature check (EIP-712 digest + signer recovery +
-//!   comparison) per iteration: alloy's recovery (k256 with its post-verification, the
-//!   reference), pay402's pure-Rust `k256` backend and the libsecp256k1 backend (feature
-//!   `secp256k1`). Throughput is in vouchers per second on one core.
+//! * `voucher_verify/*` — one voucher signature check per iteration (hex parsing, EIP-712
+//!   digest, signer check), cycling through 64 vouchers of one payer. Throughput is in vouchers
+//!   per second on one core.
+//!   * `alloy_reference` — alloy's recovery (k256 with its post-verification) and comparison;
+//!   * `first_voucher/<backend>` — a signer's first voucher: recovery of its key (and storing it)
+//!     through `verify_voucher_signature_cached` with an emptied key cache;
+//!   * `cached_key/<backend>` — the steady state of a session: the payer's key is cached and the
+//!     voucher is checked against it (what `verify_voucher_signature` does from the second
+//!     voucher on);
+//!
+//!   for pay402's pure-Rust `k256` backend and the libsecp256k1 backend (feature `secp256k1`).
 //! * `voucher_session/*` — one whole voucher request through `Mpp::process` (credential
 //!   decoding, HMAC challenge check, replay guard, signature check, channel-store
 //!   compare-and-swap reserving the price) and its commit after the handler, with the in-memory,
@@ -12,7 +19,7 @@
 //! `PAY402_BENCH_SMOKE=1` shortens every measurement (CI).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use pay402::evm::channel::{self, ChannelDomain, verify_voucher_signature_with};
+use pay402::evm::channel::{self, ChannelDomain, SignerKeyCache, verify_voucher_signature_cached};
 use pay402::evm::recover::Backend;
 use pay402::evm::{B256, PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::store::RedisChannelStore;
@@ -69,12 +76,26 @@ fn verify(c: &mut Criterion) {
             assert_eq!(parsed.recover_address_from_prehash(&digest).ok(), Some(signer.address()));
         })
     });
+    let payer = signer.address();
     for &backend in Backend::ALL {
-        group.bench_function(backend.name(), |b| {
+        let keys = SignerKeyCache::default();
+        group.bench_function(format!("first_voucher/{backend}"), |b| {
             b.iter(|| {
                 i = (i + 1) % vouchers.len();
                 let (amount, sig) = &vouchers[i];
-                verify_voucher_signature_with(backend, &domain, channel_id, *amount, sig, signer.address())
+                keys.clear();
+                verify_voucher_signature_cached(&keys, backend, &domain, channel_id, *amount, sig, payer)
+                    .expect("valid voucher");
+            })
+        });
+        let (amount, sig) = &vouchers[0];
+        verify_voucher_signature_cached(&keys, backend, &domain, channel_id, *amount, sig, payer).expect("valid");
+        assert_eq!(keys.len(), 1, "the first voucher caches the payer's key");
+        group.bench_function(format!("cached_key/{backend}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % vouchers.len();
+                let (amount, sig) = &vouchers[i];
+                verify_voucher_signature_cached(&keys, backend, &domain, channel_id, *amount, sig, payer)
                     .expect("valid voucher");
             })
         });
