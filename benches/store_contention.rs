@@ -6,9 +6,12 @@
 //! worker loops on deductions for a fixed time; at the end the channel's `spent` must equal the
 //! number of deductions that reported success times the price, and nothing may stay reserved —
 //! zero lost and zero double deductions — or the run fails. Reports deductions per second and
-//! the compare-and-swap retries observed.
+//! the compare-and-swap retries observed. The file and Redis stores also run as two store
+//! instances sharing one directory / Redis (two processes' worth: their updates race through
+//! the compare-and-swap, not the in-process turns).
 //!
-//! Arguments: `--smoke` (short, CI), `--secs S`, `--workers N`, `--out FILE`.
+//! Arguments: `--smoke` (short, CI), `--secs S`, `--workers N`, `--instances I` (of the shared
+//! rows, default 2), `--out FILE`.
 
 use pay402::mpp::store::RedisChannelStore;
 use pay402::mpp::store::{StoreError, UpdateError};
@@ -59,7 +62,10 @@ struct Outcome {
     refused: u64,
 }
 
-async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<Outcome, String> {
+/// `stores`: one instance per simulated process, all on the same backing store; the workers are
+/// spread over them round-robin.
+async fn run(stores: &[Arc<dyn ChannelStore>], workers: usize, secs: f64) -> Result<Outcome, String> {
+    let store = stores.first().ok_or("no store")?;
     let mut state = ChannelState::new(KEY, 196, "0xe", "0xp", "0xq");
     state.deposit = u128::MAX / 4;
     state.highest_voucher_amount = u128::MAX / 4;
@@ -74,9 +80,14 @@ async fn run(store: Arc<dyn ChannelStore>, workers: usize, secs: f64) -> Result<
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (store, done, attempts, refused, stuck) =
-            (Arc::clone(&store), Arc::clone(&done), Arc::clone(&attempts), Arc::clone(&refused), Arc::clone(&stuck));
+    for i in 0..workers {
+        let (store, done, attempts, refused, stuck) = (
+            Arc::clone(&stores[i % stores.len()]),
+            Arc::clone(&done),
+            Arc::clone(&attempts),
+            Arc::clone(&refused),
+            Arc::clone(&stuck),
+        );
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let reserve = store
@@ -145,6 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut smoke = false;
     let mut secs = 5.0;
     let mut workers = 16usize;
+    let mut instances = 2usize;
     let mut out = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -152,6 +164,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--smoke" => smoke = true,
             "--secs" => secs = it.next().ok_or("--secs needs a value")?.parse()?,
             "--workers" => workers = it.next().ok_or("--workers needs a value")?.parse()?,
+            "--instances" => instances = it.next().ok_or("--instances needs a value")?.parse::<usize>()?.max(1),
             "--out" => out = Some(it.next().ok_or("--out needs a value")?),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
@@ -165,19 +178,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let redis = Redis::start()?;
     let dir = std::env::temp_dir().join(format!("pay402-contention-{}", std::process::id()));
-    let redis_store = rt.block_on(RedisChannelStore::connect(&format!("redis://127.0.0.1:{}/", redis.1), "bench:"))?;
-    let stores: Vec<(&str, Arc<dyn ChannelStore>)> = vec![
-        ("in-memory", Arc::new(InMemoryChannelStore::new())),
-        ("file", Arc::new(FileStore::new(&dir)?)),
-        ("redis", Arc::new(redis_store)),
+    let url = format!("redis://127.0.0.1:{}/", redis.1);
+    let redis_store = rt.block_on(RedisChannelStore::connect(&url, "bench:"))?;
+    // Independent instances (each its own connection and coordinator): processes sharing the
+    // channel, so their updates do race through the compare-and-swap.
+    let mut redis_shared: Vec<Arc<dyn ChannelStore>> = Vec::new();
+    let mut file_shared: Vec<Arc<dyn ChannelStore>> = Vec::new();
+    for _ in 0..instances {
+        redis_shared.push(Arc::new(rt.block_on(RedisChannelStore::connect(&url, "bench-shared:"))?));
+        file_shared.push(Arc::new(FileStore::new(dir.join("shared"))?));
+    }
+    let shared = format!("{instances} instances");
+    let stores: Vec<(String, Vec<Arc<dyn ChannelStore>>)> = vec![
+        ("in-memory".into(), vec![Arc::new(InMemoryChannelStore::new())]),
+        ("file".into(), vec![Arc::new(FileStore::new(&dir)?)]),
+        (format!("file, {shared}"), file_shared),
+        ("redis".into(), vec![Arc::new(redis_store)]),
+        (format!("redis, {shared}"), redis_shared),
     ];
     let mut report = format!(
         "one channel, {workers} concurrent workers on one runtime thread, {secs} s per store{}\n\n\
+         \"{shared}\": the workers are split over {instances} store instances on the same backing \
+         store (as {instances} processes would be)\n\n\
          | store | deductions/s (reserve + commit) | deductions | refused (CAS retries exhausted) | CAS attempts lost | lost/double |\n|---|---:|---:|---:|---:|---:|\n",
         if smoke { " (SMOKE MODE)" } else { "" }
     );
-    for (name, store) in stores {
-        let o = rt.block_on(run(store, workers, secs))?;
+    for (name, instances) in stores {
+        let o = rt.block_on(run(&instances, workers, secs))?;
         report.push_str(&format!(
             "| {name} | {:.0} | {} | {} | {} | 0 |\n",
             o.per_sec, o.deductions, o.refused, o.conflicts

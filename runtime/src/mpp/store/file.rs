@@ -1,7 +1,9 @@
 //! [`FileStore`]: one JSON file per channel, byte-compatible with Python's `mpp_evm.FileStore`
 //! (wire facts §9.10) and safe across the processes of one host.
 
-use super::{CasOutcome, ChannelState, ChannelStore, StoreError, Versioned, check_key_basic, random_u64};
+use super::{
+    CasOutcome, ChannelState, ChannelStore, StoreError, UpdateCoordinator, Versioned, check_key_basic, random_u64,
+};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
@@ -33,10 +35,15 @@ const STRIPES: usize = 64;
 /// * **Path guard.** Keys are single file names: empty keys, `.`/`..`, `/`, `\`, NUL and keys
 ///   over 200 bytes are rejected, as is a key whose file (or lock file) is a symlink that
 ///   resolves outside the directory ⇒ [`StoreError::InvalidKey`] ("invalid store key").
+///
+/// [`update`](ChannelStore::update) goes through an [`UpdateCoordinator`] (shared by clones): the
+/// updates of one channel take turns within this process and compare-and-swap against the
+/// channel's last known state, so they only lose races to other processes (or Python).
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
     stripes: Arc<[tokio::sync::Mutex<()>]>,
+    coordinator: Arc<UpdateCoordinator>,
 }
 
 struct KeyPaths {
@@ -51,7 +58,7 @@ impl FileStore {
         fs::create_dir_all(dir).map_err(|source| StoreError::Io { op: "create store directory", source })?;
         let dir = fs::canonicalize(dir).map_err(|source| StoreError::Io { op: "resolve store directory", source })?;
         let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(Self { dir, stripes })
+        Ok(Self { dir, stripes, coordinator: Arc::new(UpdateCoordinator::default()) })
     }
 
     /// The store directory (canonical path).
@@ -221,6 +228,10 @@ impl ChannelStore for FileStore {
         .await
     }
 
+    fn update_coordinator(&self) -> Option<&UpdateCoordinator> {
+        Some(&self.coordinator)
+    }
+
     async fn compare_and_swap(
         &self,
         key: &str,
@@ -246,6 +257,7 @@ impl ChannelStore for FileStore {
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         check_file_key(key)?;
+        self.coordinator.forget(key);
         let _in_process = self.stripe(key).lock().await;
         let key = key.to_owned();
         self.blocking(move |dir| {

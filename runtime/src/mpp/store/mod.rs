@@ -15,6 +15,7 @@
 //! A backend that cannot provide an atomic compare-and-swap must not implement
 //! [`ChannelStore`]: the session logic relies on it to fail closed.
 
+pub mod coordinator;
 pub mod file;
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -22,6 +23,7 @@ pub mod memory;
 pub mod redis;
 pub mod state;
 
+pub use self::coordinator::{DEFAULT_REMEMBERED_STATES, UpdateCoordinator};
 pub use self::file::FileStore;
 pub use self::memory::InMemoryChannelStore;
 #[cfg(feature = "redis")]
@@ -213,10 +215,11 @@ pub(crate) fn random_u64() -> u64 {
 /// Reads and writes copy: mutating a returned state never changes the stored one.
 ///
 /// Read-modify-write goes through [`update`](Self::update), which retries the
-/// compare-and-swap with backoff. The trait is object safe (`Arc<dyn ChannelStore>`);
-/// `update` needs a sized receiver, which the forwarding implementations for `Arc<S>`,
-/// `Box<S>` and `&S` provide: `arc_dyn.update(..)` works as is, and for a
-/// `store: &dyn ChannelStore` write `(&store).update(..)`.
+/// compare-and-swap with backoff (and, for stores with an [`UpdateCoordinator`], queues the
+/// updates of one key within the process and skips the read when the key's state is known).
+/// The trait is object safe (`Arc<dyn ChannelStore>`); `update` needs a sized receiver, which
+/// the forwarding implementations for `Arc<S>`, `Box<S>` and `&S` provide: `arc_dyn.update(..)`
+/// works as is, and for a `store: &dyn ChannelStore` write `(&store).update(..)`.
 #[async_trait]
 pub trait ChannelStore: Send + Sync {
     /// The current state of `key` and its version; `None` when absent.
@@ -236,6 +239,15 @@ pub trait ChannelStore: Send + Sync {
     /// Removes `key`; `true` when it existed.
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
 
+    /// The in-process [`UpdateCoordinator`] [`update`](Self::update) uses for this store, if
+    /// any (default: none — every update reads the store first and retries lost races with
+    /// backoff). With one, updates of a key take turns in this process and compare-and-swap
+    /// against the key's last known state without reading first. A store returning one keeps
+    /// one coordinator per store instance (shared by its clones, never by another store).
+    fn update_coordinator(&self) -> Option<&UpdateCoordinator> {
+        None
+    }
+
     /// Read-modify-write of `key` with the [default retry policy](RetryPolicy::default).
     ///
     /// `f` sees the current state and returns `Ok(Some(new))` to write `new`, `Ok(None)` to
@@ -243,6 +255,12 @@ pub trait ChannelStore: Send + Sync {
     /// writer wins the race, `f` runs again on the newer state, so it must not have side
     /// effects beyond computing the new state. Exhausted retries ⇒
     /// [`StoreError::ConflictExhausted`] (fail closed; nothing written by this call).
+    ///
+    /// With an [`update_coordinator`](Self::update_coordinator) ([`FileStore`],
+    /// `RedisChannelStore`), updates of one key take turns within the process, and `f` may
+    /// first see the key's last known state rather than a fresh read: a write computed from it
+    /// only lands if the state is still current, and `Ok(None)` or `Err` on it makes `update`
+    /// read the store and run `f` again, so every outcome rests on a current state.
     async fn update<F, E>(&self, key: &str, f: F) -> Result<UpdateOutcome, UpdateError<E>>
     where
         Self: Sized,
@@ -263,7 +281,19 @@ pub trait ChannelStore: Send + Sync {
     }
 }
 
+/// With an [`UpdateCoordinator`], how many lost races in a row are retried without backoff.
+const IMMEDIATE_RETRIES: u32 = 8;
+
 /// The compare-and-swap loop behind every `update`.
+///
+/// Without a coordinator: read, compute, compare-and-swap; a lost race retries on the state the
+/// compare-and-swap returned, after a jittered backoff. With one ([`UpdateCoordinator`]): the
+/// update first waits for the key's in-process turn, then starts from the remembered state when
+/// there is one (no read). A lost race on a remembered state only means it was stale: the retry
+/// on the returned (current) state is immediate, and so are the first [`IMMEDIATE_RETRIES`]
+/// races lost to other processes (whose writers do not back off either: their in-process
+/// queues keep writing). A decision not to write is only taken on a state read from the store
+/// or returned by it during this update, never on a remembered one.
 async fn run_update<S, F, E>(
     store: &S,
     key: &str,
@@ -275,31 +305,109 @@ where
     F: FnMut(&ChannelState) -> Result<Option<ChannelState>, E> + Send,
     E: Send,
 {
-    let Some(mut current) = store.get(key).await? else { return Ok(UpdateOutcome::Missing) };
+    let coordinator = store.update_coordinator();
+    let _turn = match coordinator {
+        Some(c) => Some(c.turn(key).await),
+        None => None,
+    };
+    let outcome = update_loop(store, coordinator, key, policy, &mut f).await;
+    if let Some(c) = coordinator {
+        match &outcome {
+            Ok(UpdateOutcome::Updated(written)) => c.remember(key, written.clone()),
+            // States read or returned on the way are already remembered.
+            Ok(UpdateOutcome::Unchanged(_)) | Err(UpdateError::Rejected(_)) => {}
+            Ok(UpdateOutcome::Missing) => c.forget(key),
+            // The outcome of the last write is unknown: read again next time.
+            Err(UpdateError::Store(_)) => c.forget(key),
+        }
+    }
+    outcome
+}
+
+async fn update_loop<S, F, E>(
+    store: &S,
+    coordinator: Option<&UpdateCoordinator>,
+    key: &str,
+    policy: RetryPolicy,
+    f: &mut F,
+) -> Result<UpdateOutcome, UpdateError<E>>
+where
+    S: ChannelStore + ?Sized,
+    F: FnMut(&ChannelState) -> Result<Option<ChannelState>, E> + Send,
+    E: Send,
+{
+    let learnt = |state: &Versioned<ChannelState>| {
+        if let Some(c) = coordinator {
+            c.remember(key, state.clone());
+        }
+    };
+    // `fresh`: `current` was read from the store or returned by it during this update (and
+    // has not aged through a backoff since).
+    let (mut current, mut fresh) = match coordinator.and_then(|c| c.remembered(key)) {
+        Some(remembered) => (remembered, false),
+        None => match store.get(key).await? {
+            Some(read) => {
+                learnt(&read);
+                (read, true)
+            }
+            None => return Ok(UpdateOutcome::Missing),
+        },
+    };
     let attempts = policy.max_attempts.max(1);
-    for attempt in 1..=attempts {
-        let Some(next) = f(&current.value).map_err(UpdateError::Rejected)? else {
-            return Ok(UpdateOutcome::Unchanged(current));
+    let mut attempt: u32 = 0;
+    // Races lost on a state read from (or returned by) the store, i.e. to a concurrent writer.
+    let mut lost: u32 = 0;
+    loop {
+        let step = f(&current.value);
+        let next = match step {
+            Ok(Some(next)) => next,
+            // Not writing (or refusing) must be decided on the current state: read it.
+            Ok(None) | Err(_) if !fresh => {
+                let Some(read) = store.get(key).await? else { return Ok(UpdateOutcome::Missing) };
+                learnt(&read);
+                (current, fresh) = (read, true);
+                continue;
+            }
+            Ok(None) => return Ok(UpdateOutcome::Unchanged(current)),
+            Err(e) => return Err(UpdateError::Rejected(e)),
         };
+        attempt += 1;
         match store.compare_and_swap(key, current.version, &next).await? {
             CasOutcome::Swapped(version) => return Ok(UpdateOutcome::Updated(Versioned { version, value: next })),
             CasOutcome::Missing => return Ok(UpdateOutcome::Missing),
             CasOutcome::Conflict(now) => {
-                current = *now;
+                let stale = !fresh;
+                learnt(&now);
+                (current, fresh) = (*now, true);
                 crate::metrics::record_store_cas_conflict();
                 tracing::debug!(
                     key,
                     attempt,
                     max_attempts = attempts,
+                    stale,
                     "mpp store: compare-and-swap conflict, retrying"
                 );
-                if attempt < attempts {
-                    tokio::time::sleep(policy.delay(attempt)).await;
+                if attempt >= attempts {
+                    return Err(StoreError::ConflictExhausted { key: key.to_owned(), attempts }.into());
+                }
+                // A stale remembered state is no contention: retry at once on the current one.
+                if stale {
+                    continue;
+                }
+                lost += 1;
+                if coordinator.is_none() {
+                    tokio::time::sleep(policy.delay(lost)).await;
+                } else if lost > IMMEDIATE_RETRIES {
+                    // With turns, the winners are other processes, which do not back off: the
+                    // state they just wrote is what to retry on at once. After a backoff it has
+                    // aged (they kept writing), so the retry that follows one counts as stale
+                    // and is followed at once by one on the state it returns.
+                    tokio::time::sleep(policy.delay(lost - IMMEDIATE_RETRIES)).await;
+                    fresh = false;
                 }
             }
         }
     }
-    Err(StoreError::ConflictExhausted { key: key.to_owned(), attempts }.into())
 }
 
 macro_rules! forward_channel_store {
@@ -322,6 +430,9 @@ macro_rules! forward_channel_store {
             }
             async fn delete(&self, key: &str) -> Result<bool, StoreError> {
                 (**self).delete(key).await
+            }
+            fn update_coordinator(&self) -> Option<&UpdateCoordinator> {
+                (**self).update_coordinator()
             }
         }
     )*};
@@ -412,5 +523,199 @@ mod tests {
             assert!(matches!(check_key_basic(bad), Err(StoreError::InvalidKey { .. })));
         }
         assert_eq!(StoreError::invalid_key("..").to_string(), "invalid store key");
+    }
+
+    /// One "process" sharing an in-memory backend with others: its own coordinator, and counts
+    /// of the reads and compare-and-swaps it sends.
+    struct Process {
+        backend: Arc<InMemoryChannelStore>,
+        coordinator: UpdateCoordinator,
+        gets: std::sync::atomic::AtomicUsize,
+        cases: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Process {
+        fn new(backend: &Arc<InMemoryChannelStore>) -> Self {
+            Self {
+                backend: Arc::clone(backend),
+                coordinator: UpdateCoordinator::default(),
+                gets: 0.into(),
+                cases: 0.into(),
+            }
+        }
+        fn counts(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering::SeqCst;
+            (self.gets.swap(0, SeqCst), self.cases.swap(0, SeqCst))
+        }
+    }
+
+    #[async_trait]
+    impl ChannelStore for Process {
+        async fn get(&self, key: &str) -> Result<Option<Versioned<ChannelState>>, StoreError> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.backend.get(key).await
+        }
+        async fn put_if_absent(&self, key: &str, state: &ChannelState) -> Result<bool, StoreError> {
+            self.backend.put_if_absent(key, state).await
+        }
+        async fn compare_and_swap(&self, k: &str, v: u64, s: &ChannelState) -> Result<CasOutcome, StoreError> {
+            self.cases.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Another task may run between the compare and the swap of a real backend.
+            tokio::task::yield_now().await;
+            self.backend.compare_and_swap(k, v, s).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+            self.backend.delete(key).await
+        }
+        fn update_coordinator(&self) -> Option<&UpdateCoordinator> {
+            Some(&self.coordinator)
+        }
+    }
+
+    fn add_spent(by: u128) -> impl FnMut(&ChannelState) -> Result<Option<ChannelState>, ()> + Send {
+        move |s| Ok(Some(ChannelState { spent: s.spent + by, ..s.clone() }))
+    }
+
+    #[tokio::test]
+    async fn coordinated_updates_skip_the_read_and_recover_from_stale_states() {
+        let backend = Arc::new(InMemoryChannelStore::new());
+        let (a, b) = (Process::new(&backend), Process::new(&backend));
+        assert!(a.put_if_absent("k", &state(0)).await.unwrap());
+
+        // First update reads; the next ones compare-and-swap against the remembered state.
+        assert!(matches!(a.update("k", add_spent(1)).await, Ok(UpdateOutcome::Updated(_))));
+        assert_eq!(a.counts(), (1, 1));
+        for _ in 0..3 {
+            assert!(matches!(a.update("k", add_spent(1)).await, Ok(UpdateOutcome::Updated(_))));
+        }
+        assert_eq!(a.counts(), (0, 3));
+
+        // Another process writes: a's remembered state is stale. Its swap loses once, and the
+        // closure runs again on the current state (no read, no lost update).
+        assert!(matches!(b.update("k", add_spent(10)).await, Ok(UpdateOutcome::Updated(_))));
+        let mut seen = Vec::new();
+        let out = a
+            .update("k", |s| {
+                seen.push(s.spent);
+                Ok::<_, ()>(Some(ChannelState { spent: s.spent + 1, ..s.clone() }))
+            })
+            .await;
+        assert!(matches!(out, Ok(UpdateOutcome::Updated(v)) if v.value.spent == 15));
+        assert_eq!(seen, [4, 14], "first on the remembered state, then on the current one");
+        assert_eq!(a.counts(), (0, 2));
+        assert_eq!(backend.get("k").await.unwrap().unwrap().value.spent, 15);
+    }
+
+    #[tokio::test]
+    async fn no_decision_not_to_write_is_taken_on_a_remembered_state() {
+        let backend = Arc::new(InMemoryChannelStore::new());
+        let (a, b) = (Process::new(&backend), Process::new(&backend));
+        assert!(a.put_if_absent("k", &state(0)).await.unwrap());
+        assert!(matches!(a.update("k", add_spent(0)).await, Ok(UpdateOutcome::Updated(_))));
+        // b raises the voucher; a still remembers the old one.
+        let raise = |s: &ChannelState| Ok::<_, ()>(Some(ChannelState { highest_voucher_amount: 500, ..s.clone() }));
+        assert!(matches!(b.update("k", raise).await, Ok(UpdateOutcome::Updated(_))));
+        a.counts();
+
+        // A charge of 300 is refused on the remembered state (highest 100) but fits the
+        // current one (highest 500): it must be read and accepted, not refused.
+        let charge = |s: &ChannelState| {
+            let mut next = s.clone();
+            if next.reserve(300) { Ok(Some(next)) } else { Err("no balance") }
+        };
+        let out = a.update("k", charge).await;
+        assert!(matches!(&out, Ok(UpdateOutcome::Updated(v)) if v.value.reserved == 300), "{out:?}");
+        assert_eq!(a.counts(), (1, 1));
+
+        // Likewise "nothing to do": decided on a read state, returned as it is now.
+        assert!(matches!(b.update("k", add_spent(7)).await, Ok(UpdateOutcome::Updated(_))));
+        let out = a.update("k", |s| Ok::<_, ()>((s.spent != 7).then(|| s.clone()))).await;
+        assert!(matches!(&out, Ok(UpdateOutcome::Unchanged(v)) if v.value.spent == 7), "{out:?}");
+        assert_eq!(a.counts(), (0, 1), "the remembered state (spent 0) led to a swap that lost");
+
+        // A refusal on a state read from the store stands.
+        let out = a.update("k", |_| Err::<Option<ChannelState>, _>("refused")).await;
+        assert!(matches!(out, Err(UpdateError::Rejected("refused"))));
+        assert_eq!(a.counts(), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn deleted_and_recreated_keys_are_not_written_from_a_remembered_state() {
+        let backend = Arc::new(InMemoryChannelStore::new());
+        let (a, b) = (Process::new(&backend), Process::new(&backend));
+        assert!(a.put_if_absent("k", &state(0)).await.unwrap());
+        assert!(matches!(a.update("k", add_spent(5)).await, Ok(UpdateOutcome::Updated(_))));
+        assert!(b.delete("k").await.unwrap());
+        assert!(matches!(a.update("k", add_spent(1)).await, Ok(UpdateOutcome::Missing)));
+        assert_eq!(a.coordinator.remembered("k"), None, "forgotten once known missing");
+        assert!(matches!(a.update("k", add_spent(1)).await, Ok(UpdateOutcome::Missing)));
+
+        // Re-created by b with a fresh state: a's old knowledge is gone or loses the race.
+        assert!(matches!(a.update("k", add_spent(0)).await, Ok(UpdateOutcome::Missing)));
+        assert!(b.put_if_absent("k", &state(100)).await.unwrap());
+        assert!(matches!(a.update("k", add_spent(1)).await, Ok(UpdateOutcome::Updated(v)) if v.value.spent == 101));
+        // Deleted and re-created behind a's back: the remembered version belongs to the old
+        // incarnation, so the swap loses and the update lands on the new state.
+        assert!(b.delete("k").await.unwrap());
+        assert!(b.put_if_absent("k", &state(200)).await.unwrap());
+        a.counts();
+        assert!(matches!(a.update("k", add_spent(1)).await, Ok(UpdateOutcome::Updated(v)) if v.value.spent == 201));
+        assert_eq!(a.counts(), (0, 2));
+        assert_eq!(backend.get("k").await.unwrap().unwrap().value.spent, 201);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_processes_and_workers_lose_nothing() {
+        let backend = Arc::new(InMemoryChannelStore::new());
+        let processes: Vec<Arc<Process>> = (0..3).map(|_| Arc::new(Process::new(&backend))).collect();
+        assert!(processes[0].put_if_absent("k", &state(0)).await.unwrap());
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for worker in 0..24 {
+            let (p, calls) = (Arc::clone(&processes[worker % 3]), Arc::clone(&calls));
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    let out = p
+                        .update_with("k", RetryPolicy { max_attempts: 10_000, ..RetryPolicy::default() }, |s| {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            Ok::<_, ()>(Some(ChannelState { spent: s.spent + 1, ..s.clone() }))
+                        })
+                        .await;
+                    assert!(matches!(out, Ok(UpdateOutcome::Updated(_))), "{out:?}");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(backend.get("k").await.unwrap().unwrap().value.spent, 24 * 50);
+        for p in &processes {
+            assert_eq!(p.coordinator.remembered_len(), 1);
+        }
+
+        // One process alone: its workers take turns and never lose a race.
+        let solo = Arc::new(Process::new(&backend));
+        solo.update("k", add_spent(0)).await.unwrap();
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (p, calls) = (Arc::clone(&solo), Arc::clone(&calls));
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        p.update("k", |s| {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            Ok::<_, ()>(Some(ChannelState { spent: s.spent + 1, ..s.clone() }))
+                        })
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 16 * 20, "every closure ran once");
+        assert_eq!(backend.get("k").await.unwrap().unwrap().value.spent, 24 * 50 + 16 * 20);
     }
 }

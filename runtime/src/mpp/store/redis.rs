@@ -6,7 +6,7 @@
 //! connection problem surfaces as [`StoreError::Unavailable`] / [`ReplayStoreError`]: callers
 //! fail closed.
 
-use super::{CasOutcome, ChannelState, ChannelStore, StoreError, Versioned, check_key_basic};
+use super::{CasOutcome, ChannelState, ChannelStore, StoreError, UpdateCoordinator, Versioned, check_key_basic};
 use crate::replay::{ReplayStore, ReplayStoreError, unix_now};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, Script, Value};
@@ -77,6 +77,13 @@ async fn connect_manager(url: &str) -> Result<ConnectionManager, StoreError> {
 /// [`with_ttl`](Self::with_ttl) every write also (re)sets the channel's expiry, so abandoned
 /// channels disappear. On Redis Cluster, put the prefix in a hash tag (`{pay402}:`) so a
 /// channel and the counter share a slot.
+///
+/// [`update`](ChannelStore::update) goes through an [`UpdateCoordinator`] (shared by clones;
+/// [`with_remembered_states`](Self::with_remembered_states) sizes it): the updates of one
+/// channel take turns within this process, and each compares and swaps against the channel's
+/// last known state, so a contended update costs one round trip, not two, and only loses a
+/// race to *other* processes. A second `connect` is a separate instance (its own coordinator),
+/// exactly like another process.
 #[derive(Clone)]
 pub struct RedisChannelStore {
     conn: ConnectionManager,
@@ -84,6 +91,7 @@ pub struct RedisChannelStore {
     ttl: Option<Duration>,
     put_if_absent: Arc<Script>,
     cas: Arc<Script>,
+    coordinator: Arc<UpdateCoordinator>,
 }
 
 impl std::fmt::Debug for RedisChannelStore {
@@ -107,7 +115,17 @@ impl RedisChannelStore {
             ttl: None,
             put_if_absent: Arc::new(Script::new(PUT_IF_ABSENT)),
             cas: Arc::new(Script::new(COMPARE_AND_SWAP)),
+            coordinator: Arc::new(UpdateCoordinator::default()),
         })
+    }
+
+    /// Remember the last known state of at most `capacity` channels (default
+    /// [`DEFAULT_REMEMBERED_STATES`](super::DEFAULT_REMEMBERED_STATES); 0 remembers none, so
+    /// every update reads first). Gives this store a new [`UpdateCoordinator`], not shared with
+    /// the store it was made from.
+    pub fn with_remembered_states(mut self, capacity: usize) -> Self {
+        self.coordinator = Arc::new(UpdateCoordinator::new(capacity));
+        self
     }
 
     /// Channels not written for `ttl` expire (each write resets the clock). Sub-millisecond
@@ -188,6 +206,9 @@ impl ChannelStore for RedisChannelStore {
             .invoke_async(&mut conn)
             .await
             .map_err(store_err)?;
+        if written != 0 {
+            self.coordinator.remember(key, Versioned { version: written, value: state.clone() });
+        }
         Ok(written != 0)
     }
 
@@ -225,8 +246,13 @@ impl ChannelStore for RedisChannelStore {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let k = self.state_key(key)?;
         let mut conn = self.conn.clone();
+        self.coordinator.forget(key);
         let n: u64 = ::redis::cmd("DEL").arg(&k).query_async(&mut conn).await.map_err(store_err)?;
         Ok(n > 0)
+    }
+
+    fn update_coordinator(&self) -> Option<&UpdateCoordinator> {
+        Some(&self.coordinator)
     }
 }
 
