@@ -13,12 +13,14 @@
 //!   by voucher verification.
 //!
 //! Once a signer's key is known (a [`SignerKey`], from [`recover_key`]), later signatures can be
-//! checked against it with [`signed_by`] instead of being recovered again: with `k256` that
-//! skips the square root that lifts `r` to the point `R` and the Keccak of the key (the
-//! double-scalar multiplication `u₁·G + u₂·Q` remains, and its result must be exactly `R`: x
-//! coordinate `r` and the parity `v` names); with libsecp256k1, whose recovery is no slower than
-//! its verification, it recovers and compares the key, skipping the serialization and the Keccak.
-//! [`signed_by`] accepts exactly the signatures whose recovery gives the key's address.
+//! checked against it with [`signed_by`] instead of being recovered again. [`signed_by`] accepts
+//! exactly the signatures whose recovery gives the key's address — so, unlike a plain ECDSA
+//! verification (`k256`'s `verify_prehash`, libsecp256k1's `verify_ecdsa`), which compares x
+//! coordinates only, it refuses a valid `(r, s)` sent with the wrong parity `v`. With `k256` it
+//! computes `u₁·G + u₂·Q` and requires exactly `R` (x coordinate `r`, parity `v`), skipping the
+//! square root that lifts `r` to `R` and the Keccak of the key; with libsecp256k1, whose
+//! verification cannot see the parity, it recovers and compares the key, skipping only the
+//! serialization and the Keccak. (`r` and `s` are public, so both invert them in variable time.)
 //!
 //! Both enforce the same rules (wire facts §9.6, EIP-2): `r` and `s` in `[1, n)`, `s ≤ n/2`,
 //! `R` on the curve, `Q` not the point at infinity; they return identical results on every input
@@ -35,6 +37,12 @@
 //! let signature = channel::parse_channel_signature(&evm::signature_hex(raw)).unwrap();
 //! assert_eq!(recover::recover_address(Backend::K256, &digest, &signature), Ok(key.address()));
 //! assert_eq!(recover::recover_address(Backend::DEFAULT, &digest, &signature), Ok(key.address()));
+//!
+//! let known = recover::recover_key(Backend::DEFAULT, &digest, &signature).unwrap();
+//! let next = B256::repeat_byte(8);
+//! let later = channel::parse_channel_signature(&evm::signature_hex(key.sign_digest(&next).unwrap())).unwrap();
+//! assert!(recover::signed_by(Backend::DEFAULT, &next, &later, &known));
+//! assert!(!recover::signed_by(Backend::DEFAULT, &digest, &later, &known));
 //! ```
 
 use super::SECP256K1N_HALF;
@@ -275,9 +283,9 @@ mod secp256k1_backend {
         PublicKey::from_slice(&tagged).ok()
     }
 
-    /// Whether recovery gives `key`. libsecp256k1's verification is no faster than its
-    /// recovery (measured), and it ignores the parity `v` that recovery depends on, so this
-    /// recovers and compares the keys, skipping only the serialization and the Keccak.
+    /// Whether recovery gives `key`. libsecp256k1's verification is faster but ignores the
+    /// parity `v` that recovery depends on, so this recovers and compares the keys, skipping
+    /// only the serialization and the Keccak.
     pub(super) fn signed_by(digest: &B256, r: &[u8; 32], s: &[u8; 32], odd_y: bool, key: &PublicKey) -> bool {
         recover_key(digest, r, s, odd_y).is_ok_and(|recovered| recovered == *key)
     }
