@@ -178,14 +178,18 @@ pub(crate) fn write_param(out: &mut String, name: &str, value: &str) -> Result<(
     if value.contains(['\r', '\n']) {
         return Err(HeaderError::InvalidParamValue(name.to_owned()));
     }
+    out.reserve(name.len() + value.len() + 3);
     out.push_str(name);
     out.push_str("=\"");
-    for c in value.chars() {
-        if c == '\\' || c == '"' {
-            out.push('\\');
-        }
-        out.push(c);
+    // Copy the runs between characters that need a backslash (usually the whole value).
+    let mut rest = value;
+    while let Some(at) = rest.find(['\\', '"']) {
+        out.push_str(&rest[..at]);
+        out.push('\\');
+        out.push_str(&rest[at..=at]);
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
     out.push('"');
     Ok(())
 }
@@ -400,6 +404,7 @@ mod tests {
     fn round_trip_with_quoting() {
         let mut s = String::new();
         write_param(&mut s, "description", "a \"b\" \\ c").unwrap();
+        assert_eq!(s, r#"description="a \"b\" \\ c""#);
         let h = format!("{}, {s}", one("q"));
         assert_eq!(parse_www_authenticate(&[&h]).unwrap()[0].description.as_deref(), Some("a \"b\" \\ c"));
         assert_eq!(write_param(&mut s, "x", "a\rb"), Err(HeaderError::InvalidParamValue("x".into())));
