@@ -45,6 +45,60 @@ const LOAD_CORE: &str = "1";
 // Servers under test
 // ---------------------------------------------------------------------------------------------
 
+/// The floor of a paid x402 request: a hand-written handler doing only what any implementation
+/// must (decode the payment, one request body serialised once and sent to `/verify` and
+/// `/settle` through a pooled reqwest client, read both answers, encode `PAYMENT-RESPONSE`):
+/// no route matching, replay guard, requirement matching, hooks, spans or metrics.
+mod lean {
+    use serde_json::Value;
+
+    #[derive(Clone)]
+    pub(crate) struct Lean {
+        pub(crate) http: reqwest::Client,
+        pub(crate) verify: reqwest::Url,
+        pub(crate) settle: reqwest::Url,
+    }
+
+    /// The `#[x402]` route's requirements (set from its challenge at start-up).
+    pub(crate) static REQUIREMENTS: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+
+    impl Lean {
+        pub(crate) fn new(facilitator_url: &str) -> Result<Self, Box<dyn std::error::Error>> {
+            let base = reqwest::Url::parse(facilitator_url)?;
+            Ok(Self { http: reqwest::Client::new(), verify: base.join("/verify")?, settle: base.join("/settle")? })
+        }
+    }
+
+    /// `Ok(PAYMENT-RESPONSE)` or `Err(status)`.
+    pub(crate) async fn pay(lean: &Lean, payment: Option<&[u8]>) -> Result<String, u16> {
+        let payment = std::str::from_utf8(payment.ok_or(402u16)?).map_err(|_| 402u16)?;
+        let decoded = pay402::x402::safe_base64_decode(payment).map_err(|_| 402u16)?;
+        let payload: Value = serde_json::from_slice(&decoded).map_err(|_| 402u16)?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "x402Version": 2, "paymentPayload": payload, "paymentRequirements": REQUIREMENTS.get().ok_or(500u16)?,
+        }))
+        .map_err(|_| 500u16)?;
+        let body = axum::body::Bytes::from(body);
+        let call = |url: &reqwest::Url, body: axum::body::Bytes| {
+            let req = lean.http.post(url.clone()).header("content-type", "application/json").body(body);
+            async move {
+                let resp = req.send().await.map_err(|_| 502u16)?;
+                let bytes = resp.bytes().await.map_err(|_| 502u16)?;
+                serde_json::from_slice::<Value>(&bytes).map_err(|_| 502u16)
+            }
+        };
+        let verified = call(&lean.verify, body.clone()).await?;
+        if verified["isValid"] != true {
+            return Err(402);
+        }
+        let settled = call(&lean.settle, body).await?;
+        if settled["success"] != true {
+            return Err(402);
+        }
+        Ok(pay402::x402::safe_base64_encode(&serde_json::to_vec(&settled).map_err(|_| 500u16)?))
+    }
+}
+
 mod axum_app {
     use super::*;
     use axum::extract::FromRef;
@@ -54,6 +108,20 @@ mod axum_app {
     pub(crate) struct State {
         pub(crate) x402: X402HttpServer,
         pub(crate) mpp: Mpp,
+        pub(crate) lean: super::lean::Lean,
+    }
+
+    /// The paid-path floor (see [`super::lean`]).
+    async fn lean_paid(
+        axum::extract::State(state): axum::extract::State<State>,
+        headers: http::HeaderMap,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        let payment = headers.get("payment-signature").map(http::HeaderValue::as_bytes);
+        match super::lean::pay(&state.lean, payment).await {
+            Ok(header) => ([("payment-response", header)], "ok").into_response(),
+            Err(status) => http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY).into_response(),
+        }
     }
 
     impl FromRef<State> for X402HttpServer {
@@ -116,6 +184,7 @@ mod axum_app {
             .route("/x402", get(macro_route))
             .route("/pay", get(charge_route))
             .route("/dual", get(dual_route))
+            .route("/lean", get(lean_paid))
             .with_state(state)
             .merge(table_routes)
     }
@@ -165,13 +234,33 @@ mod actix_app {
         HttpResponse::Ok().body("ok")
     }
 
+    /// The paid-path floor (see [`super::lean`]).
+    async fn lean_paid(req: actix_web::HttpRequest, lean: web::Data<super::lean::Lean>) -> HttpResponse {
+        let payment = req.headers().get("payment-signature").map(|v| v.as_bytes());
+        match super::lean::pay(&lean, payment).await {
+            Ok(header) => HttpResponse::Ok().insert_header(("payment-response", header)).body("ok"),
+            Err(status) => HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
+            )
+            .finish(),
+        }
+    }
+
     async fn table_handler() -> HttpResponse {
         HttpResponse::Ok().body("ok")
     }
 
-    pub(crate) fn configure(cfg: &mut web::ServiceConfig, x402: X402HttpServer, mpp: Mpp, table: X402HttpServer) {
+    pub(crate) fn configure(
+        cfg: &mut web::ServiceConfig,
+        x402: X402HttpServer,
+        mpp: Mpp,
+        table: X402HttpServer,
+        lean: super::lean::Lean,
+    ) {
         cfg.app_data(web::Data::new(x402))
             .app_data(web::Data::new(mpp))
+            .app_data(web::Data::new(lean))
+            .route("/lean", web::get().to(lean_paid))
             .service(bare)
             .service(static_402)
             .service(macro_route)
@@ -196,9 +285,10 @@ fn sellers(facilitator_url: &str) -> Result<(X402HttpServer, X402HttpServer, Mpp
 /// Starts both servers on their own threads; returns their base URLs.
 fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std::error::Error>> {
     let (x402, table, mpp) = sellers(facilitator_url)?;
+    let lean = lean::Lean::new(facilitator_url)?;
     let (tx, rx) = std::sync::mpsc::channel();
     {
-        let (x402, table, mpp, tx) = (x402.clone(), table.clone(), mpp.clone(), tx.clone());
+        let (x402, table, mpp, tx, lean) = (x402.clone(), table.clone(), mpp.clone(), tx.clone(), lean.clone());
         std::thread::Builder::new().name("axum".into()).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
@@ -206,7 +296,7 @@ fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std:
                 table.initialize().await.expect("facilitator /supported");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let _ = tx.send(("axum", format!("http://{}", listener.local_addr().expect("addr"))));
-                let app = axum_app::router(axum_app::State { x402, mpp }, table);
+                let app = axum_app::router(axum_app::State { x402, mpp, lean }, table);
                 axum::serve(listener, app).await.expect("axum");
             });
         })?;
@@ -218,8 +308,8 @@ fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std:
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             let _ = tx.send(("actix", format!("http://{}", listener.local_addr().expect("addr"))));
             actix_web::HttpServer::new(move || {
-                let (x402, mpp, table) = (x402.clone(), mpp.clone(), table.clone());
-                actix_web::App::new().configure(move |cfg| actix_app::configure(cfg, x402, mpp, table))
+                let (x402, mpp, table, lean) = (x402.clone(), mpp.clone(), table.clone(), lean.clone());
+                actix_web::App::new().configure(move |cfg| actix_app::configure(cfg, x402, mpp, table, lean))
             })
             .workers(1)
             .listen(listener)
@@ -466,14 +556,20 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
-const SCENARIOS: [(&str, &str, &str); 6] = [
+const SCENARIOS: [(&str, &str, &str); 7] = [
     ("static_402", "/static402", "hand-written 402, header computed once (the limit)"),
     ("x402_macro_unpaid", "/x402", "`#[x402]` route, unpaid 402"),
     ("x402_table_unpaid", "/t/table", "route-table (layer/middleware) route, unpaid 402"),
     ("mpp_charge_unpaid", "/pay", "`#[pay]` charge route, unpaid 402"),
     ("dual_unpaid", "/dual", "`#[x402]` + `#[pay]` dual route, unpaid merged 402"),
+    ("lean_paid", "/lean", "hand-written paid handler: decode, verify + settle via reqwest, nothing else (the floor)"),
     ("x402_paid", "/x402", "`#[x402]` route, paid (verify + settle on the stand-in)"),
 ];
+
+/// Whether a scenario sends paid requests (the wrk script with a fresh nonce per request).
+fn is_paid(name: &str) -> bool {
+    name.ends_with("_paid")
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(args) = parse_args()? else { return facilitator_standin() };
@@ -499,6 +595,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let challenge = challenge.ok_or("the #[x402] route sent no PAYMENT-REQUIRED")?;
     let _ = STATIC_402.set(http::HeaderValue::from_bytes(&challenge)?);
+    let AnyPaymentRequired::V2(required) = decode_payment_required_header(std::str::from_utf8(&challenge)?)? else {
+        return Err("expected a v2 challenge".into());
+    };
+    let first = required.accepts.first().ok_or("the challenge offers nothing")?;
+    let _ = lean::REQUIREMENTS.set(serde_json::to_value(first)?);
     let _ = STATIC_402_ACTIX.set(actix_web::http::header::HeaderValue::from_bytes(&challenge)?);
     if args.serve_only {
         // For profiling (`perf record -p <pid>` while wrk loads a route).
@@ -530,7 +631,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     line(String::new());
     line(
-        "| framework | path | req/s (median) | throughput ratio to bare (median of runs) | server CPU µs/req (median) | CPU ratio: bare µs ÷ path µs (median of runs) | throughput ratio to the hand-written 402 (median of runs) |"
+        "| framework | path | req/s (median) | throughput ratio to bare (median of runs) | server CPU µs/req (median) | CPU ratio: bare µs ÷ path µs (median of runs) | ratio to the path's limit: unpaid throughput ÷ hand-written 402's; paid: floor's CPU ÷ path's CPU (median of runs) |"
             .into(),
     );
     line("|---|---|---:|---:|---:|---:|---:|".into());
@@ -543,14 +644,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut per: Vec<[Vec<f64>; 5]> = vec![Default::default(); SCENARIOS.len()];
         // Warm-up (connection pools, lazily built caches).
         wrk(&format!("{base}/bare"), 1, args.connections, None)?;
-        for (_, path, _) in &SCENARIOS[..5] {
-            wrk(&format!("{base}{path}"), 1, args.connections, None)?;
+        for (name, path, _) in &SCENARIOS {
+            if !is_paid(name) {
+                wrk(&format!("{base}{path}"), 1, args.connections, None)?;
+            }
         }
         for _ in 0..args.runs {
-            let mut limit_rps = f64::NAN;
+            let (mut limit_rps, mut lean_cpu) = (f64::NAN, f64::NAN);
             for (i, (name, path, _)) in SCENARIOS.iter().enumerate() {
                 let bare = wrk(&format!("{base}/bare"), args.secs, args.connections, None)?;
-                let paid = *name == "x402_paid";
+                let paid = is_paid(name);
                 let load =
                     wrk(&format!("{base}{path}"), args.secs, args.connections, paid.then_some(script.as_path()))?;
                 let expect_non_2xx = if paid { 0 } else { load.requests };
@@ -570,10 +673,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 per[i][1].push(load.rps / bare.rps);
                 per[i][2].push(load.cpu_us_per_req);
                 per[i][3].push(bare.cpu_us_per_req / load.cpu_us_per_req);
-                if *name == "static_402" {
-                    limit_rps = load.rps;
+                // Against the path's own limit: an unpaid 402's throughput against the
+                // hand-written 402's; the paid path's CPU against the hand-written floor's.
+                match *name {
+                    "static_402" => limit_rps = load.rps,
+                    "lean_paid" => lean_cpu = load.cpu_us_per_req,
+                    _ => {}
                 }
-                per[i][4].push(load.rps / limit_rps);
+                per[i][4].push(if paid { lean_cpu / load.cpu_us_per_req } else { load.rps / limit_rps });
             }
         }
         line(format!(
