@@ -15,6 +15,12 @@
 //! meaningless), `--runs N`, `--secs S`, `--connections C`, `--out FILE` (Markdown report),
 //! `--example-bin PATH` (the example server whose RSS is measured), `--serve-only` (start the
 //! servers, print their URLs and wait: for profiling under `perf record -p <pid>`).
+//!
+//! MPP session vouchers cannot come from wrk (each needs a fresh signature): the binary started
+//! with `--session-load` is the load generator (on the load core). Every connection opens its
+//! own channel on a session route (one per channel store: memory, file, Redis), pre-signs its
+//! vouchers before the measurement, then sends them one after another; the server's CPU is
+//! measured meanwhile. Contention on one channel is measured by `benches/store_contention.rs`.
 
 use pay402::actix::X402Middleware;
 use pay402::axum::X402Layer;
@@ -175,9 +181,14 @@ mod axum_app {
         "ok"
     }
 
-    pub(crate) fn router(state: State, table: X402HttpServer) -> axum::Router {
+    pub(crate) fn router(state: State, table: X402HttpServer, sessions: Vec<Mpp>) -> axum::Router {
         use axum::routing::get;
-        let table_routes = axum::Router::new().route("/t/table", get(bare)).layer(X402Layer::new(table));
+        let mut table_routes = axum::Router::new().route("/t/table", get(bare)).layer(X402Layer::new(table));
+        for (name, mpp) in super::session::STORES.iter().zip(sessions) {
+            let route =
+                axum::Router::new().route(&format!("/s/{name}"), get(bare)).layer(pay402::axum::MppLayer::new(mpp));
+            table_routes = table_routes.merge(route);
+        }
         axum::Router::new()
             .route("/bare", get(bare))
             .route("/static402", get(static_402))
@@ -256,7 +267,15 @@ mod actix_app {
         mpp: Mpp,
         table: X402HttpServer,
         lean: super::lean::Lean,
+        sessions: &[Mpp],
     ) {
+        for (name, mpp) in super::session::STORES.iter().zip(sessions) {
+            cfg.service(
+                web::scope(&format!("/s/{name}"))
+                    .wrap(pay402::actix::MppMiddleware::new(mpp.clone()))
+                    .route("", web::get().to(table_handler)),
+            );
+        }
         cfg.app_data(web::Data::new(x402))
             .app_data(web::Data::new(mpp))
             .app_data(web::Data::new(lean))
@@ -283,12 +302,17 @@ fn sellers(facilitator_url: &str) -> Result<(X402HttpServer, X402HttpServer, Mpp
 }
 
 /// Starts both servers on their own threads; returns their base URLs.
-fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std::error::Error>> {
+fn start_servers(
+    facilitator_url: &str,
+    redis_url: &str,
+    dir: &std::path::Path,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
     let (x402, table, mpp) = sellers(facilitator_url)?;
     let lean = lean::Lean::new(facilitator_url)?;
     let (tx, rx) = std::sync::mpsc::channel();
     {
         let (x402, table, mpp, tx, lean) = (x402.clone(), table.clone(), mpp.clone(), tx.clone(), lean.clone());
+        let (redis_url, dir) = (redis_url.to_owned(), dir.join("axum"));
         std::thread::Builder::new().name("axum".into()).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
@@ -296,20 +320,24 @@ fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std:
                 table.initialize().await.expect("facilitator /supported");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let _ = tx.send(("axum", format!("http://{}", listener.local_addr().expect("addr"))));
-                let app = axum_app::router(axum_app::State { x402, mpp, lean }, table);
+                let sessions = session::coordinators(&redis_url, &dir).await.expect("session coordinators");
+                let app = axum_app::router(axum_app::State { x402, mpp, lean }, table, sessions);
                 axum::serve(listener, app).await.expect("axum");
             });
         })?;
     }
+    let (redis_url, dir) = (redis_url.to_owned(), dir.join("actix"));
     std::thread::Builder::new().name("actix".into()).spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             x402.initialize().await.expect("facilitator /supported");
             table.initialize().await.expect("facilitator /supported");
+            let sessions = session::coordinators(&redis_url, &dir).await.expect("session coordinators");
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             let _ = tx.send(("actix", format!("http://{}", listener.local_addr().expect("addr"))));
             actix_web::HttpServer::new(move || {
                 let (x402, mpp, table, lean) = (x402.clone(), mpp.clone(), table.clone(), lean.clone());
-                actix_web::App::new().configure(move |cfg| actix_app::configure(cfg, x402, mpp, table, lean))
+                let sessions = sessions.clone();
+                actix_web::App::new().configure(move |cfg| actix_app::configure(cfg, x402, mpp, table, lean, &sessions))
             })
             .workers(1)
             .listen(listener)
@@ -328,6 +356,161 @@ fn start_servers(facilitator_url: &str) -> Result<(String, String), Box<dyn std:
         }
     }
     Ok((axum_url, actix_url))
+}
+
+// ---------------------------------------------------------------------------------------------
+// MPP session vouchers over HTTP: one session route per channel store, and a Rust load
+// generator (wrk cannot sign vouchers) run as a child process on the load core
+// ---------------------------------------------------------------------------------------------
+
+mod session {
+    use pay402::evm::{PrivateKeySigner, U256};
+    use pay402::mpp::store::RedisChannelStore;
+    use pay402::mpp::{
+        ChannelStore, EmbeddedSa, EvmMethod, FileStore, InMemoryChannelStore, Mpp, PaySpec, SessionClient,
+        SessionIntent, parse_www_authenticate,
+    };
+    use pay402::x402::networks::NetworkRegistry;
+    use std::io::{BufRead as _, Write as _};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    pub(crate) const PAYER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+    const PAYEE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+    const PAYEE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+    const USDT0: &str = "0x779ded0c9e1022225f8e0630b35a9b54be713736";
+    /// The stores, in report order, and their routes.
+    pub(crate) const STORES: [&str; 3] = ["memory", "file", "redis"];
+
+    /// A throw-away `redis-server` on a free port, killed on drop.
+    pub(crate) struct Redis(Child, pub(crate) u16);
+
+    impl Redis {
+        pub(crate) fn start() -> Result<Self, Box<dyn std::error::Error>> {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("redis-server (scripts/deps/10-redis.sh installs it): {e}"))?;
+            let redis = Self(child, port);
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(redis);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err("redis-server did not start".into())
+        }
+    }
+
+    impl Drop for Redis {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// One coordinator per store, each protecting `GET /s/<store>` (one base unit per request).
+    pub(crate) async fn coordinators(
+        redis_url: &str,
+        dir: &std::path::Path,
+    ) -> Result<Vec<Mpp>, Box<dyn std::error::Error>> {
+        let mut out = Vec::new();
+        for name in STORES {
+            let store: Arc<dyn ChannelStore> = match name {
+                "memory" => Arc::new(InMemoryChannelStore::new()),
+                "file" => Arc::new(FileStore::new(dir.join("channels"))?),
+                _ => Arc::new(RedisChannelStore::connect(redis_url, "bench:").await?),
+            };
+            let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
+            let payer = PAYER_KEY.parse::<PrivateKeySigner>()?.address().to_string();
+            sa.fund(USDT0, &payer, U256::from(10u64).pow(U256::from(24u8)))?;
+            let payee: PrivateKeySigner = PAYEE_KEY.parse()?;
+            let intent = SessionIntent::new(sa, PAYEE).signer(Arc::new(payee)).store(store);
+            let spec = PaySpec { amount: "0.000001".into(), intent: "session".into(), ..PaySpec::default() };
+            let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "bench.localhost", "bench-secret")?
+                .route(&format!("GET /s/{name}"), spec)?;
+            out.push(mpp);
+        }
+        Ok(out)
+    }
+
+    /// The load generator (`--session-load URL SECS CONNECTIONS MAX_RATE`): each connection opens its
+    /// own channel and pre-signs its vouchers, prints `ready`, waits for a line on stdin, then
+    /// sends its vouchers one after another for SECS seconds and prints
+    /// `requests N errors E exhausted X secs S`.
+    pub(crate) fn load(
+        url: &str,
+        secs: u64,
+        connections: usize,
+        max_rate: usize,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let http = reqwest::Client::new();
+            // Enough vouchers for `max_rate` requests/s on every connection's share.
+            let per_connection = (max_rate * usize::try_from(secs)?).div_ceil(connections).max(8);
+            let mut prepared = Vec::new();
+            for _ in 0..connections {
+                let unpaid = http.get(url).send().await?;
+                let www = unpaid.headers().get("www-authenticate").ok_or("no challenge")?.to_str()?.to_owned();
+                let challenge = parse_www_authenticate(&[&www])?.remove(0);
+                let client = SessionClient::new(PAYER_KEY.parse::<PrivateKeySigner>()?)
+                    .with_registry(NetworkRegistry::x_layer());
+                let (channel, open) = client.open_header(&challenge, U256::from(10u64).pow(U256::from(15u8)))?;
+                let opened = http.get(url).header("authorization", open).send().await?;
+                if opened.status() != 200 {
+                    return Err(format!("open: {} {}", opened.status(), opened.text().await.unwrap_or_default()).into());
+                }
+                let mut vouchers = Vec::with_capacity(per_connection);
+                for _ in 0..per_connection {
+                    vouchers.push(client.next_voucher(&challenge, &channel, U256::from(1u8))?);
+                }
+                prepared.push(vouchers);
+            }
+            println!("ready");
+            std::io::stdout().flush()?;
+            let mut go = String::new();
+            std::io::stdin().lock().read_line(&mut go)?;
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(secs);
+            let tasks: Vec<_> = prepared
+                .into_iter()
+                .map(|vouchers| {
+                    let (http, url) = (http.clone(), url.to_owned());
+                    tokio::spawn(async move {
+                        let (mut ok, mut errors, mut exhausted) = (0u64, 0u64, true);
+                        for voucher in vouchers {
+                            if Instant::now() >= deadline {
+                                exhausted = false;
+                                break;
+                            }
+                            match http.get(&url).header("authorization", voucher).send().await {
+                                Ok(r) if r.status() == 200 => {
+                                    let _ = r.bytes().await;
+                                    ok += 1;
+                                }
+                                _ => errors += 1,
+                            }
+                        }
+                        (ok, errors, exhausted)
+                    })
+                })
+                .collect();
+            let (mut ok, mut errors, mut exhausted) = (0, 0, 0);
+            for task in tasks {
+                let (o, e, x) = task.await?;
+                ok += o;
+                errors += e;
+                exhausted += u64::from(x);
+            }
+            println!("requests {ok} errors {errors} exhausted {exhausted} secs {:.3}", started.elapsed().as_secs_f64());
+            Ok(())
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -571,7 +754,51 @@ fn is_paid(name: &str) -> bool {
     name.ends_with("_paid")
 }
 
+/// Runs the session load generator and measures the server (this process) meanwhile.
+fn session_load(url: &str, secs: u64, connections: u32, max_rate: u32) -> Result<Load, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new("taskset")
+        .args(["-c", LOAD_CORE])
+        .arg(exe)
+        .args(["--session-load", url, &secs.to_string(), &connections.to_string(), &max_rate.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("session load generator: {e}"))?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+    if line.trim() != "ready" {
+        let _ = child.wait();
+        return Err(format!("session load generator: {line:?}"));
+    }
+    let cpu0 = process_cpu_ns();
+    child.stdin.take().ok_or("no stdin")?.write_all(b"go\n").map_err(|e| e.to_string())?;
+    line.clear();
+    stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+    let cpu = process_cpu_ns().saturating_sub(cpu0);
+    let _ = child.wait();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let field = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied();
+    let num = |key: &str| field(key).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| format!("no {key}: {line:?}"));
+    let (requests, errors, exhausted) = (num("requests")?, num("errors")?, num("exhausted")?);
+    let secs = field("secs").and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("no secs: {line:?}"))?;
+    if exhausted > 0 {
+        eprintln!("session load: {exhausted} connections ran out of pre-signed vouchers (the rate is a lower bound)");
+    }
+    #[allow(clippy::cast_precision_loss)] // a measurement, not money
+    let (rps, cpu_us_per_req) =
+        (requests as f64 / secs, if requests > 0 { cpu as f64 / 1000.0 / requests as f64 } else { 0.0 });
+    Ok(Load { rps, requests, non_2xx: errors, errors, cpu_us_per_req })
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--session-load") {
+        let arg = |i: usize| argv.get(i).cloned().ok_or("--session-load URL SECS CONNECTIONS MAX_RATE");
+        return session::load(&arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?, arg(5)?.parse()?);
+    }
     let Some(args) = parse_args()? else { return facilitator_standin() };
     // Pin this process (and every thread it starts from now on) to the server core.
     let pid = std::process::id().to_string();
@@ -584,9 +811,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fac_cmd.args(["-c", LOAD_CORE]).arg(&exe).arg("--facilitator");
     let (fac, fac_url) = spawn_listening(fac_cmd)?;
     let _fac = Killed(fac);
-    let (axum_url, actix_url) = start_servers(&fac_url)?;
     let dir = std::env::temp_dir().join(format!("pay402-bench-{pid}"));
     std::fs::create_dir_all(&dir)?;
+    let redis = session::Redis::start()?;
+    let (axum_url, actix_url) = start_servers(&fac_url, &format!("redis://127.0.0.1:{}/", redis.1), &dir)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The hand-written 402 answers the `#[x402]` route's own challenge bytes.
     let challenge = rt.block_on(async {
@@ -697,6 +925,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 median(cpu),
                 median(cpu_ratio),
                 median(to_limit)
+            ));
+        }
+        let (bare_rps, bare_cpu) = (median(bare_rps), median(bare_cpu));
+        for store in session::STORES {
+            let (mut rps, mut cpu) = (Vec::new(), Vec::new());
+            for _ in 0..args.runs {
+                // Smoke runs (debug builds) pre-sign few vouchers: signing is slow there.
+                let max_rate = if args.smoke { 200 } else { 15_000 };
+                let load = session_load(&format!("{base}/s/{store}"), args.secs, args.connections, max_rate)?;
+                if load.errors > 0 || load.requests == 0 {
+                    return Err(
+                        format!("{framework} session ({store}): {} refused of {}", load.errors, load.requests).into()
+                    );
+                }
+                rps.push(load.rps);
+                cpu.push(load.cpu_us_per_req);
+            }
+            let (rps, cpu) = (median(rps), median(cpu));
+            line(format!(
+                "| {framework} | MPP session voucher over HTTP, {store} store (a channel per connection) | {rps:.0} | {:.3} | {cpu:.1} | {:.3} | |",
+                rps / bare_rps,
+                bare_cpu / cpu
             ));
         }
     }
