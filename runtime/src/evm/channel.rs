@@ -746,6 +746,36 @@ mod tests {
     }
 
     #[test]
+    fn key_cache_is_shared_between_threads() {
+        let domain = ChannelDomain::default();
+        let signers = [KEY, "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"]
+            .map(|k| signer_from_hex(k).unwrap());
+        // Two signers through a one-slot cache: every thread keeps evicting the other's key.
+        let cache = SignerKeyCache::with_capacity(1);
+        std::thread::scope(|scope| {
+            for t in 0..4u128 {
+                let (cache, domain, signers) = (&cache, &domain, &signers);
+                scope.spawn(move || {
+                    for i in 0..6u128 {
+                        let (signer, other) = (&signers[((t + i) % 2) as usize], &signers[((t + i + 1) % 2) as usize]);
+                        let amount = 100 * t + i;
+                        let sig = sign_voucher(signer, domain, id(), amount).unwrap();
+                        let check = |who: Address| {
+                            verify_voucher_signature_cached(cache, Backend::DEFAULT, domain, id(), amount, &sig, who)
+                        };
+                        assert_eq!(check(signer.address()), Ok(()));
+                        assert_eq!(
+                            check(other.address()),
+                            Err(ChannelSignatureError::SignerMismatch { recovered: signer.address() })
+                        );
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
     fn nonce_providers() {
         let fixed = FixedNonceProvider(U256::from(123_456_789u64));
         assert_eq!(fixed.allocate(Address::ZERO, id()), U256::from(123_456_789u64));
