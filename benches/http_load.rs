@@ -147,19 +147,24 @@ mod axum_app {
     }
 
     /// The physical limit of an unpaid 402: a hand-written handler answering the same bytes
-    /// with a `PAYMENT-REQUIRED` value computed once.
+    /// from a header map built once (cloning it costs reference counts).
     async fn static_402() -> axum::response::Response {
-        use axum::response::IntoResponse as _;
-        let value = super::STATIC_402.get().cloned().unwrap_or(http::HeaderValue::from_static(""));
-        let mut resp = (http::StatusCode::PAYMENT_REQUIRED, "{}").into_response();
-        let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-        h.insert(http::HeaderName::from_static("payment-required"), value);
-        h.insert(
-            http::HeaderName::from_static("access-control-expose-headers"),
-            http::HeaderValue::from_static(super::EXPOSED),
-        );
+        static HEADERS: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
+        let headers = HEADERS.get_or_init(|| {
+            let value = super::STATIC_402.get().cloned().unwrap_or(http::HeaderValue::from_static(""));
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            h.insert(http::HeaderName::from_static("payment-required"), value);
+            h.insert(
+                http::HeaderName::from_static("access-control-expose-headers"),
+                http::HeaderValue::from_static(super::EXPOSED),
+            );
+            h
+        });
+        let mut resp = axum::response::Response::new(axum::body::Body::from(axum::body::Bytes::from_static(b"{}")));
+        *resp.status_mut() = http::StatusCode::PAYMENT_REQUIRED;
+        *resp.headers_mut() = headers.clone();
         resp
     }
 
@@ -214,14 +219,23 @@ mod actix_app {
     /// The physical limit of an unpaid 402 (see the axum twin).
     #[get("/static402")]
     async fn static_402() -> HttpResponse {
-        let value =
-            super::STATIC_402_ACTIX.get().cloned().unwrap_or(actix_web::http::header::HeaderValue::from_static(""));
-        HttpResponse::PaymentRequired()
-            .insert_header(("content-type", "application/json"))
-            .insert_header(("cache-control", "no-store"))
-            .insert_header(("payment-required", value))
-            .insert_header(("access-control-expose-headers", super::EXPOSED))
-            .body("{}")
+        use actix_web::http::header::{HeaderName, HeaderValue};
+        static HEADERS: std::sync::OnceLock<Vec<(HeaderName, HeaderValue)>> = std::sync::OnceLock::new();
+        let headers = HEADERS.get_or_init(|| {
+            let value = super::STATIC_402_ACTIX.get().cloned().unwrap_or(HeaderValue::from_static(""));
+            vec![
+                (HeaderName::from_static("content-type"), HeaderValue::from_static("application/json")),
+                (HeaderName::from_static("cache-control"), HeaderValue::from_static("no-store")),
+                (HeaderName::from_static("payment-required"), value),
+                (HeaderName::from_static("access-control-expose-headers"), HeaderValue::from_static(super::EXPOSED)),
+            ]
+        });
+        let mut resp =
+            HttpResponse::with_body(actix_web::http::StatusCode::PAYMENT_REQUIRED, "{}").map_into_boxed_body();
+        for (name, value) in headers {
+            resp.headers_mut().append(name.clone(), value.clone());
+        }
+        resp
     }
 
     #[get("/x402")]

@@ -325,7 +325,7 @@ impl X402Guard {
             return Err(prepared_response(&prepared));
         }
         let ctx = request_context(&self.req);
-        match server.process(&ctx, &config).await {
+        match Box::pin(server.process(&ctx, &config)).await {
             Ok(payment) => Ok(X402Verified { server, ctx, req: self.req, payment }),
             Err(r) => Err(into_response(r)),
         }
@@ -352,7 +352,7 @@ impl X402Verified {
         finish_handler(
             &self.req,
             crate::metrics::handler(body).await,
-            |status| self.server.finish(&self.ctx, self.payment, status),
+            |status| Box::pin(self.server.finish(&self.ctx, self.payment, status)),
             into_response,
         )
         .await
@@ -415,7 +415,7 @@ impl MppGuard {
         };
         let spec = spec.spec();
         let ctx = request_context(&self.req);
-        match mpp.process(&ctx, &spec).await {
+        match Box::pin(mpp.process(&ctx, &spec)).await {
             Ok(paid) => Ok(MppVerified { req: self.req, paid }),
             Err(r) => Err(into_response(r)),
         }
@@ -443,8 +443,13 @@ impl MppVerified {
     /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
     /// releases the payment.
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        finish_handler(&self.req, crate::metrics::handler(body).await, |status| self.paid.finish(status), into_response)
-            .await
+        finish_handler(
+            &self.req,
+            crate::metrics::handler(body).await,
+            |status| Box::pin(self.paid.finish(status)),
+            into_response,
+        )
+        .await
     }
 }
 
@@ -519,7 +524,7 @@ impl DualGuard {
             return Err(missing_config(MISSING_DUAL_MESSAGE));
         };
         let ctx = request_context(&self.req);
-        match route.process(&ctx, &server, &mpp).await {
+        match Box::pin(route.process(&ctx, &server, &mpp)).await {
             Ok(payment) => Ok(DualVerified { req: self.req, payment }),
             Err(r) => Err(into_response_all(r)),
         }
@@ -545,7 +550,7 @@ impl DualVerified {
         finish_handler(
             &self.req,
             crate::metrics::handler(body).await,
-            |status| self.payment.finish(status),
+            |status| Box::pin(self.payment.finish(status)),
             into_response_all,
         )
         .await

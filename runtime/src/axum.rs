@@ -190,7 +190,7 @@ impl X402Guard {
             return Err(prepared_response(&prepared));
         }
         let ctx = RequestContext::from_owned_parts(self.method, &self.uri, self.headers);
-        match self.server.process(&ctx, &config).await {
+        match Box::pin(self.server.process(&ctx, &config)).await {
             Ok(payment) => Ok(X402Verified { server: self.server, ctx, payment }),
             Err(r) => Err(into_response(r)),
         }
@@ -214,7 +214,7 @@ impl X402Verified {
     /// Runs the handler body, then settles (status < 400) or releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| self.server.finish(&self.ctx, self.payment, status)).await
+        complete(resp, |status| Box::pin(self.server.finish(&self.ctx, self.payment, status))).await
     }
 }
 
@@ -270,7 +270,7 @@ impl MppGuard {
     /// Verifies the request's credential for `spec`; `Err` is the response to return at once.
     pub async fn verify(self, spec: &'static StaticPaySpec) -> Result<MppVerified, Response> {
         let spec = spec.spec();
-        match self.mpp.process(&self.ctx, &spec).await {
+        match Box::pin(self.mpp.process(&self.ctx, &spec)).await {
             Ok(paid) => Ok(MppVerified { paid }),
             Err(r) => Err(into_response(r)),
         }
@@ -298,7 +298,7 @@ impl MppVerified {
     /// releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| self.paid.finish(status)).await
+        complete(resp, |status| Box::pin(self.paid.finish(status))).await
     }
 }
 
@@ -353,7 +353,7 @@ impl DualGuard {
     /// Verifies the request's x402 payment or MPP credential for `route` (MPP first when both
     /// are present); `Err` is the response to return at once (the merged 402 when unpaid).
     pub async fn verify(self, route: &'static StaticDualRoute) -> Result<DualVerified, Response> {
-        match route.process(&self.ctx, &self.server, &self.mpp).await {
+        match Box::pin(route.process(&self.ctx, &self.server, &self.mpp)).await {
             Ok(payment) => Ok(DualVerified { payment }),
             Err(r) => Err(into_response(r)),
         }
@@ -376,6 +376,6 @@ impl DualVerified {
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| self.payment.finish(status)).await
+        complete(resp, |status| Box::pin(self.payment.finish(status))).await
     }
 }
