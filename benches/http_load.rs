@@ -824,7 +824,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut fac_cmd = Command::new("taskset");
     fac_cmd.args(["-c", LOAD_CORE]).arg(&exe).arg("--facilitator");
     let (fac, fac_url) = spawn_listening(fac_cmd)?;
-    let _fac = Killed(fac);
+    let fac = Killed(fac);
     let dir = std::env::temp_dir().join(format!("pay402-bench-{pid}"));
     std::fs::create_dir_all(&dir)?;
     let redis = session::Redis::start()?;
@@ -997,6 +997,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(out, &report)?;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    // The server threads run forever: leave without joining them.
+    // Stop the children (`exit` runs no destructors), then leave without joining the server
+    // threads (they run forever).
+    drop(redis);
+    drop(fac);
     std::process::exit(0);
 }
