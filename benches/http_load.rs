@@ -372,6 +372,9 @@ fn start_servers(
     Ok((axum_url, actix_url))
 }
 
+#[path = "support/redis.rs"]
+mod redis_server;
+
 // ---------------------------------------------------------------------------------------------
 // MPP session vouchers over HTTP: one session route per channel store, and a Rust load
 // generator (wrk cannot sign vouchers) run as a child process on the load core
@@ -386,7 +389,6 @@ mod session {
     };
     use pay402::x402::networks::NetworkRegistry;
     use std::io::{BufRead as _, Write as _};
-    use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -396,36 +398,6 @@ mod session {
     const USDT0: &str = "0x779ded0c9e1022225f8e0630b35a9b54be713736";
     /// The stores, in report order, and their routes.
     pub(crate) const STORES: [&str; 3] = ["memory", "file", "redis"];
-
-    /// A throw-away `redis-server` on a free port, killed on drop.
-    pub(crate) struct Redis(Child, pub(crate) u16);
-
-    impl Redis {
-        pub(crate) fn start() -> Result<Self, Box<dyn std::error::Error>> {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("redis-server (scripts/deps/10-redis.sh installs it): {e}"))?;
-            let redis = Self(child, port);
-            for _ in 0..200 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Ok(redis);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err("redis-server did not start".into())
-        }
-    }
-
-    impl Drop for Redis {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 
     /// One coordinator per store, each protecting `GET /s/<store>` (one base unit per request).
     pub(crate) async fn coordinators(
@@ -827,8 +799,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fac = Killed(fac);
     let dir = std::env::temp_dir().join(format!("pay402-bench-{pid}"));
     std::fs::create_dir_all(&dir)?;
-    let redis = session::Redis::start()?;
-    let (axum_url, actix_url) = start_servers(&fac_url, &format!("redis://127.0.0.1:{}/", redis.1), &dir)?;
+    let redis = redis_server::Redis::start()?;
+    let (axum_url, actix_url) = start_servers(&fac_url, &redis.url(), &dir)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The hand-written 402 answers the `#[x402]` route's own challenge bytes.
     let challenge = rt.block_on(async {

@@ -16,7 +16,6 @@
 use pay402::mpp::store::RedisChannelStore;
 use pay402::mpp::store::{StoreError, UpdateError};
 use pay402::mpp::{ChannelState, ChannelStore, FileStore, InMemoryChannelStore, UpdateOutcome};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,35 +23,9 @@ use std::time::{Duration, Instant};
 const KEY: &str = "0x00000000000000000000000000000000000000000000000000000000000000c1";
 const PRICE: u128 = 1000;
 
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Result<Self, String> {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server is needed (scripts/deps/10-redis.sh installs it): {e}"))?;
-        let redis = Self(child, port);
-        for _ in 0..250 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(redis);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err("redis-server did not start".into())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "support/redis.rs"]
+mod redis_server;
+use redis_server::Redis;
 
 #[derive(Debug)]
 struct Outcome {
@@ -178,7 +151,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let redis = Redis::start()?;
     let dir = std::env::temp_dir().join(format!("pay402-contention-{}", std::process::id()));
-    let url = format!("redis://127.0.0.1:{}/", redis.1);
+    let url = redis.url();
     let redis_store = rt.block_on(RedisChannelStore::connect(&url, "bench:"))?;
     // Independent instances (each its own connection and coordinator): processes sharing the
     // channel, so their updates do race through the compare-and-swap.

@@ -29,7 +29,6 @@ use pay402::mpp::{
 };
 use pay402::web::RequestContext;
 use pay402::x402::networks::NetworkRegistry;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,35 +102,9 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
-/// A throw-away `redis-server` on a free port, killed on drop.
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed (scripts/deps/10-redis.sh installs it)");
-        let redis = Self(child, port);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "support/redis.rs"]
+mod redis_server;
+use redis_server::Redis;
 
 struct Session {
     mpp: Mpp,
@@ -170,18 +143,12 @@ async fn session(store: Arc<dyn ChannelStore>) -> Session {
 
 fn session_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let redis = Redis::start();
+    let redis = Redis::start().expect("redis-server");
     let dir = std::env::temp_dir().join(format!("pay402-bench-store-{}", std::process::id()));
     let stores: Vec<(&str, Arc<dyn ChannelStore>)> = vec![
         ("memory", Arc::new(InMemoryChannelStore::new())),
         ("file", Arc::new(FileStore::new(&dir).expect("file store"))),
-        (
-            "redis",
-            Arc::new(
-                rt.block_on(RedisChannelStore::connect(&format!("redis://127.0.0.1:{}/", redis.1), "bench:"))
-                    .expect("redis store"),
-            ),
-        ),
+        ("redis", Arc::new(rt.block_on(RedisChannelStore::connect(&redis.url(), "bench:")).expect("redis store"))),
     ];
     let mut group = c.benchmark_group("voucher_session");
     group.throughput(Throughput::Elements(1));
