@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod mpp;
 pub mod okx;
 pub mod replay;
+#[doc(hidden)]
+pub mod reverts;
 pub mod router;
 pub mod web;
 pub mod x402;
@@ -30,8 +32,10 @@ pub mod actix;
 
 #[doc(hidden)]
 pub mod __private {
-    //! Items named by the attribute macros' expansions. Not public API.
+    //! Items named by the attribute macros' expansions (and the test-only revert switches of
+    //! the adversarial suite). Not public API.
     pub use crate::mpp::{Credential, Receipt, StaticPaySpec};
+    pub use crate::reverts;
     pub use crate::router::{Paid, StaticDualRoute};
     pub use crate::x402::http::{StaticRoute, X402Payment};
 

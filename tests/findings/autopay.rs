@@ -1,0 +1,1 @@
+//! Findings tests: autopay (filled in by the fix).

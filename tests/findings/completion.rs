@@ -1,0 +1,1 @@
+//! Findings tests: completion (filled in by the fix).

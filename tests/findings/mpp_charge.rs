@@ -1,0 +1,1 @@
+//! Findings tests: mpp_charge (filled in by the fix).

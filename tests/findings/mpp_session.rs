@@ -1,0 +1,1 @@
+//! Findings tests: mpp_session (filled in by the fix).

@@ -1,0 +1,1 @@
+//! Findings tests: routes (filled in by the fix).

@@ -1,0 +1,1 @@
+//! Findings tests: x402 (filled in by the fix).
