@@ -15,7 +15,7 @@
 use crate::mpp::{Credential, Mpp, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::x402::http::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
-use crate::x402::routes::{RouteKeyError, RoutePattern, normalize_path};
+use crate::x402::routes::{RouteKeyError, RoutePattern, find_route};
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
 use std::any::Any;
@@ -322,10 +322,10 @@ impl PaymentRouter {
         Ok(self)
     }
 
-    /// The protocols protecting `method` + `path`, if any.
+    /// The protocols protecting `method` + the raw request `path`, if any (matched like
+    /// [`X402HttpServer::route_for`](crate::x402::http::X402HttpServer::route_for)).
     pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<RouteProtocols>> {
-        let path = normalize_path(path);
-        self.routes.iter().find(|(p, _)| p.matches(method, &path)).map(|(_, r)| Arc::clone(r))
+        find_route(&self.routes, method, path).map(Arc::clone)
     }
 
     /// Decides a request to a protected route: the accepted payment, or the response to send.

@@ -19,7 +19,7 @@ use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::okx::sa::EvmPaymentError;
 use crate::replay::{InMemoryReplayStore, ReplayStore};
 use crate::web::{PaymentHttpResponse, RequestContext};
-use crate::x402::routes::{RouteKeyError, RoutePattern, normalize_path};
+use crate::x402::routes::{RouteKeyError, RoutePattern, find_route};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pay402_core::{Decimal, MoneySyntax, Rounding, parse_money};
 use serde_json::{Map, Value};
@@ -442,13 +442,10 @@ impl Mpp {
         Ok(self.edit(|i| i.routes.push((pattern, Arc::new(spec)))))
     }
 
-    /// The route protecting `method` + `path`, if any.
+    /// The route protecting `method` + the raw request `path`, if any (matched like
+    /// [`X402HttpServer::route_for`](crate::x402::http::X402HttpServer::route_for)).
     pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<PaySpec>> {
-        if self.inner.routes.is_empty() {
-            return None;
-        }
-        let path = normalize_path(path);
-        self.inner.routes.iter().find(|(p, _)| p.matches(method, &path)).map(|(_, s)| Arc::clone(s))
+        find_route(&self.inner.routes, method, path).map(Arc::clone)
     }
 
     /// The realm.

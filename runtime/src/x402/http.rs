@@ -20,7 +20,7 @@ use super::headers::{
     encode_payment_required_header, encode_payment_response_header,
 };
 use super::paywall::{self, PaywallConfig};
-use super::routes::{RouteKeyError, RoutePattern, normalize_path};
+use super::routes::{RouteKeyError, RoutePattern, find_route};
 use super::server::{RequirementsSpec, ServerError, X402ResourceServer};
 use super::types::{
     AnyPaymentPayload, JsonObject, Network, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo,
@@ -488,13 +488,11 @@ impl X402HttpServer {
         self.inner.pay_to.as_deref()
     }
 
-    /// The route protecting `method` + `path`, if any (first match in insertion order).
+    /// The route protecting `method` + the raw request `path`, if any (first match in insertion
+    /// order; see [`find_route`] for how a raw path is matched: `GET` keys cover `HEAD`, `%2F`
+    /// stays inside its segment, and every form of the path is tried, failing closed).
     pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<RouteConfig>> {
-        if self.inner.routes.is_empty() {
-            return None;
-        }
-        let path = normalize_path(path);
-        self.inner.routes.iter().find(|(p, _)| p.matches(method, &path)).map(|(_, c)| Arc::clone(c))
+        find_route(&self.inner.routes, method, path).map(Arc::clone)
     }
 
     /// Synchronises with the facilitators (`/supported`) now. Otherwise it happens on the first
