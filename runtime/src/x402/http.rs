@@ -43,6 +43,19 @@ use crate::web::{PreparedResponse, RequestHead, is_browser};
 
 /// The reason sent when a payment (payer + nonce) was already used.
 pub const REPLAYED_PAYMENT_REASON: &str = "invalid_exact_evm_nonce_already_used";
+/// The reason sent when a payment's authorization does not have the expected shape (`from`:
+/// 20 bytes of `0x` hex; `nonce`: 32 bytes of `0x` hex, or a decimal uint256 for Permit2). It
+/// is refused before its replay key is reserved and before any facilitator call.
+pub const INVALID_PAYLOAD_REASON: &str = "invalid_payload";
+/// The `error` sent to buyers when the facilitator or a store cannot decide a payment; the
+/// details go to the `tracing` logs, never to the buyer.
+pub const PAYMENT_UNAVAILABLE_ERROR: &str = "Payment processing is temporarily unavailable";
+/// The `error` sent to buyers when the seller's configuration stops a payment (details in the
+/// `tracing` logs).
+pub const PAYMENT_CONFIGURATION_ERROR: &str = "Payment processing failed";
+/// Seconds a replay key outlives the route's `maxTimeoutSeconds` (clock skew between seller,
+/// facilitator and chain).
+pub const REPLAY_SKEW_SECONDS: u64 = 60;
 /// `error` of the challenge when no payment was sent (or it could not be decoded).
 pub const PAYMENT_REQUIRED_ERROR: &str = "Payment required";
 /// `error` of the challenge when the payment matches none of the requirements.
@@ -407,6 +420,8 @@ struct Inner {
     server: X402ResourceServer,
     routes: Vec<(RoutePattern, Arc<RouteConfig>)>,
     replay: Arc<dyn ReplayStore>,
+    /// The replay store is the default per-process [`InMemoryReplayStore`].
+    replay_in_memory: bool,
     paywall: PaywallConfig,
     pay_to: Option<String>,
     init_lock: Arc<tokio::sync::Mutex<()>>,
@@ -427,10 +442,14 @@ impl fmt::Debug for X402HttpServer {
     }
 }
 
-/// Why a request could not get a payment decision.
+/// Why a request could not get a payment decision: the status of the error and a generic
+/// message (the error itself, which may carry upstream bodies, URLs or transport chains, is
+/// logged by the caller, never sent to the buyer).
 fn server_error_response(e: &ServerError) -> PaymentHttpResponse {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    PaymentHttpResponse::json_error(status, &e.to_string())
+    let message =
+        if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR { PAYMENT_UNAVAILABLE_ERROR } else { PAYMENT_CONFIGURATION_ERROR };
+    PaymentHttpResponse::json_error(status, message)
 }
 
 impl X402HttpServer {
@@ -442,6 +461,7 @@ impl X402HttpServer {
                 server,
                 routes: Vec::new(),
                 replay: Arc::new(InMemoryReplayStore::new()),
+                replay_in_memory: true,
                 paywall: PaywallConfig::default(),
                 pay_to: None,
                 init_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -468,9 +488,16 @@ impl X402HttpServer {
         self.edit(|i| i.pay_to = Some(address))
     }
 
-    /// Replaces the replay guard's store (share one across instances).
+    /// Replaces the replay guard's store. The default [`InMemoryReplayStore`] protects one
+    /// process only: several instances behind a load balancer must share one store (Redis),
+    /// or a payment may be accepted once per instance — in particular while its settlement is
+    /// `pending` with [`X402ResourceServer::deliver_on_pending`] (pay402 logs a warning, once,
+    /// for that combination).
     pub fn replay_store(self, store: Arc<dyn ReplayStore>) -> Self {
-        self.edit(|i| i.replay = store)
+        self.edit(|i| {
+            i.replay = store;
+            i.replay_in_memory = false;
+        })
     }
 
     /// Sets paywall options.
@@ -493,6 +520,13 @@ impl X402HttpServer {
     /// stays inside its segment, and every form of the path is tried, failing closed).
     pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<RouteConfig>> {
         find_route(&self.inner.routes, method, path).map(Arc::clone)
+    }
+
+    /// The bytes the routes' remembered unpaid 402s cost (URL keys and headers). Diagnostics for
+    /// tests and memory monitoring; bounded per route.
+    #[doc(hidden)]
+    pub fn unpaid_cache_bytes(&self) -> usize {
+        self.inner.routes.iter().map(|(_, route)| route.unpaid_challenge.cached_bytes()).sum()
     }
 
     /// Synchronises with the facilitators (`/supported`) now. Otherwise it happens on the first
@@ -748,9 +782,12 @@ impl X402HttpServer {
         ctx: &RequestContext,
         route: &Arc<RouteConfig>,
     ) -> Result<X402Payment, PaymentHttpResponse> {
+        if self.inner.replay_in_memory && self.inner.server.delivers_on_pending() {
+            warn_in_memory_replay_with_pending();
+        }
         if let Err(e) = self.initialize().await {
             tracing::warn!(error = %e, "x402: facilitator synchronisation failed");
-            return Err(PaymentHttpResponse::json_error(StatusCode::BAD_GATEWAY, &e.to_string()));
+            return Err(PaymentHttpResponse::json_error(StatusCode::BAD_GATEWAY, PAYMENT_UNAVAILABLE_ERROR));
         }
         if let Some(challenge) = self.cached_unpaid(ctx, route) {
             return Err(challenge);
@@ -817,7 +854,12 @@ impl X402HttpServer {
         if let Some(payer) = payload.claimed_payer() {
             span.record("payer", payer);
         }
-        let (replay_key, expires_at) = replay_key(&payload, &requirements);
+        let Some((replay_key, expires_at)) = replay_key(&payload, &requirements, unix_now()) else {
+            // An attacker-shaped `from`/`nonce` never reaches the replay store (F6).
+            tracing::debug!("x402: authorization of an unexpected shape refused before reserving");
+            observe_payment(&requirements.scheme, PaymentOutcome::Invalid);
+            return Err(self.rechallenge(ctx, route, accepts.into_owned(), Some(INVALID_PAYLOAD_REASON.into())));
+        };
         match self.inner.replay.insert_if_absent(&replay_key, expires_at).await {
             Ok(true) => {}
             Ok(false) => {
@@ -826,8 +868,9 @@ impl X402HttpServer {
                 return Err(self.rechallenge(ctx, route, accepts.into_owned(), Some(REPLAYED_PAYMENT_REASON.into())));
             }
             Err(e) => {
+                tracing::warn!(error = %e, "x402: replay store refused the reservation; payment refused");
                 observe_payment(&requirements.scheme, PaymentOutcome::Error);
-                return Err(PaymentHttpResponse::json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()));
+                return Err(PaymentHttpResponse::json_error(StatusCode::SERVICE_UNAVAILABLE, PAYMENT_UNAVAILABLE_ERROR));
             }
         }
         let release = || async {
@@ -933,7 +976,7 @@ impl X402HttpServer {
                     payment.0.payer.clone(),
                     String::new(),
                 );
-                resp.error_message = Some(e.to_string());
+                resp.error_message = Some(PAYMENT_UNAVAILABLE_ERROR.to_owned());
                 resp
             }
         };
@@ -946,6 +989,17 @@ impl X402HttpServer {
             out = out.with_header(header_name, &v);
         }
         Err(out.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
+    }
+}
+
+/// Warns once per process that `deliver_on_pending` is combined with the per-process replay store.
+fn warn_in_memory_replay_with_pending() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "x402: deliver_on_pending is on with the in-memory replay store: with several instances a \
+             buyer can replay one pending authorization to each of them; share a replay store (Redis)"
+        );
     }
 }
 
@@ -984,24 +1038,100 @@ fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) {
     }
 }
 
-/// The replay key of a payment and when it expires: EVM authorizations by payer + nonce (until
-/// `validBefore`), anything else by a hash of the payload.
-fn replay_key(payload: &PaymentPayload, req: &PaymentRequirements) -> (String, u64) {
-    let fallback_expiry = unix_now().saturating_add(req.max_timeout_seconds.max(60));
-    let auth = payload.payload.get("authorization").or_else(|| payload.payload.get("permit2Authorization"));
-    if let Some(auth) = auth
-        && let (Some(from), Some(nonce)) = (auth.get("from").and_then(|v| v.as_str()), auth.get("nonce"))
-    {
-        let nonce = nonce.as_str().map_or_else(|| nonce.to_string(), str::to_owned);
+/// The replay key of a payment and when it expires, or `None` when its authorization does not
+/// have the expected shape (refused before anything is reserved).
+///
+/// EVM authorizations (`authorization`, `permit2Authorization`) are keyed by payer + nonce,
+/// which must be 20 and 32 bytes of `0x` hex (a Permit2 nonce may also be a decimal uint256):
+/// nothing attacker-sized enters the store. Anything else is keyed by a SHA-256 of the payload's
+/// canonical JSON (sorted keys, no whitespace, integral numbers written as integers), so
+/// reordering fields or re-spelling numbers does not give a new key. Keys expire at
+/// `min(validBefore, now + maxTimeoutSeconds + REPLAY_SKEW_SECONDS)`: an authorization dated a
+/// year ahead does not hold a key for a year (a later replay still meets the facilitator's
+/// on-chain nonce check).
+fn replay_key(payload: &PaymentPayload, req: &PaymentRequirements, now: u64) -> Option<(String, u64)> {
+    let ceiling = now.saturating_add(req.max_timeout_seconds.max(60)).saturating_add(REPLAY_SKEW_SECONDS);
+    let (auth, permit2) = match (payload.payload.get("authorization"), payload.payload.get("permit2Authorization")) {
+        (Some(a), _) => (Some(a), false),
+        (None, Some(a)) => (Some(a), true),
+        (None, None) => (None, false),
+    };
+    if let Some(auth) = auth {
+        let auth = auth.as_object()?;
+        let from = auth.get("from")?.as_str().filter(|f| is_hex_bytes(f, 20))?;
+        let nonce = auth.get("nonce")?.as_str().filter(|n| is_hex_bytes(n, 32) || (permit2 && is_uint256_decimal(n)))?;
         let expiry = auth
             .get("validBefore")
             .or_else(|| auth.get("deadline"))
             .and_then(|v| v.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| v.as_u64()))
-            .unwrap_or(fallback_expiry);
+            .map_or(ceiling, |valid_before| valid_before.min(ceiling));
         let key = format!("x402:{}:{}:{}", req.network, from.to_ascii_lowercase(), nonce.to_ascii_lowercase());
-        return (key, expiry.min(fallback_expiry.saturating_add(86_400 * 365)));
+        return Some((key, expiry));
     }
-    let digest = sha2::Sha256::digest(crate::json::compact(&payload.payload).unwrap_or_default());
+    let mut canonical = String::new();
+    canonical_json(&serde_json::Value::Object(payload.payload.clone()), &mut canonical);
+    let digest = sha2::Sha256::digest(canonical.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    (format!("x402:{}:sha256:{hex}", req.network), fallback_expiry)
+    Some((format!("x402:{}:sha256:{hex}", req.network), ceiling))
+}
+
+/// `0x` followed by exactly `bytes` bytes of hex.
+fn is_hex_bytes(s: &str, bytes: usize) -> bool {
+    s.len() == 2 + 2 * bytes
+        && s.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+        && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
+}
+
+/// A decimal number of at most 78 digits (the width of a uint256).
+fn is_uint256_decimal(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 78 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Canonical JSON: object keys sorted, no whitespace, integral numbers without a fraction.
+fn canonical_json(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    use std::fmt::Write as _;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push(':');
+                if let Some(v) = map.get(k) {
+                    canonical_json(v, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(v, out);
+            }
+            out.push(']');
+        }
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                let _ = write!(out, "{i}");
+            } else if let Some(u) = n.as_u64() {
+                let _ = write!(out, "{u}");
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                        let _ = write!(out, "{f:.0}");
+                    }
+                    _ => out.push_str(&n.to_string()),
+                }
+            }
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }

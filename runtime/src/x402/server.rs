@@ -270,6 +270,7 @@ struct Inner {
     poll_interval: Duration,
     poll_deadline: Duration,
     poll_pending: bool,
+    deliver_on_pending: bool,
     state: RwLock<Option<Arc<InitState>>>,
 }
 
@@ -283,6 +284,7 @@ impl Clone for Inner {
             poll_interval: self.poll_interval,
             poll_deadline: self.poll_deadline,
             poll_pending: self.poll_pending,
+            deliver_on_pending: self.deliver_on_pending,
             state: RwLock::new(self.state.read().unwrap_or_else(PoisonError::into_inner).clone()),
         }
     }
@@ -321,6 +323,7 @@ impl fmt::Debug for X402ResourceServer {
             .field("poll_interval", &self.inner.poll_interval)
             .field("poll_deadline", &self.inner.poll_deadline)
             .field("poll_pending", &self.inner.poll_pending)
+            .field("deliver_on_pending", &self.inner.deliver_on_pending)
             .field("initialized", &self.is_initialized())
             .finish_non_exhaustive()
     }
@@ -335,7 +338,8 @@ enum PollOutcome {
 
 /// What a facilitator settle answer amounts to.
 enum SettleOutcome {
-    /// Deliver: settled (or pending).
+    /// Deliver: settled (or pending, when the seller opted in with
+    /// [`X402ResourceServer::deliver_on_pending`]).
     Deliver(SettleResponse),
     /// Failed: what the failure hooks see, and what is returned when no hook recovers it.
     Fail(SettleFailure, Result<SettleResponse, FacilitatorError>),
@@ -358,7 +362,8 @@ impl X402ResourceServer {
                 hook_timeout: DEFAULT_HOOK_TIMEOUT,
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 poll_deadline: DEFAULT_POLL_DEADLINE,
-                poll_pending: false,
+                poll_pending: true,
+                deliver_on_pending: false,
                 state: RwLock::new(None),
             }),
         }
@@ -399,11 +404,30 @@ impl X402ResourceServer {
         self
     }
 
-    /// Also polls settlements answered with status `pending` (default false: `pending` is
-    /// delivered on as is). A settlement still pending at the deadline is returned as pending.
+    /// Polls settlements answered with status `pending` (with a transaction) until they
+    /// succeed, fail or the poll deadline passes (default true). A settlement still pending then
+    /// is refused like a settlement timeout (the settlement-timeout hooks may recover it),
+    /// unless [`deliver_on_pending`](Self::deliver_on_pending) is set.
     pub fn poll_pending(mut self, enabled: bool) -> Self {
         self.inner_mut().poll_pending = enabled;
         self
+    }
+
+    /// Delivers the handler's response on a settlement answered `pending` (after polling, with
+    /// [`poll_pending`](Self::poll_pending)) instead of refusing it (default false).
+    ///
+    /// An opt-in with a risk: `pending` is not "known to have succeeded". The buyer may move its
+    /// funds before the transfer lands, or replay the same authorization to another instance
+    /// while it is pending — use a shared replay store across instances (an in-memory one is
+    /// per process, and pay402 logs a warning when it is combined with this option).
+    pub fn deliver_on_pending(mut self, enabled: bool) -> Self {
+        self.inner_mut().deliver_on_pending = enabled;
+        self
+    }
+
+    /// Whether a `pending` settlement is delivered on ([`deliver_on_pending`](Self::deliver_on_pending)).
+    pub fn delivers_on_pending(&self) -> bool {
+        self.inner.deliver_on_pending
     }
 
     /// Adds a hook run before each verification, in registration order. Returning
@@ -878,12 +902,25 @@ impl X402ResourceServer {
                     }
                 }
             }
-            Some(settle_status::PENDING) if self.inner.poll_pending && !resp.transaction.is_empty() => {
-                match self.poll_settlement(facilitator, &resp.transaction).await {
-                    PollOutcome::Success => SettleOutcome::Deliver(settled(resp)),
-                    PollOutcome::Failed(status) => poll_failure(&resp, status, network),
-                    PollOutcome::StillPending => SettleOutcome::Deliver(resp),
+            Some(settle_status::PENDING) => {
+                if self.inner.poll_pending && !resp.transaction.is_empty() {
+                    match self.poll_settlement(facilitator, &resp.transaction).await {
+                        PollOutcome::Success => return SettleOutcome::Deliver(settled(resp)),
+                        PollOutcome::Failed(status) => return poll_failure(&resp, status, network),
+                        PollOutcome::StillPending => {}
+                    }
                 }
+                if self.inner.deliver_on_pending {
+                    return SettleOutcome::Deliver(resp);
+                }
+                // Not known to have succeeded: refused like a timeout (F11), unless a
+                // settlement-timeout hook confirms it.
+                if !resp.transaction.is_empty() && self.run_settlement_timeout(&resp.transaction, &network).await {
+                    tracing::debug!("x402 settle: pending recovered by a settlement-timeout hook");
+                    return SettleOutcome::Deliver(settled(resp));
+                }
+                tracing::warn!(transaction = %resp.transaction, "x402 settle: still pending; refusing the response (deliver_on_pending is off)");
+                timeout_failure(&resp)
             }
             Some(settle_status::FAILED) => {
                 // `success: true` with status `failed` is contradictory: fail closed.
@@ -1770,24 +1807,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pending_is_delivered_or_polled() {
+    async fn pending_is_polled_and_refused_unless_opted_in() {
         let log = Log::default();
         let fake = x_layer_fake(&log);
         fake.set_settle(Ok(settle_ok(Some("pending"))));
         let req = seller_req();
         let payload = payload_for(req.clone());
 
+        // Default: polled, delivered once it succeeded.
         let server = ready(&fake, &log).await;
-        assert_eq!(server.settle(&payload, &req).await, Ok(settle_ok(Some("pending"))));
-        assert_eq!(entries(&log), ["f:settle"]);
-
-        let server = ready(&fake, &log).await.poll_pending(true);
         fake.script_statuses(vec![Ok(status("success"))]);
         assert_eq!(server.settle(&payload, &req).await, Ok(settle_ok(Some("success"))));
         assert_eq!(entries(&log), ["f:settle", "f:status"]);
 
-        // Still pending at the deadline: delivered as pending, no timeout hook.
-        let server = server.on_settlement_timeout(|_, _| async { panic!("not a timeout") });
+        // Default, still pending at the deadline: refused like a timeout (F11).
+        let refused = server.settle(&payload, &req).await.unwrap();
+        assert!(!refused.success);
+        assert_eq!(refused.error_reason.as_deref(), Some(SETTLEMENT_TIMEOUT));
+
+        // Opt-in without polling: delivered as pending.
+        let server = ready(&fake, &log).await.poll_pending(false).deliver_on_pending(true);
+        assert_eq!(server.settle(&payload, &req).await, Ok(settle_ok(Some("pending"))));
+        assert_eq!(entries(&log), ["f:settle"]);
+
+        // Opt-in, still pending at the deadline: delivered as pending, no timeout hook.
+        let server = ready(&fake, &log)
+            .await
+            .deliver_on_pending(true)
+            .on_settlement_timeout(|_, _| async { panic!("not a timeout") });
         assert_eq!(server.settle(&payload, &req).await, Ok(settle_ok(Some("pending"))));
     }
 

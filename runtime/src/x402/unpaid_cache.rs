@@ -27,6 +27,27 @@ const URL_PLACEHOLDER: &str = "pay402:resource-url:0b6f2d8e4c1a";
 /// distinct URLs or `Host` values costs memory no more than this).
 const MAX_CACHED_URLS: usize = 256;
 
+/// The most bytes (URLs and headers, see [`entry_bytes`]) remembered per route; the map is
+/// emptied when an entry would pass it. Distinct query strings cannot multiply memory beyond it.
+pub(crate) const MAX_CACHED_BYTES: usize = 1 << 20;
+
+/// URLs longer than this are answered without being remembered (their 402 is built per request:
+/// a long query string is the attacker's choice, not a repeat visit).
+const MAX_CACHED_URL_BYTES: usize = 2048;
+
+/// What one remembered URL costs: the key, the `PAYMENT-REQUIRED` value twice (the `http` and
+/// the actix copies of the headers) and a fixed allowance for the map entry and response.
+fn entry_bytes(url: &str, header_len: usize) -> usize {
+    url.len().saturating_add(header_len.saturating_mul(2)).saturating_add(256)
+}
+
+/// The remembered 402s of one route, by URL, and their cost in bytes.
+#[derive(Debug, Default)]
+struct UrlCache {
+    map: HashMap<Box<str>, Arc<PreparedResponse>>,
+    bytes: usize,
+}
+
 thread_local! {
     /// The request URL of a fast-path lookup, formatted without allocating.
     static URL: RefCell<String> = const { RefCell::new(String::new()) };
@@ -53,7 +74,7 @@ pub(crate) struct UnpaidChallenge {
     suffix: Vec<u8>,
     /// The metrics `scheme` label.
     scheme_label: metrics::SharedString,
-    by_url: RwLock<HashMap<Box<str>, Arc<PreparedResponse>>>,
+    by_url: RwLock<UrlCache>,
 }
 
 impl UnpaidChallenge {
@@ -64,7 +85,7 @@ impl UnpaidChallenge {
         let scheme_label = metrics::SharedString::from_shared(Arc::<str>::from(scheme_label));
         if !url_from_request {
             let fixed = prepare(HeaderValue::try_from(safe_base64_encode(&json)).ok()?);
-            let by_url = RwLock::new(HashMap::new());
+            let by_url = RwLock::new(UrlCache::default());
             return Some(Self { fixed: Some(fixed), prefix: Vec::new(), suffix: Vec::new(), scheme_label, by_url });
         }
         let needle = crate::json::compact(URL_PLACEHOLDER).ok()?;
@@ -80,7 +101,7 @@ impl UnpaidChallenge {
             prefix: prefix.to_vec(),
             suffix: suffix.to_vec(),
             scheme_label,
-            by_url: RwLock::new(HashMap::new()),
+            by_url: RwLock::new(UrlCache::default()),
         })
     }
 
@@ -102,7 +123,7 @@ impl UnpaidChallenge {
 
     /// The unpaid 402 for a request to `url`.
     fn prepared_for(&self, url: &str) -> Option<Arc<PreparedResponse>> {
-        if let Some(v) = self.by_url.read().unwrap_or_else(PoisonError::into_inner).get(url) {
+        if let Some(v) = self.by_url.read().unwrap_or_else(PoisonError::into_inner).map.get(url) {
             return Some(Arc::clone(v));
         }
         let url_json = crate::json::compact(url).ok()?;
@@ -110,13 +131,33 @@ impl UnpaidChallenge {
         json.extend_from_slice(&self.prefix);
         json.extend_from_slice(&url_json);
         json.extend_from_slice(&self.suffix);
-        let value = prepare(HeaderValue::try_from(safe_base64_encode(&json)).ok()?);
-        let mut map = self.by_url.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_CACHED_URLS {
-            map.clear();
+        let header = HeaderValue::try_from(safe_base64_encode(&json)).ok()?;
+        let cost = entry_bytes(url, header.len());
+        let value = prepare(header);
+        if url.len() > MAX_CACHED_URL_BYTES {
+            return Some(value);
         }
-        map.insert(url.into(), Arc::clone(&value));
+        let mut cache = self.by_url.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.map.len() >= MAX_CACHED_URLS || cache.bytes.saturating_add(cost) > MAX_CACHED_BYTES {
+            cache.map.clear();
+            cache.bytes = 0;
+        }
+        if cache.map.insert(url.into(), Arc::clone(&value)).is_none() {
+            cache.bytes = cache.bytes.saturating_add(cost);
+        }
         Some(value)
+    }
+
+    /// The bytes the remembered URLs cost, counted from the entries themselves ([`entry_bytes`]).
+    pub(crate) fn cached_bytes(&self) -> usize {
+        let cache = self.by_url.read().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .map
+            .iter()
+            .map(|(url, prepared)| {
+                entry_bytes(url, prepared.headers.get("payment-required").map_or(0, HeaderValue::len))
+            })
+            .sum()
     }
 
     /// The `PAYMENT-REQUIRED` value for a request to `url`.
@@ -195,6 +236,11 @@ impl UnpaidSlot {
         });
     }
 
+    /// The bytes the slot's remembered 402s cost (0 before the challenge is built).
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.0.get().and_then(|e| e.challenge.as_ref()).map_or(0, UnpaidChallenge::cached_bytes)
+    }
+
     /// A placeholder-free check used by tests: the header built for `url`.
     #[cfg(test)]
     pub(crate) fn header_for(&self, url: &str) -> Option<HeaderValue> {
@@ -266,8 +312,20 @@ mod tests {
             let expected = encode_payment_required_header(&required(&url, "")).unwrap();
             assert_eq!(slot.header_for(&url).unwrap(), expected.as_str());
         }
-        let len = slot.get(None).unwrap().by_url.read().unwrap().len();
+        let len = slot.get(None).unwrap().by_url.read().unwrap().map.len();
         assert!(len <= MAX_CACHED_URLS, "{len}");
+
+        let slot = UnpaidSlot::default();
+        slot.fill(None, &[], None, String::new, |url| required(&url, ""));
+        for i in 0..40 {
+            let url = format!("http://h/q?q={}&n={i}", "x".repeat(60_000));
+            let expected = encode_payment_required_header(&required(&url, "")).unwrap();
+            assert_eq!(slot.header_for(&url).unwrap(), expected.as_str(), "long URLs are still answered");
+        }
+        for i in 0..300 {
+            let _ = slot.header_for(&format!("http://h/q?q={}&n={i}", "y".repeat(2000)));
+        }
+        assert!(slot.cached_bytes() <= MAX_CACHED_BYTES, "{}", slot.cached_bytes());
     }
 
     #[test]
