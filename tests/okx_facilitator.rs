@@ -713,6 +713,17 @@ async fn settle_with_polling(
     statuses: Vec<Answer>,
     timeout_hook_recovers: bool,
 ) -> (SettleResponse, Vec<Recorded>) {
+    settle_with_options(sync_settle, settle, statuses, timeout_hook_recovers, false).await
+}
+
+/// [`settle_with_polling`], optionally delivering on `pending` (the seller's opt-in).
+async fn settle_with_options(
+    sync_settle: bool,
+    settle: Answer,
+    statuses: Vec<Answer>,
+    timeout_hook_recovers: bool,
+    deliver_on_pending: bool,
+) -> (SettleResponse, Vec<Recorded>) {
     use pay402::x402::server::X402ResourceServer;
     let server =
         StandIn::start(Mode::Okx { sync_settle }, vec![(SETTLE, vec![settle]), (SETTLE_STATUS, statuses)]).await;
@@ -721,6 +732,7 @@ async fn settle_with_polling(
         .register("eip155:196", pay402::x402::ExactEvmScheme::new())
         .settlement_poll(Duration::from_millis(10), Duration::from_millis(300))
         .poll_pending(!sync_settle)
+        .deliver_on_pending(deliver_on_pending)
         .on_settlement_timeout(move |_tx, _network| async move { timeout_hook_recovers });
     let outcome = resource.settle(&payload(), &requirements()).await.expect("settle completes");
     let requests = server.requests();
@@ -753,13 +765,19 @@ async fn async_settle_polls_status_until_failed() {
     assert!(out.error_reason.is_some());
 }
 
+/// Still `pending` after polling: not known to have succeeded, so refused like a timeout (F11),
+/// unless the seller opted in to delivering on `pending`.
 #[tokio::test]
-async fn async_settle_still_pending_at_the_deadline_is_delivered_as_pending() {
+async fn async_settle_still_pending_at_the_deadline_is_refused_unless_opted_in() {
     let (out, reqs) =
         settle_with_polling(false, settle_answer("pending"), vec![status_answer("pending", true)], false).await;
+    assert!(!out.success);
+    assert_eq!(out.error_reason.as_deref(), Some("settlement_timeout"));
+    assert!(reqs.len() >= 2, "polled at least once");
+    let (out, _) =
+        settle_with_options(false, settle_answer("pending"), vec![status_answer("pending", true)], false, true).await;
     assert!(out.success);
     assert_eq!(out.status.as_deref(), Some("pending"));
-    assert!(reqs.len() >= 2, "polled at least once");
 }
 
 #[tokio::test]

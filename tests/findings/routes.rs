@@ -7,11 +7,11 @@
 use crate::support::{self, FRAMEWORKS, Framework, Running};
 use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp, PaySpec};
 use pay402::router::{MppAdapter, PaymentRouter, RouteProtocols, X402Adapter};
+use pay402::x402::ExactEvmScheme;
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
 use pay402::x402::routes::{RouteKeyReason, RoutePattern};
 use pay402::x402::server::X402ResourceServer;
-use pay402::x402::ExactEvmScheme;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -48,9 +48,7 @@ fn dual_router(keys: &[&str]) -> PaymentRouter {
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(EmbeddedSa::new()));
     let mpp = Mpp::new(method, "api.example.com", "findings-routes-secret").expect("mpp");
     let protocols = || {
-        RouteProtocols::new()
-            .x402(RouteConfig::new(PaymentOption::exact("$0.01", PAY_TO)))
-            .mpp(PaySpec::charge("0.01"))
+        RouteProtocols::new().x402(RouteConfig::new(PaymentOption::exact("$0.01", PAY_TO))).mpp(PaySpec::charge("0.01"))
     };
     keys.iter().fold(PaymentRouter::new().adapter(X402Adapter::new(x402)).adapter(MppAdapter::new(mpp)), |r, k| {
         r.route(k, protocols()).expect("route")

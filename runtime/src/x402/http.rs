@@ -447,8 +447,11 @@ impl fmt::Debug for X402HttpServer {
 /// logged by the caller, never sent to the buyer).
 fn server_error_response(e: &ServerError) -> PaymentHttpResponse {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message =
-        if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR { PAYMENT_UNAVAILABLE_ERROR } else { PAYMENT_CONFIGURATION_ERROR };
+    let message = if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
+        PAYMENT_UNAVAILABLE_ERROR
+    } else {
+        PAYMENT_CONFIGURATION_ERROR
+    };
     PaymentHttpResponse::json_error(status, message)
 }
 
@@ -870,7 +873,10 @@ impl X402HttpServer {
             Err(e) => {
                 tracing::warn!(error = %e, "x402: replay store refused the reservation; payment refused");
                 observe_payment(&requirements.scheme, PaymentOutcome::Error);
-                return Err(PaymentHttpResponse::json_error(StatusCode::SERVICE_UNAVAILABLE, PAYMENT_UNAVAILABLE_ERROR));
+                return Err(PaymentHttpResponse::json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PAYMENT_UNAVAILABLE_ERROR,
+                ));
             }
         }
         let release = || async {
@@ -1059,7 +1065,8 @@ fn replay_key(payload: &PaymentPayload, req: &PaymentRequirements, now: u64) -> 
     if let Some(auth) = auth {
         let auth = auth.as_object()?;
         let from = auth.get("from")?.as_str().filter(|f| is_hex_bytes(f, 20))?;
-        let nonce = auth.get("nonce")?.as_str().filter(|n| is_hex_bytes(n, 32) || (permit2 && is_uint256_decimal(n)))?;
+        let nonce =
+            auth.get("nonce")?.as_str().filter(|n| is_hex_bytes(n, 32) || (permit2 && is_uint256_decimal(n)))?;
         let expiry = auth
             .get("validBefore")
             .or_else(|| auth.get("deadline"))

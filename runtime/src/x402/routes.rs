@@ -164,9 +164,9 @@ impl RoutePattern {
     }
 
     fn matches_method(&self, method: &str) -> bool {
-        self.verb.as_deref().is_none_or(|v| {
-            v.eq_ignore_ascii_case(method) || (v == "GET" && method.eq_ignore_ascii_case("HEAD"))
-        })
+        self.verb
+            .as_deref()
+            .is_none_or(|v| v.eq_ignore_ascii_case(method) || (v == "GET" && method.eq_ignore_ascii_case("HEAD")))
     }
 }
 
