@@ -8,7 +8,7 @@ use pay402::mpp::{
     Challenge, ChallengeEcho, ChannelState, Credential, MAX_CHALLENGES_PER_HEADER, Receipt, canonical_json,
     parse_www_authenticate,
 };
-use pay402::x402::routes::{RoutePattern, normalize_path};
+use pay402::x402::routes::{RoutePattern, find_route, normalize_path};
 use pay402::x402::{
     AnyPaymentPayload, AnyPaymentRequired, MAX_HEADER_BYTES, Network, PaymentPayload, PaymentRequired,
     PaymentRequirements, ResourceInfo, SettleResponse, decode_payment_required_header, decode_payment_response_header,
@@ -326,6 +326,35 @@ proptest! {
         let longer = format!("{literal}/more");
         prop_assert!(p.matches("GET", &normalize_path(&with_query)));
         prop_assert!(!p.matches("GET", &normalize_path(&longer)));
+    }
+
+    /// Every spelling of a protected parameter route that a framework may route to its handler
+    /// (a `%2F` or `%252F` inside the parameter, a trailing or doubled slash, a `;` parameter,
+    /// another case, `HEAD` for a `GET` key) is matched by the route table (F3, F4).
+    #[test]
+    fn route_table_matches_every_spelling_of_a_protected_path(
+        segments in prop::collection::vec("[a-zA-Z0-9_.~-]{1,8}", 1..4),
+        param in "[a-zA-Z0-9]{1,6}",
+        raw in text(),
+    ) {
+        let literal = format!("/{}", segments.join("/"));
+        let table = [(RoutePattern::parse(&format!("GET {literal}/:p")).expect("compiles"), ())];
+        let _ = find_route(&table, "GET", &raw);
+        for spelling in [
+            format!("{literal}/{param}%2F{param}"),
+            format!("{literal}/{param}%2f{param}"),
+            format!("{literal}/{param}%252F{param}"),
+            format!("{literal}/{param}/"),
+            format!("{literal}//{param}"),
+            format!("{literal}/{param};x=1"),
+            format!("{literal}/{param}?q=/a/b"),
+            format!("{}/{param}", literal.to_uppercase()),
+        ] {
+            prop_assert!(find_route(&table, "GET", &spelling).is_some(), "{}", spelling);
+            prop_assert!(find_route(&table, "HEAD", &spelling).is_some(), "HEAD {}", spelling);
+        }
+        let post = format!("{literal}/{param}");
+        prop_assert!(find_route(&table, "POST", &post).is_none());
     }
 
     /// Every exact decimal prints to a literal that both grammars parse back to its value.

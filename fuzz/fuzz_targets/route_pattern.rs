@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pay402_runtime::x402::routes::{RoutePattern, normalize_path};
+use pay402_runtime::x402::routes::{RoutePattern, find_route, normalize_path};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(pattern) = RoutePattern::parse(key) else { return };
     let _ = pattern.matches("GET", &normalized);
     let _ = pattern.matches("POST", path);
+    let table = [(pattern.clone(), ())];
+    let _ = find_route(&table, "HEAD", path);
     let literal = key.trim();
     if literal.starts_with('/')
         && literal.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
@@ -27,5 +29,6 @@ fuzz_target!(|data: &[u8]| {
         && (literal == "/" || !literal.ends_with('/'))
     {
         assert!(pattern.matches("GET", literal), "literal key {literal:?} does not match itself");
+        assert!(find_route(&table, "HEAD", literal).is_some(), "HEAD {literal:?} is not covered");
     }
 });
