@@ -169,13 +169,16 @@ impl Drop for InFlight<'_> {
 /// The `exact` scheme's facilitator for EIP-3009 tokens on one EVM chain.
 ///
 /// Verification runs the wire facts §7 checklist against the chain: scheme, network (the
-/// provider's chain), EIP-712 domain present, recipient, exact value, validity window (with a
+/// provider's chain), an asset this facilitator accepts (the registry's asset for the chain, plus
+/// [`with_asset`](Self::with_asset); checked before any call to the token), EIP-712 domain present, recipient, exact value, validity window (with a
 /// configurable clock-skew allowance on `validAfter`), an EIP-712 signature by `from` (ECDSA for
 /// EOAs, ERC-1271 `isValidSignature` when `from` holds code), asset, `authorizationState` unused,
 /// `balanceOf(from) ≥ value`, and an `eth_call` simulation of `transferWithAuthorization` whose
 /// failure is diagnosed (token `name()` / `version()` mismatch).
 ///
-/// Settlement re-verifies, then sends `transferWithAuthorization` from the facilitator's key —
+/// Settlement re-verifies, refuses a transaction whose gas limit (estimate + 20 %) exceeds the
+/// ceiling ([`with_max_settlement_gas`](Self::with_max_settlement_gas)), then sends
+/// `transferWithAuthorization` from the facilitator's key —
 /// the `(v, r, s)` overload for 65-byte EOA signatures, the `bytes` overload for contract
 /// wallets — and waits for the receipt. Transactions from one facilitator key are serialised
 /// through a local nonce counter (re-read from the node after any failed send), so concurrent

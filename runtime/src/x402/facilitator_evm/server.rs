@@ -398,6 +398,57 @@ mod tests {
         }
     }
 
+    #[test]
+    fn bearer_tokens_are_validated_matched_exactly_and_redacted() {
+        assert_eq!(BearerToken::new("short").unwrap_err(), TokenError::TooShort);
+        assert_eq!(BearerToken::new("has a space in it!!").unwrap_err(), TokenError::InvalidCharacter);
+        assert_eq!(BearerToken::new("tab\tin-the-token-0123").unwrap_err(), TokenError::InvalidCharacter);
+        let token = BearerToken::new("0123456789abcdef").unwrap();
+        assert!(token.matches("0123456789abcdef"));
+        for other in ["", "0123456789abcde", "0123456789abcdef0", "0123456789ABCDEF"] {
+            assert!(!token.matches(other), "{other}");
+        }
+        assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+        let headers = |values: &[&str]| {
+            let mut map = HeaderMap::new();
+            for v in values {
+                map.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
+            map
+        };
+        assert!(token.authorizes(&headers(&["Bearer 0123456789abcdef"])));
+        assert!(token.authorizes(&headers(&["bearer 0123456789abcdef"])));
+        for refused in
+            [&[][..], &["Basic 0123456789abcdef"], &["0123456789abcdef"], &["Bearer x", "Bearer 0123456789abcdef"]]
+        {
+            assert!(!token.authorizes(&headers(refused)), "{refused:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn router_with_token_guards_all_but_supported() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let token = BearerToken::new("0123456789abcdef").unwrap();
+        let app = router_with_token(Arc::new(crate::x402::EmbeddedFacilitator::new()), token);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for (method, path) in [("POST", "/verify"), ("POST", "/settle"), ("GET", "/settle/status?txHash=0xdead")] {
+            let (status, body) = call(&base, method, path).await;
+            assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")), "{method} {path}: {body}");
+        }
+        assert_eq!(call(&base, "GET", "/supported").await.0, 200);
+        let http = reqwest::Client::new();
+        let authorized = http
+            .post(format!("{base}/verify"))
+            .bearer_auth("0123456789abcdef")
+            .header("content-type", "application/json")
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(authorized.status().as_u16(), 200);
+    }
+
     #[tokio::test]
     async fn serves_any_facilitator_client() {
         let base = serve(crate::x402::EmbeddedFacilitator::new()).await;
