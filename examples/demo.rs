@@ -71,12 +71,16 @@ async fn anvil_demo() -> Result<(), Box<dyn std::error::Error>> {
     let buyer = support::buyer()?;
     chain.mint(buyer.address(), U256::from(5_000_000u64)).await; // 5 tokens
 
-    // The facilitator: settles from anvil's dev account 9, served over HTTP.
-    let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9)).await?;
+    // The facilitator: settles from anvil's dev account 9 in the local token only, served over
+    // HTTP behind a bearer token (32 random bytes, hex) that only this seller knows.
+    let exact =
+        ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9)).await?.with_asset(chain.token);
     let facilitator = X402Facilitator::new().register([exact.network().clone()], exact);
+    let token = pay402::evm::to_hex(anvil::fresh_key().to_bytes());
+    let router = server::router_with_token(Arc::new(facilitator), server::BearerToken::new(&token)?);
     let facilitator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let facilitator_url = format!("http://{}", facilitator_listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(facilitator_listener, server::router(Arc::new(facilitator))).await });
+    tokio::spawn(async move { axum::serve(facilitator_listener, router).await });
 
     // The seller: 0.001 token per quote, verified and settled by that facilitator over HTTP.
     let mut extra = serde_json::Map::new();
@@ -84,7 +88,7 @@ async fn anvil_demo() -> Result<(), Box<dyn std::error::Error>> {
     extra.insert("version".into(), anvil::TOKEN_VERSION.into());
     let price = AssetAmount { amount: "1000".into(), asset: chain.token.to_checksum(None), extra };
     let pay_to = support::pay_to();
-    let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&facilitator_url))?;
+    let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&facilitator_url).bearer_token(&token))?;
     let server = X402ResourceServer::new(client).register("eip155:196", ExactEvmScheme::new());
     let route =
         RouteConfig::new(PaymentOption::new("exact", price, "eip155:196", &pay_to)).description("A stock quote");

@@ -23,7 +23,10 @@ use support::anvil::{self, Chain};
 const PRICE: u64 = 1000;
 
 async fn facilitator_for(chain: &Chain, key: PrivateKeySigner) -> X402Facilitator {
-    let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, key).await.expect("facilitator scheme");
+    let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, key)
+        .await
+        .expect("facilitator scheme")
+        .with_asset(chain.token);
     assert_eq!(exact.network().as_str(), "eip155:196");
     let network = exact.network().clone();
     X402Facilitator::new().register([network], exact)
@@ -514,8 +517,11 @@ fn the_demo_settles_on_anvil() {
     assert!(stdout.ends_with("402 -> payment -> 200: settled on chain\n"), "{stdout}");
 }
 
+/// The bearer token the facilitator example is started with in these tests.
+const EXAMPLE_TOKEN: &str = "f12-example-token-0123456789abcdef";
+
 /// `examples/facilitator.rs` serves the chain's network and settles a payment; without its
-/// environment it fails with a message naming the missing variable.
+/// environment (RPC URL, key, bearer token) it fails with a message naming the missing variable.
 #[tokio::test]
 async fn the_facilitator_example_serves_the_chain() {
     use std::io::{BufRead, BufReader};
@@ -526,6 +532,16 @@ async fn the_facilitator_example_serves_the_chain() {
         .expect("run");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("PAY402_RPC_URL is not set"));
+    // Without a token (and without the explicit opt-out) it refuses to serve.
+    let unauthenticated = std::process::Command::new(example("facilitator"))
+        .env("PAY402_RPC_URL", "http://127.0.0.1:9")
+        .env("PAY402_FACILITATOR_KEY", alloy::hex::encode_prefixed(anvil::fresh_key().to_bytes()))
+        .env_remove("PAY402_FACILITATOR_TOKEN")
+        .env_remove("PAY402_FACILITATOR_NO_AUTH")
+        .output()
+        .expect("run");
+    assert!(!unauthenticated.status.success());
+    assert!(String::from_utf8_lossy(&unauthenticated.stderr).contains("PAY402_FACILITATOR_TOKEN is not set"));
 
     let chain = Chain::start().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -533,6 +549,10 @@ async fn the_facilitator_example_serves_the_chain() {
     let mut child = std::process::Command::new(example("facilitator"))
         .env("PAY402_RPC_URL", &chain.rpc_url)
         .env("PAY402_FACILITATOR_KEY", alloy::hex::encode_prefixed(key.to_bytes()))
+        .env("PAY402_FACILITATOR_TOKEN", EXAMPLE_TOKEN)
+        .env("PAY402_FACILITATOR_ASSETS", chain.token.to_checksum(None))
+        .env_remove("PAY402_FACILITATOR_NO_AUTH")
+        .env_remove("PAY402_FACILITATOR_MAX_GAS")
         .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -552,7 +572,8 @@ async fn the_facilitator_example_serves_the_chain() {
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(first.trim_end(), format!("listening on {base}"));
 
-    let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&base)).expect("client");
+    let client =
+        HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&base).bearer_token(EXAMPLE_TOKEN)).expect("client");
     let supported = client.supported().await.expect("supported");
     assert!(supported.kinds.iter().any(|k| k.covers("exact", &"eip155:196".into())));
     let buyer_key = buyer(&chain, PRICE).await;
@@ -563,6 +584,10 @@ async fn the_facilitator_example_serves_the_chain() {
     let settled = client.settle(&p, &requirements).await.expect("settle");
     assert!(settled.success && receipt_ok(&chain, &settled.transaction).await, "{settled:?}");
     assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+    // Without the token: 401.
+    let anonymous = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&base)).expect("client");
+    let refused = anonymous.settle(&p, &requirements).await.expect_err("401");
+    assert!(matches!(refused, pay402::x402::FacilitatorError::Http { status: 401, .. }), "{refused:?}");
     drop(child);
 }
 
@@ -581,6 +606,7 @@ async fn pending_settlements_time_out_and_dropped_ones_fail() {
     let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9))
         .await
         .expect("scheme")
+        .with_asset(chain.token)
         .with_receipt_timeout(Duration::from_millis(1500))
         .with_poll_interval(Duration::from_millis(100));
     let facilitator = X402Facilitator::new().register(["eip155:196"], exact);
@@ -705,6 +731,7 @@ async fn sellers_recover_pending_settlements_through_settle_status_and_fail_clos
     let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9))
         .await
         .expect("scheme")
+        .with_asset(chain.token)
         .with_receipt_timeout(std::time::Duration::ZERO);
     let inner = X402Facilitator::new().register(["eip155:196"], exact);
     chain
@@ -744,8 +771,9 @@ async fn clock_skew_allowance_on_valid_after() {
     let scheme = |skew: u64| {
         let rpc = chain.rpc_url.clone();
         let signer = chain.dev_key(9);
+        let token = chain.token;
         async move {
-            let exact = ExactEvmFacilitatorScheme::connect_http(&rpc, signer).await.expect("scheme");
+            let exact = ExactEvmFacilitatorScheme::connect_http(&rpc, signer).await.expect("scheme").with_asset(token);
             exact.with_clock(|| evm::system_unix_time() - 3).with_clock_skew(std::time::Duration::from_secs(skew))
         }
     };
@@ -787,6 +815,7 @@ async fn sellers_recover_pending_settlements_over_http_settle_status() {
     let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9))
         .await
         .expect("scheme")
+        .with_asset(chain.token)
         .with_receipt_timeout(std::time::Duration::ZERO);
     let inner = X402Facilitator::new().register(["eip155:196"], exact);
     chain
@@ -806,4 +835,188 @@ async fn sellers_recover_pending_settlements_over_http_settle_status() {
     assert_eq!((settled.success, settled.status.as_deref()), (true, Some("success")), "{settled:?}");
     assert!(receipt_ok(&chain, &settled.transaction).await);
     assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+}
+
+// ---- F12: the facilitator's gas is not anyone's to burn ----
+
+/// Deploys `runtime` (raw EVM bytecode) behind a minimal init code, from dev account 0.
+async fn deploy_runtime(chain: &Chain, runtime: &[u8]) -> Address {
+    use alloy::network::TransactionBuilder;
+    let len = u8::try_from(runtime.len()).expect("runtime under 256 bytes");
+    // PUSH1 len, DUP1, PUSH1 11, PUSH1 0, CODECOPY, PUSH1 0, RETURN; then the runtime.
+    let mut code = vec![0x60, len, 0x80, 0x60, 0x0b, 0x60, 0x00, 0x39, 0x60, 0x00, 0xf3];
+    code.extend_from_slice(runtime);
+    let tx = alloy::rpc::types::TransactionRequest::default().with_deploy_code(code);
+    let receipt = chain.provider.send_transaction(tx).await.expect("deploy").get_receipt().await.expect("receipt");
+    assert!(receipt.status(), "deploy reverted");
+    receipt.contract_address.expect("contract address")
+}
+
+/// A fake EIP-3009 token: `authorizationState` answers `false`, `balanceOf` answers 2²⁵⁶−1,
+/// and every other call (`transferWithAuthorization` included) loops `iterations` times
+/// (26 gas each) and succeeds. It passes every check of verify, so without an asset allowlist
+/// each settle makes the facilitator pay for the loop.
+async fn deploy_fake_token(chain: &Chain, iterations: u32) -> Address {
+    use alloy::sol_types::SolCall;
+    alloy::sol! {
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+        function balanceOf(address account) external view returns (uint256);
+    }
+    let [_, n2, n1, n0] = iterations.to_be_bytes();
+    let mut code = vec![0x60, 0x00, 0x35, 0x60, 0xe0, 0x1c, 0x80, 0x63]; // selector; DUP1; PUSH4
+    code.extend_from_slice(&authorizationStateCall::SELECTOR);
+    code.extend_from_slice(&[0x14, 0x60, 0x27, 0x57, 0x63]); // EQ; JUMPI(0x27); PUSH4
+    code.extend_from_slice(&balanceOfCall::SELECTOR);
+    code.extend_from_slice(&[0x14, 0x60, 0x2d, 0x57]); // EQ; JUMPI(0x2d)
+    code.extend_from_slice(&[0x62, n2, n1, n0]); // PUSH3 iterations
+    code.extend_from_slice(&[0x5b, 0x60, 0x01, 0x90, 0x03, 0x80, 0x60, 0x1d, 0x57, 0x00]); // loop; STOP
+    code.extend_from_slice(&[0x5b, 0x60, 0x20, 0x60, 0x00, 0xf3]); // 0x27: RETURN 32 zero bytes
+    code.extend_from_slice(&[0x5b, 0x60, 0x00, 0x19, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]); // 0x2d: max
+    deploy_runtime(chain, &code).await
+}
+
+/// The facilitator account's (ETH balance, nonce).
+async fn gas_account(chain: &Chain, who: Address) -> (U256, u64) {
+    (chain.eth_balance(who).await, chain.provider.get_transaction_count(who).await.expect("nonce"))
+}
+
+/// Requirements and a validly signed payment (by a buyer with no tokens and no ETH) in `asset`.
+fn payment_in(chain: &Chain, asset: Address) -> (PaymentPayload, PaymentRequirements) {
+    let mut requirements = chain.requirements(anvil::fresh_key().address(), PRICE);
+    requirements.asset = asset.to_checksum(None);
+    (payment(&anvil::fresh_key(), &requirements), requirements)
+}
+
+async fn post_json(url: String, body: &serde_json::Value, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("POST");
+    (response.status().as_u16(), response.json().await.expect("JSON answer"))
+}
+
+fn settle_body(p: &PaymentPayload, r: &PaymentRequirements) -> serde_json::Value {
+    serde_json::json!({ "x402Version": 2, "paymentPayload": p, "paymentRequirements": r })
+}
+
+/// F12: a payment in an asset the facilitator was not configured for is refused at verify and
+/// settle (`invalid_exact_evm_failed_to_get_asset_info`) and costs the facilitator nothing: a
+/// cheap fake EIP-3009 token that would otherwise settle "successfully", and a contract whose
+/// every call loops until out of gas, each posted to `/settle` many times.
+#[tokio::test]
+async fn f12_unlisted_asset_is_refused_without_spending_gas() {
+    let chain = Chain::start().await;
+    let settler = chain.dev_key(9).address();
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await; // allowlists chain.token only
+    let srv = support::serve_axum(server::router(Arc::new(facilitator))).await;
+    let fake = deploy_fake_token(&chain, 1_000).await; // ~50k gas per settlement
+    let looping = deploy_runtime(&chain, &[0x5b, 0x60, 0x00, 0x56]).await; // JUMPDEST PUSH1 0 JUMP
+    let before = gas_account(&chain, settler).await;
+
+    for asset in [fake, looping] {
+        for _ in 0..10 {
+            let (p, r) = payment_in(&chain, asset);
+            let (status, verified) = post_json(format!("{}/verify", srv.base), &settle_body(&p, &r), None).await;
+            assert_eq!((status, &verified["isValid"]), (200, &serde_json::json!(false)), "{verified}");
+            assert_eq!(verified["invalidReason"], reasons::FAILED_TO_GET_ASSET_INFO, "{verified}");
+            let (status, settled) = post_json(format!("{}/settle", srv.base), &settle_body(&p, &r), None).await;
+            assert_eq!((status, &settled["success"]), (200, &serde_json::json!(false)), "{settled}");
+            assert_eq!(settled["errorReason"], reasons::FAILED_TO_GET_ASSET_INFO, "{settled}");
+            assert_eq!(settled["transaction"], "", "{settled}");
+        }
+    }
+    assert_eq!(gas_account(&chain, settler).await, before, "the facilitator spent gas on unlisted assets");
+}
+
+/// F12: even an allowlisted asset cannot make a settlement cost more than the gas ceiling: a
+/// token whose `transferWithAuthorization` burns ~5M gas passes verify, but its settlement is
+/// refused (`invalid_exact_evm_settlement_gas_above_ceiling`) and nothing is sent. A real
+/// FiatTokenV2_2 settlement fits under the default ceiling with room to spare.
+#[tokio::test]
+async fn f12_gas_above_the_ceiling_is_refused() {
+    use pay402::x402::facilitator_evm::DEFAULT_MAX_SETTLEMENT_GAS;
+    let chain = Chain::start().await;
+    let settler = chain.dev_key(9).address();
+    let burner = deploy_fake_token(&chain, 196_608).await; // ~5.1M gas
+    let exact = ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, chain.dev_key(9))
+        .await
+        .expect("scheme")
+        .with_asset(chain.token)
+        .with_asset(burner);
+    assert_eq!(exact.max_settlement_gas(), DEFAULT_MAX_SETTLEMENT_GAS);
+    let facilitator = X402Facilitator::new().register(["eip155:196"], exact);
+    let srv = support::serve_axum(server::router(Arc::new(facilitator.clone()))).await;
+    let before = gas_account(&chain, settler).await;
+
+    for _ in 0..5 {
+        let (p, r) = payment_in(&chain, burner);
+        let (status, settled) = post_json(format!("{}/settle", srv.base), &settle_body(&p, &r), None).await;
+        assert_eq!((status, &settled["success"]), (200, &serde_json::json!(false)), "{settled}");
+        assert_eq!(settled["errorReason"], reasons::GAS_ABOVE_CEILING, "{settled}");
+        assert_eq!(settled["transaction"], "", "{settled}");
+    }
+    assert_eq!(gas_account(&chain, settler).await, before, "the facilitator sent a transaction above the ceiling");
+
+    // A real FiatTokenV2_2 settlement (EOA signature, payee without a balance: the costliest
+    // EOA case) lands, and its gas limit (estimate + 20 %) is under half the default ceiling.
+    let key = buyer(&chain, 10 * PRICE).await;
+    let requirements = chain.requirements(anvil::fresh_key().address(), PRICE);
+    let s = facilitator.settle(&payment(&key, &requirements), &requirements).await.expect("settle");
+    assert!(s.success && receipt_ok(&chain, &s.transaction).await, "{s:?}");
+    let hash = evm::parse_bytes32(&s.transaction).expect("hash");
+    let tx = chain.provider.get_transaction_by_hash(hash).await.expect("tx").expect("known");
+    let receipt = chain.provider.get_transaction_receipt(hash).await.expect("receipt").expect("mined");
+    let gas_limit = alloy::consensus::Transaction::gas_limit(&tx);
+    eprintln!("FiatTokenV2_2 transferWithAuthorization: gas used {}, limit {gas_limit}", receipt.gas_used);
+    assert!(gas_limit <= DEFAULT_MAX_SETTLEMENT_GAS / 2, "gas limit {gas_limit}");
+}
+
+/// F12: [`server::router_with_token`] answers 401 on `/verify`, `/settle` and `/settle/status`
+/// without the bearer token (or with another one), before anything is verified or sent;
+/// `HttpFacilitatorConfig::bearer_token` makes a seller's client send it.
+#[tokio::test]
+async fn f12_settle_without_the_token_is_401() {
+    const TOKEN: &str = "f12-test-token-0123456789abcdef";
+    let chain = Chain::start().await;
+    let settler = chain.dev_key(9).address();
+    let facilitator = facilitator_for(&chain, chain.dev_key(9)).await;
+    let token = server::BearerToken::new(TOKEN).expect("token");
+    let srv = support::serve_axum(server::router_with_token(Arc::new(facilitator), token)).await;
+    let key = buyer(&chain, 10 * PRICE).await;
+    let pay_to = anvil::fresh_key().address();
+    let requirements = chain.requirements(pay_to, PRICE);
+    let p = payment(&key, &requirements);
+    let body = settle_body(&p, &requirements);
+    let before = gas_account(&chain, settler).await;
+
+    for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+        for path in ["/verify", "/settle"] {
+            let (status, answer) = post_json(format!("{}{path}", srv.base), &body, token).await;
+            assert_eq!((status, answer["error"].as_str()), (401, Some("unauthorized")), "{path} {token:?}: {answer}");
+        }
+    }
+    let http = reqwest::Client::new();
+    let unauthorized = http.get(format!("{}/settle/status?txHash=0x{}", srv.base, "ab".repeat(32))).send().await;
+    let unauthorized = unauthorized.expect("GET");
+    assert_eq!(unauthorized.status().as_u16(), 401);
+    assert_eq!(unauthorized.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    let basic = http.post(format!("{}/settle", srv.base)).basic_auth("x", Some(TOKEN)).json(&body).send().await;
+    assert_eq!(basic.expect("POST").status().as_u16(), 401);
+    // Nothing was settled, nothing was spent.
+    assert!(!chain.nonce_used(key.address(), nonce_of(&p)).await);
+    assert_eq!(gas_account(&chain, settler).await, before);
+
+    // A seller's client without the token gets a 401 error (fails closed); with it, it settles.
+    let anonymous = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&srv.base)).expect("client");
+    let refused = anonymous.settle(&p, &requirements).await.expect_err("401");
+    assert!(matches!(refused, pay402::x402::FacilitatorError::Http { status: 401, .. }), "{refused:?}");
+    assert!(anonymous.supported().await.is_ok(), "/supported stays public");
+    let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&srv.base).bearer_token(TOKEN)).expect("client");
+    assert!(client.verify(&p, &requirements).await.expect("verify").is_valid);
+    let settled = client.settle(&p, &requirements).await.expect("settle");
+    assert!(settled.success && receipt_ok(&chain, &settled.transaction).await, "{settled:?}");
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+    let status = client.settle_status(&settled.transaction).await.expect("settle status");
+    assert_eq!(status.status.as_deref(), Some("success"));
 }

@@ -395,6 +395,7 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
         "2500",
         TOKEN_NAME,
         TOKEN_VERSION,
+        on_chain.facilitator_token.as_str(),
     ]);
     let (seller, url) = peers::start_announced(cmd, "fastapi_seller");
     let logs = || format!("--- FastAPI seller\n{}\n--- facilitator\n{}", seller.log(), on_chain.log());

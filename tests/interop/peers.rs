@@ -309,18 +309,29 @@ pub(crate) struct OnChain {
     pub(crate) facilitator: Process,
     /// The facilitator's base URL.
     pub(crate) facilitator_url: String,
+    /// The bearer token the facilitator requires on `/verify`, `/settle` and `/settle/status`.
+    pub(crate) facilitator_token: String,
     /// The chain.
     pub(crate) chain: crate::support::anvil::Chain,
 }
 
 impl OnChain {
-    /// Starts anvil, deploys the token and starts the facilitator with dev account 7 paying gas.
+    /// Starts anvil, deploys the token and starts the facilitator with dev account 7 paying gas,
+    /// accepting the token and requiring a fresh bearer token.
     pub(crate) async fn start() -> Self {
         let chain = crate::support::anvil::Chain::start().await;
         let gas_key = alloy::hex::encode_prefixed(chain.dev_key(7).to_bytes());
-        let (facilitator, facilitator_url) =
-            start_example("facilitator", &[("PAY402_RPC_URL", &chain.rpc_url), ("PAY402_FACILITATOR_KEY", &gas_key)]);
-        Self { facilitator, facilitator_url, chain }
+        let facilitator_token = alloy::hex::encode(crate::support::anvil::fresh_key().to_bytes());
+        let (facilitator, facilitator_url) = start_example(
+            "facilitator",
+            &[
+                ("PAY402_RPC_URL", &chain.rpc_url),
+                ("PAY402_FACILITATOR_KEY", &gas_key),
+                ("PAY402_FACILITATOR_TOKEN", &facilitator_token),
+                ("PAY402_FACILITATOR_ASSETS", &chain.token.to_checksum(None)),
+            ],
+        );
+        Self { facilitator, facilitator_url, facilitator_token, chain }
     }
 
     /// The token's address, checksummed.
@@ -341,7 +352,8 @@ impl OnChain {
     /// A pay402 resource server verifying and settling through the facilitator over HTTP.
     pub(crate) fn resource_server(&self) -> pay402::x402::server::X402ResourceServer {
         use pay402::x402::{HttpFacilitatorClient, HttpFacilitatorConfig};
-        let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&self.facilitator_url)).expect("client");
+        let config = HttpFacilitatorConfig::new(&self.facilitator_url).bearer_token(&self.facilitator_token);
+        let client = HttpFacilitatorClient::new(config).expect("client");
         pay402::x402::server::X402ResourceServer::new(client)
             .register("eip155:196", pay402::x402::ExactEvmScheme::new())
     }

@@ -245,6 +245,13 @@ impl HttpFacilitatorConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self { url: url.into(), headers: Vec::new(), timeout: Duration::from_secs(30) }
     }
+
+    /// Adds `Authorization: Bearer <token>` to every request, e.g. for a self-hosted facilitator
+    /// served with `x402::facilitator_evm::server::router_with_token` (feature `chain`).
+    pub fn bearer_token(mut self, token: &str) -> Self {
+        self.headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
+        self
+    }
 }
 
 /// A client for any standard x402 facilitator (`POST /verify`, `POST /settle`, `GET /supported`),

@@ -5,6 +5,7 @@ use super::{SchemeNetworkFacilitator, reasons};
 use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
 use crate::x402::embedded::VALID_BEFORE_BUFFER_SECONDS;
 use crate::x402::facilitator::FacilitatorError;
+use crate::x402::networks::NetworkRegistry;
 use crate::x402::types::{
     Network, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, VerifyResponse, settle_status,
 };
@@ -51,6 +52,15 @@ const DEFAULT_RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Gas limit margin over the estimate, in percent.
 const GAS_MARGIN_PERCENT: u64 = 20;
+/// Default ceiling on the gas limit of a settlement transaction
+/// ([`ExactEvmFacilitatorScheme::with_max_settlement_gas`]).
+///
+/// Circle's FiatTokenV2_2 `transferWithAuthorization` used 95.6k gas on anvil (EOA signature,
+/// payee without a balance yet: the costliest EOA case), so its limit (estimate + 20 %) is about
+/// 115k; contract-wallet (ERC-1271) signatures add the wallet's `isValidSignature`. 300k leaves
+/// more than twice that room, while a token (or a payer's contract wallet) that burns more is
+/// refused before anything is sent.
+pub const DEFAULT_MAX_SETTLEMENT_GAS: u64 = 300_000;
 
 /// Why an [`ExactEvmFacilitatorScheme`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,13 +169,16 @@ impl Drop for InFlight<'_> {
 /// The `exact` scheme's facilitator for EIP-3009 tokens on one EVM chain.
 ///
 /// Verification runs the wire facts §7 checklist against the chain: scheme, network (the
-/// provider's chain), EIP-712 domain present, recipient, exact value, validity window (with a
+/// provider's chain), an asset this facilitator accepts (the registry's asset for the chain, plus
+/// [`with_asset`](Self::with_asset); checked before any call to the token), EIP-712 domain present, recipient, exact value, validity window (with a
 /// configurable clock-skew allowance on `validAfter`), an EIP-712 signature by `from` (ECDSA for
 /// EOAs, ERC-1271 `isValidSignature` when `from` holds code), asset, `authorizationState` unused,
 /// `balanceOf(from) ≥ value`, and an `eth_call` simulation of `transferWithAuthorization` whose
 /// failure is diagnosed (token `name()` / `version()` mismatch).
 ///
-/// Settlement re-verifies, then sends `transferWithAuthorization` from the facilitator's key —
+/// Settlement re-verifies, refuses a transaction whose gas limit (estimate + 20 %) exceeds the
+/// ceiling ([`with_max_settlement_gas`](Self::with_max_settlement_gas)), then sends
+/// `transferWithAuthorization` from the facilitator's key —
 /// the `(v, r, s)` overload for 65-byte EOA signatures, the `bytes` overload for contract
 /// wallets — and waits for the receipt. Transactions from one facilitator key are serialised
 /// through a local nonce counter (re-read from the node after any failed send), so concurrent
@@ -187,6 +200,8 @@ pub struct ExactEvmFacilitatorScheme {
     poll_interval: Duration,
     next_nonce: tokio::sync::Mutex<Option<u64>>,
     in_flight: Mutex<HashSet<(Address, Address, B256)>>,
+    allowed_assets: HashSet<Address>,
+    max_gas: u64,
 }
 
 impl fmt::Debug for ExactEvmFacilitatorScheme {
@@ -196,6 +211,8 @@ impl fmt::Debug for ExactEvmFacilitatorScheme {
             .field("address", &self.address)
             .field("clock_skew", &self.clock_skew)
             .field("receipt_timeout", &self.receipt_timeout)
+            .field("allowed_assets", &self.allowed_assets)
+            .field("max_settlement_gas", &self.max_gas)
             .finish_non_exhaustive()
     }
 }
@@ -208,22 +225,34 @@ fn transport(context: &str, e: &RpcError<TransportErrorKind>) -> FacilitatorErro
 impl ExactEvmFacilitatorScheme {
     /// A scheme over `provider` (any alloy provider; only reads and raw-transaction sends are
     /// used), settling from `signer`'s account. Reads the chain id from the node.
+    ///
+    /// Only the chain's asset in the process-wide [`NetworkRegistry`] (e.g. USD₮0 on X Layer,
+    /// USDC on Base) is accepted; add others with [`with_asset`](Self::with_asset). Settlement
+    /// transactions are capped at [`DEFAULT_MAX_SETTLEMENT_GAS`].
     pub async fn new(provider: impl Provider + 'static, signer: PrivateKeySigner) -> Result<Self, SetupError> {
         let provider = provider.erased();
         let chain_id = provider.get_chain_id().await.map_err(|e| SetupError::Rpc(e.to_string()))?;
         let address = signer.address();
+        let network = Network::from(format!("eip155:{chain_id}"));
+        let allowed_assets = NetworkRegistry::global()
+            .default_asset(&network)
+            .and_then(|asset| evm::parse_address(&asset.address).ok())
+            .into_iter()
+            .collect();
         Ok(Self {
             provider,
             wallet: EthereumWallet::from(signer),
             address,
             chain_id,
-            network: Network::from(format!("eip155:{chain_id}")),
+            network,
             clock: evm::system_clock(),
             clock_skew: DEFAULT_CLOCK_SKEW,
             receipt_timeout: DEFAULT_RECEIPT_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
             next_nonce: tokio::sync::Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
+            allowed_assets,
+            max_gas: DEFAULT_MAX_SETTLEMENT_GAS,
         })
     }
 
@@ -273,6 +302,42 @@ impl ExactEvmFacilitatorScheme {
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
+    }
+
+    /// Also accepts payments in the EIP-3009 token at `asset`.
+    ///
+    /// The facilitator pays the gas of every settlement, and the token's code decides how much:
+    /// only tokens you trust to be EIP-3009 tokens with a bounded `transferWithAuthorization`
+    /// belong here. A payment in any other asset is refused at verify and settle
+    /// (`invalid_exact_evm_failed_to_get_asset_info`) before the chain is asked anything.
+    pub fn with_asset(mut self, asset: Address) -> Self {
+        self.allowed_assets.insert(asset);
+        self
+    }
+
+    /// Also accepts payments in each of `assets` (see [`with_asset`](Self::with_asset)).
+    pub fn with_assets(mut self, assets: impl IntoIterator<Item = Address>) -> Self {
+        self.allowed_assets.extend(assets);
+        self
+    }
+
+    /// Whether payments in `asset` are verified and settled.
+    pub fn accepts_asset(&self, asset: Address) -> bool {
+        self.allowed_assets.contains(&asset)
+    }
+
+    /// Ceiling on the gas limit of a settlement transaction (default
+    /// [`DEFAULT_MAX_SETTLEMENT_GAS`]). The limit sent is the node's estimate plus 20 %; when
+    /// that exceeds `max_gas` the settlement is refused
+    /// ([`reasons::GAS_ABOVE_CEILING`](super::reasons::GAS_ABOVE_CEILING)) and nothing is sent.
+    pub fn with_max_settlement_gas(mut self, max_gas: u64) -> Self {
+        self.max_gas = max_gas;
+        self
+    }
+
+    /// The ceiling on the gas limit of a settlement transaction.
+    pub fn max_settlement_gas(&self) -> u64 {
+        self.max_gas
     }
 
     /// The served network, `eip155:<chain id>`.
@@ -333,6 +398,12 @@ impl ExactEvmFacilitatorScheme {
         // 3. the provider's chain
         if evm::chain_id_of(requirements.network.as_str()).ok() != Some(self.chain_id) {
             return Ok(Err(reject(reasons::FAILED_TO_GET_NETWORK_CONFIG)));
+        }
+        // 3b. an asset this facilitator was configured for, before any call to its code (whose
+        // gas the facilitator would pay at settlement)
+        if !evm::parse_address(&requirements.asset).is_ok_and(|asset| self.accepts_asset(asset)) {
+            tracing::debug!(asset = %requirements.asset, "x402 facilitator: asset not configured; refused");
+            return Ok(Err(reject(reasons::FAILED_TO_GET_ASSET_INFO)));
         }
         // 4. EIP-712 domain
         let extra = |key: &str| requirements.extra.get(key).and_then(Value::as_str);
@@ -542,6 +613,12 @@ impl ExactEvmFacilitatorScheme {
             Err(e) => return Err(transport("eth_estimateGas", &e)),
         };
         let gas_limit = gas.saturating_add(gas.saturating_mul(GAS_MARGIN_PERCENT) / 100);
+        if gas_limit > self.max_gas {
+            return Ok(Err((
+                reasons::GAS_ABOVE_CEILING,
+                format!("the settlement needs a gas limit of {gas_limit}, above the ceiling of {}", self.max_gas),
+            )));
+        }
         let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| transport("fee estimation", &e))?;
         tx = tx
             .with_gas_limit(gas_limit)

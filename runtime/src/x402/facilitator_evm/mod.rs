@@ -25,7 +25,7 @@ mod exact;
 #[cfg(feature = "axum")]
 pub mod server;
 
-pub use exact::{DEFAULT_RPC_TIMEOUT, ExactEvmFacilitatorScheme, SetupError};
+pub use exact::{DEFAULT_MAX_SETTLEMENT_GAS, DEFAULT_RPC_TIMEOUT, ExactEvmFacilitatorScheme, SetupError};
 
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::types::{
@@ -55,6 +55,12 @@ pub mod reasons {
     pub const FACILITATOR_INSUFFICIENT_GAS: &str = "facilitator_insufficient_gas_funds";
     /// The settlement transaction was not found on chain (dropped from the mempool).
     pub const TRANSACTION_NOT_FOUND: &str = "transaction_not_found";
+    /// The asset is not one this facilitator was configured for (the x402 SDKs' reason for an
+    /// asset missing from the network's configuration).
+    pub const FAILED_TO_GET_ASSET_INFO: &str = "invalid_exact_evm_failed_to_get_asset_info";
+    /// The settlement transaction would need more gas than the facilitator's ceiling (pay402's
+    /// own reason; nothing was sent).
+    pub const GAS_ABOVE_CEILING: &str = "invalid_exact_evm_settlement_gas_above_ceiling";
 }
 
 /// The facilitator side of one payment scheme (e.g. `exact` on EVM networks).

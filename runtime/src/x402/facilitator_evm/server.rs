@@ -8,10 +8,17 @@
 //! | GET | `/supported` | — | `SupportedResponse` |
 //! | GET | `/settle/status?txHash=0x…` | — | `SettleStatusResponse` |
 //!
+//! [`router`] has no authentication: anyone who reaches it can make the facilitator's key pay
+//! the gas of valid settlements. [`router_with_token`] requires `Authorization: Bearer <token>`
+//! on `/verify`, `/settle` and `/settle/status` (401 `unauthorized` otherwise; `/supported`
+//! stays public); sellers send it with
+//! [`HttpFacilitatorConfig::bearer_token`](crate::x402::HttpFacilitatorConfig::bearer_token).
+//!
 //! These are the bodies [`HttpFacilitatorClient`](crate::x402::HttpFacilitatorClient) and the
 //! Python SDK's HTTP facilitator client send. A rejected payment is a normal `200` answer
 //! (`isValid: false` / `success: false` with the reason); errors are JSON
-//! `{"error": "<code>", "message": "<text>"}` with status 400 (bad body), 413 (body larger than
+//! `{"error": "<code>", "message": "<text>"}` with status 400 (bad body), 401 (missing or wrong
+//! bearer token, [`router_with_token`] only), 413 (body larger than
 //! [`MAX_BODY_BYTES`]), 415 (a `Content-Type` other than JSON), 404 (unknown transaction),
 //! 502/504 (the chain could not be asked) or 500.
 
@@ -19,12 +26,16 @@ use crate::x402::facilitator::{FacilitatorClient, FacilitatorError};
 use crate::x402::types::{PaymentPayload, PaymentRequirements, X402_VERSION};
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::fmt;
 use std::sync::Arc;
 
 /// Largest request body accepted (64 KiB; an x402 payment is well under 4 KiB).
@@ -81,6 +92,9 @@ pub enum ServerError {
     /// `txHash` is missing (400).
     #[error("query parameter txHash is required")]
     MissingTxHash,
+    /// The bearer token is missing or wrong (401; [`router_with_token`] only).
+    #[error("a valid `Authorization: Bearer <token>` header is required")]
+    Unauthorized,
     /// The facilitator failed (unsupported: 404; chain unreachable: 502/504; misconfigured: 500).
     #[error(transparent)]
     Facilitator(#[from] FacilitatorError),
@@ -92,6 +106,7 @@ impl ServerError {
         match self {
             Self::InvalidBody(_) | Self::UnsupportedVersion(_) | Self::MissingTxHash => StatusCode::BAD_REQUEST,
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BodyRejected { status, .. } => *status,
             Self::Facilitator(FacilitatorError::Unsupported(_)) => StatusCode::NOT_FOUND,
             Self::Facilitator(e) => StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -103,6 +118,7 @@ impl ServerError {
         match self {
             Self::InvalidBody(_) => "invalid_request",
             Self::NotJson => "unsupported_media_type",
+            Self::Unauthorized => "unauthorized",
             Self::BodyRejected { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
             Self::BodyRejected { .. } => "invalid_request",
             Self::UnsupportedVersion(_) => "invalid_x402_version",
@@ -121,7 +137,92 @@ impl IntoResponse for ServerError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "x402 facilitator server: request failed");
         }
-        (status, Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }))).into_response()
+        let mut response =
+            (status, Json(serde_json::json!({ "error": self.code(), "message": self.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Shortest bearer token [`BearerToken::new`] accepts.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// Why a bearer token was refused by [`BearerToken::new`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Fewer than [`MIN_TOKEN_CHARS`] characters.
+    #[error("the facilitator token must have at least {MIN_TOKEN_CHARS} characters")]
+    TooShort,
+    /// A character that is not visible ASCII (spaces and control characters included).
+    #[error("the facilitator token must be visible ASCII without spaces")]
+    InvalidCharacter,
+}
+
+/// The shared secret [`router_with_token`] requires as `Authorization: Bearer <token>`.
+///
+/// Only its SHA-256 digest is kept; presented tokens are hashed and compared in constant time,
+/// so neither the token's bytes nor its length leak through timing. `Debug` shows nothing.
+#[derive(Clone)]
+pub struct BearerToken {
+    digest: [u8; 32],
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl BearerToken {
+    /// A token of at least [`MIN_TOKEN_CHARS`] visible ASCII characters (e.g. 32 random bytes
+    /// in hex: `openssl rand -hex 32`).
+    pub fn new(token: &str) -> Result<Self, TokenError> {
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::InvalidCharacter);
+        }
+        if token.len() < MIN_TOKEN_CHARS {
+            return Err(TokenError::TooShort);
+        }
+        Ok(Self { digest: Sha256::digest(token.as_bytes()).into() })
+    }
+
+    /// Whether `presented` is this token, compared in constant time over the digests.
+    pub fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let difference = self.digest.iter().zip(digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(difference) == 0
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <this token>` (scheme case-insensitive).
+    fn authorizes(&self, headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return false;
+        };
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => self.matches(token.trim()),
+            _ => false,
+        }
+    }
+}
+
+/// Refuses requests without the bearer token, before their body is read.
+async fn require_token(
+    State(token): State<Arc<BearerToken>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ServerError> {
+    if token.authorizes(request.headers()) {
+        Ok(next.run(request).await)
+    } else {
+        tracing::debug!(path = %request.uri().path(), "x402 facilitator server: request without a valid token refused");
+        Err(ServerError::Unauthorized)
     }
 }
 
@@ -197,15 +298,35 @@ async fn settle_status<F: FacilitatorClient>(
 }
 
 /// The facilitator HTTP API over `facilitator` (see the module docs), with a
-/// [`MAX_BODY_BYTES`] body limit. Mount it at the root, or nest it under a prefix.
+/// [`MAX_BODY_BYTES`] body limit and **no authentication**: anyone who can reach it can make
+/// the facilitator's key pay gas. Serve it only on a private network or behind an
+/// authenticating proxy, or use [`router_with_token`]. Mount it at the root, or nest it under a
+/// prefix.
 pub fn router<F: FacilitatorClient>(facilitator: Arc<F>) -> axum::Router {
+    paying_routes::<F>()
+        .route("/supported", get(supported::<F>))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(facilitator)
+}
+
+/// [`router`] requiring `Authorization: Bearer <token>` on `POST /verify`, `POST /settle` and
+/// `GET /settle/status`: without it (or with another token) they answer 401 `unauthorized`
+/// before reading the body. `GET /supported` stays public.
+pub fn router_with_token<F: FacilitatorClient>(facilitator: Arc<F>, token: BearerToken) -> axum::Router {
+    let guarded =
+        paying_routes::<F>().route_layer(axum::middleware::from_fn_with_state(Arc::new(token), require_token));
+    guarded
+        .route("/supported", get(supported::<F>))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(facilitator)
+}
+
+/// The routes that can spend the facilitator's gas or reveal its settlements.
+fn paying_routes<F: FacilitatorClient>() -> axum::Router<Arc<F>> {
     axum::Router::new()
         .route("/verify", post(verify::<F>))
         .route("/settle", post(settle::<F>))
-        .route("/supported", get(supported::<F>))
         .route("/settle/status", get(settle_status::<F>))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(facilitator)
 }
 
 #[cfg(test)]
@@ -275,6 +396,57 @@ mod tests {
                 assert_eq!(body["message"], error.to_string());
             }
         }
+    }
+
+    #[test]
+    fn bearer_tokens_are_validated_matched_exactly_and_redacted() {
+        assert_eq!(BearerToken::new("short").unwrap_err(), TokenError::TooShort);
+        assert_eq!(BearerToken::new("has a space in it!!").unwrap_err(), TokenError::InvalidCharacter);
+        assert_eq!(BearerToken::new("tab\tin-the-token-0123").unwrap_err(), TokenError::InvalidCharacter);
+        let token = BearerToken::new("0123456789abcdef").unwrap();
+        assert!(token.matches("0123456789abcdef"));
+        for other in ["", "0123456789abcde", "0123456789abcdef0", "0123456789ABCDEF"] {
+            assert!(!token.matches(other), "{other}");
+        }
+        assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+        let headers = |values: &[&str]| {
+            let mut map = HeaderMap::new();
+            for v in values {
+                map.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
+            map
+        };
+        assert!(token.authorizes(&headers(&["Bearer 0123456789abcdef"])));
+        assert!(token.authorizes(&headers(&["bearer 0123456789abcdef"])));
+        for refused in
+            [&[][..], &["Basic 0123456789abcdef"], &["0123456789abcdef"], &["Bearer x", "Bearer 0123456789abcdef"]]
+        {
+            assert!(!token.authorizes(&headers(refused)), "{refused:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn router_with_token_guards_all_but_supported() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let token = BearerToken::new("0123456789abcdef").unwrap();
+        let app = router_with_token(Arc::new(crate::x402::EmbeddedFacilitator::new()), token);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for (method, path) in [("POST", "/verify"), ("POST", "/settle"), ("GET", "/settle/status?txHash=0xdead")] {
+            let (status, body) = call(&base, method, path).await;
+            assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")), "{method} {path}: {body}");
+        }
+        assert_eq!(call(&base, "GET", "/supported").await.0, 200);
+        let http = reqwest::Client::new();
+        let authorized = http
+            .post(format!("{base}/verify"))
+            .bearer_auth("0123456789abcdef")
+            .header("content-type", "application/json")
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(authorized.status().as_u16(), 200);
     }
 
     #[tokio::test]
