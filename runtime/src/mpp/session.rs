@@ -328,7 +328,7 @@ fn now_unix() -> u64 {
 fn check_receipt_channel(receipt: &SessionReceipt, ours: B256, channel_id: &str) -> Result<(), PayError> {
     if channel_id_from_hex(&receipt.channel_id).ok() != Some(ours) {
         tracing::error!(ours = %channel_id, sa = %receipt.channel_id, "mpp session: the SA receipt names another (or no) channel");
-        return Err(PayError::Unknown(EvmPaymentError::InternalSA("the SA did not confirm the channel".into())));
+        return Err(PayError::Unknown(EvmPaymentError::InternalSA("the SA reported another channel id, or none".into())));
     }
     Ok(())
 }
