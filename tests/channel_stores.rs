@@ -588,7 +588,8 @@ async fn redis_store_contract_replay_and_ttl() {
     assert!(ttl.put_if_absent("0xttlclaim", &no_voucher("0xttlclaim")).await.unwrap());
     assert!(ttl.put_if_absent("0xttlheld", &fresh("0xttlheld")).await.unwrap());
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let out = ttl.update("0xttl", |s| Ok::<_, ()>(Some(ChannelState { min_voucher_delta: 1, ..s.clone() }))).await.unwrap();
+    let out =
+        ttl.update("0xttl", |s| Ok::<_, ()>(Some(ChannelState { min_voucher_delta: 1, ..s.clone() }))).await.unwrap();
     assert!(matches!(out, UpdateOutcome::Updated(_)), "{out:?}");
     let out = ttl
         .update("0xttlclaim", |s| Ok::<_, ()>(Some(ChannelState { highest_voucher_amount: 5, ..s.clone() })))
@@ -600,7 +601,11 @@ async fn redis_store_contract_replay_and_ttl() {
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert!(ttl.get("0xttl").await.unwrap().is_none(), "expired");
     assert!(ttl.get("0xttlheld").await.unwrap().is_some(), "a channel holding a voucher never expires");
-    assert_eq!(ttl.get("0xttlclaim").await.unwrap().unwrap().value.highest_voucher_amount, 5, "its voucher removed the expiry");
+    assert_eq!(
+        ttl.get("0xttlclaim").await.unwrap().unwrap().value.highest_voucher_amount,
+        5,
+        "its voucher removed the expiry"
+    );
     // Without a TTL nothing expires.
     assert!(store.get("0xshared").await.unwrap().is_some());
 

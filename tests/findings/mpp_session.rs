@@ -444,10 +444,9 @@ async fn f13_settle_needs_the_channel_signers_highest_voucher() {
 async fn f10_session_receipt_without_channel_id_or_deposit_is_refused() {
     let shop = shop().await;
     let buyer = buyer();
-    for quirks in [
-        Quirks { no_channel_id: true, ..Quirks::default() },
-        Quirks { no_deposit: true, ..Quirks::default() },
-    ] {
+    for quirks in
+        [Quirks { no_channel_id: true, ..Quirks::default() }, Quirks { no_deposit: true, ..Quirks::default() }]
+    {
         shop.sa.set(quirks.clone());
         let c = shop.challenge("/a").await;
         let (channel, header) = buyer.open_header(&c, U256::from(5000u64)).expect("open");

@@ -328,7 +328,9 @@ fn now_unix() -> u64 {
 fn check_receipt_channel(receipt: &SessionReceipt, ours: B256, channel_id: &str) -> Result<(), PayError> {
     if channel_id_from_hex(&receipt.channel_id).ok() != Some(ours) {
         tracing::error!(ours = %channel_id, sa = %receipt.channel_id, "mpp session: the SA receipt names another (or no) channel");
-        return Err(PayError::Unknown(EvmPaymentError::InternalSA("the SA reported another channel id, or none".into())));
+        return Err(PayError::Unknown(EvmPaymentError::InternalSA(
+            "the SA reported another channel id, or none".into(),
+        )));
     }
     Ok(())
 }
@@ -599,8 +601,10 @@ impl SessionIntent {
         // The buyer's claims of the deposit: they must agree with each other, and (after the
         // SA call) with what the SA reports as escrowed.
         let claimed_deposit = amount_text(p, "deposit").map(|d| parse_amount(&d, "deposit")).transpose()?;
-        let authorized_value =
-            authorization.and_then(|a| amount_text(a, "value")).map(|v| parse_amount(&v, "authorization.value")).transpose()?;
+        let authorized_value = authorization
+            .and_then(|a| amount_text(a, "value"))
+            .map(|v| parse_amount(&v, "authorization.value"))
+            .transpose()?;
         if let (Some(claim), Some(value)) = (claimed_deposit, authorized_value)
             && claim != value
             && !crate::reverts::is_reverted(crate::reverts::Fix::F1SessionDeposit)
