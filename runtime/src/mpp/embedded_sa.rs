@@ -1322,5 +1322,42 @@ mod tests {
             let status = sa.session_status_now(&channel).unwrap();
             assert_eq!((status.settled_on_chain.as_str(), status.remaining_balance.as_str()), ("300", "4700"));
         }
+
+        #[test]
+        fn hash_deposits_fund_one_channel_and_repeat_idempotently() {
+            let sa = sa();
+            let c = parsed("session");
+            let echo = SaChallengeEcho {
+                id: c.id.clone(),
+                realm: c.realm.clone(),
+                method: c.method.clone(),
+                intent: c.intent.clone(),
+                request: c.request_b64.clone(),
+                expires: c.expires.clone(),
+            };
+            let open = |channel: B256, hash: &str| SessionOpenRequest {
+                challenge: echo.clone(),
+                payload: SessionOpenPayload {
+                    payload_type: "hash".into(),
+                    channel_id: evm::to_hex(channel),
+                    hash: Some(hash.into()),
+                    ..SessionOpenPayload::default()
+                },
+                source: String::new(),
+            };
+            let (a, b) = (B256::repeat_byte(0xa1), B256::repeat_byte(0xb2));
+            let unknown = evm::to_hex(B256::repeat_byte(0x99));
+            assert_eq!(code(sa.session_open_now(&open(a, &unknown))), 70007, "unknown transaction");
+            let to_payee = evm::to_hex(B256::repeat_byte(0x98));
+            sa.record_transfer(&to_payee, PAYER, PAYEE, USDT0, U256::from(700)).unwrap();
+            assert_eq!(code(sa.session_open_now(&open(a, &to_payee))), 70000, "not paid to the escrow");
+            let hash = evm::to_hex(B256::repeat_byte(0x97));
+            sa.record_transfer(&hash, PAYER, ESCROW, USDT0, U256::from(700)).unwrap();
+            let first = sa.session_open_now(&open(a, &hash)).unwrap();
+            assert_eq!((first.deposit.as_str(), first.reference.as_str()), ("700", hash.as_str()));
+            assert_eq!(sa.session_status_now(&evm::to_hex(a)).unwrap().payer, PAYER);
+            assert_eq!(sa.session_open_now(&open(a, &hash)).unwrap(), first, "idempotent for the same channel");
+            assert_eq!(code(sa.session_open_now(&open(b, &hash))), 70003, "one transaction funds one channel");
+        }
     }
 }

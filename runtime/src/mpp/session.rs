@@ -326,6 +326,9 @@ fn now_unix() -> u64 {
 /// The SA's receipt must name our channel (an empty `channelId` is a refusal: the SA did not
 /// confirm what it opened or topped up).
 fn check_receipt_channel(receipt: &SessionReceipt, ours: B256, channel_id: &str) -> Result<(), PayError> {
+    if receipt.channel_id.is_empty() && crate::reverts::is_reverted(crate::reverts::Fix::F10SaFailClosed) {
+        return Ok(());
+    }
     if channel_id_from_hex(&receipt.channel_id).ok() != Some(ours) {
         tracing::error!(ours = %channel_id, sa = %receipt.channel_id, "mpp session: the SA receipt names another (or no) channel");
         return Err(PayError::Unknown(EvmPaymentError::InternalSA(
