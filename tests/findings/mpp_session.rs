@@ -324,6 +324,18 @@ async fn f1_hash_open_deposit_comes_from_the_sa() {
     assert!(shop.state(&channel).await.is_none());
     assert!(!shop.voucher(&buyer, "/a", &channel, 6000).await);
 
+    // An initial voucher above what the SA escrowed is refused too.
+    let c = shop.challenge("/a").await;
+    let voucher = Credential::from_authorization_header(
+        &buyer.voucher_header(&c, &channel, U256::from(6 * COST)).expect("voucher"),
+    )
+    .expect("credential");
+    let mut p = json!({"action": "open", "type": "hash", "channelId": channel, "hash": hash,
+        "cumulativeAmount": "6000"});
+    p["voucherSignature"] = voucher.payload["signature"].clone();
+    assert!(!shop.accepted("/a", &credential(&c, p, PAYER)).await, "initial voucher above the deposit");
+    assert!(shop.state(&channel).await.is_none());
+
     // Without a claim (the SA answers the repeated hash idempotently), the SA's 5000 is recorded.
     let c = shop.challenge("/a").await;
     assert!(shop.accepted("/a", &open(&c, None)).await);
