@@ -579,16 +579,33 @@ async fn redis_store_contract_replay_and_ttl() {
     assert!(store.put_if_absent("0xgolden", &golden).await.unwrap());
     assert_eq!(other.get("0xgolden").await.unwrap().unwrap().value, golden);
 
-    // TTL: abandoned channels expire; every write restarts the clock.
+    // TTL: abandoned channels without a voucher expire; every write restarts the clock. A
+    // channel holding a voucher (the seller's claim) never expires; its first voucher removes
+    // the expiry.
     let ttl = store.clone().with_ttl(Duration::from_millis(1500));
-    assert!(ttl.put_if_absent("0xttl", &fresh("0xttl")).await.unwrap());
+    let no_voucher = |k: &str| ChannelState { highest_voucher_amount: 0, ..fresh(k) };
+    assert!(ttl.put_if_absent("0xttl", &no_voucher("0xttl")).await.unwrap());
+    assert!(ttl.put_if_absent("0xttlclaim", &no_voucher("0xttlclaim")).await.unwrap());
+    assert!(ttl.put_if_absent("0xttlheld", &fresh("0xttlheld")).await.unwrap());
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let out = ttl.update("0xttl", |s| Ok::<_, ()>(Some(ChannelState { spent: 1, ..s.clone() }))).await.unwrap();
+    let out =
+        ttl.update("0xttl", |s| Ok::<_, ()>(Some(ChannelState { min_voucher_delta: 1, ..s.clone() }))).await.unwrap();
+    assert!(matches!(out, UpdateOutcome::Updated(_)), "{out:?}");
+    let out = ttl
+        .update("0xttlclaim", |s| Ok::<_, ()>(Some(ChannelState { highest_voucher_amount: 5, ..s.clone() })))
+        .await
+        .unwrap();
     assert!(matches!(out, UpdateOutcome::Updated(_)), "{out:?}");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(ttl.get("0xttl").await.unwrap().unwrap().value.spent, 1, "the write refreshed the TTL");
+    assert_eq!(ttl.get("0xttl").await.unwrap().unwrap().value.min_voucher_delta, 1, "the write refreshed the TTL");
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert!(ttl.get("0xttl").await.unwrap().is_none(), "expired");
+    assert!(ttl.get("0xttlheld").await.unwrap().is_some(), "a channel holding a voucher never expires");
+    assert_eq!(
+        ttl.get("0xttlclaim").await.unwrap().unwrap().value.highest_voucher_amount,
+        5,
+        "its voucher removed the expiry"
+    );
     // Without a TTL nothing expires.
     assert!(store.get("0xshared").await.unwrap().is_some());
 

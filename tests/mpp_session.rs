@@ -553,7 +553,9 @@ struct RecordingSa {
 }
 
 impl RecordingSa {
-    fn record<T: serde::Serialize>(&self, path: &str, body: &T) -> SessionReceipt {
+    /// Records the body; the receipt names the channel and the channel's total deposit (5 USD₮0
+    /// opened, 1 topped up), as the SA reports them.
+    fn record<T: serde::Serialize>(&self, path: &str, body: &T, channel_id: &str, deposit: &str) -> SessionReceipt {
         let bytes = pay402::json::compact_ascii(body).unwrap();
         self.bodies.lock().unwrap().push((path.to_owned(), String::from_utf8(bytes).unwrap()));
         SessionReceipt {
@@ -561,6 +563,8 @@ impl RecordingSa {
             intent: "session".into(),
             status: "success".into(),
             reference: REFERENCE.into(),
+            channel_id: channel_id.into(),
+            deposit: deposit.into(),
             ..SessionReceipt::default()
         }
     }
@@ -575,16 +579,16 @@ impl SaClient for RecordingSa {
         unreachable!()
     }
     async fn session_open(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
-        Ok(self.record("/api/v6/pay/mpp/session/open", req))
+        Ok(self.record("/api/v6/pay/mpp/session/open", req, &req.payload.channel_id, "5000000"))
     }
     async fn session_top_up(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
-        Ok(self.record("/api/v6/pay/mpp/session/topUp", req))
+        Ok(self.record("/api/v6/pay/mpp/session/topUp", req, &req.payload.channel_id, "6000000"))
     }
     async fn session_settle(&self, req: &SessionSettleRequest) -> Result<SessionReceipt, SaError> {
-        Ok(self.record("/api/v6/pay/mpp/session/settle", req))
+        Ok(self.record("/api/v6/pay/mpp/session/settle", req, &req.payload.channel_id, "6000000"))
     }
     async fn session_close(&self, req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
-        Ok(self.record("/api/v6/pay/mpp/session/close", req))
+        Ok(self.record("/api/v6/pay/mpp/session/close", req, &req.payload.channel_id, "6000000"))
     }
     async fn session_status(&self, _channel_id: &str) -> Result<SessionStatus, SaError> {
         unreachable!()

@@ -110,6 +110,9 @@ struct State {
     hash_used_by: HashMap<B256, String>,
     /// Payment channels held in escrow.
     channels: HashMap<B256, EscrowChannel>,
+    /// Deposit transactions (`hash` opens and top-ups): the channel each one funded and the
+    /// receipt answered, repeated for a duplicate on the same channel (an idempotent SA).
+    deposit_hashes: HashMap<B256, (B256, SessionReceipt)>,
     /// Escrow payouts so far (their synthetic nonces).
     payouts: u64,
 }
@@ -176,6 +179,14 @@ struct EscrowChannel {
 ///   [`derive_channel_id`](super::session_client::derive_channel_id); moves payer → escrow and
 ///   records the channel (payer, payee = the request's recipient, token, deposit, settled 0);
 /// * `session/topUp` likewise for `additionalDeposit` on a known, open channel;
+/// * both also take a deposit by transaction `hash` (payload type `hash`): a transfer
+///   registered with [`Self::record_transfer`] on the request's chain and token, **to the
+///   escrow contract**; its `from` is the payer and its value the deposit (the ledger is not
+///   moved again: the transfer was recorded as made). A hash funds one channel only (70003 for
+///   another); presented again for the same channel, the SA answers **idempotently** with the
+///   first receipt and counts nothing;
+/// * every session receipt carries `channelId` and `deposit` = the channel's total escrowed
+///   deposit after the action;
 /// * `session/settle` verifies the payee's `SettleAuthorization` (channel domain, signer = the
 ///   channel's payee) and the payer's voucher over `cumulativeAmount`, then pays the payee
 ///   `cumulativeAmount − settled` out of the escrow;
@@ -579,6 +590,22 @@ fn parse_u256(text: &str, field: &str) -> Result<U256, SaError> {
     evm::parse_uint256(text).map_err(|e| bad_request(format!("{field}: {e}")))
 }
 
+/// A channel deposit: who paid, how much, and the transaction hash when it was paid by hash.
+struct Deposit {
+    payer: Address,
+    value: U256,
+    hash: Option<B256>,
+}
+
+/// A deposit by hash: new, or a repeat on the same channel (answered with the first receipt).
+enum HashDeposit {
+    New(Deposit),
+    Repeated(SessionReceipt),
+}
+
+/// The payload type of a deposit made by transaction hash.
+const HASH_PAYLOAD_TYPE: &str = "hash";
+
 /// What a settle or close authorizes, parsed.
 struct PayeeAuthorization {
     channel_id: B256,
@@ -599,6 +626,7 @@ impl EmbeddedSa {
         now: u64,
     ) -> Result<Parsed, SaError> {
         if !(payload_type.is_empty() || payload_type == crate::okx::sa::TRANSACTION_PAYLOAD_TYPE) {
+            // (`hash` deposits are handled by the callers.)
             return Err(bad_request(format!("payload type {payload_type:?} is not supported by the embedded SA")));
         }
         let auth = auth.ok_or_else(|| bad_request("payload.authorization is missing"))?;
@@ -653,8 +681,21 @@ impl EmbeddedSa {
         let escrow = request_escrow(&raw)?;
         let p = &req.payload;
         let id = parse_channel_id(&p.channel_id)?;
-        let deposit = self.check_deposit(p.authorization.as_ref(), &p.payload_type, &domain, escrow, now)?;
-        let payer = deposit.message.from;
+        let by_hash = p.payload_type == HASH_PAYLOAD_TYPE;
+        let signed = if by_hash {
+            None
+        } else {
+            Some(self.check_deposit(p.authorization.as_ref(), &p.payload_type, &domain, escrow, now)?)
+        };
+        let mut state = self.lock();
+        let deposit = match &signed {
+            Some(parsed) => Deposit { payer: parsed.message.from, value: parsed.message.value, hash: None },
+            None => match Self::hash_deposit(&state, p.hash.as_deref(), &request, escrow, id)? {
+                HashDeposit::New(d) => d,
+                HashDeposit::Repeated(receipt) => return Ok(receipt),
+            },
+        };
+        let payer = deposit.payer;
         if !p.salt.is_empty() {
             let salt = evm::parse_bytes32(&p.salt).map_err(|e| bad_request(format!("salt: {e}")))?;
             let expected = super::session_client::derive_channel_id(
@@ -681,40 +722,94 @@ impl EmbeddedSa {
             payer,
             payee: request.recipient,
             authorized_signer: if authorized_signer == Address::ZERO { payer } else { authorized_signer },
-            deposit: deposit.message.value,
+            deposit: deposit.value,
             settled: U256::ZERO,
             closed: false,
         };
-        let mut state = self.lock();
         if state.channels.contains_key(&id) {
             return Err(bad_request("channel already exists"));
         }
-        state
-            .ledger
-            .apply_authorizations(request.currency, std::slice::from_ref(&deposit.message))
-            .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
-        let reference = transaction_hash(request.chain_id, request.currency, payer, deposit.message.nonce);
+        let reference = match (&signed, deposit.hash) {
+            (Some(parsed), _) => {
+                state
+                    .ledger
+                    .apply_authorizations(request.currency, std::slice::from_ref(&parsed.message))
+                    .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
+                transaction_hash(request.chain_id, request.currency, payer, parsed.message.nonce)
+            }
+            (None, Some(hash)) => evm::to_hex(hash),
+            (None, None) => return Err(bad_request("payload.hash is missing")),
+        };
         let receipt = Self::session_receipt(now, &channel, id, reference);
+        if let Some(hash) = deposit.hash {
+            state.deposit_hashes.insert(hash, (id, receipt.clone()));
+        }
         state.channels.insert(id, channel);
         Ok(receipt)
     }
 
+    /// A deposit by transaction hash: a recorded transfer on the request's chain and token to
+    /// the escrow (70007 when unknown, 70000 otherwise); a hash already used for another
+    /// channel is 70003, for this channel the first receipt again.
+    fn hash_deposit(
+        state: &State,
+        hash: Option<&str>,
+        request: &ChargeRequest,
+        escrow: Address,
+        channel: B256,
+    ) -> Result<HashDeposit, SaError> {
+        let hash = hash.ok_or_else(|| bad_request("payload.hash is missing"))?;
+        let hash = evm::parse_bytes32(hash).map_err(|e| bad_request(format!("payload.hash: {e}")))?;
+        if let Some((funded, receipt)) = state.deposit_hashes.get(&hash) {
+            if *funded != channel {
+                return Err(sa_error(sa_codes::MALFORMED_CREDENTIAL, "transaction already used for another channel"));
+            }
+            return Ok(HashDeposit::Repeated(receipt.clone()));
+        }
+        let Some(tx) = state.transactions.get(&hash) else {
+            return Err(sa_error(sa_codes::TX_NOT_CONFIRMED, "transaction not confirmed"));
+        };
+        if tx.chain_id != request.chain_id || tx.token != request.currency {
+            return Err(bad_request("transaction is not on the requested chain and token"));
+        }
+        if tx.to != escrow {
+            return Err(bad_request("transaction does not pay the escrow contract"));
+        }
+        if tx.value.is_zero() {
+            return Err(bad_request("the deposit must be positive"));
+        }
+        Ok(HashDeposit::New(Deposit { payer: tx.from, value: tx.value, hash: Some(hash) }))
+    }
+
     /// Synchronous core of [`SaClient::session_top_up`]: the echo and deposit checks of
     /// [`Self::session_open_now`], a known (70010), open (70008) channel on the same token and
-    /// escrow, and `additionalDeposit` equal to the authorization's value (70000); then moves
-    /// it payer → escrow and raises the deposit.
+    /// escrow, and `additionalDeposit` equal to the deposit's value (70000); then moves
+    /// it payer → escrow (not for a recorded `hash`) and raises the deposit. The receipt's
+    /// `deposit` is the channel's new total.
     pub fn session_top_up_now(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
         let now = self.now();
         let (request, domain, raw) = self.check_echo(&req.challenge, now, SESSION_INTENT)?;
         let escrow = request_escrow(&raw)?;
         let p = &req.payload;
         let id = parse_channel_id(&p.channel_id)?;
-        let deposit = self.check_deposit(p.authorization.as_ref(), &p.payload_type, &domain, escrow, now)?;
-        if parse_u256(&p.additional_deposit, "additionalDeposit")? != deposit.message.value {
-            return Err(bad_request("additionalDeposit is not the authorization value"));
-        }
-        Self::check_source(&req.source, &request, deposit.message.from)?;
+        let by_hash = p.payload_type == HASH_PAYLOAD_TYPE;
+        let signed = if by_hash {
+            None
+        } else {
+            Some(self.check_deposit(p.authorization.as_ref(), &p.payload_type, &domain, escrow, now)?)
+        };
         let mut state = self.lock();
+        let deposit = match &signed {
+            Some(parsed) => Deposit { payer: parsed.message.from, value: parsed.message.value, hash: None },
+            None => match Self::hash_deposit(&state, p.hash.as_deref(), &request, escrow, id)? {
+                HashDeposit::New(d) => d,
+                HashDeposit::Repeated(receipt) => return Ok(receipt),
+            },
+        };
+        if parse_u256(&p.additional_deposit, "additionalDeposit")? != deposit.value {
+            return Err(bad_request("additionalDeposit is not the deposit's value"));
+        }
+        Self::check_source(&req.source, &request, deposit.payer)?;
         let channel =
             state.channels.get(&id).ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "channel not found"))?;
         if channel.closed {
@@ -723,17 +818,26 @@ impl EmbeddedSa {
         if channel.token != request.currency || channel.escrow != escrow || channel.chain_id != request.chain_id {
             return Err(bad_request("the top-up is not in the channel's token, escrow and chain"));
         }
-        let new_deposit = channel.deposit.checked_add(deposit.message.value).ok_or_else(|| bad_request("overflow"))?;
-        state
-            .ledger
-            .apply_authorizations(request.currency, std::slice::from_ref(&deposit.message))
-            .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
-        let reference =
-            transaction_hash(request.chain_id, request.currency, deposit.message.from, deposit.message.nonce);
+        let new_deposit = channel.deposit.checked_add(deposit.value).ok_or_else(|| bad_request("overflow"))?;
+        let reference = match (&signed, deposit.hash) {
+            (Some(parsed), _) => {
+                state
+                    .ledger
+                    .apply_authorizations(request.currency, std::slice::from_ref(&parsed.message))
+                    .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
+                transaction_hash(request.chain_id, request.currency, deposit.payer, parsed.message.nonce)
+            }
+            (None, Some(hash)) => evm::to_hex(hash),
+            (None, None) => return Err(bad_request("payload.hash is missing")),
+        };
         let channel = state.channels.get_mut(&id).ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "gone"))?;
         channel.deposit = new_deposit;
         let channel = channel.clone();
-        Ok(Self::session_receipt(now, &channel, id, reference))
+        let receipt = Self::session_receipt(now, &channel, id, reference);
+        if let Some(hash) = deposit.hash {
+            state.deposit_hashes.insert(hash, (id, receipt.clone()));
+        }
+        Ok(receipt)
     }
 
     fn parse_payee_authorization(
@@ -1217,6 +1321,43 @@ mod tests {
             assert_eq!(sa.balance(USDT0, PAYEE), U256::from(300), "a repeated settle pays nothing more");
             let status = sa.session_status_now(&channel).unwrap();
             assert_eq!((status.settled_on_chain.as_str(), status.remaining_balance.as_str()), ("300", "4700"));
+        }
+
+        #[test]
+        fn hash_deposits_fund_one_channel_and_repeat_idempotently() {
+            let sa = sa();
+            let c = parsed("session");
+            let echo = SaChallengeEcho {
+                id: c.id.clone(),
+                realm: c.realm.clone(),
+                method: c.method.clone(),
+                intent: c.intent.clone(),
+                request: c.request_b64.clone(),
+                expires: c.expires.clone(),
+            };
+            let open = |channel: B256, hash: &str| SessionOpenRequest {
+                challenge: echo.clone(),
+                payload: SessionOpenPayload {
+                    payload_type: "hash".into(),
+                    channel_id: evm::to_hex(channel),
+                    hash: Some(hash.into()),
+                    ..SessionOpenPayload::default()
+                },
+                source: String::new(),
+            };
+            let (a, b) = (B256::repeat_byte(0xa1), B256::repeat_byte(0xb2));
+            let unknown = evm::to_hex(B256::repeat_byte(0x99));
+            assert_eq!(code(sa.session_open_now(&open(a, &unknown))), 70007, "unknown transaction");
+            let to_payee = evm::to_hex(B256::repeat_byte(0x98));
+            sa.record_transfer(&to_payee, PAYER, PAYEE, USDT0, U256::from(700)).unwrap();
+            assert_eq!(code(sa.session_open_now(&open(a, &to_payee))), 70000, "not paid to the escrow");
+            let hash = evm::to_hex(B256::repeat_byte(0x97));
+            sa.record_transfer(&hash, PAYER, ESCROW, USDT0, U256::from(700)).unwrap();
+            let first = sa.session_open_now(&open(a, &hash)).unwrap();
+            assert_eq!((first.deposit.as_str(), first.reference.as_str()), ("700", hash.as_str()));
+            assert_eq!(sa.session_status_now(&evm::to_hex(a)).unwrap().payer, PAYER);
+            assert_eq!(sa.session_open_now(&open(a, &hash)).unwrap(), first, "idempotent for the same channel");
+            assert_eq!(code(sa.session_open_now(&open(b, &hash))), 70003, "one transaction funds one channel");
         }
     }
 }

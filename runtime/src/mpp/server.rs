@@ -614,11 +614,19 @@ impl Mpp {
                 observe(PaymentOutcome::Error);
                 return Err(reject(self, request, Some(e)));
             };
-            let cost = request
+            // A price that is not a base-unit integer is a configuration error: fail closed,
+            // never serve for free.
+            let Some(cost) = request
                 .get("amount")
                 .and_then(Value::as_str)
+                .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|a| alloy_primitives::U256::from_str_radix(a, 10).ok())
-                .unwrap_or_default();
+            else {
+                tracing::error!(amount = ?request.get("amount"), "mpp session: the route's amount is not a base-unit integer");
+                let e = PayError::Unknown(EvmPaymentError::InternalSA("the route's price is misconfigured".into()));
+                observe(PaymentOutcome::Error);
+                return Err(reject(self, request, Some(e)));
+            };
             return match session.verify(&credential, &request, cost).await {
                 Ok(SessionGrant::Serve { receipt, pending }) => {
                     observe(PaymentOutcome::Verified);

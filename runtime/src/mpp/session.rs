@@ -14,7 +14,7 @@
 //! | `open` | `session/open` | management JSON (HTTP 200, handler not run) |
 //! | `topUp` | `session/topUp` | management JSON |
 //! | `voucher` | **none** (hot path) | the handler runs; `Payment-Receipt` |
-//! | `settle` | `session/settle` | management JSON |
+//! | `settle` | `session/settle` | management JSON (needs the highest voucher) |
 //! | `close` | `session/close` | management JSON |
 //!
 //! Anything else is `InvalidPayloadError` (402). Every management action answers
@@ -63,6 +63,23 @@
 //!   unknown outcome it stays (fail closed; the merchant can retry [`SessionIntent::close_channel`]).
 //! * Open checks locally that a deposit authorization pays the escrow contract, verifies an
 //!   initial voucher *before* calling the SA, and refuses an SA receipt naming another channel.
+//! * **The deposit is the SA's** (Python trusts the buyer's `deposit`). The SA receipt of
+//!   `open` and `topUp` must name the channel and carry `deposit` (the channel's total
+//!   escrowed deposit); otherwise the action fails closed and nothing is counted. An `open`
+//!   whose `deposit` or `authorization.value` differs from it (or from each other) is refused,
+//!   and so is an initial voucher above it. A `topUp` counts the SA-reported total, which must
+//!   include the top-up on top of the deposit counted before; each deposit transaction (`hash`,
+//!   or the authorization's payer and nonce) counts at most once per channel
+//!   ([`TOP_UP_KEY_TTL_SECONDS`]).
+//! * **The payer is the depositor.** An `open` whose `source` names another address than
+//!   `authorization.from` is refused; a deposit by `hash` is recorded only when the SA's
+//!   `session/status` names the same payer.
+//! * **Channels are bound to their terms.** A voucher, `topUp`, `settle` or `close` is
+//!   accepted only on a route whose `currency`, `recipient`, `methodDetails.chainId` and
+//!   `methodDetails.escrowContract` are the channel's token, payee, chain and escrow. The payee
+//!   recorded at `open` is the challenge's `recipient`.
+//! * **A buyer's `settle` needs the channel's highest voucher**, signed by the channel's signer,
+//!   and settles each highest voucher at most once (Python settles any `channelId` for anyone).
 //! * Channel ids are normalised to lower-case `0x` + 64 hex digits (store key and SA bodies).
 
 use super::credential::{ChallengeEcho, Credential, payer_from_did};
@@ -96,6 +113,10 @@ pub const STATUS_CLOSED: &str = "closed";
 pub const VOUCHER_KEY_TTL_SECONDS: u64 = 86_400;
 /// The shortest life of a voucher replay key (5 minutes), also for already expired challenges.
 pub const VOUCHER_KEY_MIN_TTL_SECONDS: u64 = 300;
+/// How long a counted top-up deposit (by transaction hash, or by the authorization's payer and
+/// nonce) is remembered per channel in the replay store (30 days). After that the SA-reported
+/// total still refuses a duplicate that adds nothing.
+pub const TOP_UP_KEY_TTL_SECONDS: u64 = 30 * 86_400;
 
 /// The result dict of a session action (`{"channelId", "cumulativeAmount", "escrowContract",
 /// "status", "reference"}`), as OKX's Python intent returns it.
@@ -302,6 +323,63 @@ fn now_unix() -> u64 {
     evm::system_unix_time()
 }
 
+/// The SA's receipt must name our channel (an empty `channelId` is a refusal: the SA did not
+/// confirm what it opened or topped up).
+fn check_receipt_channel(receipt: &SessionReceipt, ours: B256, channel_id: &str) -> Result<(), PayError> {
+    if receipt.channel_id.is_empty() && crate::reverts::is_reverted(crate::reverts::Fix::F10SaFailClosed) {
+        return Ok(());
+    }
+    if channel_id_from_hex(&receipt.channel_id).ok() != Some(ours) {
+        tracing::error!(ours = %channel_id, sa = %receipt.channel_id, "mpp session: the SA receipt names another (or no) channel");
+        return Err(PayError::Unknown(EvmPaymentError::InternalSA(
+            "the SA reported another channel id, or none".into(),
+        )));
+    }
+    Ok(())
+}
+
+/// The channel's deposit as the SA reports it (required: missing or unparsable is a refusal).
+fn receipt_deposit(receipt: &SessionReceipt, channel_id: &str) -> Result<u128, PayError> {
+    let text = receipt.deposit.as_str();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        tracing::error!(channel = %channel_id, deposit = %text, "mpp session: the SA receipt carries no valid deposit");
+        return Err(PayError::Unknown(EvmPaymentError::InternalSA("the SA did not confirm the deposit".into())));
+    }
+    text.parse::<u128>().map_err(|_| {
+        tracing::error!(channel = %channel_id, deposit = %text, "mpp session: the SA deposit exceeds uint128");
+        PayError::Unknown(EvmPaymentError::InternalSA("the SA did not confirm the deposit".into()))
+    })
+}
+
+/// Two address texts name the same address (both must parse).
+fn same_address(a: &str, b: &str) -> bool {
+    matches!((evm::parse_address(a), evm::parse_address(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// A channel pays only for routes priced in its token, paying its payee, on its chain and
+/// escrow: the route's request (`currency`, `recipient`, `methodDetails.chainId` and
+/// `.escrowContract`) must name exactly the channel's.
+fn check_binding(s: &ChannelState, request: &Map<String, Value>) -> Result<(), PayError> {
+    let details = request.get("methodDetails").and_then(Value::as_object);
+    let chain = details.and_then(|d| d.get("chainId")).and_then(Value::as_u64);
+    let escrow = details.and_then(|d| d.get("escrowContract")).and_then(Value::as_str);
+    let currency = request.get("currency").and_then(Value::as_str);
+    let recipient = request.get("recipient").and_then(Value::as_str);
+    let bound = currency.is_some_and(|c| same_address(c, &s.token))
+        && recipient.is_some_and(|r| same_address(r, &s.payee))
+        && chain == Some(s.chain_id)
+        && escrow.is_some_and(|e| same_address(e, &s.escrow_contract));
+    if !bound {
+        tracing::warn!(
+            channel = %s.channel_id, token = %s.token, payee = %s.payee, chain = s.chain_id, escrow = %s.escrow_contract,
+            ?currency, ?recipient, ?chain, ?escrow,
+            "mpp session: channel used for a route with other terms"
+        );
+        return Err(invalid_payload("the channel does not pay for this route"));
+    }
+    Ok(())
+}
+
 /// A closure error or "the voucher needs no write".
 type Step = Result<Option<ChannelState>, PayError>;
 
@@ -473,6 +551,20 @@ impl SessionIntent {
         Ok(())
     }
 
+    /// Asks the SA who pays `channel_id` (`session/status`) and requires `payer`.
+    async fn confirm_payer(&self, channel_id: &str, payer: &str) -> Result<(), PayError> {
+        let status =
+            crate::metrics::sa_call("session_status", self.sa.session_status(channel_id)).await.map_err(sa_failure)?;
+        if !same_address(&status.payer, payer) {
+            tracing::error!(
+                channel = %channel_id, claimed = %payer, sa = %status.payer,
+                "mpp session: the SA does not confirm the payer of a hash deposit; channel not recorded"
+            );
+            return Err(invalid_payload("open: the payer is not confirmed"));
+        }
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- open
 
     async fn open(&self, credential: &Credential, request: &Map<String, Value>) -> Result<SessionResult, PayError> {
@@ -481,19 +573,48 @@ impl SessionIntent {
         let (channel_b256, channel_id) = canonical_channel(channel)?;
         let payload_type = text(p, "type").unwrap_or("transaction");
         let authorization = p.get("authorization").and_then(Value::as_object);
-        let payer = match credential.source.as_deref().filter(|s| !s.is_empty()) {
-            Some(did) => payer_from_did(did)
-                .map(|d| evm::to_hex(d.address))
-                .ok_or_else(|| invalid_payload("open: source is not a did:pkh:eip155 DID"))?,
-            None => match (payload_type, authorization.and_then(|a| text(a, "from"))) {
-                ("transaction", Some(from)) => evm::parse_address(from)
+        let source = match credential.source.as_deref().filter(|s| !s.is_empty()) {
+            Some(did) => Some(
+                payer_from_did(did)
+                    .map(|d| evm::to_hex(d.address))
+                    .ok_or_else(|| invalid_payload("open: source is not a did:pkh:eip155 DID"))?,
+            ),
+            None => None,
+        };
+        let depositor = match (payload_type, authorization.and_then(|a| text(a, "from"))) {
+            ("transaction", Some(from)) => Some(
+                evm::parse_address(from)
                     .map(evm::to_hex)
                     .map_err(|_| invalid_payload("open: authorization.from is not an address"))?,
-                _ => return Err(invalid_payload("open: cannot determine the payer")),
-            },
+            ),
+            _ => None,
         };
-        let deposit_text = amount_text(p, "deposit").or_else(|| authorization.and_then(|a| amount_text(a, "value")));
-        let deposit_hint = deposit_text.as_deref().map(|d| parse_amount(d, "deposit")).transpose()?;
+        // The vouchers of a channel redeem only when signed for the escrow's payer (the
+        // depositor): a `source` naming anyone else is refused here; for a deposit by `hash` the
+        // SA's channel status must confirm the payer (below).
+        let payer = match (source, depositor) {
+            (Some(source), Some(depositor)) if source != depositor => {
+                tracing::warn!(%source, %depositor, "mpp session: open whose source is not the depositor");
+                return Err(invalid_payload("open: source is not the depositor"));
+            }
+            (_, Some(depositor)) => depositor,
+            (Some(source), None) => source,
+            (None, None) => return Err(invalid_payload("open: cannot determine the payer")),
+        };
+        // The buyer's claims of the deposit: they must agree with each other, and (after the
+        // SA call) with what the SA reports as escrowed.
+        let claimed_deposit = amount_text(p, "deposit").map(|d| parse_amount(&d, "deposit")).transpose()?;
+        let authorized_value = authorization
+            .and_then(|a| amount_text(a, "value"))
+            .map(|v| parse_amount(&v, "authorization.value"))
+            .transpose()?;
+        if let (Some(claim), Some(value)) = (claimed_deposit, authorized_value)
+            && claim != value
+            && !crate::reverts::is_reverted(crate::reverts::Fix::F1SessionDeposit)
+        {
+            return Err(invalid_payload("open: deposit does not match the authorization value"));
+        }
+        let deposit_hint = claimed_deposit.or(authorized_value);
         if let Some(auth) = authorization {
             self.check_deposit_authorization(auth, None)?;
         }
@@ -540,16 +661,37 @@ impl SessionIntent {
         };
         let receipt: SessionReceipt =
             crate::metrics::sa_call("session_open", self.sa.session_open(&req)).await.map_err(sa_failure)?;
-        if !receipt.channel_id.is_empty() && channel_id_from_hex(&receipt.channel_id).ok() != Some(channel_b256) {
-            tracing::error!(ours = %channel_id, sa = %receipt.channel_id, "mpp session: the SA opened another channel");
-            return Err(PayError::Unknown(EvmPaymentError::InternalSA("the SA reported another channel id".into())));
-        }
-        let deposit = match deposit_hint {
-            Some(d) => d,
-            None if !receipt.deposit.is_empty() => parse_amount(&receipt.deposit, "deposit")?,
-            None => 0,
+        check_receipt_channel(&receipt, channel_b256, &channel_id)?;
+        let deposit = if crate::reverts::is_reverted(crate::reverts::Fix::F1SessionDeposit) {
+            match deposit_hint {
+                Some(d) => d,
+                None => receipt_deposit(&receipt, &channel_id).unwrap_or(0),
+            }
+        } else {
+            // The deposit is what the SA reports as escrowed, never the buyer's claim.
+            let escrowed = receipt_deposit(&receipt, &channel_id)?;
+            if deposit_hint.is_some_and(|claim| claim != escrowed) {
+                tracing::error!(
+                    channel = %channel_id, claimed = ?deposit_hint, escrowed,
+                    "mpp session: the deposit claimed at open is not what the SA escrowed; channel not recorded"
+                );
+                return Err(invalid_payload("open: the deposit does not match the escrowed amount"));
+            }
+            if initial_sig.is_some() && cumulative > escrowed {
+                tracing::error!(channel = %channel_id, cumulative, escrowed, "mpp session: initial voucher above the deposit");
+                return Err(method(EvmPaymentError::AmountExceedsDeposit(
+                    "the initial voucher exceeds the deposit".into(),
+                )));
+            }
+            escrowed
         };
+        if authorization.is_none() {
+            // A deposit by transaction hash: no signed authorization names the payer, so the
+            // SA's view of the channel must.
+            self.confirm_payer(&channel_id, &payer).await?;
+        }
         let token = request.get("currency").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+        let payee = request.get("recipient").and_then(Value::as_str).unwrap_or(&self.recipient).to_owned();
         let state = ChannelState {
             token,
             authorized_signer: signer,
@@ -557,7 +699,7 @@ impl SessionIntent {
             highest_voucher_amount: if initial_sig.is_some() { cumulative } else { 0 },
             highest_voucher_signature: initial_sig.map(normalise_signature).unwrap_or_default(),
             min_voucher_delta: self.min_voucher_delta,
-            ..ChannelState::new(&channel_id, self.chain_id, self.escrow_text(), payer, &self.recipient)
+            ..ChannelState::new(&channel_id, self.chain_id, self.escrow_text(), payer, &payee)
         };
         if !self.store.put_if_absent(&channel_id, &state).await.map_err(store_failure)? {
             tracing::error!(channel = %channel_id, "mpp session: channel opened on the SA but already in the store");
@@ -568,12 +710,12 @@ impl SessionIntent {
 
     // ---------------------------------------------------------------- topUp
 
-    async fn top_up(&self, credential: &Credential) -> Result<SessionResult, PayError> {
+    async fn top_up(&self, credential: &Credential, request: &Map<String, Value>) -> Result<SessionResult, PayError> {
         let p = &credential.payload;
         let (Some(channel), Some(additional_text)) = (text(p, "channelId"), amount_text(p, "additionalDeposit")) else {
             return Err(invalid_payload("topUp: missing required field"));
         };
-        let (_, channel_id) = canonical_channel(channel)?;
+        let (channel_b256, channel_id) = canonical_channel(channel)?;
         let additional = parse_amount(&additional_text, "additionalDeposit")?;
         let authorization = p.get("authorization").and_then(Value::as_object);
         if let Some(auth) = authorization {
@@ -583,6 +725,29 @@ impl SessionIntent {
         let state = current.ok_or_else(|| method(EvmPaymentError::ChannelNotFound("channel not found".into())))?.value;
         if state.finalized || state.close_requested_at != 0 {
             return Err(method(EvmPaymentError::ChannelClosed("channel is closed".into())));
+        }
+        check_binding(&state, request)?;
+        // A deposit transaction counts at most once per channel, whatever the SA answers to a
+        // duplicate (a session challenge may be reused).
+        let deposit_key = match (text(p, "hash"), authorization) {
+            (Some(hash), _) => Some(format!("mpp:topup:{channel_id}:{}", hash.to_ascii_lowercase())),
+            (None, Some(auth)) => text(auth, "nonce").map(|nonce| {
+                let from = text(auth, "from").unwrap_or("").to_ascii_lowercase();
+                format!("mpp:topup:{channel_id}:{from}:{}", nonce.to_ascii_lowercase())
+            }),
+            (None, None) => None,
+        };
+        if let Some(key) = &deposit_key {
+            let expires = now_unix().saturating_add(TOP_UP_KEY_TTL_SECONDS);
+            let fresh = self
+                .replay
+                .insert_if_absent(key, expires)
+                .await
+                .map_err(|e| PayError::Unknown(EvmPaymentError::InternalSA(e.to_string())))?;
+            if !fresh {
+                tracing::warn!(channel = %channel_id, "mpp session: top-up transaction presented again");
+                return Err(invalid_payload("topUp: this deposit was already counted"));
+            }
         }
         let req = SessionTopUpRequest {
             challenge: sa_echo(&credential.challenge),
@@ -597,13 +762,41 @@ impl SessionIntent {
             },
             source: credential.source.clone().unwrap_or_default(),
         };
-        let receipt =
-            crate::metrics::sa_call("session_top_up", self.sa.session_top_up(&req)).await.map_err(sa_failure)?;
+        let receipt = match crate::metrics::sa_call("session_top_up", self.sa.session_top_up(&req)).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = sa_failure(e);
+                if let (PayError::Method(_), Some(key)) = (&e, &deposit_key) {
+                    // A definite refusal: nothing was deposited, the transaction may come again.
+                    self.forget(key).await;
+                }
+                return Err(e);
+            }
+        };
+        check_receipt_channel(&receipt, channel_b256, &channel_id)?;
+        let reverted = crate::reverts::is_reverted(crate::reverts::Fix::F1SessionDeposit);
+        // The SA reports the channel's total deposit: it must include this top-up on top of
+        // what was counted before the call (an idempotent answer to a duplicate does not).
+        let reported = if reverted { None } else { Some(receipt_deposit(&receipt, &channel_id)?) };
+        if let Some(total) = reported {
+            let expected = state.deposit.checked_add(additional);
+            if expected.is_none_or(|e| total < e) {
+                tracing::error!(
+                    channel = %channel_id, before = state.deposit, additional, reported = total,
+                    "mpp session: the SA's deposit does not include the top-up; not counted"
+                );
+                return Err(PayError::Unknown(EvmPaymentError::InternalSA("the SA did not confirm the top-up".into())));
+            }
+        }
         let outcome = self
             .store
             .update(&channel_id, |s| {
                 let mut next = s.clone();
-                next.deposit = s.deposit.checked_add(additional).ok_or_else(|| invalid_payload("deposit overflows"))?;
+                next.deposit = match reported {
+                    // Deposits only grow; a concurrent top-up may already be counted.
+                    Some(total) => s.deposit.max(total),
+                    None => s.deposit.checked_add(additional).ok_or_else(|| invalid_payload("deposit overflows"))?,
+                };
                 Ok::<_, PayError>(Some(next))
             })
             .await;
@@ -650,7 +843,12 @@ impl SessionIntent {
         }
     }
 
-    async fn voucher(&self, credential: &Credential, cost: U256) -> Result<SessionGrant, PayError> {
+    async fn voucher(
+        &self,
+        credential: &Credential,
+        request: &Map<String, Value>,
+        cost: U256,
+    ) -> Result<SessionGrant, PayError> {
         let p = &credential.payload;
         let (Some(channel), Some(amount_text), Some(signature)) =
             (text(p, "channelId"), amount_text(p, "cumulativeAmount"), text(p, "signature"))
@@ -677,6 +875,9 @@ impl SessionIntent {
             .update(&channel_id, |s| -> Step {
                 if s.finalized || s.close_requested_at != 0 {
                     return Err(method(EvmPaymentError::ChannelClosed("channel is closed".into())));
+                }
+                if !crate::reverts::is_reverted(crate::reverts::Fix::F9VoucherBinding) {
+                    check_binding(s, request)?;
                 }
                 if amount > s.deposit {
                     return Err(method(EvmPaymentError::AmountExceedsDeposit(format!(
@@ -817,7 +1018,63 @@ impl SessionIntent {
         };
         let receipt =
             crate::metrics::sa_call("session_settle", self.sa.session_settle(&req)).await.map_err(sa_failure)?;
+        check_receipt_channel(&receipt, channel_b256, &channel_id)?;
         Ok(self.result(&channel_id, cumulative, STATUS_OPEN, receipt.reference))
+    }
+
+    /// The buyer's `settle` action. Python settles for any `channelId`, so anyone with a free
+    /// challenge could make the merchant sign and post settlements at will. Here the credential
+    /// must carry the channel's highest voucher (`cumulativeAmount` + `signature`), signed by
+    /// the channel's signer, on a route the channel pays for; and each highest voucher is
+    /// settled at most once this way (key `mpp:settle:{channel}:{amount}` in the replay store,
+    /// forgotten again on a definite SA refusal).
+    async fn settle_by_buyer(
+        &self,
+        credential: &Credential,
+        request: &Map<String, Value>,
+    ) -> Result<SessionResult, PayError> {
+        let p = &credential.payload;
+        let (Some(channel), Some(amount_text), Some(signature)) =
+            (text(p, "channelId"), amount_text(p, "cumulativeAmount"), text(p, "signature"))
+        else {
+            return Err(invalid_payload("settle: missing required fields"));
+        };
+        self.payee_signer()?;
+        let (channel_b256, channel_id) = canonical_channel(channel)?;
+        let amount = parse_amount(&amount_text, "cumulativeAmount")?;
+        let state = self
+            .store
+            .get(&channel_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| method(EvmPaymentError::ChannelNotFound("channel not found".into())))?
+            .value;
+        if state.finalized || state.close_requested_at != 0 {
+            return Err(method(EvmPaymentError::ChannelClosed("channel is closed".into())));
+        }
+        check_binding(&state, request)?;
+        if amount == 0 || amount != state.highest_voucher_amount {
+            return Err(invalid_payload("settle: the voucher is not the channel's highest"));
+        }
+        let expected = if state.authorized_signer.is_empty() { &state.payer } else { &state.authorized_signer };
+        let signer = evm::parse_address(expected)
+            .map_err(|_| PayError::Unknown(EvmPaymentError::InternalSA("stored signer is not an address".into())))?;
+        verify_voucher_signature(&self.channel_domain(), channel_b256, amount, signature, signer)
+            .map_err(signature_failure)?;
+        let key = format!("mpp:settle:{channel_id}:{amount}");
+        let fresh = self
+            .replay
+            .insert_if_absent(&key, now_unix().saturating_add(TOP_UP_KEY_TTL_SECONDS))
+            .await
+            .map_err(|e| PayError::Unknown(EvmPaymentError::InternalSA(e.to_string())))?;
+        if !fresh {
+            return Err(invalid_payload("settle: this voucher was already settled"));
+        }
+        let settled = self.settle_channel(&channel_id).await;
+        if let Err(PayError::Method(_)) = &settled {
+            self.forget(&key).await;
+        }
+        settled
     }
 
     /// Closes the channel at its highest voucher (merchant-initiated): marks it
@@ -880,7 +1137,10 @@ impl SessionIntent {
                         deadline: self.deadline.to_string(),
                     },
                 };
-                crate::metrics::sa_call("session_close", self.sa.session_close(&req)).await.map_err(sa_failure)
+                crate::metrics::sa_call("session_close", self.sa.session_close(&req))
+                    .await
+                    .map_err(sa_failure)
+                    .and_then(|r| check_receipt_channel(&r, channel_b256, channel_id).map(|()| r))
             }
             Err(e) => Err(method(EvmPaymentError::InternalSA(format!("cannot sign: {e}")))),
         };
@@ -911,7 +1171,7 @@ impl SessionIntent {
     }
 
     /// Client-initiated close with a final voucher.
-    async fn close(&self, credential: &Credential) -> Result<SessionResult, PayError> {
+    async fn close(&self, credential: &Credential, request: &Map<String, Value>) -> Result<SessionResult, PayError> {
         let p = &credential.payload;
         let (Some(channel), Some(amount_text), Some(signature)) =
             (text(p, "channelId"), amount_text(p, "cumulativeAmount"), text(p, "signature"))
@@ -932,6 +1192,7 @@ impl SessionIntent {
                 if s.finalized {
                     return Err(method(EvmPaymentError::ChannelClosed("channel is closed".into())));
                 }
+                check_binding(s, request)?;
                 if amount > s.deposit {
                     return Err(method(EvmPaymentError::AmountExceedsDeposit(format!(
                         "voucher {amount} exceeds the deposit {}",
@@ -997,20 +1258,16 @@ impl SessionHandler for SessionIntent {
         let action = credential.payload.get("action").and_then(Value::as_str).unwrap_or("");
         let result = match action {
             "voucher" => {
-                let granted = self.voucher(credential, cost).await;
+                let granted = self.voucher(credential, request, cost).await;
                 if let Err(e) = &granted {
                     crate::metrics::record_voucher_rejection(rejection_reason(e));
                 }
                 return granted;
             }
             "open" => self.open(credential, request).await?,
-            "topUp" => self.top_up(credential).await?,
-            "settle" => {
-                let channel = text(&credential.payload, "channelId")
-                    .ok_or_else(|| invalid_payload("settle: missing required field channelId"))?;
-                self.settle_channel(channel).await?
-            }
-            "close" => self.close(credential).await?,
+            "topUp" => self.top_up(credential, request).await?,
+            "settle" => self.settle_by_buyer(credential, request).await?,
+            "close" => self.close(credential, request).await?,
             other => return Err(invalid_payload(format!("unknown session action {other:?}"))),
         };
         Ok(SessionGrant::Management(result.management_response(&credential.challenge.id)))

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// `KEYS[1]` state hash, `KEYS[2]` version counter; `ARGV[1]` JSON, `ARGV[2]` TTL in ms (0 =
-/// none). Returns the new version, or 0 when the key exists.
+/// none: any expiry is removed). Returns the new version, or 0 when the key exists.
 const PUT_IF_ABSENT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local v = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'v', v, 's', ARGV[1])
 local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
 return v
 "#;
 
@@ -34,7 +34,7 @@ if cur[1] ~= ARGV[1] then return {1, cur[1], cur[2]} end
 local v = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'v', v, 's', ARGV[2])
 local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
 return {2, v}
 "#;
 
@@ -74,8 +74,9 @@ async fn connect_manager(url: &str) -> Result<ConnectionManager, StoreError> {
 /// (the state's JSON, the same bytes [`super::FileStore`] writes). Versions come from one
 /// counter `{prefix}version` (`INCR`), so they only grow, also across delete + re-create.
 /// `put_if_absent` and `compare_and_swap` are Lua scripts (atomic on the server); with
-/// [`with_ttl`](Self::with_ttl) every write also (re)sets the channel's expiry, so abandoned
-/// channels disappear. On Redis Cluster, put the prefix in a hash tag (`{pay402}:`) so a
+/// [`with_ttl`](Self::with_ttl) every write also (re)sets the expiry of a channel that holds
+/// no voucher (or is finalized), so abandoned channels disappear — but a channel holding a
+/// voucher never expires (see [`with_ttl`](Self::with_ttl)). On Redis Cluster, put the prefix in a hash tag (`{pay402}:`) so a
 /// channel and the counter share a slot.
 ///
 /// [`update`](ChannelStore::update) goes through an [`UpdateCoordinator`] (shared by clones;
@@ -128,8 +129,14 @@ impl RedisChannelStore {
         self
     }
 
-    /// Channels not written for `ttl` expire (each write resets the clock). Sub-millisecond
-    /// parts are rounded up; a zero TTL means no expiry.
+    /// Channels **without a voucher** (or finalized) not written for `ttl` expire (each write
+    /// resets the clock). Sub-millisecond parts are rounded up; a zero TTL means no expiry.
+    ///
+    /// A channel whose highest voucher is above 0 never expires: that voucher is the seller's
+    /// only claim to the channel's unsettled revenue. The write that stores its first voucher
+    /// removes the expiry (`PERSIST`); such a channel leaves the store when it is closed
+    /// ([`SessionIntent::close_channel`](crate::mpp::SessionIntent::close_channel) deletes it).
+    /// Close idle channels to reclaim their space.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = (!ttl.is_zero()).then_some(ttl);
         self
@@ -149,7 +156,11 @@ impl RedisChannelStore {
         format!("{}version", self.prefix)
     }
 
-    fn ttl_ms(&self) -> u64 {
+    /// The expiry of `state` in ms, 0 for none: only channels without a claim expire.
+    fn ttl_ms(&self, state: &ChannelState) -> u64 {
+        if state.highest_voucher_amount > 0 && !state.finalized {
+            return 0;
+        }
         self.ttl.map(|t| u64::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)).unwrap_or(0)
     }
 }
@@ -202,7 +213,7 @@ impl ChannelStore for RedisChannelStore {
             .key(&k)
             .key(self.version_key())
             .arg(json)
-            .arg(self.ttl_ms())
+            .arg(self.ttl_ms(state))
             .invoke_async(&mut conn)
             .await
             .map_err(store_err)?;
@@ -227,7 +238,7 @@ impl ChannelStore for RedisChannelStore {
             .key(self.version_key())
             .arg(expected_version.to_string())
             .arg(json)
-            .arg(self.ttl_ms())
+            .arg(self.ttl_ms(new_state))
             .invoke_async(&mut conn)
             .await
             .map_err(store_err)?;
