@@ -293,3 +293,37 @@ async fn probe_6d_echoed_fields_are_capped() {
     assert_eq!(s.sa.calls(), 0);
     assert_eq!(s.handler_calls.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn l2_hash_credential_for_a_split_request_is_refused() {
+    // A `hash` credential proves one buyer-broadcast transfer; it cannot carry the splits a
+    // request asks for, so it is refused before the SA is asked (the split recipients would
+    // otherwise depend on the SA's lookup alone).
+    use pay402::mpp::{ChargeOptions, ChargeOutcome, PayError, Split};
+    let s = seller(ChargeSaMode::Honest).await;
+    let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(s.sa.client()));
+    let mpp = Mpp::new(method, "api.example.com", "findings-mpp-secret").expect("mpp");
+    let opts = ChargeOptions {
+        splits: vec![Split { amount: "0.0001".into(), recipient: PAYEE.into(), memo: None }],
+        ..ChargeOptions::default()
+    };
+    let ChargeOutcome::Challenge(challenge) = mpp.charge(None, PRICE, opts.clone()).await.expect("challenge") else {
+        panic!("no credential must give a challenge")
+    };
+    let www = challenge.to_www_authenticate().expect("header");
+    let parsed = parse_www_authenticate(&[&www]).expect("parses");
+    let buyer: PrivateKeySigner = PAYER_KEY.parse().expect("key");
+    let honest = MppChargeClient::new(buyer).credential_for(&parsed[0]).expect("credential").to_authorization_header();
+    let probe = tampered(&honest, |payload| {
+        payload.clear();
+        payload.insert("type".into(), json!("hash"));
+        payload.insert("hash".into(), json!(format!("0x{}", "5b".repeat(32))));
+    });
+    let refused = mpp.charge(Some(&probe), PRICE, opts.clone()).await.expect_err("refused");
+    assert!(matches!(refused, PayError::Method(_)), "{refused:?}");
+    assert_eq!(refused.status(), 402);
+    assert_eq!(s.sa.calls(), 0, "refused before the SA is asked");
+    // The honest split credential for the same challenge is still accepted.
+    assert!(matches!(mpp.charge(Some(&honest), PRICE, opts).await, Ok(ChargeOutcome::Paid { .. })));
+    assert_eq!(s.sa.calls(), 1);
+}

@@ -331,6 +331,14 @@ impl ChargeIntent {
                 let hash = payload.get("hash").and_then(Value::as_str).ok_or_else(|| {
                     PayError::Protocol(MppError::new(MppErrorKind::InvalidPayload, "hash payload has no hash"))
                 })?;
+                // A buyer-broadcast transfer cannot carry the requested splits (the `evm` charge
+                // draft: servers MUST reject `hash` credentials when the request has splits).
+                let splits = request.get("methodDetails").and_then(|d| d.get("splits"));
+                if splits.and_then(Value::as_array).is_some_and(|s| !s.is_empty())
+                    || splits.is_some_and(|s| !s.is_null() && !s.is_array())
+                {
+                    return Err(invalid("a hash credential cannot pay a request with splits"));
+                }
                 let req =
                     ChargeVerifyHashRequest { challenge, payload: ChargeHashPayload { hash: hash.to_owned() }, source };
                 let verified = crate::metrics::sa_call("charge_verify_hash", self.sa.verify_hash(&req))
