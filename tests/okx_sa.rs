@@ -528,6 +528,34 @@ async fn slow_answers_time_out() {
 }
 
 #[tokio::test]
+async fn redirects_are_refused_not_followed() {
+    // A 307 to another host must not carry the signed OK-ACCESS-* headers there: the client
+    // answers an HTTP error and the other host is never contacted.
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&hits);
+    let elsewhere = Router::new().fallback(move || {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { json!({"code": 0, "data": charge_receipt_data()}).to_string() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = format!("http://{}/collect", listener.local_addr().expect("addr"));
+    let other = tokio::spawn(async move { axum::serve(listener, elsewhere).await.expect("server") });
+    let redirect = Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let redirecting = tokio::spawn(async move { axum::serve(listener, redirect).await.expect("server") });
+    let client = OkxSaClient::new(config(&url)).expect("client");
+    let err = client.settle(&ChargeSettleRequest::default()).await.expect_err("a redirect is refused");
+    assert!(matches!(err, SaError::Http { status: 307, .. }), "{err:?}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the redirect was followed");
+    other.abort();
+    redirecting.abort();
+}
+
+#[tokio::test]
 async fn refused_connections_are_transport_errors() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
