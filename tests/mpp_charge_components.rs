@@ -501,10 +501,15 @@ fn errors_render_as_okx_problems() {
     let first = splits[0].clone();
     splits.resize(11, first);
     let err = sa.settle_now(&many).unwrap_err();
-    let problem = EvmPaymentError::from(err).to_problem_json();
+    let SaError::Api { error, .. } = &err else { panic!("not an SA answer: {err:?}") };
     assert_eq!(
-        String::from_utf8(problem).unwrap(),
+        String::from_utf8(error.to_problem_json()).unwrap(),
         r#"{"type":"https://paymentauth.org/problems/invalid-split","title":"InvalidSplitError","status":400,"detail":"11 splits, at most 10 are allowed"}"#
+    );
+    // Buyers get the class without the SA's text (L4).
+    assert_eq!(
+        String::from_utf8(EvmPaymentError::from(err).to_problem_json()).unwrap(),
+        r#"{"type":"https://paymentauth.org/problems/invalid-split","title":"InvalidSplitError","status":400,"detail":"InvalidSplitError"}"#
     );
 }
 

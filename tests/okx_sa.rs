@@ -14,10 +14,9 @@ use axum::response::{IntoResponse, Response};
 use pay402::okx::OkxCredentials;
 use pay402::okx::auth::{self, Clock};
 use pay402::okx::sa::{
-    ChargeAuthorization, ChargeHashPayload, ChargeReceipt, ChargeSettleRequest, ChargeTransactionPayload,
-    ChargeVerifyHashRequest, EvmPaymentError, OkxSaClient, OkxSaConfig, SaChallengeEcho, SaClient, SaError,
-    SessionCloseRequest, SessionOpenRequest, SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
-    map_sa_error,
+    ChargeAuthorization, ChargeHashPayload, ChargeSettleRequest, ChargeTransactionPayload, ChargeVerifyHashRequest,
+    EvmPaymentError, OkxSaClient, OkxSaConfig, SaChallengeEcho, SaClient, SaError, SessionCloseRequest,
+    SessionOpenRequest, SessionSettleRequest, SessionStatus, SessionTopUpRequest, map_sa_error,
 };
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -157,9 +156,15 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         let body = json!({"code": 50113, "msg": problems.join("; ")}).to_string();
         return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
-    let Some(a) = scripted else {
+    let Some(mut a) = scripted else {
         return (StatusCode::NOT_FOUND, "no scripted answer").into_response();
     };
+    // `$CHALLENGE_ID` in a scripted body stands for the challenge id the request echoed.
+    let echoed =
+        serde_json::from_slice::<Value>(&body).ok().and_then(|b| b["challenge"]["id"].as_str().map(str::to_owned));
+    if let (Some(id), Ok(text)) = (echoed, std::str::from_utf8(&a.body)) {
+        a.body = text.replace("$CHALLENGE_ID", &id).into_bytes();
+    }
     if let Some(d) = a.delay {
         tokio::time::sleep(d).await;
     }
@@ -454,7 +459,8 @@ async fn every_sa_code_maps_to_its_error_class() {
             let want = make(format!("{style} {code}"));
             assert_eq!(err, SaError::Api { code, error: want.clone() }, "code {code} ({style})");
             assert_eq!(err.status(), status, "code {code}");
-            assert_eq!(err.payment_error(), want);
+            // Buyers get the class without the SA's text (L4); the error keeps it for logs.
+            assert_eq!(err.payment_error(), want.generic());
             assert_eq!(map_sa_error(code, &format!("{style} {code}")), want);
             assert_eq!(err.payment_error().problem().status, status);
         }
@@ -522,6 +528,34 @@ async fn slow_answers_time_out() {
 }
 
 #[tokio::test]
+async fn redirects_are_refused_not_followed() {
+    // A 307 to another host must not carry the signed OK-ACCESS-* headers there: the client
+    // answers an HTTP error and the other host is never contacted.
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&hits);
+    let elsewhere = Router::new().fallback(move || {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { json!({"code": 0, "data": charge_receipt_data()}).to_string() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = format!("http://{}/collect", listener.local_addr().expect("addr"));
+    let other = tokio::spawn(async move { axum::serve(listener, elsewhere).await.expect("server") });
+    let redirect = Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let redirecting = tokio::spawn(async move { axum::serve(listener, redirect).await.expect("server") });
+    let client = OkxSaClient::new(config(&url)).expect("client");
+    let err = client.settle(&ChargeSettleRequest::default()).await.expect_err("a redirect is refused");
+    assert!(matches!(err, SaError::Http { status: 307, .. }), "{err:?}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the redirect was followed");
+    other.abort();
+    redirecting.abort();
+}
+
+#[tokio::test]
 async fn refused_connections_are_transport_errors() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -534,23 +568,29 @@ async fn refused_connections_are_transport_errors() {
 }
 
 #[tokio::test]
-async fn null_or_missing_data_gives_default_receipts() {
+async fn null_or_missing_data_fails_closed() {
+    // OKX's Python client turns a missing or null `data` into `{}`; pay402 refuses it (F10): a
+    // proxy's bare `{"code":0}` is not a settlement.
     let stand_in = StandIn::start(vec![
         envelope(json!(0), "", Value::Null),
         answer(200, r#"{"code":"0","msg":""}"#),
         envelope(json!(0), "", Value::Null),
-        envelope(json!(0), "", json!({})),
+        answer(200, r#"{"code":0}"#),
     ])
     .await;
     let client = stand_in.client();
-    assert_eq!(client.settle(&ChargeSettleRequest::default()).await.expect("null data"), ChargeReceipt::default());
-    let r = client.verify_hash(&ChargeVerifyHashRequest::default()).await.expect("missing data");
-    assert_eq!((r.reference.as_str(), r.external_id), ("", None));
-    assert_eq!(
-        client.session_open(&SessionOpenRequest::default()).await.expect("null data"),
-        SessionReceipt::default()
-    );
-    assert_eq!(client.session_status(CHANNEL).await.expect("empty data"), SessionStatus::default());
+    let e = client.settle(&ChargeSettleRequest::default()).await.expect_err("null data");
+    assert!(matches!(e, SaError::Malformed(_)), "{e:?}");
+    let e = client.verify_hash(&ChargeVerifyHashRequest::default()).await.expect_err("missing data");
+    assert!(matches!(e, SaError::Malformed(_)), "{e:?}");
+    let e = client.session_open(&SessionOpenRequest::default()).await.expect_err("null data");
+    assert!(matches!(e, SaError::Malformed(_)), "{e:?}");
+    let e = client.session_status(CHANNEL).await.expect_err("missing data");
+    assert!(matches!(e, SaError::Malformed(_)), "{e:?}");
+    assert_eq!(e.status(), 500);
+    // An empty object is a receipt (its content is judged by the caller).
+    let stand_in = StandIn::start(vec![envelope(json!(0), "", json!({}))]).await;
+    assert_eq!(stand_in.client().session_status(CHANNEL).await.expect("empty data"), SessionStatus::default());
 }
 
 #[tokio::test]
@@ -588,12 +628,18 @@ async fn problem_json_matches_the_observed_bodies() {
     let want = &observed["session_open_sa_error"];
     let stand_in = StandIn::start(vec![envelope(json!(70010), "channel not found", Value::Null)]).await;
     let err = stand_in.client().session_open(&SessionOpenRequest::default()).await.expect_err("70010");
+    let SaError::Api { error, .. } = &err else { panic!("not an SA answer: {err:?}") };
+    assert_eq!(
+        String::from_utf8(error.problem().to_compact_json()).expect("utf8"),
+        want["body"].as_str().expect("body")
+    );
+    // What pay402 answers buyers differs from OKX's decorator in one way (L4): the SA's `msg`
+    // is not echoed; the detail is the class name.
     let p = err.payment_error();
     assert_eq!(u64::from(p.status()), want["status"].as_u64().expect("status"));
-    assert_eq!(String::from_utf8(p.problem().to_compact_json()).expect("utf8"), want["body"].as_str().expect("body"));
     assert_eq!(
         String::from_utf8(p.to_problem_json()).expect("utf8"),
-        r#"{"type":"https://paymentauth.org/problems/session/channel-not-found","title":"ChannelNotFoundError","status":410,"detail":"channel not found"}"#
+        r#"{"type":"https://paymentauth.org/problems/session/channel-not-found","title":"ChannelNotFoundError","status":410,"detail":"ChannelNotFoundError"}"#
     );
 
     // A voucher for an unknown channel (raised locally, same rendering).
@@ -670,8 +716,11 @@ async fn seller_outcome(
 
 #[tokio::test]
 async fn seller_settles_through_the_sa_and_maps_each_failure_to_its_status() {
-    // Success: the SA's reference becomes the receipt; the body it got is the §9.3 shape.
-    let (outcome, requests) = seller_outcome(envelope(json!(0), "", charge_receipt_data())).await;
+    // Success: the SA's reference becomes the receipt; the body it got is the §9.3 shape. The
+    // receipt must name the echoed challenge (F10).
+    let mut data = charge_receipt_data();
+    data["challengeId"] = json!("$CHALLENGE_ID");
+    let (outcome, requests) = seller_outcome(envelope(json!(0), "", data)).await;
     let pay402::mpp::Paid { credential, receipt, .. } = outcome.expect("paid");
     assert_eq!(receipt.reference, REFERENCE);
     assert_eq!(requests.len(), 1);

@@ -3,12 +3,14 @@
 
 use super::credential::Credential;
 use super::error::MppError;
-use super::problem::MppErrorKind;
+use super::problem::{MppErrorKind, echo};
 use super::receipt::Receipt;
 use crate::okx::sa::{
-    ChargeAuthorization, ChargeHashPayload, ChargeSettleRequest, ChargeTransactionPayload, ChargeVerifyHashRequest,
-    EvmPaymentError, SaChallengeEcho, SaClient, SaError, TransferAuthorization,
+    ChargeAuthorization, ChargeHashPayload, ChargeReceipt, ChargeSettleRequest, ChargeTransactionPayload,
+    ChargeVerifyHashRequest, EvmPaymentError, SaChallengeEcho, SaClient, SaError, SaFailureClass, SaOperation,
+    TransferAuthorization, classify_sa_code,
 };
+use crate::reverts::{Fix, is_reverted};
 use alloy_primitives::U256;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -54,18 +56,95 @@ impl From<MppError> for PayError {
     }
 }
 
-fn sa_failure(e: SaError) -> PayError {
-    match e {
-        SaError::Api { error, .. } => PayError::Method(error),
-        other => {
-            tracing::error!(error = %other, "mpp: settlement agent call failed; outcome unknown");
-            PayError::Unknown(other.payment_error())
+/// An SA failure of a charge operation, classified by [`classify_sa_code`]: the buyer's
+/// failure is a definite refusal with the class alone (the SA's `msg` goes to the logs, never
+/// to the buyer); 70007 on `verifyHash` (an unconfirmed hash the buyer sent) is the buyer's
+/// `verification-failed`; a server/configuration failure is a definite 500; a failure where
+/// money may have moved, and every non-answer (timeout, transport, malformed), is an unknown
+/// outcome.
+fn sa_failure(e: SaError, op: SaOperation) -> PayError {
+    let SaError::Api { code, error } = &e else {
+        tracing::error!(error = %e, ?op, "mpp: settlement agent call failed; outcome unknown");
+        return PayError::Unknown(e.payment_error());
+    };
+    let class = classify_sa_code(*code, op);
+    match class {
+        SaFailureClass::Buyer => {
+            tracing::info!(code, sa_message = error.message(), ?op, "mpp: the settlement agent refused the payment");
+            if *code == 70007 {
+                PayError::Method(EvmPaymentError::VerificationFailed("the transaction is not confirmed".into()))
+            } else {
+                PayError::Method(e.payment_error())
+            }
+        }
+        SaFailureClass::Server => {
+            tracing::error!(
+                code,
+                sa_message = error.message(),
+                ?op,
+                "mpp: the settlement agent refused the configuration"
+            );
+            PayError::Method(EvmPaymentError::InternalSA(format!("SA error code {code}")))
+        }
+        SaFailureClass::UnknownOutcome => {
+            tracing::error!(code, sa_message = error.message(), ?op, "mpp: settlement agent failed; outcome unknown");
+            PayError::Unknown(EvmPaymentError::InternalSA(format!("SA error code {code}")))
         }
     }
 }
 
+/// F10: a charge receipt is accepted only when it says `success`, names the challenge this
+/// credential echoed, and carries a reference. Anything else contradicts the `code: 0`
+/// envelope: money may have moved, so the outcome is unknown (reported, challenge consumed)
+/// and the handler does not run.
+fn accept_receipt(receipt: ChargeReceipt, challenge_id: &str) -> Result<ChargeReceipt, PayError> {
+    if !is_reverted(Fix::F10SaFailClosed) {
+        let contradiction = if receipt.status != "success" {
+            Some("status is not success")
+        } else if receipt.challenge_id != challenge_id {
+            Some("challengeId is not the echoed challenge")
+        } else if receipt.reference.trim().is_empty() {
+            Some("reference is empty")
+        } else {
+            None
+        };
+        if let Some(why) = contradiction {
+            tracing::error!(
+                why,
+                status = %echo(&receipt.status),
+                receipt_challenge = %echo(&receipt.challenge_id),
+                challenge = challenge_id,
+                reference = %echo(&receipt.reference),
+                "mpp: the settlement agent's receipt contradicts a successful charge; outcome unknown"
+            );
+            return Err(PayError::Unknown(EvmPaymentError::InternalSA(format!("SA receipt refused: {why}"))));
+        }
+    }
+    Ok(receipt)
+}
+
 /// The `charge` intent: a one-shot EIP-3009 payment settled (or verified by hash) through the
 /// Settlement Agent.
+///
+/// # Settlement happens before the handler
+///
+/// As in OKX's SDK, a `transaction` credential is settled (and a `hash` credential verified)
+/// before the route's handler runs, so a handler that answers ≥ 400 leaves a buyer who paid and
+/// got an error (no `Payment-Receipt` is lost: it is only sent with a success). pay402 offers
+/// no "settle after the handler" mode for charges: the `evm` charge draft would allow holding
+/// the response until the transfer is confirmed, but OKX's SA has no verify-only charge call —
+/// `charge/settle` verifies and broadcasts in one step — so the handler would run for
+/// credentials whose signature, balance and nonce nobody had checked, and a `hash` credential
+/// has moved the money before the seller sees it. Sellers whose handlers can fail after
+/// payment should validate before the payment layer, or use the `session` intent, whose
+/// reservations are released when the handler fails.
+///
+/// # What the SA must answer
+///
+/// A settlement is accepted only when the SA's receipt says `status: "success"`, names the
+/// challenge the credential echoed (`challengeId`) and carries a `reference`; anything else,
+/// like an SA error code during `charge/settle` that may hide a broadcast transfer, is an
+/// unknown outcome ([`PayError::Unknown`]): refused, reported, the challenge stays consumed.
 #[derive(Clone)]
 pub struct ChargeIntent {
     sa: Arc<dyn SaClient>,
@@ -147,13 +226,15 @@ impl ChargeIntent {
     }
 
     /// Binds a `transaction` authorization to the request before anything is sent: the payee
-    /// must be the request's recipient and the authorizations must add up to the amount
-    /// exactly (OKX's Python intent checks neither and trusts the SA alone).
+    /// must be the request's recipient, the authorization must carry exactly the requested
+    /// splits (same count, same order, each to the requested recipient for the requested
+    /// amount; none when the request has none), and the authorizations must add up to the
+    /// amount exactly (OKX's Python intent checks none of this and trusts the SA alone).
     fn check_authorization(auth: &Map<String, Value>, request: &Map<String, Value>) -> Result<(), PayError> {
         let recipient = str_field(request, "recipient");
         let to = str_field(auth, "to");
         if !to.eq_ignore_ascii_case(recipient) {
-            return Err(invalid(format!("authorization pays {to}, not the recipient {recipient}")));
+            return Err(invalid(format!("authorization pays {}, not the recipient {}", echo(to), echo(recipient))));
         }
         let amount = U256::from_str_radix(str_field(request, "amount"), 10)
             .map_err(|_| invalid("the request amount is not an integer"))?;
@@ -162,19 +243,35 @@ impl ChargeIntent {
                 .map_err(|_| invalid("authorization value is not an integer"))
         };
         let mut total = value(auth)?;
-        if let Some(splits) = auth.get("splits").and_then(Value::as_array) {
-            let wanted = request.get("methodDetails").and_then(|d| d.get("splits")).and_then(Value::as_array);
-            for (i, split) in splits.iter().enumerate() {
-                let split = split.as_object().ok_or_else(|| invalid("a split is not an object"))?;
-                total = total.checked_add(value(split)?).ok_or_else(|| invalid("split total overflows"))?;
-                if let Some(w) = wanted.and_then(|w| w.get(i)) {
-                    let want_to = w.get("recipient").and_then(Value::as_str).unwrap_or("");
-                    let want_amount = w.get("amount").and_then(Value::as_str).unwrap_or("");
-                    if !str_field(split, "to").eq_ignore_ascii_case(want_to) || str_field(split, "value") != want_amount
-                    {
-                        return Err(invalid(format!("split {i} does not match the requested split")));
-                    }
-                }
+        let wanted = match request.get("methodDetails").and_then(|d| d.get("splits")) {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(w)) => w.as_slice(),
+            Some(_) => return Err(invalid("the request's splits are not a list")),
+        };
+        let given = match auth.get("splits") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(g)) => g.as_slice(),
+            Some(_) => return Err(invalid("authorization splits are not a list")),
+        };
+        // L2: a split the request did not ask for would divert part of the price.
+        if given.len() != wanted.len() {
+            return Err(invalid(format!(
+                "the authorization carries {} split(s), the request asks for {}",
+                given.len(),
+                wanted.len()
+            )));
+        }
+        for (i, (split, want)) in given.iter().zip(wanted).enumerate() {
+            let split = split.as_object().ok_or_else(|| invalid("a split is not an object"))?;
+            total = total.checked_add(value(split)?).ok_or_else(|| invalid("split total overflows"))?;
+            let want_to = want.get("recipient").and_then(Value::as_str).unwrap_or("");
+            let want_amount = want.get("amount").and_then(Value::as_str).unwrap_or("");
+            if want_to.is_empty()
+                || want_amount.is_empty()
+                || !str_field(split, "to").eq_ignore_ascii_case(want_to)
+                || str_field(split, "value") != want_amount
+            {
+                return Err(invalid(format!("split {i} does not match the requested split")));
             }
         }
         if total != amount {
@@ -185,14 +282,14 @@ impl ChargeIntent {
 
     /// Verifies (and settles) a charge credential against the request this route asks for.
     pub async fn verify(&self, credential: &Credential, request: &Map<String, Value>) -> Result<Receipt, PayError> {
-        let echo = &credential.challenge;
+        let echoed = &credential.challenge;
         let challenge = SaChallengeEcho {
-            id: echo.id.clone(),
-            realm: echo.realm.clone(),
-            method: echo.method.clone(),
-            intent: echo.intent.clone(),
-            request: echo.request.clone(),
-            expires: echo.expires.clone(),
+            id: echoed.id.clone(),
+            realm: echoed.realm.clone(),
+            method: echoed.method.clone(),
+            intent: echoed.intent.clone(),
+            request: echoed.request.clone(),
+            expires: echoed.expires.clone(),
         };
         let source = credential.source.clone().unwrap_or_default();
         let payload = &credential.payload;
@@ -223,7 +320,10 @@ impl ChargeIntent {
                 };
                 let req =
                     ChargeSettleRequest { challenge, payload: ChargeTransactionPayload { authorization }, source };
-                let settled = crate::metrics::sa_call("charge_settle", self.sa.settle(&req)).await.map_err(sa_failure);
+                let settled = crate::metrics::sa_call("charge_settle", self.sa.settle(&req))
+                    .await
+                    .map_err(|e| sa_failure(e, SaOperation::ChargeSettle))
+                    .and_then(|r| accept_receipt(r, &echoed.id));
                 record_charge_settlement(&settled);
                 settled?
             }
@@ -231,17 +331,27 @@ impl ChargeIntent {
                 let hash = payload.get("hash").and_then(Value::as_str).ok_or_else(|| {
                     PayError::Protocol(MppError::new(MppErrorKind::InvalidPayload, "hash payload has no hash"))
                 })?;
+                // A buyer-broadcast transfer cannot carry the requested splits (the `evm` charge
+                // draft: servers MUST reject `hash` credentials when the request has splits).
+                let splits = request.get("methodDetails").and_then(|d| d.get("splits"));
+                if splits.and_then(Value::as_array).is_some_and(|s| !s.is_empty())
+                    || splits.is_some_and(|s| !s.is_null() && !s.is_array())
+                {
+                    return Err(invalid("a hash credential cannot pay a request with splits"));
+                }
                 let req =
                     ChargeVerifyHashRequest { challenge, payload: ChargeHashPayload { hash: hash.to_owned() }, source };
-                let verified =
-                    crate::metrics::sa_call("charge_verify_hash", self.sa.verify_hash(&req)).await.map_err(sa_failure);
+                let verified = crate::metrics::sa_call("charge_verify_hash", self.sa.verify_hash(&req))
+                    .await
+                    .map_err(|e| sa_failure(e, SaOperation::ChargeVerifyHash))
+                    .and_then(|r| accept_receipt(r, &echoed.id));
                 record_charge_settlement(&verified);
                 verified?
             }
             other => {
                 return Err(PayError::Protocol(MppError::new(
                     MppErrorKind::InvalidPayload,
-                    format!("unsupported charge payload type {:?}", other.unwrap_or("")),
+                    format!("unsupported charge payload type {:?}", echo(other.unwrap_or(""))),
                 )));
             }
         };

@@ -13,6 +13,34 @@ use serde::Serialize;
 /// Base of every MPP problem type URI.
 pub const PROBLEM_BASE: &str = "https://paymentauth.org/problems/";
 
+/// The most characters of one buyer-supplied value that a problem `detail` echoes
+/// ([`echo`]).
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// The most characters of a whole problem `detail` sent to a buyer; longer details are cut
+/// (with `…`) when the problem is built, whatever produced them.
+pub const MAX_DETAIL_CHARS: usize = 256;
+
+/// A buyer-supplied value as a problem detail may echo it: at most [`MAX_ECHO_CHARS`]
+/// characters, cut on a character boundary and marked with `…` when longer.
+pub fn echo(value: &str) -> String {
+    cap_chars(value, MAX_ECHO_CHARS)
+}
+
+/// `text` cut to at most `max` characters (UTF-8 safe); a cut text ends with `…` (which
+/// counts as one of the `max`).
+pub fn cap_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some(_) if max == 0 => String::new(),
+        Some(_) => {
+            let keep = max - 1;
+            let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+            format!("{}…", &text[..end])
+        }
+    }
+}
+
 /// A problem details object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProblemDetails {
@@ -114,13 +142,13 @@ impl MppErrorKind {
         format!("{PROBLEM_BASE}{}", self.slug())
     }
 
-    /// A problem of this kind.
+    /// A problem of this kind; the detail is capped at [`MAX_DETAIL_CHARS`] characters.
     pub fn problem(self, detail: impl Into<String>, challenge_id: Option<String>) -> ProblemDetails {
         ProblemDetails {
             type_uri: self.type_uri(),
             title: self.title().to_owned(),
             status: self.status(),
-            detail: detail.into(),
+            detail: cap_chars(&detail.into(), MAX_DETAIL_CHARS),
             challenge_id,
         }
     }
@@ -155,5 +183,20 @@ mod tests {
         );
         assert_eq!(payment_required_detail("r", Some("Metered API")), "Payment is required for \"r\" (Metered API).");
         assert_eq!(MppErrorKind::PaymentMethodUnsupported.status(), 400);
+    }
+
+    #[test]
+    fn echoed_values_are_capped_on_char_boundaries() {
+        assert_eq!(echo("0xabc"), "0xabc");
+        let exact = "a".repeat(MAX_ECHO_CHARS);
+        assert_eq!(echo(&exact), exact);
+        let long = "é".repeat(MAX_ECHO_CHARS + 1);
+        let capped = echo(&long);
+        assert_eq!(capped.chars().count(), MAX_ECHO_CHARS);
+        assert!(capped.ends_with('…'));
+        assert_eq!(cap_chars("abc", 0), "");
+        assert_eq!(cap_chars("abc", 1), "…");
+        let p = MppErrorKind::InvalidPayload.problem("x".repeat(10_000), None);
+        assert_eq!(p.detail.chars().count(), MAX_DETAIL_CHARS);
     }
 }

@@ -246,7 +246,11 @@ fn update_failure(e: UpdateError<PayError>) -> PayError {
 
 fn sa_failure(e: SaError) -> PayError {
     match e {
-        SaError::Api { error, .. } => PayError::Method(error),
+        // L4: the SA's `msg` goes to the logs, buyers get the class alone.
+        SaError::Api { ref error, .. } => {
+            tracing::info!(error = %error, "mpp session: the settlement agent refused");
+            PayError::Method(e.payment_error())
+        }
         other => {
             tracing::error!(error = %other, "mpp session: settlement agent call failed; outcome unknown");
             PayError::Unknown(other.payment_error())

@@ -38,7 +38,9 @@ macro_rules! okx_config_builders {
             self
         }
 
-        /// Shares an HTTP client.
+        /// Shares an HTTP client. pay402's own client follows no redirects (a 3xx answer is an
+        /// HTTP error, so the signed `OK-ACCESS-*` headers never reach another host); build a
+        /// shared client with `redirect(reqwest::redirect::Policy::none())` to keep that.
         pub fn http_client(mut self, client: reqwest::Client) -> Self {
             self.http_client = Some(client);
             self
@@ -92,7 +94,12 @@ impl OkxTransport {
         let path_prefix = format!("{base_path}{api_path}");
         let http = match settings.http_client {
             Some(c) => c,
-            None => reqwest::Client::builder().build().map_err(|e| format!("HTTP client: {e}"))?,
+            // OKX never redirects its API: a 3xx is refused as an HTTP error rather than followed,
+            // so the signed `OK-ACCESS-*` headers never reach another host.
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))?,
         };
         Ok(Self {
             signer: OkxSigner::new(settings.credentials, format),

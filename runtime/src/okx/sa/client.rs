@@ -92,9 +92,14 @@ impl OkxSaConfig {
 /// `{code, msg, data}` whose `code` is an integer or a string of ASCII digits (anything else,
 /// including a missing `code`, ⇒ [`SaError::Malformed`] — OKX's Python client treats a
 /// non-numeric string code as success, pay402 fails closed); `code ≠ 0` ⇒ [`SaError::Api`]
-/// mapped by [`map_sa_error`] with `msg` as detail; `code = 0` ⇒ `data` (`null` or missing ⇒
-/// `{}`) deserialised as the receipt, failure ⇒ [`SaError::Malformed`]. Bodies larger than
-/// 1 MiB are refused.
+/// mapped by [`map_sa_error`] with `msg` as detail (kept for the logs; buyers get the class
+/// only, [`SaError::payment_error`]); `code = 0` ⇒ `data`, which must be a JSON object, is
+/// deserialised as the receipt; `data` missing, `null` or not an object, or a receipt that does
+/// not deserialise ⇒ [`SaError::Malformed`]. OKX's Python client turns a missing or `null`
+/// `data` into `{}`; pay402 fails closed (a proxy's bare `{"code":0}` is not a settlement).
+/// Whether a receipt's content is acceptable (status, challenge id, reference) is decided by
+/// its caller (the charge intent checks charge receipts). Bodies larger than 1 MiB are
+/// refused.
 #[derive(Clone, Debug)]
 pub struct OkxSaClient {
     transport: OkxTransport,
@@ -205,7 +210,11 @@ fn parse_sa_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, SaE
         return Err(SaError::Api { code, error: map_sa_error(code, &msg) });
     }
     let data = match envelope.remove("data") {
-        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+        // F10: an envelope that claims success without data is not a settlement.
+        None | Some(Value::Null) if crate::reverts::is_reverted(crate::reverts::Fix::F10SaFailClosed) => {
+            Value::Object(serde_json::Map::new())
+        }
+        None | Some(Value::Null) => return Err(SaError::Malformed("code 0 without data".to_owned())),
         Some(d @ Value::Object(_)) => d,
         Some(other) => return Err(SaError::Malformed(format!("data is not an object: {}", truncate_value(&other)))),
     };
@@ -322,8 +331,9 @@ mod tests {
     fn envelopes() {
         let ok: ChargeReceipt = parse_sa_body(200, br#"{"code":"0","msg":"","data":{"reference":"0x1"}}"#).unwrap();
         assert_eq!(ok.reference, "0x1");
-        let ok: ChargeReceipt = parse_sa_body(200, br#"{"code":0,"data":null}"#).unwrap();
-        assert_eq!(ok, ChargeReceipt::default());
+        for no_data in [&br#"{"code":0,"data":null}"#[..], br#"{"code":0}"#, br#"{"code":"0","msg":"ok"}"#] {
+            assert!(matches!(parse_sa_body::<ChargeReceipt>(200, no_data), Err(SaError::Malformed(_))));
+        }
         let e = parse_sa_body::<ChargeReceipt>(200, br#"{"code":"70010","msg":"gone"}"#).unwrap_err();
         assert_eq!(e, SaError::Api { code: 70010, error: EvmPaymentError::ChannelNotFound("gone".into()) });
         for bad in [&br#"{"code":"ok"}"#[..], br#"{"msg":""}"#, br#"{"code":""}"#, br#"{"code":1.5}"#, b"[]", b"x"] {

@@ -5,8 +5,16 @@
 //! answer (HTTP status, timeout, transport, malformed body, configuration) is an
 //! [`EvmPaymentError::InternalSA`] (500) towards the client, with a generic detail that does
 //! not leak internals.
+//!
+//! Buyers never see upstream text: the SA's `msg` stays in [`SaError::Api`] (and the logs),
+//! [`SaError::payment_error`] answers with the class alone, and the problem of an
+//! [`EvmPaymentError::InternalSA`] always has the generic detail `InternalSAError`, whatever
+//! message it carries (store, signer or SA details go to `tracing` only).
+//!
+//! [`classify_sa_code`] says whose failure an SA error code is — the buyer's, the server's, or
+//! an unknown outcome where money may have moved.
 
-use crate::mpp::problem::{PROBLEM_BASE, ProblemDetails};
+use crate::mpp::problem::{MAX_DETAIL_CHARS, PROBLEM_BASE, ProblemDetails, cap_chars};
 use std::fmt;
 use std::time::Duration;
 
@@ -131,14 +139,44 @@ impl EvmPaymentError {
         }
     }
 
-    /// The problem details (`type`, `title`, `status`, `detail`; no `challengeId`). Its
-    /// [`ProblemDetails::to_compact_json`] gives the bytes OKX's decorator answers with.
+    /// The same class with an empty message (its detail is then the title): what a buyer may
+    /// see of an error whose message came from upstream.
+    pub fn generic(&self) -> Self {
+        let m = String::new();
+        match self {
+            Self::MalformedCredential(_) => Self::MalformedCredential(m),
+            Self::InvalidChallenge(_) => Self::InvalidChallenge(m),
+            Self::VerificationFailed(_) => Self::VerificationFailed(m),
+            Self::PaymentExpired(_) => Self::PaymentExpired(m),
+            Self::InvalidPayload(_) => Self::InvalidPayload(m),
+            Self::BadRequest(_) => Self::BadRequest(m),
+            Self::InvalidSplit(_) => Self::InvalidSplit(m),
+            Self::InsufficientBalance(_) => Self::InsufficientBalance(m),
+            Self::InvalidSignature(_) => Self::InvalidSignature(m),
+            Self::SignerMismatch(_) => Self::SignerMismatch(m),
+            Self::AmountExceedsDeposit(_) => Self::AmountExceedsDeposit(m),
+            Self::DeltaTooSmall(_) => Self::DeltaTooSmall(m),
+            Self::ChannelNotFound(_) => Self::ChannelNotFound(m),
+            Self::ChannelClosed(_) => Self::ChannelClosed(m),
+            Self::InternalSA(_) => Self::InternalSA(m),
+        }
+    }
+
+    /// The problem details sent to the buyer (`type`, `title`, `status`, `detail`; no
+    /// `challengeId`). Its [`ProblemDetails::to_compact_json`] gives the bytes OKX's decorator
+    /// answers with. The detail is capped at [`MAX_DETAIL_CHARS`] characters, and an
+    /// [`EvmPaymentError::InternalSA`] always has the generic detail (its title): its message
+    /// (store, signer, SA or transport details) is for the logs ([`fmt::Display`]) only.
     pub fn problem(&self) -> ProblemDetails {
+        let detail = match self {
+            Self::InternalSA(_) => self.title().to_owned(),
+            _ => cap_chars(self.detail(), MAX_DETAIL_CHARS),
+        };
         ProblemDetails {
             type_uri: self.type_uri(),
             title: self.title().to_owned(),
             status: self.status(),
-            detail: self.detail().to_owned(),
+            detail,
             challenge_id: None,
         }
     }
@@ -174,6 +212,73 @@ pub fn map_sa_error(code: i64, msg: &str) -> EvmPaymentError {
         // 70001 chain unsupported, 70007 tx not confirmed, 70011 grace period too short,
         // 8000 API internal error, and anything unknown.
         _ => EvmPaymentError::InternalSA(m),
+    }
+}
+
+/// An SA operation, as far as [`classify_sa_code`] needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SaOperation {
+    /// `charge/settle`: the SA broadcasts the buyer's EIP-3009 transfer.
+    ChargeSettle,
+    /// `charge/verifyHash`: the SA looks up a transfer the buyer broadcast.
+    ChargeVerifyHash,
+    /// `session/open`: the SA may broadcast the deposit.
+    SessionOpen,
+    /// `session/topUp`: the SA may broadcast the additional deposit.
+    SessionTopUp,
+    /// `session/settle`: the SA broadcasts the merchant's settlement.
+    SessionSettle,
+    /// `session/close`: the SA broadcasts the close.
+    SessionClose,
+    /// `session/status`: a read-only query.
+    SessionStatus,
+}
+
+impl SaOperation {
+    /// Whether the SA may move money during this operation (it broadcasts a transaction).
+    pub fn may_move_money(self) -> bool {
+        !matches!(self, Self::ChargeVerifyHash | Self::SessionStatus)
+    }
+}
+
+/// Whose failure an SA error code is ([`classify_sa_code`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SaFailureClass {
+    /// The buyer's credential or payment is at fault: a definite refusal, nothing was charged;
+    /// the buyer gets the mapped class (402 with a fresh challenge, or 400/410) and may retry.
+    Buyer,
+    /// The seller's configuration or the SA is at fault and nothing was charged: 500.
+    Server,
+    /// The SA failed during an operation that may have moved money: 500, the outcome must be
+    /// reconciled (`Mpp::on_settlement_unknown`) and the challenge stays consumed.
+    UnknownOutcome,
+}
+
+/// Classifies an SA error `code` answered to `op`:
+///
+/// | code | meaning | class |
+/// |---|---|---|
+/// | 70000 | bad parameter | buyer (400) |
+/// | 70001 | chain unsupported | server (500) |
+/// | 70002, 70003 | payer blacklisted, malformed credential | buyer (402) |
+/// | 70004 | invalid signature | buyer (402) |
+/// | 70005, 70006 | invalid splits | buyer (400) |
+/// | 70007 | transaction not confirmed | `verifyHash`/`status`: buyer (402 `verification-failed`); operations that broadcast: unknown outcome |
+/// | 70008, 70014 | channel closed / closing | buyer (410) |
+/// | 70009 | invalid challenge | buyer (402) |
+/// | 70010 | channel not found | buyer (410) |
+/// | 70011 | grace period too short | server (500) |
+/// | 70012, 70013 | amount exceeds deposit, delta too small | buyer (402) |
+/// | 8000 and any other code | SA internal error | unknown outcome when `op` may move money, else server (500) |
+pub fn classify_sa_code(code: i64, op: SaOperation) -> SaFailureClass {
+    match code {
+        70000 | 70002..=70006 | 70008..=70010 | 70012..=70014 => SaFailureClass::Buyer,
+        70001 | 70011 => SaFailureClass::Server,
+        70007 if !op.may_move_money() => SaFailureClass::Buyer,
+        _ if op.may_move_money() => SaFailureClass::UnknownOutcome,
+        _ => SaFailureClass::Server,
     }
 }
 
@@ -215,11 +320,12 @@ pub enum SaError {
 }
 
 impl SaError {
-    /// The error to answer the paying client with: the mapped class for [`SaError::Api`],
-    /// otherwise [`EvmPaymentError::InternalSA`] with a generic detail.
+    /// The error to answer the paying client with: the mapped class for [`SaError::Api`]
+    /// without the SA's `msg` ([`EvmPaymentError::generic`]: upstream text never reaches
+    /// buyers), otherwise [`EvmPaymentError::InternalSA`] with a generic detail.
     pub fn payment_error(&self) -> EvmPaymentError {
         let generic = match self {
-            Self::Api { error, .. } => return error.clone(),
+            Self::Api { error, .. } => return error.generic(),
             Self::Http { status, .. } => format!("SA API answered HTTP {status}"),
             Self::Timeout(_) => "SA API timed out".to_owned(),
             Self::Transport(_) => "SA API unreachable".to_owned(),
@@ -239,11 +345,9 @@ impl SaError {
 }
 
 impl From<SaError> for EvmPaymentError {
+    /// [`SaError::payment_error`].
     fn from(e: SaError) -> Self {
-        match e {
-            SaError::Api { error, .. } => error,
-            other => other.payment_error(),
-        }
+        e.payment_error()
     }
 }
 
@@ -299,6 +403,48 @@ mod tests {
         assert!(matches!(p, EvmPaymentError::InternalSA(ref m) if !m.contains("10.0.0.1")));
         let api = SaError::Api { code: 70013, error: map_sa_error(70013, "small") };
         assert_eq!(api.status(), 402);
-        assert_eq!(EvmPaymentError::from(api), EvmPaymentError::DeltaTooSmall("small".into()));
+        assert_eq!(EvmPaymentError::from(api), EvmPaymentError::DeltaTooSmall(String::new()));
+    }
+
+    #[test]
+    fn internal_details_never_reach_the_problem() {
+        let e = EvmPaymentError::InternalSA("redis://user:hunter2@10.0.0.7 refused".into());
+        let body = String::from_utf8(e.to_problem_json()).unwrap();
+        assert!(!body.contains("hunter2"), "{body}");
+        assert!(e.to_string().contains("hunter2"), "the logs keep the detail");
+        let long = EvmPaymentError::VerificationFailed("x".repeat(5000));
+        assert_eq!(long.problem().detail.chars().count(), MAX_DETAIL_CHARS);
+    }
+
+    #[test]
+    fn every_code_has_a_class() {
+        use SaFailureClass::{Buyer, Server, UnknownOutcome};
+        // (code, class on charge/settle, class on charge/verifyHash)
+        let table: &[(i64, SaFailureClass, SaFailureClass)] = &[
+            (70000, Buyer, Buyer),
+            (70001, Server, Server),
+            (70002, Buyer, Buyer),
+            (70003, Buyer, Buyer),
+            (70004, Buyer, Buyer),
+            (70005, Buyer, Buyer),
+            (70006, Buyer, Buyer),
+            (70007, UnknownOutcome, Buyer),
+            (70008, Buyer, Buyer),
+            (70009, Buyer, Buyer),
+            (70010, Buyer, Buyer),
+            (70011, Server, Server),
+            (70012, Buyer, Buyer),
+            (70013, Buyer, Buyer),
+            (70014, Buyer, Buyer),
+            (8000, UnknownOutcome, Server),
+            (1, UnknownOutcome, Server),
+            (-1, UnknownOutcome, Server),
+        ];
+        for &(code, settle, verify) in table {
+            assert_eq!(classify_sa_code(code, SaOperation::ChargeSettle), settle, "settle {code}");
+            assert_eq!(classify_sa_code(code, SaOperation::ChargeVerifyHash), verify, "verifyHash {code}");
+            assert_eq!(classify_sa_code(code, SaOperation::SessionStatus), verify, "status {code}");
+            assert_eq!(classify_sa_code(code, SaOperation::SessionOpen), settle, "open {code}");
+        }
     }
 }

@@ -6,7 +6,8 @@
 //! * [`OkxSaClient`] / [`OkxSaConfig`] — the HMAC-authenticated HTTP client;
 //! * [`types`] — request bodies and receipts, byte-compatible with OKX's Python SDK;
 //! * [`EvmPaymentError`] / [`map_sa_error`] — the `mpp_evm` error classes and the SA code
-//!   table; [`SaError`] — why an SA call failed.
+//!   table; [`SaError`] — why an SA call failed; [`classify_sa_code`] — whose failure a code
+//!   is (buyer, server, or an unknown outcome where money may have moved).
 //!
 //! ```
 //! use pay402_runtime::okx::sa::{EvmPaymentError, map_sa_error};
@@ -21,7 +22,7 @@ pub mod errors;
 pub mod types;
 
 pub use client::{OKX_MPP_BASE_PATH, OkxSaClient, OkxSaConfig, SaClient};
-pub use errors::{EvmPaymentError, SaError, map_sa_error};
+pub use errors::{EvmPaymentError, SaError, SaFailureClass, SaOperation, classify_sa_code, map_sa_error};
 pub use types::{
     ChargeAuthorization, ChargeHashPayload, ChargeReceipt, ChargeSettleRequest, ChargeTransactionPayload,
     ChargeVerifyHashRequest, EIP3009_AUTHORIZATION_TYPE, SaChallengeEcho, SessionClosePayload, SessionCloseRequest,
