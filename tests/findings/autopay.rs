@@ -282,7 +282,7 @@ async fn f2_deposits_count_against_the_total_cap() {
         if n % 4 == 3 {
             return answer_402(&[("payment-required", x402_challenge(&x402_requirements(X_LAYER_USDT0, 7000)))]);
         }
-        let escrow = if n % 2 == 0 { OKX_ESCROW } else { OTHER_ESCROW };
+        let escrow = if n.is_multiple_of(2) { OKX_ESCROW } else { OTHER_ESCROW };
         let recipient = format!("0x{:040x}", 0xb0b0 + n);
         answer_402(&[(
             "www-authenticate",
