@@ -1230,6 +1230,42 @@ mod tests {
     }
 
     #[test]
+    fn redirects_never_carry_a_payment() {
+        let url = |u: &str| Url::parse(u).expect("url");
+        let mut req = Request::new(Method::POST, url("http://a.test/pay"));
+        for (name, value) in [
+            ("payment-signature", "signed"),
+            ("x-payment", "signed"),
+            ("authorization", "Payment x"),
+            ("cookie", "c"),
+            ("content-type", "application/json"),
+            ("x-trace", "t"),
+        ] {
+            req.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        *req.body_mut() = Some("{}".into());
+        let copy = || req.try_clone().expect("clone");
+        let payment = HeaderName::from_static("payment-signature");
+        // Same origin, 307: the payment header goes, the rest (method, body, credentials) stays.
+        let same = redirected(copy(), StatusCode::TEMPORARY_REDIRECT, url("http://a.test/next"), Some(&payment));
+        assert!(!same.headers().contains_key("payment-signature"));
+        assert!(same.headers().contains_key("authorization") && same.headers().contains_key("cookie"));
+        assert_eq!((same.method(), same.url().path(), same.body().is_some()), (&Method::POST, "/next", true));
+        // Another origin (a port is an origin): every credential and payment header goes.
+        for target in ["http://b.test/x", "http://a.test:8080/x", "https://a.test/x"] {
+            let cross = redirected(copy(), StatusCode::TEMPORARY_REDIRECT, url(target), None);
+            for name in ["payment-signature", "x-payment", "authorization", "cookie"] {
+                assert!(!cross.headers().contains_key(name), "{target}: {name}");
+            }
+            assert!(cross.headers().contains_key("x-trace"));
+        }
+        // 303 turns into a GET without body.
+        let see_other = redirected(copy(), StatusCode::SEE_OTHER, url("http://a.test/result"), None);
+        assert_eq!((see_other.method(), see_other.body().is_none()), (&Method::GET, true));
+        assert!(!see_other.headers().contains_key("content-type"));
+    }
+
+    #[test]
     fn channel_keys_ignore_address_case_but_not_realm() {
         let challenge = |recipient: &str, realm: &str| {
             let request = json!({
