@@ -11,7 +11,9 @@
 //! * `PAY402_PREFER` — protocols in order of preference, comma-separated, from `x402`,
 //!   `mpp-charge`, `mpp-session` (default: all three, in that order);
 //! * `PAY402_MAX_PER_REQUEST` / `PAY402_MAX_TOTAL` — caps in USD₮0 on X Layer (default `0.01`
-//!   and `0.1`);
+//!   and `0.1`; session deposits count against the total);
+//! * `PAY402_MAX_DEPOSIT` — the most one MPP session deposit may be, in USD₮0 (default `0.01`;
+//!   deposits go only to OKX's escrow on X Layer);
 //! * `PAY402_REQUESTS` — how many requests to send (default 3: a session route opens its
 //!   channel once, then pays with vouchers).
 
@@ -68,8 +70,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .prefer(prefer)
         .max_per_request(usdt.clone(), env_or("PAY402_MAX_PER_REQUEST", "0.01").parse()?)
         .max_total(usdt.clone(), env_or("PAY402_MAX_TOTAL", "0.1").parse()?)
+        .max_deposit(usdt.clone(), env_or("PAY402_MAX_DEPOSIT", "0.01").parse()?)
         .build()?;
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder())?;
 
     let mut failures = 0;
     for n in 1..=requests {
@@ -94,7 +97,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let left =
         autopay.remaining(&usdt).map_or_else(|| "no total cap".to_owned(), |r| format!("{} USD₮0 left", usdt0(r)));
-    println!("spent {} USD₮0 in total ({left})", usdt0(autopay.spent(&usdt)));
+    println!(
+        "spent {} USD₮0 in total, {} USD₮0 held in session escrows ({left})",
+        usdt0(autopay.spent(&usdt)),
+        usdt0(autopay.escrowed(&usdt))
+    );
     for closed in autopay.close_channels(&reqwest::Client::new()).await? {
         println!("closed channel {} at {} USD₮0", closed.channel_id, usdt0(closed.cumulative));
     }

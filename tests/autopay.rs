@@ -210,12 +210,14 @@ fn usdt0() -> AssetId {
     AssetId::x_layer_usdt0()
 }
 
-/// A buyer paying USD₮0 up to 0.01 per request and 1 in total, with `preference`.
+/// A buyer paying USD₮0 up to 0.01 per request and 1 in total (session deposits of at most
+/// 0.1 included), with `preference`.
 fn buyer(preference: &[Protocol]) -> AutoPayMiddleware {
     AutoPay::new(key(PAYER_KEY))
         .prefer(preference.iter().copied())
         .max_per_request(usdt0(), "0.01".parse().expect("amount"))
         .max_total(usdt0(), "1".parse().expect("amount"))
+        .max_deposit(usdt0(), "0.1".parse().expect("amount"))
         .registry(NetworkRegistry::x_layer())
         .build()
         .expect("autopay")
@@ -235,7 +237,7 @@ fn refusal(err: reqwest_middleware::Error) -> AutoPayError {
 async fn pays_an_x402_route_and_exposes_the_settlement() {
     let f = start().await;
     let autopay = buyer(&ALL);
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     for n in 1..=2u64 {
         let resp = http.get(f.url("/x402")).send().await.expect("request");
         assert_eq!(resp.status(), 200);
@@ -268,7 +270,7 @@ async fn pays_an_x402_route_and_exposes_the_settlement() {
 async fn pays_an_mpp_charge_route_and_exposes_the_receipt() {
     let f = start().await;
     let autopay = buyer(&ALL);
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     let resp = http.get(f.url("/charge")).send().await.expect("request");
     assert_eq!(resp.status(), 200);
     let paid = outcome(&resp);
@@ -296,7 +298,7 @@ async fn mpp_session_opens_one_channel_then_sends_vouchers_only() {
         .registry(NetworkRegistry::x_layer())
         .build()
         .expect("autopay");
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     let mut channel = String::new();
     for n in 1..=4u64 {
         let resp = http.get(f.url("/session")).send().await.expect("request");
@@ -358,7 +360,13 @@ async fn a_dual_route_is_paid_with_the_preferred_protocol() {
         (vec![Protocol::MppSession, Protocol::X402], Protocol::X402, "x402"),
     ] {
         let autopay = buyer(&preference);
-        let resp = autopay.client(reqwest::Client::new()).get(f.url("/dual")).send().await.expect("request");
+        let resp = autopay
+            .client(reqwest::Client::builder())
+            .expect("client")
+            .get(f.url("/dual"))
+            .send()
+            .await
+            .expect("request");
         assert_eq!(resp.status(), 200);
         assert_eq!(outcome(&resp).protocol, want, "{preference:?}");
         let body: serde_json::Value = resp.json().await.expect("json");
@@ -379,17 +387,30 @@ async fn a_dual_route_is_paid_with_the_preferred_protocol() {
             .expect("autopay")
     };
     let autopay = unsigned(vec![Protocol::MppCharge, Protocol::X402]);
-    let resp = autopay.client(reqwest::Client::new()).get(f.url("/dual")).send().await.expect("request");
+    let resp =
+        autopay.client(reqwest::Client::builder()).expect("client").get(f.url("/dual")).send().await.expect("request");
     assert_eq!(outcome(&resp).protocol, Protocol::X402);
     let autopay = unsigned(vec![Protocol::MppCharge]);
-    let err = autopay.client(reqwest::Client::new()).get(f.url("/dual")).send().await.expect_err("refused");
+    let err = autopay
+        .client(reqwest::Client::builder())
+        .expect("client")
+        .get(f.url("/dual"))
+        .send()
+        .await
+        .expect_err("refused");
     assert!(matches!(refusal(err), AutoPayError::Payment { protocol: Protocol::MppCharge, .. }));
     assert_eq!((autopay.spent(&usdt0()), autopay.reserved(&usdt0())), (U256::ZERO, U256::ZERO));
     assert_eq!(f.sent("/dual")[6..], ["none", "x402", "none"]);
 
     // Only a protocol the route does not offer: nothing is paid.
     let autopay = buyer(&[Protocol::MppSession]);
-    let err = autopay.client(reqwest::Client::new()).get(f.url("/dual")).send().await.expect_err("refused");
+    let err = autopay
+        .client(reqwest::Client::builder())
+        .expect("client")
+        .get(f.url("/dual"))
+        .send()
+        .await
+        .expect_err("refused");
     let AutoPayError::NoAcceptableChallenge { offered } = refusal(err) else { panic!() };
     assert!(offered.iter().any(|o| o == "x402 exact@eip155:196") && offered.iter().any(|o| o == "mpp evm/charge"));
     assert_eq!(f.calls("/dual"), 4);
@@ -399,7 +420,7 @@ async fn a_dual_route_is_paid_with_the_preferred_protocol() {
 async fn refuses_a_route_above_the_per_request_cap() {
     let f = start().await;
     let autopay = buyer(&ALL);
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     for path in ["/x402-pricey", "/charge-pricey"] {
         let err = http.get(f.url(path)).send().await.expect_err("refused");
         assert_eq!(
@@ -417,7 +438,13 @@ async fn refuses_a_route_above_the_per_request_cap() {
     // An asset without a cap is never paid.
     let other = AssetId::new("eip155:196", "0x1111111111111111111111111111111111111111");
     let autopay = AutoPay::new(key(PAYER_KEY)).allow(other).build().expect("autopay");
-    let err = autopay.client(reqwest::Client::new()).get(f.url("/x402")).send().await.expect_err("refused");
+    let err = autopay
+        .client(reqwest::Client::builder())
+        .expect("client")
+        .get(f.url("/x402"))
+        .send()
+        .await
+        .expect_err("refused");
     assert_eq!(refusal(err), AutoPayError::AssetNotAllowed { asset: usdt0() });
     assert_eq!(f.calls("/x402"), 0);
 }
@@ -430,7 +457,7 @@ async fn refuses_once_the_total_cap_is_exhausted() {
         .registry(NetworkRegistry::x_layer())
         .build()
         .expect("autopay");
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     for path in ["/x402", "/charge"] {
         let resp = http.get(f.url(path)).send().await.expect("paid");
         assert_eq!(resp.status(), 200);
@@ -448,22 +475,28 @@ async fn refuses_once_the_total_cap_is_exhausted() {
     assert_eq!(f.x402_balances(), (u(FUNDS - PRICE), u(PRICE)));
     assert_eq!(f.sa_balances(), (u(FUNDS - PRICE), U256::ZERO, u(PRICE)));
 
-    // A session route: the channel deposit is bounded by the total cap (2500); the third
-    // voucher would exceed the cap and is refused before anything is sent.
+    // A session route: the channel deposit is bounded by the total cap (2500) and counts
+    // against it; the third voucher would need a top-up above the cap and is refused before
+    // anything is sent.
     let autopay = AutoPay::new(key(PAYER_KEY))
         .prefer([Protocol::MppSession])
         .max_total(usdt0(), Amount::atomic(2500u64))
+        .max_deposit(usdt0(), Amount::atomic(10_000u64))
         .registry(NetworkRegistry::x_layer())
         .build()
         .expect("autopay");
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     for _ in 0..2 {
         assert_eq!(http.get(f.url("/session")).send().await.expect("paid").status(), 200);
     }
     let channels = autopay.channels().await;
     assert_eq!((channels[0].deposit, channels[0].cumulative), (u(2500), u(2000)));
     let err = http.get(f.url("/session")).send().await.expect_err("refused");
-    assert!(matches!(refusal(err), AutoPayError::TotalCapExceeded { spent, .. } if spent == u(2000)));
+    assert!(matches!(
+        refusal(err),
+        AutoPayError::TotalCapExceeded { requested, spent, .. } if requested == u(500) && spent == u(2500)
+    ));
+    assert_eq!((autopay.spent(&usdt0()), autopay.escrowed(&usdt0())), (u(2000), u(500)));
     assert_eq!(f.calls("/session"), 2);
     assert_eq!(f.sent("/session"), ["none", "open", "voucher", "voucher"], "the refused request is never sent");
 }
@@ -476,7 +509,7 @@ async fn concurrent_requests_never_overshoot_the_total_cap() {
         .registry(NetworkRegistry::x_layer())
         .build()
         .expect("autopay");
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     let tasks: Vec<_> = (0..12)
         .map(|i| {
             let http = http.clone();
@@ -514,6 +547,14 @@ fn the_builder_refuses_inconsistent_caps() {
     assert!(matches!(inverted.build(), Err(AutoPayError::Config(_))));
     let too_precise = base().max_total(usdt0(), "0.0000001".parse().expect("a decimal"));
     assert!(matches!(too_precise.build(), Err(AutoPayError::InvalidAmount { .. })));
+    // Decimals are never taken from a server: a decimal cap needs known decimals.
+    let other = AssetId::new("eip155:196", "0x1111111111111111111111111111111111111111");
+    let unknown = base().max_total(other.clone(), "1".parse().expect("a decimal"));
+    assert_eq!(unknown.build().map(|_| ()), Err(AutoPayError::UnknownDecimals { asset: other.clone() }));
+    assert!(base().max_total(other.clone(), "1".parse().expect("a decimal")).decimals(other, 6).build().is_ok());
+    let deposit_above_max =
+        base().session_deposit(usdt0(), Amount::atomic(2u64)).max_deposit(usdt0(), Amount::atomic(1u64));
+    assert!(matches!(deposit_above_max.build(), Err(AutoPayError::Config(_))));
     assert!("1.5e3".parse::<Amount>().is_err());
 }
 
@@ -521,7 +562,7 @@ fn the_builder_refuses_inconsistent_caps() {
 async fn a_refused_voucher_is_re_signed_once_under_the_fresh_challenge() {
     let f = start().await;
     let autopay = buyer(&[Protocol::MppSession]);
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     for _ in 0..2 {
         assert_eq!(http.get(f.url("/session")).send().await.expect("paid").status(), 200);
     }
@@ -557,7 +598,7 @@ async fn a_refused_voucher_is_re_signed_once_under_the_fresh_challenge() {
 async fn an_expired_session_challenge_reuses_the_channel() {
     let f = start().await;
     let autopay = buyer(&[Protocol::MppSession]);
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     for n in 1..=3u64 {
         let resp = http.get(f.url("/session-short")).send().await.expect("paid");
         let paid = outcome(&resp);
@@ -571,8 +612,10 @@ async fn an_expired_session_challenge_reuses_the_channel() {
     assert_eq!(f.calls("/session-short"), 3);
 }
 
+/// A refused payment stays counted (finding F8: the server holds a signed authorization it can
+/// still execute; the client cannot prove it unused). This test asserted the opposite before.
 #[tokio::test]
-async fn a_refused_payment_releases_its_reservation() {
+async fn a_refused_payment_stays_counted() {
     let f = start().await;
     // An unfunded buyer: the facilitator and the Settlement Agent refuse its payments.
     let autopay = AutoPay::new(key(OTHER_KEY))
@@ -580,7 +623,7 @@ async fn a_refused_payment_releases_its_reservation() {
         .registry(NetworkRegistry::x_layer())
         .build()
         .expect("autopay");
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     for (path, protocol) in [("/x402", Protocol::X402), ("/charge", Protocol::MppCharge)] {
         let err = http.get(f.url(path)).send().await.expect_err("refused");
         let AutoPayError::PaymentRejected { protocol: p, status, reason } = refusal(err) else { panic!("{path}") };
@@ -589,8 +632,8 @@ async fn a_refused_payment_releases_its_reservation() {
         assert_eq!(f.calls(path), 0, "{path}");
         assert_eq!(f.sent(path).len(), 2, "{path}: one paid retry only");
     }
-    assert_eq!((autopay.spent(&usdt0()), autopay.reserved(&usdt0())), (U256::ZERO, U256::ZERO));
-    assert_eq!(autopay.remaining(&usdt0()), Some(u(1_000_000)));
+    assert_eq!((autopay.spent(&usdt0()), autopay.reserved(&usdt0())), (u(2 * PRICE), U256::ZERO));
+    assert_eq!(autopay.remaining(&usdt0()), Some(u(1_000_000 - 2 * PRICE)));
 }
 
 /// A legacy x402 v1 seller: the challenge is the 402's JSON body, the payment comes in
@@ -669,7 +712,7 @@ async fn pays_an_x402_v1_challenge_carried_in_the_body() {
         .with_state(Arc::clone(&served));
     let server = support::serve_axum(app).await;
     let autopay = buyer(&ALL);
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
 
     let resp = http.get(format!("{}/v1", server.base)).send().await.expect("paid");
     assert_eq!(resp.status(), 200);
@@ -692,7 +735,7 @@ async fn pays_an_x402_v1_challenge_carried_in_the_body() {
 async fn concurrent_session_requests_share_one_channel() {
     let f = start().await;
     let autopay = buyer(&[Protocol::MppSession]);
-    let http = autopay.client(reqwest::Client::new());
+    let http = autopay.client(reqwest::Client::builder()).expect("client");
     let tasks: Vec<_> = (0..6)
         .map(|_| {
             let (http, url) = (http.clone(), f.url("/session"));

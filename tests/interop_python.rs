@@ -423,7 +423,8 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
         .max_per_request(asset.clone(), Amount::atomic(2500u64))
         .build()
         .expect("autopay");
-    let paid = autopay.client(peers::http()).get(&url).send().await.expect("paid request");
+    let http = reqwest::Client::builder().timeout(peers::PEER_TIMEOUT);
+    let paid = autopay.client(http).expect("client").get(&url).send().await.expect("paid request");
     assert_eq!(paid.status(), 200, "{}", logs());
     let outcome = paid.extensions().get::<PaymentOutcome>().cloned().expect("payment outcome");
     let settled = decode_payment_response_header(paid.headers()["payment-response"].to_str().expect("ascii"))

@@ -55,8 +55,8 @@ impl fmt::Display for AssetId {
 }
 
 /// An amount of a token: exact atomic units, or an exact decimal in whole-token units converted
-/// with the token's decimals (from the builder, the [`NetworkRegistry`] or the MPP challenge's
-/// `decimals`). Never a float.
+/// with the token's decimals (from the builder or the [`NetworkRegistry`], never from the
+/// server). Never a float.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Amount {
@@ -122,85 +122,139 @@ pub(crate) struct Limits {
     pub(crate) total: Option<Amount>,
     pub(crate) decimals: Option<u8>,
     pub(crate) session_deposit: Option<Amount>,
+    pub(crate) max_deposit: Option<Amount>,
 }
 
+/// What has left (or is leaving) the process, per asset. Everything counts against the total
+/// cap: `spent + reserved + escrowed ≤ total`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Ledger {
+    /// Payments and voucher increments (money a payee can claim).
     spent: U256,
+    /// Payments and deposits being signed or sent.
     reserved: U256,
+    /// Session deposits not (yet) covered by a voucher: the escrow holds them; the client cannot
+    /// verify a refund, so they are never credited back.
+    escrowed: U256,
+}
+
+impl Ledger {
+    fn committed(&self) -> U256 {
+        self.spent.saturating_add(self.reserved).saturating_add(self.escrowed)
+    }
 }
 
 /// The caps and the ledger. Shared by every clone of the middleware.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    limits: HashMap<AssetId, Limits>,
-    registry: Arc<NetworkRegistry>,
+    caps: HashMap<AssetId, Resolved>,
     ledger: Mutex<HashMap<AssetId, Ledger>>,
 }
 
-/// Caps of one asset resolved to atomic units.
+/// Caps of one asset resolved to atomic units (at build time, with the builder's or the
+/// registry's decimals only).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Resolved {
     pub(crate) per_request: Option<U256>,
     pub(crate) total: Option<U256>,
     pub(crate) session_deposit: Option<U256>,
+    /// The most one session deposit authorization (open or top-up) may transfer: the
+    /// configured maximum, else the configured fixed deposit. None: sessions are not paid.
+    pub(crate) max_deposit: Option<U256>,
+}
+
+/// What a [`Reservation`] is for, which decides where it goes when committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A payment: held in `reserved`, committed to `spent`.
+    Payment,
+    /// A session deposit: held in `reserved`, committed to `escrowed`.
+    Deposit,
+    /// A voucher increment, covered by an escrowed deposit: committed from `escrowed` to
+    /// `spent` (it adds nothing to what left the process).
+    Voucher,
 }
 
 impl Budget {
-    pub(crate) fn new(limits: HashMap<AssetId, Limits>, registry: Arc<NetworkRegistry>) -> Self {
-        Self { limits, registry, ledger: Mutex::new(HashMap::new()) }
+    /// Resolves every cap to atomic units. Decimals come from the builder, else the registry —
+    /// never from a counterparty: a decimal cap of a token with unknown decimals is a
+    /// [`AutoPayError::UnknownDecimals`] build error (finding F7).
+    pub(crate) fn new(limits: &HashMap<AssetId, Limits>, registry: &NetworkRegistry) -> Result<Self, AutoPayError> {
+        let mut caps = HashMap::new();
+        for (asset, limits) in limits {
+            let decimals =
+                limits.decimals.or_else(|| registry.asset_info(asset.network(), asset.address()).map(|a| a.decimals));
+            let resolve = |a: &Option<Amount>| -> Result<Option<U256>, AutoPayError> {
+                match a {
+                    None => Ok(None),
+                    Some(a) => a
+                        .to_atomic(decimals)
+                        .ok_or_else(|| AutoPayError::UnknownDecimals { asset: asset.clone() })?
+                        .map(Some),
+                }
+            };
+            let session_deposit = resolve(&limits.session_deposit)?;
+            let max_deposit = resolve(&limits.max_deposit)?;
+            if let (Some(fixed), Some(max)) = (session_deposit, max_deposit)
+                && fixed > max
+            {
+                return Err(AutoPayError::Config(format!(
+                    "the session deposit of {asset} ({fixed}) is above its maximum deposit ({max})"
+                )));
+            }
+            let resolved = Resolved {
+                per_request: resolve(&limits.per_request)?,
+                total: resolve(&limits.total)?,
+                session_deposit,
+                max_deposit: max_deposit.or(session_deposit),
+            };
+            if let (Some(one), Some(all)) = (resolved.per_request, resolved.total)
+                && one > all
+            {
+                return Err(AutoPayError::Config(format!(
+                    "the per-request cap of {asset} ({one}) is above its total cap ({all})"
+                )));
+            }
+            caps.insert(asset.clone(), resolved);
+        }
+        Ok(Self { caps, ledger: Mutex::new(HashMap::new()) })
     }
 
     fn ledger(&self) -> MutexGuard<'_, HashMap<AssetId, Ledger>> {
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The token's decimals: the builder's, else the registry's, else `hint` (an MPP
-    /// challenge's `decimals`).
-    fn decimals(&self, asset: &AssetId, limits: &Limits, hint: Option<u8>) -> Option<u8> {
-        limits
-            .decimals
-            .or_else(|| self.registry.asset_info(asset.network(), asset.address()).map(|a| a.decimals))
-            .or(hint)
+    /// The resolved caps of `asset` ([`AutoPayError::AssetNotAllowed`] without any).
+    pub(crate) fn caps(&self, asset: &AssetId) -> Result<Resolved, AutoPayError> {
+        self.caps.get(asset).copied().ok_or_else(|| AutoPayError::AssetNotAllowed { asset: asset.clone() })
     }
 
-    /// Resolves the caps of `asset` to atomic units.
-    pub(crate) fn resolve(&self, asset: &AssetId, decimals_hint: Option<u8>) -> Result<Resolved, AutoPayError> {
-        let limits = self.limits.get(asset).ok_or_else(|| AutoPayError::AssetNotAllowed { asset: asset.clone() })?;
-        let decimals = self.decimals(asset, limits, decimals_hint);
-        let resolve = |a: &Option<Amount>| -> Result<Option<U256>, AutoPayError> {
-            match a {
-                None => Ok(None),
-                Some(a) => a
-                    .to_atomic(decimals)
-                    .ok_or_else(|| AutoPayError::UnknownDecimals { asset: asset.clone() })?
-                    .map(Some),
-            }
-        };
-        Ok(Resolved {
-            per_request: resolve(&limits.per_request)?,
-            total: resolve(&limits.total)?,
-            session_deposit: resolve(&limits.session_deposit)?,
-        })
+    fn check_per_request(&self, asset: &AssetId, caps: &Resolved, amount: U256) -> Result<(), AutoPayError> {
+        match caps.per_request {
+            Some(cap) if amount > cap => Err(AutoPayError::OverCap { asset: asset.clone(), requested: amount, cap }),
+            _ => Ok(()),
+        }
     }
 
-    /// Checks `amount` against the caps of `asset` and reserves it.
-    pub(crate) fn reserve(
+    /// Checks that one request may cost `amount` of `asset` (the per-request cap), reserving
+    /// nothing.
+    pub(crate) fn check_request(&self, asset: &AssetId, amount: U256) -> Result<(), AutoPayError> {
+        let caps = self.caps(asset)?;
+        self.check_per_request(asset, &caps, amount)
+    }
+
+    /// Holds `amount` against the total cap (`spent + reserved + escrowed + amount ≤ total`).
+    fn hold(
         self: &Arc<Self>,
         asset: &AssetId,
+        caps: &Resolved,
         amount: U256,
-        decimals_hint: Option<u8>,
+        kind: Kind,
     ) -> Result<Reservation, AutoPayError> {
-        let caps = self.resolve(asset, decimals_hint)?;
-        if let Some(cap) = caps.per_request
-            && amount > cap
-        {
-            return Err(AutoPayError::OverCap { asset: asset.clone(), requested: amount, cap });
-        }
         let mut ledger = self.ledger();
         let entry = ledger.entry(asset.clone()).or_default();
         if let Some(cap) = caps.total {
-            let committed = entry.spent.saturating_add(entry.reserved);
+            let committed = entry.committed();
             if committed.checked_add(amount).is_none_or(|after| after > cap) {
                 return Err(AutoPayError::TotalCapExceeded {
                     asset: asset.clone(),
@@ -211,15 +265,67 @@ impl Budget {
             }
         }
         entry.reserved = entry.reserved.saturating_add(amount);
-        Ok(Reservation { budget: Arc::clone(self), asset: asset.clone(), amount, settled: false })
+        Ok(Reservation { budget: Arc::clone(self), asset: asset.clone(), amount, kind, settled: false })
+    }
+
+    /// Checks a payment of `amount` against the caps of `asset` and reserves it.
+    pub(crate) fn reserve(self: &Arc<Self>, asset: &AssetId, amount: U256) -> Result<Reservation, AutoPayError> {
+        let caps = self.caps(asset)?;
+        self.check_per_request(asset, &caps, amount)?;
+        self.hold(asset, &caps, amount, Kind::Payment)
+    }
+
+    /// A voucher increment of `amount`: checked against the per-request cap only, because the
+    /// escrowed deposit that covers it was counted when it was signed (the caller makes sure
+    /// the channel's deposit covers the voucher). Committing moves it from escrowed to spent.
+    pub(crate) fn reserve_voucher(
+        self: &Arc<Self>,
+        asset: &AssetId,
+        amount: U256,
+    ) -> Result<Reservation, AutoPayError> {
+        if crate::reverts::is_reverted(crate::reverts::Fix::F2EscrowAllowlist) {
+            // Without F2's deposit accounting, vouchers were the payments.
+            return self.reserve(asset, amount);
+        }
+        let caps = self.caps(asset)?;
+        self.check_per_request(asset, &caps, amount)?;
+        Ok(Reservation { budget: Arc::clone(self), asset: asset.clone(), amount, kind: Kind::Voucher, settled: false })
+    }
+
+    /// A session deposit (open or top-up) of `amount`: at most the maximum deposit, and counted
+    /// against the total cap like a payment (finding F2). Committed, it stays counted as
+    /// escrowed until vouchers spend it.
+    pub(crate) fn reserve_deposit(
+        self: &Arc<Self>,
+        asset: &AssetId,
+        amount: U256,
+    ) -> Result<Reservation, AutoPayError> {
+        let caps = self.caps(asset)?;
+        if crate::reverts::is_reverted(crate::reverts::Fix::F2EscrowAllowlist) {
+            return Ok(Reservation {
+                budget: Arc::clone(self),
+                asset: asset.clone(),
+                amount,
+                kind: Kind::Voucher,
+                settled: true,
+            });
+        }
+        match caps.max_deposit {
+            None => return Err(AutoPayError::NoMaxDeposit { asset: asset.clone() }),
+            Some(max) if amount > max => {
+                return Err(AutoPayError::DepositAboveMax { asset: asset.clone(), requested: amount, max });
+            }
+            Some(_) => {}
+        }
+        self.hold(asset, &caps, amount, Kind::Deposit)
     }
 
     /// What may still be committed on `asset` (None: no total cap).
-    pub(crate) fn headroom(&self, asset: &AssetId, decimals_hint: Option<u8>) -> Result<Option<U256>, AutoPayError> {
-        let caps = self.resolve(asset, decimals_hint)?;
+    pub(crate) fn headroom(&self, asset: &AssetId) -> Result<Option<U256>, AutoPayError> {
+        let caps = self.caps(asset)?;
         let ledger = self.ledger();
         let entry = ledger.get(asset).copied().unwrap_or_default();
-        Ok(caps.total.map(|cap| cap.saturating_sub(entry.spent.saturating_add(entry.reserved))))
+        Ok(caps.total.map(|cap| cap.saturating_sub(entry.committed())))
     }
 
     pub(crate) fn spent(&self, asset: &AssetId) -> U256 {
@@ -230,23 +336,40 @@ impl Budget {
         self.ledger().get(asset).map_or(U256::ZERO, |l| l.reserved)
     }
 
-    fn settle(&self, asset: &AssetId, amount: U256, commit: bool) {
+    pub(crate) fn escrowed(&self, asset: &AssetId) -> U256 {
+        self.ledger().get(asset).map_or(U256::ZERO, |l| l.escrowed)
+    }
+
+    fn settle(&self, asset: &AssetId, amount: U256, kind: Kind, commit: bool) {
         let mut ledger = self.ledger();
         let entry = ledger.entry(asset.clone()).or_default();
-        entry.reserved = entry.reserved.saturating_sub(amount);
-        if commit {
-            entry.spent = entry.spent.saturating_add(amount);
+        match (kind, commit) {
+            (Kind::Payment, true) => {
+                entry.reserved = entry.reserved.saturating_sub(amount);
+                entry.spent = entry.spent.saturating_add(amount);
+            }
+            (Kind::Deposit, true) => {
+                entry.reserved = entry.reserved.saturating_sub(amount);
+                entry.escrowed = entry.escrowed.saturating_add(amount);
+            }
+            (Kind::Payment | Kind::Deposit, false) => entry.reserved = entry.reserved.saturating_sub(amount),
+            (Kind::Voucher, true) => {
+                entry.escrowed = entry.escrowed.saturating_sub(amount);
+                entry.spent = entry.spent.saturating_add(amount);
+            }
+            (Kind::Voucher, false) => {}
         }
     }
 }
 
-/// An amount held against the caps until it is committed (spent) or released. Dropping an
-/// unsettled reservation releases it.
+/// An amount held against the caps until it is committed (it left the process) or released
+/// (it certainly did not). Dropping an unsettled reservation releases it.
 #[derive(Debug)]
 pub(crate) struct Reservation {
     budget: Arc<Budget>,
     asset: AssetId,
     amount: U256,
+    kind: Kind,
     settled: bool,
 }
 
@@ -255,23 +378,27 @@ impl Reservation {
         self.amount
     }
 
-    /// The money may have moved: count it as spent.
+    /// The signed payment, deposit or voucher left the process: count it.
     pub(crate) fn commit(mut self) {
-        self.settled = true;
-        self.budget.settle(&self.asset, self.amount, true);
+        if !self.settled {
+            self.settled = true;
+            self.budget.settle(&self.asset, self.amount, self.kind, true);
+        }
     }
 
-    /// The money certainly did not move.
+    /// Nothing was sent.
     pub(crate) fn release(mut self) {
-        self.settled = true;
-        self.budget.settle(&self.asset, self.amount, false);
+        if !self.settled {
+            self.settled = true;
+            self.budget.settle(&self.asset, self.amount, self.kind, false);
+        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled {
-            self.budget.settle(&self.asset, self.amount, false);
+            self.budget.settle(&self.asset, self.amount, self.kind, false);
         }
     }
 }
@@ -280,13 +407,17 @@ impl Drop for Reservation {
 mod tests {
     use super::*;
 
+    fn budget_of(limits: Limits) -> Arc<Budget> {
+        let limits = HashMap::from([(AssetId::x_layer_usdt0(), limits)]);
+        Arc::new(Budget::new(&limits, &NetworkRegistry::x_layer()).unwrap())
+    }
+
     fn budget(per_request: Option<&str>, total: Option<&str>) -> Arc<Budget> {
-        let limits = Limits {
+        budget_of(Limits {
             per_request: per_request.map(|a| Amount::decimal(a).unwrap()),
             total: total.map(|a| Amount::decimal(a).unwrap()),
             ..Limits::default()
-        };
-        Arc::new(Budget::new(HashMap::from([(AssetId::x_layer_usdt0(), limits)]), Arc::new(NetworkRegistry::x_layer())))
+        })
     }
 
     #[test]
@@ -294,25 +425,51 @@ mod tests {
         let b = budget(Some("0.01"), Some("0.025"));
         let usdt = AssetId::x_layer_usdt0();
         assert_eq!(
-            b.reserve(&usdt, U256::from(10_001u64), None).unwrap_err(),
+            b.reserve(&usdt, U256::from(10_001u64)).unwrap_err(),
             AutoPayError::OverCap { asset: usdt.clone(), requested: U256::from(10_001u64), cap: U256::from(10_000u64) }
         );
-        let r1 = b.reserve(&usdt, U256::from(10_000u64), None).unwrap();
-        let r2 = b.reserve(&usdt, U256::from(10_000u64), None).unwrap();
+        let r1 = b.reserve(&usdt, U256::from(10_000u64)).unwrap();
+        let r2 = b.reserve(&usdt, U256::from(10_000u64)).unwrap();
         assert!(matches!(
-            b.reserve(&usdt, U256::from(10_000u64), None),
+            b.reserve(&usdt, U256::from(10_000u64)),
             Err(AutoPayError::TotalCapExceeded { spent, cap, .. }) if spent == U256::from(20_000u64) && cap == U256::from(25_000u64)
         ));
-        assert_eq!(b.headroom(&usdt, None).unwrap(), Some(U256::from(5000u64)));
+        assert_eq!(b.headroom(&usdt).unwrap(), Some(U256::from(5000u64)));
         r1.commit();
         r2.release();
         assert_eq!((b.spent(&usdt), b.reserved(&usdt)), (U256::from(10_000u64), U256::ZERO));
-        drop(b.reserve(&usdt, U256::from(10_000u64), None).unwrap());
+        drop(b.reserve(&usdt, U256::from(10_000u64)).unwrap());
         assert_eq!(b.reserved(&usdt), U256::ZERO, "a dropped reservation is released");
-        b.reserve(&usdt, U256::from(10_000u64), None).unwrap().commit();
-        assert!(b.reserve(&usdt, U256::from(5001u64), None).is_err());
-        b.reserve(&usdt, U256::from(5000u64), None).unwrap().commit();
+        b.reserve(&usdt, U256::from(10_000u64)).unwrap().commit();
+        assert!(b.reserve(&usdt, U256::from(5001u64)).is_err());
+        b.reserve(&usdt, U256::from(5000u64)).unwrap().commit();
         assert_eq!(b.spent(&usdt), U256::from(25_000u64));
+    }
+
+    #[test]
+    fn deposits_count_against_the_total_and_vouchers_spend_them() {
+        let usdt = AssetId::x_layer_usdt0();
+        let b = budget_of(Limits {
+            per_request: Some(Amount::atomic(1000u64)),
+            total: Some(Amount::atomic(5000u64)),
+            max_deposit: Some(Amount::atomic(3000u64)),
+            ..Limits::default()
+        });
+        assert!(matches!(b.reserve_deposit(&usdt, U256::from(3001u64)), Err(AutoPayError::DepositAboveMax { .. })));
+        b.reserve_deposit(&usdt, U256::from(3000u64)).unwrap().commit();
+        assert_eq!((b.escrowed(&usdt), b.headroom(&usdt).unwrap()), (U256::from(3000u64), Some(U256::from(2000u64))));
+        // A voucher moves escrowed money to spent: what left the process is unchanged.
+        assert!(matches!(b.reserve_voucher(&usdt, U256::from(1001u64)), Err(AutoPayError::OverCap { .. })));
+        b.reserve_voucher(&usdt, U256::from(1000u64)).unwrap().commit();
+        assert_eq!((b.spent(&usdt), b.escrowed(&usdt)), (U256::from(1000u64), U256::from(2000u64)));
+        assert_eq!(b.headroom(&usdt).unwrap(), Some(U256::from(2000u64)));
+        // A second channel's deposit gets only what is left of the total.
+        assert!(matches!(b.reserve_deposit(&usdt, U256::from(2001u64)), Err(AutoPayError::TotalCapExceeded { .. })));
+        drop(b.reserve_deposit(&usdt, U256::from(2000u64)).unwrap());
+        assert_eq!(b.headroom(&usdt).unwrap(), Some(U256::from(2000u64)), "a deposit never sent is released");
+        // Without a maximum deposit, sessions are not paid.
+        let b = budget(None, None);
+        assert!(matches!(b.reserve_deposit(&usdt, U256::from(1u64)), Err(AutoPayError::NoMaxDeposit { .. })));
     }
 
     #[test]
@@ -320,18 +477,23 @@ mod tests {
         let b = budget(None, None);
         let other = AssetId::new("eip155:196", "0x1111111111111111111111111111111111111111");
         assert_eq!(
-            b.reserve(&other, U256::from(1u64), None).unwrap_err(),
+            b.reserve(&other, U256::from(1u64)).unwrap_err(),
             AutoPayError::AssetNotAllowed { asset: other.clone() }
         );
+        // A decimal cap of a token the registry does not know needs the builder's decimals.
         let limits = Limits { per_request: Some(Amount::decimal("1.5").unwrap()), ..Limits::default() };
-        let b = Arc::new(Budget::new(HashMap::from([(other.clone(), limits)]), Arc::new(NetworkRegistry::x_layer())));
+        let registry = NetworkRegistry::x_layer();
         assert_eq!(
-            b.reserve(&other, U256::from(1u64), None).unwrap_err(),
+            Budget::new(&HashMap::from([(other.clone(), limits.clone())]), &registry).unwrap_err(),
             AutoPayError::UnknownDecimals { asset: other.clone() }
         );
-        // The MPP challenge's decimals resolve the cap: 1.5 × 10^2.
-        assert!(b.reserve(&other, U256::from(150u64), Some(2)).is_ok());
-        assert!(matches!(b.reserve(&other, U256::from(151u64), Some(2)), Err(AutoPayError::OverCap { .. })));
+        let limits = Limits { decimals: Some(2), ..limits };
+        let b = Arc::new(Budget::new(&HashMap::from([(other.clone(), limits)]), &registry).unwrap());
+        assert!(b.reserve(&other, U256::from(150u64)).is_ok());
+        assert!(matches!(b.reserve(&other, U256::from(151u64)), Err(AutoPayError::OverCap { .. })));
+        // Atomic caps need no decimals.
+        let limits = Limits { per_request: Some(Amount::atomic(7u64)), ..Limits::default() };
+        assert!(Budget::new(&HashMap::from([(other.clone(), limits)]), &registry).is_ok());
         assert!(Amount::decimal("0.0000001").unwrap().to_atomic(Some(6)).unwrap().is_err());
         assert!(Amount::decimal("-1").is_err() && "1e3".parse::<Amount>().is_err());
         assert_eq!(AssetId::new("eip155:196", " 0xABC "), AssetId::new("eip155:196", "0xabc"));

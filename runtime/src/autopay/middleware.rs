@@ -2,21 +2,25 @@
 
 use super::budget::{AssetId, Budget, Reservation};
 use super::{AutoPayError, DEFAULT_DEPOSIT_REQUESTS, MAX_REFUSAL_BODY_BYTES, PaymentDetail, PaymentOutcome, Protocol};
-use crate::evm::{PrivateKeySigner, U256};
+use crate::evm::{Address, PrivateKeySigner, U256};
 use crate::mpp::charge_client::{CHARGE_INTENT, ChargeRequest, EVM_METHOD, MppChargeClient};
 use crate::mpp::encoding::b64url_decode;
 use crate::mpp::expiry::parse_rfc3339;
 use crate::mpp::header::{ParsedChallenge, parse_www_authenticate};
 use crate::mpp::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
 use crate::mpp::session_client::{SESSION_INTENT, SessionClient};
+use crate::reverts::{Fix, is_reverted};
 use crate::x402::client::{ExactEvmClientScheme, X402Client};
 use crate::x402::headers::{
-    MAX_HEADER_BYTES, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, X_PAYMENT_RESPONSE_HEADER,
-    decode_payment_required_header, decode_payment_response_header,
+    MAX_HEADER_BYTES, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
+    X_PAYMENT_RESPONSE_HEADER, decode_payment_required_header, decode_payment_response_header,
 };
 use crate::x402::networks::NetworkRegistry;
 use crate::x402::types::{AnyPaymentRequired, PaymentRequired, PaymentRequiredV1, PaymentRequirements, SettleResponse};
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderName, HeaderValue, LOCATION,
+    PROXY_AUTHORIZATION, TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
 use http::{Extensions, HeaderMap};
 use reqwest::{Method, Request, Response, StatusCode, Url};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
@@ -28,6 +32,9 @@ use tracing::Instrument as _;
 
 /// A challenge is not used for a voucher sent ahead when it expires within this margin.
 const EXPIRY_MARGIN_SECONDS: i64 = 5;
+
+/// Most redirects the middleware follows for one request (reqwest's default limit).
+pub const MAX_REDIRECTS: usize = 10;
 
 type MwResult<T> = Result<T, reqwest_middleware::Error>;
 
@@ -124,7 +131,6 @@ struct Offer {
     protocol: Protocol,
     asset: AssetId,
     amount: U256,
-    decimals_hint: Option<u8>,
     kind: OfferKind,
 }
 
@@ -141,6 +147,8 @@ struct Inner {
     charge: MppChargeClient,
     session: SessionClient,
     registry: Arc<NetworkRegistry>,
+    /// The trusted session escrows: (chain id, contract).
+    escrows: Vec<(u64, Address)>,
     book: Mutex<SessionBook>,
 }
 
@@ -167,6 +175,7 @@ impl AutoPayMiddleware {
         preference: Vec<Protocol>,
         budget: Budget,
         registry: Arc<NetworkRegistry>,
+        escrows: Vec<(u64, Address)>,
     ) -> Self {
         let x402 = X402Client::new().register("eip155:*", ExactEvmClientScheme::new(signer.clone()));
         let charge = MppChargeClient::new(signer.clone()).with_registry((*registry).clone());
@@ -179,19 +188,36 @@ impl AutoPayMiddleware {
                 charge,
                 session,
                 registry,
+                escrows,
                 book: Mutex::new(SessionBook::default()),
             }),
         }
     }
 
-    /// A client running this middleware over `http`.
-    pub fn client(&self, http: reqwest::Client) -> ClientWithMiddleware {
-        ClientBuilder::new(http).with(self.clone()).build()
+    /// A client running this middleware over a client built from `http`, with reqwest's own
+    /// redirect following switched off: the middleware follows redirects itself (at most
+    /// [`MAX_REDIRECTS`]), never sends a payment header to a redirect target, removes
+    /// credentials on a hop to another origin, and pays a 402 only when it comes from the
+    /// origin the request was sent to.
+    ///
+    /// Composing [`AutoPayMiddleware`] into a client that follows redirects itself defeats this
+    /// (reqwest keeps the `PAYMENT-SIGNATURE` header across hosts): use this method.
+    pub fn client(&self, http: reqwest::ClientBuilder) -> Result<ClientWithMiddleware, reqwest::Error> {
+        let http = http.redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(ClientBuilder::new(http).with(self.clone()).build())
     }
 
-    /// Atomic units of `asset` spent so far (committed payments and voucher increments).
+    /// Atomic units of `asset` spent so far: payments (every signed payment that left the
+    /// process, including ones the server then refused) and session voucher increments.
     pub fn spent(&self, asset: &AssetId) -> U256 {
         self.inner.budget.spent(asset)
+    }
+
+    /// Atomic units of `asset` deposited into session escrows and not (yet) spent by a
+    /// voucher. They count against the total cap, also after the channel is closed: the
+    /// escrow's refund cannot be verified by this client.
+    pub fn escrowed(&self, asset: &AssetId) -> U256 {
+        self.inner.budget.escrowed(asset)
     }
 
     /// Atomic units of `asset` held by payments in flight.
@@ -199,10 +225,10 @@ impl AutoPayMiddleware {
         self.inner.budget.reserved(asset)
     }
 
-    /// What may still be paid in `asset` under its total cap (None: no total cap, or its
-    /// decimals are not known yet).
+    /// What may still be paid or deposited in `asset` under its total cap (None: no total
+    /// cap).
     pub fn remaining(&self, asset: &AssetId) -> Option<U256> {
-        self.inner.budget.headroom(asset, None).ok().flatten()
+        self.inner.budget.headroom(asset).ok().flatten()
     }
 
     /// The open MPP session channels.
@@ -360,7 +386,6 @@ impl AutoPayMiddleware {
                 protocol: Protocol::X402,
                 asset: AssetId::new(requirements.network.clone(), &requirements.asset),
                 amount,
-                decimals_hint: None,
                 kind: OfferKind::X402 { required: single, requirements: Box::new(requirements), header: None },
             });
         }
@@ -379,7 +404,6 @@ impl AutoPayMiddleware {
             return None;
         }
         let request = ChargeRequest::from_request(&c.request).ok()?;
-        let decimals_hint = c.request.get("decimals").and_then(Value::as_u64).and_then(|d| u8::try_from(d).ok());
         let asset = AssetId::new(request.network(), &request.currency_text);
         let kind = match protocol {
             Protocol::MppSession => OfferKind::Session {
@@ -393,7 +417,7 @@ impl AutoPayMiddleware {
             },
             _ => OfferKind::Charge { challenge: Box::new(c), header: None },
         };
-        Some(Offer { protocol, asset, amount: request.amount, decimals_hint, kind })
+        Some(Offer { protocol, asset, amount: request.amount, kind })
     }
 
     /// A session challenge for the channel `key` among a 402's challenges.
@@ -411,7 +435,12 @@ impl AutoPayMiddleware {
     async fn choose(&self, offers: Offers) -> Result<(Offer, Reservation), AutoPayError> {
         let mut first_refusal = None;
         for mut offer in offers.payable {
-            let prepared = match self.inner.budget.reserve(&offer.asset, offer.amount, offer.decimals_hint) {
+            let reserved = match offer.kind {
+                // A voucher is covered by the channel's deposit, which is counted when signed.
+                OfferKind::Session { .. } => self.inner.budget.reserve_voucher(&offer.asset, offer.amount),
+                _ => self.inner.budget.reserve(&offer.asset, offer.amount),
+            };
+            let prepared = match reserved {
                 Ok(reservation) => self.prepare(&mut offer).await.map(|()| reservation),
                 Err(e) => Err(e),
             };
@@ -438,6 +467,10 @@ impl AutoPayMiddleware {
                 *header = Some(credential.to_authorization_header());
             }
             OfferKind::Session { challenge, .. } => {
+                self.check_escrow(challenge)?;
+                if !is_reverted(Fix::F2EscrowAllowlist) && self.inner.budget.caps(&offer.asset)?.max_deposit.is_none() {
+                    return Err(AutoPayError::NoMaxDeposit { asset: offer.asset.clone() });
+                }
                 let request = ChargeRequest::from_request(&challenge.request)
                     .map_err(|e| payment_error(Protocol::MppSession, e))?;
                 if request.token_info(&self.inner.registry).is_none() {
@@ -451,6 +484,18 @@ impl AutoPayMiddleware {
         Ok(())
     }
 
+    /// Refuses a session challenge whose deposits would go to an escrow this client does not
+    /// trust (finding F2): nothing is signed for it.
+    fn check_escrow(&self, challenge: &ParsedChallenge) -> Result<(), AutoPayError> {
+        let (chain_id, escrow) =
+            SessionClient::escrow_of(challenge).map_err(|e| payment_error(Protocol::MppSession, e))?;
+        if !is_reverted(Fix::F2EscrowAllowlist) && !self.inner.escrows.contains(&(chain_id, escrow)) {
+            tracing::warn!(chain_id, %escrow, "pay402 autopay: session escrow not trusted");
+            return Err(AutoPayError::UntrustedEscrow { chain_id, escrow: crate::evm::checksum(&escrow) });
+        }
+        Ok(())
+    }
+
     async fn run(&self, req: Request, ext: &mut Extensions, next: Next<'_>) -> MwResult<Response> {
         let route = RouteKey::of(&req);
         if self.enabled(Protocol::MppSession)
@@ -458,22 +503,51 @@ impl AutoPayMiddleware {
         {
             return self.session_ahead(rs, route, req, ext, next).await;
         }
-        self.unpaid_first(route, req, ext, next).await
+        self.unpaid_first(req, ext, next).await
     }
 
-    /// Sends `req` as is; pays a 402 and retries once.
-    async fn unpaid_first(
+    /// Sends `req`, following redirects itself (finding L7; the client of
+    /// [`AutoPayMiddleware::client`] follows none): `payment`, the header carrying this
+    /// request's payment, is removed on every hop (a payment is for the URL it was made for),
+    /// and credentials and payment headers on a hop to another origin. Returns the final
+    /// response and a copy of the request that got it (None if the body cannot be cloned).
+    async fn send(
         &self,
-        route: RouteKey,
-        req: Request,
+        mut req: Request,
         ext: &mut Extensions,
         next: Next<'_>,
-    ) -> MwResult<Response> {
-        let backup = req.try_clone();
-        let resp = next.clone().run(req, ext).await?;
+        payment: Option<&HeaderName>,
+    ) -> MwResult<(Response, Option<Request>)> {
+        let mut hops = 0;
+        loop {
+            let copy = req.try_clone();
+            let sent = req.url().origin();
+            let resp = next.clone().run(req, ext).await?;
+            if resp.url().origin() != sent {
+                tracing::warn!(
+                    "pay402 autopay: the HTTP client followed a redirect to another origin itself; build it with \
+                     AutoPayMiddleware::client"
+                );
+            }
+            if hops >= MAX_REDIRECTS {
+                return Ok((resp, copy));
+            }
+            let Some(target) = redirect_target(&resp) else { return Ok((resp, copy)) };
+            let Some(hop) = copy.as_ref().and_then(Request::try_clone) else { return Ok((resp, copy)) };
+            req = redirected(hop, resp.status(), target, payment);
+            hops += 1;
+        }
+    }
+
+    /// Sends `req` as is (following redirects); pays a 402 of the origin `req` was sent to and
+    /// retries once, at the URL that answered 402.
+    async fn unpaid_first(&self, req: Request, ext: &mut Extensions, next: Next<'_>) -> MwResult<Response> {
+        let origin = req.url().origin();
+        let (resp, last) = self.send(req, ext, next.clone(), None).await?;
         if resp.status() != StatusCode::PAYMENT_REQUIRED {
             return Ok(resp);
         }
+        let answered = resp.url().origin();
         let mut offers = self.offers(resp.headers());
         let resp = if offers.offered.is_empty() && small_json_body(&resp) {
             // No challenge in the headers: an x402 challenge may be the JSON body (v1).
@@ -495,6 +569,12 @@ impl AutoPayMiddleware {
             // A 402 without payment challenges: not ours to answer.
             return Ok(resp);
         }
+        // The 402 must come from the origin the request was sent to (finding L7).
+        if answered != origin {
+            let e = AutoPayError::CrossOriginChallenge { origin: answered.ascii_serialization() };
+            tracing::warn!(error = %e, "pay402 autopay: not paying");
+            return Err(mw(e));
+        }
         let (offer, reservation) = match self.choose(offers).await {
             Ok(chosen) => chosen,
             Err(e) => {
@@ -502,12 +582,13 @@ impl AutoPayMiddleware {
                 return Err(mw(e));
             }
         };
-        let Some(retry) = backup else { return Err(mw(AutoPayError::BodyNotCloneable)) };
+        let Some(retry) = last else { return Err(mw(AutoPayError::BodyNotCloneable)) };
+        let route = RouteKey::of(&retry);
         let span = tracing::Span::current();
         span.record("protocol", tracing::field::display(offer.protocol));
         span.record("amount", tracing::field::display(offer.amount));
         span.record("asset", tracing::field::display(&offer.asset));
-        let Offer { protocol, asset, amount, decimals_hint, kind } = offer;
+        let Offer { protocol, asset, amount, kind } = offer;
         match kind {
             OfferKind::X402 { requirements, header: Some(header), .. } => {
                 self.pay_x402(header, *requirements, asset, reservation, retry, ext, next).await
@@ -519,7 +600,7 @@ impl AutoPayMiddleware {
                 Err(mw(payment_error(protocol, "the payment was not prepared")))
             }
             OfferKind::Session { challenge, key, suggested_deposit } => {
-                let terms = SessionTerms { asset, price: amount, decimals_hint, suggested_deposit };
+                let terms = SessionTerms { asset, price: amount, suggested_deposit };
                 self.pay_session(route, *challenge, key, terms, reservation, retry, ext, next).await
             }
         }
@@ -537,14 +618,19 @@ impl AutoPayMiddleware {
         ext: &mut Extensions,
         next: Next<'_>,
     ) -> MwResult<Response> {
-        set_header(&mut retry, Protocol::X402, name, &value).map_err(mw)?;
-        let resp = match next.run(retry, ext).await {
-            Ok(r) => r,
+        let header = set_header(&mut retry, Protocol::X402, name, &value).map_err(mw)?;
+        // From here on the signed authorization has left the process: whoever holds it can
+        // execute it until its `validBefore`, whatever the server answers (finding F8). It is
+        // counted as spent in every outcome.
+        let resp = match self.send(retry, ext, next, Some(&header)).await {
+            Ok((r, _)) => r,
             Err(e) => {
                 reservation.commit();
                 return Err(e);
             }
         };
+        let amount = reservation.amount();
+        reservation.commit();
         let settlement = resp
             .headers()
             .get(PAYMENT_RESPONSE_HEADER)
@@ -553,16 +639,14 @@ impl AutoPayMiddleware {
             .and_then(|v| decode_payment_response_header(v).ok());
         let refused_settlement = settlement.as_ref().filter(|s| !s.success).map(settlement_reason);
         if resp.status() == StatusCode::PAYMENT_REQUIRED || refused_settlement.is_some() {
-            reservation.release();
             let status = resp.status().as_u16();
             let reason = match refused_settlement {
                 Some(r) => r,
                 None => x402_refusal(resp).await,
             };
+            tracing::warn!(%status, %reason, "pay402 autopay: the x402 payment was refused; it stays counted");
             return Err(mw(AutoPayError::PaymentRejected { protocol: Protocol::X402, status, reason }));
         }
-        let amount = reservation.amount();
-        reservation.commit();
         let mut resp = resp;
         resp.extensions_mut().insert(PaymentOutcome {
             protocol: Protocol::X402,
@@ -584,22 +668,23 @@ impl AutoPayMiddleware {
         ext: &mut Extensions,
         next: Next<'_>,
     ) -> MwResult<Response> {
-        set_header(&mut retry, Protocol::MppCharge, "authorization", &authorization).map_err(mw)?;
-        let resp = match next.run(retry, ext).await {
-            Ok(r) => r,
+        let header = set_header(&mut retry, Protocol::MppCharge, "authorization", &authorization).map_err(mw)?;
+        // The signed transfer has left the process: counted in every outcome (finding F8).
+        let resp = match self.send(retry, ext, next, Some(&header)).await {
+            Ok((r, _)) => r,
             Err(e) => {
                 reservation.commit();
                 return Err(e);
             }
         };
-        if resp.status() == StatusCode::PAYMENT_REQUIRED {
-            reservation.release();
-            let status = resp.status().as_u16();
-            let reason = body_reason(resp).await;
-            return Err(mw(AutoPayError::PaymentRejected { protocol: Protocol::MppCharge, status, reason }));
-        }
         let amount = reservation.amount();
         reservation.commit();
+        if resp.status() == StatusCode::PAYMENT_REQUIRED {
+            let status = resp.status().as_u16();
+            let reason = body_reason(resp).await;
+            tracing::warn!(%status, %reason, "pay402 autopay: the MPP charge was refused; it stays counted");
+            return Err(mw(AutoPayError::PaymentRejected { protocol: Protocol::MppCharge, status, reason }));
+        }
         let mut resp = resp;
         let receipt = receipt_of(&resp);
         resp.extensions_mut().insert(PaymentOutcome {
@@ -629,14 +714,20 @@ impl AutoPayMiddleware {
         let mut guard = slot.lock().await;
         let mut opened = false;
         if guard.is_none() {
+            self.check_escrow(&challenge).map_err(mw)?;
             let deposit = self.deposit(&terms, U256::ZERO).map_err(mw)?;
+            let hold = self.inner.budget.reserve_deposit(&terms.asset, deposit).map_err(mw)?;
             let (channel_id, header) = self
                 .inner
                 .session
                 .open_header(&challenge, deposit)
                 .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
             let open = retry.try_clone().ok_or_else(|| mw(AutoPayError::BodyNotCloneable))?;
-            self.manage(open, &header, "open", &channel_id, ext, next.clone()).await?;
+            let sent = self.manage(open, &header, "open", &channel_id, ext, next.clone()).await;
+            // The deposit authorization has left the process, accepted or not: it stays
+            // counted (a refused open leaves no channel to spend it).
+            hold.commit();
+            sent?;
             tracing::info!(channel = %channel_id, %deposit, "pay402 autopay: channel opened");
             *guard = Some(Channel {
                 id: channel_id,
@@ -672,9 +763,9 @@ impl AutoPayMiddleware {
     ) -> MwResult<Response> {
         let Some(terms) = SessionTerms::of(&rs.challenge) else {
             self.book().routes.remove(&route);
-            return self.unpaid_first(route, req, ext, next).await;
+            return self.unpaid_first(req, ext, next).await;
         };
-        let reservation = self.inner.budget.reserve(&terms.asset, terms.price, terms.decimals_hint).map_err(|e| {
+        let reservation = self.inner.budget.reserve_voucher(&terms.asset, terms.price).map_err(|e| {
             tracing::warn!(error = %e, "pay402 autopay: not paying");
             mw(e)
         })?;
@@ -689,26 +780,36 @@ impl AutoPayMiddleware {
             drop(guard);
             reservation.release();
             self.book().routes.remove(&route);
-            return self.unpaid_first(route, req, ext, next).await;
+            return self.unpaid_first(req, ext, next).await;
         };
         let backup = req.try_clone();
+        let url = req.url().clone();
         let topped_up = self.top_up_if_needed(channel, &terms, &req, ext, next.clone()).await?;
         let (resp, mut cumulative) =
             self.send_voucher(channel, &rs.challenge, reservation, req, ext, next.clone()).await?;
         let mut amount = terms.price;
+        let same_url = resp.url().origin() == url.origin() && resp.url().path() == url.path();
         let resp = match (resp.status(), backup) {
-            (StatusCode::PAYMENT_REQUIRED, Some(mut retry)) => {
+            (StatusCode::PAYMENT_REQUIRED, Some(mut retry)) if same_url => {
                 let Some(fresh) = self.session_challenge(resp.headers(), &rs.key) else {
                     self.book().routes.remove(&route);
                     return self
                         .session_answer(resp, &mut guard, &rs.key, &terms, amount, cumulative, false, topped_up)
                         .await;
                 };
-                // The refused voucher moved nothing on the server; it still covers `price`.
-                // A higher fresh price needs the difference on top.
-                let fresh_price = SessionTerms::of(&fresh).map_or(terms.price, |t| t.price);
-                if let Some(extra) = fresh_price.checked_sub(terms.price).filter(|e| !e.is_zero()) {
-                    let more = self.inner.budget.reserve(&terms.asset, extra, terms.decimals_hint).map_err(mw)?;
+                // The refused voucher stays counted (it was signed and sent); it still covers
+                // `price`. A higher fresh price needs the difference on top, and the fresh
+                // price itself must fit the per-request cap (finding L8).
+                let Some(fresh_terms) = SessionTerms::of(&fresh) else {
+                    self.book().routes.remove(&route);
+                    return Err(mw(payment_error(Protocol::MppSession, "the fresh session challenge is malformed")));
+                };
+                self.inner.budget.check_request(&terms.asset, fresh_terms.price).map_err(mw)?;
+                channel.challenge = fresh.clone();
+                if let Some(extra) = fresh_terms.price.checked_sub(terms.price).filter(|e| !e.is_zero()) {
+                    let more = self.inner.budget.reserve_voucher(&terms.asset, extra).map_err(mw)?;
+                    let extra_terms = SessionTerms { price: extra, ..fresh_terms };
+                    self.top_up_if_needed(channel, &extra_terms, &retry, ext, next.clone()).await?;
                     more.commit();
                     amount += extra;
                     cumulative += extra;
@@ -719,10 +820,9 @@ impl AutoPayMiddleware {
                     .voucher_header(&fresh, &channel.id, cumulative)
                     .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
                 channel.cumulative = cumulative;
-                channel.challenge = fresh.clone();
-                set_header(&mut retry, Protocol::MppSession, "authorization", &header).map_err(mw)?;
+                let name = set_header(&mut retry, Protocol::MppSession, "authorization", &header).map_err(mw)?;
                 self.book().routes.insert(route, RouteSession { challenge: fresh, key: rs.key.clone() });
-                next.run(retry, ext).await?
+                self.send(retry, ext, next, Some(&name)).await?.0
             }
             _ => resp,
         };
@@ -741,15 +841,18 @@ impl AutoPayMiddleware {
         next: Next<'_>,
     ) -> MwResult<(Response, U256)> {
         let cumulative = channel.cumulative.saturating_add(reservation.amount());
+        if cumulative > channel.deposit {
+            return Err(mw(payment_error(Protocol::MppSession, "the voucher would exceed the channel's deposit")));
+        }
         let header = self
             .inner
             .session
             .voucher_header(challenge, &channel.id, cumulative)
             .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
-        set_header(&mut req, Protocol::MppSession, "authorization", &header).map_err(mw)?;
+        let name = set_header(&mut req, Protocol::MppSession, "authorization", &header).map_err(mw)?;
         channel.cumulative = cumulative;
         reservation.commit();
-        Ok((next.run(req, ext).await?, cumulative))
+        Ok((self.send(req, ext, next, Some(&name)).await?.0, cumulative))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -803,35 +906,44 @@ impl AutoPayMiddleware {
             return Ok(false);
         }
         let unspent = channel.deposit.saturating_sub(channel.cumulative);
+        self.check_escrow(&channel.challenge).map_err(mw)?;
         let amount = self.deposit(terms, unspent).map_err(mw)?;
+        let hold = self.inner.budget.reserve_deposit(&terms.asset, amount).map_err(mw)?;
         let header = self
             .inner
             .session
             .top_up_header(&channel.challenge, &channel.id, amount)
             .map_err(|e| mw(payment_error(Protocol::MppSession, e)))?;
         let top_up = req.try_clone().ok_or_else(|| mw(AutoPayError::BodyNotCloneable))?;
-        self.manage(top_up, &header, "topUp", &channel.id, ext, next).await?;
+        let sent = self.manage(top_up, &header, "topUp", &channel.id, ext, next).await;
+        // The top-up authorization has left the process: counted whatever the answer.
+        hold.commit();
+        sent?;
         channel.deposit = channel.deposit.saturating_add(amount);
         tracing::info!(channel = %channel.id, %amount, "pay402 autopay: channel topped up");
         Ok(true)
     }
 
     /// The deposit (or top-up) for a channel with `unspent` vouchable deposit left: the
-    /// configured one, else `suggestedDeposit`, else [`DEFAULT_DEPOSIT_REQUESTS`] × price; at
-    /// least what the next voucher needs, at most the remaining total budget (counting the
-    /// reservation of this request) minus `unspent`.
+    /// configured one, else `suggestedDeposit`, else [`DEFAULT_DEPOSIT_REQUESTS`] × price;
+    /// at most the maximum deposit and the remaining total budget, at least what the next
+    /// voucher needs (when that does not fit, [`Budget::reserve_deposit`] refuses it).
     fn deposit(&self, terms: &SessionTerms, unspent: U256) -> Result<U256, AutoPayError> {
-        let caps = self.inner.budget.resolve(&terms.asset, terms.decimals_hint)?;
-        let needed = terms.price.saturating_sub(unspent);
+        let caps = self.inner.budget.caps(&terms.asset)?;
+        let needed = terms.price.saturating_sub(unspent).max(U256::from(1u8));
         let wanted = caps
             .session_deposit
             .or(terms.suggested_deposit)
             .unwrap_or_else(|| terms.price.saturating_mul(U256::from(DEFAULT_DEPOSIT_REQUESTS)));
-        let wanted = match self.inner.budget.headroom(&terms.asset, terms.decimals_hint)? {
-            Some(room) => wanted.min(room.saturating_add(terms.price).saturating_sub(unspent)),
-            None => wanted,
-        };
-        Ok(wanted.max(needed).max(U256::from(1u8)))
+        if is_reverted(Fix::F2EscrowAllowlist) {
+            return Ok(wanted.max(needed));
+        }
+        let max = caps.max_deposit.ok_or_else(|| AutoPayError::NoMaxDeposit { asset: terms.asset.clone() })?;
+        let mut amount = wanted.min(max);
+        if let Some(room) = self.inner.budget.headroom(&terms.asset)? {
+            amount = amount.min(room);
+        }
+        Ok(amount.max(needed))
     }
 
     /// Sends a management action (open, topUp) and checks the 200 JSON answer.
@@ -855,7 +967,6 @@ impl AutoPayMiddleware {
 struct SessionTerms {
     asset: AssetId,
     price: U256,
-    decimals_hint: Option<u8>,
     suggested_deposit: Option<U256>,
 }
 
@@ -865,7 +976,6 @@ impl SessionTerms {
         Some(Self {
             asset: AssetId::new(request.network(), &request.currency_text),
             price: request.amount,
-            decimals_hint: c.request.get("decimals").and_then(Value::as_u64).and_then(|d| u8::try_from(d).ok()),
             suggested_deposit: c
                 .request
                 .get("suggestedDeposit")
@@ -911,12 +1021,64 @@ fn payment_error(protocol: Protocol, e: impl fmt::Display) -> AutoPayError {
     AutoPayError::Payment { protocol, reason: e.to_string() }
 }
 
-fn set_header(req: &mut Request, protocol: Protocol, name: &str, value: &str) -> Result<(), AutoPayError> {
+/// Sets a payment header; returns its name.
+fn set_header(req: &mut Request, protocol: Protocol, name: &str, value: &str) -> Result<HeaderName, AutoPayError> {
     let bad = |e: &dyn fmt::Display| AutoPayError::Payment { protocol, reason: e.to_string() };
     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(&e))?;
     let value = HeaderValue::from_str(value).map_err(|e| bad(&e))?;
-    req.headers_mut().insert(name, value);
-    Ok(())
+    req.headers_mut().insert(name.clone(), value);
+    Ok(name)
+}
+
+/// Where a redirect (301, 302, 303, 307, 308 with a `Location` resolving to an http(s) URL)
+/// points.
+fn redirect_target(resp: &Response) -> Option<Url> {
+    let status = resp.status();
+    let redirect = [
+        StatusCode::MOVED_PERMANENTLY,
+        StatusCode::FOUND,
+        StatusCode::SEE_OTHER,
+        StatusCode::TEMPORARY_REDIRECT,
+        StatusCode::PERMANENT_REDIRECT,
+    ];
+    if !redirect.contains(&status) {
+        return None;
+    }
+    let location = resp.headers().get(LOCATION)?.to_str().ok()?;
+    let target = resp.url().join(location).ok()?;
+    matches!(target.scheme(), "http" | "https").then_some(target)
+}
+
+/// The request of the next hop of a redirect (finding L7): `payment` is removed on every hop;
+/// on a hop to another origin so are credentials and every payment header (reqwest alone
+/// keeps `PAYMENT-SIGNATURE` and `X-PAYMENT`). 303 (and 301/302 after a POST) turn into a GET
+/// without body.
+fn redirected(mut req: Request, status: StatusCode, target: Url, payment: Option<&HeaderName>) -> Request {
+    let cross_origin = target.origin() != req.url().origin();
+    let headers = req.headers_mut();
+    if let Some(name) = payment {
+        headers.remove(name);
+    }
+    if cross_origin {
+        for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE] {
+            headers.remove(name);
+        }
+        for name in ["cookie2", PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER] {
+            headers.remove(name);
+        }
+    }
+    let method = req.method().clone();
+    let to_get = (status == StatusCode::SEE_OTHER && method != Method::HEAD)
+        || ((status == StatusCode::MOVED_PERMANENTLY || status == StatusCode::FOUND) && method == Method::POST);
+    if to_get {
+        *req.method_mut() = Method::GET;
+        *req.body_mut() = None;
+        for name in [CONTENT_TYPE, CONTENT_LENGTH, CONTENT_ENCODING, TRANSFER_ENCODING] {
+            req.headers_mut().remove(name);
+        }
+    }
+    *req.url_mut() = target;
+    req
 }
 
 fn receipt_of(resp: &Response) -> Option<Receipt> {
@@ -1065,6 +1227,42 @@ mod tests {
         assert_eq!(body_reason(response(410, "gone")).await, "Gone");
         let huge = "x".repeat(10 * MAX_REFUSAL_BODY_BYTES);
         assert_eq!(body_prefix(response(402, &huge)).await.len(), MAX_REFUSAL_BODY_BYTES);
+    }
+
+    #[test]
+    fn redirects_never_carry_a_payment() {
+        let url = |u: &str| Url::parse(u).expect("url");
+        let mut req = Request::new(Method::POST, url("http://a.test/pay"));
+        for (name, value) in [
+            ("payment-signature", "signed"),
+            ("x-payment", "signed"),
+            ("authorization", "Payment x"),
+            ("cookie", "c"),
+            ("content-type", "application/json"),
+            ("x-trace", "t"),
+        ] {
+            req.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        *req.body_mut() = Some("{}".into());
+        let copy = || req.try_clone().expect("clone");
+        let payment = HeaderName::from_static("payment-signature");
+        // Same origin, 307: the payment header goes, the rest (method, body, credentials) stays.
+        let same = redirected(copy(), StatusCode::TEMPORARY_REDIRECT, url("http://a.test/next"), Some(&payment));
+        assert!(!same.headers().contains_key("payment-signature"));
+        assert!(same.headers().contains_key("authorization") && same.headers().contains_key("cookie"));
+        assert_eq!((same.method(), same.url().path(), same.body().is_some()), (&Method::POST, "/next", true));
+        // Another origin (a port is an origin): every credential and payment header goes.
+        for target in ["http://b.test/x", "http://a.test:8080/x", "https://a.test/x"] {
+            let cross = redirected(copy(), StatusCode::TEMPORARY_REDIRECT, url(target), None);
+            for name in ["payment-signature", "x-payment", "authorization", "cookie"] {
+                assert!(!cross.headers().contains_key(name), "{target}: {name}");
+            }
+            assert!(cross.headers().contains_key("x-trace"));
+        }
+        // 303 turns into a GET without body.
+        let see_other = redirected(copy(), StatusCode::SEE_OTHER, url("http://a.test/result"), None);
+        assert_eq!((see_other.method(), see_other.body().is_none()), (&Method::GET, true));
+        assert!(!see_other.headers().contains_key("content-type"));
     }
 
     #[test]

@@ -21,9 +21,10 @@
 //! let autopay = AutoPay::new(signer)
 //!     .prefer([Protocol::MppSession, Protocol::X402, Protocol::MppCharge])
 //!     .max_per_request(usdt0.clone(), "0.01".parse()?) // 0.01 USD₮0 per request
-//!     .max_total(usdt0.clone(), "1".parse()?) // 1 USD₮0 in total
+//!     .max_total(usdt0.clone(), "1".parse()?) // 1 USD₮0 in total, deposits included
+//!     .max_deposit(usdt0.clone(), "0.1".parse()?) // at most 0.1 USD₮0 into a session escrow
 //!     .build()?;
-//! let http = autopay.client(reqwest::Client::new());
+//! let http = autopay.client(reqwest::Client::builder())?;
 //! let response = http.get("http://127.0.0.1:4021/quote").send().await?;
 //! if let Some(paid) = response.extensions().get::<PaymentOutcome>() {
 //!     println!("paid {} atomic units of {} with {}", paid.amount, paid.asset, paid.protocol);
@@ -35,18 +36,30 @@
 //! # Caps
 //!
 //! Caps are per [`AssetId`] (network + token), in exact atomic units or as exact decimals
-//! converted with the token's decimals (builder → [`NetworkRegistry`] → the MPP challenge's
-//! `decimals`). **Only assets with a configured cap are ever paid** ([`AutoPay::allow`] admits an
-//! asset without limits). A payment reserves its amount before anything is signed: the
-//! per-request cap and `spent + reserved + amount ≤ total` are checked under one lock, so
-//! concurrent requests cannot overshoot the total. A refused payment sends nothing more: the
-//! request fails with [`AutoPayError::OverCap`] or [`AutoPayError::TotalCapExceeded`]
-//! (inside [`reqwest_middleware::Error::Middleware`]; see [`AutoPayError::from_middleware`]).
+//! converted with the token's decimals — from the builder ([`AutoPay::decimals`]) or the
+//! [`NetworkRegistry`], **never from the server**: a decimal cap of a token whose decimals
+//! neither knows is an [`AutoPayError::UnknownDecimals`] build error. **Only assets with a
+//! configured cap are ever paid** ([`AutoPay::allow`] admits an asset without limits). A
+//! payment reserves its amount before anything is signed: the per-request cap and
+//! `spent + reserved + escrowed + amount ≤ total` are checked under one lock, so concurrent
+//! requests cannot overshoot the total. A refused payment sends nothing more: the request fails
+//! with [`AutoPayError::OverCap`] or [`AutoPayError::TotalCapExceeded`] (inside
+//! [`reqwest_middleware::Error::Middleware`]; see [`AutoPayError::from_middleware`]).
 //!
-//! A reservation is **released** only when the money certainly did not move: the payment was
-//! never sent, or the server refused it (a new 402, or an x402 `PAYMENT-RESPONSE` with
-//! `success: false`). Every other outcome — success, a handler error after payment, a
-//! transport error after the payment left — is **committed** (fail closed).
+//! A reservation is **released** only when nothing was sent (the payment could not be
+//! signed, or the request could not be sent). Once a signed payment has left the process it
+//! is **committed** — counted as spent — in every outcome: success, a handler error, a
+//! transport error, and also a refusal (a new 402, or an x402 `PAYMENT-RESPONSE` with
+//! `success: false`): whoever received the signed authorization can still execute it until
+//! its `validBefore`, and this client cannot prove that its nonce stays unused.
+//!
+//! # Redirects
+//!
+//! [`AutoPayMiddleware::client`] switches reqwest's redirect following off and follows
+//! redirects in the middleware (at most [`MAX_REDIRECTS`]): a payment header never follows a
+//! redirect, credentials are removed on a hop to another origin, and a 402 is paid only when
+//! it comes from the origin the request was sent to (else [`AutoPayError::CrossOriginChallenge`]);
+//! the paid retry goes to the URL that answered 402.
 //!
 //! # MPP sessions
 //!
@@ -58,10 +71,23 @@
 //! the challenge expires. Requests on one channel are serialised (vouchers are cumulative). The
 //! deposit is the per-asset [`AutoPay::session_deposit`], else the challenge's
 //! `suggestedDeposit`, else [`DEFAULT_DEPOSIT_REQUESTS`] × the price — never more than the
-//! remaining total budget; a channel whose deposit is used up is topped up the same way.
-//! The caps count the voucher increments (a signed voucher is money the payee can claim): the
-//! escrowed deposit is not a payment, it is bounded by the budget. [`AutoPayMiddleware::close_channels`]
-//! closes the channels (the unvouched deposit returns to the payer).
+//! maximum deposit nor the remaining total budget; a channel whose deposit is used up is topped
+//! up the same way.
+//!
+//! Deposits go only to **trusted escrows**: OKX's escrow on X Layer by default, others with
+//! [`AutoPay::trust_escrow`]; a challenge naming another escrow is refused
+//! ([`AutoPayError::UntrustedEscrow`], nothing signed). A session needs a **maximum deposit**
+//! for its asset ([`AutoPay::max_deposit`], or the fixed [`AutoPay::session_deposit`]); without
+//! one its session offers are refused ([`AutoPayError::NoMaxDeposit`]) and another offer of the
+//! 402 is paid. The server's `suggestedDeposit` is never followed above the maximum.
+//!
+//! **Deposits count against the total cap** from the moment their authorization is signed and
+//! sent ([`AutoPayMiddleware::escrowed`]), accepted or not. A voucher increment moves its amount
+//! from escrowed to spent (a signed voucher is money the payee can claim from the deposit) and is
+//! checked against the per-request cap. [`AutoPayMiddleware::close_channels`] closes the
+//! channels; the escrow returns the unvouched deposit to the payer, but this client cannot
+//! verify that refund, so it stays counted against the total cap (build a new middleware for a
+//! fresh budget).
 //!
 //! A 402 with no challenge at all is returned as is (when its JSON body was inspected for an
 //! x402 challenge, the response is rebuilt from its status, headers and body, and
@@ -76,11 +102,12 @@ mod budget;
 mod middleware;
 
 pub use budget::{Amount, AssetId};
-pub use middleware::{AutoPayMiddleware, ChannelSummary};
+pub use middleware::{AutoPayMiddleware, ChannelSummary, MAX_REDIRECTS};
 
-use crate::evm::{PrivateKeySigner, U256};
+use crate::evm::channel::DEFAULT_ESCROW_CONTRACT;
+use crate::evm::{Address, PrivateKeySigner, U256};
 use crate::mpp::Receipt;
-use crate::x402::networks::NetworkRegistry;
+use crate::x402::networks::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::x402::types::{PaymentRequirements, SettleResponse};
 use budget::{Budget, Limits};
 use std::collections::HashMap;
@@ -164,11 +191,45 @@ pub enum AutoPayError {
         /// The asset.
         asset: AssetId,
     },
-    /// A decimal cap cannot be converted: the token's decimals are unknown.
+    /// A decimal cap cannot be converted: the token's decimals are unknown (a build error;
+    /// decimals are never taken from the server).
     #[error("the decimals of {asset} are unknown: give them to the builder or use atomic caps")]
     UnknownDecimals {
         /// The asset.
         asset: AssetId,
+    },
+    /// An MPP session challenge names an escrow contract this client does not trust (see
+    /// [`AutoPay::trust_escrow`]); nothing is signed for it.
+    #[error("refusing to deposit into escrow {escrow} on chain {chain_id}: not a trusted escrow")]
+    UntrustedEscrow {
+        /// The chain id.
+        chain_id: u64,
+        /// The escrow contract named by the challenge.
+        escrow: String,
+    },
+    /// An MPP session in `asset` would need a deposit, but no maximum deposit is configured
+    /// for it ([`AutoPay::max_deposit`] or [`AutoPay::session_deposit`]).
+    #[error("refusing to open an MPP session in {asset}: no maximum deposit is configured for it")]
+    NoMaxDeposit {
+        /// The asset.
+        asset: AssetId,
+    },
+    /// A session deposit would be above the configured maximum deposit.
+    #[error("refusing to deposit {requested} atomic units of {asset}: above the maximum deposit of {max}")]
+    DepositAboveMax {
+        /// The asset.
+        asset: AssetId,
+        /// The deposit the session needed.
+        requested: U256,
+        /// The maximum deposit.
+        max: U256,
+    },
+    /// The request was redirected to another origin, which answered 402: a payment is only
+    /// made to the origin the request was sent to.
+    #[error("refusing to pay a 402 from {origin}: the request was redirected there from another origin")]
+    CrossOriginChallenge {
+        /// The origin that answered 402.
+        origin: String,
     },
     /// An amount is not an exact non-negative decimal (or has more digits than the token).
     #[error("invalid amount {text:?}: {reason}")]
@@ -298,17 +359,20 @@ pub struct AutoPay {
     preference: Vec<Protocol>,
     limits: HashMap<AssetId, Limits>,
     registry: Option<Arc<NetworkRegistry>>,
+    escrows: Vec<(u64, Address)>,
 }
 
 impl AutoPay {
     /// Pays with `signer`. Default preference: x402, then MPP charge, then MPP session. No
-    /// asset is payable until a cap (or [`AutoPay::allow`]) names it.
+    /// asset is payable until a cap (or [`AutoPay::allow`]) names it. The only trusted session
+    /// escrow is OKX's on X Layer ([`DEFAULT_ESCROW_CONTRACT`] on chain 196).
     pub fn new(signer: PrivateKeySigner) -> Self {
         Self {
             signer,
             preference: vec![Protocol::X402, Protocol::MppCharge, Protocol::MppSession],
             limits: HashMap::new(),
             registry: None,
+            escrows: vec![(X_LAYER_CHAIN_ID, DEFAULT_ESCROW_CONTRACT)],
         }
     }
 
@@ -340,21 +404,45 @@ impl AutoPay {
         self
     }
 
-    /// The most all requests together may pay in `asset` (and makes it payable).
+    /// The most all requests together may pay in `asset` (and makes it payable). Session
+    /// deposits count against it from the moment they are signed.
     pub fn max_total(mut self, asset: AssetId, cap: Amount) -> Self {
         self.limits(asset).total = Some(cap);
         self
     }
 
-    /// The decimals of `asset`, for decimal caps of tokens the registry does not know.
+    /// The decimals of `asset`, for decimal caps of tokens the registry does not know
+    /// (without them, such a cap is an [`AutoPayError::UnknownDecimals`] build error: decimals
+    /// are never taken from the server).
     pub fn decimals(mut self, asset: AssetId, decimals: u8) -> Self {
         self.limits(asset).decimals = Some(decimals);
         self
     }
 
-    /// The deposit of MPP session channels in `asset` (bounded by the remaining total budget).
+    /// The deposit of MPP session channels in `asset` (and, unless [`AutoPay::max_deposit`] is
+    /// set, the maximum deposit). Bounded by the remaining total budget.
     pub fn session_deposit(mut self, asset: AssetId, deposit: Amount) -> Self {
         self.limits(asset).session_deposit = Some(deposit);
+        self
+    }
+
+    /// The most one MPP session deposit authorization (a channel's `open` or a `topUp`) may
+    /// transfer in `asset`. The server's `suggestedDeposit` is never followed above it.
+    /// Without this (or [`AutoPay::session_deposit`]) no session is opened in `asset`: its
+    /// session offers are refused with [`AutoPayError::NoMaxDeposit`] and another offer of the
+    /// 402 is paid instead, if any.
+    pub fn max_deposit(mut self, asset: AssetId, max: Amount) -> Self {
+        self.limits(asset).max_deposit = Some(max);
+        self
+    }
+
+    /// Also trusts the session escrow contract `escrow` on chain `chain_id` (by default only
+    /// OKX's escrow on X Layer is trusted). Deposits go only to trusted escrows; a session
+    /// challenge naming another one is refused with [`AutoPayError::UntrustedEscrow`].
+    pub fn trust_escrow(mut self, chain_id: u64, escrow: Address) -> Self {
+        if !self.escrows.contains(&(chain_id, escrow)) {
+            self.escrows.push((chain_id, escrow));
+        }
         self
     }
 
@@ -365,8 +453,9 @@ impl AutoPay {
         self
     }
 
-    /// Checks the configuration (no protocol; a cap that does not parse with known decimals;
-    /// a per-request cap above the total) and builds the middleware.
+    /// Checks the configuration (no protocol; a decimal cap of a token whose decimals are
+    /// unknown; a per-request cap above the total; a session deposit above the maximum
+    /// deposit) and builds the middleware.
     pub fn build(self) -> Result<AutoPayMiddleware, AutoPayError> {
         if self.preference.is_empty() {
             return Err(AutoPayError::Config("no protocol is enabled".into()));
@@ -375,23 +464,7 @@ impl AutoPay {
             return Err(AutoPayError::Config("no asset is payable: set a cap (or allow an asset)".into()));
         }
         let registry = self.registry.clone().unwrap_or_else(NetworkRegistry::global);
-        let budget = Budget::new(self.limits.clone(), Arc::clone(&registry));
-        for asset in self.limits.keys() {
-            match budget.resolve(asset, None) {
-                Ok(caps) => {
-                    if let (Some(one), Some(all)) = (caps.per_request, caps.total)
-                        && one > all
-                    {
-                        return Err(AutoPayError::Config(format!(
-                            "the per-request cap of {asset} ({one}) is above its total cap ({all})"
-                        )));
-                    }
-                }
-                // Resolved later from an MPP challenge's `decimals`.
-                Err(AutoPayError::UnknownDecimals { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(AutoPayMiddleware::new(self.signer, self.preference, budget, registry))
+        let budget = Budget::new(&self.limits, &registry)?;
+        Ok(AutoPayMiddleware::new(self.signer, self.preference, budget, registry, self.escrows))
     }
 }

@@ -189,6 +189,14 @@ impl SessionClient {
         Ok(SessionTerms { request, escrow, escrow_text })
     }
 
+    /// The chain id and the escrow contract that deposits answering `challenge` go to:
+    /// `methodDetails.escrowContract`, else OKX's escrow ([`DEFAULT_ESCROW_CONTRACT`]). Check it
+    /// against the escrows you trust before opening a channel.
+    pub fn escrow_of(challenge: &ParsedChallenge) -> Result<(u64, Address), SessionClientError> {
+        let terms = Self::terms(challenge)?;
+        Ok((terms.request.chain_id, terms.escrow))
+    }
+
     fn domain(terms: &SessionTerms) -> ChannelDomain {
         ChannelDomain::new(terms.request.chain_id, terms.escrow)
     }
