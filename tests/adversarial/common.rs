@@ -86,9 +86,19 @@ where
     };
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
     let last = std::cell::RefCell::new(Vec::new());
+    let survey = std::env::var_os("PAY402_ADVERSARIAL_SURVEY").is_some();
+    let tally = std::cell::RefCell::new(std::collections::BTreeMap::<String, (u32, String)>::new());
     let started = std::time::Instant::now();
     let result = runner.run(&strategy, |value| {
         let found = check(value);
+        if survey {
+            // Survey mode: count every violation by invariant and keep going.
+            for v in &found {
+                let key = format!("{} {}", v.invariant, v.detail.split(':').next().unwrap_or_default());
+                tally.borrow_mut().entry(key).or_insert((0, v.detail.clone())).0 += 1;
+            }
+            return Ok(());
+        }
         if found.is_empty() {
             Ok(())
         } else {
@@ -98,9 +108,17 @@ where
         }
     });
     let elapsed = started.elapsed();
+    if survey {
+        println!("{label}: survey of {cases} sequences in {elapsed:.1?}:");
+        for (key, (n, example)) in tally.borrow().iter() {
+            println!("  {n:6} × {key}\n           e.g. {example}");
+        }
+    }
     match result {
         Ok(()) => {
-            println!("{label}: {cases} sequences, no violation ({elapsed:.1?}, seed {seed_text:?})");
+            if !survey {
+                println!("{label}: {cases} sequences, no violation ({elapsed:.1?}, seed {seed_text:?})");
+            }
             None
         }
         Err(TestError::Fail(reason, minimal)) => {
