@@ -19,11 +19,13 @@
 mod support;
 
 mod adversarial {
+    pub(crate) mod buyer;
     pub(crate) mod common;
     pub(crate) mod seller;
 }
 
 use adversarial::common::{self, Reverted, Violation};
+use adversarial::buyer;
 use adversarial::seller::{self, Mix, Sellers};
 use pay402::__private::reverts::Fix;
 
@@ -36,6 +38,36 @@ fn seller_side(label: &str, mix: Mix, cases: u32, shrink: u32, max_len: usize) -
     let rt = runtime();
     let sellers = rt.block_on(Sellers::start());
     common::run(label, cases, shrink, seller::sequence(mix, max_len), |actions| rt.block_on(sellers.run(&actions)))
+}
+
+/// Runs side B with `offers`; returns the minimal failing sequence's violations.
+fn buyer_side(label: &str, offers: buyer::Offers, cases: u32, shrink: u32, max_len: usize) -> Option<(String, Vec<Violation>)> {
+    let rt = runtime();
+    let seller = rt.block_on(buyer::Seller::start());
+    common::run(label, cases, shrink, buyer::sequence(offers, max_len), |steps| rt.block_on(seller.run(&steps)))
+}
+
+#[test]
+fn buyer_side_suite_keeps_the_invariants() {
+    let _serial = common::serial();
+    let found = buyer_side("buyer side (malicious seller)", buyer::Offers::ALL, common::cases(2000), 256, 6);
+    if let Some((minimal, violations)) = found {
+        panic!("buyer side: invariants violated\n{}\nminimal sequence: {minimal}", common::render(&violations));
+    }
+}
+
+#[test]
+fn demo_suite_catches_f2_when_reverted() {
+    let _serial = common::serial();
+    let _revert = Reverted::new(Fix::F2EscrowAllowlist);
+    let offers = buyer::Offers { x402: false, charge: false, session: true, tricks: false };
+    let found = buyer_side("F2 reverted", offers, 200, 32, 4);
+    let Some((_, violations)) = found else { panic!("F2: the suite found nothing with the fix reverted") };
+    assert!(
+        violations.iter().any(|v| matches!(v.invariant, "B1" | "B2")),
+        "F2: expected B1/B2, found:\n{}",
+        common::render(&violations)
+    );
 }
 
 #[test]

@@ -94,7 +94,7 @@ where
         if survey {
             // Survey mode: count every violation by invariant and keep going.
             for v in &found {
-                let key = format!("{} {}", v.invariant, v.detail.split(':').next().unwrap_or_default());
+                let key = format!("{} {}", v.invariant, shape(&v.detail));
                 tally.borrow_mut().entry(key).or_insert((0, v.detail.clone())).0 += 1;
             }
             return Ok(());
@@ -132,4 +132,21 @@ where
         }
         Err(TestError::Abort(reason)) => panic!("{label}: proptest aborted: {reason}"),
     }
+}
+
+/// A violation's text with numbers and hex blurred, to tally alike ones together.
+fn shape(detail: &str) -> String {
+    let mut out = String::new();
+    let mut in_number = false;
+    for word in detail.split(' ') {
+        let blurred = if word.chars().any(|c| c.is_ascii_digit()) { "#" } else { word };
+        if blurred == "#" && in_number {
+            continue;
+        }
+        in_number = blurred == "#";
+        out.push_str(blurred);
+        out.push(' ');
+    }
+    out.truncate(110);
+    out
 }

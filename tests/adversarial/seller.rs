@@ -944,11 +944,13 @@ impl Sellers {
         m.requests.insert(id, Request { ep, carried: Carried::Management, answer });
     }
 
-    async fn quiesce(&self) {
+    /// Waits until no handler, facilitator or SA call has been running for `calm` polls of 5 ms
+    /// (detached completions may still run after a disconnect), at most 3 s.
+    async fn quiesce(&self, calm_polls: u32) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         let mut calm = 0;
-        while calm < 3 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        while calm < calm_polls && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
             let busy = ACTIVE.load(Ordering::SeqCst)
                 + self.facilitator.inflight.load(Ordering::SeqCst)
                 + self.sa.inflight.load(Ordering::SeqCst);
@@ -998,7 +1000,17 @@ impl Sellers {
             }
         }
         self.set_plan(Answer::Real, Answer::Real, Answer::Real);
-        self.quiesce().await;
+        // After a disconnect the server may still be working (or only now notice the EOF).
+        let cut = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::X402Pay { delivery: Delivery::CutHeaders | Delivery::CutAfter(_), .. }
+                    | Action::X402Replay { delivery: Delivery::CutHeaders | Delivery::CutAfter(_), .. }
+                    | Action::Charge { delivery: Delivery::CutHeaders | Delivery::CutAfter(_), .. }
+                    | Action::Voucher { delivery: Delivery::CutHeaders | Delivery::CutAfter(_), .. }
+            )
+        });
+        self.quiesce(if cut { 10 } else { 1 }).await;
         let mut v = self.check(&m, first_log).await;
         if v.is_empty() {
             v = self.check_release(&mut m).await;
@@ -1024,7 +1036,7 @@ impl Sellers {
         };
         let header = sent.header.clone();
         let (_, answer) = self.send(ep, &[("PAYMENT-SIGNATURE", header)], Delivery::Normal, 0, false).await;
-        self.quiesce().await;
+        self.quiesce(1).await;
         match answer {
             Some((200, true)) => Vec::new(),
             other => vec![Violation::new(
