@@ -24,8 +24,8 @@ mod adversarial {
     pub(crate) mod seller;
 }
 
-use adversarial::common::{self, Reverted, Violation};
 use adversarial::buyer;
+use adversarial::common::{self, Reverted, Violation};
 use adversarial::seller::{self, Mix, Sellers};
 use pay402::__private::reverts::Fix;
 
@@ -41,7 +41,13 @@ fn seller_side(label: &str, mix: Mix, cases: u32, shrink: u32, max_len: usize) -
 }
 
 /// Runs side B with `offers`; returns the minimal failing sequence's violations.
-fn buyer_side(label: &str, offers: buyer::Offers, cases: u32, shrink: u32, max_len: usize) -> Option<(String, Vec<Violation>)> {
+fn buyer_side(
+    label: &str,
+    offers: buyer::Offers,
+    cases: u32,
+    shrink: u32,
+    max_len: usize,
+) -> Option<(String, Vec<Violation>)> {
     let rt = runtime();
     let seller = rt.block_on(buyer::Seller::start());
     common::run(label, cases, shrink, buyer::sequence(offers, max_len), |steps| rt.block_on(seller.run(&steps)))

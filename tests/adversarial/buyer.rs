@@ -107,9 +107,25 @@ impl Token {
 /// One payment option of a 402.
 #[derive(Clone, Debug)]
 pub(crate) enum Offer {
-    X402 { amount: u128, token: Token },
-    Charge { amount: u128, token: Token, decimals: Option<u8>, recipient: u8 },
-    Session { amount: u128, token: Token, decimals: Option<u8>, attacker_escrow: bool, suggested: Option<u128>, recipient: u8, realm: u8 },
+    X402 {
+        amount: u128,
+        token: Token,
+    },
+    Charge {
+        amount: u128,
+        token: Token,
+        decimals: Option<u8>,
+        recipient: u8,
+    },
+    Session {
+        amount: u128,
+        token: Token,
+        decimals: Option<u8>,
+        attacker_escrow: bool,
+        suggested: Option<u128>,
+        recipient: u8,
+        realm: u8,
+    },
 }
 
 /// How the malicious server answers one request.
@@ -269,14 +285,18 @@ fn decode(h: &HeaderMap) -> Result<Option<Signed>, String> {
     }
     let Some(auth) = header(h, "authorization") else { return Ok(None) };
     let c = Credential::from_authorization_header(&auth).map_err(|e| e.to_string())?;
-    let request: Value = b64url_decode(&c.challenge.request)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
+    let request: Value =
+        b64url_decode(&c.challenge.request).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
     let asset = request["currency"].as_str().unwrap_or_default().to_ascii_lowercase();
     let p = &c.payload;
     let a = &p.get("authorization").cloned().unwrap_or(Value::Null);
-    let transfer = |a: &Value| (parse_u128(&a["value"]), a["nonce"].as_str().unwrap_or_default().to_owned(), a["to"].as_str().unwrap_or_default().to_ascii_lowercase());
+    let transfer = |a: &Value| {
+        (
+            parse_u128(&a["value"]),
+            a["nonce"].as_str().unwrap_or_default().to_owned(),
+            a["to"].as_str().unwrap_or_default().to_ascii_lowercase(),
+        )
+    };
     Ok(Some(match p.get("action").and_then(Value::as_str) {
         None => {
             let (value, nonce, _) = transfer(a);
@@ -348,7 +368,10 @@ fn payment_required(offers: &[Offer]) -> Response {
                 if let Some(s) = suggested {
                     req["suggestedDeposit"] = json!(s.to_string());
                 }
-                h.append("www-authenticate", mpp_header("session", format!("realm{realm}.test"), req).parse().expect("header"));
+                h.append(
+                    "www-authenticate",
+                    mpp_header("session", format!("realm{realm}.test"), req).parse().expect("header"),
+                );
             }
         }
     }
@@ -390,12 +413,18 @@ async fn malicious(
             "{}",
         )
             .into_response(),
-        Reply::Redirect => (StatusCode::TEMPORARY_REDIRECT, [("location", format!("{other}{}", uri.path()))], "").into_response(),
+        Reply::Redirect => {
+            (StatusCode::TEMPORARY_REDIRECT, [("location", format!("{other}{}", uri.path()))], "").into_response()
+        }
         Reply::PaymentRequired(offers) => payment_required(&offers),
     }
 }
 
-async fn other_origin(axum::extract::State(seen): axum::extract::State<Shared>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+async fn other_origin(
+    axum::extract::State(seen): axum::extract::State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     for name in ["payment-signature", "x-payment", "authorization"] {
         if headers.contains_key(name) {
             lock(&seen).leaked.push(format!("{name} reached the other origin at {}", uri.path()));
@@ -454,7 +483,10 @@ fn check(seen: &Seen) -> Vec<Violation> {
         match s {
             Signed::Payment { protocol, value, nonce, .. } => {
                 if *value > PER_REQUEST {
-                    v.push(Violation::new(tag(asset), format!("signed a {protocol} payment of {value} > per-request cap {PER_REQUEST} in {asset}")));
+                    v.push(Violation::new(
+                        tag(asset),
+                        format!("signed a {protocol} payment of {value} > per-request cap {PER_REQUEST} in {asset}"),
+                    ));
                 }
                 if counted.insert(nonce.clone()) {
                     let e = exposure.entry(asset.clone()).or_default();
@@ -463,7 +495,10 @@ fn check(seen: &Seen) -> Vec<Violation> {
             }
             Signed::Deposit { value, nonce, to, .. } => {
                 if *to != ESCROW.to_ascii_lowercase() {
-                    v.push(Violation::new("B2", format!("signed a deposit of {value} {asset} to {to}, which is not an allowlisted escrow")));
+                    v.push(Violation::new(
+                        "B2",
+                        format!("signed a deposit of {value} {asset} to {to}, which is not an allowlisted escrow"),
+                    ));
                 }
                 if counted.insert(nonce.clone()) {
                     let e = exposure.entry(asset.clone()).or_default();
@@ -475,7 +510,12 @@ fn check(seen: &Seen) -> Vec<Violation> {
                 if *cumulative > before {
                     let step = cumulative - before;
                     if step > PER_REQUEST {
-                        v.push(Violation::new(tag(asset), format!("signed a voucher raising channel {channel} by {step} > per-request cap {PER_REQUEST}")));
+                        v.push(Violation::new(
+                            tag(asset),
+                            format!(
+                                "signed a voucher raising channel {channel} by {step} > per-request cap {PER_REQUEST}"
+                            ),
+                        ));
                     }
                     vouchers.insert(channel.clone(), *cumulative);
                 }
@@ -484,10 +524,7 @@ fn check(seen: &Seen) -> Vec<Violation> {
     }
     for (asset, total) in exposure {
         if total > TOTAL {
-            v.push(Violation::new(
-                "B1",
-                format!("signed payments + deposits of {total} {asset} > total cap {TOTAL}"),
-            ));
+            v.push(Violation::new("B1", format!("signed payments + deposits of {total} {asset} > total cap {TOTAL}")));
         }
     }
     for leak in &seen.leaked {

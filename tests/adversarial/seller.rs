@@ -257,10 +257,9 @@ impl PlannedSa {
                 tokio::time::sleep(Duration::from_millis(15)).await;
                 real()
             }
-            Answer::Fail => Err(SaError::Api {
-                code: 70003,
-                error: pay402::okx::sa::map_sa_error(70003, "insufficient balance"),
-            }),
+            Answer::Fail => {
+                Err(SaError::Api { code: 70003, error: pay402::okx::sa::map_sa_error(70003, "insufficient balance") })
+            }
             // `{"code":0,"data":{}}` or a bare `{"code":0}`: an empty receipt.
             Answer::Garbage => Ok(T::default()),
             Answer::Timeout => Err(SaError::Transport("timed out".into())),
@@ -631,7 +630,8 @@ pub(crate) fn action(mix: Mix) -> BoxedStrategy<Action> {
         ));
     }
     if mix.head > 0 {
-        choices.push((mix.head, prop::sample::select(X402_EPS.to_vec()).prop_map(|ep| Action::X402Head { ep }).boxed()));
+        choices
+            .push((mix.head, prop::sample::select(X402_EPS.to_vec()).prop_map(|ep| Action::X402Head { ep }).boxed()));
     }
     if mix.charge > 0 {
         choices.push((
@@ -644,7 +644,9 @@ pub(crate) fn action(mix: Mix) -> BoxedStrategy<Action> {
     if mix.session > 0 {
         choices.push((
             mix.session,
-            (sess_ep(), 1u8..12, lie(), a()).prop_map(|(ep, units, lie, sa)| Action::Open { ep, units, lie, sa }).boxed(),
+            (sess_ep(), 1u8..12, lie(), a())
+                .prop_map(|(ep, units, lie, sa)| Action::Open { ep, units, lie, sa })
+                .boxed(),
         ));
         choices.push((
             mix.session * 3,
@@ -672,9 +674,18 @@ pub(crate) fn action(mix: Mix) -> BoxedStrategy<Action> {
 enum Carried {
     Nothing,
     /// x402: nonce, whether it is a genuine payment of this endpoint's requirements.
-    X402 { payment: usize, genuine: bool },
-    Charge { charge: usize },
-    Voucher { channel: usize, cumulative: u128, genuine: bool },
+    X402 {
+        payment: usize,
+        genuine: bool,
+    },
+    Charge {
+        charge: usize,
+    },
+    Voucher {
+        channel: usize,
+        cumulative: u128,
+        genuine: bool,
+    },
     Management,
 }
 
@@ -729,7 +740,14 @@ impl Sellers {
     }
 
     /// Sends one request; returns (status, body was the handler's) when answered.
-    async fn send(&self, ep: usize, headers: &[(&str, String)], delivery: Delivery, sleep: u8, head: bool) -> (u64, Option<(u16, bool)>) {
+    async fn send(
+        &self,
+        ep: usize,
+        headers: &[(&str, String)],
+        delivery: Delivery,
+        sleep: u8,
+        head: bool,
+    ) -> (u64, Option<(u16, bool)>) {
         let id = NEXT_REQUEST.fetch_add(1, Ordering::SeqCst);
         let e = &self.endpoints[ep];
         let mut all: Vec<(&str, String)> = headers.to_vec();
@@ -772,10 +790,16 @@ impl Sellers {
         }
     }
 
-    async fn sign_x402(&self, client: &X402Client, r: &PaymentRequirements, required: &PaymentRequired) -> PaymentPayload {
+    async fn sign_x402(
+        &self,
+        client: &X402Client,
+        r: &PaymentRequirements,
+        required: &PaymentRequired,
+    ) -> PaymentPayload {
         let mut one = required.clone();
         one.accepts = vec![r.clone()];
-        let AnyPaymentPayload::V2(p) = client.create_payment_payload(&AnyPaymentRequired::V2(one)).await.expect("signs")
+        let AnyPaymentPayload::V2(p) =
+            client.create_payment_payload(&AnyPaymentRequired::V2(one)).await.expect("signs")
         else {
             panic!("v2")
         };
@@ -857,7 +881,8 @@ impl Sellers {
             _ => {
                 let Some(c) = self.challenge(CHARGE_EP).await else { return };
                 let credential = self.charges.credential_for(&c).expect("charge credential");
-                let nonce = credential.payload["authorization"]["nonce"].as_str().unwrap_or_default().to_ascii_lowercase();
+                let nonce =
+                    credential.payload["authorization"]["nonce"].as_str().unwrap_or_default().to_ascii_lowercase();
                 m.charges.push(ChargeSent { header: credential.to_authorization_header(), nonce });
                 m.charges.len() - 1
             }
@@ -881,7 +906,15 @@ impl Sellers {
         m.channels.push(Channel { id: channel, ep, cumulative: 0, last_voucher: None, deposit_sent: deposit });
     }
 
-    async fn voucher(&self, m: &mut Model, channel: usize, ep: usize, kind: VoucherKind, delivery: Delivery, sleep: u8) {
+    async fn voucher(
+        &self,
+        m: &mut Model,
+        channel: usize,
+        ep: usize,
+        kind: VoucherKind,
+        delivery: Delivery,
+        sleep: u8,
+    ) {
         if m.channels.is_empty() {
             return;
         }
@@ -1029,9 +1062,10 @@ impl Sellers {
         });
         let Some((index, sent)) = candidate else { return Vec::new() };
         let pays = sent.pays.clone().expect("genuine");
-        let Some(ep) = X402_EPS.into_iter().find(|&ep| {
-            same_terms(&self.endpoints[ep].required.as_ref().expect("requirements").accepts[0], &pays)
-        }) else {
+        let Some(ep) = X402_EPS
+            .into_iter()
+            .find(|&ep| same_terms(&self.endpoints[ep].required.as_ref().expect("requirements").accepts[0], &pays))
+        else {
             return Vec::new();
         };
         let header = sent.header.clone();
@@ -1068,10 +1102,15 @@ impl Sellers {
                 Carried::Nothing => {
                     v.push(Violation::new("I1", format!("{label}: the handler ran for an unpaid request (HEAD)")))
                 }
-                Carried::Management => v.push(Violation::new("I1", format!("{label}: the handler ran for a management request"))),
+                Carried::Management => {
+                    v.push(Violation::new("I1", format!("{label}: the handler ran for a management request")))
+                }
                 Carried::X402 { payment, genuine } => {
                     if !genuine {
-                        v.push(Violation::new("I1", format!("{label}: the handler ran for forged x402 payment #{payment}")));
+                        v.push(Violation::new(
+                            "I1",
+                            format!("{label}: the handler ran for forged x402 payment #{payment}"),
+                        ));
                     }
                     let nonce = &m.x402[*payment].nonce;
                     if !settles.contains_key(nonce) {
@@ -1091,7 +1130,10 @@ impl Sellers {
                 }
                 Carried::Voucher { channel, cumulative, genuine } => {
                     if !genuine {
-                        v.push(Violation::new("I1", format!("{label}: the handler ran for a voucher signed by a stranger")));
+                        v.push(Violation::new(
+                            "I1",
+                            format!("{label}: the handler ran for a voucher signed by a stranger"),
+                        ));
                     }
                     *served_value.entry(*channel).or_default() += self.endpoints[req.ep].price;
                     let max = served_max.entry(*channel).or_default();
@@ -1122,7 +1164,10 @@ impl Sellers {
             let Some((status, true)) = req.answer else { continue };
             let label = self.endpoints[req.ep].label;
             if !handler_runs.contains(id) {
-                v.push(Violation::new("I1", format!("{label}: a response ({status}) carries the handler's body, but no handler run was logged")));
+                v.push(Violation::new(
+                    "I1",
+                    format!("{label}: a response ({status}) carries the handler's body, but no handler run was logged"),
+                ));
             }
             match &req.carried {
                 Carried::X402 { payment, .. } => {
@@ -1184,7 +1229,10 @@ impl Sellers {
             {
                 v.push(Violation::new(
                     "I4",
-                    format!("channel #{i}: {} still reserved after quiescence (a reservation never ended)", state.value.reserved),
+                    format!(
+                        "channel #{i}: {} still reserved after quiescence (a reservation never ended)",
+                        state.value.reserved
+                    ),
                 ));
             }
         }
