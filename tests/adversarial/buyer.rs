@@ -470,7 +470,8 @@ fn check(seen: &Seen) -> Vec<Violation> {
     let mut v = Vec::new();
     let allowed_assets = [USDT0.to_ascii_lowercase(), UNREG.to_ascii_lowercase()];
     let tag = |asset: &str| if asset == UNREG.to_ascii_lowercase() { "B3" } else { "B1" };
-    let mut exposure: HashMap<String, u128> = HashMap::new();
+    // Per asset: (signed payments, signed deposits).
+    let mut exposure: HashMap<String, (u128, u128)> = HashMap::new();
     let mut counted: HashSet<String> = HashSet::new();
     let mut vouchers: HashMap<String, u128> = HashMap::new();
     for s in &seen.signed {
@@ -490,7 +491,7 @@ fn check(seen: &Seen) -> Vec<Violation> {
                 }
                 if counted.insert(nonce.clone()) {
                     let e = exposure.entry(asset.clone()).or_default();
-                    *e = e.saturating_add(*value);
+                    e.0 = e.0.saturating_add(*value);
                 }
             }
             Signed::Deposit { value, nonce, to, .. } => {
@@ -502,7 +503,7 @@ fn check(seen: &Seen) -> Vec<Violation> {
                 }
                 if counted.insert(nonce.clone()) {
                     let e = exposure.entry(asset.clone()).or_default();
-                    *e = e.saturating_add(*value);
+                    e.1 = e.1.saturating_add(*value);
                 }
             }
             Signed::Voucher { channel, cumulative, .. } => {
@@ -522,9 +523,18 @@ fn check(seen: &Seen) -> Vec<Violation> {
             }
         }
     }
-    for (asset, total) in exposure {
+    for (asset, (payments, deposits)) in exposure {
+        let total = payments.saturating_add(deposits);
         if total > TOTAL {
-            v.push(Violation::new("B1", format!("signed payments + deposits of {total} {asset} > total cap {TOTAL}")));
+            let what = match (payments > 0, deposits > 0) {
+                (true, false) => "payments only",
+                (false, true) => "deposits only",
+                _ => "payments and deposits",
+            };
+            v.push(Violation::new(
+                "B1",
+                format!("signed {what}: {payments} + {deposits} = {total} {asset} > total cap {TOTAL}"),
+            ));
         }
     }
     for leak in &seen.leaked {

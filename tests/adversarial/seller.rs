@@ -1,7 +1,7 @@
 //! Side A: a malicious buyer against pay402's sellers.
 //!
 //! Real servers on 127.0.0.1 — axum (x402 route table, `#[x402]` macro, MPP charge and session
-//! route tables) and actix-web (x402 and session) — backed by the embedded facilitator and the
+//! route tables, `#[pay(intent = "session")]`) and actix-web (x402 and session) — backed by the embedded facilitator and the
 //! embedded SA (in-memory escrow), both wrapped so that each of their answers follows the
 //! generated plan (success, refusal, garbage, timeout, slow). A generated sequence of buyer actions
 //! runs against them; then, after quiescence, the money invariants are checked against the
@@ -115,6 +115,12 @@ async fn axum_handler(route: &'static str, headers: axum::http::HeaderMap) -> &'
 #[pay402::axum::x402(price = "$0.001", pay_to = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8")]
 async fn macro_paid(headers: axum::http::HeaderMap) -> &'static str {
     axum_handler("x-macro", headers).await
+}
+
+/// The `#[pay(intent = "session")]` macro route (payee: the method's, [`PAYEE`]).
+#[pay402::axum::pay(amount = "0.001", intent = "session")]
+async fn macro_session(headers: axum::http::HeaderMap) -> &'static str {
+    axum_handler("m-macro", headers).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -342,7 +348,7 @@ pub(crate) struct Sellers {
 /// Indices into [`Sellers::endpoints`].
 const X402_EPS: [usize; 4] = [0, 1, 2, 3];
 const CHARGE_EP: usize = 4;
-const SESSION_EPS: [usize; 3] = [5, 6, 7];
+const SESSION_EPS: [usize; 4] = [5, 6, 7, 8];
 
 fn x402_server(facilitator: &PlannedFacilitator) -> X402HttpServer {
     let resource = X402ResourceServer::new(facilitator.clone())
@@ -370,7 +376,7 @@ fn mpp(sa: &PlannedSa, intent: &SessionIntent) -> Mpp {
         .expect("mpp routes")
 }
 
-fn axum_route(route: &'static str) -> axum::routing::MethodRouter {
+fn axum_route<S: Clone + Send + Sync + 'static>(route: &'static str) -> axum::routing::MethodRouter<S> {
     axum::routing::get(move |headers: axum::http::HeaderMap| axum_handler(route, headers))
 }
 
@@ -411,7 +417,9 @@ impl Sellers {
             .route("/m/charge", axum_route("m-charge"))
             .route("/m/sa", axum_route("m-sa"))
             .route("/m/sb", axum_route("m-sb"))
-            .layer(pay402::axum::MppLayer::new(mpp.clone()));
+            .route("/m/macro", axum::routing::get(macro_session))
+            .layer(pay402::axum::MppLayer::new(mpp.clone()))
+            .with_state(mpp.clone());
         let axum_mpp = support::serve_axum(mpp_app).await;
         let actix = {
             let (x402, mpp) = (x402.clone(), mpp.clone());
@@ -447,6 +455,7 @@ impl Sellers {
             ep("axum mpp session /m/sa", &axum_mpp, "/m/sa", Kind::Session, PRICE, PAYEE),
             ep("axum mpp session /m/sb (payee 2)", &axum_mpp, "/m/sb", Kind::Session, PRICE, PAYEE2),
             ep("actix mpp session /m/sa", &actix, "/m/sa", Kind::Session, PRICE, PAYEE),
+            ep("axum #[pay(intent = \"session\")] /m/macro", &axum_mpp, "/m/macro", Kind::Session, PRICE, PAYEE),
         ];
         let http = reqwest::Client::new();
         for e in endpoints.iter_mut().filter(|e| e.kind == Kind::X402) {
