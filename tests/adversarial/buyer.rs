@@ -24,7 +24,7 @@ use crate::support::accounts::{ESCROW, PAYER_KEY, USDT0};
 use crate::support::{self, Running};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use pay402::autopay::{AssetId, AutoPay, AutoPayMiddleware, Protocol};
+use pay402::autopay::{AssetId, AutoPay, Protocol};
 use pay402::evm::signer_from_hex;
 use pay402::mpp::{Challenge, Credential, b64url_decode};
 use pay402::x402::networks::NetworkRegistry;
@@ -33,6 +33,7 @@ use pay402::x402::{
     encode_payment_required_header,
 };
 use proptest::prelude::*;
+use reqwest_middleware::ClientWithMiddleware;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,9 +56,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The buyer under test: USD₮0 and the unregistered token, 0.01 per request, 0.05 in total,
-/// every protocol. **The one function to adapt** when the AutoPay builder changes (escrow
-/// allowlist, maximum deposit, decimals required for unregistered tokens).
-pub(crate) fn client() -> AutoPayMiddleware {
+/// every protocol, over a plain reqwest client. **The one function to adapt** when the AutoPay
+/// API changes. After the AutoPay fixes (h/autopay: required maximum deposit, `client` taking a
+/// `reqwest::ClientBuilder`) it reads: `.max_deposit(asset, "0.05")` next to the caps, and
+/// `autopay.client(reqwest::Client::builder()).expect("client")` — verified on a trial merge of
+/// the fix branches.
+pub(crate) fn client() -> ClientWithMiddleware {
     let build = |with_decimals: bool| {
         let mut b = AutoPay::new(signer_from_hex(PAYER_KEY).expect("key"))
             .prefer([Protocol::MppSession, Protocol::X402, Protocol::MppCharge])
@@ -72,9 +76,10 @@ pub(crate) fn client() -> AutoPayMiddleware {
         }
         b.build()
     };
-    // Today a cap on an unregistered token may leave its decimals unset (they then come from the
-    // challenge: finding F7); once the builder requires them, they are given.
-    build(false).or_else(|_| build(true)).expect("autopay")
+    // A cap on an unregistered token may be accepted without its decimals (they then come from
+    // the challenge: finding F7); where the builder requires them, they are given.
+    let autopay = build(false).or_else(|_| build(true)).expect("autopay");
+    autopay.client(reqwest::Client::new())
 }
 
 fn unreg() -> AssetId {
@@ -454,8 +459,7 @@ impl Seller {
     /// Runs one sequence with a fresh client; returns the violations.
     pub(crate) async fn run(&self, steps: &[Step]) -> Vec<Violation> {
         *lock(&self.seen) = Seen::default();
-        let autopay = client();
-        let http = autopay.client(reqwest::Client::new());
+        let http = client();
         for s in steps {
             lock(&self.seen).queue = s.replies.iter().cloned().collect();
             let url = format!("{}/p{}", self.base, s.path);
