@@ -90,12 +90,14 @@ where
     let tally = std::cell::RefCell::new(std::collections::BTreeMap::<String, (u32, String)>::new());
     let started = std::time::Instant::now();
     let result = runner.run(&strategy, |value| {
+        let shown = if survey { format!("{value:?}") } else { String::new() };
         let found = check(value);
         if survey {
             // Survey mode: count every violation by invariant and keep going.
             for v in &found {
                 let key = format!("{} {}", v.invariant, shape(&v.detail));
-                tally.borrow_mut().entry(key).or_insert((0, v.detail.clone())).0 += 1;
+                let example = format!("{}\n           in {shown}", v.detail);
+                tally.borrow_mut().entry(key).or_insert((0, example)).0 += 1;
             }
             return Ok(());
         }

@@ -708,7 +708,7 @@ struct Request {
 struct X402Sent {
     header: String,
     nonce: String,
-    /// The requirements it genuinely pays (None when forged).
+    /// The requirements it validly pays (None when tampered with).
     pays: Option<PaymentRequirements>,
 }
 
@@ -828,6 +828,9 @@ impl Sellers {
         let required = self.endpoints[ep].required.clone().expect("x402 requirements");
         let r = required.accepts[0].clone();
         let mut genuine = true;
+        // What the payment validly pays, if anything (a "cheaper" one is a genuine payment of a
+        // cheaper route's terms: a replay of it there is legitimate).
+        let mut pays = Some(r.clone());
         let mut payload = match forge {
             Forge::Expired => {
                 genuine = false;
@@ -838,6 +841,7 @@ impl Sellers {
                 let mut cheap = r.clone();
                 let price: u128 = r.amount.parse().expect("amount");
                 cheap.amount = (price / 10).to_string();
+                pays = Some(cheap.clone());
                 self.sign_x402(&self.x402_client, &cheap, &required).await
             }
             _ => self.sign_x402(&self.x402_client, &r, &required).await,
@@ -869,7 +873,10 @@ impl Sellers {
         }
         let header = encode_payment_signature_header(&payload).expect("encodes");
         let index = m.x402.len();
-        m.x402.push(X402Sent { header: header.clone(), nonce: nonce_of(&payload), pays: genuine.then_some(r) });
+        if forge != Forge::None && forge != Forge::Cheaper {
+            pays = None;
+        }
+        m.x402.push(X402Sent { header: header.clone(), nonce: nonce_of(&payload), pays });
         let (id, answer) = self.send(ep, &[("PAYMENT-SIGNATURE", header)], delivery, sleep, false).await;
         m.requests.insert(id, Request { ep, carried: Carried::X402 { payment: index, genuine }, answer });
     }
