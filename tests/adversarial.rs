@@ -14,7 +14,9 @@
 //!
 //! Volume: `PAY402_ADVERSARIAL_CASES` sequences per side (default 2000), seed
 //! `PAY402_ADVERSARIAL_SEED` (default fixed). On a violation the seed, the minimal (shrunk)
-//! sequence and the violations are printed.
+//! sequence and the violations are printed. `PAY402_ADVERSARIAL_SURVEY=1` instead runs every
+//! sequence and prints a tally of all violations by kind, each with an example sequence (the
+//! suite tests then pass: a diagnostic mode, never for CI).
 
 mod support;
 
