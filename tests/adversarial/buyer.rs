@@ -55,12 +55,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The buyer under test: USD₮0 and the unregistered token, 0.01 per request, 0.025 in total,
-/// every protocol, over a plain reqwest client. **The one function to adapt** when the AutoPay
-/// API changes. After the AutoPay fixes (h/autopay: required maximum deposit, `client` taking a
-/// `reqwest::ClientBuilder`) it reads: `.max_deposit(asset, "0.025")` next to the caps, and
-/// `autopay.client(reqwest::Client::builder()).expect("client")` — verified on a trial merge of
-/// the fix branches.
+/// The buyer under test: USD₮0 and the unregistered token, 0.01 per request, 0.025 in total and
+/// at most 0.025 per deposit, every protocol, over AutoPay's own reqwest client (which follows
+/// redirects itself). **The one function to adapt** when the AutoPay API changes.
 pub(crate) fn client() -> ClientWithMiddleware {
     let build = |with_decimals: bool| {
         let mut b = AutoPay::new(signer_from_hex(PAYER_KEY).expect("key"))
@@ -69,7 +66,8 @@ pub(crate) fn client() -> ClientWithMiddleware {
         for asset in [AssetId::x_layer_usdt0(), unreg()] {
             b = b
                 .max_per_request(asset.clone(), "0.01".parse().expect("amount"))
-                .max_total(asset, "0.025".parse().expect("amount"));
+                .max_total(asset.clone(), "0.025".parse().expect("amount"))
+                .max_deposit(asset, "0.025".parse().expect("amount"));
         }
         if with_decimals {
             b = b.decimals(unreg(), 6);
@@ -79,7 +77,7 @@ pub(crate) fn client() -> ClientWithMiddleware {
     // A cap on an unregistered token may be accepted without its decimals (they then come from
     // the challenge: finding F7); where the builder requires them, they are given.
     let autopay = build(false).or_else(|_| build(true)).expect("autopay");
-    autopay.client(reqwest::Client::new())
+    autopay.client(reqwest::Client::builder()).expect("client")
 }
 
 fn unreg() -> AssetId {
