@@ -11,8 +11,12 @@ use crate::support::{self, FRAMEWORKS, Framework, Gate, GatedFacilitator, Runnin
 use pay402::completion::CancelPolicy;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{
-    ChannelState, ChannelStore, EmbeddedSa, EvmMethod, InMemoryChannelStore, Mpp, ParsedChallenge, PaySpec, Receipt,
-    SessionClient, SessionIntent, parse_www_authenticate,
+    ChannelState, ChannelStore, ChargeIntent, EmbeddedSa, EvmMethod, InMemoryChannelStore, Mpp, MppChargeClient,
+    ParsedChallenge, PaySpec, Receipt, SessionClient, SessionIntent, parse_www_authenticate,
+};
+use pay402::okx::sa::{
+    ChargeReceipt, ChargeSettleRequest, ChargeVerifyHashRequest, SaClient, SaError, SessionCloseRequest,
+    SessionOpenRequest, SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
 };
 use pay402::web::RequestContext;
 use pay402::x402::client::X402Client;
@@ -617,4 +621,131 @@ async fn l9_huge_expires_in_fails_closed_to_the_default_lifetime() {
     let lifetime = expires - time::OffsetDateTime::now_utc();
     assert!(lifetime <= pay402::mpp::DEFAULT_CHALLENGE_TTL + time::Duration::seconds(5), "{lifetime}");
     assert!(lifetime > time::Duration::ZERO, "{lifetime}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// MPP charge (settles before the handler, L5)
+// ---------------------------------------------------------------------------------------------
+
+/// The embedded SA whose charge settlement can be held at a [`Gate`].
+#[derive(Clone)]
+struct GatedSa {
+    inner: EmbeddedSa,
+    settle_gate: Arc<Gate>,
+}
+
+#[async_trait::async_trait]
+impl SaClient for GatedSa {
+    async fn settle(&self, req: &ChargeSettleRequest) -> Result<ChargeReceipt, SaError> {
+        self.settle_gate.pass().await;
+        self.inner.settle(req).await
+    }
+    async fn verify_hash(&self, req: &ChargeVerifyHashRequest) -> Result<ChargeReceipt, SaError> {
+        self.inner.verify_hash(req).await
+    }
+    async fn session_open(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
+        self.inner.session_open(req).await
+    }
+    async fn session_top_up(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
+        self.inner.session_top_up(req).await
+    }
+    async fn session_settle(&self, req: &SessionSettleRequest) -> Result<SessionReceipt, SaError> {
+        self.inner.session_settle(req).await
+    }
+    async fn session_close(&self, req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
+        self.inner.session_close(req).await
+    }
+    async fn session_status(&self, channel_id: &str) -> Result<SessionStatus, SaError> {
+        self.inner.session_status(channel_id).await
+    }
+}
+
+/// The client disconnects while the SA settles a charge: the settlement is not cut off; it
+/// completes and is reported (`on_payment_success`), and the handler does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f5_disconnect_during_charge_settlement_completes_and_reports() {
+    let _serial = SERIAL.lock().await;
+    for fw in FRAMEWORKS {
+        let sa = EmbeddedSa::new();
+        let buyer: PrivateKeySigner = BUYER_KEY.parse().expect("key");
+        sa.fund(X_LAYER_USDT0, &buyer.address().to_string(), U256::from(1_000_000u64)).expect("fund");
+        let gated = GatedSa { inner: sa.clone(), settle_gate: Arc::new(Gate::new()) };
+        let reported = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&reported);
+        let method = EvmMethod::x_layer(X402_PAY_TO).with_charge(ChargeIntent::new(gated.clone()));
+        let mpp = Mpp::new(method, REALM, SECRET)
+            .expect("mpp")
+            .on_payment_success(move |_, _| {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .route("GET /premium", PaySpec::charge("0.01"))
+            .expect("route");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cancelled = Tripwire::default();
+        let running = match fw {
+            Framework::Axum => {
+                let c = Arc::clone(&calls);
+                let trip = cancelled.clone();
+                let app = axum::Router::new()
+                    .route(
+                        "/premium",
+                        axum::routing::get(move || {
+                            c.fetch_add(1, Ordering::SeqCst);
+                            async { "premium" }
+                        }),
+                    )
+                    .layer(pay402::axum::MppLayer::new(mpp))
+                    .layer(axum::middleware::from_fn(move |req, next: axum::middleware::Next| {
+                        let armed = trip.arm();
+                        async move {
+                            let resp = next.run(req).await;
+                            armed.defuse();
+                            resp
+                        }
+                    }));
+                support::serve_axum(app).await
+            }
+            Framework::Actix => {
+                use actix_web::dev::Service as _;
+                let (c, trip) = (Arc::clone(&calls), cancelled.clone());
+                support::serve_actix(move || {
+                    let (c, trip) = (Arc::clone(&c), trip.clone());
+                    actix_web::App::new()
+                        .wrap(pay402::actix::MppMiddleware::new(mpp.clone()))
+                        .wrap_fn(move |req, srv| {
+                            let fut = srv.call(req);
+                            let armed = trip.arm();
+                            async move {
+                                let r = fut.await;
+                                armed.defuse();
+                                r
+                            }
+                        })
+                        .route(
+                            "/premium",
+                            actix_web::web::get().to(move || {
+                                c.fetch_add(1, Ordering::SeqCst);
+                                async { "premium" }
+                            }),
+                        )
+                })
+            }
+        };
+        let resp = reqwest::get(format!("{}/premium", running.base)).await.expect("request");
+        assert_eq!(resp.status(), 402);
+        let www: Vec<&str> = resp.headers().get_all("www-authenticate").iter().map(|v| v.to_str().expect("ascii")).collect();
+        let authorization = MppChargeClient::new(buyer.clone()).authorization_header_for(&www).expect("credential");
+        let before = sa.balance(X_LAYER_USDT0, &buyer.address().to_string());
+        gated.settle_gate.arm();
+        let conn = support::send_raw(&running.base, "/premium", &[("Authorization", &authorization)]).await;
+        gated.settle_gate.entered().await;
+        support::disconnect(conn);
+        cancelled.tripped().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!gated.settle_gate.was_dropped(), "{fw:?}: the charge settlement in flight was cut off");
+        gated.settle_gate.open();
+        eventually("the charge settlement is reported", async || reported.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(sa.balance(X_LAYER_USDT0, &buyer.address().to_string()), before - U256::from(10_000u64), "{fw:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{fw:?}: the cancelled request's handler never ran");
+    }
 }
