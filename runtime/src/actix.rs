@@ -357,9 +357,10 @@ impl X402Verified {
     }
 
     /// Runs the handler body, then settles (status < 400) or releases the payment.
-    pub async fn finish<R: Responder>(mut self, body: impl Future<Output = R>) -> HttpResponse {
-        self.guard.start();
-        finish_handler(&self.req, crate::metrics::handler(body).await, |status| self.guard.finish(status), into_response)
+    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
+        let mut guard = self.guard;
+        guard.start();
+        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response)
             .await
     }
 }
@@ -455,9 +456,10 @@ impl MppVerified {
 
     /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
     /// releases the payment.
-    pub async fn finish<R: Responder>(mut self, body: impl Future<Output = R>) -> HttpResponse {
-        self.guard.start();
-        finish_handler(&self.req, crate::metrics::handler(body).await, |status| self.guard.finish(status), into_response)
+    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
+        let mut guard = self.guard;
+        guard.start();
+        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response)
             .await
     }
 }
@@ -560,14 +562,10 @@ impl DualVerified {
 
     /// Runs the handler body, then completes the payment with the protocol that accepted it
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
-    pub async fn finish<R: Responder>(mut self, body: impl Future<Output = R>) -> HttpResponse {
-        self.guard.start();
-        finish_handler(
-            &self.req,
-            crate::metrics::handler(body).await,
-            |status| self.guard.finish(status),
-            into_response_all,
-        )
-        .await
+    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
+        let mut guard = self.guard;
+        guard.start();
+        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response_all)
+            .await
     }
 }

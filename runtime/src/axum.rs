@@ -221,10 +221,11 @@ impl X402Verified {
     }
 
     /// Runs the handler body, then settles (status < 400) or releases the payment.
-    pub async fn finish<R: IntoResponse>(mut self, body: impl Future<Output = R>) -> Response {
-        self.guard.start();
+    pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        let mut guard = self.guard;
+        guard.start();
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| self.guard.finish(status)).await
+        complete(resp, |status| guard.finish(status)).await
     }
 }
 
@@ -315,10 +316,11 @@ impl MppVerified {
 
     /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
     /// releases the payment.
-    pub async fn finish<R: IntoResponse>(mut self, body: impl Future<Output = R>) -> Response {
-        self.guard.start();
+    pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        let mut guard = self.guard;
+        guard.start();
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| self.guard.finish(status)).await
+        complete(resp, |status| guard.finish(status)).await
     }
 }
 
@@ -397,9 +399,10 @@ impl DualVerified {
 
     /// Runs the handler body, then completes the payment with the protocol that accepted it
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
-    pub async fn finish<R: IntoResponse>(mut self, body: impl Future<Output = R>) -> Response {
-        self.guard.start();
+    pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        let mut guard = self.guard;
+        guard.start();
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| self.guard.finish(status)).await
+        complete(resp, |status| guard.finish(status)).await
     }
 }

@@ -25,6 +25,7 @@ use http::HeaderMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use tracing::Instrument as _;
 
 /// What happens to a verified payment when its request is cancelled (its future dropped: the
 /// client disconnected, or a timeout layer gave up) while the handler runs. A handler panic always
@@ -144,7 +145,7 @@ pub(crate) async fn run_to_completion<T: Send + 'static>(
         return fut.await;
     }
     let Ok(handle) = tokio::runtime::Handle::try_current() else { return fut.await };
-    match handle.spawn(fut).await {
+    match handle.spawn(fut.in_current_span()).await {
         Ok(out) => out,
         Err(e) => {
             // The completion panicked or its runtime shut down: its outcome is unknown (fail
@@ -161,7 +162,7 @@ pub(crate) async fn run_detached<T: Send + 'static>(fut: impl Future<Output = T>
         return Some(fut.await);
     }
     let Ok(handle) = tokio::runtime::Handle::try_current() else { return Some(fut.await) };
-    match handle.spawn(fut).await {
+    match handle.spawn(fut.in_current_span()).await {
         Ok(out) => Some(out),
         Err(e) => {
             tracing::error!(error = %e, "pay402: a payment step did not finish; outcome unknown");
@@ -210,6 +211,7 @@ impl Drop for KeyReservation {
 /// Runs `fut` to its end without waiting for it: on the current tokio runtime, else on a thread
 /// of its own.
 pub(crate) fn detach<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) {
+    let fut = fut.in_current_span();
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         drop(handle.spawn(fut));
         return;

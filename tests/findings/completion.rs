@@ -25,8 +25,8 @@ use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
 use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, ExactEvmClientScheme, ExactEvmScheme, X_LAYER_USDT0,
-    decode_payment_required_header, encode_payment_signature_header,
+    AnyPaymentPayload, ExactEvmClientScheme, ExactEvmScheme, X_LAYER_USDT0, decode_payment_required_header,
+    encode_payment_signature_header,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -507,8 +507,7 @@ async fn session_start(fw: Framework, timeout: Option<Duration>) -> SessionFixtu
             })
         }
     };
-    let client =
-        SessionClient::new(signer_from_hex(PAYER_KEY).expect("key")).with_registry(NetworkRegistry::x_layer());
+    let client = SessionClient::new(signer_from_hex(PAYER_KEY).expect("key")).with_registry(NetworkRegistry::x_layer());
     SessionFixture { running, mpp, store, client, handler, cancelled, http: reqwest::Client::new() }
 }
 
@@ -733,7 +732,8 @@ async fn f5_disconnect_during_charge_settlement_completes_and_reports() {
         };
         let resp = reqwest::get(format!("{}/premium", running.base)).await.expect("request");
         assert_eq!(resp.status(), 402);
-        let www: Vec<&str> = resp.headers().get_all("www-authenticate").iter().map(|v| v.to_str().expect("ascii")).collect();
+        let www: Vec<&str> =
+            resp.headers().get_all("www-authenticate").iter().map(|v| v.to_str().expect("ascii")).collect();
         let authorization = MppChargeClient::new(buyer.clone()).authorization_header_for(&www).expect("credential");
         let before = sa.balance(X_LAYER_USDT0, &buyer.address().to_string());
         gated.settle_gate.arm();

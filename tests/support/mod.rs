@@ -221,12 +221,20 @@ impl Gate {
 
     /// Waits until a caller blocks at the gate.
     pub(crate) async fn entered(&self) {
-        tokio::time::timeout(GATE_WAIT, self.entered.acquire()).await.expect("a caller reached the gate").expect("gate").forget();
+        tokio::time::timeout(GATE_WAIT, self.entered.acquire())
+            .await
+            .expect("a caller reached the gate")
+            .expect("gate")
+            .forget();
     }
 
     /// Waits until a blocked caller was dropped (its request cancelled).
     pub(crate) async fn dropped(&self) {
-        tokio::time::timeout(GATE_WAIT, self.dropped.acquire()).await.expect("the blocked caller was dropped").expect("gate").forget();
+        tokio::time::timeout(GATE_WAIT, self.dropped.acquire())
+            .await
+            .expect("the blocked caller was dropped")
+            .expect("gate")
+            .forget();
     }
 
     /// Whether a blocked caller was dropped, without waiting.

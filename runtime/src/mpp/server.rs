@@ -717,7 +717,8 @@ impl Mpp {
         // The charge settles here, before the handler (L5): the settlement runs to its end and is
         // reported even if the request is dropped meanwhile (F5).
         let task = {
-            let (this, credential, request, intent) = (self.clone(), credential.clone(), request.clone(), intent.to_owned());
+            let (this, credential, request, intent) =
+                (self.clone(), credential.clone(), request.clone(), intent.to_owned());
             async move {
                 let outcome = match intent.as_str() {
                     "charge" => match &this.inner.method.charge {
