@@ -749,3 +749,107 @@ async fn f5_disconnect_during_charge_settlement_completes_and_reports() {
         assert_eq!(calls.load(Ordering::SeqCst), 0, "{fw:?}: the cancelled request's handler never ran");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The dual-protocol router
+// ---------------------------------------------------------------------------------------------
+
+/// The `PaymentRouter` honours the accepting protocol's policy: an x402 payment under
+/// `CancelPolicy::Release` is released when the client disconnects while the handler runs (the
+/// same payment is accepted afterwards), under the default it is settled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f5_payment_router_applies_the_protocols_cancel_policy() {
+    use pay402::router::{MppAdapter, PaymentRouter, RouteProtocols, X402Adapter};
+    let _serial = SERIAL.lock().await;
+    for policy in [CancelPolicy::Release, CancelPolicy::Complete] {
+        for fw in FRAMEWORKS {
+            let embedded = EmbeddedFacilitator::new();
+            let buyer: PrivateKeySigner = BUYER_KEY.parse().expect("key");
+            embedded.fund(X_LAYER_USDT0, &buyer.address().to_string(), U256::from(1_000_000u64)).expect("fund");
+            let fac = GatedFacilitator::new(embedded);
+            let x402 =
+                X402HttpServer::new(X402ResourceServer::new(fac.clone()).register("eip155:196", ExactEvmScheme::new()))
+                    .cancel_policy(policy);
+            let sa = EmbeddedSa::new();
+            let mpp = Mpp::new(EvmMethod::x_layer(X402_PAY_TO).with_charge(ChargeIntent::new(sa)), REALM, SECRET)
+                .expect("mpp");
+            let router = PaymentRouter::new()
+                .adapter(X402Adapter::new(x402))
+                .adapter(MppAdapter::new(mpp))
+                .route(
+                    "GET /slow",
+                    RouteProtocols::new()
+                        .x402(RouteConfig::new(PaymentOption::exact("$0.001", X402_PAY_TO)))
+                        .mpp(PaySpec::charge("0.001")),
+                )
+                .expect("route");
+            let handler = Arc::new(Gate::new());
+            let running = match fw {
+                Framework::Axum => {
+                    let h = Arc::clone(&handler);
+                    let slow = move || {
+                        let h = Arc::clone(&h);
+                        async move {
+                            h.pass().await;
+                            "slow"
+                        }
+                    };
+                    let app = axum::Router::new()
+                        .route("/slow", axum::routing::get(slow))
+                        .layer(pay402::axum::PaymentRouterLayer::new(router));
+                    support::serve_axum(app).await
+                }
+                Framework::Actix => {
+                    let h = Arc::clone(&handler);
+                    support::serve_actix(move || {
+                        let h = Arc::clone(&h);
+                        actix_web::App::new().wrap(pay402::actix::PaymentRouterMiddleware::new(router.clone())).route(
+                            "/slow",
+                            actix_web::web::get().to(move || {
+                                let h = Arc::clone(&h);
+                                async move {
+                                    h.pass().await;
+                                    "slow"
+                                }
+                            }),
+                        )
+                    })
+                }
+            };
+            let http = reqwest::Client::new();
+            let url = format!("{}/slow", running.base);
+            let resp = http.get(&url).send().await.expect("request");
+            assert_eq!(resp.status(), 402);
+            let required = decode_payment_required_header(resp.headers()["payment-required"].to_str().expect("ascii"))
+                .expect("decodes");
+            let client = X402Client::new().register("eip155:196", ExactEvmClientScheme::new(buyer.clone()));
+            let AnyPaymentPayload::V2(p) = client.create_payment_payload(&required).await.expect("pays") else {
+                panic!("v2")
+            };
+            let payment = encode_payment_signature_header(&p).expect("encodes");
+            handler.arm();
+            let conn = support::send_raw(&running.base, "/slow", &[("PAYMENT-SIGNATURE", &payment)]).await;
+            handler.entered().await;
+            support::disconnect(conn);
+            handler.dropped().await;
+            handler.open();
+            let settles = || fac.settles.load(Ordering::SeqCst);
+            match policy {
+                CancelPolicy::Release => {
+                    eventually("the released payment is accepted again", async || {
+                        http.get(&url).header("PAYMENT-SIGNATURE", &payment).send().await.expect("request").status()
+                            == 200
+                    })
+                    .await;
+                }
+                _ => {
+                    eventually("the cancelled request's payment is settled", async || settles() == 1).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let again = http.get(&url).header("PAYMENT-SIGNATURE", &payment).send().await.expect("request");
+                    assert_eq!(again.status(), 402, "{fw:?}: a settled payment is not reusable");
+                }
+            }
+            assert_eq!(settles(), 1, "{fw:?} {policy:?}: settled exactly once");
+        }
+    }
+}
