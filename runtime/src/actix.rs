@@ -17,6 +17,7 @@
 //! ```
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
+use crate::completion::FinishGuard;
 use crate::gate::{ExtensionSink, PaymentGate};
 use crate::web::{PreparedResponse, RequestHead, push_url};
 use crate::x402::http::{
@@ -274,9 +275,13 @@ where
                 }
             };
             G::insert_extensions(&payment, &mut *req.extensions_mut());
+            // Completes the payment per the cancel policy if this future is dropped while the
+            // handler runs (client disconnect, timeout), and releases it on a panic (F5).
+            let mut guard = crate::gate::payment_guard(gate, ctx, payment);
+            guard.start();
             let mut res = crate::metrics::handler(service.call(req)).await?;
             let status = res.status();
-            match complete(status, res.headers_mut(), |status| gate.finish(&ctx, payment, status)).await {
+            match complete(status, res.headers_mut(), |status| guard.finish(status)).await {
                 Ok(()) => Ok(res.map_into_left_body()),
                 Err(failure) => {
                     let (http_req, _) = res.into_parts();
@@ -326,19 +331,23 @@ impl X402Guard {
         }
         let ctx = request_context(&self.req);
         match Box::pin(server.process(&ctx, &config)).await {
-            Ok(payment) => Ok(X402Verified { server, ctx, req: self.req, payment }),
+            Ok(payment) => {
+                let guard = crate::gate::payment_guard(server, ctx, payment.clone());
+                Ok(X402Verified { req: self.req, payment, guard })
+            }
             Err(r) => Err(into_response(r)),
         }
     }
 }
 
-/// A verified payment inside a `#[x402]` handler.
+/// A verified payment inside a `#[x402]` handler. Dropped before [`X402Verified::finish`] it is
+/// released; dropped while the handler runs (client disconnect, timeout) it is completed per
+/// [`X402HttpServer::cancel_policy`], or released if the handler panicked.
 #[derive(Debug)]
 pub struct X402Verified {
-    server: X402HttpServer,
-    ctx: RequestContext,
     req: HttpRequest,
     payment: X402Payment,
+    guard: FinishGuard,
 }
 
 impl X402Verified {
@@ -349,13 +358,10 @@ impl X402Verified {
 
     /// Runs the handler body, then settles (status < 400) or releases the payment.
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        finish_handler(
-            &self.req,
-            crate::metrics::handler(body).await,
-            |status| Box::pin(self.server.finish(&self.ctx, self.payment, status)),
-            into_response,
-        )
-        .await
+        let mut guard = self.guard;
+        guard.start();
+        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response)
+            .await
     }
 }
 
@@ -363,7 +369,7 @@ impl X402Verified {
 // MPP
 // ---------------------------------------------------------------------------------------------
 
-use crate::mpp::{Credential, Mpp, Paid, Receipt, StaticPaySpec};
+use crate::mpp::{Credential, Mpp, Receipt, StaticPaySpec};
 
 /// The message of the 500 sent when a `#[pay]` handler runs without configuration.
 pub const MISSING_MPP_MESSAGE: &str = "pay402: no Mpp in the app data; add `.app_data(web::Data::new(mpp))` to the App";
@@ -416,40 +422,45 @@ impl MppGuard {
         let spec = spec.spec();
         let ctx = request_context(&self.req);
         match Box::pin(mpp.process(&ctx, &spec)).await {
-            Ok(paid) => Ok(MppVerified { req: self.req, paid }),
+            Ok(paid) => {
+                let (credential, receipt) = (paid.credential.clone(), paid.receipt.clone());
+                let guard = crate::gate::payment_guard(mpp, ctx, paid);
+                Ok(MppVerified { req: self.req, credential, receipt, guard })
+            }
             Err(r) => Err(into_response(r)),
         }
     }
 }
 
-/// A verified MPP payment inside a `#[pay]` handler.
+/// A verified MPP payment inside a `#[pay]` handler. Dropped before [`MppVerified::finish`] its
+/// reservation is released; dropped while the handler runs (client disconnect, timeout) it is
+/// committed per [`Mpp::cancel_policy`], or released if the handler panicked.
 #[derive(Debug)]
 pub struct MppVerified {
     req: HttpRequest,
-    paid: Paid,
+    credential: Credential,
+    receipt: Receipt,
+    guard: FinishGuard,
 }
 
 impl MppVerified {
     /// The credential, for the handler's `Credential` parameter.
     pub fn credential(&self) -> Credential {
-        self.paid.credential.clone()
+        self.credential.clone()
     }
 
     /// The receipt, for the handler's `Receipt` parameter.
     pub fn receipt(&self) -> Receipt {
-        self.paid.receipt.clone()
+        self.receipt.clone()
     }
 
     /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
     /// releases the payment.
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        finish_handler(
-            &self.req,
-            crate::metrics::handler(body).await,
-            |status| Box::pin(self.paid.finish(status)),
-            into_response,
-        )
-        .await
+        let mut guard = self.guard;
+        guard.start();
+        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response)
+            .await
     }
 }
 
@@ -473,7 +484,7 @@ pub type PaymentRouterMiddleware = GateMiddleware<PaymentRouter>;
 /// The service made by [`PaymentRouterMiddleware`].
 pub type PaymentRouterMiddlewareService<S> = GateMiddlewareService<S, PaymentRouter>;
 
-use crate::router::{RouterPayment, StaticDualRoute};
+use crate::router::StaticDualRoute;
 
 /// Like [`into_response`], keeping every line of a multi-valued header (the merged 402 may carry
 /// several `WWW-Authenticate` challenges).
@@ -525,34 +536,36 @@ impl DualGuard {
         };
         let ctx = request_context(&self.req);
         match Box::pin(route.process(&ctx, &server, &mpp)).await {
-            Ok(payment) => Ok(DualVerified { req: self.req, payment }),
+            Ok(payment) => {
+                Ok(DualVerified { req: self.req, paid: payment.paid(), guard: crate::gate::router_guard(payment) })
+            }
             Err(r) => Err(into_response_all(r)),
         }
     }
 }
 
-/// A verified payment inside a handler carrying both `#[x402]` and `#[pay]`.
+/// A verified payment inside a handler carrying both `#[x402]` and `#[pay]`. Dropped before
+/// [`DualVerified::finish`] it is released; dropped while the handler runs it is completed per
+/// the accepting protocol's cancel policy, or released if the handler panicked.
 #[derive(Debug)]
 pub struct DualVerified {
     req: HttpRequest,
-    payment: RouterPayment,
+    paid: RouterPaid,
+    guard: FinishGuard,
 }
 
 impl DualVerified {
     /// How the request was paid, for the handler's `Paid` parameter.
     pub fn paid(&self) -> RouterPaid {
-        self.payment.paid()
+        self.paid.clone()
     }
 
     /// Runs the handler body, then completes the payment with the protocol that accepted it
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        finish_handler(
-            &self.req,
-            crate::metrics::handler(body).await,
-            |status| Box::pin(self.payment.finish(status)),
-            into_response_all,
-        )
-        .await
+        let mut guard = self.guard;
+        guard.start();
+        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response_all)
+            .await
     }
 }

@@ -16,6 +16,7 @@
 //! ```
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
+use crate::completion::FinishGuard;
 use crate::gate::PaymentGate;
 use crate::web::{HttpHead, PreparedResponse};
 use crate::x402::http::{
@@ -129,8 +130,12 @@ where
                 Err(r) => return Ok(into_response(r)),
             };
             G::insert_extensions(&payment, req.extensions_mut());
+            // Completes the payment per the cancel policy if this future is dropped while the
+            // handler runs (client disconnect, timeout layer), and releases it on a panic (F5).
+            let mut guard = crate::gate::payment_guard(gate, ctx, payment);
+            guard.start();
             let resp = crate::metrics::handler(inner.call(req)).await?;
-            Ok(complete(resp, |status| gate.finish(&ctx, payment, status)).await)
+            Ok(complete(resp, |status| guard.finish(status)).await)
         })
     }
 }
@@ -191,18 +196,22 @@ impl X402Guard {
         }
         let ctx = RequestContext::from_owned_parts(self.method, &self.uri, self.headers);
         match Box::pin(self.server.process(&ctx, &config)).await {
-            Ok(payment) => Ok(X402Verified { server: self.server, ctx, payment }),
+            Ok(payment) => {
+                let guard = crate::gate::payment_guard(self.server, ctx, payment.clone());
+                Ok(X402Verified { payment, guard })
+            }
             Err(r) => Err(into_response(r)),
         }
     }
 }
 
-/// A verified payment inside a `#[x402]` handler.
+/// A verified payment inside a `#[x402]` handler. Dropped before [`X402Verified::finish`] it is
+/// released; dropped while the handler runs (client disconnect, timeout layer) it is completed
+/// per [`X402HttpServer::cancel_policy`], or released if the handler panicked.
 #[derive(Debug)]
 pub struct X402Verified {
-    server: X402HttpServer,
-    ctx: RequestContext,
     payment: X402Payment,
+    guard: FinishGuard,
 }
 
 impl X402Verified {
@@ -213,8 +222,10 @@ impl X402Verified {
 
     /// Runs the handler body, then settles (status < 400) or releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        let mut guard = self.guard;
+        guard.start();
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| Box::pin(self.server.finish(&self.ctx, self.payment, status))).await
+        complete(resp, |status| guard.finish(status)).await
     }
 }
 
@@ -271,34 +282,45 @@ impl MppGuard {
     pub async fn verify(self, spec: &'static StaticPaySpec) -> Result<MppVerified, Response> {
         let spec = spec.spec();
         match Box::pin(self.mpp.process(&self.ctx, &spec)).await {
-            Ok(paid) => Ok(MppVerified { paid }),
+            Ok(paid) => Ok(MppVerified::new(self.mpp, self.ctx, paid)),
             Err(r) => Err(into_response(r)),
         }
     }
 }
 
-/// A verified MPP payment inside a `#[pay]` handler.
+/// A verified MPP payment inside a `#[pay]` handler. Dropped before [`MppVerified::finish`] its
+/// reservation is released; dropped while the handler runs (client disconnect, timeout layer) it
+/// is committed per [`Mpp::cancel_policy`], or released if the handler panicked.
 #[derive(Debug)]
 pub struct MppVerified {
-    paid: Paid,
+    credential: Credential,
+    receipt: Receipt,
+    guard: FinishGuard,
 }
 
 impl MppVerified {
+    fn new(mpp: Mpp, ctx: RequestContext, paid: Paid) -> Self {
+        let (credential, receipt) = (paid.credential.clone(), paid.receipt.clone());
+        Self { credential, receipt, guard: crate::gate::payment_guard(mpp, ctx, paid) }
+    }
+
     /// The credential, for the handler's `Credential` parameter.
     pub fn credential(&self) -> Credential {
-        self.paid.credential.clone()
+        self.credential.clone()
     }
 
     /// The receipt, for the handler's `Receipt` parameter.
     pub fn receipt(&self) -> Receipt {
-        self.paid.receipt.clone()
+        self.receipt.clone()
     }
 
     /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
     /// releases the payment.
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        let mut guard = self.guard;
+        guard.start();
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| Box::pin(self.paid.finish(status))).await
+        complete(resp, |status| guard.finish(status)).await
     }
 }
 
@@ -321,7 +343,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RouterPaid {
     }
 }
 
-use crate::router::{RouterPayment, StaticDualRoute};
+use crate::router::StaticDualRoute;
 
 /// What a handler carrying both `#[x402]` and `#[pay]` puts first in its arguments: the request,
 /// and the [`X402HttpServer`] and the [`Mpp`] from the router state (`X402HttpServer: FromRef<S>`
@@ -354,28 +376,33 @@ impl DualGuard {
     /// are present); `Err` is the response to return at once (the merged 402 when unpaid).
     pub async fn verify(self, route: &'static StaticDualRoute) -> Result<DualVerified, Response> {
         match Box::pin(route.process(&self.ctx, &self.server, &self.mpp)).await {
-            Ok(payment) => Ok(DualVerified { payment }),
+            Ok(payment) => Ok(DualVerified { paid: payment.paid(), guard: crate::gate::router_guard(payment) }),
             Err(r) => Err(into_response(r)),
         }
     }
 }
 
-/// A verified payment inside a handler carrying both `#[x402]` and `#[pay]`.
+/// A verified payment inside a handler carrying both `#[x402]` and `#[pay]`. Dropped before
+/// [`DualVerified::finish`] it is released; dropped while the handler runs it is completed per
+/// the accepting protocol's cancel policy, or released if the handler panicked.
 #[derive(Debug)]
 pub struct DualVerified {
-    payment: RouterPayment,
+    paid: RouterPaid,
+    guard: FinishGuard,
 }
 
 impl DualVerified {
     /// How the request was paid, for the handler's `Paid` parameter.
     pub fn paid(&self) -> RouterPaid {
-        self.payment.paid()
+        self.paid.clone()
     }
 
     /// Runs the handler body, then completes the payment with the protocol that accepted it
     /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
+        let mut guard = self.guard;
+        guard.start();
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| Box::pin(self.payment.finish(status))).await
+        complete(resp, |status| guard.finish(status)).await
     }
 }

@@ -3,6 +3,7 @@
 //! The axum layer and the actix-web middleware are written once over this trait.
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
+use crate::completion::{CancelPolicy, FinishGuard};
 use crate::mpp::{Mpp, Paid as MppPaid, PaySpec};
 use crate::router::{Paid as RouterPaid, PaymentRouter, RouteProtocols, RouterPayment};
 use crate::web::{PreparedResponse, RequestHead};
@@ -64,6 +65,30 @@ pub trait PaymentGate: Clone + Send + Sync + 'static {
         payment: Self::Payment,
         status: u16,
     ) -> impl Future<Output = Result<HeaderMap, PaymentHttpResponse>> + Send;
+
+    /// What happens to `payment` when its request is cancelled while the handler runs (see
+    /// [`crate::completion`]). Default: [`CancelPolicy::Complete`].
+    fn cancel_policy(&self, payment: &Self::Payment) -> CancelPolicy {
+        let _ = payment;
+        CancelPolicy::Complete
+    }
+}
+
+/// Guards a verified `payment` until it is completed by [`FinishGuard::finish`] with the
+/// handler's status. Dropped before that, it is released — or, once [`FinishGuard::start`]ed (the
+/// handler runs), completed per the gate's [`CancelPolicy`] (released if the handler panicked).
+pub(crate) fn payment_guard<G: PaymentGate>(gate: G, ctx: RequestContext, payment: G::Payment) -> FinishGuard {
+    let policy = gate.cancel_policy(&payment);
+    FinishGuard::verified(
+        policy,
+        Box::new(move |status| Box::pin(async move { gate.finish(&ctx, payment, status).await })),
+    )
+}
+
+/// Guards a dual-protocol payment of a macro-protected handler like [`payment_guard`]: its
+/// completion runs the accepting protocol's finish, under that protocol's cancel policy.
+pub(crate) fn router_guard(payment: RouterPayment) -> FinishGuard {
+    FinishGuard::verified(payment.cancel_policy(), Box::new(move |status| Box::pin(payment.finish(status))))
 }
 
 impl PaymentGate for X402HttpServer {
@@ -99,6 +124,10 @@ impl PaymentGate for X402HttpServer {
         }
         self.settle(ctx, &payment).await
     }
+
+    fn cancel_policy(&self, _: &X402Payment) -> CancelPolicy {
+        self.cancellation()
+    }
 }
 
 impl PaymentGate for Mpp {
@@ -121,6 +150,10 @@ impl PaymentGate for Mpp {
     /// Commits (status < 400, adding `Payment-Receipt`) or releases the payment.
     async fn finish(&self, _: &RequestContext, paid: MppPaid, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
         paid.finish(status).await
+    }
+
+    fn cancel_policy(&self, _: &MppPaid) -> CancelPolicy {
+        self.cancellation()
     }
 }
 
@@ -159,5 +192,10 @@ impl PaymentGate for PaymentRouter {
         status: u16,
     ) -> Result<HeaderMap, PaymentHttpResponse> {
         payment.finish(status).await
+    }
+
+    /// The policy of the protocol that accepted the payment.
+    fn cancel_policy(&self, payment: &RouterPayment) -> CancelPolicy {
+        payment.cancel_policy()
     }
 }

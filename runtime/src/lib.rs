@@ -7,6 +7,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod autopay;
+pub mod completion;
 pub mod evm;
 pub mod gate;
 pub mod json;

@@ -12,6 +12,7 @@
 //!
 //! Custom protocols plug in through [`PaymentAdapter`].
 
+use crate::completion::CancelPolicy;
 use crate::mpp::{Credential, Mpp, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::x402::http::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
@@ -50,6 +51,11 @@ pub trait AdapterPayment: Send + Sync {
     /// Completes the payment after the handler answered `status`: the headers to add, or the
     /// response that replaces the handler's (settlement failed).
     async fn finish(self: Box<Self>, ctx: &RequestContext, status: u16) -> Result<HeaderMap, PaymentHttpResponse>;
+    /// What happens to the payment when its request is cancelled while the handler runs (see
+    /// [`crate::completion`]). Default: [`CancelPolicy::Complete`].
+    fn cancel_policy(&self) -> CancelPolicy {
+        CancelPolicy::Complete
+    }
 }
 
 /// A payment protocol the router can offer. `config` is the adapter's entry of the route's
@@ -116,6 +122,9 @@ impl AdapterPayment for X402Pending {
         }
         self.server.settle(ctx, &self.payment).await
     }
+    fn cancel_policy(&self) -> CancelPolicy {
+        self.server.cancellation()
+    }
 }
 
 #[async_trait]
@@ -180,6 +189,9 @@ impl AdapterPayment for MppPending {
     }
     async fn finish(self: Box<Self>, _ctx: &RequestContext, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
         self.0.finish(status).await
+    }
+    fn cancel_policy(&self) -> CancelPolicy {
+        self.0.cancel_policy()
     }
 }
 
@@ -292,6 +304,12 @@ impl RouterPayment {
     /// Completes the payment after the handler answered `status` (see [`AdapterPayment::finish`]).
     pub async fn finish(self, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
         self.inner.finish(&self.ctx, status).await
+    }
+
+    /// What happens to the payment when its request is cancelled while the handler runs: the
+    /// policy of the protocol that accepted it ([`AdapterPayment::cancel_policy`]).
+    pub fn cancel_policy(&self) -> CancelPolicy {
+        self.inner.cancel_policy()
     }
 }
 

@@ -161,3 +161,147 @@ impl FacilitatorClient for FlakyFacilitator {
         })
     }
 }
+
+/// A checkpoint a test controls: while armed, [`Gate::pass`] blocks (after announcing itself)
+/// until the test opens it, and reports when a blocked caller was dropped instead.
+pub(crate) struct Gate {
+    armed: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Semaphore,
+    open: tokio::sync::Semaphore,
+    dropped: tokio::sync::Semaphore,
+}
+
+/// Adds a permit to a semaphore when dropped (unless defused).
+struct DropFlag<'a>(Option<&'a tokio::sync::Semaphore>);
+
+impl Drop for DropFlag<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.add_permits(1);
+        }
+    }
+}
+
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Gate {
+    pub(crate) const fn new() -> Self {
+        Self {
+            armed: std::sync::atomic::AtomicBool::new(false),
+            entered: tokio::sync::Semaphore::const_new(0),
+            open: tokio::sync::Semaphore::const_new(0),
+            dropped: tokio::sync::Semaphore::const_new(0),
+        }
+    }
+
+    /// Callers of [`Gate::pass`] block from now on (a reused gate starts afresh).
+    pub(crate) fn arm(&self) {
+        for s in [&self.entered, &self.open, &self.dropped] {
+            s.forget_permits(usize::MAX);
+        }
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets every blocked and future caller through.
+    pub(crate) fn open(&self) {
+        self.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.open.add_permits(1 << 20);
+    }
+
+    /// The checkpoint: blocks while armed.
+    pub(crate) async fn pass(&self) {
+        if !self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        self.entered.add_permits(1);
+        let mut flag = DropFlag(Some(&self.dropped));
+        self.open.acquire().await.expect("gate").forget();
+        flag.0 = None;
+    }
+
+    /// Waits until a caller blocks at the gate.
+    pub(crate) async fn entered(&self) {
+        tokio::time::timeout(GATE_WAIT, self.entered.acquire())
+            .await
+            .expect("a caller reached the gate")
+            .expect("gate")
+            .forget();
+    }
+
+    /// Waits until a blocked caller was dropped (its request cancelled).
+    pub(crate) async fn dropped(&self) {
+        tokio::time::timeout(GATE_WAIT, self.dropped.acquire())
+            .await
+            .expect("the blocked caller was dropped")
+            .expect("gate")
+            .forget();
+    }
+
+    /// Whether a blocked caller was dropped, without waiting.
+    pub(crate) fn was_dropped(&self) -> bool {
+        self.dropped.available_permits() > 0
+    }
+}
+
+/// The embedded facilitator whose verify and settle can each be held at a [`Gate`].
+#[derive(Clone)]
+pub(crate) struct GatedFacilitator {
+    pub(crate) inner: EmbeddedFacilitator,
+    pub(crate) verify_gate: Arc<Gate>,
+    pub(crate) settle_gate: Arc<Gate>,
+    pub(crate) settles: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GatedFacilitator {
+    pub(crate) fn new(inner: EmbeddedFacilitator) -> Self {
+        Self {
+            inner,
+            verify_gate: Arc::new(Gate::new()),
+            settle_gate: Arc::new(Gate::new()),
+            settles: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+}
+
+#[async_trait]
+impl FacilitatorClient for GatedFacilitator {
+    async fn verify(&self, p: &PaymentPayload, r: &PaymentRequirements) -> Result<VerifyResponse, FacilitatorError> {
+        self.verify_gate.pass().await;
+        self.inner.verify(p, r).await
+    }
+
+    async fn settle(&self, p: &PaymentPayload, r: &PaymentRequirements) -> Result<SettleResponse, FacilitatorError> {
+        self.settle_gate.pass().await;
+        self.settles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.settle(p, r).await
+    }
+
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        self.inner.supported().await
+    }
+
+    async fn settle_status(&self, tx: &str) -> Result<SettleStatusResponse, FacilitatorError> {
+        self.inner.settle_status(tx).await
+    }
+}
+
+/// Sends a raw HTTP/1.1 GET and returns the open connection (drop it to disconnect).
+pub(crate) async fn send_raw(base: &str, path: &str, headers: &[(&str, &str)]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    stream
+}
+
+/// Closes a connection abruptly (TCP RST), as a client that went away.
+pub(crate) fn disconnect(stream: tokio::net::TcpStream) {
+    #[allow(deprecated)]
+    let _ = stream.set_linger(Some(std::time::Duration::ZERO));
+    drop(stream);
+}

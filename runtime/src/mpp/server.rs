@@ -15,6 +15,7 @@ use super::expiry::{DEFAULT_CHALLENGE_TTL, python_isoformat_z};
 use super::method::{EvmMethod, METHOD_NAME_EVM, PayError, PendingCharge, SessionGrant};
 use super::problem::{MppErrorKind, payment_required_detail};
 use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
+use crate::completion::CancelPolicy;
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::okx::sa::EvmPaymentError;
 use crate::replay::{InMemoryReplayStore, ReplayStore};
@@ -268,6 +269,7 @@ struct Inner {
     store: Arc<dyn ReplayStore>,
     events: Events,
     routes: Vec<(RoutePattern, Arc<PaySpec>)>,
+    cancel_policy: CancelPolicy,
 }
 
 /// The MPP coordinator. Cheap to clone.
@@ -295,9 +297,17 @@ pub struct Paid {
     pub receipt: Receipt,
     pending: Option<Box<dyn PendingCharge>>,
     unknown: UnknownHooks,
+    cancel: CancelPolicy,
 }
 
 impl Paid {
+    /// What happens to this payment when its request is cancelled while the handler runs (the
+    /// coordinator's [`Mpp::cancel_policy`]). A session reservation of a `Paid` dropped without
+    /// [`Paid::finish`] is released.
+    pub fn cancel_policy(&self) -> CancelPolicy {
+        self.cancel
+    }
+
     /// Settles the reservation after the handler answered `status`: below 400 it is committed
     /// and the `Payment-Receipt` headers are returned; otherwise it is released (the buyer is
     /// not charged) and no receipt is sent. A commit that fails leaves the outcome unknown, and
@@ -390,6 +400,7 @@ impl Mpp {
                 store: Arc::new(InMemoryReplayStore::new()),
                 events: Events::default(),
                 routes: Vec::new(),
+                cancel_policy: CancelPolicy::default(),
             }),
         })
     }
@@ -434,6 +445,21 @@ impl Mpp {
     /// the authorization, transaction or channel) and the error.
     pub fn on_settlement_unknown(self, f: impl Fn(&Credential, &PayError) + Send + Sync + 'static) -> Self {
         self.edit(|i| i.events.settlement_unknown.0.push(Arc::new(f)))
+    }
+
+    /// What happens to a verified payment when its request is cancelled while the handler runs
+    /// (the client disconnected, or a timeout layer — which counts as a cancellation — gave up):
+    /// [`CancelPolicy::Complete`] (the default) commits a session reservation as if the handler
+    /// had succeeded, [`CancelPolicy::Release`] releases it. A panicking handler always
+    /// releases; a commit already in flight, and a charge's settlement (which happens before the
+    /// handler), always run to their end and are reported. See [`crate::completion`].
+    pub fn cancel_policy(self, policy: CancelPolicy) -> Self {
+        self.edit(|i| i.cancel_policy = policy)
+    }
+
+    /// The configured [`CancelPolicy`].
+    pub fn cancellation(&self) -> CancelPolicy {
+        self.inner.cancel_policy
     }
 
     /// Protects the routes matching `key` (`"GET /premium"`) for the route-table layers.
@@ -543,9 +569,18 @@ impl Mpp {
         Ok(r)
     }
 
+    /// The challenge's `expires`: now + `ttl` (default [`DEFAULT_CHALLENGE_TTL`]). A `ttl` that
+    /// does not fit (overflows the date range) fails closed to the default, never panics (L9).
     fn expires_at(ttl: Option<Duration>) -> String {
-        let ttl = ttl.and_then(|d| time::Duration::try_from(d).ok()).unwrap_or(DEFAULT_CHALLENGE_TTL);
-        python_isoformat_z(OffsetDateTime::now_utc() + ttl)
+        let now = OffsetDateTime::now_utc();
+        let at = match ttl {
+            None => now.checked_add(DEFAULT_CHALLENGE_TTL),
+            Some(d) => time::Duration::try_from(d).ok().and_then(|t| now.checked_add(t)).or_else(|| {
+                tracing::error!(expires_in = ?d, "mpp: expires_in out of range; using the default challenge lifetime");
+                now.checked_add(DEFAULT_CHALLENGE_TTL)
+            }),
+        };
+        python_isoformat_z(at.unwrap_or(now))
     }
 
     /// Verify-or-challenge for `request` (the request this route asks for now).
@@ -627,15 +662,36 @@ impl Mpp {
                 observe(PaymentOutcome::Error);
                 return Err(reject(self, request, Some(e)));
             };
-            return match session.verify(&credential, &request, cost).await {
+            // Runs to its end (and is reported) even if the request is dropped meanwhile: a
+            // reservation made for a dropped request is released by its own drop, and an SA
+            // open/topUp/close is reported (F5).
+            let task = {
+                let (this, session, credential, request) =
+                    (self.clone(), Arc::clone(session), credential.clone(), request.clone());
+                async move {
+                    let out = session.verify(&credential, &request, cost).await;
+                    match &out {
+                        Ok(SessionGrant::Serve { receipt, .. }) => {
+                            for hook in &this.inner.events.payment_success {
+                                hook(&credential, receipt);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => this.inner.events.settlement_unknown.fire(&credential, e),
+                    }
+                    out
+                }
+                .instrument(tracing::Span::current())
+            };
+            let verified = crate::completion::run_detached(task).await.unwrap_or_else(|| {
+                Err(PayError::Unknown(EvmPaymentError::InternalSA("session verification did not finish".into())))
+            });
+            return match verified {
                 Ok(SessionGrant::Serve { receipt, pending }) => {
                     observe(PaymentOutcome::Verified);
                     tracing::Span::current().record("reference", receipt.reference.as_str());
-                    for hook in &self.inner.events.payment_success {
-                        hook(&credential, &receipt);
-                    }
                     let unknown = self.inner.events.settlement_unknown.clone();
-                    Ok(Granted::Paid(Paid { credential, receipt, pending, unknown }))
+                    Ok(Granted::Paid(Paid { credential, receipt, pending, unknown, cancel: self.inner.cancel_policy }))
                 }
                 Ok(SessionGrant::Management(body)) => {
                     observe(PaymentOutcome::Management);
@@ -643,7 +699,6 @@ impl Mpp {
                 }
                 Err(e) => {
                     observe(refused(&e));
-                    self.inner.events.settlement_unknown.fire(&credential, &e);
                     Err(reject(self, request, Some(e)))
                 }
             };
@@ -664,35 +719,60 @@ impl Mpp {
                 return Err(reject(self, request, Some(e)));
             }
         }
-        let outcome = match intent {
-            "charge" => match &self.inner.method.charge {
-                Some(charge) => charge.verify(&credential, &request).await,
-                None => {
-                    Err(PayError::Method(EvmPaymentError::BadRequest("the charge intent is not configured".into())))
+        // The charge settles here, before the handler (L5): the settlement runs to its end and is
+        // reported even if the request is dropped meanwhile (F5).
+        let task = {
+            let (this, credential, request, intent) =
+                (self.clone(), credential.clone(), request.clone(), intent.to_owned());
+            async move {
+                let outcome = match intent.as_str() {
+                    "charge" => match &this.inner.method.charge {
+                        Some(charge) => charge.verify(&credential, &request).await,
+                        None => Err(PayError::Method(EvmPaymentError::BadRequest(
+                            "the charge intent is not configured".into(),
+                        ))),
+                    },
+                    other => Err(PayError::Method(EvmPaymentError::BadRequest(format!(
+                        "the `{other}` intent is not configured"
+                    )))),
+                };
+                match &outcome {
+                    Ok(receipt) => {
+                        for hook in &this.inner.events.payment_success {
+                            hook(&credential, receipt);
+                        }
+                    }
+                    Err(e) => {
+                        this.inner.events.settlement_unknown.fire(&credential, e);
+                        // A definite refusal frees the challenge; an unknown outcome keeps it consumed.
+                        if !matches!(e, PayError::Unknown(_))
+                            && let Err(err) = this.inner.store.remove(&key).await
+                        {
+                            tracing::warn!(error = %err, "mpp: cannot release a challenge reservation");
+                        }
+                    }
                 }
-            },
-            other => {
-                Err(PayError::Method(EvmPaymentError::BadRequest(format!("the `{other}` intent is not configured"))))
+                outcome
             }
+            .instrument(tracing::Span::current())
         };
+        let outcome = crate::completion::run_detached(task).await.unwrap_or_else(|| {
+            Err(PayError::Unknown(EvmPaymentError::InternalSA("charge settlement did not finish".into())))
+        });
         match outcome {
             Ok(receipt) => {
                 observe(PaymentOutcome::Verified);
                 tracing::Span::current().record("reference", receipt.reference.as_str());
-                for hook in &self.inner.events.payment_success {
-                    hook(&credential, &receipt);
-                }
-                Ok(Granted::Paid(Paid { credential, receipt, pending: None, unknown: UnknownHooks::default() }))
+                Ok(Granted::Paid(Paid {
+                    credential,
+                    receipt,
+                    pending: None,
+                    unknown: UnknownHooks::default(),
+                    cancel: self.inner.cancel_policy,
+                }))
             }
             Err(e) => {
                 observe(refused(&e));
-                self.inner.events.settlement_unknown.fire(&credential, &e);
-                // A definite refusal frees the challenge; an unknown outcome keeps it consumed.
-                if !matches!(e, PayError::Unknown(_))
-                    && let Err(err) = self.inner.store.remove(&key).await
-                {
-                    tracing::warn!(error = %err, "mpp: cannot release a challenge reservation");
-                }
                 Err(reject(self, request, Some(e)))
             }
         }

@@ -971,6 +971,7 @@ impl SessionIntent {
                 channel_id,
                 replay_key: key,
                 cost,
+                finished: false,
             }) as Box<dyn PendingCharge>
         });
         Ok(SessionGrant::Serve { receipt, pending })
@@ -1278,13 +1279,36 @@ impl SessionHandler for SessionIntent {
     }
 }
 
-/// A voucher's reserved price, committed or released after the handler.
+/// A voucher's reserved price, committed or released after the handler. Dropped without either
+/// (its request was dropped before the handler ran, or nobody finished it), it releases itself in
+/// a detached task: every reservation ends in exactly one of commit or release (F5).
 struct Reservation {
     store: Arc<dyn ChannelStore>,
     replay: Arc<dyn ReplayStore>,
     channel_id: String,
     replay_key: String,
     cost: u128,
+    /// Set once [`PendingCharge::commit`] or [`PendingCharge::release`] started.
+    finished: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.finished || crate::reverts::is_reverted(crate::reverts::Fix::F5CompletionOnCancel) {
+            return;
+        }
+        tracing::info!(channel = %self.channel_id, "mpp session: reservation dropped unfinished; releasing it");
+        let orphan = Box::new(Reservation {
+            store: Arc::clone(&self.store),
+            replay: Arc::clone(&self.replay),
+            channel_id: std::mem::take(&mut self.channel_id),
+            replay_key: std::mem::take(&mut self.replay_key),
+            cost: self.cost,
+            finished: false,
+        });
+        self.finished = true;
+        crate::completion::detach(orphan.release());
+    }
 }
 
 impl fmt::Debug for Reservation {
@@ -1298,7 +1322,8 @@ impl PendingCharge for Reservation {
     /// `reserved −= cost`, `spent += cost`, `units += 1`. A channel closed (deleted) in the
     /// meantime counts as committed: the close settled the highest voucher, which covers this
     /// request.
-    async fn commit(self: Box<Self>) -> Result<(), PayError> {
+    async fn commit(mut self: Box<Self>) -> Result<(), PayError> {
+        self.finished = true;
         let cost = self.cost;
         let outcome = self
             .store
@@ -1327,7 +1352,8 @@ impl PendingCharge for Reservation {
 
     /// `reserved −= cost`, and the voucher's replay key is forgotten (the request may be
     /// retried with the same voucher and challenge). Failures are logged.
-    async fn release(self: Box<Self>) {
+    async fn release(mut self: Box<Self>) {
+        self.finished = true;
         let cost = self.cost;
         let outcome = self
             .store

@@ -26,6 +26,7 @@ use super::types::{
     AnyPaymentPayload, JsonObject, Network, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo,
     SettleResponse, settle_status,
 };
+use crate::completion::{CancelPolicy, KeyReservation};
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::replay::{InMemoryReplayStore, ReplayStore, unix_now};
 use bytes::Bytes;
@@ -425,6 +426,7 @@ struct Inner {
     paywall: PaywallConfig,
     pay_to: Option<String>,
     init_lock: Arc<tokio::sync::Mutex<()>>,
+    cancel_policy: CancelPolicy,
 }
 
 /// The x402 seller over HTTP. Cheap to clone.
@@ -468,6 +470,7 @@ impl X402HttpServer {
                 paywall: PaywallConfig::default(),
                 pay_to: None,
                 init_lock: Arc::new(tokio::sync::Mutex::new(())),
+                cancel_policy: CancelPolicy::default(),
             }),
         }
     }
@@ -506,6 +509,20 @@ impl X402HttpServer {
     /// Sets paywall options.
     pub fn paywall(self, config: PaywallConfig) -> Self {
         self.edit(|i| i.paywall = config)
+    }
+
+    /// What happens to a verified payment when its request is cancelled while the handler runs
+    /// (the client disconnected, or a timeout layer — which counts as a cancellation — gave up):
+    /// [`CancelPolicy::Complete`] (the default) settles it as if the handler had succeeded,
+    /// [`CancelPolicy::Release`] releases it. A panicking handler always releases; a settlement
+    /// already in flight always runs to its end. See [`crate::completion`].
+    pub fn cancel_policy(self, policy: CancelPolicy) -> Self {
+        self.edit(|i| i.cancel_policy = policy)
+    }
+
+    /// The configured [`CancelPolicy`].
+    pub fn cancellation(&self) -> CancelPolicy {
+        self.inner.cancel_policy
     }
 
     /// The resource server (facilitators, schemes, hooks).
@@ -879,10 +896,13 @@ impl X402HttpServer {
                 ));
             }
         }
+        // Released if this request is dropped before the verification is decided (F5).
+        let reservation = KeyReservation::new(Arc::clone(&self.inner.replay), replay_key.clone());
         let release = || async {
             if let Err(e) = self.inner.replay.remove(&replay_key).await {
                 tracing::warn!(error = %e, "x402: cannot release a replay reservation");
             }
+            reservation.disarm();
         };
         let verified = self.inner.server.verify(&payload, &requirements).await;
         let outcome = match &verified {
@@ -894,11 +914,15 @@ impl X402HttpServer {
         observe_payment(&requirements.scheme, outcome);
         match verified {
             Ok(v) if v.is_valid => Ok(X402Payment(Arc::new(PaymentParts {
+                // The key now belongs to the payment (released or kept by its completion).
+                replay_key: Some({
+                    reservation.disarm();
+                    replay_key
+                }),
                 payer: v.payer.or_else(|| payload.claimed_payer().map(str::to_owned)),
                 payload,
                 requirements,
                 version,
-                replay_key: Some(replay_key),
                 route: Arc::clone(route),
             }))),
             Ok(v) => {
