@@ -603,6 +603,33 @@ enum HashDeposit {
     Repeated(SessionReceipt),
 }
 
+/// What a session open or top-up funds a channel with: its challenge and its payload's fields.
+struct DepositSource<'a> {
+    challenge: &'a SaChallengeEcho,
+    channel_id: &'a str,
+    payload_type: &'a str,
+    authorization: Option<&'a TransferAuthorization>,
+    hash: Option<&'a str>,
+}
+
+/// A checked session deposit: new, or a repeated hash answered with its first receipt.
+enum Funding<'a> {
+    New(Box<Funded<'a>>),
+    Repeated(SessionReceipt),
+}
+
+/// A new deposit that passed the checks, with the locked state and, for a signed deposit, its
+/// authorization.
+struct Funded<'a> {
+    now: u64,
+    request: ChargeRequest,
+    escrow: Address,
+    id: B256,
+    state: MutexGuard<'a, State>,
+    signed: Option<Parsed>,
+    deposit: Deposit,
+}
+
 /// The payload type of a deposit made by transaction hash.
 const HASH_PAYLOAD_TYPE: &str = "hash";
 
@@ -676,24 +703,17 @@ impl EmbeddedSa {
     /// window (70003); a new channel (70000); the nonce and balance (70003). Then moves the
     /// deposit payer → escrow and records the channel (payee = the request's recipient).
     pub fn session_open_now(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
-        let now = self.now();
-        let (request, domain, raw) = self.check_echo(&req.challenge, now, SESSION_INTENT)?;
-        let escrow = request_escrow(&raw)?;
         let p = &req.payload;
-        let id = parse_channel_id(&p.channel_id)?;
-        let by_hash = p.payload_type == HASH_PAYLOAD_TYPE;
-        let signed = if by_hash {
-            None
-        } else {
-            Some(self.check_deposit(p.authorization.as_ref(), &p.payload_type, &domain, escrow, now)?)
+        let source = DepositSource {
+            challenge: &req.challenge,
+            channel_id: &p.channel_id,
+            payload_type: &p.payload_type,
+            authorization: p.authorization.as_ref(),
+            hash: p.hash.as_deref(),
         };
-        let mut state = self.lock();
-        let deposit = match &signed {
-            Some(parsed) => Deposit { payer: parsed.message.from, value: parsed.message.value, hash: None },
-            None => match Self::hash_deposit(&state, p.hash.as_deref(), &request, escrow, id)? {
-                HashDeposit::New(d) => d,
-                HashDeposit::Repeated(receipt) => return Ok(receipt),
-            },
+        let Funded { now, request, escrow, id, mut state, signed, deposit } = match self.session_deposit(&source)? {
+            Funding::New(funded) => *funded,
+            Funding::Repeated(receipt) => return Ok(receipt),
         };
         let payer = deposit.payer;
         if !p.salt.is_empty() {
@@ -729,23 +749,60 @@ impl EmbeddedSa {
         if state.channels.contains_key(&id) {
             return Err(bad_request("channel already exists"));
         }
-        let reference = match (&signed, deposit.hash) {
-            (Some(parsed), _) => {
-                state
-                    .ledger
-                    .apply_authorizations(request.currency, std::slice::from_ref(&parsed.message))
-                    .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
-                transaction_hash(request.chain_id, request.currency, payer, parsed.message.nonce)
-            }
-            (None, Some(hash)) => evm::to_hex(hash),
-            (None, None) => return Err(bad_request("payload.hash is missing")),
-        };
+        let reference = Self::move_deposit(&mut state, signed.as_ref(), &deposit, &request)?;
         let receipt = Self::session_receipt(now, &channel, id, reference);
         if let Some(hash) = deposit.hash {
             state.deposit_hashes.insert(hash, (id, receipt.clone()));
         }
         state.channels.insert(id, channel);
         Ok(receipt)
+    }
+
+    /// The checks a session open and a top-up share: the echo (a `session` challenge, not
+    /// expired) and its escrow, the channel id, and the deposit — a signed EIP-3009
+    /// authorization to the escrow (checked before the state is locked) or a recorded transfer
+    /// by `hash`. Returns them with the locked state; or, for a hash this channel already used,
+    /// its first receipt.
+    fn session_deposit(&self, source: &DepositSource<'_>) -> Result<Funding<'_>, SaError> {
+        let now = self.now();
+        let (request, domain, raw) = self.check_echo(source.challenge, now, SESSION_INTENT)?;
+        let escrow = request_escrow(&raw)?;
+        let id = parse_channel_id(source.channel_id)?;
+        let signed = if source.payload_type == HASH_PAYLOAD_TYPE {
+            None
+        } else {
+            Some(self.check_deposit(source.authorization, source.payload_type, &domain, escrow, now)?)
+        };
+        let state = self.lock();
+        let deposit = match &signed {
+            Some(parsed) => Deposit { payer: parsed.message.from, value: parsed.message.value, hash: None },
+            None => match Self::hash_deposit(&state, source.hash, &request, escrow, id)? {
+                HashDeposit::New(d) => d,
+                HashDeposit::Repeated(receipt) => return Ok(Funding::Repeated(receipt)),
+            },
+        };
+        Ok(Funding::New(Box::new(Funded { now, request, escrow, id, state, signed, deposit })))
+    }
+
+    /// Moves a signed deposit payer → escrow in the ledger; the receipt's reference is that
+    /// transfer's transaction hash, or the recorded hash of a deposit by hash.
+    fn move_deposit(
+        state: &mut State,
+        signed: Option<&Parsed>,
+        deposit: &Deposit,
+        request: &ChargeRequest,
+    ) -> Result<String, SaError> {
+        match (signed, deposit.hash) {
+            (Some(parsed), _) => {
+                state
+                    .ledger
+                    .apply_authorizations(request.currency, std::slice::from_ref(&parsed.message))
+                    .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
+                Ok(transaction_hash(request.chain_id, request.currency, deposit.payer, parsed.message.nonce))
+            }
+            (None, Some(hash)) => Ok(evm::to_hex(hash)),
+            (None, None) => Err(bad_request("payload.hash is missing")),
+        }
     }
 
     /// A deposit by transaction hash: a recorded transfer on the request's chain and token to
@@ -787,24 +844,17 @@ impl EmbeddedSa {
     /// it payer → escrow (not for a recorded `hash`) and raises the deposit. The receipt's
     /// `deposit` is the channel's new total.
     pub fn session_top_up_now(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
-        let now = self.now();
-        let (request, domain, raw) = self.check_echo(&req.challenge, now, SESSION_INTENT)?;
-        let escrow = request_escrow(&raw)?;
         let p = &req.payload;
-        let id = parse_channel_id(&p.channel_id)?;
-        let by_hash = p.payload_type == HASH_PAYLOAD_TYPE;
-        let signed = if by_hash {
-            None
-        } else {
-            Some(self.check_deposit(p.authorization.as_ref(), &p.payload_type, &domain, escrow, now)?)
+        let source = DepositSource {
+            challenge: &req.challenge,
+            channel_id: &p.channel_id,
+            payload_type: &p.payload_type,
+            authorization: p.authorization.as_ref(),
+            hash: p.hash.as_deref(),
         };
-        let mut state = self.lock();
-        let deposit = match &signed {
-            Some(parsed) => Deposit { payer: parsed.message.from, value: parsed.message.value, hash: None },
-            None => match Self::hash_deposit(&state, p.hash.as_deref(), &request, escrow, id)? {
-                HashDeposit::New(d) => d,
-                HashDeposit::Repeated(receipt) => return Ok(receipt),
-            },
+        let Funded { now, request, escrow, id, mut state, signed, deposit } = match self.session_deposit(&source)? {
+            Funding::New(funded) => *funded,
+            Funding::Repeated(receipt) => return Ok(receipt),
         };
         if parse_u256(&p.additional_deposit, "additionalDeposit")? != deposit.value {
             return Err(bad_request("additionalDeposit is not the deposit's value"));
@@ -819,17 +869,7 @@ impl EmbeddedSa {
             return Err(bad_request("the top-up is not in the channel's token, escrow and chain"));
         }
         let new_deposit = channel.deposit.checked_add(deposit.value).ok_or_else(|| bad_request("overflow"))?;
-        let reference = match (&signed, deposit.hash) {
-            (Some(parsed), _) => {
-                state
-                    .ledger
-                    .apply_authorizations(request.currency, std::slice::from_ref(&parsed.message))
-                    .map_err(|e| sa_error(sa_codes::MALFORMED_CREDENTIAL, e.to_string()))?;
-                transaction_hash(request.chain_id, request.currency, deposit.payer, parsed.message.nonce)
-            }
-            (None, Some(hash)) => evm::to_hex(hash),
-            (None, None) => return Err(bad_request("payload.hash is missing")),
-        };
+        let reference = Self::move_deposit(&mut state, signed.as_ref(), &deposit, &request)?;
         let channel = state.channels.get_mut(&id).ok_or_else(|| sa_error(sa_codes::CHANNEL_NOT_FOUND, "gone"))?;
         channel.deposit = new_deposit;
         let channel = channel.clone();

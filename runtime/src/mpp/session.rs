@@ -287,6 +287,26 @@ fn parse_amount(text: &str, field: &str) -> Result<u128, PayError> {
 }
 
 /// Lower-case `0x` + 64 hex digits.
+/// The voucher a buyer's `settle` or `close` carries: the channel, its cumulative amount and
+/// the signature (`action` names the action in the refusal).
+struct FinalVoucher<'p> {
+    channel_b256: B256,
+    channel_id: String,
+    amount: u128,
+    signature: &'p str,
+}
+
+fn final_voucher<'p>(p: &'p Map<String, Value>, action: &str) -> Result<FinalVoucher<'p>, PayError> {
+    let (Some(channel), Some(amount_text), Some(signature)) =
+        (text(p, "channelId"), amount_text(p, "cumulativeAmount"), text(p, "signature"))
+    else {
+        return Err(invalid_payload(format!("{action}: missing required fields")));
+    };
+    let (channel_b256, channel_id) = canonical_channel(channel)?;
+    let amount = parse_amount(&amount_text, "cumulativeAmount")?;
+    Ok(FinalVoucher { channel_b256, channel_id, amount, signature })
+}
+
 fn canonical_channel(text: &str) -> Result<(B256, String), PayError> {
     let id = channel_id_from_hex(text).map_err(|e| invalid_payload(format!("channelId: {e}")))?;
     Ok((id, evm::to_hex(id)))
@@ -1038,15 +1058,9 @@ impl SessionIntent {
         credential: &Credential,
         request: &Map<String, Value>,
     ) -> Result<SessionResult, PayError> {
-        let p = &credential.payload;
-        let (Some(channel), Some(amount_text), Some(signature)) =
-            (text(p, "channelId"), amount_text(p, "cumulativeAmount"), text(p, "signature"))
-        else {
-            return Err(invalid_payload("settle: missing required fields"));
-        };
+        let FinalVoucher { channel_b256, channel_id, amount, signature } =
+            final_voucher(&credential.payload, "settle")?;
         self.payee_signer()?;
-        let (channel_b256, channel_id) = canonical_channel(channel)?;
-        let amount = parse_amount(&amount_text, "cumulativeAmount")?;
         let state = self
             .store
             .get(&channel_id)
@@ -1177,15 +1191,8 @@ impl SessionIntent {
 
     /// Client-initiated close with a final voucher.
     async fn close(&self, credential: &Credential, request: &Map<String, Value>) -> Result<SessionResult, PayError> {
-        let p = &credential.payload;
-        let (Some(channel), Some(amount_text), Some(signature)) =
-            (text(p, "channelId"), amount_text(p, "cumulativeAmount"), text(p, "signature"))
-        else {
-            return Err(invalid_payload("close: missing required fields"));
-        };
+        let FinalVoucher { channel_b256, channel_id, amount, signature } = final_voucher(&credential.payload, "close")?;
         self.payee_signer()?;
-        let (channel_b256, channel_id) = canonical_channel(channel)?;
-        let amount = parse_amount(&amount_text, "cumulativeAmount")?;
         let signature = normalise_signature(signature);
         let domain = self.channel_domain();
         let configured_min = self.min_voucher_delta;
