@@ -233,15 +233,7 @@ impl FacilitatorClient for PlannedFacilitator {
     }
 
     async fn settle_status(&self, tx: &str) -> Result<SettleStatusResponse, FacilitatorError> {
-        Ok(SettleStatusResponse {
-            success: true,
-            status: Some("pending".into()),
-            error_reason: None,
-            error_message: None,
-            payer: None,
-            transaction: Some(tx.to_owned()),
-            network: None,
-        })
+        Ok(crate::support::still_pending(tx))
     }
 }
 

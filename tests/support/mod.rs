@@ -89,6 +89,20 @@ where
     }
 }
 
+/// A settle-status answer that says the transaction `tx` is still pending (a facilitator that
+/// never confirms).
+pub(crate) fn still_pending(tx: &str) -> SettleStatusResponse {
+    SettleStatusResponse {
+        success: true,
+        status: Some("pending".into()),
+        error_reason: None,
+        error_message: None,
+        payer: None,
+        transaction: Some(tx.to_owned()),
+        network: None,
+    }
+}
+
 /// What [`FlakyFacilitator::settle`] does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SettleMode {
@@ -150,15 +164,7 @@ impl FacilitatorClient for FlakyFacilitator {
     }
 
     async fn settle_status(&self, tx: &str) -> Result<SettleStatusResponse, FacilitatorError> {
-        Ok(SettleStatusResponse {
-            success: true,
-            status: Some("pending".into()),
-            error_reason: None,
-            error_message: None,
-            payer: None,
-            transaction: Some(tx.to_owned()),
-            network: None,
-        })
+        Ok(still_pending(tx))
     }
 }
 
