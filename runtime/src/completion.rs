@@ -20,10 +20,14 @@
 //! dropped also runs in a task that the request awaits, so that dropping the request cannot cut it
 //! off mid-flight.
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 use crate::web::PaymentHttpResponse;
+#[cfg(any(feature = "axum", feature = "actix"))]
 use http::HeaderMap;
+#[cfg(any(feature = "axum", feature = "actix"))]
 use std::fmt;
 use std::future::Future;
+#[cfg(any(feature = "axum", feature = "actix"))]
 use std::pin::Pin;
 use tracing::Instrument as _;
 
@@ -49,19 +53,24 @@ pub enum CancelPolicy {
     Release,
 }
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// A `'static` future completing a payment: the headers to add, or the response replacing the
 /// handler's.
 pub(crate) type FinishFuture = Pin<Box<dyn Future<Output = Result<HeaderMap, PaymentHttpResponse>> + Send>>;
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// Completes a payment after the handler answered a status (see [`FinishGuard`]).
 pub(crate) type FinishFn = Box<dyn FnOnce(u16) -> FinishFuture + Send>;
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// The status a payment is completed with when its request is dropped while the handler runs.
 const CANCELLED_COMPLETE: u16 = 200;
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// The status a payment is released with (handler panicked, [`CancelPolicy::Release`], or the
 /// handler never started).
 const CANCELLED_RELEASE: u16 = 500;
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// Where a guarded payment stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -71,6 +80,7 @@ enum Stage {
     Handling,
 }
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// Holds a verified payment until it is completed: dropped before [`FinishGuard::finish`] took
 /// it, it completes the payment in a detached task per the [`CancelPolicy`] (see the module docs).
 pub(crate) struct FinishGuard {
@@ -79,6 +89,7 @@ pub(crate) struct FinishGuard {
     stage: Stage,
 }
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 impl fmt::Debug for FinishGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FinishGuard")
@@ -89,6 +100,7 @@ impl fmt::Debug for FinishGuard {
     }
 }
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 impl FinishGuard {
     /// Guards a payment whose handler has not started yet.
     pub(crate) fn verified(policy: CancelPolicy, finish: FinishFn) -> Self {
@@ -110,6 +122,7 @@ impl FinishGuard {
     }
 }
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 impl Drop for FinishGuard {
     fn drop(&mut self) {
         let Some(finish) = self.finish.take() else { return };
@@ -136,6 +149,7 @@ impl Drop for FinishGuard {
     }
 }
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// Runs `fut` in a task of the current tokio runtime and awaits it, so that dropping the caller
 /// does not cut it off. Without a runtime (or with the F5 fix reverted) it runs inline.
 pub(crate) async fn run_to_completion<T: Send + 'static>(

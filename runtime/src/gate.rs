@@ -3,7 +3,9 @@
 //! The axum layer and the actix-web middleware are written once over this trait.
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
-use crate::completion::{CancelPolicy, FinishGuard};
+use crate::completion::CancelPolicy;
+#[cfg(any(feature = "axum", feature = "actix"))]
+use crate::completion::FinishGuard;
 use crate::mpp::{Mpp, Paid as MppPaid, PaySpec};
 use crate::router::{Paid as RouterPaid, PaymentRouter, RouteProtocols, RouterPayment};
 use crate::web::{PreparedResponse, RequestHead};
@@ -74,6 +76,7 @@ pub trait PaymentGate: Clone + Send + Sync + 'static {
     }
 }
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// Guards a verified `payment` until it is completed by [`FinishGuard::finish`] with the
 /// handler's status. Dropped before that, it is released — or, once [`FinishGuard::start`]ed (the
 /// handler runs), completed per the gate's [`CancelPolicy`] (released if the handler panicked).
@@ -85,6 +88,7 @@ pub(crate) fn payment_guard<G: PaymentGate>(gate: G, ctx: RequestContext, paymen
     )
 }
 
+#[cfg(any(feature = "axum", feature = "actix"))]
 /// Guards a dual-protocol payment of a macro-protected handler like [`payment_guard`]: its
 /// completion runs the accepting protocol's finish, under that protocol's cancel policy.
 pub(crate) fn router_guard(payment: RouterPayment) -> FinishGuard {
