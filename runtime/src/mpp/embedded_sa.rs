@@ -612,6 +612,18 @@ struct DepositSource<'a> {
     hash: Option<&'a str>,
 }
 
+impl<'a> DepositSource<'a> {
+    fn new(
+        challenge: &'a SaChallengeEcho,
+        channel_id: &'a str,
+        payload_type: &'a str,
+        authorization: Option<&'a TransferAuthorization>,
+        hash: Option<&'a str>,
+    ) -> Self {
+        Self { challenge, channel_id, payload_type, authorization, hash }
+    }
+}
+
 /// A checked session deposit: new, or a repeated hash answered with its first receipt.
 enum Funding<'a> {
     New(Box<Funded<'a>>),
@@ -704,13 +716,13 @@ impl EmbeddedSa {
     /// deposit payer → escrow and records the channel (payee = the request's recipient).
     pub fn session_open_now(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
         let p = &req.payload;
-        let source = DepositSource {
-            challenge: &req.challenge,
-            channel_id: &p.channel_id,
-            payload_type: &p.payload_type,
-            authorization: p.authorization.as_ref(),
-            hash: p.hash.as_deref(),
-        };
+        let source = DepositSource::new(
+            &req.challenge,
+            &p.channel_id,
+            &p.payload_type,
+            p.authorization.as_ref(),
+            p.hash.as_deref(),
+        );
         let Funded { now, request, escrow, id, mut state, signed, deposit } = match self.session_deposit(&source)? {
             Funding::New(funded) => *funded,
             Funding::Repeated(receipt) => return Ok(receipt),
@@ -845,13 +857,13 @@ impl EmbeddedSa {
     /// `deposit` is the channel's new total.
     pub fn session_top_up_now(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
         let p = &req.payload;
-        let source = DepositSource {
-            challenge: &req.challenge,
-            channel_id: &p.channel_id,
-            payload_type: &p.payload_type,
-            authorization: p.authorization.as_ref(),
-            hash: p.hash.as_deref(),
-        };
+        let source = DepositSource::new(
+            &req.challenge,
+            &p.channel_id,
+            &p.payload_type,
+            p.authorization.as_ref(),
+            p.hash.as_deref(),
+        );
         let Funded { now, request, escrow, id, mut state, signed, deposit } = match self.session_deposit(&source)? {
             Funding::New(funded) => *funded,
             Funding::Repeated(receipt) => return Ok(receipt),

@@ -745,8 +745,7 @@ impl SessionIntent {
         if let Some(auth) = authorization {
             self.check_deposit_authorization(auth, Some(&additional_text))?;
         }
-        let current = self.store.get(&channel_id).await.map_err(store_failure)?;
-        let state = current.ok_or_else(|| method(EvmPaymentError::ChannelNotFound("channel not found".into())))?.value;
+        let state = self.stored_channel(&channel_id).await?;
         if state.finalized || state.close_requested_at != 0 {
             return Err(method(EvmPaymentError::ChannelClosed("channel is closed".into())));
         }
@@ -999,6 +998,12 @@ impl SessionIntent {
 
     // ---------------------------------------------------------------- settle / close
 
+    /// The stored state of `channel_id` (canonical), or `ChannelNotFoundError`.
+    async fn stored_channel(&self, channel_id: &str) -> Result<ChannelState, PayError> {
+        let stored = self.store.get(channel_id).await.map_err(store_failure)?;
+        Ok(stored.ok_or_else(|| method(EvmPaymentError::ChannelNotFound("channel not found".into())))?.value)
+    }
+
     /// Settles the channel's highest voucher on chain (merchant-initiated; the channel stays
     /// open): signs a `SettleAuthorization` over (channel, highest, nonce, deadline) and posts
     /// `session/settle`. Local state is unchanged. Errors: no signer ⇒ `InvalidPayloadError`
@@ -1007,13 +1012,7 @@ impl SessionIntent {
     pub async fn settle_channel(&self, channel_id: &str) -> Result<SessionResult, PayError> {
         let signer = self.payee_signer()?;
         let (channel_b256, channel_id) = canonical_channel(channel_id)?;
-        let state = self
-            .store
-            .get(&channel_id)
-            .await
-            .map_err(store_failure)?
-            .ok_or_else(|| method(EvmPaymentError::ChannelNotFound("channel not found".into())))?
-            .value;
+        let state = self.stored_channel(&channel_id).await?;
         if state.finalized {
             return Err(method(EvmPaymentError::ChannelClosed("channel is closed".into())));
         }
@@ -1061,13 +1060,7 @@ impl SessionIntent {
         let FinalVoucher { channel_b256, channel_id, amount, signature } =
             final_voucher(&credential.payload, "settle")?;
         self.payee_signer()?;
-        let state = self
-            .store
-            .get(&channel_id)
-            .await
-            .map_err(store_failure)?
-            .ok_or_else(|| method(EvmPaymentError::ChannelNotFound("channel not found".into())))?
-            .value;
+        let state = self.stored_channel(&channel_id).await?;
         if state.finalized || state.close_requested_at != 0 {
             return Err(method(EvmPaymentError::ChannelClosed("channel is closed".into())));
         }
