@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 /// hand-written 402 baseline.
 static STATIC_402: std::sync::OnceLock<http::HeaderValue> = std::sync::OnceLock::new();
 static STATIC_402_ACTIX: std::sync::OnceLock<actix_web::http::header::HeaderValue> = std::sync::OnceLock::new();
-const EXPOSED: &str = pay402::x402::http::EXPOSED_HEADERS;
+const EXPOSED: &str = pay402::x402::EXPOSED_HEADERS;
 
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 const BUYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -381,13 +381,13 @@ mod redis_server;
 // ---------------------------------------------------------------------------------------------
 
 mod session {
+    use pay402::chain::NetworkRegistry;
     use pay402::evm::{PrivateKeySigner, U256};
     use pay402::mpp::store::RedisChannelStore;
     use pay402::mpp::{
         ChannelStore, EmbeddedSa, EvmMethod, FileStore, InMemoryChannelStore, Mpp, PaySpec, SessionClient,
         SessionIntent, parse_www_authenticate,
     };
-    use pay402::x402::networks::NetworkRegistry;
     use std::io::{BufRead as _, Write as _};
     use std::sync::Arc;
     use std::time::{Duration, Instant};

@@ -19,6 +19,7 @@
 //! `PAY402_BENCH_SMOKE=1` shortens every measurement (CI).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use pay402::chain::NetworkRegistry;
 use pay402::evm::channel::{self, ChannelDomain, SignerKeyCache, verify_voucher_signature_cached};
 use pay402::evm::recover::Backend;
 use pay402::evm::{B256, PrivateKeySigner, U256, signer_from_hex};
@@ -28,7 +29,6 @@ use pay402::mpp::{
     SessionIntent, parse_www_authenticate,
 };
 use pay402::web::RequestContext;
-use pay402::x402::networks::NetworkRegistry;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,7 +1,9 @@
 #![doc = include_str!("../docs/overview.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use pay402_runtime::{autopay, completion, evm, json, literal, metrics, mpp, okx, replay, router, web, x402};
+pub use pay402_runtime::{
+    autopay, chain, completion, evm, json, literal, metrics, mpp, okx, replay, router, transport, web, x402,
+};
 
 /// axum integration: the route-table layer, the payment extractor and the attribute macros.
 #[cfg(feature = "axum")]

@@ -10,14 +10,15 @@ use axum::extract::State;
 use pay402::autopay::{
     Amount, AssetId, AutoPay, AutoPayError, AutoPayMiddleware, PaymentDetail, PaymentOutcome, Protocol,
 };
+use pay402::chain::NetworkRegistry;
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{ChargeIntent, Credential, EmbeddedSa, EvmMethod, Mpp, PaySpec, SessionIntent};
 use pay402::router::{MppAdapter, Paid, PaymentRouter, RouteProtocols, X402Adapter};
+use pay402::x402::ExactEvmScheme;
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::server::X402ResourceServer;
-use pay402::x402::{ExactEvmScheme, X_LAYER_USDT0};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -23,6 +23,8 @@ mod faults;
 mod support;
 
 use faults::{ALL_FAULTS, Fault, FaultServer, SettleAnswer, TX};
+use pay402::chain::NetworkRegistry;
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{
     ChannelStore, ChargeIntent, Credential, EmbeddedSa, EvmMethod, InMemoryChannelStore, Mpp, MppChargeClient,
@@ -33,10 +35,9 @@ use pay402::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig};
 use pay402::web::RequestContext;
 use pay402::x402::client::X402Client;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::{
-    AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, SettleFailure, VerifyFailure, X_LAYER_USDT0,
-    X402ResourceServer, decode_payment_required_header, decode_payment_response_header,
+    AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, SettleFailure, VerifyFailure, X402ResourceServer,
+    decode_payment_required_header, decode_payment_response_header,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,6 +3,7 @@
 //! payment verified and settled, every tampering refused with OKX's exact `invalidReason`,
 //! payment selectors, and v1 challenges.
 
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{self, B256, PrivateKeySigner, TransferWithAuthorization, U256};
 use pay402::x402::client::{
     ClientError, ExactEvmClientScheme, PaymentSelector, SchemeNetworkClient, X402Client, max_amount, prefer_network,
@@ -11,7 +12,7 @@ use pay402::x402::client::{
 use pay402::x402::embedded::{EmbeddedFacilitator, reasons};
 use pay402::x402::{
     AnyPaymentPayload, AnyPaymentRequired, FacilitatorClient, JsonObject, PaymentPayload, PaymentRequired,
-    PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, ResourceInfo, X_LAYER_USDT0,
+    PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, ResourceInfo,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;

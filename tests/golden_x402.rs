@@ -1,10 +1,11 @@
 //! Golden vectors (tests/vectors/okx-golden.json, produced by OKX's Python SDK) reproduced byte
 //! for byte: OKX HMAC signatures, x402 challenges, price parsing, and OKX facilitator requests.
 
+use pay402::chain::Network;
 use pay402::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig};
 use pay402::x402::{
-    AnyPaymentPayload, ExactEvmScheme, FacilitatorClient, Network, Price, SchemeNetworkServer,
-    decode_payment_response_header, decode_payment_signature_header, encode_payment_response_header,
+    AnyPaymentPayload, ExactEvmScheme, FacilitatorClient, Price, SchemeNetworkServer, decode_payment_response_header,
+    decode_payment_signature_header, encode_payment_response_header,
 };
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -288,10 +289,10 @@ fn route_patterns_and_normalisation_match_python() {
     let v = vectors();
     let obs = &v["behaviour_observations"]["x402_edge_cases"];
     for (key, want) in obs["route_regex"].as_object().expect("route_regex") {
-        let p = pay402::x402::routes::RoutePattern::parse(key).expect("compiles");
+        let p = pay402::web::RoutePattern::parse(key).expect("compiles");
         assert_eq!(p.regex_source(), want.as_str().expect("regex"), "{key}");
     }
     for (raw, want) in obs["normalize"].as_object().expect("normalize") {
-        assert_eq!(pay402::x402::routes::normalize_path(raw), want.as_str().expect("path"), "{raw:?}");
+        assert_eq!(pay402::web::normalize_path(raw), want.as_str().expect("path"), "{raw:?}");
     }
 }

@@ -1,11 +1,11 @@
 //! The low-level `Mpp::charge` API (the seed's keyword arguments), `from_env`, and events.
 
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::mpp::{
     ChargeIntent, ChargeOptions, ChargeOutcome, EmbeddedSa, EvmMethod, Mpp, MppChargeClient, MppConfigError, PayError,
     Split, parse_www_authenticate,
 };
-use pay402::x402::X_LAYER_USDT0;
 use std::sync::{Arc, Mutex};
 
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";

@@ -237,7 +237,7 @@ async fn charge_settles_and_moves_balances() {
     let nonce = evm::parse_bytes32(auth["nonce"].as_str().unwrap()).unwrap();
     assert_eq!(
         receipt.reference,
-        pay402::x402::embedded::transaction_hash(
+        pay402::evm::transaction_hash(
             196,
             evm::parse_address(USDT0).unwrap(),
             evm::parse_address(PAYER).unwrap(),

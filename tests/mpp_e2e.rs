@@ -4,11 +4,11 @@
 mod support;
 
 use base64::Engine as _;
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::mpp::{
     ChargeIntent, Credential, EmbeddedSa, EvmMethod, Mpp, MppChargeClient, PaySpec, Receipt, parse_www_authenticate,
 };
-use pay402::x402::X_LAYER_USDT0;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

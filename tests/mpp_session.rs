@@ -6,6 +6,7 @@
 mod support;
 
 use async_trait::async_trait;
+use pay402::chain::NetworkRegistry;
 use pay402::evm::{self, FixedNonceProvider, PrivateKeySigner, SECP256K1N_HALF, U256, signer_from_hex};
 use pay402::mpp::{
     ChannelState, ChannelStore, Credential, EmbeddedSa, EvmMethod, FileStore, InMemoryChannelStore, Mpp, Paid,
@@ -17,7 +18,6 @@ use pay402::okx::sa::{
     SessionOpenRequest, SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
 };
 use pay402::web::{PaymentHttpResponse, RequestContext};
-use pay402::x402::networks::NetworkRegistry;
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

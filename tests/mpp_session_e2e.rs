@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use pay402::axum::{Credential, Mpp, Receipt, pay};
+use pay402::chain::NetworkRegistry;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{
     ChannelState, ChannelStore, EmbeddedSa, EvmMethod, ParsedChallenge, PaySpec, SessionClient, SessionIntent,
@@ -25,7 +26,6 @@ use pay402::okx::sa::{
     OkxSaClient, OkxSaConfig, SaError, SessionCloseRequest, SessionOpenRequest, SessionSettleRequest,
     SessionTopUpRequest,
 };
-use pay402::x402::networks::NetworkRegistry;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -10,6 +10,8 @@ mod support;
 
 use async_trait::async_trait;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use pay402::chain::NetworkRegistry;
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::metrics::{
     CHALLENGES_TOTAL, FACILITATOR_REQUEST_DURATION_SECONDS, PAYMENTS_TOTAL, SA_REQUEST_DURATION_SECONDS,
@@ -23,10 +25,9 @@ use pay402::web::RequestContext;
 use pay402::x402::client::X402Client;
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, ExactEvmClientScheme, ExactEvmScheme, X_LAYER_USDT0, decode_payment_required_header,
+    AnyPaymentPayload, ExactEvmClientScheme, ExactEvmScheme, decode_payment_required_header,
     encode_payment_signature_header,
 };
 use std::collections::BTreeMap;

@@ -10,11 +10,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use pay402::chain::Network;
 use pay402::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig};
 use pay402::x402::{
-    FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig, JsonObject, Network,
-    PaymentPayload, PaymentRequirements, ResourceInfo, SettleResponse, SettleStatusResponse, SupportedKind,
-    SupportedResponse, VerifyResponse,
+    FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig, JsonObject, PaymentPayload,
+    PaymentRequirements, ResourceInfo, SettleResponse, SettleStatusResponse, SupportedKind, SupportedResponse,
+    VerifyResponse,
 };
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};

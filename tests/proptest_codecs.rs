@@ -3,15 +3,16 @@
 //! arbitrary text. The fuzz targets under `fuzz/` explore the same parsers with coverage
 //! guidance; these run in every `cargo test`.
 
+use pay402::chain::Network;
 use pay402::literal::{Decimal, MoneySyntax, parse_money};
 use pay402::mpp::{
     Challenge, ChallengeEcho, ChannelState, Credential, MAX_CHALLENGES_PER_HEADER, Receipt, canonical_json,
     parse_www_authenticate,
 };
-use pay402::x402::routes::{RoutePattern, find_route, normalize_path};
+use pay402::web::{RoutePattern, find_route, normalize_path};
 use pay402::x402::{
-    AnyPaymentPayload, AnyPaymentRequired, MAX_HEADER_BYTES, Network, PaymentPayload, PaymentRequired,
-    PaymentRequirements, ResourceInfo, SettleResponse, decode_payment_required_header, decode_payment_response_header,
+    AnyPaymentPayload, AnyPaymentRequired, MAX_HEADER_BYTES, PaymentPayload, PaymentRequired, PaymentRequirements,
+    ResourceInfo, SettleResponse, decode_payment_required_header, decode_payment_response_header,
     decode_payment_signature_header, encode_payment_required_header, encode_payment_response_header,
     encode_payment_signature_header, safe_base64_encode,
 };

@@ -16,6 +16,8 @@ mod faults;
 mod support;
 
 use faults::{Fault, FaultServer};
+use pay402::chain::NetworkRegistry;
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{
     ChargeIntent, EmbeddedSa, EvmMethod, InMemoryChannelStore, Mpp, MppChargeClient, PaySpec, SessionClient,
@@ -26,10 +28,9 @@ use pay402::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig, Ok
 use pay402::web::RequestContext;
 use pay402::x402::client::X402Client;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::{
     AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig,
-    X_LAYER_USDT0, X402ResourceServer, decode_payment_required_header,
+    X402ResourceServer, decode_payment_required_header,
 };
 use std::io::Write;
 use std::sync::{Arc, Mutex};

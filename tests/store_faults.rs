@@ -13,6 +13,7 @@
 
 mod support;
 
+use pay402::chain::NetworkRegistry;
 use pay402::evm::{U256, signer_from_hex};
 use pay402::mpp::store::RedisChannelStore;
 use pay402::mpp::{
@@ -20,7 +21,6 @@ use pay402::mpp::{
     SessionIntent, StoreError, parse_www_authenticate,
 };
 use pay402::web::{PaymentHttpResponse, RequestContext};
-use pay402::x402::networks::NetworkRegistry;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

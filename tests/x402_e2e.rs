@@ -3,6 +3,7 @@
 
 mod support;
 
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::x402::client::X402Client;
 use pay402::x402::embedded::EmbeddedFacilitator;
@@ -10,9 +11,8 @@ use pay402::x402::http::{PaymentOption, REPLAYED_PAYMENT_REASON, RouteConfig, X4
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
     AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, PaymentPayload, PaymentPayloadV1,
-    PaymentRequired, Price, SettleResponse, X_LAYER_USDT0, decode_payment_required_header,
-    decode_payment_response_header, decode_payment_signature_header, encode_payment_signature_header,
-    encode_x_payment_header,
+    PaymentRequired, Price, SettleResponse, decode_payment_required_header, decode_payment_response_header,
+    decode_payment_signature_header, encode_payment_signature_header, encode_x_payment_header,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -19,7 +19,7 @@ use pay402_runtime::mpp::{
     SessionClient, SessionIntent, parse_www_authenticate,
 };
 use pay402_runtime::web::RequestContext;
-use pay402_runtime::x402::networks::NetworkRegistry;
+use pay402_runtime::chain::NetworkRegistry;
 use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pay402_runtime::x402::routes::{RoutePattern, find_route, normalize_path};
+use pay402_runtime::web::{RoutePattern, find_route, normalize_path};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -7,6 +7,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod autopay;
+pub mod chain;
 pub mod completion;
 pub mod evm;
 pub mod gate;
@@ -18,6 +19,7 @@ pub mod replay;
 #[doc(hidden)]
 pub mod reverts;
 pub mod router;
+pub mod transport;
 pub mod web;
 pub mod x402;
 

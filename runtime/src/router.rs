@@ -15,8 +15,8 @@
 use crate::completion::CancelPolicy;
 use crate::mpp::{Credential, Mpp, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
+use crate::web::{RouteKeyError, RoutePattern, find_route};
 use crate::x402::http::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
-use crate::x402::routes::{RouteKeyError, RoutePattern, find_route};
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
 use std::any::Any;

@@ -25,9 +25,9 @@ use crate::support::{self, Running};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pay402::autopay::{AssetId, AutoPay, Protocol};
+use pay402::chain::NetworkRegistry;
 use pay402::evm::signer_from_hex;
 use pay402::mpp::{Challenge, Credential, b64url_decode};
-use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::{
     AnyPaymentPayload, PaymentRequired, PaymentRequirements, decode_payment_signature_header,
     encode_payment_required_header,

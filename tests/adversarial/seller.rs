@@ -22,6 +22,7 @@ use super::common::Violation;
 use crate::support::accounts::{OTHER_KEY, PAYEE, PAYEE_KEY, PAYER, PAYER_KEY, USDT0};
 use crate::support::{self, Running};
 use async_trait::async_trait;
+use pay402::chain::NetworkRegistry;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{
     ChargeIntent, Credential, EmbeddedSa, EvmMethod, Mpp, MppChargeClient, ParsedChallenge, PaySpec, SessionClient,
@@ -34,7 +35,6 @@ use pay402::okx::sa::{
 use pay402::x402::client::X402Client;
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
     AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, FacilitatorError,

@@ -12,13 +12,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use pay402::autopay::{Amount, AssetId, AutoPay, AutoPayError, AutoPayMiddleware, Protocol};
+use pay402::chain::NetworkRegistry;
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{Address, PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{Challenge, Credential, b64url_encode};
 use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::{
-    AnyPaymentPayload, FacilitatorClient, PaymentRequired, PaymentRequirements, X_LAYER_USDT0,
-    decode_payment_signature_header, encode_payment_required_header,
+    AnyPaymentPayload, FacilitatorClient, PaymentRequired, PaymentRequirements, decode_payment_signature_header,
+    encode_payment_required_header,
 };
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex};

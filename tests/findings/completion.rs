@@ -8,6 +8,8 @@
 
 use crate::support::accounts::{PAYEE, PAYEE_KEY, PAYER, PAYER_KEY, USDT0};
 use crate::support::{self, FRAMEWORKS, Framework, Gate, GatedFacilitator, Running};
+use pay402::chain::NetworkRegistry;
+use pay402::chain::X_LAYER_USDT0;
 use pay402::completion::CancelPolicy;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{
@@ -22,10 +24,9 @@ use pay402::web::RequestContext;
 use pay402::x402::client::X402Client;
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::networks::NetworkRegistry;
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, ExactEvmClientScheme, ExactEvmScheme, X_LAYER_USDT0, decode_payment_required_header,
+    AnyPaymentPayload, ExactEvmClientScheme, ExactEvmScheme, decode_payment_required_header,
     encode_payment_signature_header,
 };
 use std::sync::Arc;

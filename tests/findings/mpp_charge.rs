@@ -6,12 +6,12 @@ use crate::support::accounts::{PAYEE, PAYEE_KEY, PAYER_KEY, USDT0};
 use crate::support::okx::{ChargeSaMode, ChargeSaStandIn};
 use crate::support::{Running, serve_axum};
 use async_trait::async_trait;
+use pay402::chain::NetworkRegistry;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{
     CasOutcome, ChannelState, ChannelStore, ChargeIntent, Credential, EmbeddedSa, EvmMethod, Mpp, MppChargeClient,
     PaySpec, SessionClient, SessionIntent, StoreError, Versioned, parse_www_authenticate,
 };
-use pay402::x402::networks::NetworkRegistry;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -7,6 +7,7 @@
 use crate::support::accounts::{ESCROW, OTHER_KEY, PAYEE, PAYEE_KEY, PAYER, PAYER_KEY, USDT0};
 use crate::support::{self, Running};
 use async_trait::async_trait;
+use pay402::chain::NetworkRegistry;
 use pay402::evm::{self, PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::store::RedisChannelStore;
 use pay402::mpp::{
@@ -17,7 +18,6 @@ use pay402::okx::sa::{
     ChargeReceipt, ChargeSettleRequest, ChargeVerifyHashRequest, SaClient, SaError, SessionCloseRequest,
     SessionOpenRequest, SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
 };
-use pay402::x402::networks::NetworkRegistry;
 use serde_json::{Map, Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

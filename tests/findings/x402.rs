@@ -3,6 +3,7 @@
 
 use crate::support::{self, FRAMEWORKS, Framework, Running};
 use async_trait::async_trait;
+use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::replay::{InMemoryReplayStore, ReplayStore, ReplayStoreError};
 use pay402::x402::client::X402Client;
@@ -15,8 +16,7 @@ use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
     AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, FacilitatorError,
     PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse,
-    VerifyResponse, X_LAYER_USDT0, decode_payment_required_header, decode_payment_response_header,
-    encode_payment_signature_header,
+    VerifyResponse, decode_payment_required_header, decode_payment_response_header, encode_payment_signature_header,
 };
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -197,8 +197,8 @@ pub(crate) fn assert_paid_and_settled(
     (buyer, pay_to): (&str, &str),
     (funded, price): (u64, u64),
 ) {
+    use pay402::chain::X_LAYER_USDT0;
     use pay402::evm::U256;
-    use pay402::x402::X_LAYER_USDT0;
     assert_eq!(out["status"], 200, "{out}");
     assert!(eq_addr(&out["body"]["paid_by"], buyer), "{out}");
     let settled = &out["paymentResponse"];

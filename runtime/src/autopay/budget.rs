@@ -6,9 +6,9 @@
 //! certainly did not). Concurrent requests therefore never overshoot the total cap.
 
 use super::AutoPayError;
+use crate::chain::Network;
+use crate::chain::NetworkRegistry;
 use crate::evm::U256;
-use crate::x402::networks::NetworkRegistry;
-use crate::x402::types::Network;
 use pay402_core::{Decimal, Rounding};
 use std::collections::HashMap;
 use std::fmt;
@@ -34,7 +34,7 @@ impl AssetId {
 
     /// USD₮0 on X Layer (`eip155:196`, 6 decimals).
     pub fn x_layer_usdt0() -> Self {
-        Self::new(crate::x402::networks::X_LAYER, crate::x402::networks::X_LAYER_USDT0)
+        Self::new(crate::chain::X_LAYER, crate::chain::X_LAYER_USDT0)
     }
 
     /// The network.

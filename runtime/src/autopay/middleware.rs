@@ -2,20 +2,21 @@
 
 use super::budget::{AssetId, Budget, Reservation};
 use super::{AutoPayError, DEFAULT_DEPOSIT_REQUESTS, MAX_REFUSAL_BODY_BYTES, PaymentDetail, PaymentOutcome, Protocol};
+use crate::chain::NetworkRegistry;
 use crate::evm::{Address, PrivateKeySigner, U256};
-use crate::mpp::charge_client::{CHARGE_INTENT, ChargeRequest, EVM_METHOD, MppChargeClient};
+use crate::mpp::charge_client::{ChargeRequest, MppChargeClient};
 use crate::mpp::encoding::b64url_decode;
 use crate::mpp::expiry::parse_rfc3339;
 use crate::mpp::header::{ParsedChallenge, parse_www_authenticate};
 use crate::mpp::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
-use crate::mpp::session_client::{SESSION_INTENT, SessionClient};
+use crate::mpp::session_client::SessionClient;
+use crate::mpp::{CHARGE_INTENT, EVM_METHOD, SESSION_INTENT};
 use crate::reverts::{Fix, is_reverted};
 use crate::x402::client::{ExactEvmClientScheme, X402Client};
 use crate::x402::headers::{
     MAX_HEADER_BYTES, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
     X_PAYMENT_RESPONSE_HEADER, decode_payment_required_header, decode_payment_response_header,
 };
-use crate::x402::networks::NetworkRegistry;
 use crate::x402::types::{AnyPaymentRequired, PaymentRequired, PaymentRequiredV1, PaymentRequirements, SettleResponse};
 use http::header::{
     AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderName, HeaderValue, LOCATION,

@@ -104,10 +104,10 @@ mod middleware;
 pub use budget::{Amount, AssetId};
 pub use middleware::{AutoPayMiddleware, ChannelSummary, MAX_REDIRECTS};
 
+use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::evm::channel::DEFAULT_ESCROW_CONTRACT;
 use crate::evm::{Address, PrivateKeySigner, U256};
 use crate::mpp::Receipt;
-use crate::x402::networks::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::x402::types::{PaymentRequirements, SettleResponse};
 use budget::{Budget, Limits};
 use std::collections::HashMap;

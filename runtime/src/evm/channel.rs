@@ -28,7 +28,7 @@
 use super::recover::{self, Backend, RecoverError, SignerKey};
 use super::signer::{Signer, signature_hex};
 use super::{EvmError, SECP256K1N_HALF};
-use crate::x402::networks::X_LAYER_CHAIN_ID;
+use crate::chain::X_LAYER_CHAIN_ID;
 use alloy_primitives::{Address, B128, B256, Keccak256, Signature, U256, address, b256, hex, keccak256};
 use alloy_sol_types::{Eip712Domain, sol};
 use std::borrow::Cow;
@@ -577,6 +577,26 @@ impl NonceProvider for FixedNonceProvider {
     }
 }
 
+/// pay402's channel id: `keccak256(abi.encode(payer, payee, token, salt, chainId, escrow))`
+/// (six 32-byte words: addresses left-padded, the salt as is, the chain id big-endian).
+pub fn derive_channel_id(
+    payer: Address,
+    payee: Address,
+    token: Address,
+    salt: B256,
+    chain_id: u64,
+    escrow: Address,
+) -> B256 {
+    let mut buf = [0u8; 192];
+    buf[12..32].copy_from_slice(payer.as_slice());
+    buf[44..64].copy_from_slice(payee.as_slice());
+    buf[76..96].copy_from_slice(token.as_slice());
+    buf[96..128].copy_from_slice(salt.as_slice());
+    buf[128..160].copy_from_slice(&U256::from(chain_id).to_be_bytes::<32>());
+    buf[172..192].copy_from_slice(escrow.as_slice());
+    keccak256(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,5 +810,28 @@ mod tests {
         }
         let dynamic: &dyn NonceProvider = &fixed;
         assert_eq!(dynamic.allocate(Address::ZERO, B256::ZERO), fixed.0);
+    }
+
+    #[test]
+    fn channel_id_is_abi_encoded() {
+        let (payer, payee, token, escrow) = (
+            address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+            Address::repeat_byte(0x11),
+            address!("0x779ded0c9e1022225f8e0630b35a9b54be713736"),
+            DEFAULT_ESCROW_CONTRACT,
+        );
+        let salt = B256::repeat_byte(0x33);
+        let mut manual = Vec::new();
+        for a in [payer, payee, token] {
+            manual.extend_from_slice(a.into_word().as_slice());
+        }
+        manual.extend_from_slice(salt.as_slice());
+        manual.extend_from_slice(&U256::from(196u64).to_be_bytes::<32>());
+        manual.extend_from_slice(escrow.into_word().as_slice());
+        assert_eq!(derive_channel_id(payer, payee, token, salt, 196, escrow), keccak256(manual));
+        assert_ne!(
+            derive_channel_id(payer, payee, token, salt, 1, escrow),
+            derive_channel_id(payer, payee, token, salt, 196, escrow)
+        );
     }
 }

@@ -173,6 +173,18 @@ pub fn verify_transfer_authorization(
     recover_authorizer(&digest, signature).is_ok_and(|signer| signer == message.from)
 }
 
+/// The deterministic pseudo transaction hash of a settlement:
+/// `keccak256(uint256 chainId ‖ address asset ‖ address from ‖ bytes32 nonce)` (packed), as
+/// lower-case `0x` hex.
+pub fn transaction_hash(chain_id: u64, asset: Address, from: Address, nonce: B256) -> String {
+    let mut packed = Vec::with_capacity(32 + 20 + 20 + 32);
+    packed.extend_from_slice(&U256::from(chain_id).to_be_bytes::<32>());
+    packed.extend_from_slice(asset.as_slice());
+    packed.extend_from_slice(from.as_slice());
+    packed.extend_from_slice(nonce.as_slice());
+    super::to_hex(alloy_primitives::keccak256(&packed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,17 +41,17 @@ pub use channel::{
     ChannelDomain, ChannelSignatureError, CloseAuthorization, DEFAULT_DEADLINE, DEFAULT_DOMAIN_NAME,
     DEFAULT_DOMAIN_VERSION, DEFAULT_ESCROW_CONTRACT, FixedNonceProvider, NonceProvider, RandomNonceProvider,
     SETTLE_AUTHORIZATION_TYPE, SETTLE_AUTHORIZATION_TYPEHASH, SettleAuthorization, VOUCHER_TYPE, VOUCHER_TYPEHASH,
-    Voucher, channel_id_from_hex, close_authorization_digest, close_authorization_struct_hash, eip712_digest,
-    parse_channel_signature, recover_channel_signer, recover_voucher_signer, settle_authorization_digest,
-    settle_authorization_struct_hash, sign_close_authorization, sign_settle_authorization, sign_voucher,
-    verify_voucher_signature, voucher_digest, voucher_struct_hash,
+    Voucher, channel_id_from_hex, close_authorization_digest, close_authorization_struct_hash, derive_channel_id,
+    eip712_digest, parse_channel_signature, recover_channel_signer, recover_voucher_signer,
+    settle_authorization_digest, settle_authorization_struct_hash, sign_close_authorization, sign_settle_authorization,
+    sign_voucher, verify_voucher_signature, voucher_digest, voucher_struct_hash,
 };
 pub use eip3009::{
     EIP712_DOMAIN_TYPE, Eip3009Authorization, Eip3009Payload, TRANSFER_WITH_AUTHORIZATION_TYPE,
     TransferWithAuthorization, eip3009_domain, sign_transfer_authorization, transfer_authorization_digest,
     transfer_authorization_struct_hash, transfer_authorization_type_hash,
 };
-pub use ledger::{LedgerError, TokenLedger, verify_transfer_authorization};
+pub use ledger::{LedgerError, TokenLedger, transaction_hash, verify_transfer_authorization};
 pub use signer::{Signer, signature_hex, signer_from_hex};
 
 use alloy_primitives::{hex, uint};

@@ -47,21 +47,17 @@ use super::credential::{Credential, did_pkh};
 use super::error::MppError;
 use super::expiry::parse_rfc3339;
 use super::header::{ParsedChallenge, parse_www_authenticate};
+use super::wire::{CHARGE_INTENT, EVM_METHOD, MAX_SPLITS};
+use crate::chain::Network;
+use crate::chain::{AssetInfo, NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::evm::{self, Address, B256, EvmError, PrivateKeySigner, TransferWithAuthorization, U256, UnixClock};
-use crate::x402::networks::{AssetInfo, NetworkRegistry, X_LAYER_CHAIN_ID};
-use crate::x402::types::Network;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 
-/// The payment method this client answers (`evm`).
-pub const EVM_METHOD: &str = "evm";
-/// The intent this client answers (`charge`).
-pub const CHARGE_INTENT: &str = "charge";
 /// The chain id when the request's `methodDetails.chainId` is absent (X Layer).
 pub const DEFAULT_CHARGE_CHAIN_ID: u64 = X_LAYER_CHAIN_ID;
-/// Most splits a charge may carry (`mpp_evm` `MAX_SPLITS`).
-pub const MAX_SPLITS: usize = 10;
+
 /// How far before "now" the authorizations become valid (clock-skew allowance).
 pub const CHARGE_VALID_AFTER_SKEW_SECONDS: u64 = 600;
 /// The authorizations stay valid at least this long after the challenge expires.

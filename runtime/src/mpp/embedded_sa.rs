@@ -24,14 +24,17 @@
 //! assert_eq!(sa.charge_count(), 0);
 //! ```
 
-use super::charge_client::{CHARGE_INTENT, ChargeRequest, EVM_METHOD, MAX_SPLITS};
+use super::charge_client::ChargeRequest;
 use super::credential::payer_from_did;
 use super::encoding::b64url_decode;
 use super::expiry::{parse_rfc3339, python_isoformat_z};
+use super::wire::{CHARGE_INTENT, EVM_METHOD, MAX_SPLITS, SESSION_INTENT};
+use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::evm::channel::{
     ChannelDomain, DEFAULT_ESCROW_CONTRACT, close_authorization_digest, recover_channel_signer,
     settle_authorization_digest, verify_voucher_signature,
 };
+use crate::evm::transaction_hash;
 use crate::evm::{
     self, Address, B256, Eip712Domain, EvmError, TokenLedger, TransferWithAuthorization, U256, UnixClock, keccak256,
 };
@@ -40,8 +43,6 @@ use crate::okx::sa::{
     SaChallengeEcho, SaClient, SaError, SessionCloseRequest, SessionOpenRequest, SessionReceipt, SessionSettleRequest,
     SessionStatus, SessionTopUpRequest, TransferAuthorization, map_sa_error,
 };
-use crate::x402::embedded::transaction_hash;
-use crate::x402::networks::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -79,7 +80,6 @@ pub mod sa_codes {
 }
 
 /// The intent of session challenges.
-const SESSION_INTENT: &str = "session";
 
 fn sa_error(code: i64, msg: impl AsRef<str>) -> SaError {
     SaError::Api { code, error: map_sa_error(code, msg.as_ref()) }
@@ -730,7 +730,7 @@ impl EmbeddedSa {
         let payer = deposit.payer;
         if !p.salt.is_empty() {
             let salt = evm::parse_bytes32(&p.salt).map_err(|e| bad_request(format!("salt: {e}")))?;
-            let expected = super::session_client::derive_channel_id(
+            let expected = crate::evm::derive_channel_id(
                 payer,
                 request.recipient,
                 request.currency,
@@ -1256,8 +1256,9 @@ mod tests {
     mod sessions {
         use super::*;
         use crate::evm::channel::{ChannelDomain, sign_settle_authorization, sign_voucher};
+        use crate::evm::derive_channel_id;
         use crate::evm::{Signer, signer_from_hex};
-        use crate::mpp::{SessionClient, derive_channel_id};
+        use crate::mpp::SessionClient;
         use crate::okx::sa::SessionOpenPayload;
 
         const PAYEE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";

@@ -5,6 +5,8 @@ use super::credential::Credential;
 use super::error::MppError;
 use super::problem::{MppErrorKind, echo};
 use super::receipt::Receipt;
+use super::wire::EVM_METHOD;
+use crate::chain::X_LAYER_CHAIN_ID;
 use crate::okx::sa::{
     ChargeAuthorization, ChargeHashPayload, ChargeReceipt, ChargeSettleRequest, ChargeTransactionPayload,
     ChargeVerifyHashRequest, EvmPaymentError, SaChallengeEcho, SaClient, SaError, SaFailureClass, SaOperation,
@@ -16,10 +18,6 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 
-/// The method name on the wire.
-pub const METHOD_NAME_EVM: &str = "evm";
-/// X Layer's chain id.
-pub const X_LAYER_CHAIN_ID: u64 = 196;
 /// Default token decimals.
 pub const DEFAULT_DECIMALS: u8 = 6;
 
@@ -355,7 +353,7 @@ impl ChargeIntent {
                 )));
             }
         };
-        Ok(Receipt::success(receipt.reference, METHOD_NAME_EVM, receipt.external_id))
+        Ok(Receipt::success(receipt.reference, EVM_METHOD, receipt.external_id))
     }
 }
 
@@ -424,7 +422,7 @@ impl EvmMethod {
     /// X Layer USD₮0 (6 decimals), paying `recipient`, with no intents yet.
     pub fn x_layer(recipient: impl Into<String>) -> Self {
         Self {
-            currency: crate::x402::networks::X_LAYER_USDT0.to_owned(),
+            currency: crate::chain::X_LAYER_USDT0.to_owned(),
             recipient: recipient.into(),
             decimals: DEFAULT_DECIMALS,
             chain_id: X_LAYER_CHAIN_ID,
@@ -447,7 +445,7 @@ impl EvmMethod {
 
     /// The method name (`evm`).
     pub fn name(&self) -> &'static str {
-        METHOD_NAME_EVM
+        EVM_METHOD
     }
 
     /// The intent names this method serves.

@@ -26,11 +26,10 @@ pub mod server;
 pub mod session;
 pub mod session_client;
 pub mod store;
+mod wire;
 
 pub use challenge::{Challenge, challenge_hmac_input, compute_challenge_id};
-pub use charge_client::{
-    ChargeClientError, ChargeRequest, ChargeRequestError, ChargeSplit, MAX_SPLITS, MppChargeClient,
-};
+pub use charge_client::{ChargeClientError, ChargeRequest, ChargeRequestError, ChargeSplit, MppChargeClient};
 pub use credential::{
     ChallengeEcho, Credential, DecodedEcho, MAX_CREDENTIAL_B64_BYTES, PayerDid, did_pkh, payer_from_did, verify_echo,
     verify_echo_at,
@@ -42,20 +41,19 @@ pub use expiry::{DEFAULT_CHALLENGE_TTL, default_expires, parse_rfc3339, python_i
 pub use header::{
     MAX_CHALLENGES_PER_HEADER, MAX_REQUEST_B64_BYTES, PAYMENT_SCHEME, ParsedChallenge, parse_www_authenticate,
 };
-pub use method::{
-    ChargeIntent, EvmMethod, METHOD_NAME_EVM, PayError, PendingCharge, SessionGrant, SessionHandler, X_LAYER_CHAIN_ID,
-};
+pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant, SessionHandler};
 pub use problem::{MppErrorKind, ProblemDetails, payment_required_detail};
 pub use receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
 pub use server::{
     ChargeOptions, ChargeOutcome, Granted, Mpp, MppConfigError, Paid, PaySpec, Rejection, Split, StaticPaySpec,
 };
 pub use session::{SessionIntent, SessionResult};
-pub use session_client::{SessionClient, SessionClientError, derive_channel_id};
+pub use session_client::{SessionClient, SessionClientError};
 pub use store::{
     CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RetryPolicy, StoreError, UpdateError,
     UpdateOutcome, Versioned,
 };
+pub use wire::{CHARGE_INTENT, EVM_METHOD, MAX_SPLITS, SESSION_INTENT};
 
 /// `WWW-Authenticate`.
 pub const WWW_AUTHENTICATE_HEADER: &str = "WWW-Authenticate";

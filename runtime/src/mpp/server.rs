@@ -12,15 +12,16 @@ use super::challenge::Challenge;
 use super::credential::{Credential, verify_echo};
 use super::error::MppError;
 use super::expiry::{DEFAULT_CHALLENGE_TTL, python_isoformat_z};
-use super::method::{EvmMethod, METHOD_NAME_EVM, PayError, PendingCharge, SessionGrant};
+use super::method::{EvmMethod, PayError, PendingCharge, SessionGrant};
 use super::problem::{MppErrorKind, payment_required_detail};
 use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
+use super::wire::EVM_METHOD;
 use crate::completion::CancelPolicy;
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::okx::sa::EvmPaymentError;
 use crate::replay::{InMemoryReplayStore, ReplayStore};
 use crate::web::{PaymentHttpResponse, RequestContext};
-use crate::x402::routes::{RouteKeyError, RoutePattern, find_route};
+use crate::web::{RouteKeyError, RoutePattern, find_route};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pay402_core::{Decimal, MoneySyntax, Rounding, parse_money};
 use serde_json::{Map, Value};
@@ -494,7 +495,7 @@ impl Mpp {
         let c = Challenge::new(
             &self.inner.secret.0,
             self.inner.realm.clone(),
-            METHOD_NAME_EVM,
+            EVM_METHOD,
             intent,
             request,
             Some(expires),
@@ -628,7 +629,7 @@ impl Mpp {
             &credential.challenge,
             &self.inner.secret.0,
             &self.inner.realm,
-            METHOD_NAME_EVM,
+            EVM_METHOD,
             intent,
             &request,
         ) {

@@ -84,9 +84,11 @@
 
 use super::credential::{ChallengeEcho, Credential, payer_from_did};
 use super::encoding::b64url_encode;
-use super::method::{METHOD_NAME_EVM, PayError, PendingCharge, SessionGrant, SessionHandler, X_LAYER_CHAIN_ID};
+use super::method::{PayError, PendingCharge, SessionGrant, SessionHandler};
 use super::receipt::Receipt;
 use super::store::{ChannelState, ChannelStore, InMemoryChannelStore, StoreError, UpdateError, UpdateOutcome};
+use super::wire::{EVM_METHOD, SESSION_INTENT};
+use crate::chain::X_LAYER_CHAIN_ID;
 use crate::evm::channel::{
     ChannelDomain, ChannelSignatureError, DEFAULT_DEADLINE, DEFAULT_DOMAIN_NAME, DEFAULT_DOMAIN_VERSION,
     DEFAULT_ESCROW_CONTRACT, NonceProvider, RandomNonceProvider, channel_id_from_hex, sign_close_authorization,
@@ -103,8 +105,6 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 
-/// The intent name.
-pub const SESSION_INTENT: &str = "session";
 /// Status of an open channel in action results.
 pub const STATUS_OPEN: &str = "open";
 /// Status of a closed channel in action results.
@@ -158,7 +158,7 @@ impl SessionResult {
         let mut receipt = Map::new();
         receipt.insert("id".into(), Value::String(challenge_id.to_owned()));
         receipt.insert("status".into(), Value::String("success".into()));
-        receipt.insert("method".into(), Value::String(METHOD_NAME_EVM.into()));
+        receipt.insert("method".into(), Value::String(EVM_METHOD.into()));
         receipt.insert("intent".into(), Value::String(SESSION_INTENT.into()));
         receipt.insert("settlement".into(), Value::String(self.settlement()));
         let mut m = Map::new();
@@ -974,7 +974,7 @@ impl SessionIntent {
                 return Err(update_failure(e));
             }
         };
-        let mut receipt = Receipt::success(channel_id.clone(), METHOD_NAME_EVM, None);
+        let mut receipt = Receipt::success(channel_id.clone(), EVM_METHOD, None);
         let mut extra = Map::new();
         extra.insert("intent".into(), Value::String(SESSION_INTENT.into()));
         extra.insert("channelId".into(), Value::String(channel_id.clone()));

@@ -14,44 +14,23 @@
 
 use super::charge_client::{
     CHARGE_MIN_VALIDITY_SECONDS, CHARGE_VALID_AFTER_SKEW_SECONDS, CHARGE_VALID_BEFORE_AFTER_EXPIRY_SECONDS,
-    ChargeRequest, ChargeRequestError, EVM_METHOD,
+    ChargeRequest, ChargeRequestError,
 };
 use super::credential::{Credential, did_pkh};
 use super::expiry::parse_rfc3339;
 use super::header::ParsedChallenge;
+use super::wire::{EVM_METHOD, SESSION_INTENT};
+use crate::chain::NetworkRegistry;
 use crate::evm::channel::{ChannelDomain, DEFAULT_ESCROW_CONTRACT, channel_id_from_hex, voucher_digest};
+use crate::evm::derive_channel_id;
 use crate::evm::{
-    self, Address, B256, EvmError, Signer, TransferWithAuthorization, U256, UnixClock, keccak256, signature_hex,
+    self, Address, B256, EvmError, Signer, TransferWithAuthorization, U256, UnixClock, signature_hex,
     transfer_authorization_digest,
 };
-use crate::x402::networks::NetworkRegistry;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-
-/// The intent this client answers (`session`).
-pub const SESSION_INTENT: &str = "session";
-
-/// pay402's channel id: `keccak256(abi.encode(payer, payee, token, salt, chainId, escrow))`
-/// (six 32-byte words: addresses left-padded, the salt as is, the chain id big-endian).
-pub fn derive_channel_id(
-    payer: Address,
-    payee: Address,
-    token: Address,
-    salt: B256,
-    chain_id: u64,
-    escrow: Address,
-) -> B256 {
-    let mut buf = [0u8; 192];
-    buf[12..32].copy_from_slice(payer.as_slice());
-    buf[44..64].copy_from_slice(payee.as_slice());
-    buf[76..96].copy_from_slice(token.as_slice());
-    buf[96..128].copy_from_slice(salt.as_slice());
-    buf[128..160].copy_from_slice(&U256::from(chain_id).to_be_bytes::<32>());
-    buf[172..192].copy_from_slice(escrow.as_slice());
-    keccak256(buf)
-}
 
 /// Why no session credential could be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -367,34 +346,5 @@ impl SessionClient {
         payload.insert("authorization".into(), Value::Object(authorization));
         payload.insert("additionalDeposit".into(), Value::String(amount.to_string()));
         Ok(self.header(challenge, terms.request.chain_id, payload))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use alloy_primitives::address;
-
-    #[test]
-    fn channel_id_is_abi_encoded() {
-        let (payer, payee, token, escrow) = (
-            address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
-            Address::repeat_byte(0x11),
-            address!("0x779ded0c9e1022225f8e0630b35a9b54be713736"),
-            DEFAULT_ESCROW_CONTRACT,
-        );
-        let salt = B256::repeat_byte(0x33);
-        let mut manual = Vec::new();
-        for a in [payer, payee, token] {
-            manual.extend_from_slice(a.into_word().as_slice());
-        }
-        manual.extend_from_slice(salt.as_slice());
-        manual.extend_from_slice(&U256::from(196u64).to_be_bytes::<32>());
-        manual.extend_from_slice(escrow.into_word().as_slice());
-        assert_eq!(derive_channel_id(payer, payee, token, salt, 196, escrow), keccak256(manual));
-        assert_ne!(
-            derive_channel_id(payer, payee, token, salt, 1, escrow),
-            derive_channel_id(payer, payee, token, salt, 196, escrow)
-        );
     }
 }

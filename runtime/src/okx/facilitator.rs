@@ -1,7 +1,7 @@
 //! OKX's hosted x402 facilitator (`/api/v6/pay/x402/*`, wire facts §5).
 
 use super::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
-use super::transport::{Endpoint, OkxTransport, TransportSettings, okx_config_builders};
+use super::transport::{Endpoint, OKX_DEFAULT_BASE_URL, OkxTransport, TransportSettings, okx_config_builders};
 use crate::x402::facilitator::{
     FacilitatorClient, FacilitatorError, SettleRequest, VerifyRequest, parse_facilitator_body,
 };
@@ -16,7 +16,6 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 /// OKX's API host.
-pub const OKX_DEFAULT_BASE_URL: &str = "https://web3.okx.com";
 /// Base path of the x402 facilitator API.
 pub const OKX_X402_BASE_PATH: &str = "/api/v6/pay/x402";
 

@@ -7,5 +7,6 @@ pub mod sa;
 mod transport;
 
 pub use auth::{OkxCredentials, OkxSigner, TimestampFormat};
-pub use facilitator::{OKX_DEFAULT_BASE_URL, OKX_X402_BASE_PATH, OkxFacilitatorClient, OkxFacilitatorConfig};
+pub use facilitator::{OKX_X402_BASE_PATH, OkxFacilitatorClient, OkxFacilitatorConfig};
 pub use sa::{OkxSaClient, OkxSaConfig, SaClient};
+pub use transport::OKX_DEFAULT_BASE_URL;

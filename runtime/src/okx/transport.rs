@@ -4,9 +4,11 @@
 //! interpretation, error type and timestamp format.
 
 use super::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
-use super::facilitator::OKX_DEFAULT_BASE_URL;
-use crate::x402::facilitator::{FacilitatorError, map_reqwest, read_capped};
+use crate::transport::{TransportError, map_reqwest, read_capped};
 use std::time::Duration;
+
+/// OKX's API host, the default of both clients' `base_url`.
+pub const OKX_DEFAULT_BASE_URL: &str = "https://web3.okx.com";
 
 /// Generates the builder methods both OKX configs share (`from_env`, `base_url`, `timeout`,
 /// `http_client`); `$err` is the client's error type, whose `Config(String)` variant carries
@@ -130,13 +132,13 @@ impl OkxTransport {
     /// Signs and sends one request (`Content-Type: application/json` and the four
     /// `OK-ACCESS-*` headers; the signature covers exactly `body`), bounded by the timeout
     /// (including a body that drips in slowly), and reads at most
-    /// [`MAX_RESPONSE_BYTES`](crate::x402::facilitator::MAX_RESPONSE_BYTES) of the answer.
+    /// [`MAX_RESPONSE_BYTES`](crate::transport::MAX_RESPONSE_BYTES) of the answer.
     pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         endpoint: &Endpoint,
         body: Vec<u8>,
-    ) -> Result<(u16, Vec<u8>), FacilitatorError> {
+    ) -> Result<(u16, Vec<u8>), TransportError> {
         let headers = self.signer.headers(method.as_str(), &endpoint.signed_path, &body);
         let mut req = self
             .http
@@ -154,6 +156,6 @@ impl OkxTransport {
             read_capped(resp, self.timeout).await
         };
         // reqwest's timeout covers the exchange; this outer bound also covers a dripping body.
-        tokio::time::timeout(self.timeout, send).await.map_err(|_| FacilitatorError::Timeout(self.timeout))?
+        tokio::time::timeout(self.timeout, send).await.map_err(|_| TransportError::Timeout(self.timeout))?
     }
 }

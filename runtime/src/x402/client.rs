@@ -20,9 +20,10 @@ use super::headers::{
     PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER, encode_payment_signature_header, encode_x_payment_header,
 };
 use super::types::{
-    AnyPaymentPayload, AnyPaymentRequired, JsonObject, Network, PaymentPayload, PaymentPayloadV1, PaymentRequirements,
+    AnyPaymentPayload, AnyPaymentRequired, JsonObject, PaymentPayload, PaymentPayloadV1, PaymentRequirements,
     ResourceInfo, X402_VERSION,
 };
+use crate::chain::Network;
 use crate::evm::{
     self, B256, Eip3009Authorization, Eip3009Payload, PrivateKeySigner, TransferWithAuthorization, U256, UnixClock,
 };

@@ -8,7 +8,7 @@
 //! ```
 //! use pay402_runtime::evm::U256;
 //! use pay402_runtime::x402::embedded::EmbeddedFacilitator;
-//! use pay402_runtime::x402::X_LAYER_USDT0;
+//! use pay402_runtime::chain::X_LAYER_USDT0;
 //!
 //! let facilitator = EmbeddedFacilitator::new().with_clock(|| 1_700_000_000);
 //! let payer = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
@@ -17,13 +17,14 @@
 //! ```
 
 use super::facilitator::{FacilitatorClient, FacilitatorError};
-use super::networks::X_LAYER;
 use super::types::{
-    Network, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedKind,
-    SupportedResponse, VerifyResponse, X402_VERSION, settle_status,
+    PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedKind, SupportedResponse,
+    VerifyResponse, X402_VERSION, settle_status,
 };
+use crate::chain::Network;
+use crate::chain::X_LAYER;
+use crate::evm::transaction_hash;
 use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
-use alloy_primitives::keccak256;
 use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -341,18 +342,6 @@ impl EmbeddedFacilitator {
     }
 }
 
-/// The deterministic pseudo transaction hash of a settlement:
-/// `keccak256(uint256 chainId ‖ address asset ‖ address from ‖ bytes32 nonce)` (packed), as
-/// lower-case `0x` hex.
-pub fn transaction_hash(chain_id: u64, asset: Address, from: Address, nonce: B256) -> String {
-    let mut packed = Vec::with_capacity(32 + 20 + 20 + 32);
-    packed.extend_from_slice(&U256::from(chain_id).to_be_bytes::<32>());
-    packed.extend_from_slice(asset.as_slice());
-    packed.extend_from_slice(from.as_slice());
-    packed.extend_from_slice(nonce.as_slice());
-    evm::to_hex(keccak256(&packed))
-}
-
 #[async_trait]
 impl FacilitatorClient for EmbeddedFacilitator {
     async fn verify(
@@ -420,8 +409,8 @@ impl FacilitatorClient for EmbeddedFacilitator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::X_LAYER_USDT0;
     use crate::x402::client::ExactEvmClientScheme;
-    use crate::x402::networks::X_LAYER_USDT0;
     use serde_json::json;
 
     const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";

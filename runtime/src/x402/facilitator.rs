@@ -9,13 +9,11 @@ use super::types::{
     PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse, VerifyResponse,
     X402_VERSION,
 };
+use crate::transport::{TransportError, map_reqwest, read_capped, truncate};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
-
-/// Largest facilitator response body pay402 reads (1 MiB).
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Why a facilitator call failed. Every variant means "the outcome is not a valid answer": a
 /// caller settling a payment must treat it as *unknown* and fail closed.
@@ -53,6 +51,17 @@ pub enum FacilitatorError {
     /// Bad client configuration (missing credential, bad URL).
     #[error("facilitator client misconfigured: {0}")]
     Config(String),
+}
+
+impl From<TransportError> for FacilitatorError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Timeout(d) => Self::Timeout(d),
+            TransportError::Unreachable(m) => Self::Transport(m),
+            TransportError::Config(m) => Self::Config(m),
+            other => Self::MalformedBody(other.to_string()),
+        }
+    }
 }
 
 impl FacilitatorError {
@@ -117,62 +126,6 @@ pub(crate) struct SettleRequest<'a> {
     pub(crate) payment_requirements: &'a PaymentRequirements,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) sync_settle: Option<bool>,
-}
-
-/// Reads a response body with the [`MAX_RESPONSE_BYTES`] cap.
-pub(crate) async fn read_capped(
-    mut resp: reqwest::Response,
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), FacilitatorError> {
-    let status = resp.status().as_u16();
-    let mut body = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(FacilitatorError::MalformedBody(format!(
-                        "response larger than {MAX_RESPONSE_BYTES} bytes"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok((status, body)),
-            Err(e) => return Err(map_reqwest(e, timeout)),
-        }
-    }
-}
-
-/// Maps a transport error to a typed [`FacilitatorError`].
-pub(crate) fn map_reqwest(e: reqwest::Error, timeout: Duration) -> FacilitatorError {
-    if e.is_timeout() {
-        FacilitatorError::Timeout(timeout)
-    } else if e.is_builder() {
-        FacilitatorError::Config(e.to_string())
-    } else {
-        // Include the source chain: reqwest's top-level message alone is vague.
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        FacilitatorError::Transport(msg)
-    }
-}
-
-/// `text` as (lossy) UTF-8, cut to 512 bytes with `…` appended when longer.
-pub(crate) fn truncate(text: &[u8]) -> String {
-    let s = String::from_utf8_lossy(text);
-    if s.len() > 512 {
-        let mut end = 512;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    } else {
-        s.into_owned()
-    }
 }
 
 /// Interprets a facilitator HTTP answer (wire facts §5 "Response handling"): non-2xx ⇒

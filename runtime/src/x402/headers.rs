@@ -23,6 +23,8 @@ pub const PAYMENT_RESPONSE_HEADER: &str = "PAYMENT-RESPONSE";
 pub const X_PAYMENT_HEADER: &str = "X-PAYMENT";
 /// v1 settlement result header.
 pub const X_PAYMENT_RESPONSE_HEADER: &str = "X-PAYMENT-RESPONSE";
+/// The value of `Access-Control-Expose-Headers` on payment responses.
+pub const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
 /// CORS header through which browsers may read the payment headers.
 pub const ACCESS_CONTROL_EXPOSE_HEADERS: &str = "Access-Control-Expose-Headers";
 /// `402 Payment Required`.

@@ -15,20 +15,21 @@
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
 use super::headers::{
-    ACCESS_CONTROL_EXPOSE_HEADERS, HeaderError, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER,
+    ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS, HeaderError, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER,
     PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER, X_PAYMENT_RESPONSE_HEADER, decode_payment_signature_header,
     encode_payment_required_header, encode_payment_response_header,
 };
 use super::paywall::{self, PaywallConfig};
-use super::routes::{RouteKeyError, RoutePattern, find_route};
 use super::server::{RequirementsSpec, ServerError, X402ResourceServer};
 use super::types::{
-    AnyPaymentPayload, JsonObject, Network, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo,
+    AnyPaymentPayload, JsonObject, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo,
     SettleResponse, settle_status,
 };
+use crate::chain::Network;
 use crate::completion::{CancelPolicy, KeyReservation};
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::replay::{InMemoryReplayStore, ReplayStore, unix_now};
+use crate::web::{RouteKeyError, RoutePattern, find_route};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use sha2::Digest as _;
@@ -61,8 +62,6 @@ pub const REPLAY_SKEW_SECONDS: u64 = 60;
 pub const PAYMENT_REQUIRED_ERROR: &str = "Payment required";
 /// `error` of the challenge when the payment matches none of the requirements.
 pub const NO_MATCHING_REQUIREMENTS_ERROR: &str = "No matching payment requirements";
-/// The value of `Access-Control-Expose-Headers` on payment responses.
-pub const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
 
 /// A computed price: called per request, bounded by the route's hook timeout.
 pub type DynamicPrice = Arc<dyn Fn(&RequestContext) -> BoxFuture<Result<Price, String>> + Send + Sync>;
@@ -145,7 +144,7 @@ impl PaymentOption {
 
     /// `exact` on X Layer (`eip155:196`).
     pub fn exact(price: impl Into<Price>, pay_to: &str) -> Self {
-        Self::new("exact", price, super::networks::X_LAYER, pay_to)
+        Self::new("exact", price, crate::chain::X_LAYER, pay_to)
     }
 
     /// Computes the price per request.
@@ -339,7 +338,7 @@ impl StaticRoute {
         }
         let network = Network::from(self.network);
         if let Some(asset) = self.asset {
-            let registry = super::networks::NetworkRegistry::global();
+            let registry = crate::chain::NetworkRegistry::global();
             if registry.asset_info(&network, asset).is_none() {
                 let msg = format!(
                     "asset {asset} is not the default asset of {network}; price other assets with a route table and an AssetAmount"

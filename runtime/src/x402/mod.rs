@@ -8,10 +8,8 @@ pub mod facilitator;
 pub mod facilitator_evm;
 pub mod headers;
 pub mod http;
-pub mod networks;
 pub mod paywall;
 pub use crate::replay;
-pub mod routes;
 pub mod scheme;
 pub mod server;
 pub mod types;
@@ -23,7 +21,6 @@ pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient
 #[cfg(feature = "chain")]
 pub use facilitator_evm::{ExactEvmFacilitatorScheme, SchemeNetworkFacilitator, X402Facilitator};
 pub use headers::*;
-pub use networks::{AssetInfo, NetworkRegistry, TransferMethod, X_LAYER, X_LAYER_CHAIN_ID, X_LAYER_USDT0};
 pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};
 pub use server::{
     AbortResult, RequirementsSpec, ServerError, SettleContext, SettleFailure, VerifyContext, VerifyFailure,

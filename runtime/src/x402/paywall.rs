@@ -61,8 +61,8 @@
 //!            "<p>0.001 USD₮0 to 0x209693Bc6afc0C5328bA36FaF03C514EF312287C</p>");
 //! ```
 
-use super::networks::NetworkRegistry;
 use super::types::{PaymentRequired, PaymentRequirements};
+use crate::chain::NetworkRegistry;
 
 /// Paywall options.
 #[derive(Clone, Debug, Default)]
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn default_page_shows_the_facts_and_needs_nothing_external() {
-        let page = render(&required(crate::x402::networks::X_LAYER_USDT0, "<b>Quotes</b>"), &PaywallConfig::default());
+        let page = render(&required(crate::chain::X_LAYER_USDT0, "<b>Quotes</b>"), &PaywallConfig::default());
         for fact in ["1.5 USD₮0", "X Layer (eip155:196)", "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "exact"] {
             assert!(page.contains(fact), "{fact}");
         }
@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn custom_pages_get_the_facts_escaped_and_expanded_once() {
-        let req = required(crate::x402::networks::X_LAYER_USDT0, "{{price}} <i>");
+        let req = required(crate::chain::X_LAYER_USDT0, "{{price}} <i>");
         let page = render_custom(
             "<p>{{price}}|{{amount_atomic}}|{{network_name}}|{{resource}}|{{description}}|{{unknown}}</p>",
             &req,

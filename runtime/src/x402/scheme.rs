@@ -4,8 +4,9 @@
 //! (custom parsers first, in registration order; the network's default stablecoin last) and fills
 //! the EIP-712 `extra` of requirements. [`AggrDeferredEvmScheme`] delegates to it.
 
-use super::networks::{AssetInfo, NetworkRegistry};
-use super::types::{AssetAmount, JsonObject, Network, PaymentRequirements, Price, SupportedKind};
+use super::types::{AssetAmount, JsonObject, PaymentRequirements, Price, SupportedKind};
+use crate::chain::Network;
+use crate::chain::{AssetInfo, NetworkRegistry};
 use pay402_core::{Decimal, MoneyError, MoneySyntax, Rounding, parse_money};
 use serde_json::Value;
 use std::sync::Arc;

@@ -11,9 +11,10 @@
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::scheme::{PriceError, SchemeNetworkServer};
 use super::types::{
-    JsonObject, Network, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo, SettleResponse,
+    JsonObject, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo, SettleResponse,
     SettleStatusResponse, SupportedKind, VerifyResponse, X402_VERSION, settle_status,
 };
+use crate::chain::Network;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

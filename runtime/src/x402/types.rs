@@ -3,10 +3,10 @@
 //! Field names, key order and omission rules follow OKX's Python SDK exactly: keys serialise in
 //! declaration order, `None` optionals are omitted, `extra` maps keep insertion order.
 
+use crate::chain::Network;
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::fmt;
 use std::str::FromStr;
 
 /// The x402 protocol version pay402 serves.
@@ -14,71 +14,6 @@ pub const X402_VERSION: u32 = 2;
 
 /// A JSON object (`extra`, `extensions`, scheme payloads), insertion-ordered.
 pub type JsonObject = Map<String, Value>;
-
-/// A CAIP-2 network id as carried on the wire (`eip155:196`). v1 payloads may carry legacy
-/// names (`base-sepolia`), so any string deserialises; [`Network::parse`] validates.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Network(String);
-
-impl Network {
-    /// X Layer mainnet, `eip155:196`.
-    pub const X_LAYER: &'static str = "eip155:196";
-
-    /// Validates a CAIP-2 id (the same validator the macros use at compile time).
-    pub fn parse(text: &str) -> Result<Self, pay402_core::Caip2Error> {
-        pay402_core::Caip2::parse(text)?;
-        Ok(Self(text.to_owned()))
-    }
-
-    /// The text, unchanged.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The EVM chain id of an `eip155:<id>` network.
-    pub fn evm_chain_id(&self) -> Option<u64> {
-        pay402_core::Caip2::parse(&self.0).ok()?.evm_chain_id()
-    }
-
-    /// True when `pattern` is this network or a wildcard (`eip155:*`) covering it.
-    pub fn matches_pattern(&self, pattern: &str) -> bool {
-        match pattern.strip_suffix(":*") {
-            Some(ns) => self.0.split_once(':').is_some_and(|(n, _)| n == ns),
-            None => pattern == self.0,
-        }
-    }
-}
-
-impl fmt::Display for Network {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for Network {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
-
-impl From<String> for Network {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl PartialEq<str> for Network {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for Network {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
 
 /// Parses an atomic amount (a decimal integer string) into a `U256`.
 pub fn parse_atomic(text: &str) -> Option<U256> {

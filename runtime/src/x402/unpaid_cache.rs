@@ -9,8 +9,8 @@
 //! lookup and a reference-count increment instead of rebuilding and re-serialising the
 //! requirements.
 
+use super::headers::EXPOSED_HEADERS;
 use super::headers::safe_base64_encode;
-use super::http::EXPOSED_HEADERS;
 use super::types::{PaymentRequired, PaymentRequirements};
 use crate::web::{PaymentHttpResponse, PreparedResponse, RequestHead};
 use bytes::Bytes;

@@ -7,9 +7,9 @@ use super::types::{
     SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
 };
 use crate::okx::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
-use crate::okx::facilitator::OKX_DEFAULT_BASE_URL;
+use crate::okx::transport::OKX_DEFAULT_BASE_URL;
 use crate::okx::transport::{Endpoint, OkxTransport, TransportSettings, okx_config_builders};
-use crate::x402::facilitator::{FacilitatorError, truncate};
+use crate::transport::truncate;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -159,22 +159,12 @@ impl OkxSaClient {
         endpoint: &Endpoint,
         body: Vec<u8>,
     ) -> Result<T, SaError> {
-        let (status, bytes) = self.transport.send(method, endpoint, body).await.map_err(from_facilitator_error)?;
+        let (status, bytes) = self.transport.send(method, endpoint, body).await?;
         let result = parse_sa_body(status, &bytes);
         if let Err(e) = &result {
             tracing::debug!(error = %e, "SA call failed");
         }
         result
-    }
-}
-
-fn from_facilitator_error(e: FacilitatorError) -> SaError {
-    match e {
-        FacilitatorError::Timeout(d) => SaError::Timeout(d),
-        FacilitatorError::Transport(m) => SaError::Transport(m),
-        FacilitatorError::Config(m) => SaError::Config(m),
-        FacilitatorError::Http { status, body } => SaError::Http { status, body },
-        other => SaError::Malformed(other.to_string()),
     }
 }
 

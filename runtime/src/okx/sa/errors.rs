@@ -319,6 +319,18 @@ pub enum SaError {
     Config(String),
 }
 
+impl From<crate::transport::TransportError> for SaError {
+    fn from(e: crate::transport::TransportError) -> Self {
+        use crate::transport::TransportError;
+        match e {
+            TransportError::Timeout(d) => Self::Timeout(d),
+            TransportError::Unreachable(m) => Self::Transport(m),
+            TransportError::Config(m) => Self::Config(m),
+            other => Self::Malformed(other.to_string()),
+        }
+    }
+}
+
 impl SaError {
     /// The error to answer the paying client with: the mapped class for [`SaError::Api`]
     /// without the SA's `msg` ([`EvmPaymentError::generic`]: upstream text never reaches

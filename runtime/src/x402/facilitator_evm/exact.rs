@@ -2,12 +2,13 @@
 //! an EVM chain through an alloy provider.
 
 use super::{SchemeNetworkFacilitator, reasons};
+use crate::chain::Network;
+use crate::chain::NetworkRegistry;
 use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
 use crate::x402::embedded::VALID_BEFORE_BUFFER_SECONDS;
 use crate::x402::facilitator::FacilitatorError;
-use crate::x402::networks::NetworkRegistry;
 use crate::x402::types::{
-    Network, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, VerifyResponse, settle_status,
+    PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, VerifyResponse, settle_status,
 };
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};

@@ -29,9 +29,10 @@ pub use exact::{DEFAULT_MAX_SETTLEMENT_GAS, DEFAULT_RPC_TIMEOUT, ExactEvmFacilit
 
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::types::{
-    JsonObject, Network, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedKind,
+    JsonObject, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedKind,
     SupportedResponse, VerifyResponse, X402_VERSION,
 };
+use crate::chain::Network;
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;

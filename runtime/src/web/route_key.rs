@@ -1,4 +1,4 @@
-//! Route keys of the x402 route table (wire facts §4.1): `"GET /weather/*"`, `"/users/:id"`,
+//! Route keys of every route table — x402's, MPP's and the router's (wire facts §4.1): `"GET /weather/*"`, `"/users/:id"`,
 //! `"POST /items/[id]"`, `"*"`.
 //!
 //! A key is `"<VERB> <path>"` (verb upper-cased) or just `"<path>"` (any verb). A `GET` key also

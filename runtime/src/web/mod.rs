@@ -3,6 +3,10 @@
 //! sends in place of a handler's ([`PaymentHttpResponse`]).
 #![allow(clippy::result_large_err)]
 
+mod route_key;
+
+pub use route_key::{RouteKeyError, RouteKeyReason, RoutePattern, find_route, normalize_path, request_path_forms};
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use std::future::Future;
@@ -247,4 +251,12 @@ impl PaymentHttpResponse {
         }
         self
     }
+}
+
+/// Whether a payment is completed (x402 settled, an MPP charge or session reservation
+/// committed) after its handler answered `status`: any status below 400. A 4xx or 5xx answer
+/// releases the payment instead — the one rule of "charge only for a delivered response", used
+/// by the route-table layers, the attribute macros' guards and the router.
+pub fn settles(status: StatusCode) -> bool {
+    !(status.is_client_error() || status.is_server_error())
 }

@@ -1,8 +1,75 @@
-//! Networks and their default stablecoins (wire facts §6.1), with the X Layer preset.
+//! Chain data shared by every protocol: the CAIP-2 [`Network`] id, networks and their default
+//! stablecoins (wire facts §6.1), and the X Layer constants — each defined once.
 
-use super::types::Network;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
+
+/// A CAIP-2 network id as carried on the wire (`eip155:196`). v1 payloads may carry legacy
+/// names (`base-sepolia`), so any string deserialises; [`Network::parse`] validates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Network(String);
+
+impl Network {
+    /// X Layer mainnet, `eip155:196`.
+    pub const X_LAYER: &'static str = X_LAYER;
+
+    /// Validates a CAIP-2 id (the same validator the macros use at compile time).
+    pub fn parse(text: &str) -> Result<Self, pay402_core::Caip2Error> {
+        pay402_core::Caip2::parse(text)?;
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The text, unchanged.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The EVM chain id of an `eip155:<id>` network.
+    pub fn evm_chain_id(&self) -> Option<u64> {
+        pay402_core::Caip2::parse(&self.0).ok()?.evm_chain_id()
+    }
+
+    /// True when `pattern` is this network or a wildcard (`eip155:*`) covering it.
+    pub fn matches_pattern(&self, pattern: &str) -> bool {
+        match pattern.strip_suffix(":*") {
+            Some(ns) => self.0.split_once(':').is_some_and(|(n, _)| n == ns),
+            None => pattern == self.0,
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Network {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for Network {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl PartialEq<str> for Network {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Network {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 /// How a token is transferred by an `exact` payment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
