@@ -435,7 +435,7 @@ async fn session_matrix(path: SessionPath) {
             // One paid request.
             let voucher = client.next_voucher(&c, &channel, U256::from(COST)).expect("voucher");
             let paid = mpp.process(&ctx(Some(&voucher)), &spec).await.expect("voucher served");
-            paid.finish(200).await.expect("commit");
+            paid.finish(http::StatusCode::OK).await.expect("commit");
             let before = store.get(&channel).await.expect("store").expect("channel").value;
             assert_eq!((before.spent, before.highest_voucher_amount, before.deposit), (COST, COST, 5_000_000));
 

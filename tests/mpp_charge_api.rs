@@ -125,7 +125,7 @@ async fn route_decimals_and_external_id_are_honoured() {
     let auth = client.authorization_header_for(&[&www]).expect("credential");
     let paid = mpp.process(&ctx(Some(&auth)), &spec).await.expect("paid");
     assert_eq!(paid.receipt.external_id.as_deref(), Some("order-7"));
-    let headers = paid.finish(200).await.expect("receipt headers");
+    let headers = paid.finish(http::StatusCode::OK).await.expect("receipt headers");
     let receipt = Receipt::from_payment_receipt(headers["payment-receipt"].to_str().unwrap()).unwrap();
     assert_eq!(receipt.external_id.as_deref(), Some("order-7"));
 }

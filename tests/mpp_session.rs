@@ -133,7 +133,7 @@ async fn pay(f: &Fixture, c: &ParsedChallenge, channel: &str, status: u16) -> Re
     let header = f.client.next_voucher(c, channel, U256::from(COST)).unwrap();
     let paid = process(&f.mpp, &f.spec, Some(&header)).await.expect("voucher accepted");
     let receipt = paid.receipt.clone();
-    let headers = paid.finish(status).await.unwrap();
+    let headers = paid.finish(http::StatusCode::from_u16(status).expect("status")).await.unwrap();
     assert_eq!(headers.contains_key("payment-receipt"), status < 400);
     receipt
 }
@@ -235,13 +235,13 @@ async fn reserve_then_commit_or_release() {
     let paid = process(&f.mpp, &f.spec, Some(&header)).await.unwrap();
     let s = state(&f, &channel).await;
     assert_eq!((s.highest_voucher_amount, s.reserved, s.spent), (1000, 1000, 0));
-    assert!(paid.finish(500).await.unwrap().is_empty());
+    assert!(paid.finish(http::StatusCode::INTERNAL_SERVER_ERROR).await.unwrap().is_empty());
     let s = state(&f, &channel).await;
     assert_eq!((s.highest_voucher_amount, s.reserved, s.spent, s.units), (1000, 0, 0, 0));
 
     // A retry of the very same voucher and challenge is served (its key was forgotten) …
     let paid = process(&f.mpp, &f.spec, Some(&header)).await.unwrap();
-    assert!(paid.finish(200).await.unwrap().contains_key("payment-receipt"));
+    assert!(paid.finish(http::StatusCode::OK).await.unwrap().contains_key("payment-receipt"));
     let s = state(&f, &channel).await;
     assert_eq!((s.reserved, s.spent, s.units), (0, 1000, 1));
     // … but only once.
@@ -282,7 +282,7 @@ async fn bad_vouchers_are_refused_and_charge_nothing() {
     assert_eq!(c.request["methodDetails"]["minVoucherDelta"], "500");
     let channel = open(&f, &c, 5_000_000).await;
     let first = f.client.voucher_header(&c, &channel, U256::from(1000u64)).unwrap();
-    process(&f.mpp, &f.spec, Some(&first)).await.unwrap().finish(200).await.unwrap();
+    process(&f.mpp, &f.spec, Some(&first)).await.unwrap().finish(http::StatusCode::OK).await.unwrap();
     let other_channel = open(&f, &c, 1_000_000).await;
     let before = state(&f, &channel).await;
     let other_before = state(&f, &other_channel).await;
@@ -384,7 +384,7 @@ async fn bad_vouchers_are_refused_and_charge_nothing() {
     assert_eq!(state(&f, &other_channel).await, other_before);
 
     // A valid voucher still works after all that (the refused ones left no replay keys).
-    process(&f.mpp, &f.spec, Some(&good_2000)).await.unwrap().finish(200).await.unwrap();
+    process(&f.mpp, &f.spec, Some(&good_2000)).await.unwrap().finish(http::StatusCode::OK).await.unwrap();
     let s = state(&f, &channel).await;
     assert_eq!((s.highest_voucher_amount, s.spent, s.units), (2000, 2000, 2));
 
@@ -418,7 +418,7 @@ async fn a_replay_under_a_new_challenge_is_charged_once_from_the_surplus() {
     // A voucher worth two requests: 3000 after 1000.
     pay(&f, &c1, &channel, 200).await;
     let big = f.client.voucher_header(&c1, &channel, U256::from(3000u64)).unwrap();
-    process(&f.mpp, &f.spec, Some(&big)).await.unwrap().finish(200).await.unwrap();
+    process(&f.mpp, &f.spec, Some(&big)).await.unwrap().finish(http::StatusCode::OK).await.unwrap();
     let s = state(&f, &channel).await;
     assert_eq!((s.highest_voucher_amount, s.spent, s.units), (3000, 2000, 2));
 
@@ -430,7 +430,7 @@ async fn a_replay_under_a_new_challenge_is_charged_once_from_the_surplus() {
     );
     let paid = process(&f.mpp, &f.spec, Some(&replay)).await.unwrap();
     assert_eq!(paid.receipt.extra.as_ref().unwrap()["remainingBalance"], "0");
-    paid.finish(200).await.unwrap();
+    paid.finish(http::StatusCode::OK).await.unwrap();
     let s = state(&f, &channel).await;
     assert_eq!((s.highest_voucher_amount, s.spent, s.units, s.reserved), (3000, 3000, 3, 0));
 
@@ -465,7 +465,7 @@ async fn storm(f: &Arc<Fixture>, headers: Vec<String>) -> u64 {
                         let extra = paid.receipt.extra.as_ref().unwrap();
                         assert!(extra["remainingBalance"].as_str().unwrap().parse::<u128>().is_ok());
                         let status = if i % 7 == 0 { 500 } else { 200 };
-                        paid.finish(status).await.expect("commit");
+                        paid.finish(http::StatusCode::from_u16(status).expect("status")).await.expect("commit");
                         u64::from(status == 200)
                     }
                     Err(resp) => {

@@ -293,7 +293,7 @@ async fn mpp_charge_and_session_flows_record_metrics_and_spans() {
         MppChargeClient::new(payer.clone()).credential_for(&parsed[0]).unwrap().to_authorization_header();
     let paid = mpp.process(&request(url, Some(&authorization)), &charge).await.unwrap();
     let reference = paid.receipt.reference.clone();
-    assert!(paid.finish(200).await.is_ok());
+    assert!(paid.finish(http::StatusCode::OK).await.is_ok());
     let replayed = mpp.process(&request(url, Some(&authorization)), &charge).await.unwrap_err();
     assert_eq!(replayed.status, 402);
 
@@ -308,9 +308,14 @@ async fn mpp_charge_and_session_flows_record_metrics_and_spans() {
     let (channel, open) = client.open_header(&c, U256::from(1_000_000u64)).unwrap();
     assert_eq!(mpp.process(&request(url, Some(&open)), &metered).await.unwrap_err().status, 200);
     let first = client.voucher_header(&c, &channel, U256::from(1000u64)).unwrap();
-    mpp.process(&request(url, Some(&first)), &metered).await.unwrap().finish(200).await.unwrap();
+    mpp.process(&request(url, Some(&first)), &metered).await.unwrap().finish(http::StatusCode::OK).await.unwrap();
     let second = client.voucher_header(&c, &channel, U256::from(2000u64)).unwrap();
-    mpp.process(&request(url, Some(&second)), &metered).await.unwrap().finish(503).await.unwrap();
+    mpp.process(&request(url, Some(&second)), &metered)
+        .await
+        .unwrap()
+        .finish(http::StatusCode::from_u16(503).expect("status"))
+        .await
+        .unwrap();
     let lower = client.voucher_header(&c, &channel, U256::from(1500u64)).unwrap();
     assert_eq!(mpp.process(&request(url, Some(&lower)), &metered).await.unwrap_err().status, 402);
 

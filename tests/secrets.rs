@@ -215,7 +215,7 @@ async fn mpp_flow(stand: &FaultServer) {
     for _ in 0..2 {
         let voucher = client.next_voucher(&c, &channel, U256::from(1000u64)).expect("voucher");
         let paid = mpp.process(&ctx("/metered", Some(&voucher)), &session).await.expect("served");
-        paid.finish(200).await.expect("commit");
+        paid.finish(http::StatusCode::OK).await.expect("commit");
     }
     let top_up = client.top_up_header(&c, &channel, U256::from(1_000_000u64)).expect("topUp");
     assert_eq!(mpp.process(&ctx("/metered", Some(&top_up)), &session).await.expect_err("management").status, 200);

@@ -148,7 +148,7 @@ async fn redis_killed_mid_session_fails_closed_and_never_double_deducts() {
         let (mpp, spec, served) = (&mpp, &spec, &served);
         async move {
             let paid = mpp.process(&ctx(Some(&header)), spec).await?;
-            paid.finish(200).await?;
+            paid.finish(http::StatusCode::OK).await?;
             served.fetch_add(1, Ordering::SeqCst);
             Ok::<(), PaymentHttpResponse>(())
         }
@@ -166,7 +166,7 @@ async fn redis_killed_mid_session_fails_closed_and_never_double_deducts() {
     let in_flight = client.next_voucher(&c, &channel, U256::from(COST)).expect("voucher");
     let paid = mpp.process(&ctx(Some(&in_flight)), &spec).await.expect("reserved while Redis is up");
     redis.kill();
-    let err = paid.finish(200).await.expect_err("the commit cannot succeed while Redis is down");
+    let err = paid.finish(http::StatusCode::OK).await.expect_err("the commit cannot succeed while Redis is down");
     assert!(err.status.is_server_error(), "commit failure status {}", err.status);
     assert_eq!(unknown.lock().expect("unknown").len(), 1, "on_settlement_unknown for the failed commit");
 

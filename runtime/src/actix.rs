@@ -163,12 +163,14 @@ impl ExtensionSink for ::actix_web::dev::Extensions {
 async fn complete<F>(
     status: StatusCode,
     headers: &mut ::actix_web::http::header::HeaderMap,
-    finish: impl FnOnce(u16) -> F,
+    finish: impl FnOnce(http::StatusCode) -> F,
 ) -> Result<(), PaymentHttpResponse>
 where
     F: Future<Output = Result<http::HeaderMap, PaymentHttpResponse>>,
 {
-    let added = finish(status.as_u16()).await?;
+    // actix-web speaks `http` 0.2; pay402's rule takes the `http` 1 status.
+    let status = http::StatusCode::from_u16(status.as_u16()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let added = finish(status).await?;
     copy_headers(&added, headers);
     Ok(())
 }
@@ -178,7 +180,7 @@ where
 async fn finish_handler<R: Responder, F>(
     req: &HttpRequest,
     answer: R,
-    finish: impl FnOnce(u16) -> F,
+    finish: impl FnOnce(http::StatusCode) -> F,
     on_failure: fn(PaymentHttpResponse) -> HttpResponse,
 ) -> HttpResponse
 where

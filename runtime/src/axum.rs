@@ -56,11 +56,11 @@ fn prepared_response(p: &PreparedResponse) -> Response {
 
 /// Completes a payment once the handler answered: adds its headers to `resp`, or replaces `resp`
 /// with the failure response.
-async fn complete<F>(mut resp: Response, finish: impl FnOnce(u16) -> F) -> Response
+async fn complete<F>(mut resp: Response, finish: impl FnOnce(http::StatusCode) -> F) -> Response
 where
     F: Future<Output = Result<http::HeaderMap, PaymentHttpResponse>>,
 {
-    match finish(resp.status().as_u16()).await {
+    match finish(resp.status()).await {
         Ok(headers) => {
             resp.headers_mut().extend(headers);
             resp

@@ -23,7 +23,7 @@
 #[cfg(any(feature = "axum", feature = "actix"))]
 use crate::web::PaymentHttpResponse;
 #[cfg(any(feature = "axum", feature = "actix"))]
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 #[cfg(any(feature = "axum", feature = "actix"))]
 use std::fmt;
 use std::future::Future;
@@ -60,15 +60,15 @@ pub(crate) type FinishFuture = Pin<Box<dyn Future<Output = Result<HeaderMap, Pay
 
 #[cfg(any(feature = "axum", feature = "actix"))]
 /// Completes a payment after the handler answered a status (see [`FinishGuard`]).
-pub(crate) type FinishFn = Box<dyn FnOnce(u16) -> FinishFuture + Send>;
+pub(crate) type FinishFn = Box<dyn FnOnce(StatusCode) -> FinishFuture + Send>;
 
 #[cfg(any(feature = "axum", feature = "actix"))]
 /// The status a payment is completed with when its request is dropped while the handler runs.
-const CANCELLED_COMPLETE: u16 = 200;
+const CANCELLED_COMPLETE: StatusCode = StatusCode::OK;
 #[cfg(any(feature = "axum", feature = "actix"))]
 /// The status a payment is released with (handler panicked, [`CancelPolicy::Release`], or the
 /// handler never started).
-const CANCELLED_RELEASE: u16 = 500;
+const CANCELLED_RELEASE: StatusCode = StatusCode::INTERNAL_SERVER_ERROR;
 
 #[cfg(any(feature = "axum", feature = "actix"))]
 /// Where a guarded payment stands.
@@ -114,7 +114,7 @@ impl FinishGuard {
 
     /// The handler answered `status`: completes the payment (settle / commit, or release when
     /// `status` ≥ 400) in a task that runs to its end even if this future is dropped.
-    pub(crate) async fn finish(mut self, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+    pub(crate) async fn finish(mut self, status: StatusCode) -> Result<HeaderMap, PaymentHttpResponse> {
         match self.finish.take() {
             Some(finish) => run_to_completion(finish(status)).await,
             None => Ok(HeaderMap::new()),

@@ -10,7 +10,7 @@ use crate::mpp::{Mpp, Paid as MppPaid, PaySpec};
 use crate::router::{Paid as RouterPaid, PaymentRouter, RouteProtocols, RouterPayment};
 use crate::web::{PreparedResponse, RequestHead};
 use crate::x402::http::{PaymentHttpResponse, RequestContext, RouteConfig, X402HttpServer, X402Payment};
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -65,7 +65,7 @@ pub trait PaymentGate: Clone + Send + Sync + 'static {
         &self,
         ctx: &RequestContext,
         payment: Self::Payment,
-        status: u16,
+        status: StatusCode,
     ) -> impl Future<Output = Result<HeaderMap, PaymentHttpResponse>> + Send;
 
     /// What happens to `payment` when its request is cancelled while the handler runs (see
@@ -115,18 +115,13 @@ impl PaymentGate for X402HttpServer {
         ext.insert(payment.clone());
     }
 
-    /// Settles (status < 400) or releases the payment.
     async fn finish(
         &self,
         ctx: &RequestContext,
         payment: X402Payment,
-        status: u16,
+        status: StatusCode,
     ) -> Result<HeaderMap, PaymentHttpResponse> {
-        if status >= 400 {
-            self.release(&payment).await;
-            return Ok(HeaderMap::new());
-        }
-        self.settle(ctx, &payment).await
+        X402HttpServer::finish(self, ctx, &payment, status).await
     }
 
     fn cancel_policy(&self, _: &X402Payment) -> CancelPolicy {
@@ -151,8 +146,12 @@ impl PaymentGate for Mpp {
         ext.insert(paid.receipt.clone());
     }
 
-    /// Commits (status < 400, adding `Payment-Receipt`) or releases the payment.
-    async fn finish(&self, _: &RequestContext, paid: MppPaid, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+    async fn finish(
+        &self,
+        _: &RequestContext,
+        paid: MppPaid,
+        status: StatusCode,
+    ) -> Result<HeaderMap, PaymentHttpResponse> {
         paid.finish(status).await
     }
 
@@ -188,12 +187,11 @@ impl PaymentGate for PaymentRouter {
         ext.insert(paid);
     }
 
-    /// Completes the payment with the protocol that accepted it, or releases it (status >= 400).
     async fn finish(
         &self,
         _: &RequestContext,
         payment: RouterPayment,
-        status: u16,
+        status: StatusCode,
     ) -> Result<HeaderMap, PaymentHttpResponse> {
         payment.finish(status).await
     }

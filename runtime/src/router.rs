@@ -13,9 +13,11 @@
 //! Custom protocols plug in through [`PaymentAdapter`].
 
 use crate::completion::CancelPolicy;
+use crate::mpp::carries_credential;
 use crate::mpp::{Credential, Mpp, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
+use crate::x402::carries_payment as carries_x402_payment;
 use crate::x402::http::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
@@ -50,7 +52,11 @@ pub trait AdapterPayment: Send + Sync {
     fn paid(&self) -> Paid;
     /// Completes the payment after the handler answered `status`: the headers to add, or the
     /// response that replaces the handler's (settlement failed).
-    async fn finish(self: Box<Self>, ctx: &RequestContext, status: u16) -> Result<HeaderMap, PaymentHttpResponse>;
+    async fn finish(
+        self: Box<Self>,
+        ctx: &RequestContext,
+        status: StatusCode,
+    ) -> Result<HeaderMap, PaymentHttpResponse>;
     /// What happens to the payment when its request is cancelled while the handler runs (see
     /// [`crate::completion`]). Default: [`CancelPolicy::Complete`].
     fn cancel_policy(&self) -> CancelPolicy {
@@ -115,12 +121,12 @@ impl AdapterPayment for X402Pending {
     fn paid(&self) -> Paid {
         Paid::X402(self.payment.clone())
     }
-    async fn finish(self: Box<Self>, ctx: &RequestContext, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
-        if status >= 400 {
-            self.server.release(&self.payment).await;
-            return Ok(HeaderMap::new());
-        }
-        self.server.settle(ctx, &self.payment).await
+    async fn finish(
+        self: Box<Self>,
+        ctx: &RequestContext,
+        status: StatusCode,
+    ) -> Result<HeaderMap, PaymentHttpResponse> {
+        self.server.finish(ctx, &self.payment, status).await
     }
     fn cancel_policy(&self) -> CancelPolicy {
         self.server.cancellation()
@@ -136,7 +142,7 @@ impl PaymentAdapter for X402Adapter {
         self.priority
     }
     fn detect(&self, ctx: &RequestContext) -> bool {
-        ["payment-signature", "x-payment"].iter().any(|h| ctx.header(h).is_some_and(|v| !v.trim().is_empty()))
+        carries_x402_payment(ctx)
     }
     async fn challenge(&self, ctx: &RequestContext, config: &(dyn Any + Send + Sync)) -> PaymentHttpResponse {
         let Some(route) = config.downcast_ref::<Arc<RouteConfig>>() else { return misconfigured("x402") };
@@ -187,7 +193,11 @@ impl AdapterPayment for MppPending {
     fn paid(&self) -> Paid {
         Paid::Mpp { credential: self.0.credential.clone(), receipt: self.0.receipt.clone() }
     }
-    async fn finish(self: Box<Self>, _ctx: &RequestContext, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+    async fn finish(
+        self: Box<Self>,
+        _ctx: &RequestContext,
+        status: StatusCode,
+    ) -> Result<HeaderMap, PaymentHttpResponse> {
         self.0.finish(status).await
     }
     fn cancel_policy(&self) -> CancelPolicy {
@@ -204,9 +214,7 @@ impl PaymentAdapter for MppAdapter {
         self.priority
     }
     fn detect(&self, ctx: &RequestContext) -> bool {
-        ctx.header("authorization").is_some_and(|a| {
-            a.split(',').any(|part| part.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("payment")))
-        })
+        ctx.header("authorization").is_some_and(carries_credential)
     }
     async fn challenge(&self, ctx: &RequestContext, config: &(dyn Any + Send + Sync)) -> PaymentHttpResponse {
         let Some(spec) = config.downcast_ref::<Arc<PaySpec>>() else { return misconfigured("mpp") };
@@ -302,7 +310,7 @@ impl RouterPayment {
     }
 
     /// Completes the payment after the handler answered `status` (see [`AdapterPayment::finish`]).
-    pub async fn finish(self, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
+    pub async fn finish(self, status: StatusCode) -> Result<HeaderMap, PaymentHttpResponse> {
         self.inner.finish(&self.ctx, status).await
     }
 

@@ -16,6 +16,15 @@ use std::collections::BTreeMap;
 
 /// The scheme name.
 pub const PAYMENT_SCHEME: &str = "Payment";
+
+/// Whether an `Authorization` value carries an MPP credential: one of its comma-separated
+/// credentials uses the `Payment` scheme (case-insensitive). The one predicate of "this request
+/// pays with MPP", used by the coordinator and the router.
+pub fn carries_credential(authorization: &str) -> bool {
+    authorization.split(',').any(|part| {
+        part.trim_start().get(..PAYMENT_SCHEME.len()).is_some_and(|s| s.eq_ignore_ascii_case(PAYMENT_SCHEME))
+    })
+}
 /// Largest encoded `request` parameter decoded (16 KiB).
 pub const MAX_REQUEST_B64_BYTES: usize = 16 * 1024;
 /// Most `Payment` challenges parsed from one header value.

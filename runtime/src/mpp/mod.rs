@@ -39,7 +39,8 @@ pub use encoding::{b64url_decode, b64url_encode, canonical_json};
 pub use error::{HeaderError, MppError};
 pub use expiry::{DEFAULT_CHALLENGE_TTL, default_expires, parse_rfc3339, python_isoformat_z};
 pub use header::{
-    MAX_CHALLENGES_PER_HEADER, MAX_REQUEST_B64_BYTES, PAYMENT_SCHEME, ParsedChallenge, parse_www_authenticate,
+    MAX_CHALLENGES_PER_HEADER, MAX_REQUEST_B64_BYTES, PAYMENT_SCHEME, ParsedChallenge, carries_credential,
+    parse_www_authenticate,
 };
 pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant, SessionHandler};
 pub use problem::{MppErrorKind, ProblemDetails, payment_required_detail};

@@ -313,8 +313,8 @@ impl Paid {
     /// and the `Payment-Receipt` headers are returned; otherwise it is released (the buyer is
     /// not charged) and no receipt is sent. A commit that fails leaves the outcome unknown, and
     /// the handler's response is replaced by the returned error (fail closed).
-    pub async fn finish(self, status: u16) -> Result<HeaderMap, PaymentHttpResponse> {
-        if status >= 400 {
+    pub async fn finish(self, status: StatusCode) -> Result<HeaderMap, PaymentHttpResponse> {
+        if !crate::web::settles(status) {
             if let Some(p) = self.pending {
                 p.release().await;
                 crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "session", SettlementOutcome::Released);
@@ -593,9 +593,7 @@ impl Mpp {
         description: Option<String>,
         expires: String,
     ) -> Result<Granted, Rejection> {
-        let has_payment = authorization.is_some_and(|a| {
-            a.split(',').any(|part| part.trim_start().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("payment")))
-        });
+        let has_payment = authorization.is_some_and(super::header::carries_credential);
         let observe = |outcome: PaymentOutcome| {
             crate::metrics::record_payment(crate::metrics::PROTOCOL_MPP, intent, outcome);
             tracing::Span::current().record("outcome", outcome.as_str());

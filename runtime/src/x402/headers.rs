@@ -8,6 +8,7 @@ use super::types::{
     AnyPaymentPayload, AnyPaymentRequired, PaymentPayload, PaymentPayloadV1, PaymentRequired, PaymentRequiredV1,
     SettleResponse,
 };
+use crate::web::RequestHead;
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::Serialize;
@@ -23,6 +24,22 @@ pub const PAYMENT_RESPONSE_HEADER: &str = "PAYMENT-RESPONSE";
 pub const X_PAYMENT_HEADER: &str = "X-PAYMENT";
 /// v1 settlement result header.
 pub const X_PAYMENT_RESPONSE_HEADER: &str = "X-PAYMENT-RESPONSE";
+/// The x402 payment a request carries: the first non-blank of `PAYMENT-SIGNATURE` (v2) and
+/// `X-PAYMENT` (v1), with `true` when it came from `X-PAYMENT`. The one predicate of "this
+/// request pays with x402", used by the unpaid fast path, the resource server and the router.
+pub fn payment_header<H: RequestHead + ?Sized>(head: &H) -> Option<(&str, bool)> {
+    let nonblank = |name: &str| head.header_text(name).filter(|v| !v.trim().is_empty());
+    match nonblank("payment-signature") {
+        Some(v) => Some((v, false)),
+        None => nonblank("x-payment").map(|v| (v, true)),
+    }
+}
+
+/// Whether a request carries an x402 payment (see [`payment_header`]).
+pub fn carries_payment<H: RequestHead + ?Sized>(head: &H) -> bool {
+    payment_header(head).is_some()
+}
+
 /// The value of `Access-Control-Expose-Headers` on payment responses.
 pub const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
 /// CORS header through which browsers may read the payment headers.

@@ -16,8 +16,8 @@
 
 use super::headers::{
     ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS, HeaderError, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER,
-    PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER, X_PAYMENT_RESPONSE_HEADER, decode_payment_signature_header,
-    encode_payment_required_header, encode_payment_response_header,
+    X_PAYMENT_RESPONSE_HEADER, carries_payment, decode_payment_signature_header, encode_payment_required_header,
+    encode_payment_response_header, payment_header,
 };
 use super::paywall::{self, PaywallConfig};
 use super::server::{RequirementsSpec, ServerError, X402ResourceServer};
@@ -679,7 +679,7 @@ impl X402HttpServer {
         route: &RouteConfig,
         head: &impl RequestHead,
     ) -> Option<(Arc<PreparedResponse>, metrics::SharedString)> {
-        if head.has_nonblank("payment-signature") || head.has_nonblank("x-payment") || is_browser(head) {
+        if carries_payment(head) || is_browser(head) {
             return None;
         }
         let challenge = route.unpaid_challenge.get(self.inner.pay_to.as_deref())?;
@@ -812,13 +812,8 @@ impl X402HttpServer {
             return Err(challenge);
         }
         let accepts = self.build_accepts(ctx, route).await?;
-        let header = ctx.header(PAYMENT_SIGNATURE_HEADER).filter(|h| !h.trim().is_empty());
-        let (raw, from_x_payment) = match header {
-            Some(h) => (h, false),
-            None => match ctx.header(X_PAYMENT_HEADER).filter(|h| !h.trim().is_empty()) {
-                Some(h) => (h, true),
-                None => return Err(self.unpaid(ctx, route, accepts.into_owned())),
-            },
+        let Some((raw, from_x_payment)) = payment_header(ctx) else {
+            return Err(self.unpaid(ctx, route, accepts.into_owned()));
         };
         let decoded = match decode_payment_signature_header(raw) {
             Ok(d) => d,
@@ -941,6 +936,23 @@ impl X402HttpServer {
                 tracing::warn!(error = %e, "x402: verification could not complete");
                 Err(server_error_response(&e))
             }
+        }
+    }
+
+    /// Completes `payment` after its handler answered `status` ([`crate::web::settles`]): settles
+    /// it ([`X402HttpServer::settle`]) or releases it ([`X402HttpServer::release`]). `Ok` carries
+    /// the headers to add to the handler's response; `Err` is the response replacing it.
+    pub async fn finish(
+        &self,
+        ctx: &RequestContext,
+        payment: &X402Payment,
+        status: StatusCode,
+    ) -> Result<HeaderMap, PaymentHttpResponse> {
+        if crate::web::settles(status) {
+            self.settle(ctx, payment).await
+        } else {
+            self.release(payment).await;
+            Ok(HeaderMap::new())
         }
     }
 
