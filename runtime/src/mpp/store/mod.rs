@@ -9,27 +9,27 @@
 //! * [`InMemoryChannelStore`] — one process (the default);
 //! * [`FileStore`] — byte-compatible with Python's `FileStore` directory, safe across the
 //!   processes of one host (per-key advisory lock files, atomic renames);
-//! * `RedisChannelStore` (feature `redis`) — shared across hosts; also `RedisReplayStore`, a
-//!   shared [`ReplayStore`] for x402 replay guards and MPP single-use challenge ids.
+//! * [`RedisChannelStore`] (feature `redis`) — shared across hosts (its
+//!   [`replay_store`](RedisChannelStore::replay_store) is a
+//!   [`RedisReplayStore`](crate::replay::RedisReplayStore) on the same connection).
 //!
 //! A backend that cannot provide an atomic compare-and-swap must not implement
 //! [`ChannelStore`]: the session logic relies on it to fail closed.
 
-pub mod coordinator;
-pub mod file;
-pub mod memory;
+mod coordinator;
+mod file;
+mod memory;
 #[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod redis;
-pub mod state;
+mod redis;
+mod state;
 
 pub use self::coordinator::{DEFAULT_REMEMBERED_STATES, UpdateCoordinator};
 pub use self::file::FileStore;
 pub use self::memory::InMemoryChannelStore;
 #[cfg(feature = "redis")]
-pub use self::redis::{RedisChannelStore, RedisReplayStore};
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::RedisChannelStore;
 pub use self::state::{ChannelState, ChannelStateError, format_created_at};
-pub use crate::replay::{InMemoryReplayStore, ReplayStore, ReplayStoreError};
 
 use async_trait::async_trait;
 use std::hash::{BuildHasher, Hasher};
@@ -220,6 +220,12 @@ pub(crate) fn random_u64() -> u64 {
 /// The trait is object safe (`Arc<dyn ChannelStore>`); `update` needs a sized receiver, which
 /// the forwarding implementations for `Arc<S>`, `Box<S>` and `&S` provide: `arc_dyn.update(..)`
 /// works as is, and for a `store: &dyn ChannelStore` write `(&store).update(..)`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an MPP channel store",
+    label = "does not implement `pay402::mpp::store::ChannelStore`",
+    note = "implement `ChannelStore`: `get`, `put_if_absent`, `delete` and an atomic compare-and-swap (`compare_and_swap` writes only if the stored version is still the one read, linearisable across every process sharing the store); a backend without one must not implement it",
+    note = "or use a built-in one: `InMemoryChannelStore` (one process), `FileStore` (the processes of one host) or `RedisChannelStore` (feature `redis`, several hosts)"
+)]
 #[async_trait]
 pub trait ChannelStore: Send + Sync {
     /// The current state of `key` and its version; `None` when absent.
