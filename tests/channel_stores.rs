@@ -9,8 +9,8 @@
 mod support;
 
 use pay402::mpp::store::{
-    CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RedisChannelStore, StoreError, UpdateError,
-    UpdateOutcome, Versioned,
+    CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RedisChannelStore, StoreError,
+    UpdateError, UpdateOutcome, Versioned,
 };
 use pay402::replay::{RedisReplayStore, ReplayStore, ReplayStoreError};
 use serde_json::Value;

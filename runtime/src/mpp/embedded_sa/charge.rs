@@ -22,7 +22,7 @@ fn primary_as_transfer(a: &ChargeAuthorization) -> TransferAuthorization {
 }
 
 impl EmbeddedSa {
-    /// Synchronous core of [`SaClient::settle`]: checks and settles atomically.
+    /// Synchronous core of [`SaClient::settle`](crate::okx::sa::SaClient::settle): checks and settles atomically.
     pub fn settle_now(&self, req: &ChargeSettleRequest) -> Result<ChargeReceipt, SaError> {
         let now = self.now();
         let (request, domain, _) = self.check_echo(&req.challenge, now, CHARGE_INTENT)?;
@@ -133,7 +133,7 @@ impl EmbeddedSa {
         Ok(receipt)
     }
 
-    /// Synchronous core of [`SaClient::verify_hash`].
+    /// Synchronous core of [`SaClient::verify_hash`](crate::okx::sa::SaClient::verify_hash).
     pub fn verify_hash_now(&self, req: &ChargeVerifyHashRequest) -> Result<ChargeReceipt, SaError> {
         let now = self.now();
         let (request, _, _) = self.check_echo(&req.challenge, now, CHARGE_INTENT)?;

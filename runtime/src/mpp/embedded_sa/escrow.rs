@@ -163,7 +163,7 @@ impl EmbeddedSa {
         }
     }
 
-    /// Synchronous core of [`SaClient::session_open`]: checks, in order, the echo (an `evm`/
+    /// Synchronous core of [`SaClient::session_open`](crate::okx::sa::SaClient::session_open): checks, in order, the echo (an `evm`/
     /// `session` challenge, not expired — 70009) and its request (70000/70001), a `transaction`
     /// payload with an `eip-3009` authorization paying the request's escrow contract, a
     /// 32-byte channel id — equal to [`derive_channel_id`](crate::evm::derive_channel_id)
@@ -299,7 +299,7 @@ impl EmbeddedSa {
         Ok(HashDeposit::New(Deposit { payer: tx.from, value: tx.value, hash: Some(hash) }))
     }
 
-    /// Synchronous core of [`SaClient::session_top_up`]: the echo and deposit checks of
+    /// Synchronous core of [`SaClient::session_top_up`](crate::okx::sa::SaClient::session_top_up): the echo and deposit checks of
     /// [`Self::session_open_now`], a known (70010), open (70008) channel on the same token and
     /// escrow, and `additionalDeposit` equal to the deposit's value (70000); then moves
     /// it payer → escrow (not for a recorded `hash`) and raises the deposit. The receipt's
@@ -417,7 +417,7 @@ impl EmbeddedSa {
         Ok(reference)
     }
 
-    /// Synchronous core of [`SaClient::session_settle`]: a known (70010), open (70008)
+    /// Synchronous core of [`SaClient::session_settle`](crate::okx::sa::SaClient::session_settle): a known (70010), open (70008)
     /// channel; `cumulativeAmount` within the deposit (70012); a deadline not past (70003); the
     /// payee's `SettleAuthorization` signature and the payer's (or authorized signer's) voucher
     /// signature (70004). Then pays the payee `cumulativeAmount − settled` (nothing when not
@@ -441,7 +441,7 @@ impl EmbeddedSa {
         Ok(Self::session_receipt(now, &channel, a.channel_id, reference))
     }
 
-    /// Synchronous core of [`SaClient::session_close`]: the checks of
+    /// Synchronous core of [`SaClient::session_close`](crate::okx::sa::SaClient::session_close): the checks of
     /// [`Self::session_settle_now`] with a `CloseAuthorization`, then pays the payee `cumulativeAmount − settled`, refunds
     /// `deposit − max(cumulativeAmount, settled)` to the payer and closes the channel.
     pub fn session_close_now(&self, req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
@@ -469,7 +469,7 @@ impl EmbeddedSa {
         Ok(Self::session_receipt(now, &channel, a.channel_id, reference))
     }
 
-    /// Synchronous core of [`SaClient::session_status`]: `deposit`, `cumulativeAmount` and
+    /// Synchronous core of [`SaClient::session_status`](crate::okx::sa::SaClient::session_status): `deposit`, `cumulativeAmount` and
     /// `settledOnChain` (what was paid out to the payee), `remainingBalance` (deposit − settled;
     /// 0 once closed), `sessionStatus` `OPEN` or `CLOSED`. Unknown channel ⇒ 70010.
     pub fn session_status_now(&self, channel_id: &str) -> Result<SessionStatus, SaError> {

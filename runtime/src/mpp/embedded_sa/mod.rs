@@ -33,7 +33,9 @@ use super::encoding::b64url_decode;
 use super::expiry::{parse_rfc3339, python_isoformat_z};
 use super::wire::EVM_METHOD;
 use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
-use crate::evm::{self, Address, B256, Eip712Domain, EvmError, TokenLedger, TransferWithAuthorization, U256, UnixClock};
+use crate::evm::{
+    self, Address, B256, Eip712Domain, EvmError, TokenLedger, TransferWithAuthorization, U256, UnixClock,
+};
 use crate::okx::sa::{
     ChargeReceipt, ChargeSettleRequest, ChargeVerifyHashRequest, EIP3009_AUTHORIZATION_TYPE, SaChallengeEcho, SaClient,
     SaError, SessionCloseRequest, SessionOpenRequest, SessionReceipt, SessionSettleRequest, SessionStatus,

@@ -233,15 +233,8 @@ mod sessions {
                 channel_id: evm::to_hex(id),
                 cumulative_amount: cumulative.to_string(),
                 voucher_signature: sign_voucher(payer, &domain, id, cumulative).unwrap(),
-                payee_signature: sign_settle_authorization(
-                    payee,
-                    &domain,
-                    id,
-                    cumulative,
-                    U256::from(1),
-                    U256::MAX,
-                )
-                .unwrap(),
+                payee_signature: sign_settle_authorization(payee, &domain, id, cumulative, U256::from(1), U256::MAX)
+                    .unwrap(),
                 nonce: "1".into(),
                 deadline: U256::MAX.to_string(),
             },

@@ -12,7 +12,9 @@ use crate::evm::{self, B256};
 use crate::mpp::credential::Credential;
 use crate::mpp::method::PayError;
 use crate::mpp::store::{ChannelState, ChannelStore as _, UpdateError, UpdateOutcome};
-use crate::okx::sa::{EvmPaymentError, SessionClosePayload, SessionCloseRequest, SessionSettlePayload, SessionSettleRequest};
+use crate::okx::sa::{
+    EvmPaymentError, SessionClosePayload, SessionCloseRequest, SessionSettlePayload, SessionSettleRequest,
+};
 use serde_json::{Map, Value};
 
 impl SessionIntent {

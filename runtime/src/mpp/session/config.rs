@@ -1,6 +1,6 @@
 //! Building and configuring a [`SessionIntent`], and the small helpers its actions share.
 
-use super::{SessionIntent, SessionResult, invalid_payload, same_address, sa_failure};
+use super::{SessionIntent, SessionResult, invalid_payload, sa_failure, same_address};
 use crate::chain::X_LAYER_CHAIN_ID;
 use crate::evm::channel::{
     ChannelDomain, DEFAULT_DEADLINE, DEFAULT_DOMAIN_NAME, DEFAULT_DOMAIN_VERSION, DEFAULT_ESCROW_CONTRACT,
@@ -169,7 +169,11 @@ impl SessionIntent {
 
     /// Checks that a deposit authorization pays the escrow contract (and, when `value` is
     /// given, that amount).
-    pub(super) fn check_deposit_authorization(&self, auth: &Map<String, Value>, value: Option<&str>) -> Result<(), PayError> {
+    pub(super) fn check_deposit_authorization(
+        &self,
+        auth: &Map<String, Value>,
+        value: Option<&str>,
+    ) -> Result<(), PayError> {
         let to = auth.get("to").and_then(Value::as_str).unwrap_or("");
         if evm::parse_address(to).ok() != Some(self.escrow) {
             return Err(invalid_payload(format!("authorization pays {to}, not the escrow contract")));

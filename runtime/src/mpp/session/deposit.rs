@@ -16,7 +16,11 @@ use crate::okx::sa::{
 use serde_json::{Map, Value};
 
 impl SessionIntent {
-    pub(super) async fn open(&self, credential: &Credential, request: &Map<String, Value>) -> Result<SessionResult, PayError> {
+    pub(super) async fn open(
+        &self,
+        credential: &Credential,
+        request: &Map<String, Value>,
+    ) -> Result<SessionResult, PayError> {
         let p = &credential.payload;
         let channel = text(p, "channelId").ok_or_else(|| invalid_payload("open: missing required field channelId"))?;
         let (channel_b256, channel_id) = canonical_channel(channel)?;
@@ -157,7 +161,11 @@ impl SessionIntent {
         Ok(self.result(&channel_id, 0, STATUS_OPEN, receipt.reference))
     }
 
-    pub(super) async fn top_up(&self, credential: &Credential, request: &Map<String, Value>) -> Result<SessionResult, PayError> {
+    pub(super) async fn top_up(
+        &self,
+        credential: &Credential,
+        request: &Map<String, Value>,
+    ) -> Result<SessionResult, PayError> {
         let p = &credential.payload;
         let (Some(channel), Some(additional_text)) = (text(p, "channelId"), amount_text(p, "additionalDeposit")) else {
             return Err(invalid_payload("topUp: missing required field"));
