@@ -179,31 +179,79 @@ pub struct StaticPaySpec {
 }
 
 impl StaticPaySpec {
-    /// Describes a route; `None` keys take their defaults.
-    #[allow(clippy::too_many_arguments)]
-    pub const fn new(
-        amount: &'static str,
-        intent: &'static str,
-        currency: Option<&'static str>,
-        recipient: Option<&'static str>,
-        description: Option<&'static str>,
-        expires_in_secs: Option<u64>,
-        chain_id: Option<u64>,
-        unit_type: Option<&'static str>,
-        suggested_deposit: Option<&'static str>,
-    ) -> Self {
+    /// A route charging `amount` (in the currency's units), with the defaults of a bare
+    /// `#[pay(amount = "…")]`: the `charge` intent, and every other key left to the `Mpp`
+    /// server's defaults. Each other key of the attribute is set by the `const fn` setter of its
+    /// name (`StaticPaySpec::new("0.01").recipient("0x…")`), so the macro names each value it emits.
+    pub const fn new(amount: &'static str) -> Self {
         Self {
             amount,
-            intent,
-            currency,
-            recipient,
-            description,
-            expires_in_secs,
-            chain_id,
-            unit_type,
-            suggested_deposit,
+            intent: "charge",
+            currency: None,
+            recipient: None,
+            description: None,
+            expires_in_secs: None,
+            chain_id: None,
+            unit_type: None,
+            suggested_deposit: None,
             spec: OnceLock::new(),
         }
+    }
+
+    /// Sets `intent` (`charge` or `session`).
+    #[must_use]
+    pub const fn intent(mut self, intent: &'static str) -> Self {
+        self.intent = intent;
+        self
+    }
+
+    /// Sets `currency` (the token's address).
+    #[must_use]
+    pub const fn currency(mut self, currency: &'static str) -> Self {
+        self.currency = Some(currency);
+        self
+    }
+
+    /// Sets `recipient`.
+    #[must_use]
+    pub const fn recipient(mut self, recipient: &'static str) -> Self {
+        self.recipient = Some(recipient);
+        self
+    }
+
+    /// Sets `description`.
+    #[must_use]
+    pub const fn description(mut self, description: &'static str) -> Self {
+        self.description = Some(description);
+        self
+    }
+
+    /// Sets the challenge lifetime (the attribute's `expires_in`), in seconds.
+    #[must_use]
+    pub const fn expires_in_secs(mut self, seconds: u64) -> Self {
+        self.expires_in_secs = Some(seconds);
+        self
+    }
+
+    /// Sets `chain_id`.
+    #[must_use]
+    pub const fn chain_id(mut self, chain_id: u64) -> Self {
+        self.chain_id = Some(chain_id);
+        self
+    }
+
+    /// Sets `unit_type` (the billing unit).
+    #[must_use]
+    pub const fn unit_type(mut self, unit_type: &'static str) -> Self {
+        self.unit_type = Some(unit_type);
+        self
+    }
+
+    /// Sets `suggested_deposit` (in base units).
+    #[must_use]
+    pub const fn suggested_deposit(mut self, deposit: &'static str) -> Self {
+        self.suggested_deposit = Some(deposit);
+        self
     }
 
     /// The route's spec.

@@ -307,29 +307,71 @@ pub struct StaticRoute {
 }
 
 impl StaticRoute {
-    /// Describes a route; `None` keys take their defaults (payee: the server's).
-    #[allow(clippy::too_many_arguments)]
-    pub const fn new(
-        price: &'static str,
-        scheme: &'static str,
-        network: &'static str,
-        pay_to: Option<&'static str>,
-        asset: Option<&'static str>,
-        description: Option<&'static str>,
-        mime_type: Option<&'static str>,
-        max_timeout_seconds: Option<u64>,
-    ) -> Self {
+    /// A route charging `price`, with the defaults of a bare `#[x402(price = "…")]`: the `exact`
+    /// scheme on X Layer, the server's payee, the network's default asset, no description, MIME
+    /// type or timeout. Every other key of the attribute is set by the `const fn` setter of its
+    /// name (`StaticRoute::new("$0.001").pay_to("0x…")`), so the macro names each value it emits.
+    pub const fn new(price: &'static str) -> Self {
         Self {
             price,
-            scheme,
-            network,
-            pay_to,
-            asset,
-            description,
-            mime_type,
-            max_timeout_seconds,
+            scheme: "exact",
+            network: Network::X_LAYER,
+            pay_to: None,
+            asset: None,
+            description: None,
+            mime_type: None,
+            max_timeout_seconds: None,
             config: OnceLock::new(),
         }
+    }
+
+    /// Sets `scheme`.
+    #[must_use]
+    pub const fn scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = scheme;
+        self
+    }
+
+    /// Sets `network` (a CAIP-2 id).
+    #[must_use]
+    pub const fn network(mut self, network: &'static str) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// Sets `pay_to` (the payee; otherwise the server's).
+    #[must_use]
+    pub const fn pay_to(mut self, pay_to: &'static str) -> Self {
+        self.pay_to = Some(pay_to);
+        self
+    }
+
+    /// Sets `asset` (otherwise the network's default asset).
+    #[must_use]
+    pub const fn asset(mut self, asset: &'static str) -> Self {
+        self.asset = Some(asset);
+        self
+    }
+
+    /// Sets `description`.
+    #[must_use]
+    pub const fn description(mut self, description: &'static str) -> Self {
+        self.description = Some(description);
+        self
+    }
+
+    /// Sets `mime_type`.
+    #[must_use]
+    pub const fn mime_type(mut self, mime_type: &'static str) -> Self {
+        self.mime_type = Some(mime_type);
+        self
+    }
+
+    /// Sets `max_timeout_seconds`.
+    #[must_use]
+    pub const fn max_timeout_seconds(mut self, seconds: u64) -> Self {
+        self.max_timeout_seconds = Some(seconds);
+        self
     }
 
     /// The route's configuration.
