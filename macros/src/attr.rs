@@ -13,17 +13,20 @@ use std::fmt::Display;
 use syn::parse::Parser;
 use syn::{Expr, Ident, Lit, LitInt, LitStr, Token};
 
-/// Collects errors; they are reported together (serde's `Ctxt`).
+/// Collects errors; they are reported together (serde's `Ctxt`). A context must end in
+/// [`Ctxt::into_error`]: dropping one unchecked would lose its errors silently, so it panics
+/// instead (a bug in this crate, caught by its tests).
 pub(crate) struct Ctxt {
     /// The attribute's name, for messages (`x402`).
     attr: &'static str,
-    errors: RefCell<Vec<syn::Error>>,
+    /// The errors; `None` once taken by [`Ctxt::into_error`].
+    errors: RefCell<Option<Vec<syn::Error>>>,
 }
 
 impl Ctxt {
     /// A context for the attribute named `attr`.
     pub(crate) fn new(attr: &'static str) -> Self {
-        Self { attr, errors: RefCell::new(Vec::new()) }
+        Self { attr, errors: RefCell::new(Some(Vec::new())) }
     }
 
     /// The attribute's name.
@@ -33,17 +36,20 @@ impl Ctxt {
 
     /// An error spanning `tokens`.
     pub(crate) fn error_spanned_by(&self, tokens: impl ToTokens, message: impl Display) {
-        self.errors.borrow_mut().push(syn::Error::new_spanned(tokens, message));
+        self.push(syn::Error::new_spanned(tokens, message));
     }
 
     /// An error at `span`.
     pub(crate) fn error_at(&self, span: Span, message: impl Display) {
-        self.errors.borrow_mut().push(syn::Error::new(span, message));
+        self.push(syn::Error::new(span, message));
     }
 
     /// A ready-made error.
     pub(crate) fn push(&self, error: syn::Error) {
-        self.errors.borrow_mut().push(error);
+        // Always `Some`: only `into_error` takes the errors, and it consumes the context.
+        if let Some(errors) = self.errors.borrow_mut().as_mut() {
+            errors.push(error);
+        }
     }
 
     /// Every error message, in order (the unit tests' view).
@@ -54,10 +60,18 @@ impl Ctxt {
 
     /// All errors, combined into one (`None` when there were none).
     pub(crate) fn into_error(self) -> Option<syn::Error> {
-        self.errors.into_inner().into_iter().reduce(|mut all, e| {
+        self.errors.take().unwrap_or_default().into_iter().reduce(|mut all, e| {
             all.combine(e);
             all
         })
+    }
+}
+
+impl Drop for Ctxt {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && self.errors.get_mut().is_some() {
+            panic!("pay402-macros bug: a `Ctxt` for #[{}] was dropped without `into_error`", self.attr);
+        }
     }
 }
 
@@ -340,12 +354,25 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "dropped without `into_error`")]
+    fn an_unchecked_context_panics() {
+        let cx = Ctxt::new("demo");
+        cx.error_at(Span::call_site(), "lost");
+    }
+
+    #[test]
     fn parses_known_keys() {
         let cx = Ctxt::new("demo");
         let args: Demo = parse_args(&cx, quote!(price = "$0.001", scheme = "exact"));
         assert!(cx.messages().is_empty());
         assert_eq!(args.price.get().unwrap().0, "price");
         assert!(matches!(args.scheme.get().unwrap().1, Expr::Lit(_)));
+        assert!(matches!(args.value("price"), Some(Expr::Lit(_))));
+        assert!(args.value("colour").is_none());
+        assert_eq!(
+            (Demo::NAME, Demo::KEYS, args.price.example()),
+            ("demo", &["price", "scheme"][..], "price = \"$0.001\"")
+        );
     }
 
     #[test]
