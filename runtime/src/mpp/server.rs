@@ -198,60 +198,23 @@ impl StaticPaySpec {
         }
     }
 
-    /// Sets `intent` (`charge` or `session`).
-    #[must_use]
-    pub const fn intent(mut self, intent: &'static str) -> Self {
-        self.intent = intent;
-        self
-    }
-
-    /// Sets `currency` (the token's address).
-    #[must_use]
-    pub const fn currency(mut self, currency: &'static str) -> Self {
-        self.currency = Some(currency);
-        self
-    }
-
-    /// Sets `recipient`.
-    #[must_use]
-    pub const fn recipient(mut self, recipient: &'static str) -> Self {
-        self.recipient = Some(recipient);
-        self
-    }
-
-    /// Sets `description`.
-    #[must_use]
-    pub const fn description(mut self, description: &'static str) -> Self {
-        self.description = Some(description);
-        self
-    }
-
-    /// Sets the challenge lifetime (the attribute's `expires_in`), in seconds.
-    #[must_use]
-    pub const fn expires_in_secs(mut self, seconds: u64) -> Self {
-        self.expires_in_secs = Some(seconds);
-        self
-    }
-
-    /// Sets `chain_id`.
-    #[must_use]
-    pub const fn chain_id(mut self, chain_id: u64) -> Self {
-        self.chain_id = Some(chain_id);
-        self
-    }
-
-    /// Sets `unit_type` (the billing unit).
-    #[must_use]
-    pub const fn unit_type(mut self, unit_type: &'static str) -> Self {
-        self.unit_type = Some(unit_type);
-        self
-    }
-
-    /// Sets `suggested_deposit` (in base units).
-    #[must_use]
-    pub const fn suggested_deposit(mut self, deposit: &'static str) -> Self {
-        self.suggested_deposit = Some(deposit);
-        self
+    const_setters! {
+        /// Sets `intent` (`charge` or `session`).
+        intent: &'static str,
+        /// Sets `currency` (the token's address).
+        currency: Option<&'static str>,
+        /// Sets `recipient`.
+        recipient: Option<&'static str>,
+        /// Sets `description`.
+        description: Option<&'static str>,
+        /// Sets the challenge lifetime (the attribute's `expires_in`), in seconds.
+        expires_in_secs: Option<u64>,
+        /// Sets `chain_id`.
+        chain_id: Option<u64>,
+        /// Sets `unit_type` (the billing unit).
+        unit_type: Option<&'static str>,
+        /// Sets `suggested_deposit` (in base units).
+        suggested_deposit: Option<&'static str>,
     }
 
     /// The route's spec.

@@ -325,53 +325,21 @@ impl StaticRoute {
         }
     }
 
-    /// Sets `scheme`.
-    #[must_use]
-    pub const fn scheme(mut self, scheme: &'static str) -> Self {
-        self.scheme = scheme;
-        self
-    }
-
-    /// Sets `network` (a CAIP-2 id).
-    #[must_use]
-    pub const fn network(mut self, network: &'static str) -> Self {
-        self.network = network;
-        self
-    }
-
-    /// Sets `pay_to` (the payee; otherwise the server's).
-    #[must_use]
-    pub const fn pay_to(mut self, pay_to: &'static str) -> Self {
-        self.pay_to = Some(pay_to);
-        self
-    }
-
-    /// Sets `asset` (otherwise the network's default asset).
-    #[must_use]
-    pub const fn asset(mut self, asset: &'static str) -> Self {
-        self.asset = Some(asset);
-        self
-    }
-
-    /// Sets `description`.
-    #[must_use]
-    pub const fn description(mut self, description: &'static str) -> Self {
-        self.description = Some(description);
-        self
-    }
-
-    /// Sets `mime_type`.
-    #[must_use]
-    pub const fn mime_type(mut self, mime_type: &'static str) -> Self {
-        self.mime_type = Some(mime_type);
-        self
-    }
-
-    /// Sets `max_timeout_seconds`.
-    #[must_use]
-    pub const fn max_timeout_seconds(mut self, seconds: u64) -> Self {
-        self.max_timeout_seconds = Some(seconds);
-        self
+    const_setters! {
+        /// Sets `scheme`.
+        scheme: &'static str,
+        /// Sets `network` (a CAIP-2 id).
+        network: &'static str,
+        /// Sets `pay_to` (the payee; otherwise the server's).
+        pay_to: Option<&'static str>,
+        /// Sets `asset` (otherwise the network's default asset).
+        asset: Option<&'static str>,
+        /// Sets `description`.
+        description: Option<&'static str>,
+        /// Sets `mime_type`.
+        mime_type: Option<&'static str>,
+        /// Sets `max_timeout_seconds`.
+        max_timeout_seconds: Option<u64>,
     }
 
     /// The route's configuration.
