@@ -1,6 +1,6 @@
-//! The entry points behind every framework's `#[x402]` and `#[pay]`: parse → validate →
-//! rewrite, then the rewritten item plus every error. The two attributes differ only in their
-//! [`Protocol`]. Stacked on one handler (in either order), the outer one takes the inner one
+//! The one expansion behind every framework's `#[x402]` and `#[pay]`, [`expand_attr`]: parse →
+//! validate → rewrite, then the rewritten item plus every error. The two attributes differ only
+//! in their [`PaymentAttr`] (what the expansion names, and which the other one is). Stacked on one handler (in either order), the outer one takes the inner one
 //! out, validates both, checks that they agree, and expands the dual form: one guard that
 //! accepts either protocol.
 
