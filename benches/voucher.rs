@@ -160,7 +160,7 @@ fn session_path(c: &mut Criterion) {
                 |header| {
                     rt.block_on(async {
                         let paid = s.mpp.process(&ctx(Some(&header)), &s.spec).await.expect("voucher accepted");
-                        paid.finish(200).await.expect("committed");
+                        paid.finish(http::StatusCode::OK).await.expect("committed");
                     })
                 },
                 BatchSize::SmallInput,

@@ -400,3 +400,27 @@ fn the_checker_sees_an_upward_import_and_a_cycle() {
     assert_eq!(room_of(&rooms, "okx::facilitator"), Some(("okx", 5)));
     assert_eq!(room_of(&rooms, "mpp::server"), None);
 }
+
+#[test]
+fn the_readme_map_names_every_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let map = readme.split("## Where things are").nth(1).expect("README has a `## Where things are` section");
+    let map = map.split("\n## ").next().unwrap_or(map);
+    let mut missing = Vec::new();
+    for krate in ["runtime/src", "macros/src", "core/src"] {
+        let mut files = Vec::new();
+        rust_files(&root.join(krate), &mut files);
+        for file in files {
+            let rel = file.strip_prefix(root).expect("below the root").to_string_lossy().replace('\\', "/");
+            // Unit tests split out of a module are part of that module's entry.
+            if rel.ends_with("/tests.rs") {
+                continue;
+            }
+            if !map.contains(&format!("`{rel}`")) {
+                missing.push(rel);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "README's \"Where things are\" does not name:\n{}", missing.join("\n"));
+}
