@@ -6,6 +6,8 @@
 //! * [`json`] — the JSON byte flavours the wire needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod autopay;
 pub mod chain;
 pub mod completion;

@@ -24,7 +24,7 @@
 //! assert_eq!(sa.charge_count(), 0);
 //! ```
 
-use super::charge_client::ChargeRequest;
+use super::charge_request::ChargeRequest;
 use super::credential::payer_from_did;
 use super::encoding::b64url_decode;
 use super::expiry::{parse_rfc3339, python_isoformat_z};
@@ -176,7 +176,7 @@ struct EscrowChannel {
 ///   challenge; verifies the EIP-3009 authorization from the payer **to the escrow contract**
 ///   for the deposit (signature over the token's domain, validity window, nonce, balance) and,
 ///   when a salt is sent, that the channel id is
-///   [`derive_channel_id`](super::session_client::derive_channel_id); moves payer → escrow and
+///   [`derive_channel_id`](crate::evm::derive_channel_id); moves payer → escrow and
 ///   records the channel (payer, payee = the request's recipient, token, deposit, settled 0);
 /// * `session/topUp` likewise for `additionalDeposit` on a known, open channel;
 /// * both also take a deposit by transaction `hash` (payload type `hash`): a transfer
@@ -710,7 +710,7 @@ impl EmbeddedSa {
     /// Synchronous core of [`SaClient::session_open`]: checks, in order, the echo (an `evm`/
     /// `session` challenge, not expired — 70009) and its request (70000/70001), a `transaction`
     /// payload with an `eip-3009` authorization paying the request's escrow contract, a
-    /// 32-byte channel id — equal to [`derive_channel_id`](super::session_client::derive_channel_id)
+    /// 32-byte channel id — equal to [`derive_channel_id`](crate::evm::derive_channel_id)
     /// when a `salt` is given — and `source` (70000); the signature (70004); the validity
     /// window (70003); a new channel (70000); the nonce and balance (70003). Then moves the
     /// deposit payer → escrow and records the channel (payee = the request's recipient).
