@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 impl AutoPayMiddleware {
     /// A client running this middleware over a client built from `http`, with reqwest's own
     /// redirect following switched off: the middleware follows redirects itself (at most
-    /// [`MAX_REDIRECTS`]), never sends a payment header to a redirect target, removes
+    /// [`MAX_REDIRECTS`](super::MAX_REDIRECTS)), never sends a payment header to a redirect target, removes
     /// credentials on a hop to another origin, and pays a 402 only when it comes from the
     /// origin the request was sent to.
     ///

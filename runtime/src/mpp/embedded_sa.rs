@@ -79,8 +79,6 @@ pub mod sa_codes {
     pub const AMOUNT_EXCEEDS_DEPOSIT: i64 = 70012;
 }
 
-/// The intent of session challenges.
-
 fn sa_error(code: i64, msg: impl AsRef<str>) -> SaError {
     SaError::Api { code, error: map_sa_error(code, msg.as_ref()) }
 }

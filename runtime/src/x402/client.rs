@@ -72,6 +72,18 @@ fn list_pairs(pairs: &[(String, String)]) -> String {
 }
 
 /// Creates the scheme-specific `payload` of a payment (the buyer half of a scheme).
+///
+/// Implement it with `#[async_trait]` (the `async-trait` crate) for a scheme pay402 does not
+/// sign itself, and register it with [`X402Client::register`]; for `exact` on EVM networks use
+/// [`ExactEvmClientScheme`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an x402 scheme client",
+    label = "`X402Client::register` needs a `SchemeNetworkClient` here",
+    note = "for `exact` on EVM networks register `ExactEvmClientScheme::new(signer)`; for another scheme \
+            implement `SchemeNetworkClient` (with `#[async_trait]`): `scheme()` names it, `create_payment` \
+            signs the payload",
+    note = "a scheme client must be `Send + Sync + 'static` (share state through `Arc`)"
+)]
 #[async_trait]
 pub trait SchemeNetworkClient: Send + Sync + 'static {
     /// The scheme name (`exact`).
