@@ -475,8 +475,9 @@ impl AutoPay {
     }
 }
 
-/// The middleware's shared state: its clauses ([`offers`], [`session_book`], [`middleware`]) are
-/// `impl AutoPayMiddleware` blocks over it.
+/// The middleware's shared state. [`offers`] (reading and choosing), [`session_book`] (MPP
+/// channels) and [`middleware`] (the retry loop) each add an `impl AutoPayMiddleware` block over
+/// it.
 struct Inner {
     preference: Vec<Protocol>,
     budget: Arc<Budget>,

@@ -17,25 +17,22 @@ use http::header::WWW_AUTHENTICATE;
 use reqwest::Response;
 use serde_json::Value;
 
+/// What an offer pays with.
 pub(super) enum OfferKind {
-    /// `header`: the signed payment, once prepared.
+    /// One x402 option (`required` holds it alone, as the client signs it); `header`: the signed
+    /// payment, once prepared.
     X402 {
         required: AnyPaymentRequired,
         requirements: Box<PaymentRequirements>,
         header: Option<(&'static str, String)>,
     },
-    /// `header`: the signed credential, once prepared.
-    Charge {
-        challenge: Box<ParsedChallenge>,
-        header: Option<String>,
-    },
-    Session {
-        challenge: Box<ParsedChallenge>,
-        key: ChannelKey,
-        suggested_deposit: Option<U256>,
-    },
+    /// An MPP charge challenge; `header`: the signed credential, once prepared.
+    Charge { challenge: Box<ParsedChallenge>, header: Option<String> },
+    /// An MPP session challenge, for the channel `key`.
+    Session { challenge: Box<ParsedChallenge>, key: ChannelKey, suggested_deposit: Option<U256> },
 }
 
+/// A payable challenge: `amount` atomic units of `asset` over `protocol`.
 pub(super) struct Offer {
     pub(super) protocol: Protocol,
     pub(super) asset: AssetId,
@@ -43,7 +40,9 @@ pub(super) struct Offer {
     pub(super) kind: OfferKind,
 }
 
+/// The challenges of a 402.
 pub(super) struct Offers {
+    /// The payable ones, most preferred first.
     pub(super) payable: Vec<Offer>,
     /// Every challenge seen, described.
     pub(super) offered: Vec<String>,
@@ -67,20 +66,23 @@ pub(super) struct SessionTerms {
 }
 
 impl SessionTerms {
+    /// The terms of a session challenge (None when its request is malformed).
     pub(super) fn of(c: &ParsedChallenge) -> Option<Self> {
         let request = ChargeRequest::from_request(&c.request).ok()?;
         Some(Self {
             asset: AssetId::new(request.network(), &request.currency_text),
             price: request.amount,
-            suggested_deposit: c
-                .request
-                .get("suggestedDeposit")
-                .and_then(Value::as_str)
-                .and_then(|s| crate::evm::parse_uint256(s).ok()),
+            suggested_deposit: suggested_deposit(c),
         })
     }
 }
 
+/// The server's `suggestedDeposit` (a hint, never followed above the maximum deposit).
+fn suggested_deposit(c: &ParsedChallenge) -> Option<U256> {
+    c.request.get("suggestedDeposit").and_then(Value::as_str).and_then(|s| crate::evm::parse_uint256(s).ok())
+}
+
+/// The channel a session challenge names (addresses compared case-insensitively).
 pub(super) fn key_of(c: &ParsedChallenge) -> ChannelKey {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
     let details = c.request.get("methodDetails");
@@ -94,10 +96,12 @@ pub(super) fn key_of(c: &ParsedChallenge) -> ChannelKey {
 }
 
 impl AutoPayMiddleware {
+    /// Whether `p` is in the preference list.
     pub(super) fn enabled(&self, p: Protocol) -> bool {
         self.inner.preference.contains(&p)
     }
 
+    /// `p`'s place in the preference list (unlisted protocols last).
     pub(super) fn rank(&self, p: Protocol) -> usize {
         self.inner.preference.iter().position(|q| *q == p).unwrap_or(usize::MAX)
     }
@@ -181,15 +185,9 @@ impl AutoPayMiddleware {
         let request = ChargeRequest::from_request(&c.request).ok()?;
         let asset = AssetId::new(request.network(), &request.currency_text);
         let kind = match protocol {
-            Protocol::MppSession => OfferKind::Session {
-                key: key_of(&c),
-                suggested_deposit: c
-                    .request
-                    .get("suggestedDeposit")
-                    .and_then(Value::as_str)
-                    .and_then(|s| crate::evm::parse_uint256(s).ok()),
-                challenge: Box::new(c),
-            },
+            Protocol::MppSession => {
+                OfferKind::Session { key: key_of(&c), suggested_deposit: suggested_deposit(&c), challenge: Box::new(c) }
+            }
             _ => OfferKind::Charge { challenge: Box::new(c), header: None },
         };
         Some(Offer { protocol, asset, amount: request.amount, kind })

@@ -45,6 +45,7 @@ pub(super) struct RouteKey {
 }
 
 impl RouteKey {
+    /// The route `req` is sent to.
     pub(super) fn of(req: &Request) -> Self {
         Self {
             origin: req.url().origin().ascii_serialization(),
@@ -54,6 +55,7 @@ impl RouteKey {
     }
 }
 
+/// An open channel: what was deposited and vouched so far.
 #[derive(Debug)]
 struct Channel {
     id: String,
@@ -65,14 +67,18 @@ struct Channel {
     method: Method,
 }
 
+/// A channel's place in the book; its lock serialises the requests on the channel (vouchers are
+/// cumulative).
 type Slot = Arc<tokio::sync::Mutex<Option<Channel>>>;
 
+/// A route that offered a session: its latest challenge and the channel that pays it.
 #[derive(Clone, Debug)]
 pub(super) struct RouteSession {
     challenge: ParsedChallenge,
     key: ChannelKey,
 }
 
+/// The channels by the terms that identify them, and the routes that vouchers are sent ahead to.
 #[derive(Default)]
 pub(super) struct SessionBook {
     channels: HashMap<ChannelKey, Slot>,
@@ -148,14 +154,17 @@ impl AutoPayMiddleware {
         Ok(closed)
     }
 
+    /// Every channel slot (open or closed meanwhile).
     fn slots(&self) -> Vec<Slot> {
         self.book().channels.values().cloned().collect()
     }
 
+    /// The book, locked (a poisoned lock is taken over: the book stays consistent).
     fn book(&self) -> MutexGuard<'_, SessionBook> {
         self.inner.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The slot of the channel `key` (created empty on first use).
     fn slot(&self, key: &ChannelKey) -> Slot {
         Arc::clone(self.book().channels.entry(key.clone()).or_default())
     }
@@ -177,6 +186,7 @@ impl AutoPayMiddleware {
         Some(rs)
     }
 
+    /// Stops sending vouchers ahead on the channel `key` (the server no longer knows it).
     fn forget_channel(&self, key: &ChannelKey) {
         self.book().routes.retain(|_, rs| &rs.key != key);
     }
