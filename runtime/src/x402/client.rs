@@ -78,7 +78,7 @@ fn list_pairs(pairs: &[(String, String)]) -> String {
 /// [`ExactEvmClientScheme`].
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an x402 scheme client",
-    label = "`X402Client::register` needs a `SchemeNetworkClient` here",
+    label = "an x402 scheme client (`SchemeNetworkClient`) is required here",
     note = "for `exact` on EVM networks register `ExactEvmClientScheme::new(signer)`; for another scheme \
             implement `SchemeNetworkClient` (with `#[async_trait]`): `scheme()` names it, `create_payment` \
             signs the payload",
