@@ -9,9 +9,10 @@
 mod support;
 
 use pay402::mpp::store::{
-    CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RedisChannelStore, RedisReplayStore,
-    ReplayStore, StoreError, UpdateError, UpdateOutcome, Versioned,
+    CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RedisChannelStore, StoreError,
+    UpdateError, UpdateOutcome, Versioned,
 };
+use pay402::replay::{RedisReplayStore, ReplayStore, ReplayStoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -687,6 +688,6 @@ async fn redis_fails_closed_when_the_server_dies() {
 
     // A new store cannot connect at all.
     assert!(matches!(RedisChannelStore::connect(&url, "p:").await, Err(StoreError::Unavailable(_))));
-    assert!(matches!(RedisReplayStore::connect(&url, "p:").await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(RedisReplayStore::connect(&url, "p:").await, Err(ReplayStoreError::Unavailable(_))));
     assert!(matches!(RedisChannelStore::connect("not a url", "p:").await, Err(StoreError::Config(_))));
 }

@@ -19,10 +19,9 @@ mod support;
 
 use pay402::chain::NetworkRegistry;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
-use pay402::mpp::store::{
-    ChannelState, ChannelStore, FileStore, InMemoryReplayStore, RedisChannelStore, RedisReplayStore, ReplayStore,
-};
+use pay402::mpp::store::{ChannelState, ChannelStore, FileStore, RedisChannelStore};
 use pay402::mpp::{EmbeddedSa, EvmMethod, Mpp, ParsedChallenge, PaySpec, SessionClient, SessionIntent};
+use pay402::replay::{InMemoryReplayStore, RedisReplayStore, ReplayStore};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};

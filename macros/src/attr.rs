@@ -13,17 +13,20 @@ use std::fmt::Display;
 use syn::parse::Parser;
 use syn::{Expr, Ident, Lit, LitInt, LitStr, Token};
 
-/// Collects errors; they are reported together (serde's `Ctxt`).
+/// Collects errors; they are reported together (serde's `Ctxt`). A context must end in
+/// [`Ctxt::into_error`]: dropping one unchecked would lose its errors silently, so it panics
+/// instead (a bug in this crate, caught by its tests).
 pub(crate) struct Ctxt {
     /// The attribute's name, for messages (`x402`).
     attr: &'static str,
-    errors: RefCell<Vec<syn::Error>>,
+    /// The errors; `None` once taken by [`Ctxt::into_error`].
+    errors: RefCell<Option<Vec<syn::Error>>>,
 }
 
 impl Ctxt {
     /// A context for the attribute named `attr`.
     pub(crate) fn new(attr: &'static str) -> Self {
-        Self { attr, errors: RefCell::new(Vec::new()) }
+        Self { attr, errors: RefCell::new(Some(Vec::new())) }
     }
 
     /// The attribute's name.
@@ -33,41 +36,64 @@ impl Ctxt {
 
     /// An error spanning `tokens`.
     pub(crate) fn error_spanned_by(&self, tokens: impl ToTokens, message: impl Display) {
-        self.errors.borrow_mut().push(syn::Error::new_spanned(tokens, message));
+        self.push(syn::Error::new_spanned(tokens, message));
     }
 
     /// An error at `span`.
     pub(crate) fn error_at(&self, span: Span, message: impl Display) {
-        self.errors.borrow_mut().push(syn::Error::new(span, message));
+        self.push(syn::Error::new(span, message));
     }
 
     /// A ready-made error.
     pub(crate) fn push(&self, error: syn::Error) {
-        self.errors.borrow_mut().push(error);
+        // Always `Some`: only `into_error` takes the errors, and it consumes the context.
+        if let Some(errors) = self.errors.borrow_mut().as_mut() {
+            errors.push(error);
+        }
+    }
+
+    /// Every error message, in order (the unit tests' view).
+    #[cfg(test)]
+    pub(crate) fn messages(self) -> Vec<String> {
+        self.into_error().map(|e| e.into_iter().map(|e| e.to_string()).collect()).unwrap_or_default()
     }
 
     /// All errors, combined into one (`None` when there were none).
     pub(crate) fn into_error(self) -> Option<syn::Error> {
-        self.errors.into_inner().into_iter().reduce(|mut all, e| {
+        self.errors.take().unwrap_or_default().into_iter().reduce(|mut all, e| {
             all.combine(e);
             all
         })
     }
 }
 
-/// One key's slot: the first occurrence wins, a second one is a "duplicate key" error
-/// (serde's `Attr<T>`, axum's `attr_parsing`).
-pub(crate) struct Attr<T> {
-    value: Option<(Ident, T)>,
-}
-
-impl<T> Default for Attr<T> {
-    fn default() -> Self {
-        Self { value: None }
+impl Drop for Ctxt {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && self.errors.get_mut().is_some() {
+            panic!("pay402-macros bug: a `Ctxt` for #[{}] was dropped without `into_error`", self.attr);
+        }
     }
 }
 
+/// One key's slot: the first occurrence wins, a second one is a "duplicate key" error
+/// (serde's `Attr<T>`, axum's `attr_parsing`). The slot knows its key's example, shown when the
+/// value is missing or malformed.
+pub(crate) struct Attr<T> {
+    example: &'static str,
+    value: Option<(Ident, T)>,
+}
+
 impl<T> Attr<T> {
+    /// An empty slot whose key is written like `example` (`price = "$0.001"`).
+    pub(crate) const fn new(example: &'static str) -> Self {
+        Self { example, value: None }
+    }
+
+    /// An example `key = value` for this slot's key.
+    pub(crate) const fn example(&self) -> &'static str {
+        self.example
+    }
+
     /// Stores `value` under `key`, or reports `key` as a duplicate.
     pub(crate) fn set(&mut self, cx: &Ctxt, key: &Ident, value: T) {
         if self.value.is_some() {
@@ -83,21 +109,80 @@ impl<T> Attr<T> {
     }
 }
 
-/// The keys one attribute accepts. Implemented by each attribute's raw-argument struct.
+/// The keys one attribute accepts. Implemented by each attribute's raw-argument struct, always
+/// through [`arg_spec!`], so each key is listed once.
 pub(crate) trait ArgSpec: Default {
+    /// The attribute's name: `x402`, `pay`.
+    const NAME: &'static str;
     /// The allowed keys, in documentation order (listed by "unknown key" errors).
     const KEYS: &'static [&'static str];
     /// The slot of `key`, or `None` for an unknown key.
     fn slot(&mut self, key: &str) -> Option<&mut Attr<Expr>>;
-    /// An example `key = value` for `key`, shown when the value is missing or malformed.
-    fn example(key: &str) -> &'static str;
+    /// The slot of `key`, read-only, or `None` for an unknown key.
+    fn slot_ref(&self, key: &str) -> Option<&Attr<Expr>>;
     /// The message for a key that is deliberately not supported (and not listed among the
-    /// allowed keys), such as `splits` in `#[pay]`; `None` (the default) for ordinary unknown
-    /// keys, which get the "unknown key" message.
-    fn refused(_key: &str) -> Option<&'static str> {
-        None
+    /// allowed keys), such as `splits` in `#[pay]`; `None` for ordinary unknown keys, which get
+    /// the "unknown key" message.
+    fn refused(key: &str) -> Option<&'static str>;
+
+    /// The value written for `key`, if any (`None` for an unknown key too).
+    fn value(&self, key: &str) -> Option<&Expr> {
+        self.slot_ref(key)?.get().map(|(_, value)| value)
     }
 }
+
+/// Declares an attribute's raw-argument struct from its one key table: the attribute's name
+/// (`struct X402Args for "x402"`), `key => example` pairs in documentation order, then optionally `refused { "key" => message }` for keys that get
+/// their own message instead of "unknown key". Generates the struct (one [`Attr`] slot per key,
+/// holding its example), its `Default`, and its [`ArgSpec`] (`KEYS`, `slot`, `slot_ref`,
+/// `refused`); an unknown key answers `None` everywhere.
+macro_rules! arg_spec {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident for $attr:literal {
+            $( $key:ident => $example:expr ),+ $(,)?
+        }
+        $( refused { $( $refused:literal => $message:expr ),+ $(,)? } )?
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $key: $crate::attr::Attr<::syn::Expr>, )+
+        }
+
+        impl ::core::default::Default for $name {
+            fn default() -> Self {
+                Self { $( $key: $crate::attr::Attr::new($example), )+ }
+            }
+        }
+
+        impl $crate::attr::ArgSpec for $name {
+            const NAME: &'static str = $attr;
+            const KEYS: &'static [&'static str] = &[$( ::core::stringify!($key) ),+];
+
+            fn slot(&mut self, key: &str) -> ::core::option::Option<&mut $crate::attr::Attr<::syn::Expr>> {
+                match key {
+                    $( ::core::stringify!($key) => ::core::option::Option::Some(&mut self.$key), )+
+                    _ => ::core::option::Option::None,
+                }
+            }
+
+            fn slot_ref(&self, key: &str) -> ::core::option::Option<&$crate::attr::Attr<::syn::Expr>> {
+                match key {
+                    $( ::core::stringify!($key) => ::core::option::Option::Some(&self.$key), )+
+                    _ => ::core::option::Option::None,
+                }
+            }
+
+            fn refused(key: &str) -> ::core::option::Option<&'static str> {
+                match key {
+                    $($( $refused => ::core::option::Option::Some($message), )+)?
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use arg_spec;
 
 /// Parses `key = value, ...` into `A`, reporting unknown keys (with the allowed list and a
 /// suggestion), duplicate keys, keys without a value and `key: value` typos, all together. A
@@ -132,7 +217,7 @@ pub(crate) fn parse_args<A: ArgSpec>(cx: &Ctxt, args: TokenStream) -> A {
         };
         match value {
             Some(value) => slot.set(cx, &key, value),
-            None => cx.error_spanned_by(&key, format_args!("`{name}` needs a value: {}", A::example(&name))),
+            None => cx.error_spanned_by(&key, format_args!("`{name}` needs a value: {}", slot.example())),
         }
         Ok(())
     });
@@ -222,6 +307,20 @@ pub(crate) fn expect_str(cx: &Ctxt, key: &Ident, value: &Expr, prefix: &str, exa
     None
 }
 
+/// The value of a string-valued slot as a string literal: `None` when the key is absent or the
+/// value is not a string literal (reported, with the slot's example; see [`expect_str`]).
+pub(crate) fn string(cx: &Ctxt, slot: &Attr<Expr>, prefix: &str) -> Option<LitStr> {
+    let (key, value) = slot.get()?;
+    expect_str(cx, key, value, prefix, slot.example())
+}
+
+/// The value of an integer-valued slot as an integer literal: `None` when the key is absent or
+/// the value is not an integer literal (reported, with the slot's example; see [`expect_int`]).
+pub(crate) fn int(cx: &Ctxt, slot: &Attr<Expr>) -> Option<LitInt> {
+    let (key, value) = slot.get()?;
+    expect_int(cx, key, value, slot.example())
+}
+
 /// The value of `key` as an integer literal (its digits and the literal, for spans).
 pub(crate) fn expect_int(cx: &Ctxt, key: &Ident, value: &Expr, example: &str) -> Option<LitInt> {
     match value {
@@ -246,40 +345,34 @@ mod tests {
     use super::*;
     use quote::quote;
 
-    #[derive(Default)]
-    struct Demo {
-        price: Attr<Expr>,
-        scheme: Attr<Expr>,
+    arg_spec! {
+        struct Demo for "demo" {
+            price => "price = \"$0.001\"",
+            scheme => "scheme = \"exact\"",
+        }
+        refused { "splits" => "`splits` is refused" }
     }
 
-    impl ArgSpec for Demo {
-        const KEYS: &'static [&'static str] = &["price", "scheme"];
-        fn slot(&mut self, key: &str) -> Option<&mut Attr<Expr>> {
-            match key {
-                "price" => Some(&mut self.price),
-                "scheme" => Some(&mut self.scheme),
-                _ => None,
-            }
-        }
-        fn example(key: &str) -> &'static str {
-            if key == "price" { "price = \"$0.001\"" } else { "scheme = \"exact\"" }
-        }
-        fn refused(key: &str) -> Option<&'static str> {
-            (key == "splits").then_some("`splits` is refused")
-        }
-    }
-
-    fn errors(cx: Ctxt) -> Vec<String> {
-        cx.into_error().map(|e| e.into_iter().map(|e| e.to_string()).collect()).unwrap_or_default()
+    #[test]
+    #[should_panic(expected = "dropped without `into_error`")]
+    fn an_unchecked_context_panics() {
+        let cx = Ctxt::new("demo");
+        cx.error_at(Span::call_site(), "lost");
     }
 
     #[test]
     fn parses_known_keys() {
         let cx = Ctxt::new("demo");
         let args: Demo = parse_args(&cx, quote!(price = "$0.001", scheme = "exact"));
-        assert!(errors(cx).is_empty());
+        assert!(cx.messages().is_empty());
         assert_eq!(args.price.get().unwrap().0, "price");
         assert!(matches!(args.scheme.get().unwrap().1, Expr::Lit(_)));
+        assert!(matches!(args.value("price"), Some(Expr::Lit(_))));
+        assert!(args.value("colour").is_none());
+        assert_eq!(
+            (Demo::NAME, Demo::KEYS, args.price.example()),
+            ("demo", &["price", "scheme"][..], "price = \"$0.001\"")
+        );
     }
 
     #[test]
@@ -288,7 +381,7 @@ mod tests {
         let args: Demo =
             parse_args(&cx, quote!(prise = "$1", price = "$1", price = "$2", sheme = "x", flag, a::b = 1, crate = 1));
         assert_eq!(
-            errors(cx),
+            cx.messages(),
             [
                 "unknown key `prise` in #[demo(...)]; expected one of `price`, `scheme` (did you mean `price`?)",
                 "duplicate key `price`; each key may appear once, remove this one",
@@ -308,7 +401,7 @@ mod tests {
         let cx = Ctxt::new("demo");
         let _: Demo = parse_args(&cx, quote!(price = "$1", splits = [1, 2], splits(x), splitz = 1));
         assert_eq!(
-            errors(cx),
+            cx.messages(),
             [
                 "`splits` is refused",
                 "`splits` is refused",
@@ -321,7 +414,10 @@ mod tests {
     fn missing_value_and_colon() {
         let cx = Ctxt::new("demo");
         let args: Demo = parse_args(&cx, quote!(price, scheme: "exact"));
-        assert_eq!(errors(cx), ["`price` needs a value: price = \"$0.001\"", "write `scheme = ...` with `=`, not `:`"]);
+        assert_eq!(
+            cx.messages(),
+            ["`price` needs a value: price = \"$0.001\"", "write `scheme = ...` with `=`, not `:`"]
+        );
         assert!(args.scheme.get().is_some());
     }
 
@@ -329,7 +425,7 @@ mod tests {
     fn syntax_error_keeps_earlier_keys() {
         let cx = Ctxt::new("demo");
         let args: Demo = parse_args(&cx, quote!(price = "$1" scheme = "exact"));
-        assert_eq!(errors(cx), ["expected `,`"]);
+        assert_eq!(cx.messages(), ["expected `,`"]);
         assert!(args.price.get().is_some());
     }
 
@@ -345,7 +441,7 @@ mod tests {
         assert_eq!(expect_int(&cx, &secs, &syn::parse_quote!(60), "x").unwrap().base10_digits(), "60");
         assert!(expect_int(&cx, &secs, &syn::parse_quote!("60"), "x").is_none());
         assert_eq!(
-            errors(cx),
+            cx.messages(),
             [
                 "`price` must be a string literal: write price = \"$0.001\"",
                 "`price` must be a string literal with a positive amount, like x",

@@ -1,26 +1,18 @@
-//! The entry points behind every framework's `#[x402]` and `#[pay]`: parse → validate →
-//! rewrite, then the rewritten item plus every error. The two attributes differ only in their
-//! [`Protocol`]. Stacked on one handler (in either order), the outer one takes the inner one
+//! The one expansion behind every framework's `#[x402]` and `#[pay]`, [`expand_attr`]: parse →
+//! validate → rewrite, then the rewritten item plus every error. The two attributes differ only
+//! in their [`PaymentAttr`] (what the expansion names, and which the other one is). Stacked on one handler (in either order), the outer one takes the inner one
 //! out, validates both, checks that they agree, and expands the dual form: one guard that
 //! accepts either protocol.
 
-use crate::attr::Ctxt;
+use crate::attr::{ArgSpec, Ctxt};
 use crate::handler::{Framework, Injected, Protocol, rewrite, take_stacked};
-use crate::pay::{PayArgs, PayRoute};
-use crate::x402::{X402Args, X402Route};
-use pay402_core::decimal::Rounding;
-use pay402_core::money::{MoneySyntax, parse_money};
+use crate::literal::{Parsed, Validate, Value};
+use crate::pay::PayArgs;
+use crate::x402::X402Args;
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::spanned::Spanned;
 use syn::{Expr, ItemFn};
-
-/// The parameters an x402 handler gets from the verified payment.
-const X402_INJECTED: &[Injected] = &[Injected { type_name: "X402Payment", getter: "payment" }];
-
-/// The parameters an MPP handler gets from the verified payment.
-const MPP_INJECTED: &[Injected] =
-    &[Injected { type_name: "Credential", getter: "credential" }, Injected { type_name: "Receipt", getter: "receipt" }];
 
 /// The parameter a handler offering both protocols gets: how it was paid.
 const DUAL_INJECTED: &[Injected] = &[Injected { type_name: "Paid", getter: "paid" }];
@@ -45,52 +37,96 @@ const DUAL_REFUSED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Expands `#[x402(args)] item` for `framework`.
-pub(crate) fn x402(framework: Framework, args: TokenStream, item: TokenStream) -> TokenStream {
-    let cx = Ctxt::new("x402");
-    let (x402_args, route) = crate::x402::parse_at(&cx, args, Span::call_site());
-    if let Some((func, stacked)) = stacked(item.clone(), "pay") {
-        let pay_cx = Ctxt::new("pay");
-        let (pay_args, spec) = crate::pay::parse_at(&pay_cx, attribute_args(&pay_cx, &stacked), stacked.span());
-        if let Some(errors) = pay_cx.into_error() {
-            cx.push(errors);
-        }
-        check_agreement(&cx, (&x402_args, &route), (&pay_args, &spec), Inner::Pay);
-        return expand(cx, framework, &dual(&route, &spec), quote!(#func));
-    }
-    let protocol = Protocol {
-        guard: "X402Guard",
-        injected: X402_INJECTED,
-        refused: &[],
-        statics: TokenStream::new(),
-        route: route.to_static_route(),
-        route_type: "StaticRoute",
-        route_static: "__PAY402_ROUTE",
-    };
-    expand(cx, framework, &protocol, item)
+/// What one protocol's single-attribute expansion names.
+pub(crate) struct Emitted {
+    /// The guard type inside `__private::<framework>`.
+    guard: &'static str,
+    /// The parameters filled from the payment.
+    injected: &'static [Injected],
+    /// The route `static`'s type, under `::pay402::__private`.
+    route_type: &'static str,
+    /// The route `static`'s name.
+    route_static: &'static str,
 }
 
-/// Expands `#[pay(args)] item` (MPP) for `framework`.
-pub(crate) fn pay(framework: Framework, args: TokenStream, item: TokenStream) -> TokenStream {
-    let cx = Ctxt::new("pay");
-    let (pay_args, spec) = crate::pay::parse_at(&cx, args, Span::call_site());
-    if let Some((func, stacked)) = stacked(item.clone(), "x402") {
-        let x402_cx = Ctxt::new("x402");
-        let (x402_args, route) = crate::x402::parse_at(&x402_cx, attribute_args(&x402_cx, &stacked), stacked.span());
-        if let Some(errors) = x402_cx.into_error() {
+/// One payment attribute, as far as the expansion is concerned (implemented by its raw-argument
+/// struct).
+pub(crate) trait PaymentAttr: Validate {
+    /// What its expansion names.
+    const EMITTED: Emitted;
+    /// The other payment attribute, which may be stacked on the same handler.
+    type Other: PaymentAttr<Other = Self>;
+    /// A stacked pair, `outer` expanding `inner`.
+    fn stacked<'a>(outer: &'a Parsed<Self>, inner: &'a Parsed<Self::Other>) -> Stacked<'a>;
+}
+
+/// `#[x402]` and `#[pay]` on one handler.
+pub(crate) struct Stacked<'a> {
+    x402: &'a Parsed<X402Args>,
+    pay: &'a Parsed<PayArgs>,
+    /// The one written below the other; disagreements are reported on its values.
+    inner: Inner,
+}
+
+/// `#[x402]`: the parameter an x402 handler gets from the verified payment, and its route.
+const X402: Emitted = Emitted {
+    guard: "X402Guard",
+    injected: &[Injected { type_name: "X402Payment", getter: "payment" }],
+    route_type: "StaticRoute",
+    route_static: "__PAY402_ROUTE",
+};
+
+/// `#[pay]`: the parameters an MPP handler gets from the verified payment, and its route.
+const MPP: Emitted = Emitted {
+    guard: "MppGuard",
+    injected: &[
+        Injected { type_name: "Credential", getter: "credential" },
+        Injected { type_name: "Receipt", getter: "receipt" },
+    ],
+    route_type: "StaticPaySpec",
+    route_static: "__PAY402_SPEC",
+};
+
+impl PaymentAttr for X402Args {
+    const EMITTED: Emitted = X402;
+    type Other = PayArgs;
+    fn stacked<'a>(outer: &'a Parsed<Self>, inner: &'a Parsed<PayArgs>) -> Stacked<'a> {
+        Stacked { x402: outer, pay: inner, inner: Inner::Pay }
+    }
+}
+
+impl PaymentAttr for PayArgs {
+    const EMITTED: Emitted = MPP;
+    type Other = X402Args;
+    fn stacked<'a>(outer: &'a Parsed<Self>, inner: &'a Parsed<X402Args>) -> Stacked<'a> {
+        Stacked { x402: inner, pay: outer, inner: Inner::X402 }
+    }
+}
+
+/// Expands `#[A(args)] item` for `framework`: the single-protocol form, or, when the other
+/// payment attribute is stacked below it, the dual form for both.
+pub(crate) fn expand_attr<A: PaymentAttr>(framework: Framework, args: TokenStream, item: TokenStream) -> TokenStream {
+    let cx = Ctxt::new(A::NAME);
+    let outer = Parsed::<A>::parse(&cx, args, Span::call_site());
+    if let Some((func, attr)) = stacked(item.clone(), A::Other::NAME) {
+        let inner_cx = Ctxt::new(A::Other::NAME);
+        let inner = Parsed::<A::Other>::parse(&inner_cx, attribute_args(&inner_cx, &attr), attr.span());
+        if let Some(errors) = inner_cx.into_error() {
             cx.push(errors);
         }
-        check_agreement(&cx, (&x402_args, &route), (&pay_args, &spec), Inner::X402);
-        return expand(cx, framework, &dual(&route, &spec), quote!(#func));
+        let pair = A::stacked(&outer, &inner);
+        check_agreement(&cx, &pair);
+        return expand(cx, framework, &dual(&pair), quote!(#func));
     }
+    let Emitted { guard, injected, route_type, route_static } = A::EMITTED;
     let protocol = Protocol {
-        guard: "MppGuard",
-        injected: MPP_INJECTED,
+        guard,
+        injected,
         refused: &[],
         statics: TokenStream::new(),
-        route: spec.to_static_spec(),
-        route_type: "StaticPaySpec",
-        route_static: "__PAY402_SPEC",
+        route: outer.route.to_builder(route_type),
+        route_type,
+        route_static,
     };
     expand(cx, framework, &protocol, item)
 }
@@ -119,7 +155,9 @@ fn attribute_args(cx: &Ctxt, attr: &syn::Attribute) -> TokenStream {
 /// disagreements are reported on its value.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Inner {
+    /// `#[x402]` is the inner attribute.
     X402,
+    /// `#[pay]` is the inner attribute.
     Pay,
 }
 
@@ -133,10 +171,11 @@ fn written(expr: Option<&Expr>) -> Option<String> {
 
 /// Reports where the two attributes describe the same thing differently: the payee, the asset,
 /// the chain, the description and the price of one resource must agree.
-fn check_agreement(cx: &Ctxt, x402: (&X402Args, &X402Route), pay: (&PayArgs, &PayRoute), inner: Inner) {
-    let ((x_args, route), (p_args, spec)) = (x402, pay);
+fn check_agreement(cx: &Ctxt, stacked: &Stacked<'_>) {
+    let Stacked { x402, pay, inner } = *stacked;
+    let (route, spec) = (&x402.route, &pay.route);
     let conflict = |x_key: &str, p_key: &str, x_text: &str, p_text: &str, why: &str| {
-        let at = if inner == Inner::Pay { p_args.value(p_key) } else { x_args.value(x_key) };
+        let at = if inner == Inner::Pay { pay.args.value(p_key) } else { x402.args.value(x_key) };
         let message = format!(
             "#[x402] and #[pay] disagree: #[x402] has `{x_key} = {x_text}` but #[pay] has `{p_key} = {p_text}`; \
              {why}: write the same value in both (or the key in one of them only)"
@@ -151,85 +190,65 @@ fn check_agreement(cx: &Ctxt, x402: (&X402Args, &X402Route), pay: (&PayArgs, &Pa
         ("asset", "currency", "one handler is paid in one token"),
     ];
     for (x_key, p_key, why) in pairs {
-        let (x, p) = (route_field(route, x_key), spec_field(spec, p_key));
-        if let (Some(x), Some(p)) = (x, p)
+        if let (Some(x), Some(p)) = (route.text(x_key), spec.text(p_key))
             && !x.eq_ignore_ascii_case(p)
         {
             conflict(x_key, p_key, &format!("{x:?}"), &format!("{p:?}"), why);
         }
     }
     // x402's network (X Layer unless written) against an explicit MPP chain id.
-    if let Some(chain_id) = spec.chain_id
-        && route.network != format!("eip155:{chain_id}")
+    let network = crate::x402::network(route);
+    if let Some(Value::Int(chain_id)) = spec.get("chain_id")
+        && network != format!("eip155:{chain_id}")
     {
         conflict(
             "network",
             "chain_id",
-            &format!("{:?}", route.network),
+            &format!("{network:?}"),
             &chain_id.to_string(),
             "one handler is paid on one chain",
         );
     }
-    if let (Some(x), Some(p)) = (&route.description, &spec.description)
+    if let (Some(x), Some(p)) = (route.text("description"), spec.text("description"))
         && x != p
     {
         conflict("description", "description", &format!("{x:?}"), &format!("{p:?}"), "one handler is one resource");
     }
     // The price: compared when both are valid and in the same (default or named) token.
-    let same_token = match (&route.asset, &spec.currency) {
+    let same_token = match (route.text("asset"), spec.text("currency")) {
         (None, None) => true,
         (Some(a), Some(c)) => a.eq_ignore_ascii_case(c),
         _ => false,
     };
-    let price_ok = written(x_args.value("price")).as_deref() == Some(route.price.as_str());
-    let amount_ok = written(p_args.value("amount")).as_deref() == Some(spec.amount.as_str());
+    let (price, amount) = (route.required(), spec.required());
+    let price_ok = written(x402.args.value("price")).as_deref() == Some(price);
+    let amount_ok = written(pay.args.value("amount")).as_deref() == Some(amount);
     if same_token && price_ok && amount_ok {
-        let atomic = |text: &str, allow_dollar: bool| {
-            parse_money(text, MoneySyntax::Strict { allow_dollar }, false)
-                .ok()
-                .and_then(|v| v.to_atomic(crate::x402::USD_DECIMALS, Rounding::Exact).ok())
-        };
-        if let (Some(x), Some(p)) = (atomic(&route.price, true), atomic(&spec.amount, false))
+        let (x, p) = (crate::x402::PRICE.atomic(price), crate::pay::AMOUNT.atomic(amount));
+        if let (Some(x), Some(p)) = (x, p)
             && x != p
         {
-            conflict(
-                "price",
-                "amount",
-                &format!("{:?}", route.price),
-                &format!("{:?}", spec.amount),
-                "one handler costs one price",
-            );
+            conflict("price", "amount", &format!("{price:?}"), &format!("{amount:?}"), "one handler costs one price");
         }
     }
 }
 
-fn route_field<'a>(route: &'a X402Route, key: &str) -> Option<&'a str> {
-    match key {
-        "pay_to" => route.pay_to.as_deref(),
-        _ => route.asset.as_deref(),
-    }
-}
-
-fn spec_field<'a>(spec: &'a PayRoute, key: &str) -> Option<&'a str> {
-    match key {
-        "recipient" => spec.recipient.as_deref(),
-        _ => spec.currency.as_deref(),
-    }
-}
-
 /// The dual form: both protocols' statics, and the dual route over them.
-fn dual(route: &X402Route, spec: &PayRoute) -> Protocol<'static> {
-    let route_static = syn::Ident::new("__PAY402_ROUTE", Span::mixed_site());
-    let spec_static = syn::Ident::new("__PAY402_SPEC", Span::mixed_site());
-    let route_init = route.to_static_route();
-    let spec_init = spec.to_static_spec();
+fn dual(stacked: &Stacked<'_>) -> Protocol<'static> {
+    let (x402, mpp) = (X402, MPP);
+    let route_static = syn::Ident::new(x402.route_static, Span::mixed_site());
+    let spec_static = syn::Ident::new(mpp.route_static, Span::mixed_site());
+    let route_type = syn::Ident::new(x402.route_type, Span::call_site());
+    let spec_type = syn::Ident::new(mpp.route_type, Span::call_site());
+    let route_init = stacked.x402.route.to_builder(x402.route_type);
+    let spec_init = stacked.pay.route.to_builder(mpp.route_type);
     Protocol {
         guard: "DualGuard",
         injected: DUAL_INJECTED,
         refused: DUAL_REFUSED,
         statics: quote! {
-            static #route_static: ::pay402::__private::StaticRoute = #route_init;
-            static #spec_static: ::pay402::__private::StaticPaySpec = #spec_init;
+            static #route_static: ::pay402::__private::#route_type = #route_init;
+            static #spec_static: ::pay402::__private::#spec_type = #spec_init;
         },
         route: quote!(::pay402::__private::StaticDualRoute::new(&#route_static, &#spec_static)),
         route_type: "StaticDualRoute",
@@ -250,6 +269,14 @@ fn expand(cx: Ctxt, framework: Framework, protocol: &Protocol<'_>, item: TokenSt
 mod tests {
     use super::*;
     use quote::quote;
+
+    fn x402(framework: Framework, args: TokenStream, item: TokenStream) -> TokenStream {
+        expand_attr::<X402Args>(framework, args, item)
+    }
+
+    fn pay(framework: Framework, args: TokenStream, item: TokenStream) -> TokenStream {
+        expand_attr::<PayArgs>(framework, args, item)
+    }
 
     #[test]
     fn argument_errors_still_expand() {
@@ -297,6 +324,7 @@ mod tests {
                 }
             ),
         );
+        let finish = crate::handler::tests::expected_finish(quote!(Json<Out>));
         let want = quote! {
             #[doc = r" Docs."]
             pub async fn h(
@@ -304,40 +332,15 @@ mod tests {
                 State(s): State<AppState>,
                 Json(b): Json<B>
             ) -> ::pay402::__private::axum::Response {
-                static __PAY402_SPEC: ::pay402::__private::StaticPaySpec = ::pay402::__private::StaticPaySpec::new(
-                    "0.01",
-                    "session",
-                    ::core::option::Option::None,
-                    ::core::option::Option::None,
-                    ::core::option::Option::None,
-                    ::core::option::Option::None,
-                    ::core::option::Option::None,
-                    ::core::option::Option::None,
-                    ::core::option::Option::None,
-                );
+                static __PAY402_SPEC: ::pay402::__private::StaticPaySpec =
+                    ::pay402::__private::StaticPaySpec::new("0.01").intent("session");
                 let __pay402_verified = match __pay402_guard.verify(&__PAY402_SPEC).await {
                     ::core::result::Result::Ok(verified) => verified,
                     ::core::result::Result::Err(response) => return response,
                 };
                 let receipt: pay402::axum::Receipt = __pay402_verified.receipt();
                 let credential: Credential = __pay402_verified.credential();
-                __pay402_verified.finish(async move {
-                    #[allow(
-                        unknown_lints,
-                        unreachable_code,
-                        clippy::diverging_sub_expression,
-                        clippy::empty_loop,
-                        clippy::let_unit_value,
-                        clippy::let_with_type_underscore,
-                        clippy::needless_return,
-                        clippy::unreachable
-                    )]
-                    if false {
-                        let __pay402_fake_return: Json<Out> = loop {};
-                        return __pay402_fake_return;
-                    }
-                    { body() }
-                }).await
+                #finish
             }
         };
         assert_eq!(out.to_string(), want.to_string());
@@ -357,7 +360,7 @@ mod tests {
         assert!(
             out.starts_with("# [get (\"/\")] async fn h (__pay402_guard : :: pay402 :: __private :: actix :: MppGuard")
         );
-        assert!(out.contains("StaticPaySpec :: new (\"0.001\" , \"charge\""), "{out}");
+        assert!(out.contains("StaticPaySpec :: new (\"0.001\") ;"), "{out}");
         assert_eq!(out.matches("compile_error").count(), 3, "{out}");
     }
 

@@ -189,6 +189,20 @@ fn fake_return_edge(output: &ReturnType, fn_ident: &syn::Ident, generics: &syn::
     } else {
         (TokenStream::new(), TokenStream::new())
     };
+    let allow = fake_return_lints(span);
+    quote_spanned! {span=>
+        #allow
+        if false {
+            #check_fn
+            let #fake: #erased = loop {};
+            #check_call
+            return #fake;
+        }
+    }
+}
+
+/// What the fake return edge allows: it never runs, and exists for inference only.
+fn fake_return_lints(span: Span) -> TokenStream {
     quote_spanned! {span=>
         #[allow(
             unknown_lints,
@@ -200,12 +214,6 @@ fn fake_return_edge(output: &ReturnType, fn_ident: &syn::Ident, generics: &syn::
             clippy::needless_return,
             clippy::unreachable
         )]
-        if false {
-            #check_fn
-            let #fake: #erased = loop {};
-            #check_call
-            return #fake;
-        }
     }
 }
 
@@ -328,8 +336,24 @@ fn output_span(output: &ReturnType, ident: &syn::Ident) -> Span {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The end of every expansion of a handler whose body is `{ body() }` and whose declared
+    /// return type is `ret`: the body, after the fake return edge, inside `finish`.
+    pub(crate) fn expected_finish(ret: TokenStream) -> TokenStream {
+        let allow = fake_return_lints(Span::call_site());
+        quote! {
+            __pay402_verified.finish(async move {
+                #allow
+                if false {
+                    let __pay402_fake_return: #ret = loop {};
+                    return __pay402_fake_return;
+                }
+                { body() }
+            }).await
+        }
+    }
 
     const INJECTED: &[Injected] = &[Injected { type_name: "X402Payment", getter: "payment" }];
 
@@ -364,6 +388,7 @@ mod tests {
             },
         );
         assert!(errors.is_empty(), "{errors:?}");
+        let finish = expected_finish(quote!(Result<Json<Out>, ApiError>));
         let want = quote! {
             #[doc = r" Docs."]
             #[other]
@@ -378,23 +403,7 @@ mod tests {
                     ::core::result::Result::Err(response) => return response,
                 };
                 let p: pay402::axum::X402Payment = __pay402_verified.payment();
-                __pay402_verified.finish(async move {
-                    #[allow(
-                        unknown_lints,
-                        unreachable_code,
-                        clippy::diverging_sub_expression,
-                        clippy::empty_loop,
-                        clippy::let_unit_value,
-                        clippy::let_with_type_underscore,
-                        clippy::needless_return,
-                        clippy::unreachable
-                    )]
-                    if false {
-                        let __pay402_fake_return: Result<Json<Out>, ApiError> = loop {};
-                        return __pay402_fake_return;
-                    }
-                    { body() }
-                }).await
+                #finish
             }
         };
         assert_eq!(out, want.to_string());

@@ -1,150 +1,48 @@
 //! `#[pay(...)]` (MPP): its keys, their compile-time validation (every literal check is
 //! `pay402-core`'s, the code the runtime runs too), and the `StaticPaySpec` they become.
 
-use crate::attr::{ArgSpec, Attr, Ctxt, expect_int, expect_str};
-use crate::x402::{check_address, option, smallest_unit};
-use pay402_core::decimal::{DecimalError, Rounding};
-use pay402_core::money::{MoneyError, MoneySyntax, check_base_units, parse_money, strict_spelling};
-use proc_macro2::{Literal, Span, TokenStream};
-use quote::quote;
-use syn::{Expr, LitStr};
+use crate::attr::{Attr, Ctxt, arg_spec, expect_str, int, string};
+use crate::literal::{MoneyKind, Route, Validate, check_address, check_keyword, required_money};
+use pay402_core::money::check_base_units;
+use proc_macro2::Span;
+use syn::Expr;
 
-/// Decimals of the currency MPP amounts are written in (X Layer's USD₮0, the default currency
-/// of pay402's `evm` method, has 6).
-pub(crate) const AMOUNT_DECIMALS: u8 = 6;
-/// The default `intent`.
-pub(crate) const DEFAULT_INTENT: &str = "charge";
 /// The longest `expires_in` accepted: a challenge is answered within seconds or minutes, and a
 /// far-away expiry would overflow the challenge's timestamp.
 pub(crate) const MAX_EXPIRES_IN_SECS: u64 = 365 * 86_400;
-/// The amount emitted when the written one is invalid (the expansion is emitted anyway, next to
-/// the error, so the error does not cascade).
-const PLACEHOLDER_AMOUNT: &str = "0.001";
+
+/// `amount`: a plain number in the currency's units (no `$`), exact in the 6 decimals of the
+/// currency (X Layer's USD₮0, the default currency of pay402's `evm` method).
+pub(crate) const AMOUNT: MoneyKind = MoneyKind {
+    key: "amount",
+    allow_dollar: false,
+    decimals: 6,
+    holder: "currency",
+    units: "the currency's units",
+    plural: "MPP amounts",
+    example: "\"0.01\"",
+    placeholder: "0.001",
+};
 
 /// Why `splits` is not a key.
 const SPLITS_REFUSED: &str = "`splits` are not supported by #[pay]: the attribute charges one recipient. To split a \
                               payment, drop #[pay] and call the low-level `Mpp::charge(authorization, amount, \
                               ChargeOptions { splits, .. })` in the handler";
 
-/// The raw arguments of `#[pay(...)]`, as written.
-#[derive(Default)]
-pub(crate) struct PayArgs {
-    amount: Attr<Expr>,
-    intent: Attr<Expr>,
-    currency: Attr<Expr>,
-    recipient: Attr<Expr>,
-    description: Attr<Expr>,
-    expires_in: Attr<Expr>,
-    chain_id: Attr<Expr>,
-    unit_type: Attr<Expr>,
-    suggested_deposit: Attr<Expr>,
-}
-
-impl ArgSpec for PayArgs {
-    const KEYS: &'static [&'static str] = &[
-        "amount",
-        "intent",
-        "currency",
-        "recipient",
-        "description",
-        "expires_in",
-        "chain_id",
-        "unit_type",
-        "suggested_deposit",
-    ];
-
-    fn slot(&mut self, key: &str) -> Option<&mut Attr<Expr>> {
-        Some(match key {
-            "amount" => &mut self.amount,
-            "intent" => &mut self.intent,
-            "currency" => &mut self.currency,
-            "recipient" => &mut self.recipient,
-            "description" => &mut self.description,
-            "expires_in" => &mut self.expires_in,
-            "chain_id" => &mut self.chain_id,
-            "unit_type" => &mut self.unit_type,
-            "suggested_deposit" => &mut self.suggested_deposit,
-            _ => return None,
-        })
+arg_spec! {
+    /// The raw arguments of `#[pay(...)]`, as written.
+    pub(crate) struct PayArgs for "pay" {
+        amount => "amount = \"0.01\"",
+        intent => "intent = \"charge\"",
+        currency => "currency = \"0x779Ded0c9e1022225f8E0630b35a9b54bE713736\"",
+        recipient => "recipient = \"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\"",
+        description => "description = \"One premium API call\"",
+        expires_in => "expires_in = \"5m\"",
+        chain_id => "chain_id = 196",
+        unit_type => "unit_type = \"request\"",
+        suggested_deposit => "suggested_deposit = \"1000000\"",
     }
-
-    fn example(key: &str) -> &'static str {
-        match key {
-            "amount" => "amount = \"0.01\"",
-            "intent" => "intent = \"charge\"",
-            "currency" => "currency = \"0x779Ded0c9e1022225f8E0630b35a9b54bE713736\"",
-            "recipient" => "recipient = \"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\"",
-            "description" => "description = \"One premium API call\"",
-            "expires_in" => "expires_in = \"5m\"",
-            "chain_id" => "chain_id = 196",
-            "unit_type" => "unit_type = \"request\"",
-            _ => "suggested_deposit = \"1000000\"",
-        }
-    }
-
-    fn refused(key: &str) -> Option<&'static str> {
-        (key == "splits").then_some(SPLITS_REFUSED)
-    }
-}
-
-/// A validated `#[pay(...)]`: what `StaticPaySpec::new` receives.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct PayRoute {
-    pub(crate) amount: String,
-    pub(crate) intent: String,
-    pub(crate) currency: Option<String>,
-    pub(crate) recipient: Option<String>,
-    pub(crate) description: Option<String>,
-    pub(crate) expires_in_secs: Option<u64>,
-    pub(crate) chain_id: Option<u64>,
-    pub(crate) unit_type: Option<String>,
-    pub(crate) suggested_deposit: Option<String>,
-}
-
-/// A string-valued key: its literal, or `None` (absent, or already reported).
-fn string(cx: &Ctxt, slot: &Attr<Expr>) -> Option<LitStr> {
-    let (key, value) = slot.get()?;
-    expect_str(cx, key, value, "", PayArgs::example(&key.to_string()))
-}
-
-/// Checks the amount literal: the strict grammar without `$`, positive, and exact in the
-/// currency's 6 decimals.
-fn check_amount(cx: &Ctxt, lit: &LitStr) -> Option<String> {
-    let text = lit.value();
-    let error = match parse_money(&text, MoneySyntax::Strict { allow_dollar: false }, false) {
-        Ok(value) => match value.to_atomic(AMOUNT_DECIMALS, Rounding::Exact) {
-            Ok(_) => return Some(text),
-            Err(DecimalError::TooPrecise { places, decimals }) => format!(
-                "amount \"{text}\" has {places} decimal places; the currency has {decimals} (smallest unit {})",
-                smallest_unit(decimals)
-            ),
-            Err(_) => format!("amount \"{text}\" is too large for a {AMOUNT_DECIMALS}-decimal currency"),
-        },
-        Err(MoneyError::DollarNotAllowed) => match strict_spelling(&text, false) {
-            Some(fixed) => format!(
-                "MPP amounts take no `$`: they are plain numbers in the currency's units; write amount = \"{fixed}\""
-            ),
-            None => format!("invalid amount \"{text}\": MPP amounts take no `$`; write a number like \"0.01\""),
-        },
-        Err(MoneyError::Zero) => {
-            format!("amount \"{text}\" is zero; a paid route needs a positive amount (remove #[pay] for a free route)")
-        }
-        Err(MoneyError::Decimal(DecimalError::Negative)) => {
-            format!("amount \"{text}\" is negative; write a positive amount like \"0.01\"")
-        }
-        Err(MoneyError::Decimal(DecimalError::Empty)) => "amount is empty; write an amount like \"0.01\"".to_owned(),
-        Err(MoneyError::Decimal(DecimalError::Overflow)) => format!("amount \"{text}\" is too large"),
-        Err(_) => {
-            let grammar = "a decimal amount in the currency's units like \"0.01\" (digits, an optional fraction; \
-                           no `$`, sign, exponent, spaces, `_`, `,` or unit)";
-            match strict_spelling(&text, false) {
-                Some(fixed) => format!("amount must be {grammar}; did you mean \"{fixed}\"?"),
-                None => format!("invalid amount \"{text}\": amount must be {grammar}"),
-            }
-        }
-    };
-    cx.error_spanned_by(lit, error);
-    None
+    refused { "splits" => SPLITS_REFUSED }
 }
 
 /// Checks `expires_in`: a string such as `"90s"` or `"5m"`, positive, at most a year.
@@ -157,7 +55,7 @@ fn check_expires_in(cx: &Ctxt, slot: &Attr<Expr>) -> Option<u64> {
         );
         return None;
     }
-    let lit = expect_str(cx, key, value, "", PayArgs::example("expires_in"))?;
+    let lit = expect_str(cx, key, value, "", slot.example())?;
     let text = lit.value();
     let secs = match pay402_core::duration::parse_duration(&text) {
         Ok(duration) => duration.as_secs(),
@@ -188,8 +86,7 @@ fn check_expires_in(cx: &Ctxt, slot: &Attr<Expr>) -> Option<u64> {
 
 /// Checks `chain_id`: an integer literal, positive, fitting `u64`.
 fn check_chain_id(cx: &Ctxt, slot: &Attr<Expr>) -> Option<u64> {
-    let (key, value) = slot.get()?;
-    let lit = expect_int(cx, key, value, PayArgs::example("chain_id"))?;
+    let lit = int(cx, slot)?;
     match lit.base10_parse::<u64>() {
         Ok(0) => cx.error_spanned_by(&lit, "`chain_id` must be positive, like chain_id = 196 (X Layer)"),
         Ok(id) => return Some(id),
@@ -198,161 +95,69 @@ fn check_chain_id(cx: &Ctxt, slot: &Attr<Expr>) -> Option<u64> {
     None
 }
 
-impl PayArgs {
-    /// Validates every key, reporting all problems; invalid or missing values fall back to a
-    /// placeholder or the default so the expansion can still be emitted. `attr_span` locates a
-    /// missing `amount`.
-    pub(crate) fn validate(&self, cx: &Ctxt, attr_span: Span) -> PayRoute {
-        let amount = match self.amount.get() {
-            Some(_) => string(cx, &self.amount).and_then(|lit| check_amount(cx, &lit)),
-            None => {
-                cx.error_at(attr_span, "missing `amount`: write #[pay(amount = \"0.01\")]");
-                None
-            }
-        };
-        let intent = string(cx, &self.intent).and_then(|lit| {
+/// Checks `unit_type`: not blank.
+fn check_unit_type(cx: &Ctxt, slot: &Attr<Expr>) -> Option<String> {
+    let lit = string(cx, slot, "")?;
+    let text = lit.value();
+    if text.trim().is_empty() {
+        cx.error_spanned_by(&lit, "`unit_type` is empty; name the billing unit, like unit_type = \"request\"");
+        return None;
+    }
+    Some(text)
+}
+
+impl Validate for PayArgs {
+    /// The `StaticPaySpec` builder: `new(amount)`, then one setter per valid key written, named
+    /// after the key (`expires_in` as `expires_in_secs`).
+    fn validate(&self, cx: &Ctxt, attr_span: Span) -> Route {
+        let mut route = Route::new(required_money(cx, &self.amount, &AMOUNT, attr_span));
+        route.set("intent", check_keyword(cx, &self.intent, "intent", pay402_core::names::MPP_INTENTS));
+        route.set("currency", string(cx, &self.currency, "").and_then(|lit| check_address(cx, "currency", &lit)));
+        route.set("recipient", string(cx, &self.recipient, "").and_then(|lit| check_address(cx, "recipient", &lit)));
+        route.set("description", string(cx, &self.description, "").map(|lit| lit.value()));
+        route.set("expires_in_secs", check_expires_in(cx, &self.expires_in));
+        route.set("chain_id", check_chain_id(cx, &self.chain_id));
+        route.set("unit_type", check_unit_type(cx, &self.unit_type));
+        let suggested_deposit = string(cx, &self.suggested_deposit, "").and_then(|lit| {
             let text = lit.value();
-            pay402_core::names::check_keyword("intent", &text, pay402_core::names::MPP_INTENTS)
-                .map_err(|m| cx.error_spanned_by(&lit, m))
-                .ok()
-                .map(|()| text)
-        });
-        let currency = string(cx, &self.currency).and_then(|lit| check_address(cx, "currency", &lit));
-        let recipient = string(cx, &self.recipient).and_then(|lit| check_address(cx, "recipient", &lit));
-        let description = string(cx, &self.description).map(|lit| lit.value());
-        let expires_in_secs = check_expires_in(cx, &self.expires_in);
-        let chain_id = check_chain_id(cx, &self.chain_id);
-        let unit_type = string(cx, &self.unit_type).and_then(|lit| {
-            let text = lit.value();
-            if text.trim().is_empty() {
-                cx.error_spanned_by(&lit, "`unit_type` is empty; name the billing unit, like unit_type = \"request\"");
-                return None;
-            }
-            Some(text)
-        });
-        let suggested_deposit = string(cx, &self.suggested_deposit).and_then(|lit| {
-            let text = lit.value();
-            check_base_units(&text, AMOUNT_DECIMALS)
+            check_base_units(&text, AMOUNT.decimals)
                 .map_err(|m| cx.error_spanned_by(&lit, format_args!("invalid `suggested_deposit`: {m}")))
                 .ok()
                 .map(|()| text)
         });
-        PayRoute {
-            amount: amount.unwrap_or_else(|| PLACEHOLDER_AMOUNT.to_owned()),
-            intent: intent.unwrap_or_else(|| DEFAULT_INTENT.to_owned()),
-            currency,
-            recipient,
-            description,
-            expires_in_secs,
-            chain_id,
-            unit_type,
-            suggested_deposit,
-        }
-    }
-}
-
-impl PayRoute {
-    /// The `StaticPaySpec` constant expression (the `static` item's initialiser).
-    pub(crate) fn to_static_spec(&self) -> TokenStream {
-        let Self { amount, intent, .. } = self;
-        let currency = option(self.currency.as_deref());
-        let recipient = option(self.recipient.as_deref());
-        let description = option(self.description.as_deref());
-        let expires_in = option(self.expires_in_secs.map(Literal::u64_unsuffixed));
-        let chain_id = option(self.chain_id.map(Literal::u64_unsuffixed));
-        let unit_type = option(self.unit_type.as_deref());
-        let suggested_deposit = option(self.suggested_deposit.as_deref());
-        quote! {
-            ::pay402::__private::StaticPaySpec::new(
-                #amount, #intent, #currency, #recipient, #description, #expires_in, #chain_id, #unit_type,
-                #suggested_deposit,
-            )
-        }
-    }
-}
-
-/// Parses and validates `#[pay(...)]` arguments (the unit tests' entry point).
-#[cfg(test)]
-pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> PayRoute {
-    parse_at(cx, args, Span::call_site()).1
-}
-
-/// Parses and validates `#[pay(...)]` arguments written in the attribute at `attr_span`: the
-/// raw arguments (for spans) and the validated route.
-pub(crate) fn parse_at(cx: &Ctxt, args: TokenStream, attr_span: Span) -> (PayArgs, PayRoute) {
-    let raw: PayArgs = crate::attr::parse_args(cx, args);
-    let route = raw.validate(cx, attr_span);
-    (raw, route)
-}
-
-impl PayArgs {
-    /// The value written for `key`, if any.
-    pub(crate) fn value(&self, key: &str) -> Option<&Expr> {
-        let slot = match key {
-            "amount" => &self.amount,
-            "intent" => &self.intent,
-            "currency" => &self.currency,
-            "recipient" => &self.recipient,
-            "description" => &self.description,
-            "expires_in" => &self.expires_in,
-            "chain_id" => &self.chain_id,
-            "unit_type" => &self.unit_type,
-            _ => &self.suggested_deposit,
-        };
-        slot.get().map(|(_, value)| value)
+        route.set("suggested_deposit", suggested_deposit);
+        route
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::literal::{Parsed, Value};
     use quote::quote;
 
-    fn run(args: TokenStream) -> (PayRoute, Vec<String>) {
-        let cx = Ctxt::new("pay");
-        let route = parse(&cx, args);
-        let errors = cx.into_error().map(|e| e.into_iter().map(|e| e.to_string()).collect()).unwrap_or_default();
-        (route, errors)
-    }
-
     #[test]
-    fn defaults() {
-        let (route, errors) = run(quote!(amount = "0.01"));
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(
-            route,
-            PayRoute {
-                amount: "0.01".into(),
-                intent: "charge".into(),
-                currency: None,
-                recipient: None,
-                description: None,
-                expires_in_secs: None,
-                chain_id: None,
-                unit_type: None,
-                suggested_deposit: None,
-            }
+    fn each_written_key_is_one_setter() {
+        Parsed::<PayArgs>::builds(quote!(amount = "0.01"), "StaticPaySpec", quote!(::new("0.01")));
+        // `expires_in` is set in seconds.
+        let route = Parsed::<PayArgs>::builds(
+            quote!(amount = "2", expires_in = "5m"),
+            "StaticPaySpec",
+            quote!(::new("2").expires_in_secs(300)),
         );
-        assert_eq!(
-            route.to_static_spec().to_string(),
-            quote!(::pay402::__private::StaticPaySpec::new(
-                "0.01",
-                "charge",
-                ::core::option::Option::None,
-                ::core::option::Option::None,
-                ::core::option::Option::None,
-                ::core::option::Option::None,
-                ::core::option::Option::None,
-                ::core::option::Option::None,
-                ::core::option::Option::None,
-            ))
-            .to_string()
+        assert_eq!(route.get("expires_in_secs"), Some(&Value::Int(300)));
+        let want = quote!(
+            ::new("0.000001")
+                .intent("session")
+                .currency("0x779Ded0c9e1022225f8E0630b35a9b54bE713736")
+                .recipient("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
+                .description("Metered")
+                .expires_in_secs(90)
+                .chain_id(196)
+                .unit_type("request")
+                .suggested_deposit("1000000")
         );
-    }
-
-    #[test]
-    fn every_key() {
-        let (route, errors) = run(quote!(
+        let every_key = quote!(
             amount = "0.000001",
             intent = "session",
             currency = "0x779Ded0c9e1022225f8E0630b35a9b54bE713736",
@@ -362,16 +167,9 @@ mod tests {
             chain_id = 196,
             unit_type = "request",
             suggested_deposit = "1000000",
-        ));
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(route.intent, "session");
-        assert_eq!((route.expires_in_secs, route.chain_id), (Some(90), Some(196)));
-        let tokens = route.to_static_spec().to_string();
-        assert!(tokens.starts_with(":: pay402 :: __private :: StaticPaySpec :: new (\"0.000001\" , \"session\""));
-        assert!(tokens.contains("Some (90) , :: core :: option :: Option :: Some (196)"), "{tokens}");
-        assert!(tokens.contains("Some (\"1000000\") ,)"), "{tokens}");
-        let (route, _) = run(quote!(amount = "2", expires_in = "5m"));
-        assert_eq!(route.expires_in_secs, Some(300));
+        );
+        let route = Parsed::<PayArgs>::builds(every_key, "StaticPaySpec", want);
+        assert_eq!((route.text("intent"), route.get("chain_id")), (Some("session"), Some(&Value::Int(196))));
     }
 
     #[test]
@@ -398,10 +196,10 @@ mod tests {
             (quote!(""), "amount is empty"),
             (quote!("999999999999999999999999999999999999999"), "too large"),
         ] {
-            let (route, errors) = run(quote!(amount = #amount));
+            let (route, errors) = Parsed::<PayArgs>::run(quote!(amount = #amount));
             assert_eq!(errors.len(), 1, "{amount}: {errors:?}");
             assert!(errors[0].contains(want), "{amount}: {}", errors[0]);
-            assert_eq!(route.amount, PLACEHOLDER_AMOUNT);
+            assert_eq!(route.required(), AMOUNT.placeholder);
         }
     }
 
@@ -445,7 +243,7 @@ mod tests {
             ),
             (quote!(description = 5), "`description` must be a string literal: write description = \"5\""),
         ] {
-            let (_, errors) = run(quote!(amount = "0.01", #args));
+            let (_, errors) = Parsed::<PayArgs>::run(quote!(amount = "0.01", #args));
             assert_eq!(errors.len(), 1, "{args}: {errors:?}");
             assert!(errors[0].starts_with(want), "{args}: {}", errors[0]);
         }
@@ -453,7 +251,7 @@ mod tests {
 
     #[test]
     fn keys_are_reported_together() {
-        let (route, errors) = run(quote!(
+        let (route, errors) = Parsed::<PayArgs>::run(quote!(
             amont = "0.01",
             intent = "charge",
             intent = "session",
@@ -472,6 +270,6 @@ mod tests {
                 "missing `amount`: write #[pay(amount = \"0.01\")]",
             ]
         );
-        assert_eq!((route.amount.as_str(), route.intent.as_str()), (PLACEHOLDER_AMOUNT, "charge"));
+        assert_eq!((route.required(), route.text("intent")), (AMOUNT.placeholder, Some("charge")));
     }
 }

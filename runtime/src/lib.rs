@@ -6,6 +6,33 @@
 //! * [`json`] — the JSON byte flavours the wire needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The `const fn` setters of a route the attribute macros build in a `static`
+/// (`x402::http::StaticRoute`, `mpp::StaticPaySpec`): one per attribute key, named after its
+/// field, `#[must_use]`. `name: Option<T>` sets the field to `Some(value)`, `name: T` to `value`.
+/// Defined before the modules so that both protocols' static routes use it without importing
+/// each other.
+macro_rules! const_setters {
+    () => {};
+    ($(#[$doc:meta])* $name:ident: Option<$ty:ty>, $($rest:tt)*) => {
+        $(#[$doc])*
+        #[must_use]
+        pub const fn $name(mut self, $name: $ty) -> Self {
+            self.$name = ::core::option::Option::Some($name);
+            self
+        }
+        const_setters!($($rest)*);
+    };
+    ($(#[$doc:meta])* $name:ident: $ty:ty, $($rest:tt)*) => {
+        $(#[$doc])*
+        #[must_use]
+        pub const fn $name(mut self, $name: $ty) -> Self {
+            self.$name = $name;
+            self
+        }
+        const_setters!($($rest)*);
+    };
+}
+
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod autopay;

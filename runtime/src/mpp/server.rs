@@ -180,31 +180,42 @@ pub struct StaticPaySpec {
 }
 
 impl StaticPaySpec {
-    /// Describes a route; `None` keys take their defaults.
-    #[allow(clippy::too_many_arguments)]
-    pub const fn new(
-        amount: &'static str,
-        intent: &'static str,
-        currency: Option<&'static str>,
-        recipient: Option<&'static str>,
-        description: Option<&'static str>,
-        expires_in_secs: Option<u64>,
-        chain_id: Option<u64>,
-        unit_type: Option<&'static str>,
-        suggested_deposit: Option<&'static str>,
-    ) -> Self {
+    /// A route charging `amount` (in the currency's units), with the defaults of a bare
+    /// `#[pay(amount = "…")]`: the `charge` intent, and every other key left to the `Mpp`
+    /// server's defaults. Each other key of the attribute is set by the `const fn` setter of its
+    /// name (`StaticPaySpec::new("0.01").recipient("0x…")`), so the macro names each value it emits.
+    pub const fn new(amount: &'static str) -> Self {
         Self {
             amount,
-            intent,
-            currency,
-            recipient,
-            description,
-            expires_in_secs,
-            chain_id,
-            unit_type,
-            suggested_deposit,
+            intent: "charge",
+            currency: None,
+            recipient: None,
+            description: None,
+            expires_in_secs: None,
+            chain_id: None,
+            unit_type: None,
+            suggested_deposit: None,
             spec: OnceLock::new(),
         }
+    }
+
+    const_setters! {
+        /// Sets `intent` (`charge` or `session`).
+        intent: &'static str,
+        /// Sets `currency` (the token's address).
+        currency: Option<&'static str>,
+        /// Sets `recipient`.
+        recipient: Option<&'static str>,
+        /// Sets `description`.
+        description: Option<&'static str>,
+        /// Sets the challenge lifetime (the attribute's `expires_in`), in seconds.
+        expires_in_secs: Option<u64>,
+        /// Sets `chain_id`.
+        chain_id: Option<u64>,
+        /// Sets `unit_type` (the billing unit).
+        unit_type: Option<&'static str>,
+        /// Sets `suggested_deposit` (in base units).
+        suggested_deposit: Option<&'static str>,
     }
 
     /// The route's spec.

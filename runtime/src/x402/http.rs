@@ -306,29 +306,39 @@ pub struct StaticRoute {
 }
 
 impl StaticRoute {
-    /// Describes a route; `None` keys take their defaults (payee: the server's).
-    #[allow(clippy::too_many_arguments)]
-    pub const fn new(
-        price: &'static str,
-        scheme: &'static str,
-        network: &'static str,
-        pay_to: Option<&'static str>,
-        asset: Option<&'static str>,
-        description: Option<&'static str>,
-        mime_type: Option<&'static str>,
-        max_timeout_seconds: Option<u64>,
-    ) -> Self {
+    /// A route charging `price`, with the defaults of a bare `#[x402(price = "…")]`: the `exact`
+    /// scheme on X Layer, the server's payee, the network's default asset, no description, MIME
+    /// type or timeout. Every other key of the attribute is set by the `const fn` setter of its
+    /// name (`StaticRoute::new("$0.001").pay_to("0x…")`), so the macro names each value it emits.
+    pub const fn new(price: &'static str) -> Self {
         Self {
             price,
-            scheme,
-            network,
-            pay_to,
-            asset,
-            description,
-            mime_type,
-            max_timeout_seconds,
+            scheme: "exact",
+            network: Network::X_LAYER,
+            pay_to: None,
+            asset: None,
+            description: None,
+            mime_type: None,
+            max_timeout_seconds: None,
             config: OnceLock::new(),
         }
+    }
+
+    const_setters! {
+        /// Sets `scheme`.
+        scheme: &'static str,
+        /// Sets `network` (a CAIP-2 id).
+        network: &'static str,
+        /// Sets `pay_to` (the payee; otherwise the server's).
+        pay_to: Option<&'static str>,
+        /// Sets `asset` (otherwise the network's default asset).
+        asset: Option<&'static str>,
+        /// Sets `description`.
+        description: Option<&'static str>,
+        /// Sets `mime_type`.
+        mime_type: Option<&'static str>,
+        /// Sets `max_timeout_seconds`.
+        max_timeout_seconds: Option<u64>,
     }
 
     /// The route's configuration.

@@ -11,7 +11,6 @@ pub mod facilitator_evm;
 pub mod headers;
 pub mod http;
 pub mod paywall;
-pub use crate::replay;
 pub mod scheme;
 pub mod server;
 pub mod types;

@@ -1,14 +1,12 @@
-//! Redis-backed stores (feature `redis`): [`RedisChannelStore`] shares channel states and
-//! [`RedisReplayStore`] shares replay guards across servers.
+//! [`RedisChannelStore`] (feature `redis`): channel states shared across servers.
 //!
-//! Both use a [`ConnectionManager`] (one multiplexed connection, re-established in the
-//! background after a failure) with short connect (2 s) and response (5 s) timeouts. Any
-//! connection problem surfaces as [`StoreError::Unavailable`] / [`ReplayStoreError`]: callers
-//! fail closed.
+//! It uses the Redis connection of [`crate::replay::RedisReplayStore`] (one multiplexed
+//! connection, re-established in the background after a failure, short timeouts). Any
+//! connection problem surfaces as [`StoreError::Unavailable`]: callers fail closed.
 
 use super::{CasOutcome, ChannelState, ChannelStore, StoreError, UpdateCoordinator, Versioned, check_key_basic};
-use crate::replay::{ReplayStore, ReplayStoreError, unix_now};
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::replay::{RedisConnectError, RedisReplayStore, connect_redis, is_connection_problem};
+use ::redis::aio::ConnectionManager;
 use ::redis::{RedisError, Script, Value};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -38,34 +36,17 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', K
 return {2, v}
 "#;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn is_connection_problem(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_refusal()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.is_unrecoverable_error()
-}
-
 fn store_err(e: RedisError) -> StoreError {
     if is_connection_problem(&e) { StoreError::Unavailable(e.to_string()) } else { StoreError::Backend(e.to_string()) }
 }
 
-fn replay_err(e: RedisError) -> ReplayStoreError {
-    ReplayStoreError(format!("redis: {e}"))
-}
-
-async fn connect_manager(url: &str) -> Result<ConnectionManager, StoreError> {
-    let client = ::redis::Client::open(url).map_err(|e| StoreError::Config(format!("redis url: {e}")))?;
-    let config = ConnectionManagerConfig::new()
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500))
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    ConnectionManager::new_with_config(client, config).await.map_err(|e| StoreError::Unavailable(e.to_string()))
+impl From<RedisConnectError> for StoreError {
+    fn from(e: RedisConnectError) -> Self {
+        match e {
+            RedisConnectError::Url(e) => Self::Config(format!("redis url: {e}")),
+            RedisConnectError::Unreachable(e) => Self::Unavailable(e.to_string()),
+        }
+    }
 }
 
 /// A [`ChannelStore`] in Redis, shared by every server that uses the same Redis and prefix.
@@ -109,7 +90,7 @@ impl RedisChannelStore {
     /// under `key_prefix` (e.g. `"pay402:"`). Fails with [`StoreError::Unavailable`] when the
     /// server cannot be reached, [`StoreError::Config`] for a malformed URL.
     pub async fn connect(url: &str, key_prefix: impl Into<String>) -> Result<Self, StoreError> {
-        let conn = connect_manager(url).await?;
+        let conn = connect_redis(url).await?;
         Ok(Self {
             conn,
             prefix: key_prefix.into(),
@@ -144,7 +125,7 @@ impl RedisChannelStore {
 
     /// A [`RedisReplayStore`] on the same connection, keys under `key_prefix`.
     pub fn replay_store(&self, key_prefix: impl Into<String>) -> RedisReplayStore {
-        RedisReplayStore { conn: self.conn.clone(), prefix: key_prefix.into() }
+        RedisReplayStore::on(self.conn.clone(), key_prefix)
     }
 
     fn state_key(&self, key: &str) -> Result<String, StoreError> {
@@ -264,64 +245,5 @@ impl ChannelStore for RedisChannelStore {
 
     fn update_coordinator(&self) -> Option<&UpdateCoordinator> {
         Some(&self.coordinator)
-    }
-}
-
-/// A [`ReplayStore`] in Redis: `SET {prefix}{key} 1 NX EXAT expires_at+1`, so x402 replay
-/// guards and MPP single-use challenge ids hold across every server sharing the Redis. A
-/// record is live while `now ≤ expires_at` (like [`crate::replay::InMemoryReplayStore`]).
-#[derive(Clone)]
-pub struct RedisReplayStore {
-    conn: ConnectionManager,
-    prefix: String,
-}
-
-impl std::fmt::Debug for RedisReplayStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisReplayStore").field("prefix", &self.prefix).finish_non_exhaustive()
-    }
-}
-
-impl RedisReplayStore {
-    /// Connects to `url`; keys go under `key_prefix` (e.g. `"pay402:replay:"`).
-    pub async fn connect(url: &str, key_prefix: impl Into<String>) -> Result<Self, StoreError> {
-        Ok(Self { conn: connect_manager(url).await?, prefix: key_prefix.into() })
-    }
-
-    fn key(&self, key: &str) -> Result<String, ReplayStoreError> {
-        if key.is_empty() {
-            return Err(ReplayStoreError("empty replay key".into()));
-        }
-        Ok(format!("{}{key}", self.prefix))
-    }
-}
-
-#[async_trait]
-impl ReplayStore for RedisReplayStore {
-    async fn insert_if_absent(&self, key: &str, expires_at: u64) -> Result<bool, ReplayStoreError> {
-        let k = self.key(key)?;
-        let mut conn = self.conn.clone();
-        if expires_at < unix_now() {
-            // Already expired: nothing to record, but a live record still blocks.
-            let exists: u64 = ::redis::cmd("EXISTS").arg(&k).query_async(&mut conn).await.map_err(replay_err)?;
-            return Ok(exists == 0);
-        }
-        let set: Option<String> = ::redis::cmd("SET")
-            .arg(&k)
-            .arg(1)
-            .arg("NX")
-            .arg("EXAT")
-            .arg(expires_at.saturating_add(1))
-            .query_async(&mut conn)
-            .await
-            .map_err(replay_err)?;
-        Ok(set.is_some())
-    }
-
-    async fn remove(&self, key: &str) -> Result<(), ReplayStoreError> {
-        let k = self.key(key)?;
-        let mut conn = self.conn.clone();
-        let _: u64 = ::redis::cmd("DEL").arg(&k).query_async(&mut conn).await.map_err(replay_err)?;
-        Ok(())
     }
 }

@@ -4,19 +4,59 @@
 //! OKX's Python middleware relies on the facilitator alone and runs the handler for a replayed
 //! payment (the second settlement then fails after the work was done). pay402 reserves the
 //! payment's key atomically before verification, so concurrent duplicates cannot both pass.
+//!
+//! * [`InMemoryReplayStore`] — one process (the default of every guard);
+//! * [`RedisReplayStore`] (feature `redis`) — shared by every server using the same Redis.
+//!
+//! The MPP coordinator keeps its single-use challenge ids and the session intent its voucher
+//! and deposit keys in the same kind of store.
 
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "redis")]
+mod redis;
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::RedisReplayStore;
+#[cfg(feature = "redis")]
+pub(crate) use self::redis::{RedisConnectError, connect_redis, is_connection_problem};
+
 /// A replay store failed; callers fail closed (the request is refused).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("replay store unavailable: {0}")]
-pub struct ReplayStoreError(pub String);
+#[non_exhaustive]
+pub enum ReplayStoreError {
+    /// An [`InMemoryReplayStore`] holds its capacity of live keys; a live key is never evicted.
+    #[error("replay store unavailable: in-memory replay store full")]
+    Full,
+    /// A lock was poisoned (a thread panicked while holding it).
+    #[error("replay store unavailable: lock poisoned")]
+    Poisoned,
+    /// The key is empty.
+    #[error("replay store unavailable: empty replay key")]
+    EmptyKey,
+    /// The backend cannot be reached (connection refused or dropped, timeout).
+    #[error("replay store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered an error.
+    #[error("replay store unavailable: {0}")]
+    Backend(String),
+    /// The store was configured wrongly (e.g. a malformed Redis URL).
+    #[error("replay store misconfigured: {0}")]
+    Config(String),
+}
 
 /// Records payment keys until they expire. Implementations must make
 /// [`ReplayStore::insert_if_absent`] atomic (across processes, for shared stores).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a replay store",
+    label = "does not implement `pay402::replay::ReplayStore`",
+    note = "implement `ReplayStore` with an atomic insert-if-absent (`insert_if_absent` records a key at most once until it expires, across every process sharing the store) and `remove`",
+    note = "or use a built-in one: `InMemoryReplayStore` (one process) or `RedisReplayStore` (feature `redis`, several servers)"
+)]
 #[async_trait]
 pub trait ReplayStore: Send + Sync + 'static {
     /// Records `key` until `expires_at` (Unix seconds). Returns `false` when the key is already
@@ -31,16 +71,13 @@ pub trait ReplayStore: Send + Sync + 'static {
 /// about 130 bytes, so the store stays within a few tens of MiB).
 pub const DEFAULT_REPLAY_CAPACITY: usize = 262_144;
 
-/// The message of the [`ReplayStoreError`] an [`InMemoryReplayStore`] returns when it is full.
-pub const REPLAY_STORE_FULL: &str = "in-memory replay store full";
-
 /// An in-process [`ReplayStore`]: enough for one server process only — several instances
 /// behind a load balancer each accept the same payment once; share a
-/// `RedisReplayStore` (feature `redis`) between them instead.
+/// [`RedisReplayStore`] (feature `redis`) between them instead.
 ///
 /// Expired keys are pruned as new ones arrive. The store is bounded
 /// ([`DEFAULT_REPLAY_CAPACITY`] keys, [`InMemoryReplayStore::with_capacity`]): when it is full of
-/// live keys a new key is refused with a [`ReplayStoreError`] ([`REPLAY_STORE_FULL`]; the
+/// live keys a new key is refused with [`ReplayStoreError::Full`] (the
 /// payment is refused, fail closed). A live key is never evicted, since that would let its
 /// payment be replayed.
 #[derive(Debug)]
@@ -97,7 +134,7 @@ pub(crate) fn unix_now() -> u64 {
 impl ReplayStore for InMemoryReplayStore {
     async fn insert_if_absent(&self, key: &str, expires_at: u64) -> Result<bool, ReplayStoreError> {
         let now = unix_now();
-        let mut guard = self.keys.lock().map_err(|_| ReplayStoreError("lock poisoned".into()))?;
+        let mut guard = self.keys.lock().map_err(|_| ReplayStoreError::Poisoned)?;
         let keys = &mut *guard;
         if keys.map.len() > 1024 && keys.map.len().is_power_of_two() {
             keys.map.retain(|_, exp| *exp >= now);
@@ -111,7 +148,7 @@ impl ReplayStore for InMemoryReplayStore {
                     keys.map.retain(|_, exp| *exp >= now);
                 }
                 if keys.map.len() >= self.capacity {
-                    return Err(ReplayStoreError(REPLAY_STORE_FULL.into()));
+                    return Err(ReplayStoreError::Full);
                 }
             }
             None => {}
@@ -121,7 +158,7 @@ impl ReplayStore for InMemoryReplayStore {
     }
 
     async fn remove(&self, key: &str) -> Result<(), ReplayStoreError> {
-        let mut keys = self.keys.lock().map_err(|_| ReplayStoreError("lock poisoned".into()))?;
+        let mut keys = self.keys.lock().map_err(|_| ReplayStoreError::Poisoned)?;
         keys.map.remove(key);
         Ok(())
     }
@@ -151,7 +188,7 @@ mod tests {
         for k in ["a", "b", "c"] {
             assert!(s.insert_if_absent(k, later).await.unwrap());
         }
-        assert_eq!(s.insert_if_absent("d", later).await, Err(ReplayStoreError(REPLAY_STORE_FULL.into())));
+        assert_eq!(s.insert_if_absent("d", later).await, Err(ReplayStoreError::Full));
         assert!(!s.insert_if_absent("a", later).await.unwrap(), "a live key is still refused");
         s.remove("b").await.unwrap();
         assert!(s.insert_if_absent("d", later).await.unwrap());
