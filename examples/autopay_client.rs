@@ -19,7 +19,7 @@
 
 mod support;
 
-use pay402::autopay::{AssetId, AutoPay, AutoPayError, PaymentDetail, PaymentOutcome, Protocol};
+use pay402::autopay::{AssetId, AutoPay, AutoPayError, AutoPayOutcome, PaymentDetail, Protocol};
 use pay402::evm::U256;
 
 /// USD₮0 has 6 decimals.
@@ -37,7 +37,7 @@ fn usdt0(atomic: U256) -> String {
     if frac.is_empty() { int.to_owned() } else { format!("{int}.{frac}") }
 }
 
-fn describe(paid: &PaymentOutcome) -> String {
+fn describe(paid: &AutoPayOutcome) -> String {
     let head = format!("paid {} USD₮0 ({} atomic units) with {}", usdt0(paid.amount), paid.amount, paid.protocol);
     match &paid.detail {
         PaymentDetail::X402 { settlement: Some(s), .. } => {
@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 if !status.is_success() {
                     failures += 1;
                 }
-                let paid = resp.extensions().get::<PaymentOutcome>().map(describe);
+                let paid = resp.extensions().get::<AutoPayOutcome>().map(describe);
                 println!("#{n} GET {url} -> {status}: {}", paid.as_deref().unwrap_or("nothing paid"));
                 println!("   body: {}", resp.text().await?);
             }

@@ -24,13 +24,14 @@ cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "features are additive: each framework alone"
+step "features are additive: each feature alone (the seller never needs the buyer side)"
 cargo check -p pay402-runtime --no-default-features --features axum
 cargo check -p pay402-runtime --no-default-features --features actix
 cargo check -p pay402-runtime --no-default-features
 cargo check -p pay402-runtime --no-default-features --features chain
 cargo check -p pay402-runtime --no-default-features --features secp256k1
 cargo check -p pay402-runtime --no-default-features --features redis
+cargo check -p pay402-runtime --no-default-features --features client
 
 step "cargo doc -D warnings"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features

@@ -2,8 +2,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use pay402_runtime::{
-    autopay, chain, completion, evm, json, literal, metrics, mpp, okx, replay, router, transport, web, x402,
+    chain, completion, evm, json, literal, metrics, mpp, okx, replay, router, transport, web, x402,
 };
+
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use pay402_runtime::autopay;
 
 /// axum integration: the route-table layer, the payment extractor and the attribute macros.
 #[cfg(feature = "axum")]

@@ -9,12 +9,13 @@ mod support;
 
 use alloy::providers::Provider;
 use pay402::evm::{self, Address, B256, PrivateKeySigner, TransferWithAuthorization, U256};
+use pay402::x402::client::ExactEvmClientScheme;
 use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, X402Facilitator, reasons, server};
 use pay402::x402::http::{PaymentOption, RouteConfig};
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
-    AssetAmount, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, HttpFacilitatorClient, HttpFacilitatorConfig,
-    PaymentPayload, PaymentRequirements, decode_payment_required_header, decode_payment_response_header,
+    AssetAmount, ExactEvmScheme, FacilitatorClient, HttpFacilitatorClient, HttpFacilitatorConfig, PaymentPayload,
+    PaymentRequirements, decode_payment_required_header, decode_payment_response_header,
 };
 use std::sync::Arc;
 use support::anvil::{self, Chain};

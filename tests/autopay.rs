@@ -8,7 +8,7 @@ mod support;
 
 use axum::extract::State;
 use pay402::autopay::{
-    Amount, AssetId, AutoPay, AutoPayError, AutoPayMiddleware, PaymentDetail, PaymentOutcome, Protocol,
+    Amount, AssetId, AutoPay, AutoPayError, AutoPayMiddleware, AutoPayOutcome, PaymentDetail, Protocol,
 };
 use pay402::chain::NetworkRegistry;
 use pay402::chain::X_LAYER_USDT0;
@@ -226,8 +226,8 @@ fn buyer(preference: &[Protocol]) -> AutoPayMiddleware {
 
 const ALL: [Protocol; 3] = [Protocol::X402, Protocol::MppCharge, Protocol::MppSession];
 
-fn outcome(resp: &reqwest::Response) -> PaymentOutcome {
-    resp.extensions().get::<PaymentOutcome>().cloned().expect("a PaymentOutcome on the response")
+fn outcome(resp: &reqwest::Response) -> AutoPayOutcome {
+    resp.extensions().get::<AutoPayOutcome>().cloned().expect("a AutoPayOutcome on the response")
 }
 
 fn refusal(err: reqwest_middleware::Error) -> AutoPayError {
@@ -263,7 +263,7 @@ async fn pays_an_x402_route_and_exposes_the_settlement() {
     // A route that does not ask for payment passes through untouched.
     let free = http.get(f.url("/free")).send().await.expect("request");
     assert_eq!(free.status(), 200);
-    assert!(free.extensions().get::<PaymentOutcome>().is_none());
+    assert!(free.extensions().get::<AutoPayOutcome>().is_none());
     assert_eq!(f.sent("/free"), ["none"]);
 }
 
@@ -727,7 +727,7 @@ async fn pays_an_x402_v1_challenge_carried_in_the_body() {
     // A 402 whose body is JSON but no x402 challenge is handed back intact.
     let resp = http.get(format!("{}/other-402", server.base)).send().await.expect("passed through");
     assert_eq!(resp.status(), 402);
-    assert!(resp.extensions().get::<PaymentOutcome>().is_none());
+    assert!(resp.extensions().get::<AutoPayOutcome>().is_none());
     assert_eq!(resp.json::<serde_json::Value>().await.expect("json")["error"], "pay elsewhere");
     assert_eq!(autopay.spent(&usdt0()), u(PRICE));
 }

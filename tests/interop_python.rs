@@ -375,7 +375,7 @@ async fn interleaved_python_and_pay402_writes_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_pay402_autopay() {
-    use pay402::autopay::{Amount, AssetId, AutoPay, PaymentDetail, PaymentOutcome, Protocol};
+    use pay402::autopay::{Amount, AssetId, AutoPay, AutoPayOutcome, PaymentDetail, Protocol};
     use pay402::x402::{AnyPaymentRequired, decode_payment_required_header, decode_payment_response_header};
     use support::anvil::{self, TOKEN_NAME, TOKEN_VERSION};
 
@@ -427,7 +427,7 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
     let http = reqwest::Client::builder().timeout(peers::PEER_TIMEOUT);
     let paid = autopay.client(http).expect("client").get(&url).send().await.expect("paid request");
     assert_eq!(paid.status(), 200, "{}", logs());
-    let outcome = paid.extensions().get::<PaymentOutcome>().cloned().expect("payment outcome");
+    let outcome = paid.extensions().get::<AutoPayOutcome>().cloned().expect("payment outcome");
     let settled = decode_payment_response_header(paid.headers()["payment-response"].to_str().expect("ascii"))
         .expect("PAYMENT-RESPONSE decodes");
     let body: Value = paid.json().await.expect("JSON body");
@@ -448,7 +448,7 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
     // by pay402's facilitator (nonce used on chain) and the middleware re-challenges with that
     // reason, charging nothing.
     let client = pay402::x402::client::X402Client::new()
-        .register("eip155:196", pay402::x402::ExactEvmClientScheme::new(buyer.clone()));
+        .register("eip155:196", pay402::x402::client::ExactEvmClientScheme::new(buyer.clone()));
     let (name, value) = client.create_payment_header(&AnyPaymentRequired::V2(required)).await.expect("signs");
     let once = peers::http().get(&url).header(name, value.clone()).send().await.expect("request");
     assert_eq!(once.status(), 200, "{}", logs());

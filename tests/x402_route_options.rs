@@ -6,12 +6,12 @@ mod support;
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::web::RequestContext;
-use pay402::x402::client::X402Client;
+use pay402::x402::client::{ExactEvmClientScheme, X402Client};
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{HttpBody, PaymentOption, RouteConfig, X402HttpServer};
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, Price,
+    AnyPaymentRequired, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, Price,
     decode_payment_required_header, decode_payment_response_header,
 };
 use std::time::Duration;

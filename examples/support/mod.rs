@@ -86,8 +86,8 @@ pub(crate) async fn pay_once(
     url: &str,
     signer: pay402::evm::PrivateKeySigner,
 ) -> Result<u16, Box<dyn std::error::Error>> {
-    use pay402::x402::client::X402Client;
-    use pay402::x402::{ExactEvmClientScheme, decode_payment_required_header, decode_payment_response_header};
+    use pay402::x402::client::{ExactEvmClientScheme, X402Client};
+    use pay402::x402::{decode_payment_required_header, decode_payment_response_header};
 
     let http = reqwest::Client::new();
     let first = http.get(url).send().await?;

@@ -33,6 +33,8 @@ macro_rules! const_setters {
     };
 }
 
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod autopay;
 pub mod chain;
 pub mod completion;

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::replay::{InMemoryReplayStore, ReplayStore, ReplayStoreError};
-use pay402::x402::client::X402Client;
+use pay402::x402::client::{ExactEvmClientScheme, X402Client};
 use pay402::x402::embedded::EmbeddedFacilitator;
 use pay402::x402::http::{
     INVALID_PAYLOAD_REASON, PAYMENT_UNAVAILABLE_ERROR, PaymentOption, REPLAYED_PAYMENT_REASON, RouteConfig,
@@ -14,9 +14,9 @@ use pay402::x402::http::{
 };
 use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, FacilitatorError,
-    PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse,
-    VerifyResponse, decode_payment_required_header, decode_payment_response_header, encode_payment_signature_header,
+    AnyPaymentPayload, AnyPaymentRequired, ExactEvmScheme, FacilitatorClient, FacilitatorError, PaymentPayload,
+    PaymentRequired, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse, VerifyResponse,
+    decode_payment_required_header, decode_payment_response_header, encode_payment_signature_header,
 };
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -8,11 +8,11 @@
 //! picks the first one the caps allow and that can be signed (an offer that cannot — unknown
 //! token, malformed requirements — falls back to the next, nothing sent), pays it and retries
 //! the request **once**. The outcome
-//! ([`PaymentOutcome`]: the decoded `PAYMENT-RESPONSE` or `Payment-Receipt`) is attached to
+//! ([`AutoPayOutcome`]: the decoded `PAYMENT-RESPONSE` or `Payment-Receipt`) is attached to
 //! the final response's [`extensions`](reqwest::Response::extensions).
 //!
 //! ```no_run
-//! use pay402_runtime::autopay::{AssetId, AutoPay, PaymentOutcome, Protocol};
+//! use pay402_runtime::autopay::{AssetId, AutoPay, AutoPayOutcome, Protocol};
 //! use pay402_runtime::evm::PrivateKeySigner;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -26,7 +26,7 @@
 //!     .build()?;
 //! let http = autopay.client(reqwest::Client::builder())?;
 //! let response = http.get("http://127.0.0.1:4021/quote").send().await?;
-//! if let Some(paid) = response.extensions().get::<PaymentOutcome>() {
+//! if let Some(paid) = response.extensions().get::<AutoPayOutcome>() {
 //!     println!("paid {} atomic units of {} with {}", paid.amount, paid.asset, paid.protocol);
 //! }
 //! println!("spent so far: {}", autopay.spent(&usdt0));
@@ -100,19 +100,25 @@
 
 mod budget;
 mod middleware;
+mod offers;
+mod send;
+mod session_book;
 
 pub use budget::{Amount, AssetId};
-pub use middleware::{AutoPayMiddleware, ChannelSummary, MAX_REDIRECTS};
+pub use send::MAX_REDIRECTS;
+pub use session_book::ChannelSummary;
 
 use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::evm::channel::DEFAULT_ESCROW_CONTRACT;
 use crate::evm::{Address, PrivateKeySigner, U256};
-use crate::mpp::Receipt;
+use crate::mpp::{MppChargeClient, Receipt, SessionClient};
+use crate::x402::client::{ExactEvmClientScheme, X402Client};
 use crate::x402::types::{PaymentRequirements, SettleResponse};
 use budget::{Budget, Limits};
+use session_book::SessionBook;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// With no configured deposit and no `suggestedDeposit`, a channel is opened (or topped up)
 /// with this many times the route's price (bounded by the remaining total budget).
@@ -305,7 +311,7 @@ impl AutoPayError {
 /// [`extensions`](reqwest::Response::extensions).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct PaymentOutcome {
+pub struct AutoPayOutcome {
     /// The protocol used.
     pub protocol: Protocol,
     /// The asset paid in.
@@ -317,7 +323,7 @@ pub struct PaymentOutcome {
     pub detail: PaymentDetail,
 }
 
-/// The protocol-specific part of a [`PaymentOutcome`].
+/// The protocol-specific part of an [`AutoPayOutcome`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PaymentDetail {
@@ -467,4 +473,99 @@ impl AutoPay {
         let budget = Budget::new(&self.limits, &registry)?;
         Ok(AutoPayMiddleware::new(self.signer, self.preference, budget, registry, self.escrows))
     }
+}
+
+/// The middleware's shared state. [`offers`] (reading and choosing), [`session_book`] (MPP
+/// channels) and [`middleware`] (the retry loop) each add an `impl AutoPayMiddleware` block over
+/// it.
+struct Inner {
+    preference: Vec<Protocol>,
+    budget: Arc<Budget>,
+    x402: X402Client,
+    charge: MppChargeClient,
+    session: SessionClient,
+    registry: Arc<NetworkRegistry>,
+    /// The trusted session escrows: (chain id, contract).
+    escrows: Vec<(u64, Address)>,
+    book: Mutex<SessionBook>,
+}
+
+/// The auto-paying middleware (see the [module docs](self)). Cheap to clone; clones share the
+/// caps, the ledger and the session channels.
+#[derive(Clone)]
+pub struct AutoPayMiddleware {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for AutoPayMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AutoPayMiddleware")
+            .field("payer", &self.inner.charge.address())
+            .field("preference", &self.inner.preference)
+            .field("budget", &self.inner.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AutoPayMiddleware {
+    fn new(
+        signer: PrivateKeySigner,
+        preference: Vec<Protocol>,
+        budget: Budget,
+        registry: Arc<NetworkRegistry>,
+        escrows: Vec<(u64, Address)>,
+    ) -> Self {
+        let x402 = X402Client::new().register("eip155:*", ExactEvmClientScheme::new(signer.clone()));
+        let charge = MppChargeClient::new(signer.clone()).with_registry((*registry).clone());
+        let session = SessionClient::new(signer).with_registry((*registry).clone());
+        Self {
+            inner: Arc::new(Inner {
+                preference,
+                budget: Arc::new(budget),
+                x402,
+                charge,
+                session,
+                registry,
+                escrows,
+                book: Mutex::new(SessionBook::default()),
+            }),
+        }
+    }
+
+    /// Atomic units of `asset` spent so far: payments (every signed payment that left the
+    /// process, including ones the server then refused) and session voucher increments.
+    pub fn spent(&self, asset: &AssetId) -> U256 {
+        self.inner.budget.spent(asset)
+    }
+
+    /// Atomic units of `asset` deposited into session escrows and not (yet) spent by a
+    /// voucher. They count against the total cap, also after the channel is closed: the
+    /// escrow's refund cannot be verified by this client.
+    pub fn escrowed(&self, asset: &AssetId) -> U256 {
+        self.inner.budget.escrowed(asset)
+    }
+
+    /// Atomic units of `asset` held by payments in flight.
+    pub fn reserved(&self, asset: &AssetId) -> U256 {
+        self.inner.budget.reserved(asset)
+    }
+
+    /// What may still be paid or deposited in `asset` under its total cap (None: no total
+    /// cap).
+    pub fn remaining(&self, asset: &AssetId) -> Option<U256> {
+        self.inner.budget.headroom(asset).ok().flatten()
+    }
+}
+
+/// What a middleware step returns.
+type MwResult<T> = Result<T, reqwest_middleware::Error>;
+
+/// An [`AutoPayError`] as the middleware's error.
+fn mw(e: AutoPayError) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::middleware(e)
+}
+
+/// A payment of `protocol` that could not be built or sent.
+fn payment_error(protocol: Protocol, e: impl fmt::Display) -> AutoPayError {
+    AutoPayError::Payment { protocol, reason: e.to_string() }
 }

@@ -30,6 +30,8 @@
 pub mod channel;
 mod eip3009;
 mod ledger;
+#[cfg(feature = "client")]
+mod payer;
 pub mod recover;
 pub mod signer;
 
@@ -52,6 +54,11 @@ pub use eip3009::{
     transfer_authorization_struct_hash, transfer_authorization_type_hash,
 };
 pub use ledger::{LedgerError, TokenLedger, transaction_hash, verify_transfer_authorization};
+#[cfg(feature = "client")]
+pub(crate) use payer::payer_seams;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use payer::{Payer, VALID_AFTER_SKEW_SECONDS};
 pub use signer::{Signer, signature_hex, signer_from_hex};
 
 use alloy_primitives::{hex, uint};

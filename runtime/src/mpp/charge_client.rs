@@ -43,162 +43,19 @@
 //! assert!(client.authorization_header_for(&[&header]).unwrap().starts_with("Payment "));
 //! ```
 
+use super::charge_request::{ChargeRequest, ChargeRequestError};
 use super::credential::{Credential, did_pkh};
 use super::error::MppError;
 use super::expiry::parse_rfc3339;
 use super::header::{ParsedChallenge, parse_www_authenticate};
 use super::wire::{CHARGE_INTENT, EVM_METHOD, MAX_SPLITS};
-use crate::chain::Network;
-use crate::chain::{AssetInfo, NetworkRegistry, X_LAYER_CHAIN_ID};
-use crate::evm::{self, Address, B256, EvmError, PrivateKeySigner, TransferWithAuthorization, U256, UnixClock};
+use crate::evm::{self, Address, Eip712Domain, EvmError, Payer, PrivateKeySigner, U256, VALID_AFTER_SKEW_SECONDS};
 use serde_json::{Map, Value};
-use std::fmt;
-use std::sync::Arc;
 
-/// The chain id when the request's `methodDetails.chainId` is absent (X Layer).
-pub const DEFAULT_CHARGE_CHAIN_ID: u64 = X_LAYER_CHAIN_ID;
-
-/// How far before "now" the authorizations become valid (clock-skew allowance).
-pub const CHARGE_VALID_AFTER_SKEW_SECONDS: u64 = 600;
 /// The authorizations stay valid at least this long after the challenge expires.
-pub const CHARGE_VALID_BEFORE_AFTER_EXPIRY_SECONDS: u64 = 120;
+const VALID_BEFORE_AFTER_EXPIRY_SECONDS: u64 = 120;
 /// … and at least this long after "now".
-pub const CHARGE_MIN_VALIDITY_SECONDS: u64 = 300;
-
-/// A field of a charge `request` is missing or malformed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("request field `{field}`: {reason}")]
-pub struct ChargeRequestError {
-    /// The field path (e.g. `methodDetails.splits[1].amount`).
-    pub field: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-fn request_error(field: impl Into<String>, reason: impl Into<String>) -> ChargeRequestError {
-    ChargeRequestError { field: field.into(), reason: reason.into() }
-}
-
-/// One split of a charge: part of the amount paid to another recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChargeSplit {
-    /// Base units.
-    pub amount: U256,
-    /// The split's recipient.
-    pub recipient: Address,
-    /// The recipient as written in the request.
-    pub recipient_text: String,
-    /// Optional memo.
-    pub memo: Option<String>,
-}
-
-/// The decoded `request` of an `evm` charge challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChargeRequest {
-    /// The total price in base units (recipient plus splits).
-    pub amount: U256,
-    /// The token contract.
-    pub currency: Address,
-    /// The token as written in the request.
-    pub currency_text: String,
-    /// The payee.
-    pub recipient: Address,
-    /// The payee as written in the request.
-    pub recipient_text: String,
-    /// `methodDetails.chainId` (default [`DEFAULT_CHARGE_CHAIN_ID`]).
-    pub chain_id: u64,
-    /// `methodDetails.splits` (or a top-level `splits` when `methodDetails` has none).
-    pub splits: Vec<ChargeSplit>,
-}
-
-impl ChargeRequest {
-    /// Reads a decoded challenge request. `amount` is a decimal string (a JSON integer is also
-    /// accepted), `currency`/`recipient` are `0x` addresses, `methodDetails.chainId` a JSON
-    /// integer or decimal string, each split `{"amount", "recipient", "memo"?}`. Unknown keys
-    /// are ignored.
-    pub fn from_request(request: &Map<String, Value>) -> Result<Self, ChargeRequestError> {
-        let amount = uint_field(request, "amount", "amount")?;
-        let (currency, currency_text) = address_field(request, "currency", "currency")?;
-        let (recipient, recipient_text) = address_field(request, "recipient", "recipient")?;
-        let details = match request.get("methodDetails") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m),
-            Some(_) => return Err(request_error("methodDetails", "must be a JSON object")),
-        };
-        let chain_id = match details.and_then(|d| d.get("chainId")) {
-            None | Some(Value::Null) => DEFAULT_CHARGE_CHAIN_ID,
-            Some(Value::Number(n)) => {
-                n.as_u64().ok_or_else(|| request_error("methodDetails.chainId", "must be a non-negative integer"))?
-            }
-            Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                s.parse().map_err(|_| request_error("methodDetails.chainId", "is out of range"))?
-            }
-            Some(_) => return Err(request_error("methodDetails.chainId", "must be an integer")),
-        };
-        let (splits_path, splits_value) = match details.and_then(|d| d.get("splits")) {
-            Some(v) if !v.is_null() => ("methodDetails.splits", Some(v)),
-            _ => ("splits", request.get("splits").filter(|v| !v.is_null())),
-        };
-        let splits = match splits_value {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let path = format!("{splits_path}[{i}]");
-                    let split = item.as_object().ok_or_else(|| request_error(&path, "must be a JSON object"))?;
-                    let amount = uint_field(split, "amount", &format!("{path}.amount"))?;
-                    let (recipient, recipient_text) = address_field(split, "recipient", &format!("{path}.recipient"))?;
-                    let memo = match split.get("memo") {
-                        None | Some(Value::Null) => None,
-                        Some(Value::String(s)) => Some(s.clone()),
-                        Some(_) => return Err(request_error(format!("{path}.memo"), "must be a string")),
-                    };
-                    Ok(ChargeSplit { amount, recipient, recipient_text, memo })
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(request_error(splits_path, "must be a JSON array")),
-        };
-        Ok(Self { amount, currency, currency_text, recipient, recipient_text, chain_id, splits })
-    }
-
-    /// The CAIP-2 network, `eip155:<chainId>`.
-    pub fn network(&self) -> Network {
-        Network::from(format!("eip155:{}", self.chain_id))
-    }
-
-    /// Σ split amounts (`None` on overflow).
-    pub fn splits_total(&self) -> Option<U256> {
-        self.splits.iter().try_fold(U256::ZERO, |acc, s| acc.checked_add(s.amount))
-    }
-
-    /// The token's EIP-712 name/version from `registry`: the default asset of
-    /// [`Self::network`] when its address is the request's `currency`.
-    pub fn token_info<'r>(&self, registry: &'r NetworkRegistry) -> Option<&'r AssetInfo> {
-        registry.asset_info(&self.network(), &self.currency_text)
-    }
-}
-
-fn uint_field(m: &Map<String, Value>, key: &str, path: &str) -> Result<U256, ChargeRequestError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Err(request_error(path, "is missing")),
-        Some(Value::String(s)) => evm::parse_uint256(s).map_err(|e| request_error(path, e.to_string())),
-        Some(Value::Number(n)) => {
-            n.as_u64().map(U256::from).ok_or_else(|| request_error(path, "must be a non-negative integer"))
-        }
-        Some(_) => Err(request_error(path, "must be a decimal string")),
-    }
-}
-
-fn address_field(m: &Map<String, Value>, key: &str, path: &str) -> Result<(Address, String), ChargeRequestError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Err(request_error(path, "is missing")),
-        Some(Value::String(s)) => {
-            evm::parse_address(s).map(|a| (a, s.clone())).map_err(|e| request_error(path, e.to_string()))
-        }
-        Some(_) => Err(request_error(path, "must be a 0x address string")),
-    }
-}
+const MIN_VALIDITY_SECONDS: u64 = 300;
 
 /// Why no credential could be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -257,63 +114,27 @@ pub enum ChargeClientError {
     Signing(EvmError),
 }
 
-type NonceSource = Arc<dyn Fn() -> B256 + Send + Sync>;
-
 /// Answers MPP `evm` charge challenges with signed EIP-3009 credentials.
 ///
 /// For a request of `amount` with splits `s₁…sₙ` it signs `n + 1` authorizations from the
 /// signer's address: `amount − Σsᵢ` to `recipient`, and `sᵢ.amount` to `sᵢ.recipient`, each with
 /// its own random 32-byte nonce, all valid from now − 600 s (clamped at 0) until
 /// max(challenge `expires` + 120 s, now + 300 s). The EIP-712 domain is
-/// `{name, version}` of the token from the [`NetworkRegistry`] (the process-wide one unless
-/// [`Self::with_registry`]), `chainId`, `verifyingContract = currency`.
-#[derive(Clone)]
+/// `{name, version}` of the token from the [`NetworkRegistry`](crate::chain::NetworkRegistry)
+/// (the process-wide one unless [`Self::with_registry`]), `chainId`, `verifyingContract = currency`.
+#[derive(Clone, Debug)]
 pub struct MppChargeClient {
-    signer: PrivateKeySigner,
-    clock: UnixClock,
-    nonces: NonceSource,
-    registry: Option<Arc<NetworkRegistry>>,
-}
-
-impl fmt::Debug for MppChargeClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MppChargeClient").field("address", &self.signer.address()).finish_non_exhaustive()
-    }
+    payer: Payer,
 }
 
 impl MppChargeClient {
     /// A client signing with `signer`, the system clock, random nonces and the process-wide
-    /// [`NetworkRegistry::global`] (read at each call).
+    /// [`NetworkRegistry::global`](crate::chain::NetworkRegistry::global) (read at each call).
     pub fn new(signer: PrivateKeySigner) -> Self {
-        Self { signer, clock: evm::system_clock(), nonces: Arc::new(B256::random), registry: None }
+        Self { payer: Payer::new(signer) }
     }
 
-    /// Replaces the clock (Unix seconds), for tests.
-    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Replaces the nonce source (called once per authorization), for tests.
-    pub fn with_nonce_source(mut self, nonces: impl Fn() -> B256 + Send + Sync + 'static) -> Self {
-        self.nonces = Arc::new(nonces);
-        self
-    }
-
-    /// Uses `registry` for the tokens' EIP-712 name and version.
-    pub fn with_registry(mut self, registry: NetworkRegistry) -> Self {
-        self.registry = Some(Arc::new(registry));
-        self
-    }
-
-    /// The payer address.
-    pub fn address(&self) -> Address {
-        self.signer.address()
-    }
-
-    fn registry(&self) -> Arc<NetworkRegistry> {
-        self.registry.clone().unwrap_or_else(NetworkRegistry::global)
-    }
+    evm::payer_seams!(registry);
 
     /// Builds the credential answering `challenge` (which must be `evm`/`charge`). The echo is
     /// [`ParsedChallenge::to_echo`] (the `request` string verbatim); `source` is
@@ -334,44 +155,15 @@ impl MppChargeClient {
             .amount
             .checked_sub(splits_total)
             .ok_or(ChargeClientError::SplitsExceedAmount { splits: splits_total, amount: request.amount })?;
-        let registry = self.registry();
-        let token = request.token_info(&registry).ok_or_else(|| ChargeClientError::UnsupportedToken {
-            chain_id: request.chain_id,
-            currency: request.currency_text.clone(),
+        let domain = request.token_domain(&self.payer.registry()).ok_or_else(|| {
+            ChargeClientError::UnsupportedToken { chain_id: request.chain_id, currency: request.currency_text.clone() }
         })?;
-        let domain = evm::eip3009_domain(&token.name, &token.version, request.chain_id, request.currency);
-
-        let now = (self.clock)();
-        let expires_at = match &challenge.expires {
-            None => None,
-            Some(text) => {
-                let at = parse_rfc3339(text).map_err(|_| ChargeClientError::InvalidExpiry(text.clone()))?;
-                if at.unix_timestamp() < i64::try_from(now).unwrap_or(i64::MAX) {
-                    return Err(ChargeClientError::ChallengeExpired(text.clone()));
-                }
-                Some(u64::try_from(at.unix_timestamp()).unwrap_or(0))
-            }
-        };
-        let valid_after = U256::from(now.saturating_sub(CHARGE_VALID_AFTER_SKEW_SECONDS));
-        let min_before = U256::from(now) + U256::from(CHARGE_MIN_VALIDITY_SECONDS);
-        let valid_before = match expires_at {
-            Some(at) => min_before.max(U256::from(at) + U256::from(CHARGE_VALID_BEFORE_AFTER_EXPIRY_SECONDS)),
-            None => min_before,
-        };
-
-        let from = self.signer.address();
-        let sign = |to: Address, to_text: &str, value: U256| -> Result<Map<String, Value>, ChargeClientError> {
-            let message = TransferWithAuthorization {
-                from,
-                to,
-                value,
-                validAfter: valid_after,
-                validBefore: valid_before,
-                nonce: (self.nonces)(),
-            };
-            let signature = evm::sign_transfer_authorization(&self.signer, &domain, &message)
-                .map_err(ChargeClientError::Signing)?;
-            Ok(authorization_object(&message, to_text, signature))
+        let window = authorization_window(self.payer.now(), challenge.expires.as_deref()).map_err(|e| match e {
+            ExpiryError::Invalid(text) => ChargeClientError::InvalidExpiry(text),
+            ExpiryError::Past(text) => ChargeClientError::ChallengeExpired(text),
+        })?;
+        let sign = |to: Address, to_text: &str, value: U256| {
+            signed_transfer(&self.payer, &domain, window, (to, to_text), value).map_err(ChargeClientError::Signing)
         };
         let mut authorization = sign(request.recipient, &request.recipient_text, primary_value)?;
         if !request.splits.is_empty() {
@@ -385,7 +177,7 @@ impl MppChargeClient {
         let mut payload = Map::new();
         payload.insert("type".to_owned(), Value::String("transaction".to_owned()));
         payload.insert("authorization".to_owned(), Value::Object(authorization));
-        Ok(Credential::new(challenge.to_echo(), payload, Some(did_pkh(request.chain_id, &from))))
+        Ok(Credential::new(challenge.to_echo(), payload, Some(did_pkh(request.chain_id, &self.payer.address()))))
     }
 
     /// The `Authorization` header value (`Payment <base64url>`) answering the first `evm`
@@ -400,9 +192,46 @@ impl MppChargeClient {
     }
 }
 
+/// Why a challenge's `expires` gives no authorization window.
+pub(super) enum ExpiryError {
+    /// Not RFC 3339.
+    Invalid(String),
+    /// Already past.
+    Past(String),
+}
+
+/// The validity window `(validAfter, validBefore)` of the EIP-3009 authorizations answering a
+/// challenge that `expires` at that time (RFC 3339), signed at `now`: from now − 600 s (clamped
+/// at 0) until max(`expires` + 120 s, now + 300 s).
+pub(super) fn authorization_window(now: u64, expires: Option<&str>) -> Result<(U256, U256), ExpiryError> {
+    let min_before = U256::from(now) + U256::from(MIN_VALIDITY_SECONDS);
+    let valid_before = match expires {
+        None => min_before,
+        Some(text) => {
+            let at = parse_rfc3339(text).map_err(|_| ExpiryError::Invalid(text.to_owned()))?;
+            if at.unix_timestamp() < i64::try_from(now).unwrap_or(i64::MAX) {
+                return Err(ExpiryError::Past(text.to_owned()));
+            }
+            let at = u64::try_from(at.unix_timestamp()).unwrap_or(0);
+            min_before.max(U256::from(at) + U256::from(VALID_BEFORE_AFTER_EXPIRY_SECONDS))
+        }
+    };
+    Ok((U256::from(now.saturating_sub(VALID_AFTER_SKEW_SECONDS)), valid_before))
+}
+
+/// Signs an EIP-3009 transfer of `value` from `payer` to `to` (an address and its spelling in the
+/// request) and returns its wire object
 /// `{"type":"eip-3009","from","to","value","validAfter","validBefore","nonce","signature"}`:
-/// `from` EIP-55, `to` as the request spells it, numbers decimal, nonce lower-case hex.
-fn authorization_object(message: &TransferWithAuthorization, to_text: &str, signature: String) -> Map<String, Value> {
+/// `from` EIP-55, `to` as the request spells it, numbers decimal, nonce lower-case hex. A charge
+/// pays the recipient and each split this way; a session deposit pays the escrow.
+pub(super) fn signed_transfer(
+    payer: &Payer,
+    domain: &Eip712Domain,
+    window: (U256, U256),
+    (to, to_text): (Address, &str),
+    value: U256,
+) -> Result<Map<String, Value>, EvmError> {
+    let (message, signature) = payer.sign_transfer(domain, to, value, window)?;
     let mut m = Map::new();
     let mut put = |k: &str, v: String| {
         m.insert(k.to_owned(), Value::String(v));
@@ -415,14 +244,17 @@ fn authorization_object(message: &TransferWithAuthorization, to_text: &str, sign
     put("validBefore", message.validBefore.to_string());
     put("nonce", evm::to_hex(message.nonce));
     put("signature", signature);
-    m
+    Ok(m)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::NetworkRegistry;
+    use crate::evm::B256;
     use crate::mpp::Challenge;
     use serde_json::json;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicU8, Ordering};
 
     const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -571,31 +403,6 @@ mod tests {
             ChargeClientError::InvalidRequest(ChargeRequestError { ref field, .. })
                 if field == "methodDetails.splits[0].recipient"
         ));
-    }
-
-    #[test]
-    fn request_parsing_defaults() {
-        let r =
-            ChargeRequest::from_request(&obj(json!({"amount": 5, "currency": USDT0, "recipient": PAY_TO}))).unwrap();
-        assert_eq!((r.amount, r.chain_id, r.splits.len()), (U256::from(5), 196, 0));
-        assert_eq!(r.network().as_str(), "eip155:196");
-        let r = ChargeRequest::from_request(&obj(json!({
-            "amount": "5", "currency": USDT0, "recipient": PAY_TO,
-            "methodDetails": {"chainId": "196"}, "splits": [{"amount": "2", "recipient": PAY_TO, "memo": "m"}]
-        })))
-        .unwrap();
-        assert_eq!(r.splits[0].memo.as_deref(), Some("m"));
-        assert_eq!(r.splits_total(), Some(U256::from(2)));
-        assert!(r.token_info(&NetworkRegistry::x_layer()).is_some());
-        for bad in [
-            json!({"amount": "5", "currency": USDT0, "recipient": PAY_TO, "methodDetails": []}),
-            json!({"amount": "5", "currency": USDT0, "recipient": PAY_TO, "methodDetails": {"chainId": -1}}),
-            json!({"amount": "5", "currency": USDT0, "recipient": PAY_TO, "methodDetails": {"splits": {}}}),
-            json!({"amount": "-5", "currency": USDT0, "recipient": PAY_TO}),
-            json!({"amount": "5", "currency": 7, "recipient": PAY_TO}),
-        ] {
-            assert!(ChargeRequest::from_request(&obj(bad.clone())).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! * [`MppError`] — typed failures mapped onto [`MppErrorKind`] / [`ProblemDetails`].
 
 pub mod challenge;
-pub mod charge_client;
+#[cfg(feature = "client")]
+mod charge_client;
+mod charge_request;
 pub mod credential;
 pub mod embedded_sa;
 pub mod encoding;
@@ -24,12 +26,16 @@ pub mod problem;
 pub mod receipt;
 pub mod server;
 pub mod session;
-pub mod session_client;
+#[cfg(feature = "client")]
+mod session_client;
 pub mod store;
 mod wire;
 
 pub use challenge::{Challenge, challenge_hmac_input, compute_challenge_id};
-pub use charge_client::{ChargeClientError, ChargeRequest, ChargeRequestError, ChargeSplit, MppChargeClient};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use charge_client::{ChargeClientError, MppChargeClient};
+pub use charge_request::{ChargeRequest, ChargeRequestError, ChargeSplit, DEFAULT_CHARGE_CHAIN_ID};
 pub use credential::{
     ChallengeEcho, Credential, DecodedEcho, MAX_CREDENTIAL_B64_BYTES, PayerDid, did_pkh, payer_from_did, verify_echo,
     verify_echo_at,
@@ -49,6 +55,8 @@ pub use server::{
     ChargeOptions, ChargeOutcome, Granted, Mpp, MppConfigError, Paid, PaySpec, Rejection, Split, StaticPaySpec,
 };
 pub use session::{SessionIntent, SessionResult};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use session_client::{SessionClient, SessionClientError};
 pub use store::{
     CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RetryPolicy, StoreError, UpdateError,

@@ -12,24 +12,15 @@
 //! `open` payload so the Settlement Agent (and [`EmbeddedSa`](super::EmbeddedSa)) can
 //! recompute it.
 
-use super::charge_client::{
-    CHARGE_MIN_VALIDITY_SECONDS, CHARGE_VALID_AFTER_SKEW_SECONDS, CHARGE_VALID_BEFORE_AFTER_EXPIRY_SECONDS,
-    ChargeRequest, ChargeRequestError,
-};
+use super::charge_client::{ExpiryError, authorization_window, signed_transfer};
+use super::charge_request::{ChargeRequest, ChargeRequestError};
 use super::credential::{Credential, did_pkh};
-use super::expiry::parse_rfc3339;
 use super::header::ParsedChallenge;
 use super::wire::{EVM_METHOD, SESSION_INTENT};
-use crate::chain::NetworkRegistry;
 use crate::evm::channel::{ChannelDomain, DEFAULT_ESCROW_CONTRACT, channel_id_from_hex, voucher_digest};
-use crate::evm::derive_channel_id;
-use crate::evm::{
-    self, Address, B256, EvmError, Signer, TransferWithAuthorization, U256, UnixClock, signature_hex,
-    transfer_authorization_digest,
-};
+use crate::evm::{self, Address, B256, EvmError, Payer, Signer, U256, derive_channel_id};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why no session credential could be built.
@@ -69,8 +60,6 @@ pub enum SessionClientError {
     Signing(EvmError),
 }
 
-type NonceSource = Arc<dyn Fn() -> B256 + Send + Sync>;
-
 /// The session request fields a client needs.
 struct SessionTerms {
     request: ChargeRequest,
@@ -86,56 +75,20 @@ struct SessionTerms {
 /// Vouchers are EIP-712 `Voucher{channelId, cumulativeAmount}` signatures under the escrow's
 /// domain (`EVM Payment Channel`/`1`, chain id, escrow). Every credential carries
 /// `source = did:pkh:eip155:<chainId>:<address>`.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SessionClient {
-    signer: Arc<dyn Signer>,
-    clock: UnixClock,
-    nonces: NonceSource,
-    registry: Option<Arc<NetworkRegistry>>,
+    payer: Payer,
     cumulative: Arc<Mutex<HashMap<B256, u128>>>,
-}
-
-impl fmt::Debug for SessionClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionClient").field("address", &self.signer.address()).finish_non_exhaustive()
-    }
 }
 
 impl SessionClient {
     /// A client signing with `signer`, the system clock, random nonces and salts, and the
-    /// process-wide [`NetworkRegistry::global`].
+    /// process-wide [`NetworkRegistry::global`](crate::chain::NetworkRegistry::global).
     pub fn new(signer: impl Signer + 'static) -> Self {
-        Self {
-            signer: Arc::new(signer),
-            clock: evm::system_clock(),
-            nonces: Arc::new(B256::random),
-            registry: None,
-            cumulative: Arc::default(),
-        }
+        Self { payer: Payer::new(signer), cumulative: Arc::default() }
     }
 
-    /// Replaces the clock (Unix seconds), for tests.
-    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Replaces the source of EIP-3009 nonces and channel salts, for tests.
-    pub fn with_nonce_source(mut self, nonces: impl Fn() -> B256 + Send + Sync + 'static) -> Self {
-        self.nonces = Arc::new(nonces);
-        self
-    }
-
-    /// Uses `registry` for the tokens' EIP-712 name and version.
-    pub fn with_registry(mut self, registry: NetworkRegistry) -> Self {
-        self.registry = Some(Arc::new(registry));
-        self
-    }
-
-    /// The payer address.
-    pub fn address(&self) -> Address {
-        self.signer.address()
-    }
+    evm::payer_seams!(registry);
 
     /// The cumulative amount signed so far on `channel_id` (None for an unknown channel).
     pub fn cumulative(&self, channel_id: &str) -> Option<U256> {
@@ -192,52 +145,14 @@ impl SessionClient {
         terms: &SessionTerms,
         value: U256,
     ) -> Result<Map<String, Value>, SessionClientError> {
-        let registry = self.registry.clone().unwrap_or_else(NetworkRegistry::global);
         let request = &terms.request;
-        let token = request.token_info(&registry).ok_or_else(|| SessionClientError::UnsupportedToken {
-            chain_id: request.chain_id,
-            currency: request.currency_text.clone(),
+        let domain = request.token_domain(&self.payer.registry()).ok_or_else(|| {
+            SessionClientError::UnsupportedToken { chain_id: request.chain_id, currency: request.currency_text.clone() }
         })?;
-        let domain = evm::eip3009_domain(&token.name, &token.version, request.chain_id, request.currency);
-        let now = (self.clock)();
-        let min_before = U256::from(now) + U256::from(CHARGE_MIN_VALIDITY_SECONDS);
-        let valid_before = match &challenge.expires {
-            None => min_before,
-            Some(text) => {
-                let at = parse_rfc3339(text).map_err(|_| SessionClientError::Expired(text.clone()))?;
-                let at = u64::try_from(at.unix_timestamp()).unwrap_or(0);
-                if at < now {
-                    return Err(SessionClientError::Expired(text.clone()));
-                }
-                min_before.max(U256::from(at) + U256::from(CHARGE_VALID_BEFORE_AFTER_EXPIRY_SECONDS))
-            }
-        };
-        let message = TransferWithAuthorization {
-            from: self.address(),
-            to: terms.escrow,
-            value,
-            validAfter: U256::from(now.saturating_sub(CHARGE_VALID_AFTER_SKEW_SECONDS)),
-            validBefore: valid_before,
-            nonce: (self.nonces)(),
-        };
-        let signature = self
-            .signer
-            .sign_digest(&transfer_authorization_digest(&domain, &message))
-            .map(signature_hex)
-            .map_err(SessionClientError::Signing)?;
-        let mut m = Map::new();
-        let mut put = |k: &str, v: String| {
-            m.insert(k.to_owned(), Value::String(v));
-        };
-        put("type", crate::okx::sa::EIP3009_AUTHORIZATION_TYPE.to_owned());
-        put("from", evm::checksum(&message.from));
-        put("to", terms.escrow_text.clone());
-        put("value", message.value.to_string());
-        put("validAfter", message.validAfter.to_string());
-        put("validBefore", message.validBefore.to_string());
-        put("nonce", evm::to_hex(message.nonce));
-        put("signature", signature);
-        Ok(m)
+        let window = authorization_window(self.payer.now(), challenge.expires.as_deref())
+            .map_err(|(ExpiryError::Invalid(text) | ExpiryError::Past(text))| SessionClientError::Expired(text))?;
+        signed_transfer(&self.payer, &domain, window, (terms.escrow, &terms.escrow_text), value)
+            .map_err(SessionClientError::Signing)
     }
 
     /// Opens a channel with `deposit` (base units): returns the new channel id and the
@@ -249,7 +164,7 @@ impl SessionClient {
         deposit: U256,
     ) -> Result<(String, String), SessionClientError> {
         let terms = Self::terms(challenge)?;
-        let salt = (self.nonces)();
+        let salt = self.payer.nonce();
         let r = &terms.request;
         let id = derive_channel_id(self.address(), r.recipient, r.currency, salt, r.chain_id, terms.escrow);
         let authorization = self.deposit_authorization(challenge, &terms, deposit)?;
@@ -312,9 +227,8 @@ impl SessionClient {
         let id = channel_id_from_hex(channel_id).map_err(SessionClientError::InvalidChannel)?;
         let amount = u128::try_from(cumulative).map_err(|_| SessionClientError::AmountOutOfRange)?;
         let signature = self
-            .signer
+            .payer
             .sign_digest(&voucher_digest(&Self::domain(&terms), id, amount))
-            .map(signature_hex)
             .map_err(SessionClientError::Signing)?;
         let mut payload = Map::new();
         payload.insert("action".into(), Value::String(action.into()));

@@ -24,16 +24,10 @@ use super::types::{
     ResourceInfo, X402_VERSION,
 };
 use crate::chain::Network;
-use crate::evm::{
-    self, B256, Eip3009Authorization, Eip3009Payload, PrivateKeySigner, TransferWithAuthorization, U256, UnixClock,
-};
+use crate::evm::{self, Eip3009Authorization, Eip3009Payload, Payer, PrivateKeySigner, U256, VALID_AFTER_SKEW_SECONDS};
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
-
-/// How far before "now" an authorization becomes valid (clock-skew allowance, as OKX's and
-/// Coinbase's clients do).
-pub const VALID_AFTER_SKEW_SECONDS: u64 = 600;
 
 /// Why the client could not produce a payment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +72,18 @@ fn list_pairs(pairs: &[(String, String)]) -> String {
 }
 
 /// Creates the scheme-specific `payload` of a payment (the buyer half of a scheme).
+///
+/// Implement it with `#[async_trait]` (the `async-trait` crate) for a scheme pay402 does not
+/// sign itself, and register it with [`X402Client::register`]; for `exact` on EVM networks use
+/// [`ExactEvmClientScheme`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an x402 scheme client",
+    label = "an x402 scheme client (`SchemeNetworkClient`) is required here",
+    note = "for `exact` on EVM networks register `ExactEvmClientScheme::new(signer)`; for another scheme \
+            implement `SchemeNetworkClient` (with `#[async_trait]`): `scheme()` names it, `create_payment` \
+            signs the payload",
+    note = "a scheme client must be `Send + Sync + 'static` (share state through `Arc`)"
+)]
 #[async_trait]
 pub trait SchemeNetworkClient: Send + Sync + 'static {
     /// The scheme name (`exact`).
@@ -418,8 +424,6 @@ impl X402Client {
 // exact / EVM / EIP-3009
 // ---------------------------------------------------------------------------------------------
 
-type NonceSource = Arc<dyn Fn() -> B256 + Send + Sync>;
-
 /// The buyer half of the `exact` EVM scheme for EIP-3009 tokens (USD₮0 on X Layer): signs a
 /// `TransferWithAuthorization` and returns `{"signature", "authorization": {"from", "to",
 /// "value", "validAfter", "validBefore", "nonce"}}`.
@@ -427,41 +431,18 @@ type NonceSource = Arc<dyn Fn() -> B256 + Send + Sync>;
 /// The EIP-712 domain is `{name: extra.name, version: extra.version, chainId: <from
 /// eip155:<id>>, verifyingContract: asset}`; the authorization is valid from now − 600 s
 /// (clamped at 0) until now + `maxTimeoutSeconds`, with a random 32-byte nonce.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ExactEvmClientScheme {
-    signer: PrivateKeySigner,
-    clock: UnixClock,
-    nonces: NonceSource,
-}
-
-impl fmt::Debug for ExactEvmClientScheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExactEvmClientScheme").field("address", &self.signer.address()).finish_non_exhaustive()
-    }
+    payer: Payer,
 }
 
 impl ExactEvmClientScheme {
     /// A scheme signing with `signer`, the system clock and random nonces.
     pub fn new(signer: PrivateKeySigner) -> Self {
-        Self { signer, clock: evm::system_clock(), nonces: Arc::new(B256::random) }
+        Self { payer: Payer::new(signer) }
     }
 
-    /// Replaces the clock (Unix seconds), for tests.
-    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Replaces the nonce source, for tests.
-    pub fn with_nonce_source(mut self, nonces: impl Fn() -> B256 + Send + Sync + 'static) -> Self {
-        self.nonces = Arc::new(nonces);
-        self
-    }
-
-    /// The payer address.
-    pub fn address(&self) -> evm::Address {
-        self.signer.address()
-    }
+    evm::payer_seams!();
 
     /// Signs an EIP-3009 payload for `requirements` (synchronous core of
     /// [`SchemeNetworkClient::create_payment`]).
@@ -482,20 +463,14 @@ impl ExactEvmClientScheme {
         let to = evm::parse_address(&requirements.pay_to).map_err(|e| bad(format!("payTo: {e}")))?;
         let value = evm::parse_uint256(&requirements.amount).map_err(|e| bad(format!("amount: {e}")))?;
 
-        let now = (self.clock)();
-        let valid_after = now.saturating_sub(VALID_AFTER_SKEW_SECONDS);
-        let valid_before = U256::from(now) + U256::from(requirements.max_timeout_seconds);
-        let message = TransferWithAuthorization {
-            from: self.signer.address(),
-            to,
-            value,
-            validAfter: U256::from(valid_after),
-            validBefore: valid_before,
-            nonce: (self.nonces)(),
-        };
+        let now = self.payer.now();
+        let window = (
+            U256::from(now.saturating_sub(VALID_AFTER_SKEW_SECONDS)),
+            U256::from(now) + U256::from(requirements.max_timeout_seconds),
+        );
         let domain = evm::eip3009_domain(name, version, chain_id, asset);
-        let signature = evm::sign_transfer_authorization(&self.signer, &domain, &message)
-            .map_err(|e| ClientError::Signing(e.to_string()))?;
+        let (message, signature) =
+            self.payer.sign_transfer(&domain, to, value, window).map_err(|e| ClientError::Signing(e.to_string()))?;
         let mut authorization = Eip3009Authorization::from_message(&message);
         authorization.to = requirements.pay_to.clone();
         Ok(Eip3009Payload { signature, authorization })
@@ -520,6 +495,7 @@ impl SchemeNetworkClient for ExactEvmClientScheme {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evm::B256;
     use crate::x402::types::{PaymentRequired, PaymentRequiredV1, PaymentRequirementsV1};
     use serde_json::json;
 

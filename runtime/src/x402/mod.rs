@@ -1,6 +1,8 @@
 //! The x402 protocol: wire types, headers, money and schemes, facilitator clients and the
 //! resource server.
 
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod embedded;
 pub mod facilitator;
@@ -14,7 +16,6 @@ pub mod server;
 pub mod types;
 mod unpaid_cache;
 
-pub use client::{ClientError, ExactEvmClientScheme, PaymentSelector, SchemeNetworkClient, X402Client};
 pub use embedded::EmbeddedFacilitator;
 pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig};
 #[cfg(feature = "chain")]

@@ -9,7 +9,7 @@ use crate::evm::channel::{
     settle_authorization_digest, verify_voucher_signature,
 };
 use crate::evm::{self, Address, B256, Eip712Domain, TransferWithAuthorization, U256, keccak256, transaction_hash};
-use crate::mpp::charge_client::ChargeRequest;
+use crate::mpp::charge_request::ChargeRequest;
 use crate::mpp::wire::{EVM_METHOD, SESSION_INTENT};
 use crate::okx::sa::{
     EIP3009_AUTHORIZATION_TYPE, SaChallengeEcho, SaError, SessionCloseRequest, SessionOpenRequest, SessionReceipt,

@@ -27,7 +27,7 @@
 mod charge;
 mod escrow;
 
-use super::charge_client::ChargeRequest;
+use super::charge_request::ChargeRequest;
 use super::credential::payer_from_did;
 use super::encoding::b64url_decode;
 use super::expiry::{parse_rfc3339, python_isoformat_z};
