@@ -4,7 +4,7 @@
 
 use pay402::evm::PrivateKeySigner;
 use pay402::mpp::MppChargeClient;
-use pay402::x402::client::X402Client;
+use pay402::x402::X402Client;
 use pay402::x402::{ExactEvmClientScheme, decode_payment_required_header};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

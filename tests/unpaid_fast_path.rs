@@ -5,9 +5,10 @@
 
 mod support;
 
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{HttpBody, PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::web::HttpBody;
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
     AnyPaymentRequired, ExactEvmScheme, decode_payment_required_header, encode_payment_required_header,
 };

@@ -19,10 +19,8 @@
 
 use crate::completion::FinishGuard;
 use crate::gate::{ExtensionSink, PaymentGate};
-use crate::web::{PreparedResponse, RequestHead, push_url};
-use crate::x402::http::{
-    MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
-};
+use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead, push_url};
+use crate::x402::{MissingPayment, RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use ::actix_web::body::{EitherBody, MessageBody};
 use ::actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use ::actix_web::http::StatusCode;

@@ -18,10 +18,8 @@
 
 use crate::completion::FinishGuard;
 use crate::gate::PaymentGate;
-use crate::web::{HttpHead, PreparedResponse};
-use crate::x402::http::{
-    MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
-};
+use crate::web::{HttpHead, PaymentHttpResponse, PreparedResponse, RequestContext};
+use crate::x402::{MissingPayment, RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use ::axum::body::Body;
 use ::axum::extract::{FromRef, FromRequestParts};
 use ::axum::response::{IntoResponse, Response};

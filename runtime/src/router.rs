@@ -18,7 +18,7 @@ use crate::mpp::{Credential, Mpp, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use crate::x402::carries_payment as carries_x402_payment;
-use crate::x402::http::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
+use crate::x402::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
 use std::any::Any;
@@ -349,7 +349,7 @@ impl PaymentRouter {
     }
 
     /// The protocols protecting `method` + the raw request `path`, if any (matched like
-    /// [`X402HttpServer::route_for`](crate::x402::http::X402HttpServer::route_for)).
+    /// [`X402HttpServer::route_for`](crate::x402::X402HttpServer::route_for)).
     pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<RouteProtocols>> {
         find_route(&self.routes, method, path).map(Arc::clone)
     }

@@ -21,10 +21,10 @@ use pay402::okx::sa::{
     SessionOpenRequest, SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
 };
 use pay402::web::RequestContext;
-use pay402::x402::client::X402Client;
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::X402Client;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
     AnyPaymentPayload, ExactEvmClientScheme, ExactEvmScheme, decode_payment_required_header,
     encode_payment_signature_header,

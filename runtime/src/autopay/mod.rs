@@ -108,7 +108,7 @@ use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::evm::channel::DEFAULT_ESCROW_CONTRACT;
 use crate::evm::{Address, PrivateKeySigner, U256};
 use crate::mpp::Receipt;
-use crate::x402::types::{PaymentRequirements, SettleResponse};
+use crate::x402::{PaymentRequirements, SettleResponse};
 use budget::{Budget, Limits};
 use std::collections::HashMap;
 use std::fmt;

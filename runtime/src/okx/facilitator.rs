@@ -2,10 +2,10 @@
 
 use super::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
 use super::transport::{Endpoint, OKX_DEFAULT_BASE_URL, OkxTransport, TransportSettings, okx_config_builders};
-use crate::x402::facilitator::{
+use crate::x402::{
     FacilitatorClient, FacilitatorError, SettleRequest, VerifyRequest, parse_facilitator_body,
 };
-use crate::x402::types::{
+use crate::x402::{
     PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse, VerifyResponse,
     X402_VERSION,
 };

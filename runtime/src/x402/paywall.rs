@@ -279,7 +279,7 @@ pub fn render_custom(template: &str, required: &PaymentRequired) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x402::types::ResourceInfo;
+    use crate::x402::ResourceInfo;
 
     fn required(asset: &str, description: &str) -> PaymentRequired {
         PaymentRequired {

@@ -38,10 +38,10 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The `invalidReason` / `errorReason` strings of the on-chain facilitator: those of the
-/// embedded facilitator ([`crate::x402::embedded::reasons`]) plus the chain-only ones of wire
+/// embedded facilitator ([`crate::x402::reasons`]) plus the chain-only ones of wire
 /// facts §7.
 pub mod reasons {
-    pub use crate::x402::embedded::reasons::*;
+    pub use crate::x402::reasons::*;
     /// The payload's `x402Version` is not served.
     pub const INVALID_X402_VERSION: &str = "invalid_x402_version";
     /// The token has no working `authorizationState(address,bytes32)` (not EIP-3009).
