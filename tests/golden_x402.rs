@@ -46,7 +46,7 @@ fn okx_hmac_cases() {
         let (ts, method, path, body) =
             (s(case, "timestamp"), s(case, "method"), s(case, "request_path"), s(case, "body"));
         assert_eq!(format!("{ts}{method}{path}{body}"), s(case, "prehash"));
-        let sig = pay402::okx::auth::sign(s(case, "secret_key"), ts, method, path, body.as_bytes());
+        let sig = pay402::okx::sign(s(case, "secret_key"), ts, method, path, body.as_bytes());
         assert_eq!(sig, s(case, "OK-ACCESS-SIGN"), "case {}", s(case, "name"));
     }
 }

@@ -26,6 +26,11 @@ pub const OKX_MPP_BASE_PATH: &str = "/api/v6/pay/mpp";
 /// `settle`/`verify_hash` serve the charge intent, `session_open`/`session_top_up` pass a
 /// client's session credential through, `session_settle`/`session_close` are built by the
 /// merchant, and `session_status` is a read-only query.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Settlement-Agent client",
+    label = "this does not implement `SaClient`",
+    note = "implement `pay402::okx::sa::SaClient` (one method per SA endpoint; with `#[async_trait]`) for it, or use a built-in one: `okx::sa::OkxSaClient` (OKX's SA) or `mpp::EmbeddedSa` (in-process, for tests)"
+)]
 #[async_trait]
 pub trait SaClient: Send + Sync + 'static {
     /// `POST charge/settle`: the SA broadcasts the EIP-3009 transfer.

@@ -65,6 +65,11 @@ pub mod reasons {
 }
 
 /// The facilitator side of one payment scheme (e.g. `exact` on EVM networks).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a facilitator-side x402 scheme",
+    label = "this does not implement `SchemeNetworkFacilitator`",
+    note = "implement `pay402::x402::SchemeNetworkFacilitator` (`scheme`, `signers`, `verify`, `settle`; with `#[async_trait]`) for it, or register the built-in `x402::ExactEvmFacilitatorScheme` (EIP-3009 over an alloy provider)"
+)]
 #[async_trait]
 pub trait SchemeNetworkFacilitator: Send + Sync + 'static {
     /// The scheme name (`exact`).
