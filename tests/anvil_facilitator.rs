@@ -9,13 +9,13 @@ mod support;
 
 use alloy::providers::Provider;
 use pay402::evm::{self, Address, B256, PrivateKeySigner, TransferWithAuthorization, U256};
-use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, X402Facilitator, reasons, server};
-use pay402::x402::{PaymentOption, RouteConfig};
 use pay402::x402::X402ResourceServer;
+use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, X402Facilitator, reasons, server};
 use pay402::x402::{
     AssetAmount, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, HttpFacilitatorClient, HttpFacilitatorConfig,
     PaymentPayload, PaymentRequirements, decode_payment_required_header, decode_payment_response_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig};
 use std::sync::Arc;
 use support::anvil::{self, Chain};
 

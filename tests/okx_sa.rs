@@ -12,12 +12,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use pay402::okx::OkxCredentials;
-use pay402::okx::{self, Clock};
 use pay402::okx::sa::{
     ChargeAuthorization, ChargeHashPayload, ChargeSettleRequest, ChargeTransactionPayload, ChargeVerifyHashRequest,
     EvmPaymentError, OkxSaClient, OkxSaConfig, SaChallengeEcho, SaClient, SaError, SessionCloseRequest,
     SessionOpenRequest, SessionSettleRequest, SessionStatus, SessionTopUpRequest, map_sa_error,
 };
+use pay402::okx::{self, Clock};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -5,16 +5,16 @@ mod support;
 
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
-use pay402::web::RequestContext;
-use pay402::x402::X402Client;
-use pay402::x402::EmbeddedFacilitator;
 use pay402::web::HttpBody;
-use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
+use pay402::web::RequestContext;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402Client;
 use pay402::x402::X402ResourceServer;
 use pay402::x402::{
     AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, Price,
     decode_payment_required_header, decode_payment_response_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use std::time::Duration;
 use support::{FlakyFacilitator, SettleMode};
 

@@ -354,8 +354,7 @@ impl OnChain {
         use pay402::x402::{HttpFacilitatorClient, HttpFacilitatorConfig};
         let config = HttpFacilitatorConfig::new(&self.facilitator_url).bearer_token(&self.facilitator_token);
         let client = HttpFacilitatorClient::new(config).expect("client");
-        pay402::x402::X402ResourceServer::new(client)
-            .register("eip155:196", pay402::x402::ExactEvmScheme::new())
+        pay402::x402::X402ResourceServer::new(client).register("eip155:196", pay402::x402::ExactEvmScheme::new())
     }
 
     /// Asserts `tx` is a successful transaction on the chain.

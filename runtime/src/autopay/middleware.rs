@@ -12,12 +12,12 @@ use crate::mpp::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
 use crate::mpp::session_client::SessionClient;
 use crate::mpp::{CHARGE_INTENT, EVM_METHOD, SESSION_INTENT};
 use crate::reverts::{Fix, is_reverted};
+use crate::x402::{AnyPaymentRequired, PaymentRequired, PaymentRequiredV1, PaymentRequirements, SettleResponse};
 use crate::x402::{ExactEvmClientScheme, X402Client};
 use crate::x402::{
     MAX_HEADER_BYTES, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
     X_PAYMENT_RESPONSE_HEADER, decode_payment_required_header, decode_payment_response_header,
 };
-use crate::x402::{AnyPaymentRequired, PaymentRequired, PaymentRequiredV1, PaymentRequirements, SettleResponse};
 use http::header::{
     AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderName, HeaderValue, LOCATION,
     PROXY_AUTHORIZATION, TRANSFER_ENCODING, WWW_AUTHENTICATE,

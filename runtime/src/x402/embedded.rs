@@ -26,11 +26,11 @@ use crate::chain::Network;
 use crate::chain::X_LAYER;
 use crate::evm::transaction_hash;
 use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
-use std::time::Duration;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 #[derive(Default)]
 struct Ledger {
@@ -223,7 +223,8 @@ impl EmbeddedFacilitator {
                 Err(reasons::FAILED_TO_GET_NETWORK_CONFIG)
             }
         };
-        let policy = ExactPolicy { now: (self.clock)(), clock_skew: self.clock_skew, serves: &serves, signers: Signers::Eoa };
+        let policy =
+            ExactPolicy { now: (self.clock)(), clock_skew: self.clock_skew, serves: &serves, signers: Signers::Eoa };
         let checked = check_exact(payload, requirements, &policy)?;
         let reject = |reason: &'static str| Rejection { reason, payer: Some(checked.payer.clone()), message: None };
         let (token, from) = (checked.token, checked.message.from);
@@ -307,38 +308,8 @@ impl FacilitatorClient for EmbeddedFacilitator {
 mod tests {
     use super::*;
     use crate::chain::X_LAYER_USDT0;
-    use crate::x402::ExactEvmClientScheme;
+    use crate::x402::exact::tests::{NOW, PAY_TO, PAYER, payment_with_nonce as payment, requirements};
     use serde_json::json;
-
-    const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-    const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
-    const PAY_TO: &str = "0x1111111111111111111111111111111111111111";
-    const NOW: u64 = 1_700_000_000;
-
-    fn requirements() -> PaymentRequirements {
-        PaymentRequirements {
-            scheme: "exact".into(),
-            network: X_LAYER.into(),
-            asset: X_LAYER_USDT0.into(),
-            amount: "1000".into(),
-            pay_to: PAY_TO.into(),
-            max_timeout_seconds: 300,
-            extra: json!({"name": "USD\u{20ae}0", "version": "1"}).as_object().cloned().unwrap(),
-        }
-    }
-
-    fn payment(nonce: u8) -> PaymentPayload {
-        let scheme = ExactEvmClientScheme::new(KEY.parse().unwrap())
-            .with_clock(|| NOW)
-            .with_nonce_source(move || B256::repeat_byte(nonce));
-        PaymentPayload {
-            x402_version: 2,
-            payload: scheme.sign_payload(&requirements()).unwrap().to_json_object(),
-            accepted: requirements(),
-            resource: None,
-            extensions: None,
-        }
-    }
 
     fn facilitator() -> EmbeddedFacilitator {
         let f = EmbeddedFacilitator::new().with_clock(|| NOW);

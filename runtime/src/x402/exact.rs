@@ -251,4 +251,4 @@ pub(crate) fn check_exact<'a>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

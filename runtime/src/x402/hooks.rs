@@ -85,7 +85,6 @@ pub(super) struct Hooks {
     pub(super) settlement_timeout: Vec<Hook<(String, Network), bool>>,
 }
 
-
 /// Boxes a user's hook function.
 pub(super) fn hook<A, R, F, Fut>(f: F) -> Hook<A, R>
 where

@@ -23,8 +23,8 @@ use super::paywall::{self, PaywallConfig};
 use super::route::{PayToSource, PaymentOption, PriceSource, RouteConfig};
 use super::server::{RequirementsSpec, ResourceServerError, X402ResourceServer};
 use super::types::{
-    AnyPaymentPayload, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo,
-    SettleResponse, settle_status,
+    AnyPaymentPayload, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
+    settle_status,
 };
 use crate::completion::{CancelPolicy, KeyReservation};
 use crate::metrics::{PaymentOutcome, SettlementOutcome};

@@ -59,8 +59,8 @@ pub use route::{
 };
 pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};
 pub use server::{
-    DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_TIMEOUT_SECONDS, DEFAULT_POLL_DEADLINE, DEFAULT_POLL_INTERVAL,
-    RequirementsSpec, ResourceServerError, X402ResourceServer,
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_TIMEOUT_SECONDS, DEFAULT_POLL_DEADLINE, DEFAULT_POLL_INTERVAL, RequirementsSpec,
+    ResourceServerError, X402ResourceServer,
 };
 pub use types::{
     AnyPaymentPayload, AnyPaymentRequired, AssetAmount, JsonObject, Money, PaymentPayload, PaymentPayloadV1,

@@ -35,7 +35,6 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Default deadline of settlement status polling.
 pub const DEFAULT_POLL_DEADLINE: Duration = Duration::from_secs(5);
 
-
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
@@ -252,6 +251,26 @@ impl fmt::Debug for X402ResourceServer {
     }
 }
 
+/// The builder methods that register hooks: `$name(args) -> output => list` adds a
+/// `pub fn $name<F, Fut>(self, f: F) -> Self` taking `f: Fn(args) -> Fut` and pushing it onto
+/// `Hooks::$list` (a one-argument hook receives its argument as is, a two-argument hook as a
+/// tuple).
+macro_rules! hook_setters {
+    ($( $(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),+) -> $out:ty => $list:ident; )*) => {$(
+        $(#[$doc])*
+        pub fn $name<F, Fut>(mut self, f: F) -> Self
+        where
+            F: Fn($($ty),+) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = $out> + Send + 'static,
+        {
+            self.inner_mut().hooks.$list.push(hook_setters!(@hook f $($arg)+));
+            self
+        }
+    )*};
+    (@hook $f:ident $arg:ident) => { hook($f) };
+    (@hook $f:ident $a:ident $b:ident) => { hook(move |($a, $b)| $f($a, $b)) };
+}
+
 impl X402ResourceServer {
     /// A server using one facilitator.
     pub fn new(facilitator: impl FacilitatorClient) -> Self {
@@ -347,82 +366,29 @@ impl X402ResourceServer {
         self.inner.settlement.deliver_on_pending
     }
 
-    /// Adds a hook run before each verification, in registration order. Returning
-    /// `Some(abort)` stops verification with [`ResourceServerError::Aborted`]; a hook exceeding the hook
-    /// timeout aborts with reason `hook timed out`.
-    pub fn on_before_verify<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(VerifyContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Option<AbortResult>> + Send + 'static,
-    {
-        self.inner_mut().hooks.before_verify.push(hook(f));
-        self
-    }
-
-    /// Adds a hook run after a valid verification (including one recovered by a failure hook).
-    pub fn on_after_verify<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(VerifyContext, VerifyResponse) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.inner_mut().hooks.after_verify.push(hook(move |(ctx, resp)| f(ctx, resp)));
-        self
-    }
-
-    /// Adds a hook run when the facilitator answers `isValid: false` or fails. The first hook
-    /// returning `Some(response)` recovers: that response replaces the result (and after-verify
-    /// hooks then run if it is valid).
-    pub fn on_verify_failure<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(VerifyContext, VerifyFailure) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Option<VerifyResponse>> + Send + 'static,
-    {
-        self.inner_mut().hooks.verify_failure.push(hook(move |(ctx, failure)| f(ctx, failure)));
-        self
-    }
-
-    /// Adds a hook run before each settlement; like [`on_before_verify`](Self::on_before_verify).
-    pub fn on_before_settle<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(SettleContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Option<AbortResult>> + Send + 'static,
-    {
-        self.inner_mut().hooks.before_settle.push(hook(f));
-        self
-    }
-
-    /// Adds a hook run after a successful settlement (including a recovered one).
-    pub fn on_after_settle<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(SettleContext, SettleResponse) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.inner_mut().hooks.after_settle.push(hook(move |(ctx, resp)| f(ctx, resp)));
-        self
-    }
-
-    /// Adds a hook run when settlement fails (`success: false`, a facilitator error, a failure
-    /// reported by status polling, or an unrecovered timeout). The first hook returning
-    /// `Some(response)` recovers: that response replaces the result (and after-settle hooks then
-    /// run if it is successful).
-    pub fn on_settle_failure<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(SettleContext, SettleFailure) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Option<SettleResponse>> + Send + 'static,
-    {
-        self.inner_mut().hooks.settle_failure.push(hook(move |(ctx, failure)| f(ctx, failure)));
-        self
-    }
-
-    /// Adds a hook asked, with the transaction hash and network, whether a settlement whose
-    /// status polling ended without an answer should count as settled. Any `true` recovers it.
-    pub fn on_settlement_timeout<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(String, Network) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = bool> + Send + 'static,
-    {
-        self.inner_mut().hooks.settlement_timeout.push(hook(move |(tx, network)| f(tx, network)));
-        self
+    hook_setters! {
+        /// Adds a hook run before each verification, in registration order. Returning
+        /// `Some(abort)` stops verification with [`ResourceServerError::Aborted`]; a hook exceeding the hook
+        /// timeout aborts with reason `hook timed out`.
+        on_before_verify(ctx: VerifyContext) -> Option<AbortResult> => before_verify;
+        /// Adds a hook run after a valid verification (including one recovered by a failure hook).
+        on_after_verify(ctx: VerifyContext, resp: VerifyResponse) -> () => after_verify;
+        /// Adds a hook run when the facilitator answers `isValid: false` or fails. The first hook
+        /// returning `Some(response)` recovers: that response replaces the result (and after-verify
+        /// hooks then run if it is valid).
+        on_verify_failure(ctx: VerifyContext, failure: VerifyFailure) -> Option<VerifyResponse> => verify_failure;
+        /// Adds a hook run before each settlement; like [`on_before_verify`](Self::on_before_verify).
+        on_before_settle(ctx: SettleContext) -> Option<AbortResult> => before_settle;
+        /// Adds a hook run after a successful settlement (including a recovered one).
+        on_after_settle(ctx: SettleContext, resp: SettleResponse) -> () => after_settle;
+        /// Adds a hook run when settlement fails (`success: false`, a facilitator error, a failure
+        /// reported by status polling, or an unrecovered timeout). The first hook returning
+        /// `Some(response)` recovers: that response replaces the result (and after-settle hooks then
+        /// run if it is successful).
+        on_settle_failure(ctx: SettleContext, failure: SettleFailure) -> Option<SettleResponse> => settle_failure;
+        /// Adds a hook asked, with the transaction hash and network, whether a settlement whose
+        /// status polling ended without an answer should count as settled. Any `true` recovers it.
+        on_settlement_timeout(tx: String, network: Network) -> bool => settlement_timeout;
     }
 
     // -----------------------------------------------------------------------------------------
@@ -492,19 +458,23 @@ impl X402ResourceServer {
 
     /// The facilitator recorded for (scheme, network); the first facilitator before
     /// initialisation.
-    fn facilitator_for(&self, scheme: &str, network: &Network) -> Result<Arc<dyn FacilitatorClient>, ResourceServerError> {
+    fn facilitator_for(
+        &self,
+        scheme: &str,
+        network: &Network,
+    ) -> Result<Arc<dyn FacilitatorClient>, ResourceServerError> {
         let index = match self.state() {
             Some(state) => match state.lookup(scheme, network) {
                 Some(r) => r.facilitator,
-                None => return Err(ResourceServerError::UnsupportedKinds(vec![(scheme.to_owned(), network.to_string())])),
+                None => {
+                    return Err(ResourceServerError::UnsupportedKinds(vec![(scheme.to_owned(), network.to_string())]));
+                }
             },
             None => 0,
         };
-        self.inner
-            .facilitators
-            .get(index)
-            .cloned()
-            .ok_or_else(|| ResourceServerError::Facilitator(FacilitatorError::Config("no facilitator configured".into())))
+        self.inner.facilitators.get(index).cloned().ok_or_else(|| {
+            ResourceServerError::Facilitator(FacilitatorError::Config("no facilitator configured".into()))
+        })
     }
 
     // -----------------------------------------------------------------------------------------
@@ -514,15 +484,17 @@ impl X402ResourceServer {
     /// Builds the requirements of one payment option (wire facts §4.4 steps 2–4): finds the
     /// registered scheme, parses the price, sets `maxTimeoutSeconds` (default 300) and `extra`
     /// (the price's extras overlaid by `spec.extra`), then lets the scheme enhance them.
-    pub fn build_payment_requirements(&self, spec: &RequirementsSpec) -> Result<PaymentRequirements, ResourceServerError> {
-        let scheme = self.scheme_for(&spec.scheme, &spec.network).ok_or_else(|| ResourceServerError::SchemeNotRegistered {
-            scheme: spec.scheme.clone(),
-            network: spec.network.to_string(),
+    pub fn build_payment_requirements(
+        &self,
+        spec: &RequirementsSpec,
+    ) -> Result<PaymentRequirements, ResourceServerError> {
+        let scheme = self.scheme_for(&spec.scheme, &spec.network).ok_or_else(|| {
+            ResourceServerError::SchemeNotRegistered { scheme: spec.scheme.clone(), network: spec.network.to_string() }
         })?;
         let state = self.state().ok_or(ResourceServerError::NotInitialized)?;
-        let kind = state
-            .lookup(&spec.scheme, &spec.network)
-            .ok_or_else(|| ResourceServerError::UnsupportedKinds(vec![(spec.scheme.clone(), spec.network.to_string())]))?;
+        let kind = state.lookup(&spec.scheme, &spec.network).ok_or_else(|| {
+            ResourceServerError::UnsupportedKinds(vec![(spec.scheme.clone(), spec.network.to_string())])
+        })?;
         let price = scheme.parse_price(&spec.price, &spec.network)?;
         let mut extra = price.extra;
         for (key, value) in &spec.extra {
@@ -631,7 +603,8 @@ impl X402ResourceServer {
             Ok(resp) if resp.is_valid => {
                 tracing::debug!(facilitator = facilitator.name(), "x402 verify: valid");
                 if !hooks.after_verify.is_empty() {
-                    run_after(&hooks.after_verify, (ctx(), resp.clone()), "after_verify", self.inner.hook_timeout).await;
+                    run_after(&hooks.after_verify, (ctx(), resp.clone()), "after_verify", self.inner.hook_timeout)
+                        .await;
                 }
                 return Ok(resp);
             }
@@ -651,13 +624,15 @@ impl X402ResourceServer {
         let recovered = if hooks.verify_failure.is_empty() {
             None
         } else {
-            run_recover(&hooks.verify_failure, (ctx(), failure.clone()), "verify_failure", self.inner.hook_timeout).await
+            run_recover(&hooks.verify_failure, (ctx(), failure.clone()), "verify_failure", self.inner.hook_timeout)
+                .await
         };
         match (recovered, failure) {
             (Some(resp), _) => {
                 tracing::debug!(is_valid = resp.is_valid, "x402 verify: recovered by a failure hook");
                 if resp.is_valid && !hooks.after_verify.is_empty() {
-                    run_after(&hooks.after_verify, (ctx(), resp.clone()), "after_verify", self.inner.hook_timeout).await;
+                    run_after(&hooks.after_verify, (ctx(), resp.clone()), "after_verify", self.inner.hook_timeout)
+                        .await;
                 }
                 Ok(resp)
             }
@@ -754,7 +729,8 @@ impl X402ResourceServer {
         let (failure, unrecovered) = match outcome {
             SettleOutcome::Deliver(resp) => {
                 if !hooks.after_settle.is_empty() {
-                    run_after(&hooks.after_settle, (ctx(), resp.clone()), "after_settle", self.inner.hook_timeout).await;
+                    run_after(&hooks.after_settle, (ctx(), resp.clone()), "after_settle", self.inner.hook_timeout)
+                        .await;
                 }
                 return Ok(resp);
             }
@@ -769,7 +745,8 @@ impl X402ResourceServer {
             Some(resp) => {
                 tracing::debug!(success = resp.success, "x402 settle: recovered by a failure hook");
                 if resp.success && !hooks.after_settle.is_empty() {
-                    run_after(&hooks.after_settle, (ctx(), resp.clone()), "after_settle", self.inner.hook_timeout).await;
+                    run_after(&hooks.after_settle, (ctx(), resp.clone()), "after_settle", self.inner.hook_timeout)
+                        .await;
                 }
                 Ok(resp)
             }

@@ -6,13 +6,14 @@ use crate::chain::{X_LAYER, X_LAYER_USDT0};
 use crate::x402::ExactEvmClientScheme;
 use serde_json::json;
 
-const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
-const PAY_TO: &str = "0x1111111111111111111111111111111111111111";
+pub(in crate::x402) const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub(in crate::x402) const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+pub(in crate::x402) const PAY_TO: &str = "0x1111111111111111111111111111111111111111";
 /// The payer signs at this time: `validAfter` = NOW − 600, `validBefore` = NOW + 300.
-const NOW: u64 = 1_700_000_000;
+pub(in crate::x402) const NOW: u64 = 1_700_000_000;
 
-fn requirements() -> PaymentRequirements {
+/// `exact` on X Layer, 1000 base units of USD₮0 to `PAY_TO`.
+pub(in crate::x402) fn requirements() -> PaymentRequirements {
     PaymentRequirements {
         scheme: "exact".into(),
         network: X_LAYER.into(),
@@ -25,8 +26,14 @@ fn requirements() -> PaymentRequirements {
 }
 
 fn payment() -> PaymentPayload {
-    let scheme =
-        ExactEvmClientScheme::new(KEY.parse().unwrap()).with_clock(|| NOW).with_nonce_source(|| B256::repeat_byte(7));
+    payment_with_nonce(7)
+}
+
+/// `PAYER`'s payment for [`requirements`], signed at `NOW` with nonce `0xnnnn…`.
+pub(in crate::x402) fn payment_with_nonce(nonce: u8) -> PaymentPayload {
+    let scheme = ExactEvmClientScheme::new(KEY.parse().unwrap())
+        .with_clock(|| NOW)
+        .with_nonce_source(move || B256::repeat_byte(nonce));
     PaymentPayload {
         x402_version: 2,
         payload: scheme.sign_payload(&requirements()).unwrap().to_json_object(),
@@ -81,7 +88,9 @@ fn one_row_per_step() {
         ("9 signature not hex", reasons::INVALID_SIGNATURE, NOW, |p, _| {
             drop(p.payload.insert("signature".into(), json!("0xzz")));
         }),
-        ("10 typed data", reasons::FAILED_TO_VERIFY_SIGNATURE, NOW, |p, _| set_authorization(p, "nonce", json!("0x12"))),
+        ("10 typed data", reasons::FAILED_TO_VERIFY_SIGNATURE, NOW, |p, _| {
+            set_authorization(p, "nonce", json!("0x12"))
+        }),
         ("10 signer", reasons::INVALID_SIGNATURE, NOW, |_, r| drop(r.extra.insert("name".into(), json!("USDC")))),
         ("12 asset", reasons::ASSET_MISMATCH, NOW, |p, _| p.accepted.asset = PAY_TO.into()),
     ];

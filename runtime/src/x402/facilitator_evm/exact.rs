@@ -5,8 +5,8 @@ use super::{SchemeNetworkFacilitator, reasons};
 use crate::chain::Network;
 use crate::chain::NetworkRegistry;
 use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
-use crate::x402::exact::{DEFAULT_CLOCK_SKEW, ExactPolicy, Rejection, Signers, check_exact};
 use crate::x402::FacilitatorError;
+use crate::x402::exact::{DEFAULT_CLOCK_SKEW, ExactPolicy, Rejection, Signers, check_exact};
 use crate::x402::{
     PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, VerifyResponse, settle_status,
 };
@@ -386,8 +386,12 @@ impl ExactEvmFacilitatorScheme {
             }
             Ok(())
         };
-        let policy =
-            ExactPolicy { now: (self.clock)(), clock_skew: self.clock_skew, serves: &serves, signers: Signers::EoaOrContract };
+        let policy = ExactPolicy {
+            now: (self.clock)(),
+            clock_skew: self.clock_skew,
+            serves: &serves,
+            signers: Signers::EoaOrContract,
+        };
         let checked = match check_exact(payload, requirements, &policy) {
             Ok(checked) => checked,
             Err(rejection) => return Ok(Err(rejection)),
@@ -402,7 +406,8 @@ impl ExactEvmFacilitatorScheme {
         let kind = if checked.signed_by_from && code.is_empty() {
             SignatureKind::Vrs
         } else if !code.is_empty()
-            && (checked.signed_by_from || self.erc1271_valid(from_address, checked.digest(), &checked.signature).await?)
+            && (checked.signed_by_from
+                || self.erc1271_valid(from_address, checked.digest(), &checked.signature).await?)
         {
             SignatureKind::Bytes
         } else {
@@ -428,7 +433,8 @@ impl ExactEvmFacilitatorScheme {
             }
         }
         let (name, version) = (checked.name, checked.version);
-        let checked = Checked { token, message: checked.message, signature: checked.signature, kind, payer: checked.payer };
+        let checked =
+            Checked { token, message: checked.message, signature: checked.signature, kind, payer: checked.payer };
         // 14. simulation, diagnosed on failure
         if let Read::Reverted(revert) = self.read(token, checked.calldata().to_vec(), "simulation").await? {
             let reason = self.diagnose(token, (from_address, nonce), name, version).await?;

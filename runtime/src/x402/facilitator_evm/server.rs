@@ -277,7 +277,9 @@ async fn settle<F: FacilitatorClient>(
     Ok(Json(answer).into_response())
 }
 
-async fn supported<F: FacilitatorClient>(State(facilitator): State<Arc<F>>) -> Result<Response, FacilitatorServerError> {
+async fn supported<F: FacilitatorClient>(
+    State(facilitator): State<Arc<F>>,
+) -> Result<Response, FacilitatorServerError> {
     Ok(Json(facilitator.supported().await?).into_response())
 }
 

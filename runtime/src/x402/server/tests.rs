@@ -356,8 +356,7 @@ async fn payment_required_and_matching() {
     let a = seller_req();
     let b = PaymentRequirements { amount: "2000".into(), ..seller_req() };
     let resource = ResourceInfo { url: "https://api.example/x".into(), description: None, mime_type: None };
-    let pr =
-        server.build_payment_required(resource, vec![a.clone(), b.clone()], Some("Payment required".into()), None);
+    let pr = server.build_payment_required(resource, vec![a.clone(), b.clone()], Some("Payment required".into()), None);
     assert_eq!(pr.x402_version, 2);
     assert_eq!(pr.accepts.len(), 2);
     assert_eq!(pr.error.as_deref(), Some("Payment required"));
@@ -717,12 +716,11 @@ async fn timeout_hook_decides_when_still_pending() {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    let server = ready(&fake, &log).await.on_settlement_timeout(|_, _| async { false }).on_settle_failure(
-        move |_, failure| {
+    let server =
+        ready(&fake, &log).await.on_settlement_timeout(|_, _| async { false }).on_settle_failure(move |_, failure| {
             s.lock().unwrap().push(failure);
             async { None }
-        },
-    );
+        });
     let resp = server.settle(&payload_for(req.clone()), &req).await.unwrap();
     assert!(!resp.success);
     assert_eq!(resp.error_reason.as_deref(), Some("settlement_timeout"));
