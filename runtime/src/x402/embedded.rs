@@ -16,7 +16,7 @@
 //! assert_eq!(facilitator.balance(X_LAYER_USDT0, &payer.to_lowercase()), U256::from(5_000));
 //! ```
 
-use super::exact::{CheckedTransfer, DEFAULT_CLOCK_SKEW, ExactPolicy, Rejection, Signers, check_exact, reasons};
+use super::exact::{CheckedTransfer, ExactPolicy, Rejection, Signers, check_exact, reasons};
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::types::{
     PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedKind, SupportedResponse,
@@ -81,7 +81,7 @@ impl EmbeddedFacilitator {
         Self {
             networks: vec![Network::from(X_LAYER)],
             clock: evm::system_clock(),
-            clock_skew: DEFAULT_CLOCK_SKEW,
+            clock_skew: Duration::ZERO,
             ledger: Arc::default(),
         }
     }
@@ -98,9 +98,10 @@ impl EmbeddedFacilitator {
         self
     }
 
-    /// How far in the future `validAfter` may be and still verify (default
-    /// [`DEFAULT_CLOCK_SKEW`], 5 s, as the on-chain facilitator): allowance for this clock running
-    /// behind the payer's.
+    /// How far in the future `validAfter` may be and still verify: allowance for this clock
+    /// running behind the payer's. Default zero (`validAfter` must not be in the future), as
+    /// this facilitator's clock is the seller's own; the on-chain facilitator allows
+    /// [`DEFAULT_CLOCK_SKEW`](super::DEFAULT_CLOCK_SKEW).
     pub fn with_clock_skew(mut self, skew: Duration) -> Self {
         self.clock_skew = skew;
         self
@@ -308,6 +309,7 @@ impl FacilitatorClient for EmbeddedFacilitator {
 mod tests {
     use super::*;
     use crate::chain::X_LAYER_USDT0;
+    use crate::x402::exact::DEFAULT_CLOCK_SKEW;
     use crate::x402::exact::tests::{NOW, PAY_TO, PAYER, payment_with_nonce as payment, requirements};
     use serde_json::json;
 
@@ -402,11 +404,12 @@ mod tests {
         assert!(at(NOW + 294).is_valid);
         assert_eq!(at(NOW + 295).invalid_reason.as_deref(), Some(reasons::VALID_BEFORE));
         assert!(at(NOW - 600).is_valid);
-        // validAfter may be up to the clock-skew allowance (5 s) ahead of this clock.
-        assert!(at(NOW - 605).is_valid);
-        assert_eq!(at(NOW - 606).invalid_reason.as_deref(), Some(reasons::VALID_AFTER));
-        let strict = facilitator().with_clock(|| NOW - 601).with_clock_skew(Duration::ZERO);
-        assert_eq!(strict.verify_now(&p, &requirements()).invalid_reason.as_deref(), Some(reasons::VALID_AFTER));
+        assert_eq!(at(NOW - 601).invalid_reason.as_deref(), Some(reasons::VALID_AFTER));
+        // With a clock-skew allowance validAfter may be that far ahead of this clock.
+        let lenient = |t: u64| facilitator().with_clock(move || t).with_clock_skew(DEFAULT_CLOCK_SKEW);
+        assert!(lenient(NOW - 605).verify_now(&p, &requirements()).is_valid);
+        let late = lenient(NOW - 606).verify_now(&p, &requirements());
+        assert_eq!(late.invalid_reason.as_deref(), Some(reasons::VALID_AFTER));
     }
 
     #[test]

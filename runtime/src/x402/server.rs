@@ -10,7 +10,7 @@
 
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::hooks::{
-    AbortResult, Hooks, SettleContext, SettleFailure, VerifyContext, VerifyFailure, hook, run_after, run_before,
+    AbortResult, Hook, Hooks, SettleContext, SettleFailure, VerifyContext, VerifyFailure, hook, run_after, run_before,
     run_recover,
 };
 use super::scheme::{PriceError, SchemeNetworkServer};
@@ -249,6 +249,23 @@ impl fmt::Debug for X402ResourceServer {
             .field("initialized", &self.is_initialized())
             .finish_non_exhaustive()
     }
+}
+
+/// The `x402.verify` / `x402.settle` span: the payment's scheme, network, amount and claimed
+/// payer, then the empty fields recorded later (`$later`, `outcome`, `latency_ms`).
+macro_rules! payment_span {
+    ($name:literal, $payload:ident, $requirements:ident $(, $later:ident)*) => {
+        tracing::info_span!(
+            $name,
+            scheme = %$requirements.scheme,
+            network = %$requirements.network,
+            amount = %$requirements.amount,
+            payer = $payload.claimed_payer().unwrap_or_default(),
+            $($later = tracing::field::Empty,)*
+            outcome = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        )
+    };
 }
 
 /// The builder methods that register hooks: `$name(args) -> output => list` adds a
@@ -558,15 +575,7 @@ impl X402ResourceServer {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Result<VerifyResponse, ResourceServerError> {
-        let span = tracing::info_span!(
-            "x402.verify",
-            scheme = %requirements.scheme,
-            network = %requirements.network,
-            amount = %requirements.amount,
-            payer = payload.claimed_payer().unwrap_or_default(),
-            outcome = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
+        let span = payment_span!("x402.verify", payload, requirements);
         let start = std::time::Instant::now();
         let result = self.verify_inner(payload, requirements).instrument(span.clone()).await;
         let outcome = match &result {
@@ -579,24 +588,39 @@ impl X402ResourceServer {
         result
     }
 
+    /// The start of verify and settle (`op`): the local binding check (no facilitator call, no
+    /// hook), the facilitator of the kind, then the before-hooks.
+    async fn begin<C: Clone + Send + Sync>(
+        &self,
+        op: &'static str,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        before: &[Hook<C, Option<AbortResult>>],
+        ctx: impl FnOnce() -> C,
+    ) -> Result<Arc<dyn FacilitatorClient>, ResourceServerError> {
+        if let Err(e) = Self::check_binding(payload, requirements) {
+            tracing::debug!(error = %e, "x402 {op} refused locally");
+            return Err(e);
+        }
+        let facilitator = self.facilitator_for(&requirements.scheme, &requirements.network)?;
+        if !before.is_empty() {
+            let what = if op == "verify" { "before_verify" } else { "before_settle" };
+            run_before(before, &ctx(), what, self.inner.hook_timeout)
+                .await
+                .map_err(|abort| ResourceServerError::Aborted { reason: abort.reason })?;
+        }
+        Ok(facilitator)
+    }
+
     async fn verify_inner(
         &self,
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Result<VerifyResponse, ResourceServerError> {
-        if let Err(e) = Self::check_binding(payload, requirements) {
-            tracing::debug!(error = %e, "x402 verify refused locally");
-            return Err(e);
-        }
-        let facilitator = self.facilitator_for(&requirements.scheme, &requirements.network)?;
         let hooks = &self.inner.hooks;
         // Hook arguments are copies of the payment: built only when a hook is registered.
         let ctx = || VerifyContext { payload: payload.clone(), requirements: requirements.clone() };
-        if !hooks.before_verify.is_empty() {
-            run_before(&hooks.before_verify, &ctx(), "before_verify", self.inner.hook_timeout)
-                .await
-                .map_err(|abort| ResourceServerError::Aborted { reason: abort.reason })?;
-        }
+        let facilitator = self.begin("verify", payload, requirements, &hooks.before_verify, ctx).await?;
 
         let answer = crate::metrics::facilitator_call("verify", facilitator.verify(payload, requirements)).await;
         let failure = match answer {
@@ -658,16 +682,7 @@ impl X402ResourceServer {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Result<SettleResponse, ResourceServerError> {
-        let span = tracing::info_span!(
-            "x402.settle",
-            scheme = %requirements.scheme,
-            network = %requirements.network,
-            amount = %requirements.amount,
-            payer = payload.claimed_payer().unwrap_or_default(),
-            transaction = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
+        let span = payment_span!("x402.settle", payload, requirements, transaction);
         let start = std::time::Instant::now();
         let result = self.settle_inner(payload, requirements).instrument(span.clone()).await;
         match &result {
@@ -695,19 +710,10 @@ impl X402ResourceServer {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Result<SettleResponse, ResourceServerError> {
-        if let Err(e) = Self::check_binding(payload, requirements) {
-            tracing::debug!(error = %e, "x402 settle refused locally");
-            return Err(e);
-        }
-        let facilitator = self.facilitator_for(&requirements.scheme, &requirements.network)?;
         let hooks = &self.inner.hooks;
         // Hook arguments are copies of the payment: built only when a hook is registered.
         let ctx = || SettleContext { payload: payload.clone(), requirements: requirements.clone() };
-        if !hooks.before_settle.is_empty() {
-            run_before(&hooks.before_settle, &ctx(), "before_settle", self.inner.hook_timeout)
-                .await
-                .map_err(|abort| ResourceServerError::Aborted { reason: abort.reason })?;
-        }
+        let facilitator = self.begin("settle", payload, requirements, &hooks.before_settle, ctx).await?;
 
         let answer = crate::metrics::facilitator_call("settle", facilitator.settle(payload, requirements)).await;
         let outcome = match answer {

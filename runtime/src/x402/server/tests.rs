@@ -374,45 +374,27 @@ async fn payment_required_and_matching() {
 // binding: the buyer's copy must match the seller's requirements
 // ---------------------------------------------------------------------------------------
 
+/// A hook body that logs `entry` and answers the default (no abort, no recovery).
+fn logging<R: Default>(log: &Log, entry: &'static str) -> impl Fn() -> std::future::Ready<R> + Send + Sync + 'static {
+    let log = log.clone();
+    move || {
+        push(&log, entry);
+        std::future::ready(R::default())
+    }
+}
+
 fn hooked(server: X402ResourceServer, log: &Log) -> X402ResourceServer {
-    let (l1, l2, l3, l4, l5, l6) = (log.clone(), log.clone(), log.clone(), log.clone(), log.clone(), log.clone());
+    let (before_verify, after_verify, verify_failure) =
+        (logging(log, "before_verify"), logging(log, "after_verify"), logging(log, "verify_failure"));
+    let (before_settle, after_settle, settle_failure) =
+        (logging(log, "before_settle"), logging(log, "after_settle"), logging(log, "settle_failure"));
     server
-        .on_before_verify(move |_| {
-            let l = l1.clone();
-            async move {
-                push(&l, "before_verify");
-                None
-            }
-        })
-        .on_after_verify(move |_, _| {
-            let l = l2.clone();
-            async move { push(&l, "after_verify") }
-        })
-        .on_verify_failure(move |_, _| {
-            let l = l3.clone();
-            async move {
-                push(&l, "verify_failure");
-                None
-            }
-        })
-        .on_before_settle(move |_| {
-            let l = l4.clone();
-            async move {
-                push(&l, "before_settle");
-                None
-            }
-        })
-        .on_after_settle(move |_, _| {
-            let l = l5.clone();
-            async move { push(&l, "after_settle") }
-        })
-        .on_settle_failure(move |_, _| {
-            let l = l6.clone();
-            async move {
-                push(&l, "settle_failure");
-                None
-            }
-        })
+        .on_before_verify(move |_| before_verify())
+        .on_after_verify(move |_, _| after_verify())
+        .on_verify_failure(move |_, _| verify_failure())
+        .on_before_settle(move |_| before_settle())
+        .on_after_settle(move |_, _| after_settle())
+        .on_settle_failure(move |_, _| settle_failure())
 }
 
 #[tokio::test]
