@@ -312,6 +312,7 @@ impl StaticRoute {
     }
 
     /// The route's configuration.
+    #[allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
     pub fn config(&self, _server: &X402HttpServer) -> Result<Arc<RouteConfig>, PaymentHttpResponse> {
         if let Some(c) = self.config.get() {
             return Ok(Arc::clone(c));
