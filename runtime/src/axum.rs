@@ -2,7 +2,7 @@
 //! extractor for handlers behind it, and the guard the `#[x402]` macro expands to.
 //!
 //! ```no_run
-//! # use pay402_runtime::x402::{http::{X402HttpServer, RouteConfig, PaymentOption, X402Payment}, server::X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
+//! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 //! # use pay402_runtime::axum::X402Layer;
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new("http://127.0.0.1:4022"))?;

@@ -80,7 +80,7 @@ impl FacilitatorError {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an x402 facilitator client",
     label = "this does not implement `FacilitatorClient`",
-    note = "implement `pay402::x402::FacilitatorClient` (`verify`, `settle`, `supported`; with `#[async_trait]`) for it, or use a built-in one: `x402::HttpFacilitatorClient` (any facilitator's HTTP API), `okx::OkxFacilitatorClient` (OKX's), `x402::EmbeddedFacilitator` (in-process, for tests) or `x402::X402Facilitator` (on chain, feature `chain`)"
+    note = "implement `pay402::x402::FacilitatorClient` (`verify`, `settle`, `supported`; with `#[async_trait]`) for it, or use a built-in one: `x402::HttpFacilitatorClient` (any facilitator's HTTP API), `okx::OkxFacilitatorClient` (OKX's), `x402::EmbeddedFacilitator` (in-process, for tests) or `x402::facilitator_evm::X402Facilitator` (on chain, feature `chain`)"
 )]
 #[async_trait]
 pub trait FacilitatorClient: Send + Sync + 'static {

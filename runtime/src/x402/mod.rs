@@ -3,7 +3,7 @@
 //!
 //! Every item has one path, here at `x402::…`; the real namespaces are [`paywall`] (the browser
 //! page), [`reasons`] (the `exact` facilitators' reason strings), [`settle_status`] and, with
-//! feature `chain`, [`facilitator_evm`] (the self-hosted on-chain facilitator).
+//! feature `chain`, `facilitator_evm` (the self-hosted on-chain facilitator).
 //!
 //! Where things are: `types.rs` (wire types), `headers.rs` (header codecs), `scheme.rs`
 //! (seller schemes, prices), `facilitator.rs` (the [`FacilitatorClient`] trait and the HTTP
@@ -37,8 +37,6 @@ pub use embedded::EmbeddedFacilitator;
 pub use exact::{DEFAULT_CLOCK_SKEW, VALID_BEFORE_BUFFER_SECONDS, reasons};
 pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig};
 pub(crate) use facilitator::{SettleRequest, VerifyRequest, parse_facilitator_body};
-#[cfg(feature = "chain")]
-pub use facilitator_evm::{ExactEvmFacilitatorScheme, SchemeNetworkFacilitator, X402Facilitator};
 pub use headers::{
     ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS, HTTP_STATUS_PAYMENT_REQUIRED, HeaderError, MAX_HEADER_BYTES,
     MAX_JSON_DEPTH, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,

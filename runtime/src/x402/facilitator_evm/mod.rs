@@ -68,7 +68,7 @@ pub mod reasons {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a facilitator-side x402 scheme",
     label = "this does not implement `SchemeNetworkFacilitator`",
-    note = "implement `pay402::x402::SchemeNetworkFacilitator` (`scheme`, `signers`, `verify`, `settle`; with `#[async_trait]`) for it, or register the built-in `x402::ExactEvmFacilitatorScheme` (EIP-3009 over an alloy provider)"
+    note = "implement `pay402::x402::facilitator_evm::SchemeNetworkFacilitator` (`scheme`, `signers`, `verify`, `settle`; with `#[async_trait]`) for it, or register the built-in `x402::facilitator_evm::ExactEvmFacilitatorScheme` (EIP-3009 over an alloy provider)"
 )]
 #[async_trait]
 pub trait SchemeNetworkFacilitator: Send + Sync + 'static {
