@@ -102,7 +102,9 @@ pub(crate) enum Signers {
     /// Externally-owned accounts only: a signature that does not recover to `from` is refused.
     Eoa,
     /// Also contract wallets: a signature that does not recover to `from` passes with
-    /// [`CheckedTransfer::signed_by_from`] false, for the caller's ERC-1271 check.
+    /// [`CheckedTransfer::signed_by_from`] false, for the caller's ERC-1271 check (the on-chain
+    /// facilitator, feature `chain`).
+    #[cfg_attr(not(feature = "chain"), allow(dead_code))]
     EoaOrContract,
 }
 
@@ -119,8 +121,10 @@ pub(crate) struct ExactPolicy<'a> {
     pub(crate) signers: Signers,
 }
 
-/// An authorization that passed [`check_exact`].
+/// An authorization that passed [`check_exact`]. The domain, signature and signer fields serve
+/// the on-chain facilitator (feature `chain`); the embedded one needs only the transfer.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "chain"), allow(dead_code))]
 pub(crate) struct CheckedTransfer<'a> {
     /// The chain id of the requirements' network.
     pub(crate) chain_id: u64,
@@ -144,6 +148,7 @@ pub(crate) struct CheckedTransfer<'a> {
 
 impl CheckedTransfer<'_> {
     /// The EIP-712 digest the signature signs.
+    #[cfg_attr(not(feature = "chain"), allow(dead_code))]
     pub(crate) fn digest(&self) -> B256 {
         evm::transfer_authorization_digest(&self.domain, &self.message)
     }
