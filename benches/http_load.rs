@@ -25,13 +25,12 @@
 use pay402::actix::X402Middleware;
 use pay402::axum::X402Layer;
 use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp};
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentRequired, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, decode_payment_required_header,
-    decode_payment_signature_header, safe_base64_encode,
+    AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, X402Client,
+    decode_payment_required_header, decode_payment_signature_header, safe_base64_encode,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -6,7 +6,7 @@ mod support;
 
 use actix_web::{App, HttpServer, web};
 use pay402::actix::{X402HttpServer, X402Middleware, X402Payment};
-use pay402::x402::http::{PaymentOption, RouteConfig};
+use pay402::x402::{PaymentOption, RouteConfig};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -5,7 +5,7 @@
 mod support;
 
 use pay402::axum::{X402HttpServer, X402Layer, X402Payment};
-use pay402::x402::http::{PaymentOption, RouteConfig};
+use pay402::x402::{PaymentOption, RouteConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,10 +17,10 @@ mod support;
 use pay402::axum::{X402HttpServer, X402Layer, X402Payment};
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::U256;
+use pay402::x402::EmbeddedFacilitator;
 use pay402::x402::ExactEvmScheme;
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, RouteConfig};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::X402ResourceServer;
+use pay402::x402::{PaymentOption, RouteConfig};
 use std::sync::Arc;
 
 #[tokio::main]

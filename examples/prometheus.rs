@@ -18,7 +18,7 @@ mod support;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use pay402::axum::{X402HttpServer, X402Layer, X402Payment};
-use pay402::x402::http::{PaymentOption, RouteConfig};
+use pay402::x402::{PaymentOption, RouteConfig};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]

@@ -9,14 +9,13 @@ mod support;
 
 use alloy::providers::Provider;
 use pay402::evm::{self, Address, B256, PrivateKeySigner, TransferWithAuthorization, U256};
-use pay402::x402::client::ExactEvmClientScheme;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, X402Facilitator, reasons, server};
-use pay402::x402::http::{PaymentOption, RouteConfig};
-use pay402::x402::server::X402ResourceServer;
 use pay402::x402::{
-    AssetAmount, ExactEvmScheme, FacilitatorClient, HttpFacilitatorClient, HttpFacilitatorConfig, PaymentPayload,
-    PaymentRequirements, decode_payment_required_header, decode_payment_response_header,
+    AssetAmount, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, HttpFacilitatorClient, HttpFacilitatorConfig,
+    PaymentPayload, PaymentRequirements, decode_payment_required_header, decode_payment_response_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig};
 use std::sync::Arc;
 use support::anvil::{self, Chain};
 
@@ -88,7 +87,7 @@ struct Bought {
 
 /// GET → 402 → pay with pay402's x402 client → GET with the payment.
 async fn buy(url: &str, key: &PrivateKeySigner) -> Bought {
-    use pay402::x402::client::X402Client;
+    use pay402::x402::X402Client;
     let http = reqwest::Client::new();
     let first = http.get(url).send().await.expect("GET");
     assert_eq!(first.status().as_u16(), 402);

@@ -12,14 +12,14 @@ use pay402::mpp::{
     ChargeIntent, Credential, EmbeddedSa, EvmMethod, Mpp, MppChargeClient, PaySpec, parse_www_authenticate,
 };
 use pay402::router::{MppAdapter, Paid, PaymentRouter, RouteProtocols, X402Adapter};
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402Client;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, AnyPaymentRequired, ExactEvmScheme, PaymentRequired, decode_payment_required_header,
-    decode_payment_response_header, encode_payment_signature_header,
+    AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, PaymentRequired,
+    decode_payment_required_header, decode_payment_response_header, encode_payment_signature_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use support::{FRAMEWORKS, Framework, Running};
 
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";

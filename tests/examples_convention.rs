@@ -4,8 +4,8 @@
 
 use pay402::evm::PrivateKeySigner;
 use pay402::mpp::MppChargeClient;
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::decode_payment_required_header;
+use pay402::x402::X402Client;
+use pay402::x402::{ExactEvmClientScheme, decode_payment_required_header};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

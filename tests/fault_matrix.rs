@@ -33,12 +33,12 @@ use pay402::mpp::{
 use pay402::okx::sa::{OkxSaClient, OkxSaConfig};
 use pay402::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig};
 use pay402::web::RequestContext;
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
+use pay402::x402::X402Client;
 use pay402::x402::{
-    AnyPaymentRequired, ExactEvmScheme, SettleFailure, VerifyFailure, X402ResourceServer,
+    AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, SettleFailure, VerifyFailure, X402ResourceServer,
     decode_payment_required_header, decode_payment_response_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,15 +5,15 @@
 
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{self, B256, PrivateKeySigner, TransferWithAuthorization, U256};
-use pay402::x402::client::{
-    ClientError, ExactEvmClientScheme, PaymentSelector, SchemeNetworkClient, X402Client, max_amount, prefer_network,
-    prefer_scheme,
-};
-use pay402::x402::embedded::{EmbeddedFacilitator, reasons};
 use pay402::x402::{
     AnyPaymentPayload, AnyPaymentRequired, FacilitatorClient, JsonObject, PaymentPayload, PaymentRequired,
     PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, ResourceInfo,
 };
+use pay402::x402::{
+    ClientError, ExactEvmClientScheme, PaymentSelector, SchemeNetworkClient, X402Client, max_amount, prefer_network,
+    prefer_scheme,
+};
+use pay402::x402::{EmbeddedFacilitator, reasons};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -46,7 +46,7 @@ fn okx_hmac_cases() {
         let (ts, method, path, body) =
             (s(case, "timestamp"), s(case, "method"), s(case, "request_path"), s(case, "body"));
         assert_eq!(format!("{ts}{method}{path}{body}"), s(case, "prehash"));
-        let sig = pay402::okx::auth::sign(s(case, "secret_key"), ts, method, path, body.as_bytes());
+        let sig = pay402::okx::sign(s(case, "secret_key"), ts, method, path, body.as_bytes());
         assert_eq!(sig, s(case, "OK-ACCESS-SIGN"), "case {}", s(case, "name"));
     }
 }
@@ -223,10 +223,11 @@ impl FacilitatorClient for SupportedOnly {
 }
 
 /// Builds the route of a `x402_payment_required*` vector and answers an unpaid API request.
-async fn unpaid_challenge(inputs: &Value, supported: &Value) -> pay402::x402::http::PaymentHttpResponse {
-    use pay402::x402::http::{PaymentOption, RequestContext, RouteConfig, X402HttpServer};
+async fn unpaid_challenge(inputs: &Value, supported: &Value) -> pay402::web::PaymentHttpResponse {
+    use pay402::web::RequestContext;
+    use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
     let supported = serde_json::from_value(supported.clone()).expect("supported");
-    let server = pay402::x402::server::X402ResourceServer::new(SupportedOnly(supported))
+    let server = pay402::x402::X402ResourceServer::new(SupportedOnly(supported))
         .register("eip155:196", ExactEvmScheme::new())
         .register("eip155:196", pay402::x402::AggrDeferredEvmScheme::new());
     let opt = &inputs["accepts"][0];
@@ -250,7 +251,7 @@ async fn unpaid_challenge(inputs: &Value, supported: &Value) -> pay402::x402::ht
     http.process(&ctx, &route).await.expect_err("unpaid request gets a 402")
 }
 
-fn header<'a>(r: &'a pay402::x402::http::PaymentHttpResponse, name: &str) -> &'a str {
+fn header<'a>(r: &'a pay402::web::PaymentHttpResponse, name: &str) -> &'a str {
     r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("header {name} missing"))
 }
 

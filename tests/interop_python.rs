@@ -21,10 +21,10 @@ mod support;
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::U256;
 use pay402::mpp::store::{CasOutcome, ChannelState, ChannelStore, FileStore, UpdateOutcome};
+use pay402::x402::EmbeddedFacilitator;
 use pay402::x402::ExactEvmScheme;
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer, X402Payment};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::X402ResourceServer;
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer, X402Payment};
 use peers::{OnChain, Recording, eq_addr, start_example};
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -447,8 +447,8 @@ async fn okx_fastapi_middleware_settles_through_the_pay402_facilitator_paid_by_p
     // A payment signed by pay402's x402 client, sent twice: served once; the replay is refused
     // by pay402's facilitator (nonce used on chain) and the middleware re-challenges with that
     // reason, charging nothing.
-    let client = pay402::x402::client::X402Client::new()
-        .register("eip155:196", pay402::x402::client::ExactEvmClientScheme::new(buyer.clone()));
+    let client =
+        pay402::x402::X402Client::new().register("eip155:196", pay402::x402::ExactEvmClientScheme::new(buyer.clone()));
     let (name, value) = client.create_payment_header(&AnyPaymentRequired::V2(required)).await.expect("signs");
     let once = peers::http().get(&url).header(name, value.clone()).send().await.expect("request");
     assert_eq!(once.status(), 200, "{}", logs());

@@ -3,7 +3,7 @@
 //! (checked by `cargo clippy --all-targets`), and builds the router and the app without serving.
 #![deny(warnings, clippy::pedantic, unused_qualifications)]
 
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 
 fn server() -> pay402::axum::X402HttpServer {

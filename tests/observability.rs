@@ -22,13 +22,14 @@ use pay402::mpp::{
     MppChargeClient, PaySpec, SessionClient, SessionIntent, StoreError, Versioned, parse_www_authenticate,
 };
 use pay402::web::RequestContext;
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402Client;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, ExactEvmScheme, decode_payment_required_header, encode_payment_signature_header,
+    AnyPaymentPayload, ExactEvmClientScheme, ExactEvmScheme, decode_payment_required_header,
+    encode_payment_signature_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -725,7 +725,7 @@ async fn settle_with_options(
     timeout_hook_recovers: bool,
     deliver_on_pending: bool,
 ) -> (SettleResponse, Vec<Recorded>) {
-    use pay402::x402::server::X402ResourceServer;
+    use pay402::x402::X402ResourceServer;
     let server =
         StandIn::start(Mode::Okx { sync_settle }, vec![(SETTLE, vec![settle]), (SETTLE_STATUS, statuses)]).await;
     let client = okx_client(server.okx_config().sync_settle(sync_settle));

@@ -12,12 +12,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use pay402::okx::OkxCredentials;
-use pay402::okx::auth::{self, Clock};
 use pay402::okx::sa::{
     ChargeAuthorization, ChargeHashPayload, ChargeSettleRequest, ChargeTransactionPayload, ChargeVerifyHashRequest,
     EvmPaymentError, OkxSaClient, OkxSaConfig, SaChallengeEcho, SaClient, SaError, SessionCloseRequest,
     SessionOpenRequest, SessionSettleRequest, SessionStatus, SessionTopUpRequest, map_sa_error,
 };
+use pay402::okx::{self, Clock};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -295,7 +295,7 @@ fn golden_sa_hmac_cases() {
         let s = |k: &str| case[k].as_str().unwrap_or_else(|| panic!("{k}"));
         assert!(is_seconds_timestamp(s("timestamp")), "{}", s("name"));
         assert_eq!(format!("{}{}{}{}", s("timestamp"), s("method"), s("request_path"), s("body")), s("prehash"));
-        let sig = auth::sign(s("secret_key"), s("timestamp"), s("method"), s("request_path"), s("body").as_bytes());
+        let sig = okx::sign(s("secret_key"), s("timestamp"), s("method"), s("request_path"), s("body").as_bytes());
         assert_eq!(sig, s("OK-ACCESS-SIGN"), "{}", s("name"));
         let own = okx_signature(s("secret_key"), s("timestamp"), s("method"), s("request_path"), s("body").as_bytes());
         assert_eq!(own, sig);

@@ -26,12 +26,12 @@ use pay402::mpp::{
 use pay402::okx::sa::{OkxSaClient, OkxSaConfig};
 use pay402::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig, OkxSigner, TimestampFormat};
 use pay402::web::RequestContext;
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
+use pay402::x402::X402Client;
 use pay402::x402::{
-    AnyPaymentRequired, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, X402ResourceServer,
-    decode_payment_required_header,
+    AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig,
+    X402ResourceServer, decode_payment_required_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

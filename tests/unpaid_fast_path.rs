@@ -5,12 +5,13 @@
 
 mod support;
 
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{HttpBody, PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::web::HttpBody;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
     AnyPaymentRequired, ExactEvmScheme, decode_payment_required_header, encode_payment_required_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use support::{FRAMEWORKS, Framework, Running};
 
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";

@@ -5,15 +5,15 @@ mod support;
 
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, REPLAYED_PAYMENT_REASON, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402Client;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, AnyPaymentRequired, ExactEvmScheme, PaymentPayload, PaymentPayloadV1, PaymentRequired, Price,
-    SettleResponse, decode_payment_required_header, decode_payment_response_header, decode_payment_signature_header,
-    encode_payment_signature_header, encode_x_payment_header,
+    AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, PaymentPayload, PaymentPayloadV1,
+    PaymentRequired, Price, SettleResponse, decode_payment_required_header, decode_payment_response_header,
+    decode_payment_signature_header, encode_payment_signature_header, encode_x_payment_header,
 };
+use pay402::x402::{PaymentOption, REPLAYED_PAYMENT_REASON, RouteConfig, X402HttpServer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

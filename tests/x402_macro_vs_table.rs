@@ -6,14 +6,14 @@ mod support;
 
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{B256, PrivateKeySigner, U256};
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402Client;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, AnyPaymentRequired, ExactEvmScheme, decode_payment_required_header,
+    AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, decode_payment_required_header,
     decode_payment_response_header, encode_payment_signature_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use support::{FRAMEWORKS, Framework, Running};
 
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";

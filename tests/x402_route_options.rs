@@ -5,15 +5,16 @@ mod support;
 
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
+use pay402::web::HttpBody;
 use pay402::web::RequestContext;
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{HttpBody, PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402Client;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentRequired, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, Price,
+    AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, Price,
     decode_payment_required_header, decode_payment_response_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use std::time::Duration;
 use support::{FlakyFacilitator, SettleMode};
 
@@ -45,7 +46,7 @@ fn server(facilitator: &FlakyFacilitator) -> X402HttpServer {
     }))
     .hook_timeout(Duration::from_millis(50));
     let failing = RouteConfig::new(
-        PaymentOption::exact("$0.001", PAY_TO).dynamic_pay_to(|_| async { Err("no merchant".to_owned()) }),
+        PaymentOption::exact("$0.001", PAY_TO).dynamic_pay_to(|_| async { Err("no merchant".into()) }),
     );
     X402HttpServer::new(resource)
         .route("GET /custom", custom)

@@ -8,8 +8,8 @@
 #![allow(dead_code)] // each example uses a subset
 
 use pay402::okx::{OkxFacilitatorClient, OkxFacilitatorConfig};
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{AggrDeferredEvmScheme, ExactEvmScheme, FacilitatorClient};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,8 +86,8 @@ pub(crate) async fn pay_once(
     url: &str,
     signer: pay402::evm::PrivateKeySigner,
 ) -> Result<u16, Box<dyn std::error::Error>> {
-    use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-    use pay402::x402::{decode_payment_required_header, decode_payment_response_header};
+    use pay402::x402::X402Client;
+    use pay402::x402::{ExactEvmClientScheme, decode_payment_required_header, decode_payment_response_header};
 
     let http = reqwest::Client::new();
     let first = http.get(url).send().await?;

@@ -2,10 +2,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pay402_runtime::x402::headers::{
+use pay402_runtime::x402::{
     decode_payment_required_header, encode_payment_required_header, encode_payment_required_header_v1,
 };
-use pay402_runtime::x402::types::AnyPaymentRequired;
+use pay402_runtime::x402::AnyPaymentRequired;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

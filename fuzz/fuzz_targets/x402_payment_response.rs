@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pay402_runtime::x402::headers::{decode_payment_response_header, encode_payment_response_header};
+use pay402_runtime::x402::{decode_payment_response_header, encode_payment_response_header};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

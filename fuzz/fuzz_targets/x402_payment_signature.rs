@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pay402_runtime::x402::headers::{
+use pay402_runtime::x402::{
     decode_payment_signature_header, encode_payment_signature_header, encode_x_payment_header,
 };
-use pay402_runtime::x402::types::AnyPaymentPayload;
+use pay402_runtime::x402::AnyPaymentPayload;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -3,7 +3,7 @@
 //! to. Configuration reaches handlers through `web::Data<X402HttpServer>`.
 //!
 //! ```no_run
-//! # use pay402_runtime::x402::{http::{X402HttpServer, RouteConfig, PaymentOption, X402Payment}, server::X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
+//! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 //! # use pay402_runtime::actix::X402Middleware;
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new("http://127.0.0.1:4022"))?;
@@ -19,10 +19,8 @@
 
 use crate::completion::FinishGuard;
 use crate::gate::{ExtensionSink, PaymentGate};
-use crate::web::{PreparedResponse, RequestHead, push_url};
-use crate::x402::http::{
-    MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
-};
+use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead, push_url};
+use crate::x402::{MissingPayment, RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use ::actix_web::body::{EitherBody, MessageBody};
 use ::actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use ::actix_web::http::StatusCode;
@@ -327,7 +325,7 @@ impl X402Guard {
         let Some(server) = self.server else {
             return Err(missing_config(MISSING_SERVER_MESSAGE));
         };
-        let config: Arc<RouteConfig> = route.config(&server).map_err(into_response)?;
+        let config: Arc<RouteConfig> = route.config().map_err(into_response)?;
         if let Some(prepared) = server.precomputed_unpaid(&config, &ActixHead(&self.req)) {
             return Err(prepared_response(&prepared));
         }

@@ -2,7 +2,7 @@
 //! extractor for handlers behind it, and the guard the `#[x402]` macro expands to.
 //!
 //! ```no_run
-//! # use pay402_runtime::x402::{http::{X402HttpServer, RouteConfig, PaymentOption, X402Payment}, server::X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
+//! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 //! # use pay402_runtime::axum::X402Layer;
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new("http://127.0.0.1:4022"))?;
@@ -18,10 +18,8 @@
 
 use crate::completion::FinishGuard;
 use crate::gate::PaymentGate;
-use crate::web::{HttpHead, PreparedResponse};
-use crate::x402::http::{
-    MissingPayment, PaymentHttpResponse, RequestContext, RouteConfig, StaticRoute, X402HttpServer, X402Payment,
-};
+use crate::web::{HttpHead, PaymentHttpResponse, PreparedResponse, RequestContext};
+use crate::x402::{MissingPayment, RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use ::axum::body::Body;
 use ::axum::extract::{FromRef, FromRequestParts};
 use ::axum::response::{IntoResponse, Response};
@@ -189,7 +187,7 @@ impl X402Guard {
     /// Verifies the request's payment for `route`; `Err` is the response to return at once (the
     /// route's precomputed 402 when the request carries no payment).
     pub async fn verify(self, route: &'static StaticRoute) -> Result<X402Verified, Response> {
-        let config: Arc<RouteConfig> = route.config(&self.server).map_err(into_response)?;
+        let config: Arc<RouteConfig> = route.config().map_err(into_response)?;
         let head = HttpHead { method: &self.method, uri: &self.uri, headers: &self.headers };
         if let Some(prepared) = self.server.precomputed_unpaid(&config, &head) {
             return Err(prepared_response(&prepared));

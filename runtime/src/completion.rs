@@ -35,7 +35,7 @@ use tracing::Instrument as _;
 /// client disconnected, or a timeout layer gave up) while the handler runs. A handler panic always
 /// releases the payment, whatever the policy, like a handler answering a status ≥ 400.
 ///
-/// Configured per server: [`X402HttpServer::cancel_policy`](crate::x402::http::X402HttpServer::cancel_policy),
+/// Configured per server: [`X402HttpServer::cancel_policy`](crate::x402::X402HttpServer::cancel_policy),
 /// [`Mpp::cancel_policy`](crate::mpp::Mpp::cancel_policy); the dual
 /// [`PaymentRouter`](crate::router::PaymentRouter) applies the policy of the protocol that
 /// accepted the payment.

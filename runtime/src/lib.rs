@@ -69,7 +69,7 @@ pub mod __private {
     pub use crate::mpp::{Credential, Receipt, StaticPaySpec};
     pub use crate::reverts;
     pub use crate::router::{Paid, StaticDualRoute};
-    pub use crate::x402::http::{StaticRoute, X402Payment};
+    pub use crate::x402::{StaticRoute, X402Payment};
 
     /// axum glue.
     #[cfg(feature = "axum")]

@@ -18,7 +18,7 @@ use crate::mpp::{Credential, Mpp, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use crate::x402::carries_payment as carries_x402_payment;
-use crate::x402::http::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
+use crate::x402::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
 use std::any::Any;
@@ -349,7 +349,7 @@ impl PaymentRouter {
     }
 
     /// The protocols protecting `method` + the raw request `path`, if any (matched like
-    /// [`X402HttpServer::route_for`](crate::x402::http::X402HttpServer::route_for)).
+    /// [`X402HttpServer::route_for`](crate::x402::X402HttpServer::route_for)).
     pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<RouteProtocols>> {
         find_route(&self.routes, method, path).map(Arc::clone)
     }
@@ -445,11 +445,11 @@ impl StaticDualRoute {
     /// The route's protocols (x402 and MPP); `Err` is the response to send (the x402 route is
     /// misconfigured).
     #[allow(clippy::result_large_err)] // the Err side is the HTTP response itself
-    pub fn protocols(&self, server: &X402HttpServer) -> Result<Arc<RouteProtocols>, PaymentHttpResponse> {
+    pub fn protocols(&self) -> Result<Arc<RouteProtocols>, PaymentHttpResponse> {
         if let Some(p) = self.protocols.get() {
             return Ok(Arc::clone(p));
         }
-        let config = self.route.config(server)?;
+        let config = self.route.config()?;
         let protocols = RouteProtocols::new().with("x402", config).with("mpp", self.spec.spec());
         Ok(Arc::clone(self.protocols.get_or_init(|| Arc::new(protocols))))
     }
@@ -463,7 +463,7 @@ impl StaticDualRoute {
         server: &X402HttpServer,
         mpp: &Mpp,
     ) -> Result<RouterPayment, PaymentHttpResponse> {
-        let protocols = self.protocols(server)?;
+        let protocols = self.protocols()?;
         // The adapters wrap the state's (cheap to clone) server and coordinator, so one handler
         // mounted in apps with different state uses each app's own.
         let router =

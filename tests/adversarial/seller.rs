@@ -32,15 +32,15 @@ use pay402::okx::sa::{
     ChargeReceipt, ChargeSettleRequest, ChargeVerifyHashRequest, SaClient, SaError, SessionCloseRequest,
     SessionOpenRequest, SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
 };
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402Client;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{
-    AnyPaymentPayload, AnyPaymentRequired, ExactEvmScheme, FacilitatorClient, FacilitatorError, PaymentPayload,
-    PaymentRequired, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse, VerifyResponse,
-    decode_payment_required_header, encode_payment_signature_header,
+    AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, FacilitatorError,
+    PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse,
+    VerifyResponse, decode_payment_required_header, encode_payment_signature_header,
 };
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

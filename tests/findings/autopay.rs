@@ -16,7 +16,7 @@ use pay402::chain::NetworkRegistry;
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{Address, PrivateKeySigner, U256, signer_from_hex};
 use pay402::mpp::{Challenge, Credential, b64url_encode};
-use pay402::x402::embedded::EmbeddedFacilitator;
+use pay402::x402::EmbeddedFacilitator;
 use pay402::x402::{
     AnyPaymentPayload, FacilitatorClient, PaymentRequired, PaymentRequirements, decode_payment_signature_header,
     encode_payment_required_header,

@@ -8,10 +8,10 @@ use crate::support::{self, FRAMEWORKS, Framework, Running};
 use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp, PaySpec};
 use pay402::router::{MppAdapter, PaymentRouter, RouteProtocols, X402Adapter};
 use pay402::web::{RouteKeyReason, RoutePattern};
+use pay402::x402::EmbeddedFacilitator;
 use pay402::x402::ExactEvmScheme;
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{PaymentOption, RouteConfig, X402HttpServer};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::X402ResourceServer;
+use pay402::x402::{PaymentOption, RouteConfig, X402HttpServer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -6,17 +6,17 @@ use async_trait::async_trait;
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::replay::{InMemoryReplayStore, ReplayStore, ReplayStoreError};
-use pay402::x402::client::{ExactEvmClientScheme, X402Client};
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::http::{
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402Client;
+use pay402::x402::X402ResourceServer;
+use pay402::x402::{
+    AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, FacilitatorError,
+    PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse,
+    VerifyResponse, decode_payment_required_header, decode_payment_response_header, encode_payment_signature_header,
+};
+use pay402::x402::{
     INVALID_PAYLOAD_REASON, PAYMENT_UNAVAILABLE_ERROR, PaymentOption, REPLAYED_PAYMENT_REASON, RouteConfig,
     X402HttpServer,
-};
-use pay402::x402::server::X402ResourceServer;
-use pay402::x402::{
-    AnyPaymentPayload, AnyPaymentRequired, ExactEvmScheme, FacilitatorClient, FacilitatorError, PaymentPayload,
-    PaymentRequired, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse, VerifyResponse,
-    decode_payment_required_header, decode_payment_response_header, encode_payment_signature_header,
 };
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -258,7 +258,7 @@ async fn f6_replay_keys_expire_within_the_route_timeout() {
     assert_eq!(resp.status(), 402, "the re-dated authorization's signature is invalid");
     let inserted = store.inserted.lock().unwrap().clone();
     assert_eq!(inserted.len(), 1);
-    let ceiling = now() + 300 + pay402::x402::http::REPLAY_SKEW_SECONDS + 5;
+    let ceiling = now() + 300 + pay402::x402::REPLAY_SKEW_SECONDS + 5;
     assert!(inserted[0].1 <= ceiling, "key expires at {} > {ceiling}", inserted[0].1);
 }
 

@@ -11,7 +11,7 @@
 #![allow(dead_code)] // each test file uses a subset
 
 use async_trait::async_trait;
-use pay402::x402::embedded::EmbeddedFacilitator;
+use pay402::x402::EmbeddedFacilitator;
 use pay402::x402::{
     FacilitatorClient, FacilitatorError, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse,
     SupportedResponse, VerifyResponse,
@@ -341,21 +341,20 @@ impl OnChain {
 
     /// A seller option: `amount` atomic units of the token (with its EIP-712 name and version),
     /// `exact` on eip155:196, paid to `pay_to`.
-    pub(crate) fn option(&self, amount: u64, pay_to: &str) -> pay402::x402::http::PaymentOption {
+    pub(crate) fn option(&self, amount: u64, pay_to: &str) -> pay402::x402::PaymentOption {
         let mut extra = serde_json::Map::new();
         extra.insert("name".into(), crate::support::anvil::TOKEN_NAME.into());
         extra.insert("version".into(), crate::support::anvil::TOKEN_VERSION.into());
         let price = pay402::x402::AssetAmount { amount: amount.to_string(), asset: self.token(), extra };
-        pay402::x402::http::PaymentOption::new("exact", price, "eip155:196", pay_to)
+        pay402::x402::PaymentOption::new("exact", price, "eip155:196", pay_to)
     }
 
     /// A pay402 resource server verifying and settling through the facilitator over HTTP.
-    pub(crate) fn resource_server(&self) -> pay402::x402::server::X402ResourceServer {
+    pub(crate) fn resource_server(&self) -> pay402::x402::X402ResourceServer {
         use pay402::x402::{HttpFacilitatorClient, HttpFacilitatorConfig};
         let config = HttpFacilitatorConfig::new(&self.facilitator_url).bearer_token(&self.facilitator_token);
         let client = HttpFacilitatorClient::new(config).expect("client");
-        pay402::x402::server::X402ResourceServer::new(client)
-            .register("eip155:196", pay402::x402::ExactEvmScheme::new())
+        pay402::x402::X402ResourceServer::new(client).register("eip155:196", pay402::x402::ExactEvmScheme::new())
     }
 
     /// Asserts `tx` is a successful transaction on the chain.

@@ -8,7 +8,7 @@ pub(crate) mod okx;
 pub(crate) mod redis;
 
 use async_trait::async_trait;
-use pay402::x402::embedded::EmbeddedFacilitator;
+use pay402::x402::EmbeddedFacilitator;
 use pay402::x402::{
     FacilitatorClient, FacilitatorError, PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse,
     SupportedResponse, VerifyResponse,

@@ -9,8 +9,9 @@ use super::offers::{
 use super::send::{send, set_header};
 use super::session_book::{Ahead, RouteKey};
 use super::{AutoPayError, AutoPayMiddleware, AutoPayOutcome, MwResult, PaymentDetail, Protocol, mw, payment_error};
-use crate::x402::headers::{PAYMENT_RESPONSE_HEADER, X_PAYMENT_RESPONSE_HEADER, decode_payment_response_header};
-use crate::x402::types::PaymentRequirements;
+use crate::x402::{
+    PAYMENT_RESPONSE_HEADER, PaymentRequirements, X_PAYMENT_RESPONSE_HEADER, decode_payment_response_header,
+};
 use http::Extensions;
 use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};

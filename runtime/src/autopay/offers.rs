@@ -10,8 +10,8 @@ use crate::mpp::{
     SessionClient, parse_www_authenticate,
 };
 use crate::reverts::{Fix, is_reverted};
-use crate::x402::headers::{MAX_HEADER_BYTES, PAYMENT_REQUIRED_HEADER, decode_payment_required_header};
-use crate::x402::types::{AnyPaymentRequired, PaymentRequired, PaymentRequiredV1, PaymentRequirements, SettleResponse};
+use crate::x402::{AnyPaymentRequired, PaymentRequired, PaymentRequiredV1, PaymentRequirements, SettleResponse};
+use crate::x402::{MAX_HEADER_BYTES, PAYMENT_REQUIRED_HEADER, decode_payment_required_header};
 use http::HeaderMap;
 use http::header::WWW_AUTHENTICATE;
 use reqwest::Response;

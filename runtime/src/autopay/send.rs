@@ -2,7 +2,7 @@
 //! without ever carrying a payment to another URL (finding L7).
 
 use super::{AutoPayError, MwResult, Protocol};
-use crate::x402::headers::{PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER};
+use crate::x402::{PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER};
 use http::Extensions;
 use http::header::{
     AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderName, HeaderValue, LOCATION,

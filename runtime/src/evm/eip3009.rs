@@ -1,6 +1,6 @@
 //! EIP-3009 `TransferWithAuthorization` typed data and its x402 JSON payload (wire facts §7).
 
-use super::{EvmError, checksum, parse_address, parse_bytes32, parse_uint256, sign_digest};
+use super::{EvmError, checksum, parse_address, parse_bytes32, parse_uint256, recover_authorizer, sign_digest};
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Eip712Domain, SolStruct, sol};
@@ -70,6 +70,18 @@ pub fn sign_transfer_authorization(
     message: &TransferWithAuthorization,
 ) -> Result<String, EvmError> {
     sign_digest(signer, &transfer_authorization_digest(domain, message))
+}
+
+/// Whether `signature` (65-byte `r‖s‖v` hex) is `message.from`'s EIP-712 signature of the
+/// EIP-3009 `message` under `domain` (EOA recovery; malformed and high-`s` signatures are
+/// refused).
+pub fn verify_transfer_authorization(
+    domain: &Eip712Domain,
+    message: &TransferWithAuthorization,
+    signature: &str,
+) -> bool {
+    let digest = transfer_authorization_digest(domain, message);
+    recover_authorizer(&digest, signature).is_ok_and(|signer| signer == message.from)
 }
 
 /// The `authorization` object of an x402 EIP-3009 payload: every field a string. Key order:
@@ -191,5 +203,27 @@ mod tests {
         let mut broken = object;
         broken.remove("signature");
         assert!(matches!(Eip3009Payload::from_json_object(&broken), Err(EvmError::MalformedPayload(_))));
+    }
+
+    #[test]
+    fn signature_check() {
+        let signer: PrivateKeySigner =
+            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80".parse().unwrap();
+        let token = Address::repeat_byte(0x77);
+        let t = |value: u64| TransferWithAuthorization {
+            from: signer.address(),
+            to: Address::repeat_byte(0xbb),
+            value: U256::from(value),
+            validAfter: U256::ZERO,
+            validBefore: U256::MAX,
+            nonce: B256::repeat_byte(3),
+        };
+        let domain = eip3009_domain("USD\u{20ae}0", "1", 196, token);
+        let message = t(5);
+        let sig = sign_transfer_authorization(&signer, &domain, &message).unwrap();
+        assert!(verify_transfer_authorization(&domain, &message, &sig));
+        assert!(!verify_transfer_authorization(&eip3009_domain("USD\u{20ae}0", "2", 196, token), &message, &sig));
+        assert!(!verify_transfer_authorization(&domain, &t(6), &sig));
+        assert!(!verify_transfer_authorization(&domain, &message, "0x1234"));
     }
 }

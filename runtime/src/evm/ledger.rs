@@ -1,6 +1,5 @@
 //! An in-memory EIP-3009 token ledger — balances and used authorization nonces — for the
-//! in-process settlers (tests, demos, local development), and the signature check of an
-//! EIP-3009 `TransferWithAuthorization`.
+//! in-process settlers (tests, demos, local development).
 //!
 //! The ledger plays the token contract's part of `transferWithAuthorization`: a nonce can be
 //! used once per (token, authorizer), and a transfer needs the authorizer's balance. Batches are
@@ -27,9 +26,8 @@
 //! assert!(ledger.apply_authorizations(token, &[transfer]).is_err()); // nonce used
 //! ```
 
-use super::{TransferWithAuthorization, recover_authorizer, transfer_authorization_digest};
+use super::TransferWithAuthorization;
 use alloy_primitives::{Address, B256, U256};
-use alloy_sol_types::Eip712Domain;
 use std::collections::{HashMap, HashSet};
 
 /// Why a ledger operation was refused. Nothing was changed.
@@ -161,18 +159,6 @@ impl TokenLedger {
     }
 }
 
-/// Whether `signature` (65-byte `r‖s‖v` hex) is `message.from`'s EIP-712 signature of the
-/// EIP-3009 `message` under `domain` (EOA recovery; malformed and high-`s` signatures are
-/// refused).
-pub fn verify_transfer_authorization(
-    domain: &Eip712Domain,
-    message: &TransferWithAuthorization,
-    signature: &str,
-) -> bool {
-    let digest = transfer_authorization_digest(domain, message);
-    recover_authorizer(&digest, signature).is_ok_and(|signer| signer == message.from)
-}
-
 /// The deterministic pseudo transaction hash of a settlement:
 /// `keccak256(uint256 chainId ‖ address asset ‖ address from ‖ bytes32 nonce)` (packed), as
 /// lower-case `0x` hex.
@@ -188,7 +174,6 @@ pub fn transaction_hash(chain_id: u64, asset: Address, from: Address, nonce: B25
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evm::{PrivateKeySigner, eip3009_domain, sign_transfer_authorization};
 
     const TOKEN: Address = Address::repeat_byte(0x77);
     const A: Address = Address::repeat_byte(0xaa);
@@ -239,18 +224,5 @@ mod tests {
         l.apply_authorizations(TOKEN, &[t(C, C, 10, 9)]).unwrap();
         assert_eq!(l.balance_of(TOKEN, C), U256::from(10));
         assert_eq!(l.credit(TOKEN, C, U256::MAX), Err(LedgerError::Overflow));
-    }
-
-    #[test]
-    fn signature_check() {
-        let signer: PrivateKeySigner =
-            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80".parse().unwrap();
-        let domain = eip3009_domain("USD\u{20ae}0", "1", 196, TOKEN);
-        let message = t(signer.address(), B, 5, 3);
-        let sig = sign_transfer_authorization(&signer, &domain, &message).unwrap();
-        assert!(verify_transfer_authorization(&domain, &message, &sig));
-        assert!(!verify_transfer_authorization(&eip3009_domain("USD\u{20ae}0", "2", 196, TOKEN), &message, &sig));
-        assert!(!verify_transfer_authorization(&domain, &t(signer.address(), B, 6, 3), &sig));
-        assert!(!verify_transfer_authorization(&domain, &message, "0x1234"));
     }
 }

@@ -51,9 +51,9 @@ pub use channel::{
 pub use eip3009::{
     EIP712_DOMAIN_TYPE, Eip3009Authorization, Eip3009Payload, TRANSFER_WITH_AUTHORIZATION_TYPE,
     TransferWithAuthorization, eip3009_domain, sign_transfer_authorization, transfer_authorization_digest,
-    transfer_authorization_struct_hash, transfer_authorization_type_hash,
+    transfer_authorization_struct_hash, transfer_authorization_type_hash, verify_transfer_authorization,
 };
-pub use ledger::{LedgerError, TokenLedger, transaction_hash, verify_transfer_authorization};
+pub use ledger::{LedgerError, TokenLedger, transaction_hash};
 #[cfg(feature = "client")]
 pub(crate) use payer::payer_seams;
 #[cfg(feature = "client")]

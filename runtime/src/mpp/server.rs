@@ -481,7 +481,7 @@ impl Mpp {
     }
 
     /// The route protecting `method` + the raw request `path`, if any (matched like
-    /// [`X402HttpServer::route_for`](crate::x402::http::X402HttpServer::route_for)).
+    /// [`X402HttpServer::route_for`](crate::x402::X402HttpServer::route_for)).
     pub fn route_for(&self, method: &str, path: &str) -> Option<Arc<PaySpec>> {
         find_route(&self.inner.routes, method, path).map(Arc::clone)
     }

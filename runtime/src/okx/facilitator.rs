@@ -1,70 +1,35 @@
 //! OKX's hosted x402 facilitator (`/api/v6/pay/x402/*`, wire facts §5).
 
-use super::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
-use super::transport::{Endpoint, OKX_DEFAULT_BASE_URL, OkxTransport, TransportSettings, okx_config_builders};
-use crate::x402::facilitator::{
-    FacilitatorClient, FacilitatorError, SettleRequest, VerifyRequest, parse_facilitator_body,
-};
-use crate::x402::types::{
+use super::auth::{Clock, OkxSigner, TimestampFormat};
+use super::transport::{Endpoint, OkxTransport, okx_config};
+use crate::x402::{FacilitatorClient, FacilitatorError, SettleRequest, VerifyRequest, parse_facilitator_body};
+use crate::x402::{
     PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse, VerifyResponse,
     X402_VERSION,
 };
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use std::fmt;
-use std::time::Duration;
 use tracing::Instrument as _;
 
 /// OKX's API host.
 /// Base path of the x402 facilitator API.
 pub const OKX_X402_BASE_PATH: &str = "/api/v6/pay/x402";
 
-/// Configuration of [`OkxFacilitatorClient`]. `Debug` redacts the secret and passphrase.
-#[derive(Clone)]
-pub struct OkxFacilitatorConfig {
-    /// API credentials (all three are required).
-    pub credentials: OkxCredentials,
-    /// API host (default [`OKX_DEFAULT_BASE_URL`]; a trailing `/` is ignored, blank = default).
-    pub base_url: String,
-    /// Sent as `syncSettle` on every settle: `true` waits for the chain (answers `success` or
-    /// `timeout`), `false` answers at once with `pending`. Default `true`.
-    pub sync_settle: bool,
-    /// Per-request timeout (default 30 s).
-    pub timeout: Duration,
-    /// A shared HTTP client (connection pool); a new one is made when `None`.
-    pub http_client: Option<reqwest::Client>,
-}
-
-impl fmt::Debug for OkxFacilitatorConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OkxFacilitatorConfig")
-            .field("credentials", &self.credentials)
-            .field("base_url", &self.base_url)
-            .field("sync_settle", &self.sync_settle)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+okx_config! {
+    /// Configuration of [`OkxFacilitatorClient`]. `Debug` redacts the secret and passphrase.
+    pub struct OkxFacilitatorConfig for FacilitatorError {
+        /// Sent as `syncSettle` on every settle: `true` waits for the chain (answers `success` or
+        /// `timeout`), `false` answers at once with `pending`. Default `true`.
+        pub sync_settle: bool = true,
     }
 }
 
 impl OkxFacilitatorConfig {
-    /// A config with the defaults (OKX host, `sync_settle = true`, 30 s timeout).
-    pub fn new(credentials: OkxCredentials) -> Self {
-        Self {
-            credentials,
-            base_url: OKX_DEFAULT_BASE_URL.to_owned(),
-            sync_settle: true,
-            timeout: Duration::from_secs(30),
-            http_client: None,
-        }
-    }
-
     /// Sets `syncSettle`.
     pub fn sync_settle(mut self, sync: bool) -> Self {
         self.sync_settle = sync;
         self
     }
-
-    okx_config_builders!(FacilitatorError);
 }
 
 /// Client for OKX's hosted x402 facilitator.
@@ -84,16 +49,12 @@ pub struct OkxFacilitatorClient {
 impl OkxFacilitatorClient {
     /// Builds a client; fails when a credential is empty or the base URL is not a URL.
     pub fn new(config: OkxFacilitatorConfig) -> Result<Self, FacilitatorError> {
-        let settings = TransportSettings {
-            credentials: config.credentials,
-            base_url: config.base_url,
-            timeout: config.timeout,
-            http_client: config.http_client,
-        };
-        let transport = OkxTransport::new(settings, OKX_X402_BASE_PATH, TimestampFormat::Millis)
-            .map_err(FacilitatorError::Config)?;
+        let sync_settle = config.sync_settle;
+        let transport =
+            OkxTransport::new(config.into_transport_settings(), OKX_X402_BASE_PATH, TimestampFormat::Millis)
+                .map_err(FacilitatorError::Config)?;
         Ok(Self {
-            sync_settle: config.sync_settle,
+            sync_settle,
             verify: transport.endpoint("/verify"),
             settle: transport.endpoint("/settle"),
             supported: transport.endpoint("/supported"),
@@ -190,6 +151,7 @@ impl FacilitatorClient for OkxFacilitatorClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::okx::OkxCredentials;
 
     #[test]
     fn config_errors_are_typed() {

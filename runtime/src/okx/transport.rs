@@ -1,5 +1,5 @@
-//! What the OKX clients share: the config builder methods and `from_env`
-//! ([`okx_config_builders!`]), base-URL normalisation, and the signed, time-bounded,
+//! What the OKX clients share: the config type, its builder methods and `from_env`
+//! ([`okx_config!`]), base-URL normalisation, and the signed, time-bounded,
 //! size-capped HTTP exchange ([`OkxTransport`]). Each client keeps its own answer
 //! interpretation, error type and timestamp format.
 
@@ -10,46 +10,104 @@ use std::time::Duration;
 /// OKX's API host, the default of both clients' `base_url`.
 pub const OKX_DEFAULT_BASE_URL: &str = "https://web3.okx.com";
 
-/// Generates the builder methods both OKX configs share (`from_env`, `base_url`, `timeout`,
-/// `http_client`); `$err` is the client's error type, whose `Config(String)` variant carries
-/// configuration errors.
-macro_rules! okx_config_builders {
-    ($err:ident) => {
-        /// Reads `OKX_API_KEY`, `OKX_SECRET_KEY`, `OKX_PASSPHRASE` and optional `OKX_BASE_URL`.
-        /// `Ok(None)` when no credential is set; an error naming the missing variables otherwise.
-        pub fn from_env() -> Result<Option<Self>, $err> {
-            let Some(creds) = $crate::okx::auth::OkxCredentials::from_env().map_err($err::Config)? else {
-                return Ok(None);
-            };
-            let mut cfg = Self::new(creds);
-            if let Ok(url) = std::env::var("OKX_BASE_URL") {
-                cfg.base_url = url;
+/// Defines an OKX client's config: the fields both clients share (`credentials`, `base_url`,
+/// `timeout`, `http_client`) plus the client's own (`$field: $ty = $default`, after
+/// `base_url`), a redacting `Debug`, `new` with the defaults (OKX host, 30 s timeout), the shared
+/// builder methods (`from_env`, `base_url`, `timeout`, `http_client`) and the conversion into
+/// [`TransportSettings`]. `$err` is the client's error type, whose `Config(String)` variant
+/// carries configuration errors.
+macro_rules! okx_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident for $err:ident {
+            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty = $default:expr, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone)]
+        pub struct $name {
+            /// API credentials (all three are required).
+            pub credentials: $crate::okx::OkxCredentials,
+            /// API host (default [`OKX_DEFAULT_BASE_URL`](crate::okx::OKX_DEFAULT_BASE_URL); a
+            /// trailing `/` is ignored, blank = default).
+            pub base_url: String,
+            $( $(#[$field_meta])* pub $field: $ty, )*
+            /// Per-request timeout (default 30 s).
+            pub timeout: std::time::Duration,
+            /// A shared HTTP client (connection pool); a new one is made when `None`.
+            pub http_client: Option<reqwest::Client>,
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("credentials", &self.credentials)
+                    .field("base_url", &self.base_url)
+                    $( .field(stringify!($field), &self.$field) )*
+                    .field("timeout", &self.timeout)
+                    .finish_non_exhaustive()
             }
-            Ok(Some(cfg))
         }
 
-        /// Sets the API host.
-        pub fn base_url(mut self, url: impl Into<String>) -> Self {
-            self.base_url = url.into();
-            self
-        }
+        impl $name {
+            /// A config with the defaults (OKX host, 30 s timeout, and the client's own
+            /// defaults).
+            pub fn new(credentials: $crate::okx::OkxCredentials) -> Self {
+                Self {
+                    credentials,
+                    base_url: $crate::okx::OKX_DEFAULT_BASE_URL.to_owned(),
+                    $( $field: $default, )*
+                    timeout: std::time::Duration::from_secs(30),
+                    http_client: None,
+                }
+            }
 
-        /// Sets the per-request timeout.
-        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.timeout = timeout;
-            self
-        }
+            /// Reads `OKX_API_KEY`, `OKX_SECRET_KEY`, `OKX_PASSPHRASE` and optional `OKX_BASE_URL`.
+            /// `Ok(None)` when no credential is set; an error naming the missing variables otherwise.
+            pub fn from_env() -> Result<Option<Self>, $err> {
+                let Some(creds) = $crate::okx::OkxCredentials::from_env().map_err($err::Config)? else {
+                    return Ok(None);
+                };
+                let mut cfg = Self::new(creds);
+                if let Ok(url) = std::env::var("OKX_BASE_URL") {
+                    cfg.base_url = url;
+                }
+                Ok(Some(cfg))
+            }
 
-        /// Shares an HTTP client. pay402's own client follows no redirects (a 3xx answer is an
-        /// HTTP error, so the signed `OK-ACCESS-*` headers never reach another host); build a
-        /// shared client with `redirect(reqwest::redirect::Policy::none())` to keep that.
-        pub fn http_client(mut self, client: reqwest::Client) -> Self {
-            self.http_client = Some(client);
-            self
+            /// Sets the API host.
+            pub fn base_url(mut self, url: impl Into<String>) -> Self {
+                self.base_url = url.into();
+                self
+            }
+
+            /// Sets the per-request timeout.
+            pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+                self.timeout = timeout;
+                self
+            }
+
+            /// Shares an HTTP client. pay402's own client follows no redirects (a 3xx answer is an
+            /// HTTP error, so the signed `OK-ACCESS-*` headers never reach another host); build a
+            /// shared client with `redirect(reqwest::redirect::Policy::none())` to keep that.
+            pub fn http_client(mut self, client: reqwest::Client) -> Self {
+                self.http_client = Some(client);
+                self
+            }
+
+            /// The shared part, for the client's `OkxTransport`.
+            fn into_transport_settings(self) -> $crate::okx::transport::TransportSettings {
+                $crate::okx::transport::TransportSettings {
+                    credentials: self.credentials,
+                    base_url: self.base_url,
+                    timeout: self.timeout,
+                    http_client: self.http_client,
+                }
+            }
         }
     };
 }
-pub(crate) use okx_config_builders;
+pub(crate) use okx_config;
 
 /// The settings an [`OkxTransport`] is built from (the shared part of both configs).
 pub(crate) struct TransportSettings {

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use pay402_runtime::evm::{PrivateKeySigner, U256};
-//! use pay402_runtime::x402::client::{ExactEvmClientScheme, X402Client, max_amount, prefer_network};
+//! use pay402_runtime::x402::{ExactEvmClientScheme, X402Client, max_amount, prefer_network};
 //!
 //! let signer = PrivateKeySigner::random();
 //! let client = X402Client::new()

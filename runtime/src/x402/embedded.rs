@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use pay402_runtime::evm::U256;
-//! use pay402_runtime::x402::embedded::EmbeddedFacilitator;
+//! use pay402_runtime::x402::EmbeddedFacilitator;
 //! use pay402_runtime::chain::X_LAYER_USDT0;
 //!
 //! let facilitator = EmbeddedFacilitator::new().with_clock(|| 1_700_000_000);
@@ -16,6 +16,7 @@
 //! assert_eq!(facilitator.balance(X_LAYER_USDT0, &payer.to_lowercase()), U256::from(5_000));
 //! ```
 
+use super::exact::{CheckedTransfer, ExactPolicy, Rejection, Signers, check_exact, reasons};
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::types::{
     PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedKind, SupportedResponse,
@@ -26,48 +27,10 @@ use crate::chain::X_LAYER;
 use crate::evm::transaction_hash;
 use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
 use async_trait::async_trait;
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-/// The `invalidReason` / `errorReason` strings of the embedded facilitator (the Python
-/// reference's constants).
-pub mod reasons {
-    /// `accepted.scheme` (or the requirements' scheme) is not `exact`.
-    pub const UNSUPPORTED_SCHEME: &str = "unsupported_scheme";
-    /// `accepted.network` differs from the requirements' network.
-    pub const NETWORK_MISMATCH: &str = "network_mismatch";
-    /// The network is not `eip155:<id>` or not served by this facilitator.
-    pub const FAILED_TO_GET_NETWORK_CONFIG: &str = "invalid_exact_evm_failed_to_get_network_config";
-    /// `extra.name` / `extra.version` missing.
-    pub const MISSING_EIP712_DOMAIN: &str = "missing_eip712_domain";
-    /// The payload is not an EIP-3009 `{signature, authorization}` object of strings.
-    pub const INVALID_PAYLOAD: &str = "invalid_payload";
-    /// `authorization.to` is not `payTo`.
-    pub const RECIPIENT_MISMATCH: &str = "invalid_exact_evm_payload_recipient_mismatch";
-    /// `authorization.value` is not exactly `amount`.
-    pub const VALUE_MISMATCH: &str = "invalid_exact_evm_payload_authorization_value_mismatch";
-    /// `validBefore` is less than 6 s away.
-    pub const VALID_BEFORE: &str = "invalid_exact_evm_payload_authorization_valid_before";
-    /// `validAfter` is in the future.
-    pub const VALID_AFTER: &str = "invalid_exact_evm_payload_authorization_valid_after";
-    /// The signature is missing, malformed, or not by `from`.
-    pub const INVALID_SIGNATURE: &str = "invalid_exact_evm_payload_signature";
-    /// The typed data could not be built (unparseable `from`, nonce or asset).
-    pub const FAILED_TO_VERIFY_SIGNATURE: &str = "invalid_exact_evm_failed_to_verify_signature";
-    /// The nonce was already used by this authorizer on this token.
-    pub const NONCE_ALREADY_USED: &str = "invalid_exact_evm_nonce_already_used";
-    /// `accepted.asset` differs from the requirements' asset.
-    pub const ASSET_MISMATCH: &str = "invalid_exact_evm_asset_mismatch";
-    /// The payer's ledger balance is below the value.
-    pub const INSUFFICIENT_BALANCE: &str = "invalid_exact_evm_insufficient_balance";
-    /// Crediting the recipient would overflow (a ledger transfer failed).
-    pub const TRANSACTION_FAILED: &str = "transaction_failed";
-}
-
-/// `validBefore` must be at least this many seconds in the future (Python's buffer).
-pub const VALID_BEFORE_BUFFER_SECONDS: u64 = 6;
+use std::time::Duration;
 
 #[derive(Default)]
 struct Ledger {
@@ -87,20 +50,6 @@ impl Ledger {
     }
 }
 
-/// A payment that passed every check.
-struct Checked {
-    chain_id: u64,
-    asset: Address,
-    from: Address,
-    to: Address,
-    value: U256,
-    nonce: B256,
-    payer: String,
-}
-
-/// A failed check: (reason, payer).
-type Rejection = (&'static str, Option<String>);
-
 /// An in-process `exact` EVM (EIP-3009) facilitator with an in-memory ledger.
 ///
 /// Clones share the ledger (balances, used nonces, settlements), so a test can keep a handle
@@ -110,6 +59,7 @@ type Rejection = (&'static str, Option<String>);
 pub struct EmbeddedFacilitator {
     networks: Vec<Network>,
     clock: UnixClock,
+    clock_skew: Duration,
     ledger: Arc<Mutex<Ledger>>,
 }
 
@@ -128,7 +78,12 @@ impl Default for EmbeddedFacilitator {
 impl EmbeddedFacilitator {
     /// A facilitator for X Layer (`eip155:196`) with an empty ledger and the system clock.
     pub fn new() -> Self {
-        Self { networks: vec![Network::from(X_LAYER)], clock: evm::system_clock(), ledger: Arc::default() }
+        Self {
+            networks: vec![Network::from(X_LAYER)],
+            clock: evm::system_clock(),
+            clock_skew: Duration::ZERO,
+            ledger: Arc::default(),
+        }
     }
 
     /// Replaces the served networks (each should be `eip155:<id>`).
@@ -140,6 +95,15 @@ impl EmbeddedFacilitator {
     /// Replaces the clock (Unix seconds), for tests.
     pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How far in the future `validAfter` may be and still verify: allowance for this clock
+    /// running behind the payer's. Default zero (`validAfter` must not be in the future), as
+    /// this facilitator's clock is the seller's own; the on-chain facilitator allows
+    /// [`DEFAULT_CLOCK_SKEW`](super::DEFAULT_CLOCK_SKEW).
+    pub fn with_clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
         self
     }
 
@@ -205,7 +169,7 @@ impl EmbeddedFacilitator {
         let ledger = self.lock();
         match self.check(&ledger, payload, requirements) {
             Ok(c) => VerifyResponse::valid(c.payer),
-            Err((reason, payer)) => VerifyResponse::invalid(reason, payer),
+            Err(rejection) => rejection.into_verify(),
         }
     }
 
@@ -215,21 +179,22 @@ impl EmbeddedFacilitator {
         let mut ledger = self.lock();
         let checked = match self.check(&ledger, payload, requirements) {
             Ok(c) => c,
-            Err((reason, payer)) => return SettleResponse::failure(reason, network, payer, String::new()),
+            Err(rejection) => return rejection.into_settle(network),
         };
-        let from_key = (checked.asset, checked.from);
-        let to_key = (checked.asset, checked.to);
+        let TransferWithAuthorization { from, to, value, nonce, .. } = checked.message;
+        let from_key = (checked.token, from);
+        let to_key = (checked.token, to);
         let from_balance = ledger.balance_of(&from_key);
-        let Some(debited) = from_balance.checked_sub(checked.value) else {
+        let Some(debited) = from_balance.checked_sub(value) else {
             return SettleResponse::failure(reasons::INSUFFICIENT_BALANCE, network, Some(checked.payer), String::new());
         };
-        let to_balance = if checked.from == checked.to { debited } else { ledger.balance_of(&to_key) };
-        let Some(credited) = to_balance.checked_add(checked.value) else {
+        let to_balance = if from == to { debited } else { ledger.balance_of(&to_key) };
+        let Some(credited) = to_balance.checked_add(value) else {
             return SettleResponse::failure(reasons::TRANSACTION_FAILED, network, Some(checked.payer), String::new());
         };
         ledger.balances.insert(from_key, debited);
         ledger.balances.insert(to_key, credited);
-        ledger.used_nonces.insert((checked.asset, checked.from, checked.nonce));
+        ledger.used_nonces.insert((checked.token, from, nonce));
 
         let response = SettleResponse {
             success: true,
@@ -237,108 +202,42 @@ impl EmbeddedFacilitator {
             error_message: None,
             status: Some(settle_status::SUCCESS.to_owned()),
             payer: Some(checked.payer.clone()),
-            transaction: transaction_hash(checked.chain_id, checked.asset, checked.from, checked.nonce),
+            transaction: transaction_hash(checked.chain_id, checked.token, from, nonce),
             network,
         };
         ledger.settlements.push(response.clone());
-        tracing::debug!(payer = %checked.payer, value = %checked.value, "embedded facilitator settled");
+        tracing::debug!(payer = %checked.payer, %value, "embedded facilitator settled");
         response
     }
 
-    /// The §7 checklist, in order; the first failure wins.
-    fn check(
+    /// The §7 checklist ([`check_exact`]), then the ledger's steps: nonce unused, balance.
+    fn check<'r>(
         &self,
         ledger: &Ledger,
         payload: &PaymentPayload,
-        requirements: &PaymentRequirements,
-    ) -> Result<Checked, Rejection> {
-        let authorization = payload.payload.get("authorization").and_then(Value::as_object);
-        let field = |name: &str| authorization.and_then(|a| a.get(name)).and_then(Value::as_str);
-        let payer = field("from").map(str::to_owned);
-        let reject = |reason: &'static str| -> Rejection { (reason, payer.clone()) };
-
-        // 1. scheme
-        if payload.accepted.scheme != "exact" || requirements.scheme != "exact" {
-            return Err(reject(reasons::UNSUPPORTED_SCHEME));
-        }
-        // 2. network
-        if payload.accepted.network != requirements.network {
-            return Err(reject(reasons::NETWORK_MISMATCH));
-        }
-        // 3. chain id (and a network this facilitator serves)
-        let chain_id = evm::chain_id_of(requirements.network.as_str())
-            .ok()
-            .filter(|_| self.networks.contains(&requirements.network))
-            .ok_or_else(|| reject(reasons::FAILED_TO_GET_NETWORK_CONFIG))?;
-        // 4. EIP-712 domain
-        let extra = |key: &str| requirements.extra.get(key).and_then(Value::as_str);
-        let (Some(name), Some(version)) = (extra("name"), extra("version")) else {
-            return Err(reject(reasons::MISSING_EIP712_DOMAIN));
+        requirements: &'r PaymentRequirements,
+    ) -> Result<CheckedTransfer<'r>, Rejection> {
+        let serves = |_: u64, requirements: &PaymentRequirements| {
+            if self.networks.contains(&requirements.network) {
+                Ok(())
+            } else {
+                Err(reasons::FAILED_TO_GET_NETWORK_CONFIG)
+            }
         };
-        // Payload shape: an authorization object whose six fields are strings.
-        let (Some(from), Some(to), Some(value), Some(valid_after), Some(valid_before), Some(nonce)) =
-            (field("from"), field("to"), field("value"), field("validAfter"), field("validBefore"), field("nonce"))
-        else {
-            return Err(reject(reasons::INVALID_PAYLOAD));
-        };
-        // 5. recipient
-        if !to.eq_ignore_ascii_case(&requirements.pay_to) {
-            return Err(reject(reasons::RECIPIENT_MISMATCH));
-        }
-        // 6. value, exactly
-        let value = evm::parse_uint256(value)
-            .ok()
-            .filter(|v| Some(*v) == requirements.amount_atomic())
-            .ok_or_else(|| reject(reasons::VALUE_MISMATCH))?;
-        // 7–8. validity window
-        let now = U256::from((self.clock)());
-        let valid_before = evm::parse_uint256(valid_before)
-            .ok()
-            .filter(|vb| *vb >= now + U256::from(VALID_BEFORE_BUFFER_SECONDS))
-            .ok_or_else(|| reject(reasons::VALID_BEFORE))?;
-        let valid_after =
-            evm::parse_uint256(valid_after).ok().filter(|va| *va <= now).ok_or_else(|| reject(reasons::VALID_AFTER))?;
-        // 9. signature present
-        let signature = payload
-            .payload
-            .get("signature")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| reject(reasons::INVALID_SIGNATURE))?;
-        // 10. signature by `from` over the typed data
-        let (Ok(from_address), Ok(to_address), Ok(nonce), Ok(token)) = (
-            evm::parse_address(from),
-            evm::parse_address(to),
-            evm::parse_bytes32(nonce),
-            evm::parse_address(&requirements.asset),
-        ) else {
-            return Err(reject(reasons::FAILED_TO_VERIFY_SIGNATURE));
-        };
-        let message = TransferWithAuthorization {
-            from: from_address,
-            to: to_address,
-            value,
-            validAfter: valid_after,
-            validBefore: valid_before,
-            nonce,
-        };
-        let digest = evm::transfer_authorization_digest(&evm::eip3009_domain(name, version, chain_id, token), &message);
-        if evm::recover_authorizer(&digest, signature).ok() != Some(from_address) {
-            return Err(reject(reasons::INVALID_SIGNATURE));
-        }
+        let policy =
+            ExactPolicy { now: (self.clock)(), clock_skew: self.clock_skew, serves: &serves, signers: Signers::Eoa };
+        let checked = check_exact(payload, requirements, &policy)?;
+        let reject = |reason: &'static str| Rejection { reason, payer: Some(checked.payer.clone()), message: None };
+        let (token, from) = (checked.token, checked.message.from);
         // 11. nonce unused
-        if ledger.used_nonces.contains(&(token, from_address, nonce)) {
+        if ledger.used_nonces.contains(&(token, from, checked.message.nonce)) {
             return Err(reject(reasons::NONCE_ALREADY_USED));
         }
-        // 12. asset
-        if !payload.accepted.asset.eq_ignore_ascii_case(&requirements.asset) {
-            return Err(reject(reasons::ASSET_MISMATCH));
-        }
         // 13. balance
-        if ledger.balance_of(&(token, from_address)) < value {
+        if ledger.balance_of(&(token, from)) < checked.message.value {
             return Err(reject(reasons::INSUFFICIENT_BALANCE));
         }
-        Ok(Checked { chain_id, asset: token, from: from_address, to: to_address, value, nonce, payer: from.to_owned() })
+        Ok(checked)
     }
 }
 
@@ -410,38 +309,9 @@ impl FacilitatorClient for EmbeddedFacilitator {
 mod tests {
     use super::*;
     use crate::chain::X_LAYER_USDT0;
-    use crate::x402::client::ExactEvmClientScheme;
+    use crate::x402::exact::DEFAULT_CLOCK_SKEW;
+    use crate::x402::exact::tests::{NOW, PAY_TO, PAYER, payment_with_nonce as payment, requirements};
     use serde_json::json;
-
-    const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-    const PAYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
-    const PAY_TO: &str = "0x1111111111111111111111111111111111111111";
-    const NOW: u64 = 1_700_000_000;
-
-    fn requirements() -> PaymentRequirements {
-        PaymentRequirements {
-            scheme: "exact".into(),
-            network: X_LAYER.into(),
-            asset: X_LAYER_USDT0.into(),
-            amount: "1000".into(),
-            pay_to: PAY_TO.into(),
-            max_timeout_seconds: 300,
-            extra: json!({"name": "USD\u{20ae}0", "version": "1"}).as_object().cloned().unwrap(),
-        }
-    }
-
-    fn payment(nonce: u8) -> PaymentPayload {
-        let scheme = ExactEvmClientScheme::new(KEY.parse().unwrap())
-            .with_clock(|| NOW)
-            .with_nonce_source(move || B256::repeat_byte(nonce));
-        PaymentPayload {
-            x402_version: 2,
-            payload: scheme.sign_payload(&requirements()).unwrap().to_json_object(),
-            accepted: requirements(),
-            resource: None,
-            extensions: None,
-        }
-    }
 
     fn facilitator() -> EmbeddedFacilitator {
         let f = EmbeddedFacilitator::new().with_clock(|| NOW);
@@ -535,6 +405,11 @@ mod tests {
         assert_eq!(at(NOW + 295).invalid_reason.as_deref(), Some(reasons::VALID_BEFORE));
         assert!(at(NOW - 600).is_valid);
         assert_eq!(at(NOW - 601).invalid_reason.as_deref(), Some(reasons::VALID_AFTER));
+        // With a clock-skew allowance validAfter may be that far ahead of this clock.
+        let lenient = |t: u64| facilitator().with_clock(move || t).with_clock_skew(DEFAULT_CLOCK_SKEW);
+        assert!(lenient(NOW - 605).verify_now(&p, &requirements()).is_valid);
+        let late = lenient(NOW - 606).verify_now(&p, &requirements());
+        assert_eq!(late.invalid_reason.as_deref(), Some(reasons::VALID_AFTER));
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl FacilitatorError {
 }
 
 /// A facilitator: verifies and settles x402 payments.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an x402 facilitator client",
+    label = "this does not implement `FacilitatorClient`",
+    note = "implement `pay402::x402::FacilitatorClient` (`verify`, `settle`, `supported`; with `#[async_trait]`) for it, or use a built-in one: `x402::HttpFacilitatorClient` (any facilitator's HTTP API), `okx::OkxFacilitatorClient` (OKX's), `x402::EmbeddedFacilitator` (in-process, for tests) or `x402::facilitator_evm::X402Facilitator` (on chain, feature `chain`)"
+)]
 #[async_trait]
 pub trait FacilitatorClient: Send + Sync + 'static {
     /// Verifies `payload` against the seller's `requirements`.

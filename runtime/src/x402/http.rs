@@ -20,12 +20,12 @@ use super::headers::{
     encode_payment_response_header, payment_header,
 };
 use super::paywall::{self, PaywallConfig};
-use super::server::{RequirementsSpec, ServerError, X402ResourceServer};
+use super::route::{PayToSource, PaymentOption, PriceSource, RouteConfig};
+use super::server::{RequirementsSpec, ResourceServerError, X402ResourceServer};
 use super::types::{
-    AnyPaymentPayload, JsonObject, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo,
-    SettleResponse, settle_status,
+    AnyPaymentPayload, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
+    settle_status,
 };
-use crate::chain::Network;
 use crate::completion::{CancelPolicy, KeyReservation};
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::replay::{InMemoryReplayStore, ReplayStore, unix_now};
@@ -35,13 +35,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use sha2::Digest as _;
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 
-pub use crate::web::{BoxFuture, HttpBody, PaymentHttpResponse, RequestContext};
-use crate::web::{PreparedResponse, RequestHead, is_browser};
+use crate::web::{BoxFuture, HttpBody, PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead, is_browser};
 
 /// The reason sent when a payment (payer + nonce) was already used.
 pub const REPLAYED_PAYMENT_REASON: &str = "invalid_exact_evm_nonce_already_used";
@@ -62,313 +60,6 @@ pub const REPLAY_SKEW_SECONDS: u64 = 60;
 pub const PAYMENT_REQUIRED_ERROR: &str = "Payment required";
 /// `error` of the challenge when the payment matches none of the requirements.
 pub const NO_MATCHING_REQUIREMENTS_ERROR: &str = "No matching payment requirements";
-
-/// A computed price: called per request, bounded by the route's hook timeout.
-pub type DynamicPrice = Arc<dyn Fn(&RequestContext) -> BoxFuture<Result<Price, String>> + Send + Sync>;
-/// A computed payee: called per request, bounded by the route's hook timeout.
-pub type DynamicPayTo = Arc<dyn Fn(&RequestContext) -> BoxFuture<Result<String, String>> + Send + Sync>;
-/// Replaces the unpaid 402's body (API clients only).
-pub type UnpaidBodyFn = Arc<dyn Fn(&RequestContext) -> HttpBody + Send + Sync>;
-/// Replaces the body of the 402 sent when settlement fails.
-pub type SettleFailedBodyFn = Arc<dyn Fn(&RequestContext, &SettleResponse) -> HttpBody + Send + Sync>;
-
-/// Where an option's price comes from.
-#[derive(Clone)]
-pub enum PriceSource {
-    /// Fixed.
-    Static(Price),
-    /// Computed per request.
-    Dynamic(DynamicPrice),
-}
-
-/// Where an option's payee comes from.
-#[derive(Clone)]
-pub enum PayToSource {
-    /// Fixed.
-    Static(String),
-    /// Computed per request.
-    Dynamic(DynamicPayTo),
-    /// The server's configured payee ([`X402HttpServer::pay_to`]).
-    Default,
-}
-
-/// One accepted way to pay for a route.
-#[derive(Clone)]
-pub struct PaymentOption {
-    /// Scheme (`exact`, `aggr_deferred`).
-    pub scheme: String,
-    /// Payee.
-    pub pay_to: PayToSource,
-    /// Price.
-    pub price: PriceSource,
-    /// Network.
-    pub network: Network,
-    /// Authorization lifetime (default 300 s).
-    pub max_timeout_seconds: Option<u64>,
-    /// Extras merged over the price's extras.
-    pub extra: JsonObject,
-}
-
-impl fmt::Debug for PaymentOption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let price = match &self.price {
-            PriceSource::Static(p) => format!("{p:?}"),
-            PriceSource::Dynamic(_) => "<dynamic>".into(),
-        };
-        let pay_to = match &self.pay_to {
-            PayToSource::Static(p) => p.clone(),
-            PayToSource::Dynamic(_) => "<dynamic>".into(),
-            PayToSource::Default => "<default>".into(),
-        };
-        f.debug_struct("PaymentOption")
-            .field("scheme", &self.scheme)
-            .field("network", &self.network)
-            .field("price", &price)
-            .field("pay_to", &pay_to)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PaymentOption {
-    /// An option with a static price and payee.
-    pub fn new(scheme: &str, price: impl Into<Price>, network: &str, pay_to: &str) -> Self {
-        Self {
-            scheme: scheme.to_owned(),
-            pay_to: PayToSource::Static(pay_to.to_owned()),
-            price: PriceSource::Static(price.into()),
-            network: Network::from(network),
-            max_timeout_seconds: None,
-            extra: JsonObject::new(),
-        }
-    }
-
-    /// `exact` on X Layer (`eip155:196`).
-    pub fn exact(price: impl Into<Price>, pay_to: &str) -> Self {
-        Self::new("exact", price, crate::chain::X_LAYER, pay_to)
-    }
-
-    /// Computes the price per request.
-    pub fn dynamic_price<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(&RequestContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Price, String>> + Send + 'static,
-    {
-        self.price = PriceSource::Dynamic(Arc::new(move |ctx| Box::pin(f(ctx))));
-        self
-    }
-
-    /// Computes the payee per request.
-    pub fn dynamic_pay_to<F, Fut>(mut self, f: F) -> Self
-    where
-        F: Fn(&RequestContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<String, String>> + Send + 'static,
-    {
-        self.pay_to = PayToSource::Dynamic(Arc::new(move |ctx| Box::pin(f(ctx))));
-        self
-    }
-
-    /// Uses the server's configured payee.
-    pub fn default_pay_to(mut self) -> Self {
-        self.pay_to = PayToSource::Default;
-        self
-    }
-
-    /// Sets `maxTimeoutSeconds`.
-    pub fn max_timeout_seconds(mut self, seconds: u64) -> Self {
-        self.max_timeout_seconds = Some(seconds);
-        self
-    }
-
-    /// Sets extras (merged over the price's EIP-712 extras).
-    pub fn extra(mut self, extra: JsonObject) -> Self {
-        self.extra = extra;
-        self
-    }
-
-    fn is_static(&self) -> bool {
-        matches!(self.price, PriceSource::Static(_)) && matches!(self.pay_to, PayToSource::Static(_))
-    }
-}
-
-/// Configuration of one protected route.
-#[derive(Clone, Default)]
-pub struct RouteConfig {
-    /// Accepted payment options, in preference order.
-    pub accepts: Vec<PaymentOption>,
-    /// Resource URL override (default: the request's full URL).
-    pub resource: Option<String>,
-    /// Description (`""` when unset).
-    pub description: Option<String>,
-    /// MIME type (`""` when unset).
-    pub mime_type: Option<String>,
-    /// Browser paywall HTML, served instead of the default page with its `{{price}}`-style
-    /// placeholders filled in ([`paywall::render_custom`]).
-    pub custom_paywall_html: Option<String>,
-    /// Body of the unpaid 402 for API clients.
-    pub unpaid_response_body: Option<UnpaidBodyFn>,
-    /// Body of the 402 sent when settlement fails.
-    pub settlement_failed_response_body: Option<SettleFailedBodyFn>,
-    /// `extensions` of the challenge.
-    pub extensions: Option<JsonObject>,
-    /// Bound on dynamic price/payee callbacks (default: none).
-    pub hook_timeout: Option<Duration>,
-    static_accepts: Arc<OnceLock<Vec<PaymentRequirements>>>,
-    unpaid_challenge: super::unpaid_cache::UnpaidSlot,
-}
-
-impl fmt::Debug for RouteConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RouteConfig")
-            .field("accepts", &self.accepts)
-            .field("resource", &self.resource)
-            .field("description", &self.description)
-            .field("mime_type", &self.mime_type)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RouteConfig {
-    /// A route accepting one option.
-    pub fn new(option: PaymentOption) -> Self {
-        Self::with_accepts(vec![option])
-    }
-
-    /// A route accepting several options.
-    pub fn with_accepts(accepts: Vec<PaymentOption>) -> Self {
-        Self { accepts, ..Self::default() }
-    }
-
-    /// Sets the description.
-    pub fn description(mut self, d: impl Into<String>) -> Self {
-        self.description = Some(d.into());
-        self
-    }
-
-    /// Sets the MIME type.
-    pub fn mime_type(mut self, m: impl Into<String>) -> Self {
-        self.mime_type = Some(m.into());
-        self
-    }
-
-    /// Sets the resource URL.
-    pub fn resource(mut self, r: impl Into<String>) -> Self {
-        self.resource = Some(r.into());
-        self
-    }
-
-    /// Sets the browser paywall HTML.
-    pub fn custom_paywall_html(mut self, html: impl Into<String>) -> Self {
-        self.custom_paywall_html = Some(html.into());
-        self
-    }
-
-    /// Sets the unpaid 402 body.
-    pub fn unpaid_response_body(mut self, f: impl Fn(&RequestContext) -> HttpBody + Send + Sync + 'static) -> Self {
-        self.unpaid_response_body = Some(Arc::new(f));
-        self
-    }
-
-    /// Sets the settlement-failure 402 body.
-    pub fn settlement_failed_response_body(
-        mut self,
-        f: impl Fn(&RequestContext, &SettleResponse) -> HttpBody + Send + Sync + 'static,
-    ) -> Self {
-        self.settlement_failed_response_body = Some(Arc::new(f));
-        self
-    }
-
-    /// Sets the challenge's `extensions`.
-    pub fn extensions(mut self, e: JsonObject) -> Self {
-        self.extensions = Some(e);
-        self
-    }
-
-    /// Bounds dynamic callbacks.
-    pub fn hook_timeout(mut self, t: Duration) -> Self {
-        self.hook_timeout = Some(t);
-        self
-    }
-}
-
-/// A route described by the literals of an `#[x402(...)]` attribute (validated at compile time
-/// by the macro with the same validators the runtime uses). Built once, on first use.
-#[derive(Debug)]
-pub struct StaticRoute {
-    price: &'static str,
-    scheme: &'static str,
-    network: &'static str,
-    pay_to: Option<&'static str>,
-    asset: Option<&'static str>,
-    description: Option<&'static str>,
-    mime_type: Option<&'static str>,
-    max_timeout_seconds: Option<u64>,
-    config: OnceLock<Arc<RouteConfig>>,
-}
-
-impl StaticRoute {
-    /// A route charging `price`, with the defaults of a bare `#[x402(price = "…")]`: the `exact`
-    /// scheme on X Layer, the server's payee, the network's default asset, no description, MIME
-    /// type or timeout. Every other key of the attribute is set by the `const fn` setter of its
-    /// name (`StaticRoute::new("$0.001").pay_to("0x…")`), so the macro names each value it emits.
-    pub const fn new(price: &'static str) -> Self {
-        Self {
-            price,
-            scheme: "exact",
-            network: Network::X_LAYER,
-            pay_to: None,
-            asset: None,
-            description: None,
-            mime_type: None,
-            max_timeout_seconds: None,
-            config: OnceLock::new(),
-        }
-    }
-
-    const_setters! {
-        /// Sets `scheme`.
-        scheme: &'static str,
-        /// Sets `network` (a CAIP-2 id).
-        network: &'static str,
-        /// Sets `pay_to` (the payee; otherwise the server's).
-        pay_to: Option<&'static str>,
-        /// Sets `asset` (otherwise the network's default asset).
-        asset: Option<&'static str>,
-        /// Sets `description`.
-        description: Option<&'static str>,
-        /// Sets `mime_type`.
-        mime_type: Option<&'static str>,
-        /// Sets `max_timeout_seconds`.
-        max_timeout_seconds: Option<u64>,
-    }
-
-    /// The route's configuration.
-    pub fn config(&self, _server: &X402HttpServer) -> Result<Arc<RouteConfig>, PaymentHttpResponse> {
-        if let Some(c) = self.config.get() {
-            return Ok(Arc::clone(c));
-        }
-        let network = Network::from(self.network);
-        if let Some(asset) = self.asset {
-            let registry = crate::chain::NetworkRegistry::global();
-            if registry.asset_info(&network, asset).is_none() {
-                let msg = format!(
-                    "asset {asset} is not the default asset of {network}; price other assets with a route table and an AssetAmount"
-                );
-                tracing::error!("{msg}");
-                return Err(PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, &msg));
-            }
-        }
-        let mut option = PaymentOption::new(self.scheme, self.price, self.network, "");
-        option.pay_to = match self.pay_to {
-            Some(p) => PayToSource::Static(p.to_owned()),
-            None => PayToSource::Default,
-        };
-        option.max_timeout_seconds = self.max_timeout_seconds;
-        let mut route = RouteConfig::new(option);
-        route.description = self.description.map(str::to_owned);
-        route.mime_type = self.mime_type.map(str::to_owned);
-        Ok(Arc::clone(self.config.get_or_init(|| Arc::new(route))))
-    }
-}
 
 /// The rejection of the `X402Payment` extractor on a route no pay402 layer or macro protects.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -456,7 +147,7 @@ impl fmt::Debug for X402HttpServer {
 /// Why a request could not get a payment decision: the status of the error and a generic
 /// message (the error itself, which may carry upstream bodies, URLs or transport chains, is
 /// logged by the caller, never sent to the buyer).
-fn server_error_response(e: &ServerError) -> PaymentHttpResponse {
+fn server_error_response(e: &ResourceServerError) -> PaymentHttpResponse {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
         PAYMENT_UNAVAILABLE_ERROR
@@ -560,7 +251,7 @@ impl X402HttpServer {
 
     /// Synchronises with the facilitators (`/supported`) now. Otherwise it happens on the first
     /// protected request, which gets a 502 if it fails (and the next request retries).
-    pub async fn initialize(&self) -> Result<(), ServerError> {
+    pub async fn initialize(&self) -> Result<(), ResourceServerError> {
         if self.inner.server.is_initialized() {
             return Ok(());
         }
@@ -577,35 +268,22 @@ impl X402HttpServer {
         option: &PaymentOption,
         timeout: Option<Duration>,
     ) -> Result<PaymentRequirements, PaymentHttpResponse> {
-        let bounded = |fut: BoxFuture<Result<String, String>>| async move {
-            match timeout {
-                Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| ()),
-                None => Ok(fut.await),
-            }
-        };
         let timed_out =
             || PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Hook execution timed out");
-        let failed = |why: &str| {
-            tracing::error!(error = why, "x402: cannot build payment requirements");
+        let failed = |why: &dyn fmt::Display| {
+            tracing::error!(error = %why, "x402: cannot build payment requirements");
             PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
         };
         let price = match &option.price {
             PriceSource::Static(p) => p.clone(),
-            PriceSource::Dynamic(f) => {
-                let fut = f(ctx);
-                let r = match timeout {
-                    Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| timed_out())?,
-                    None => fut.await,
-                };
-                r.map_err(|e| failed(&e))?
-            }
+            PriceSource::Dynamic(f) => bounded(timeout, f(ctx)).await.ok_or_else(timed_out)?.map_err(|e| failed(&e))?,
         };
         let pay_to = match &option.pay_to {
             PayToSource::Static(p) => p.clone(),
             PayToSource::Default => {
-                self.inner.pay_to.clone().ok_or_else(|| failed("no payee: configure X402HttpServer::pay_to"))?
+                self.inner.pay_to.clone().ok_or_else(|| failed(&"no payee: configure X402HttpServer::pay_to"))?
             }
-            PayToSource::Dynamic(f) => bounded(f(ctx)).await.map_err(|()| timed_out())?.map_err(|e| failed(&e))?,
+            PayToSource::Dynamic(f) => bounded(timeout, f(ctx)).await.ok_or_else(timed_out)?.map_err(|e| failed(&e))?,
         };
         let spec = RequirementsSpec {
             scheme: option.scheme.clone(),
@@ -615,7 +293,7 @@ impl X402HttpServer {
             max_timeout_seconds: option.max_timeout_seconds,
             extra: option.extra.clone(),
         };
-        self.inner.server.build_payment_requirements(&spec).map_err(|e| failed(&e.to_string()))
+        self.inner.server.build_payment_requirements(&spec).map_err(|e| failed(&e))
     }
 
     /// The route's requirements for this request: borrowed from the route when static (built
@@ -911,8 +589,8 @@ impl X402HttpServer {
         let verified = self.inner.server.verify(&payload, &requirements).await;
         let outcome = match &verified {
             Ok(v) if v.is_valid => PaymentOutcome::Verified,
-            Ok(_) | Err(ServerError::Aborted { .. }) => PaymentOutcome::Invalid,
-            Err(ServerError::RequirementsMismatch { .. }) => PaymentOutcome::NoMatch,
+            Ok(_) | Err(ResourceServerError::Aborted { .. }) => PaymentOutcome::Invalid,
+            Err(ResourceServerError::RequirementsMismatch { .. }) => PaymentOutcome::NoMatch,
             Err(_) => PaymentOutcome::Error,
         };
         observe_payment(&requirements.scheme, outcome);
@@ -933,11 +611,11 @@ impl X402HttpServer {
                 release().await;
                 Err(self.rechallenge(ctx, route, accepts.into_owned(), v.invalid_reason))
             }
-            Err(ServerError::Aborted { reason }) => {
+            Err(ResourceServerError::Aborted { reason }) => {
                 release().await;
                 Err(self.rechallenge(ctx, route, accepts.into_owned(), Some(reason)))
             }
-            Err(ServerError::RequirementsMismatch { .. }) => {
+            Err(ResourceServerError::RequirementsMismatch { .. }) => {
                 release().await;
                 Err(self.rechallenge(ctx, route, accepts.into_owned(), Some(NO_MATCHING_REQUIREMENTS_ERROR.into())))
             }
@@ -1044,6 +722,14 @@ impl X402HttpServer {
 }
 
 /// Warns once per process that `deliver_on_pending` is combined with the per-process replay store.
+/// Awaits a dynamic route callback, bounded by the route's hook timeout (`None`: timed out).
+async fn bounded<T>(timeout: Option<Duration>, fut: BoxFuture<T>) -> Option<T> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
 fn warn_in_memory_replay_with_pending() {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {

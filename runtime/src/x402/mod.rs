@@ -1,29 +1,71 @@
 //! The x402 protocol: wire types, headers, money and schemes, facilitator clients and the
 //! resource server.
+//!
+//! Every item has one path, here at `x402::…`; the real namespaces are [`paywall`] (the browser
+//! page), [`reasons`] (the `exact` facilitators' reason strings), [`settle_status`] and, with
+//! feature `chain`, `facilitator_evm` (the self-hosted on-chain facilitator).
+//!
+//! Where things are: `types.rs` (wire types), `headers.rs` (header codecs), `scheme.rs`
+//! (seller schemes, prices), `facilitator.rs` (the [`FacilitatorClient`] trait and the HTTP
+//! client), `exact.rs` (the `exact` verify checklist), `embedded.rs` (the in-process
+//! facilitator), `server.rs` (the [`X402ResourceServer`]) with `hooks.rs` and `settlement.rs`,
+//! `route.rs` (route configuration), `http.rs` (the [`X402HttpServer`]), `unpaid_cache.rs` (the
+//! precomputed unpaid 402) and `client.rs` (the buyer).
+
+#[cfg(feature = "client")]
+mod client;
+mod embedded;
+mod exact;
+mod facilitator;
+#[cfg(feature = "chain")]
+pub mod facilitator_evm;
+mod headers;
+mod hooks;
+mod http;
+pub mod paywall;
+mod route;
+mod scheme;
+mod server;
+mod settlement;
+mod types;
+mod unpaid_cache;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
-pub mod client;
-pub mod embedded;
-pub mod facilitator;
-#[cfg(feature = "chain")]
-pub mod facilitator_evm;
-pub mod headers;
-pub mod http;
-pub mod paywall;
-pub mod scheme;
-pub mod server;
-pub mod types;
-mod unpaid_cache;
-
+pub use client::{
+    ClientError, ExactEvmClientScheme, PaymentSelector, PickFn, SchemeNetworkClient, X402Client,
+    default_payment_selector, max_amount, prefer_network, prefer_scheme,
+};
 pub use embedded::EmbeddedFacilitator;
+pub use exact::{DEFAULT_CLOCK_SKEW, VALID_BEFORE_BUFFER_SECONDS, reasons};
 pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig};
-#[cfg(feature = "chain")]
-pub use facilitator_evm::{ExactEvmFacilitatorScheme, SchemeNetworkFacilitator, X402Facilitator};
-pub use headers::*;
+pub(crate) use facilitator::{SettleRequest, VerifyRequest, parse_facilitator_body};
+pub use headers::{
+    ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS, HTTP_STATUS_PAYMENT_REQUIRED, HeaderError, MAX_HEADER_BYTES,
+    MAX_JSON_DEPTH, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER,
+    X_PAYMENT_RESPONSE_HEADER, carries_payment, decode_payment_required_header, decode_payment_response_header,
+    decode_payment_signature_header, detect_payment_required_version, encode_payment_required_header,
+    encode_payment_required_header_v1, encode_payment_response_header, encode_payment_signature_header,
+    encode_x_payment_header, payment_header, safe_base64_decode, safe_base64_encode,
+};
+pub use hooks::{AbortResult, SettleContext, SettleFailure, VerifyContext, VerifyFailure};
+pub use http::{
+    INVALID_PAYLOAD_REASON, MissingPayment, NO_MATCHING_REQUIREMENTS_ERROR, PAYMENT_CONFIGURATION_ERROR,
+    PAYMENT_REQUIRED_ERROR, PAYMENT_UNAVAILABLE_ERROR, REPLAY_SKEW_SECONDS, REPLAYED_PAYMENT_REASON, X402HttpServer,
+    X402Payment,
+};
+pub use route::{
+    DynamicPayTo, DynamicPrice, DynamicRouteError, PayToSource, PaymentOption, PriceSource, RouteConfig,
+    SettleFailedBodyFn, StaticRoute, UnpaidBodyFn,
+};
 pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};
 pub use server::{
-    AbortResult, RequirementsSpec, ServerError, SettleContext, SettleFailure, VerifyContext, VerifyFailure,
-    X402ResourceServer,
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_TIMEOUT_SECONDS, DEFAULT_POLL_DEADLINE, DEFAULT_POLL_INTERVAL, RequirementsSpec,
+    ResourceServerError, X402ResourceServer,
 };
-pub use types::*;
+pub use types::{
+    AnyPaymentPayload, AnyPaymentRequired, AssetAmount, JsonObject, Money, PaymentPayload, PaymentPayloadV1,
+    PaymentRequired, PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, Price, ResourceInfo,
+    SettleResponse, SettleStatusResponse, SupportedKind, SupportedResponse, SupportedResponseV1, VerifyResponse,
+    X402_VERSION, parse_atomic, settle_status,
+};

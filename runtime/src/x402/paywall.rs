@@ -13,7 +13,7 @@
 //! full `PaymentRequired` JSON is carried, HTML-escaped, in the `data-requirements` attribute
 //! of `<main id="x402-paywall">` for wallet scripts.
 //!
-//! A custom page ([`RouteConfig::custom_paywall_html`](super::http::RouteConfig::custom_paywall_html))
+//! A custom page ([`RouteConfig::custom_paywall_html`](super::RouteConfig::custom_paywall_html))
 //! is served as written, with these placeholders replaced by the challenge's values
 //! (HTML-escaped, from the first accepted option), so it can show the same facts:
 //!
@@ -279,7 +279,7 @@ pub fn render_custom(template: &str, required: &PaymentRequired) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x402::types::ResourceInfo;
+    use crate::x402::ResourceInfo;
 
     fn required(asset: &str, description: &str) -> PaymentRequired {
         PaymentRequired {

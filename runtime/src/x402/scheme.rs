@@ -61,6 +61,11 @@ pub enum PriceError {
 pub type MoneyParser = Arc<dyn Fn(&Decimal, &Network) -> Option<AssetAmount> + Send + Sync>;
 
 /// A server-side x402 scheme for one family of networks.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a seller-side x402 scheme",
+    label = "this does not implement `SchemeNetworkServer`",
+    note = "implement `pay402::x402::SchemeNetworkServer` (`scheme`, `parse_price`, `enhance_payment_requirements`) for it, or register a built-in one: `x402::ExactEvmScheme` or `x402::AggrDeferredEvmScheme`"
+)]
 pub trait SchemeNetworkServer: Send + Sync + 'static {
     /// Scheme name on the wire (`exact`, `aggr_deferred`).
     fn scheme(&self) -> &str;

@@ -251,8 +251,8 @@ impl UnpaidSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x402::headers::encode_payment_required_header;
-    use crate::x402::types::ResourceInfo;
+    use crate::x402::ResourceInfo;
+    use crate::x402::encode_payment_required_header;
 
     fn required(url: &str, description: &str) -> PaymentRequired {
         let req: PaymentRequirements = serde_json::from_value(serde_json::json!({

@@ -6,16 +6,13 @@ use super::types::{
     ChargeReceipt, ChargeSettleRequest, ChargeVerifyHashRequest, SessionCloseRequest, SessionOpenRequest,
     SessionReceipt, SessionSettleRequest, SessionStatus, SessionTopUpRequest,
 };
-use crate::okx::auth::{Clock, OkxCredentials, OkxSigner, TimestampFormat};
-use crate::okx::transport::OKX_DEFAULT_BASE_URL;
-use crate::okx::transport::{Endpoint, OkxTransport, TransportSettings, okx_config_builders};
+use crate::okx::auth::{Clock, OkxSigner, TimestampFormat};
+use crate::okx::transport::{Endpoint, OkxTransport, okx_config};
 use crate::transport::truncate;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::fmt;
-use std::time::Duration;
 use tracing::Instrument as _;
 
 /// Base path of the SA API.
@@ -26,6 +23,11 @@ pub const OKX_MPP_BASE_PATH: &str = "/api/v6/pay/mpp";
 /// `settle`/`verify_hash` serve the charge intent, `session_open`/`session_top_up` pass a
 /// client's session credential through, `session_settle`/`session_close` are built by the
 /// merchant, and `session_status` is a read-only query.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Settlement-Agent client",
+    label = "this does not implement `SaClient`",
+    note = "implement `pay402::okx::sa::SaClient` (one method per SA endpoint; with `#[async_trait]`) for it, or use a built-in one: `okx::sa::OkxSaClient` (OKX's SA) or `mpp::EmbeddedSa` (in-process, for tests)"
+)]
 #[async_trait]
 pub trait SaClient: Send + Sync + 'static {
     /// `POST charge/settle`: the SA broadcasts the EIP-3009 transfer.
@@ -44,41 +46,9 @@ pub trait SaClient: Send + Sync + 'static {
     async fn session_status(&self, channel_id: &str) -> Result<SessionStatus, SaError>;
 }
 
-/// Configuration of [`OkxSaClient`]. `Debug` redacts the secret and passphrase.
-#[derive(Clone)]
-pub struct OkxSaConfig {
-    /// API credentials (all three are required).
-    pub credentials: OkxCredentials,
-    /// API host (default [`OKX_DEFAULT_BASE_URL`]; a trailing `/` is ignored, blank = default).
-    pub base_url: String,
-    /// Per-request timeout (default 30 s).
-    pub timeout: Duration,
-    /// A shared HTTP client (connection pool); a new one is made when `None`.
-    pub http_client: Option<reqwest::Client>,
-}
-
-impl fmt::Debug for OkxSaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OkxSaConfig")
-            .field("credentials", &self.credentials)
-            .field("base_url", &self.base_url)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl OkxSaConfig {
-    /// A config with the defaults (OKX host, 30 s timeout).
-    pub fn new(credentials: OkxCredentials) -> Self {
-        Self {
-            credentials,
-            base_url: OKX_DEFAULT_BASE_URL.to_owned(),
-            timeout: Duration::from_secs(30),
-            http_client: None,
-        }
-    }
-
-    okx_config_builders!(SaError);
+okx_config! {
+    /// Configuration of [`OkxSaClient`]. `Debug` redacts the secret and passphrase.
+    pub struct OkxSaConfig for SaError {}
 }
 
 /// Client of OKX's Settlement Agent for MPP.
@@ -114,14 +84,9 @@ pub struct OkxSaClient {
 impl OkxSaClient {
     /// Builds a client; fails when a credential is empty or the base URL is not a URL.
     pub fn new(config: OkxSaConfig) -> Result<Self, SaError> {
-        let settings = TransportSettings {
-            credentials: config.credentials,
-            base_url: config.base_url,
-            timeout: config.timeout,
-            http_client: config.http_client,
-        };
         let transport =
-            OkxTransport::new(settings, OKX_MPP_BASE_PATH, TimestampFormat::Seconds).map_err(SaError::Config)?;
+            OkxTransport::new(config.into_transport_settings(), OKX_MPP_BASE_PATH, TimestampFormat::Seconds)
+                .map_err(SaError::Config)?;
         Ok(Self {
             charge_settle: transport.endpoint("/charge/settle"),
             charge_verify_hash: transport.endpoint("/charge/verifyHash"),
@@ -238,42 +203,38 @@ fn sorted_query(params: &[(&str, &str)]) -> String {
     out
 }
 
-#[async_trait]
-impl SaClient for OkxSaClient {
-    async fn settle(&self, req: &ChargeSettleRequest) -> Result<ChargeReceipt, SaError> {
-        self.post(&self.charge_settle, req)
-            .instrument(tracing::debug_span!("okx.mpp.charge_settle", challenge = %req.challenge.id))
-            .await
-    }
+/// `impl SaClient for OkxSaClient`: each POST method sends its request to the endpoint of the
+/// same name, in a debug span keyed by the challenge or channel; `session_status` is given as is.
+macro_rules! sa_client_impl {
+    (
+        post { $( $method:ident($request:ty) -> $receipt:ty => $endpoint:ident, $span:literal, $key:ident = $($field:ident).+; )* }
+        $($rest:tt)*
+    ) => {
+        #[async_trait]
+        impl SaClient for OkxSaClient {
+            $(
+                async fn $method(&self, req: &$request) -> Result<$receipt, SaError> {
+                    self.post(&self.$endpoint, req).instrument(tracing::debug_span!($span, $key = %req.$($field).+)).await
+                }
+            )*
+            $($rest)*
+        }
+    };
+}
 
-    async fn verify_hash(&self, req: &ChargeVerifyHashRequest) -> Result<ChargeReceipt, SaError> {
-        self.post(&self.charge_verify_hash, req)
-            .instrument(tracing::debug_span!("okx.mpp.charge_verify_hash", challenge = %req.challenge.id))
-            .await
-    }
-
-    async fn session_open(&self, req: &SessionOpenRequest) -> Result<SessionReceipt, SaError> {
-        self.post(&self.session_open, req)
-            .instrument(tracing::debug_span!("okx.mpp.session_open", channel = %req.payload.channel_id))
-            .await
-    }
-
-    async fn session_top_up(&self, req: &SessionTopUpRequest) -> Result<SessionReceipt, SaError> {
-        self.post(&self.session_top_up, req)
-            .instrument(tracing::debug_span!("okx.mpp.session_top_up", channel = %req.payload.channel_id))
-            .await
-    }
-
-    async fn session_settle(&self, req: &SessionSettleRequest) -> Result<SessionReceipt, SaError> {
-        self.post(&self.session_settle, req)
-            .instrument(tracing::debug_span!("okx.mpp.session_settle", channel = %req.payload.channel_id))
-            .await
-    }
-
-    async fn session_close(&self, req: &SessionCloseRequest) -> Result<SessionReceipt, SaError> {
-        self.post(&self.session_close, req)
-            .instrument(tracing::debug_span!("okx.mpp.session_close", channel = %req.payload.channel_id))
-            .await
+sa_client_impl! {
+    post {
+        settle(ChargeSettleRequest) -> ChargeReceipt => charge_settle, "okx.mpp.charge_settle", challenge = challenge.id;
+        verify_hash(ChargeVerifyHashRequest) -> ChargeReceipt
+            => charge_verify_hash, "okx.mpp.charge_verify_hash", challenge = challenge.id;
+        session_open(SessionOpenRequest) -> SessionReceipt
+            => session_open, "okx.mpp.session_open", channel = payload.channel_id;
+        session_top_up(SessionTopUpRequest) -> SessionReceipt
+            => session_top_up, "okx.mpp.session_top_up", channel = payload.channel_id;
+        session_settle(SessionSettleRequest) -> SessionReceipt
+            => session_settle, "okx.mpp.session_settle", channel = payload.channel_id;
+        session_close(SessionCloseRequest) -> SessionReceipt
+            => session_close, "okx.mpp.session_close", channel = payload.channel_id;
     }
 
     async fn session_status(&self, channel_id: &str) -> Result<SessionStatus, SaError> {
@@ -288,6 +249,7 @@ impl SaClient for OkxSaClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::okx::OkxCredentials;
     use crate::okx::sa::EvmPaymentError;
 
     fn creds() -> OkxCredentials {

@@ -5,9 +5,9 @@ use super::{SchemeNetworkFacilitator, reasons};
 use crate::chain::Network;
 use crate::chain::NetworkRegistry;
 use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
-use crate::x402::embedded::VALID_BEFORE_BUFFER_SECONDS;
-use crate::x402::facilitator::FacilitatorError;
-use crate::x402::types::{
+use crate::x402::FacilitatorError;
+use crate::x402::exact::{DEFAULT_CLOCK_SKEW, ExactPolicy, Rejection, Signers, check_exact};
+use crate::x402::{
     PaymentPayload, PaymentRequirements, SettleResponse, SettleStatusResponse, VerifyResponse, settle_status,
 };
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
@@ -18,7 +18,6 @@ use alloy_primitives::Bytes;
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, sol};
 use async_trait::async_trait;
-use serde_json::Value;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,8 +44,6 @@ sol! {
 const ERC1271_MAGIC: [u8; 4] = [0x16, 0x26, 0xba, 0x7e];
 /// Default bound on each JSON-RPC request of [`ExactEvmFacilitatorScheme::connect_http`].
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default allowance for the facilitator's clock running behind the payer's (`validAfter`).
-const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
 /// Default wait for a settlement receipt.
 const DEFAULT_RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default receipt polling interval.
@@ -81,13 +78,6 @@ pub enum SetupError {
     /// The node did not answer `eth_chainId`.
     #[error("cannot read the chain id from the RPC node: {0}")]
     Rpc(String),
-}
-
-/// A rejected payment: reason, payer, optional human message.
-struct Rejection {
-    reason: &'static str,
-    payer: Option<String>,
-    message: Option<String>,
 }
 
 /// How the authorization is submitted to the token.
@@ -383,100 +373,46 @@ impl ExactEvmFacilitatorScheme {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Result<Result<Checked, Rejection>, FacilitatorError> {
-        let authorization = payload.payload.get("authorization").and_then(Value::as_object);
-        let field = |name: &str| authorization.and_then(|a| a.get(name)).and_then(Value::as_str);
-        let payer = field("from").map(str::to_owned);
+        // 1–10 and 12: the pure checklist; 3 also refuses an asset this facilitator was not
+        // configured for, before any call to its code (whose gas the facilitator would pay at
+        // settlement).
+        let serves = |chain_id: u64, requirements: &PaymentRequirements| {
+            if chain_id != self.chain_id {
+                return Err(reasons::FAILED_TO_GET_NETWORK_CONFIG);
+            }
+            if !evm::parse_address(&requirements.asset).is_ok_and(|asset| self.accepts_asset(asset)) {
+                tracing::debug!(asset = %requirements.asset, "x402 facilitator: asset not configured; refused");
+                return Err(reasons::FAILED_TO_GET_ASSET_INFO);
+            }
+            Ok(())
+        };
+        let policy = ExactPolicy {
+            now: (self.clock)(),
+            clock_skew: self.clock_skew,
+            serves: &serves,
+            signers: Signers::EoaOrContract,
+        };
+        let checked = match check_exact(payload, requirements, &policy) {
+            Ok(checked) => checked,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let payer = Some(checked.payer.clone());
         let reject = |reason: &'static str| Rejection { reason, payer: payer.clone(), message: None };
-
-        // 1. scheme
-        if payload.accepted.scheme != "exact" || requirements.scheme != "exact" {
-            return Ok(Err(reject(reasons::UNSUPPORTED_SCHEME)));
-        }
-        // 2. network
-        if payload.accepted.network != requirements.network {
-            return Ok(Err(reject(reasons::NETWORK_MISMATCH)));
-        }
-        // 3. the provider's chain
-        if evm::chain_id_of(requirements.network.as_str()).ok() != Some(self.chain_id) {
-            return Ok(Err(reject(reasons::FAILED_TO_GET_NETWORK_CONFIG)));
-        }
-        // 3b. an asset this facilitator was configured for, before any call to its code (whose
-        // gas the facilitator would pay at settlement)
-        if !evm::parse_address(&requirements.asset).is_ok_and(|asset| self.accepts_asset(asset)) {
-            tracing::debug!(asset = %requirements.asset, "x402 facilitator: asset not configured; refused");
-            return Ok(Err(reject(reasons::FAILED_TO_GET_ASSET_INFO)));
-        }
-        // 4. EIP-712 domain
-        let extra = |key: &str| requirements.extra.get(key).and_then(Value::as_str);
-        let (Some(name), Some(version)) = (extra("name"), extra("version")) else {
-            return Ok(Err(reject(reasons::MISSING_EIP712_DOMAIN)));
-        };
-        let (Some(from), Some(to), Some(value), Some(valid_after), Some(valid_before), Some(nonce)) =
-            (field("from"), field("to"), field("value"), field("validAfter"), field("validBefore"), field("nonce"))
-        else {
-            return Ok(Err(reject(reasons::INVALID_PAYLOAD)));
-        };
-        // 5. recipient
-        if !to.eq_ignore_ascii_case(&requirements.pay_to) {
-            return Ok(Err(reject(reasons::RECIPIENT_MISMATCH)));
-        }
-        // 6. value, exactly
-        let Some(value) = evm::parse_uint256(value).ok().filter(|v| Some(*v) == requirements.amount_atomic()) else {
-            return Ok(Err(reject(reasons::VALUE_MISMATCH)));
-        };
-        // 7–8. validity window
-        let now = U256::from((self.clock)());
-        let Some(valid_before) = evm::parse_uint256(valid_before)
-            .ok()
-            .filter(|vb| *vb >= now.saturating_add(U256::from(VALID_BEFORE_BUFFER_SECONDS)))
-        else {
-            return Ok(Err(reject(reasons::VALID_BEFORE)));
-        };
-        let latest_valid_after = now.saturating_add(U256::from(self.clock_skew.as_secs()));
-        let Some(valid_after) = evm::parse_uint256(valid_after).ok().filter(|va| *va <= latest_valid_after) else {
-            return Ok(Err(reject(reasons::VALID_AFTER)));
-        };
-        // 9. signature present and hex
-        let Some(signature_hex) = payload.payload.get("signature").and_then(Value::as_str).filter(|s| !s.is_empty())
-        else {
-            return Ok(Err(reject(reasons::INVALID_SIGNATURE)));
-        };
-        let Ok(signature) = signature_hex.parse::<Bytes>() else {
-            return Ok(Err(reject(reasons::INVALID_SIGNATURE)));
-        };
-        // 10. the signature is `from`'s over the typed data (11: nonce is 32 bytes)
-        let (Ok(from_address), Ok(to_address), Ok(nonce), Ok(token)) = (
-            evm::parse_address(from),
-            evm::parse_address(to),
-            evm::parse_bytes32(nonce),
-            evm::parse_address(&requirements.asset),
-        ) else {
-            return Ok(Err(reject(reasons::FAILED_TO_VERIFY_SIGNATURE)));
-        };
-        let message = TransferWithAuthorization {
-            from: from_address,
-            to: to_address,
-            value,
-            validAfter: valid_after,
-            validBefore: valid_before,
-            nonce,
-        };
-        let digest =
-            evm::transfer_authorization_digest(&evm::eip3009_domain(name, version, self.chain_id, token), &message);
+        let (token, from_address, nonce, value) =
+            (checked.token, checked.message.from, checked.message.nonce, checked.message.value);
+        // 10 (continued). As the token's SignatureChecker: ECDSA by `from` first, then ERC-1271
+        // if it has code.
         let code = self.provider.get_code_at(from_address).await.map_err(|e| transport("eth_getCode", &e))?;
-        // As the token's SignatureChecker: ECDSA by `from` first, then ERC-1271 if it has code.
-        let ecdsa = signature.len() == 65 && evm::recover_authorizer(&digest, signature_hex).ok() == Some(from_address);
-        let kind = if ecdsa && code.is_empty() {
+        let kind = if checked.signed_by_from && code.is_empty() {
             SignatureKind::Vrs
-        } else if !code.is_empty() && (ecdsa || self.erc1271_valid(from_address, digest, &signature).await?) {
+        } else if !code.is_empty()
+            && (checked.signed_by_from
+                || self.erc1271_valid(from_address, checked.digest(), &checked.signature).await?)
+        {
             SignatureKind::Bytes
         } else {
             return Ok(Err(reject(reasons::INVALID_SIGNATURE)));
         };
-        // 12. asset
-        if !payload.accepted.asset.eq_ignore_ascii_case(&requirements.asset) {
-            return Ok(Err(reject(reasons::ASSET_MISMATCH)));
-        }
         // nonce unused (on chain, and not being settled right now)
         let in_flight =
             self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).contains(&(token, from_address, nonce));
@@ -496,7 +432,9 @@ impl ExactEvmFacilitatorScheme {
                 return Ok(Err(Rejection { message: Some(message), ..reject(reasons::SIMULATION_FAILED) }));
             }
         }
-        let checked = Checked { token, message, signature, kind, payer: from.to_owned() };
+        let (name, version) = (checked.name, checked.version);
+        let checked =
+            Checked { token, message: checked.message, signature: checked.signature, kind, payer: checked.payer };
         // 14. simulation, diagnosed on failure
         if let Read::Reverted(revert) = self.read(token, checked.calldata().to_vec(), "simulation").await? {
             let reason = self.diagnose(token, (from_address, nonce), name, version).await?;
@@ -701,18 +639,6 @@ impl ExactEvmFacilitatorScheme {
     }
 }
 
-fn rejection_to_verify(rejection: Rejection) -> VerifyResponse {
-    let mut response = VerifyResponse::invalid(rejection.reason, rejection.payer);
-    response.invalid_message = rejection.message;
-    response
-}
-
-fn rejection_to_settle(rejection: Rejection, network: Network) -> SettleResponse {
-    let mut response = SettleResponse::failure(rejection.reason, network, rejection.payer, String::new());
-    response.error_message = rejection.message;
-    response
-}
-
 #[async_trait]
 impl SchemeNetworkFacilitator for ExactEvmFacilitatorScheme {
     fn scheme(&self) -> &str {
@@ -730,7 +656,7 @@ impl SchemeNetworkFacilitator for ExactEvmFacilitatorScheme {
     ) -> Result<VerifyResponse, FacilitatorError> {
         Ok(match self.check(payload, requirements).await? {
             Ok(checked) => VerifyResponse::valid(checked.payer),
-            Err(rejection) => rejection_to_verify(rejection),
+            Err(rejection) => Rejection::into_verify(rejection),
         })
     }
 
@@ -742,7 +668,7 @@ impl SchemeNetworkFacilitator for ExactEvmFacilitatorScheme {
         let network = requirements.network.clone();
         let checked = match self.check(payload, requirements).await? {
             Ok(checked) => checked,
-            Err(rejection) => return Ok(rejection_to_settle(rejection, network)),
+            Err(rejection) => return Ok(Rejection::into_settle(rejection, network)),
         };
         let key = (checked.token, checked.message.from, checked.message.nonce);
         if !self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(key) {
@@ -758,7 +684,7 @@ impl SchemeNetworkFacilitator for ExactEvmFacilitatorScheme {
             Ok(hash) => self.await_receipt(hash, checked.payer, network).await,
             Err(rejection) => {
                 tracing::warn!(reason = rejection.reason, "x402 facilitator: settlement not sent");
-                Ok(rejection_to_settle(rejection, network))
+                Ok(Rejection::into_settle(rejection, network))
             }
         }
     }

@@ -38,10 +38,10 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The `invalidReason` / `errorReason` strings of the on-chain facilitator: those of the
-/// embedded facilitator ([`crate::x402::embedded::reasons`]) plus the chain-only ones of wire
+/// embedded facilitator ([`crate::x402::reasons`]) plus the chain-only ones of wire
 /// facts §7.
 pub mod reasons {
-    pub use crate::x402::embedded::reasons::*;
+    pub use crate::x402::reasons::*;
     /// The payload's `x402Version` is not served.
     pub const INVALID_X402_VERSION: &str = "invalid_x402_version";
     /// The token has no working `authorizationState(address,bytes32)` (not EIP-3009).
@@ -65,6 +65,11 @@ pub mod reasons {
 }
 
 /// The facilitator side of one payment scheme (e.g. `exact` on EVM networks).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a facilitator-side x402 scheme",
+    label = "this does not implement `SchemeNetworkFacilitator`",
+    note = "implement `pay402::x402::facilitator_evm::SchemeNetworkFacilitator` (`scheme`, `signers`, `verify`, `settle`; with `#[async_trait]`) for it, or register the built-in `x402::facilitator_evm::ExactEvmFacilitatorScheme` (EIP-3009 over an alloy provider)"
+)]
 #[async_trait]
 pub trait SchemeNetworkFacilitator: Send + Sync + 'static {
     /// The scheme name (`exact`).

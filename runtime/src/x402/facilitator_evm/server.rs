@@ -22,8 +22,8 @@
 //! [`MAX_BODY_BYTES`]), 415 (a `Content-Type` other than JSON), 404 (unknown transaction),
 //! 502/504 (the chain could not be asked) or 500.
 
-use crate::x402::facilitator::{FacilitatorClient, FacilitatorError};
-use crate::x402::types::{PaymentPayload, PaymentRequirements, X402_VERSION};
+use crate::x402::{FacilitatorClient, FacilitatorError};
+use crate::x402::{PaymentPayload, PaymentRequirements, X402_VERSION};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -71,7 +71,7 @@ pub struct SettleRequestBody {
 /// Why a facilitator HTTP request failed; answered as `{"error", "message"}` JSON.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServerError {
+pub enum FacilitatorServerError {
     /// The body is not the expected JSON (400).
     #[error("invalid request body: {0}")]
     InvalidBody(String),
@@ -100,7 +100,7 @@ pub enum ServerError {
     Facilitator(#[from] FacilitatorError),
 }
 
-impl ServerError {
+impl FacilitatorServerError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -131,7 +131,7 @@ impl ServerError {
     }
 }
 
-impl IntoResponse for ServerError {
+impl IntoResponse for FacilitatorServerError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
@@ -217,16 +217,16 @@ async fn require_token(
     State(token): State<Arc<BearerToken>>,
     request: Request,
     next: Next,
-) -> Result<Response, ServerError> {
+) -> Result<Response, FacilitatorServerError> {
     if token.authorizes(request.headers()) {
         Ok(next.run(request).await)
     } else {
         tracing::debug!(path = %request.uri().path(), "x402 facilitator server: request without a valid token refused");
-        Err(ServerError::Unauthorized)
+        Err(FacilitatorServerError::Unauthorized)
     }
 }
 
-impl From<BytesRejection> for ServerError {
+impl From<BytesRejection> for FacilitatorServerError {
     fn from(rejection: BytesRejection) -> Self {
         Self::BodyRejected { status: rejection.status(), message: rejection.body_text() }
     }
@@ -237,7 +237,7 @@ impl From<BytesRejection> for ServerError {
 fn parse_body<T: for<'de> Deserialize<'de>>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, ServerError> {
+) -> Result<T, FacilitatorServerError> {
     let body = body?;
     let is_json = headers.get(header::CONTENT_TYPE).is_none_or(|v| {
         v.to_str()
@@ -246,20 +246,20 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
     });
     if !is_json {
-        return Err(ServerError::NotJson);
+        return Err(FacilitatorServerError::NotJson);
     }
-    serde_json::from_slice(&body).map_err(|e| ServerError::InvalidBody(e.to_string()))
+    serde_json::from_slice(&body).map_err(|e| FacilitatorServerError::InvalidBody(e.to_string()))
 }
 
-fn check_version(version: u32) -> Result<(), ServerError> {
-    if version == X402_VERSION { Ok(()) } else { Err(ServerError::UnsupportedVersion(version)) }
+fn check_version(version: u32) -> Result<(), FacilitatorServerError> {
+    if version == X402_VERSION { Ok(()) } else { Err(FacilitatorServerError::UnsupportedVersion(version)) }
 }
 
 async fn verify<F: FacilitatorClient>(
     State(facilitator): State<Arc<F>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ServerError> {
+) -> Result<Response, FacilitatorServerError> {
     let request: VerifyRequestBody = parse_body(&headers, body)?;
     check_version(request.x402_version)?;
     let answer = facilitator.verify(&request.payment_payload, &request.payment_requirements).await?;
@@ -270,14 +270,16 @@ async fn settle<F: FacilitatorClient>(
     State(facilitator): State<Arc<F>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ServerError> {
+) -> Result<Response, FacilitatorServerError> {
     let request: SettleRequestBody = parse_body(&headers, body)?;
     check_version(request.x402_version)?;
     let answer = facilitator.settle(&request.payment_payload, &request.payment_requirements).await?;
     Ok(Json(answer).into_response())
 }
 
-async fn supported<F: FacilitatorClient>(State(facilitator): State<Arc<F>>) -> Result<Response, ServerError> {
+async fn supported<F: FacilitatorClient>(
+    State(facilitator): State<Arc<F>>,
+) -> Result<Response, FacilitatorServerError> {
     Ok(Json(facilitator.supported().await?).into_response())
 }
 
@@ -291,9 +293,9 @@ struct StatusQuery {
 async fn settle_status<F: FacilitatorClient>(
     State(facilitator): State<Arc<F>>,
     query: Result<Query<StatusQuery>, QueryRejection>,
-) -> Result<Response, ServerError> {
-    let Query(query) = query.map_err(|e| ServerError::InvalidBody(e.body_text()))?;
-    let tx_hash = query.tx_hash.filter(|t| !t.is_empty()).ok_or(ServerError::MissingTxHash)?;
+) -> Result<Response, FacilitatorServerError> {
+    let Query(query) = query.map_err(|e| FacilitatorServerError::InvalidBody(e.body_text()))?;
+    let tx_hash = query.tx_hash.filter(|t| !t.is_empty()).ok_or(FacilitatorServerError::MissingTxHash)?;
     Ok(Json(facilitator.settle_status(&tx_hash).await?).into_response())
 }
 
@@ -332,7 +334,7 @@ fn paying_routes<F: FacilitatorClient>() -> axum::Router<Arc<F>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x402::types::{SettleResponse, SupportedResponse, VerifyResponse};
+    use crate::x402::{SettleResponse, SupportedResponse, VerifyResponse};
     use async_trait::async_trait;
     use std::time::Duration;
 

@@ -6,8 +6,8 @@ use actix_web::{App, HttpResponse, Responder, get, web};
 use pay402::actix::{Mpp, Paid, X402HttpServer, pay, x402};
 use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod};
 use pay402::x402::ExactEvmScheme;
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402ResourceServer;
 
 /// `#[get]` above both, `#[x402]` above `#[pay]`, matching on how it was paid.
 #[get("/quote/{symbol}")]

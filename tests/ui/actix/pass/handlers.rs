@@ -3,7 +3,7 @@
 
 use actix_web::{App, HttpResponse, Responder, get, post, web};
 use pay402::actix::{X402HttpServer, X402Payment, x402};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 use serde::Deserialize;
 

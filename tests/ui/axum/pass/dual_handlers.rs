@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use pay402::axum::{Mpp, Paid, X402HttpServer, pay, x402};
 use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod};
 use pay402::x402::ExactEvmScheme;
-use pay402::x402::embedded::EmbeddedFacilitator;
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::X402ResourceServer;
 
 #[derive(Clone)]
 struct AppState {

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pay402::axum::{X402HttpServer, X402Payment, x402};
-use pay402::x402::server::X402ResourceServer;
+use pay402::x402::X402ResourceServer;
 use pay402::x402::{ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 use serde::Deserialize;
 
