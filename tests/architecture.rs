@@ -124,7 +124,7 @@ impl Refs<'_> {
         while i < trees.len() {
             match &trees[i] {
                 TokenTree::Group(g) => self.tokens(g.stream()),
-                TokenTree::Ident(id) if id.to_string() == "crate" => {
+                TokenTree::Ident(id) if id == "crate" => {
                     let dollar = i > 0 && matches!(&trees[i - 1], TokenTree::Punct(p) if p.as_char() == '$');
                     let mut segs = vec!["crate".to_owned()];
                     let mut j = i + 1;
