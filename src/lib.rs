@@ -9,17 +9,21 @@ pub use pay402_runtime::{
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use pay402_runtime::autopay;
 
-/// axum integration: the route-table layer, the payment extractor and the attribute macros.
+/// axum integration: the route-table layers, the payment extractors and the attribute macros.
+///
+/// The guards the attribute macros expand to are not public API (they live in `__private`): they
+/// only make sense with the route statics the macros build. A route table of your own plugs in
+/// through [`GateLayer`](crate::axum::GateLayer) and [`gate::PaymentGate`].
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum {
     pub use pay402_runtime::axum::{
-        DualGuard, DualVerified, MppGuard, MppLayer, MppService, MppVerified, PaymentRouterLayer, PaymentRouterService,
-        X402Guard, X402Layer, X402Service, X402Verified, into_response,
+        GateLayer, GateService, MppLayer, MppService, PaymentRouterLayer, PaymentRouterService, X402Layer, X402Service,
+        into_response,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
-    pub use pay402_runtime::x402::{MissingPayment, X402HttpServer, X402Payment};
+    pub use pay402_runtime::x402::{X402HttpServer, X402Payment};
 
     #[doc = include_str!("../docs/axum_pay.md")]
     pub use pay402_macros::pay_axum as pay;
@@ -27,24 +31,37 @@ pub mod axum {
     pub use pay402_macros::x402_axum as x402;
 }
 
-/// actix-web integration: the route-table middleware, the payment extractor and the attribute
+/// actix-web integration: the route-table middlewares, the payment extractors and the attribute
 /// macros.
+///
+/// The guards the attribute macros expand to are not public API (they live in `__private`): they
+/// only make sense with the route statics the macros build. A route table of your own plugs in
+/// through [`GateMiddleware`](crate::actix::GateMiddleware) and [`gate::PaymentGate`].
 #[cfg(feature = "actix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
 pub mod actix {
     pub use pay402_runtime::actix::{
-        DualGuard, DualVerified, MISSING_DUAL_MESSAGE, MISSING_MPP_MESSAGE, MISSING_SERVER_MESSAGE, MppGuard,
-        MppMiddleware, MppMiddlewareService, MppVerified, PaymentRouterMiddleware, PaymentRouterMiddlewareService,
-        X402Guard, X402Middleware, X402MiddlewareService, X402Verified, into_response, request_context,
+        GateMiddleware, GateMiddlewareService, MISSING_MPP_MESSAGE, MISSING_ROUTER_MESSAGE, MISSING_SERVER_MESSAGE,
+        MppMiddleware, MppMiddlewareService, PaymentRouterMiddleware, PaymentRouterMiddlewareService, X402Middleware,
+        X402MiddlewareService, into_response, request_context,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
-    pub use pay402_runtime::x402::{MissingPayment, X402HttpServer, X402Payment};
+    pub use pay402_runtime::x402::{X402HttpServer, X402Payment};
 
     #[doc = include_str!("../docs/actix_pay.md")]
     pub use pay402_macros::pay_actix as pay;
     #[doc = include_str!("../docs/actix_x402.md")]
     pub use pay402_macros::x402_actix as x402;
+}
+
+/// The extension point of the framework glue: a [`PaymentGate`](gate::PaymentGate) is a route
+/// table the route-table layers (axum's `GateLayer`, actix-web's `GateMiddleware`) protect
+/// requests with. x402's `X402HttpServer`, MPP's `Mpp` and the dual-protocol `PaymentRouter`
+/// implement it; so can a protocol of your own. A handler extracting a payment on a route nothing
+/// protects is rejected with [`NotProtected`](gate::NotProtected) (a 500).
+pub mod gate {
+    pub use pay402_runtime::gate::{ExtensionSink, GateExtension, NotProtected, PaymentGate};
 }
 
 /// Guides: longer walk-throughs, each a page (every code block in them is compiled by

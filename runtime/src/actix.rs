@@ -1,9 +1,11 @@
-//! actix-web integration (feature `actix`): the route-table [`X402Middleware`], the
-//! [`X402Payment`] extractor for handlers behind it, and the guard the `#[x402]` macro expands
-//! to. Configuration reaches handlers through `web::Data<X402HttpServer>`.
+//! actix-web integration (feature `actix`): the route-table middlewares ([`X402Middleware`],
+//! [`MppMiddleware`], [`PaymentRouterMiddleware`], all one [`GateMiddleware`]), the payment
+//! extractors for handlers behind them (`X402Payment`, `Credential`, `Receipt`, the router's
+//! `Paid`), and the one [`Guard`] the attribute macros expand to. Configuration reaches guarded
+//! handlers through `web::Data<X402HttpServer>` / `web::Data<Mpp>`.
 //!
 //! ```no_run
-//! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
+//! # use pay402_runtime::x402::{http::{X402HttpServer, RouteConfig, PaymentOption, X402Payment}, server::X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 //! # use pay402_runtime::actix::X402Middleware;
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new("http://127.0.0.1:4022"))?;
@@ -17,10 +19,11 @@
 //! ```
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
-use crate::completion::FinishGuard;
-use crate::gate::{ExtensionSink, PaymentGate};
+use crate::gate::{ExtensionSink, GuardGate, Guarded, NotProtected, PaymentGate, StaticGateRoute, from_extensions};
+use crate::mpp::{Credential, Mpp, Receipt};
+use crate::router::{Paid, PaymentRouter};
 use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead, push_url};
-use crate::x402::{MissingPayment, RouteConfig, StaticRoute, X402HttpServer, X402Payment};
+use crate::x402::{X402HttpServer, X402Payment};
 use ::actix_web::body::{EitherBody, MessageBody};
 use ::actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use ::actix_web::http::StatusCode;
@@ -29,32 +32,41 @@ use ::actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, Responder
 use futures::future::{LocalBoxFuture, Ready, ready};
 use std::convert::Infallible;
 use std::future::Future;
+use std::ops::Deref;
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// The response type `#[x402]` handlers return on actix-web.
 pub type Response = HttpResponse;
 
-/// Converts a pay402 response into an actix-web response.
+/// Converts a pay402 response into an actix-web response (every header line kept: the router's
+/// merged 402 carries several `WWW-Authenticate` challenges).
 pub fn into_response(r: PaymentHttpResponse) -> HttpResponse {
-    let status = StatusCode::from_u16(r.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = HttpResponse::with_body(status, r.body).map_into_boxed_body();
+    let mut resp = HttpResponse::with_body(actix_status(r.status), r.body).map_into_boxed_body();
     copy_headers(&r.headers, resp.headers_mut());
     resp
 }
 
+/// An `http` 1 status as actix-web's (`http` 0.2).
+fn actix_status(status: http::StatusCode) -> StatusCode {
+    StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Adds `from`'s headers to `to` as `http::HeaderMap::extend` does (axum's completion): each
+/// name's lines replace `to`'s lines of that name, and every line of `from` is kept.
 fn copy_headers(from: &http::HeaderMap, to: &mut ::actix_web::http::header::HeaderMap) {
-    for (name, value) in from {
-        if let (Ok(n), Ok(v)) =
-            (HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
-        {
-            to.insert(n, v);
+    for name in from.keys() {
+        let Ok(n) = HeaderName::from_bytes(name.as_str().as_bytes()) else { continue };
+        to.remove(&n);
+        for value in from.get_all(name) {
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                to.append(n.clone(), v);
+            }
         }
     }
 }
 
 /// `http` 1 headers as actix-web's (`http` 0.2) name/value pairs, every line kept.
-pub(crate) fn convert_headers(from: &http::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+fn convert_headers(from: &http::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     from.iter()
         .filter_map(|(name, value)| {
             Some((
@@ -65,13 +77,17 @@ pub(crate) fn convert_headers(from: &http::HeaderMap) -> Vec<(HeaderName, Header
         .collect()
 }
 
-/// Answers a prepared response (its headers were converted to actix-web's types once).
+/// Answers a prepared response (its headers converted to actix-web's types once, on first use).
 fn prepared_response(p: &PreparedResponse) -> HttpResponse {
-    let status = StatusCode::from_u16(p.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = HttpResponse::with_body(status, p.body.clone()).map_into_boxed_body();
+    let mut resp = HttpResponse::with_body(actix_status(p.status), p.body.clone()).map_into_boxed_body();
     let headers = resp.headers_mut();
-    for (name, value) in &p.actix_headers {
-        headers.append(name.clone(), value.clone());
+    match p.converted_headers(convert_headers) {
+        Some(lines) => {
+            for (name, value) in lines {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        None => copy_headers(&p.headers, headers),
     }
     resp
 }
@@ -136,19 +152,26 @@ pub fn request_context(req: &HttpRequest) -> RequestContext {
     RequestContext::new(method, url, headers)
 }
 
-impl ResponseError for MissingPayment {
+impl ResponseError for NotProtected {
     fn status_code(&self) -> StatusCode {
         StatusCode::INTERNAL_SERVER_ERROR
     }
 }
 
-impl FromRequest for X402Payment {
-    type Error = MissingPayment;
-    type Future = Ready<Result<Self, MissingPayment>>;
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.extensions().get::<X402Payment>().cloned().ok_or(MissingPayment))
-    }
+/// The handlers' payment extractors: each reads what the gate put in the request extensions.
+macro_rules! extension_extractors {
+    ($($t:ty),* $(,)?) => {$(
+        impl FromRequest for $t {
+            type Error = NotProtected;
+            type Future = Ready<Result<Self, NotProtected>>;
+            fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+                ready(from_extensions(req.extensions().get::<$t>()))
+            }
+        }
+    )*};
 }
+
+extension_extractors!(X402Payment, Credential, Receipt, Paid);
 
 impl ExtensionSink for ::actix_web::dev::Extensions {
     fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
@@ -171,25 +194,6 @@ where
     let added = finish(status).await?;
     copy_headers(&added, headers);
     Ok(())
-}
-
-/// Turns a guarded handler's answer into the final response: completes the payment (see
-/// [`complete`]), or sends the failure converted by `on_failure`.
-async fn finish_handler<R: Responder, F>(
-    req: &HttpRequest,
-    answer: R,
-    finish: impl FnOnce(http::StatusCode) -> F,
-    on_failure: fn(PaymentHttpResponse) -> HttpResponse,
-) -> HttpResponse
-where
-    F: Future<Output = Result<http::HeaderMap, PaymentHttpResponse>>,
-{
-    let mut resp = answer.respond_to(req).map_into_boxed_body();
-    let status = resp.status();
-    match complete(status, resp.headers_mut(), finish).await {
-        Ok(()) => resp,
-        Err(failure) => on_failure(failure),
-    }
 }
 
 /// The app's `web::Data<T>`, if configured.
@@ -269,9 +273,8 @@ where
             let payment = match gate.process(&ctx, &route).await {
                 Ok(p) => p,
                 Err(r) => {
-                    let r = if G::MULTI_VALUED_HEADERS { into_response_all(r) } else { into_response(r) };
                     let (http_req, _) = req.into_parts();
-                    return Ok(ServiceResponse::new(http_req, r).map_into_right_body());
+                    return Ok(ServiceResponse::new(http_req, into_response(r)).map_into_right_body());
                 }
             };
             G::insert_extensions(&payment, &mut *req.extensions_mut());
@@ -298,185 +301,11 @@ pub type X402Middleware = GateMiddleware<X402HttpServer>;
 /// The service made by [`X402Middleware`].
 pub type X402MiddlewareService<S> = GateMiddlewareService<S, X402HttpServer>;
 
-/// The message of the 500 sent when a `#[x402]` handler runs without configuration.
-pub const MISSING_SERVER_MESSAGE: &str =
-    "pay402: no X402HttpServer in the app data; add `.app_data(web::Data::new(x402_server))` to the App";
-
-/// What `#[x402]` puts first in a handler's arguments: the request and the
-/// `web::Data<X402HttpServer>` of the app.
-#[derive(Debug)]
-pub struct X402Guard {
-    server: Option<X402HttpServer>,
-    req: HttpRequest,
-}
-
-impl FromRequest for X402Guard {
-    type Error = Infallible;
-    type Future = Ready<Result<Self, Infallible>>;
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let server = app_data::<X402HttpServer>(req);
-        ready(Ok(Self { server, req: req.clone() }))
-    }
-}
-
-impl X402Guard {
-    /// Verifies the request's payment for `route`; `Err` is the response to return at once.
-    pub async fn verify(self, route: &'static StaticRoute) -> Result<X402Verified, HttpResponse> {
-        let Some(server) = self.server else {
-            return Err(missing_config(MISSING_SERVER_MESSAGE));
-        };
-        let config: Arc<RouteConfig> = route.config().map_err(into_response)?;
-        if let Some(prepared) = server.precomputed_unpaid(&config, &ActixHead(&self.req)) {
-            return Err(prepared_response(&prepared));
-        }
-        let ctx = request_context(&self.req);
-        match Box::pin(server.process(&ctx, &config)).await {
-            Ok(payment) => {
-                let guard = crate::gate::payment_guard(server, ctx, payment.clone());
-                Ok(X402Verified { req: self.req, payment, guard })
-            }
-            Err(r) => Err(into_response(r)),
-        }
-    }
-}
-
-/// A verified payment inside a `#[x402]` handler. Dropped before [`X402Verified::finish`] it is
-/// released; dropped while the handler runs (client disconnect, timeout) it is completed per
-/// [`X402HttpServer::cancel_policy`], or released if the handler panicked.
-#[derive(Debug)]
-pub struct X402Verified {
-    req: HttpRequest,
-    payment: X402Payment,
-    guard: FinishGuard,
-}
-
-impl X402Verified {
-    /// The payment, for the handler's `X402Payment` parameter.
-    pub fn payment(&self) -> X402Payment {
-        self.payment.clone()
-    }
-
-    /// Runs the handler body, then settles (status < 400) or releases the payment.
-    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        let mut guard = self.guard;
-        guard.start();
-        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response)
-            .await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// MPP
-// ---------------------------------------------------------------------------------------------
-
-use crate::mpp::{Credential, Mpp, Receipt, StaticPaySpec};
-
-/// The message of the 500 sent when a `#[pay]` handler runs without configuration.
-pub const MISSING_MPP_MESSAGE: &str = "pay402: no Mpp in the app data; add `.app_data(web::Data::new(mpp))` to the App";
-
-impl FromRequest for Credential {
-    type Error = MissingPayment;
-    type Future = Ready<Result<Self, MissingPayment>>;
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.extensions().get::<Credential>().cloned().ok_or(MissingPayment))
-    }
-}
-
-impl FromRequest for Receipt {
-    type Error = MissingPayment;
-    type Future = Ready<Result<Self, MissingPayment>>;
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.extensions().get::<Receipt>().cloned().ok_or(MissingPayment))
-    }
-}
-
 /// actix-web middleware protecting the routes of an [`Mpp`] route table.
 pub type MppMiddleware = GateMiddleware<Mpp>;
 
 /// The service made by [`MppMiddleware`].
 pub type MppMiddlewareService<S> = GateMiddlewareService<S, Mpp>;
-
-/// What `#[pay]` puts first in a handler's arguments: the request and the app's
-/// `web::Data<Mpp>`.
-#[derive(Debug)]
-pub struct MppGuard {
-    mpp: Option<Mpp>,
-    req: HttpRequest,
-}
-
-impl FromRequest for MppGuard {
-    type Error = Infallible;
-    type Future = Ready<Result<Self, Infallible>>;
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let mpp = app_data::<Mpp>(req);
-        ready(Ok(Self { mpp, req: req.clone() }))
-    }
-}
-
-impl MppGuard {
-    /// Verifies the request's credential for `spec`; `Err` is the response to return at once.
-    pub async fn verify(self, spec: &'static StaticPaySpec) -> Result<MppVerified, HttpResponse> {
-        let Some(mpp) = self.mpp else {
-            return Err(missing_config(MISSING_MPP_MESSAGE));
-        };
-        let spec = spec.spec();
-        let ctx = request_context(&self.req);
-        match Box::pin(mpp.process(&ctx, &spec)).await {
-            Ok(paid) => {
-                let (credential, receipt) = (paid.credential.clone(), paid.receipt.clone());
-                let guard = crate::gate::payment_guard(mpp, ctx, paid);
-                Ok(MppVerified { req: self.req, credential, receipt, guard })
-            }
-            Err(r) => Err(into_response(r)),
-        }
-    }
-}
-
-/// A verified MPP payment inside a `#[pay]` handler. Dropped before [`MppVerified::finish`] its
-/// reservation is released; dropped while the handler runs (client disconnect, timeout) it is
-/// committed per [`Mpp::cancel_policy`], or released if the handler panicked.
-#[derive(Debug)]
-pub struct MppVerified {
-    req: HttpRequest,
-    credential: Credential,
-    receipt: Receipt,
-    guard: FinishGuard,
-}
-
-impl MppVerified {
-    /// The credential, for the handler's `Credential` parameter.
-    pub fn credential(&self) -> Credential {
-        self.credential.clone()
-    }
-
-    /// The receipt, for the handler's `Receipt` parameter.
-    pub fn receipt(&self) -> Receipt {
-        self.receipt.clone()
-    }
-
-    /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
-    /// releases the payment.
-    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        let mut guard = self.guard;
-        guard.start();
-        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response)
-            .await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dual-protocol router
-// ---------------------------------------------------------------------------------------------
-
-use crate::router::{Paid as RouterPaid, PaymentRouter};
-
-impl FromRequest for RouterPaid {
-    type Error = MissingPayment;
-    type Future = Ready<Result<Self, MissingPayment>>;
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.extensions().get::<RouterPaid>().cloned().ok_or(MissingPayment))
-    }
-}
 
 /// actix-web middleware protecting the routes of a [`PaymentRouter`] (x402 and MPP on one URL).
 pub type PaymentRouterMiddleware = GateMiddleware<PaymentRouter>;
@@ -484,88 +313,145 @@ pub type PaymentRouterMiddleware = GateMiddleware<PaymentRouter>;
 /// The service made by [`PaymentRouterMiddleware`].
 pub type PaymentRouterMiddlewareService<S> = GateMiddlewareService<S, PaymentRouter>;
 
-use crate::router::StaticDualRoute;
+/// The message of the 500 sent when a `#[x402]` handler runs without configuration.
+pub const MISSING_SERVER_MESSAGE: &str =
+    "pay402: no X402HttpServer in the app data; add `.app_data(web::Data::new(x402_server))` to the App";
 
-/// Like [`into_response`], keeping every line of a multi-valued header (the merged 402 may carry
-/// several `WWW-Authenticate` challenges).
-fn into_response_all(r: PaymentHttpResponse) -> HttpResponse {
-    let status = StatusCode::from_u16(r.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = HttpResponse::with_body(status, r.body).map_into_boxed_body();
-    let to = resp.headers_mut();
-    for (name, value) in &r.headers {
-        if let (Ok(n), Ok(v)) =
-            (HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
-        {
-            to.append(n, v);
-        }
-    }
-    resp
-}
+/// The message of the 500 sent when a `#[pay]` handler runs without configuration.
+pub const MISSING_MPP_MESSAGE: &str = "pay402: no Mpp in the app data; add `.app_data(web::Data::new(mpp))` to the App";
 
 /// The message of the 500 sent when a handler carrying both `#[x402]` and `#[pay]` runs without
 /// its configuration.
-pub const MISSING_DUAL_MESSAGE: &str = "pay402: a handler with #[x402] and #[pay] needs both an X402HttpServer and an \
-                                        Mpp in the app data; add `.app_data(web::Data::new(x402_server))` and \
-                                        `.app_data(web::Data::new(mpp))` to the App";
+pub const MISSING_ROUTER_MESSAGE: &str = "pay402: a handler with #[x402] and #[pay] needs both an X402HttpServer and \
+                                          an Mpp in the app data; add `.app_data(web::Data::new(x402_server))` and \
+                                          `.app_data(web::Data::new(mpp))` to the App";
 
-/// What a handler carrying both `#[x402]` and `#[pay]` puts first in its arguments: the request,
-/// and the app's `web::Data<X402HttpServer>` and `web::Data<Mpp>`.
-#[derive(Debug)]
-pub struct DualGuard {
-    server: Option<X402HttpServer>,
-    mpp: Option<Mpp>,
-    req: HttpRequest,
+/// How a [`Guard`] finds its gate's state in the app data (`web::Data<…>`).
+pub trait FromAppData: Sized {
+    /// The message of the 500 sent (and logged) when the app data lacks it.
+    const MISSING: &'static str;
+    /// Takes it from the request's app data.
+    fn from_app_data(req: &HttpRequest) -> Option<Self>;
 }
 
-impl FromRequest for DualGuard {
-    type Error = Infallible;
-    type Future = Ready<Result<Self, Infallible>>;
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let server = app_data::<X402HttpServer>(req);
-        let mpp = app_data::<Mpp>(req);
-        ready(Ok(Self { server, mpp, req: req.clone() }))
+impl FromAppData for X402HttpServer {
+    const MISSING: &'static str = MISSING_SERVER_MESSAGE;
+    fn from_app_data(req: &HttpRequest) -> Option<Self> {
+        app_data(req)
     }
 }
 
-impl DualGuard {
-    /// Verifies the request's x402 payment or MPP credential for `route` (MPP first when both
-    /// are present); `Err` is the response to return at once (the merged 402 when unpaid).
-    pub async fn verify(self, route: &'static StaticDualRoute) -> Result<DualVerified, HttpResponse> {
-        let (Some(server), Some(mpp)) = (self.server, self.mpp) else {
-            return Err(missing_config(MISSING_DUAL_MESSAGE));
-        };
+impl FromAppData for Mpp {
+    const MISSING: &'static str = MISSING_MPP_MESSAGE;
+    fn from_app_data(req: &HttpRequest) -> Option<Self> {
+        app_data(req)
+    }
+}
+
+impl FromAppData for (X402HttpServer, Mpp) {
+    const MISSING: &'static str = MISSING_ROUTER_MESSAGE;
+    fn from_app_data(req: &HttpRequest) -> Option<Self> {
+        Some((app_data(req)?, app_data(req)?))
+    }
+}
+
+/// What an attribute macro puts first in a handler's arguments: the request and the gate's state
+/// from the app data (`web::Data<X402HttpServer>` for `#[x402]`, `web::Data<Mpp>` for `#[pay]`,
+/// both for the two stacked). Made only by the macros' expansions; the request context is built
+/// only once the unpaid fast path has passed.
+#[derive(Debug)]
+pub struct Guard<G: GuardGate> {
+    state: Option<G::State>,
+    req: HttpRequest,
+}
+
+impl<G: GuardGate> FromRequest for Guard<G>
+where
+    G::State: FromAppData,
+{
+    type Error = Infallible;
+    type Future = Ready<Result<Self, Infallible>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Ok(Self { state: G::State::from_app_data(req), req: req.clone() }))
+    }
+}
+
+impl<G: GuardGate> Guard<G>
+where
+    G::State: FromAppData,
+{
+    /// Verifies the request's payment for `route`; `Err` is the response to return at once (the
+    /// route's precomputed 402 when the request carries no payment and the gate has one).
+    pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, HttpResponse> {
+        let state = self.state.ok_or_else(|| missing_config(G::State::MISSING))?;
+        let route = route.route(&state).map_err(into_response)?;
+        let gate = G::from_state(state);
+        if let Some(prepared) = gate.precomputed_unpaid(&route, &ActixHead(&self.req)) {
+            return Err(prepared_response(&prepared));
+        }
         let ctx = request_context(&self.req);
-        match Box::pin(route.process(&ctx, &server, &mpp)).await {
-            Ok(payment) => {
-                Ok(DualVerified { req: self.req, paid: payment.paid(), guard: crate::gate::router_guard(payment) })
-            }
-            Err(r) => Err(into_response_all(r)),
+        let paid = Guarded::admit(gate, ctx, &route).await.map_err(into_response)?;
+        Ok(Verified { paid, req: self.req })
+    }
+}
+
+/// A payment verified by [`Guard`], inside the handler: the getters of [`Guarded`] (through
+/// `Deref`), and `finish` (which answers through the kept request).
+#[derive(Debug)]
+pub struct Verified<G: GuardGate> {
+    paid: Guarded<G>,
+    req: HttpRequest,
+}
+
+impl<G: GuardGate> Deref for Verified<G> {
+    type Target = Guarded<G>;
+    fn deref(&self) -> &Guarded<G> {
+        &self.paid
+    }
+}
+
+impl<G: GuardGate> Verified<G> {
+    /// Runs the handler body, then completes the payment with the handler's status (settles or
+    /// commits below 400, adding `PAYMENT-RESPONSE` or `Payment-Receipt`; releases otherwise).
+    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
+        let mut guard = self.paid.guard;
+        guard.start();
+        let answer = crate::metrics::handler(body).await;
+        let mut resp = answer.respond_to(&self.req).map_into_boxed_body();
+        let status = resp.status();
+        match complete(status, resp.headers_mut(), |status| guard.finish(status)).await {
+            Ok(()) => resp,
+            Err(failure) => into_response(failure),
         }
     }
 }
 
-/// A verified payment inside a handler carrying both `#[x402]` and `#[pay]`. Dropped before
-/// [`DualVerified::finish`] it is released; dropped while the handler runs it is completed per
-/// the accepting protocol's cancel policy, or released if the handler panicked.
-#[derive(Debug)]
-pub struct DualVerified {
-    req: HttpRequest,
-    paid: RouterPaid,
-    guard: FinishGuard,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl DualVerified {
-    /// How the request was paid, for the handler's `Paid` parameter.
-    pub fn paid(&self) -> RouterPaid {
-        self.paid.clone()
+    #[test]
+    fn every_header_line_reaches_the_actix_response() {
+        let r = PaymentHttpResponse::new(http::StatusCode::PAYMENT_REQUIRED, "application/json", "{}")
+            .append_header("www-authenticate", "Payment a")
+            .append_header("www-authenticate", "Payment b");
+        let prepared = PreparedResponse::new(r.clone());
+        for resp in [into_response(r), prepared_response(&prepared), prepared_response(&prepared)] {
+            assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+            assert_eq!(resp.headers().get_all("www-authenticate").count(), 2);
+        }
     }
 
-    /// Runs the handler body, then completes the payment with the protocol that accepted it
-    /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
-    pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        let mut guard = self.guard;
-        guard.start();
-        finish_handler(&self.req, crate::metrics::handler(body).await, |status| guard.finish(status), into_response_all)
-            .await
+    #[test]
+    fn completion_headers_replace_the_handlers_lines_of_their_name() {
+        let mut to = ::actix_web::http::header::HeaderMap::new();
+        to.append(HeaderName::from_static("payment-receipt"), HeaderValue::from_static("handler's"));
+        to.append(HeaderName::from_static("x-kept"), HeaderValue::from_static("kept"));
+        let mut from = http::HeaderMap::new();
+        from.insert("payment-receipt", http::HeaderValue::from_static("pay402's"));
+        copy_headers(&from, &mut to);
+        let receipts: Vec<_> = to.get_all("payment-receipt").map(|v| v.to_str().unwrap_or("")).collect();
+        assert_eq!(receipts, ["pay402's"]);
+        assert!(to.contains_key("x-kept"));
     }
 }

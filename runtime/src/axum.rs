@@ -1,8 +1,10 @@
-//! axum integration (feature `axum`): the route-table [`X402Layer`], the [`X402Payment`]
-//! extractor for handlers behind it, and the guard the `#[x402]` macro expands to.
+//! axum integration (feature `axum`): the route-table layers ([`X402Layer`], [`MppLayer`],
+//! [`PaymentRouterLayer`], all one [`GateLayer`]), the payment extractors for handlers behind
+//! them (`X402Payment`, `Credential`, `Receipt`, the router's `Paid`), and the one [`Guard`] the
+//! attribute macros expand to.
 //!
 //! ```no_run
-//! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
+//! # use pay402_runtime::x402::{http::{X402HttpServer, RouteConfig, PaymentOption, X402Payment}, server::X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 //! # use pay402_runtime::axum::X402Layer;
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new("http://127.0.0.1:4022"))?;
@@ -16,18 +18,19 @@
 //! ```
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
-use crate::completion::FinishGuard;
-use crate::gate::PaymentGate;
+use crate::gate::{GuardGate, Guarded, NotProtected, PaymentGate, StaticGateRoute, from_extensions};
+use crate::mpp::{Credential, Mpp, Receipt};
+use crate::router::{Paid, PaymentRouter};
 use crate::web::{HttpHead, PaymentHttpResponse, PreparedResponse, RequestContext};
-use crate::x402::{MissingPayment, RouteConfig, StaticRoute, X402HttpServer, X402Payment};
+use crate::x402::{X402HttpServer, X402Payment};
 use ::axum::body::Body;
 use ::axum::extract::{FromRef, FromRequestParts};
 use ::axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use std::convert::Infallible;
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Converts a pay402 response into an axum response.
@@ -144,189 +147,11 @@ pub type X402Layer = GateLayer<X402HttpServer>;
 /// The service made by [`X402Layer`].
 pub type X402Service<S> = GateService<S, X402HttpServer>;
 
-impl IntoResponse for MissingPayment {
-    fn into_response(self) -> Response {
-        (http::StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for X402Payment {
-    type Rejection = MissingPayment;
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<X402Payment>().cloned().ok_or(MissingPayment)
-    }
-}
-
-/// What `#[x402]` puts first in a handler's arguments: captures the request and the
-/// [`X402HttpServer`] from the router state (`X402HttpServer: FromRef<S>`).
-#[derive(Debug)]
-pub struct X402Guard {
-    server: X402HttpServer,
-    method: http::Method,
-    uri: http::Uri,
-    headers: http::HeaderMap,
-}
-
-impl<S> FromRequestParts<S> for X402Guard
-where
-    X402HttpServer: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Infallible;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self {
-            server: X402HttpServer::from_ref(state),
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-        })
-    }
-}
-
-impl X402Guard {
-    /// Verifies the request's payment for `route`; `Err` is the response to return at once (the
-    /// route's precomputed 402 when the request carries no payment).
-    pub async fn verify(self, route: &'static StaticRoute) -> Result<X402Verified, Response> {
-        let config: Arc<RouteConfig> = route.config().map_err(into_response)?;
-        let head = HttpHead { method: &self.method, uri: &self.uri, headers: &self.headers };
-        if let Some(prepared) = self.server.precomputed_unpaid(&config, &head) {
-            return Err(prepared_response(&prepared));
-        }
-        let ctx = RequestContext::from_owned_parts(self.method, &self.uri, self.headers);
-        match Box::pin(self.server.process(&ctx, &config)).await {
-            Ok(payment) => {
-                let guard = crate::gate::payment_guard(self.server, ctx, payment.clone());
-                Ok(X402Verified { payment, guard })
-            }
-            Err(r) => Err(into_response(r)),
-        }
-    }
-}
-
-/// A verified payment inside a `#[x402]` handler. Dropped before [`X402Verified::finish`] it is
-/// released; dropped while the handler runs (client disconnect, timeout layer) it is completed
-/// per [`X402HttpServer::cancel_policy`], or released if the handler panicked.
-#[derive(Debug)]
-pub struct X402Verified {
-    payment: X402Payment,
-    guard: FinishGuard,
-}
-
-impl X402Verified {
-    /// The payment, for the handler's `X402Payment` parameter.
-    pub fn payment(&self) -> X402Payment {
-        self.payment.clone()
-    }
-
-    /// Runs the handler body, then settles (status < 400) or releases the payment.
-    pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        let mut guard = self.guard;
-        guard.start();
-        let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| guard.finish(status)).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// MPP
-// ---------------------------------------------------------------------------------------------
-
-use crate::mpp::{Credential, Mpp, Paid, Receipt, StaticPaySpec};
-
 /// Tower layer protecting the routes of an [`Mpp`] route table (`Mpp::route`).
 pub type MppLayer = GateLayer<Mpp>;
 
 /// The service made by [`MppLayer`].
 pub type MppService<S> = GateService<S, Mpp>;
-
-impl<S: Send + Sync> FromRequestParts<S> for Credential {
-    type Rejection = MissingPayment;
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Credential>().cloned().ok_or(MissingPayment)
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Receipt {
-    type Rejection = MissingPayment;
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Receipt>().cloned().ok_or(MissingPayment)
-    }
-}
-
-/// What `#[pay]` puts first in a handler's arguments: the request and the [`Mpp`] from the
-/// router state (`Mpp: FromRef<S>`).
-#[derive(Debug)]
-pub struct MppGuard {
-    mpp: Mpp,
-    ctx: RequestContext,
-}
-
-impl<S> FromRequestParts<S> for MppGuard
-where
-    Mpp: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Infallible;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self {
-            mpp: Mpp::from_ref(state),
-            ctx: RequestContext::from_parts(&parts.method, &parts.uri, &parts.headers),
-        })
-    }
-}
-
-impl MppGuard {
-    /// Verifies the request's credential for `spec`; `Err` is the response to return at once.
-    pub async fn verify(self, spec: &'static StaticPaySpec) -> Result<MppVerified, Response> {
-        let spec = spec.spec();
-        match Box::pin(self.mpp.process(&self.ctx, &spec)).await {
-            Ok(paid) => Ok(MppVerified::new(self.mpp, self.ctx, paid)),
-            Err(r) => Err(into_response(r)),
-        }
-    }
-}
-
-/// A verified MPP payment inside a `#[pay]` handler. Dropped before [`MppVerified::finish`] its
-/// reservation is released; dropped while the handler runs (client disconnect, timeout layer) it
-/// is committed per [`Mpp::cancel_policy`], or released if the handler panicked.
-#[derive(Debug)]
-pub struct MppVerified {
-    credential: Credential,
-    receipt: Receipt,
-    guard: FinishGuard,
-}
-
-impl MppVerified {
-    fn new(mpp: Mpp, ctx: RequestContext, paid: Paid) -> Self {
-        let (credential, receipt) = (paid.credential.clone(), paid.receipt.clone());
-        Self { credential, receipt, guard: crate::gate::payment_guard(mpp, ctx, paid) }
-    }
-
-    /// The credential, for the handler's `Credential` parameter.
-    pub fn credential(&self) -> Credential {
-        self.credential.clone()
-    }
-
-    /// The receipt, for the handler's `Receipt` parameter.
-    pub fn receipt(&self) -> Receipt {
-        self.receipt.clone()
-    }
-
-    /// Runs the handler body, then commits (status < 400, adding `Payment-Receipt`) or
-    /// releases the payment.
-    pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        let mut guard = self.guard;
-        guard.start();
-        let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| guard.finish(status)).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dual-protocol router
-// ---------------------------------------------------------------------------------------------
-
-use crate::router::{Paid as RouterPaid, PaymentRouter};
 
 /// Tower layer protecting the routes of a [`PaymentRouter`] (x402 and MPP on one URL).
 pub type PaymentRouterLayer = GateLayer<PaymentRouter>;
@@ -334,71 +159,121 @@ pub type PaymentRouterLayer = GateLayer<PaymentRouter>;
 /// The service made by [`PaymentRouterLayer`].
 pub type PaymentRouterService<S> = GateService<S, PaymentRouter>;
 
-impl<S: Send + Sync> FromRequestParts<S> for RouterPaid {
-    type Rejection = MissingPayment;
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<RouterPaid>().cloned().ok_or(MissingPayment)
+impl IntoResponse for NotProtected {
+    fn into_response(self) -> Response {
+        (http::StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
     }
 }
 
-use crate::router::StaticDualRoute;
-
-/// What a handler carrying both `#[x402]` and `#[pay]` puts first in its arguments: the request,
-/// and the [`X402HttpServer`] and the [`Mpp`] from the router state (`X402HttpServer: FromRef<S>`
-/// and `Mpp: FromRef<S>`).
-#[derive(Debug)]
-pub struct DualGuard {
-    server: X402HttpServer,
-    mpp: Mpp,
-    ctx: RequestContext,
+/// The handlers' payment extractors: each reads what the gate put in the request extensions.
+macro_rules! extension_extractors {
+    ($($t:ty),* $(,)?) => {$(
+        impl<S: Send + Sync> FromRequestParts<S> for $t {
+            type Rejection = NotProtected;
+            async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, NotProtected> {
+                from_extensions(parts.extensions.get::<$t>())
+            }
+        }
+    )*};
 }
 
-impl<S> FromRequestParts<S> for DualGuard
+extension_extractors!(X402Payment, Credential, Receipt, Paid);
+
+/// How a [`Guard`] finds its gate's state in the router state `S`.
+pub trait FromState<S>: Sized {
+    /// Takes it from `state`.
+    fn from_state(state: &S) -> Self;
+}
+
+impl<S> FromState<S> for X402HttpServer
+where
+    X402HttpServer: FromRef<S>,
+{
+    fn from_state(state: &S) -> Self {
+        X402HttpServer::from_ref(state)
+    }
+}
+
+impl<S> FromState<S> for Mpp
+where
+    Mpp: FromRef<S>,
+{
+    fn from_state(state: &S) -> Self {
+        Mpp::from_ref(state)
+    }
+}
+
+impl<S> FromState<S> for (X402HttpServer, Mpp)
 where
     X402HttpServer: FromRef<S>,
     Mpp: FromRef<S>,
+{
+    fn from_state(state: &S) -> Self {
+        (X402HttpServer::from_ref(state), Mpp::from_ref(state))
+    }
+}
+
+/// What an attribute macro puts first in a handler's arguments: the request head and the gate's
+/// state from the router state (`X402HttpServer: FromRef<S>` for `#[x402]`, `Mpp: FromRef<S>`
+/// for `#[pay]`, both for the two stacked). Made only by the macros' expansions; the request
+/// context is built only once the unpaid fast path has passed.
+#[derive(Debug)]
+pub struct Guard<G: GuardGate> {
+    state: G::State,
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl<S, G> FromRequestParts<S> for Guard<G>
+where
+    G: GuardGate,
+    G::State: FromState<S>,
     S: Send + Sync,
 {
     type Rejection = Infallible;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self {
-            server: X402HttpServer::from_ref(state),
-            mpp: Mpp::from_ref(state),
-            ctx: RequestContext::from_parts(&parts.method, &parts.uri, &parts.headers),
+            state: G::State::from_state(state),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
         })
     }
 }
 
-impl DualGuard {
-    /// Verifies the request's x402 payment or MPP credential for `route` (MPP first when both
-    /// are present); `Err` is the response to return at once (the merged 402 when unpaid).
-    pub async fn verify(self, route: &'static StaticDualRoute) -> Result<DualVerified, Response> {
-        match Box::pin(route.process(&self.ctx, &self.server, &self.mpp)).await {
-            Ok(payment) => Ok(DualVerified { paid: payment.paid(), guard: crate::gate::router_guard(payment) }),
-            Err(r) => Err(into_response(r)),
+impl<G: GuardGate> Guard<G> {
+    /// Verifies the request's payment for `route`; `Err` is the response to return at once (the
+    /// route's precomputed 402 when the request carries no payment and the gate has one).
+    pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, Response> {
+        let route = route.route(&self.state).map_err(into_response)?;
+        let gate = G::from_state(self.state);
+        let head = HttpHead { method: &self.method, uri: &self.uri, headers: &self.headers };
+        if let Some(prepared) = gate.precomputed_unpaid(&route, &head) {
+            return Err(prepared_response(&prepared));
         }
+        let ctx = RequestContext::from_owned_parts(self.method, &self.uri, self.headers);
+        Guarded::admit(gate, ctx, &route).await.map(Verified).map_err(into_response)
     }
 }
 
-/// A verified payment inside a handler carrying both `#[x402]` and `#[pay]`. Dropped before
-/// [`DualVerified::finish`] it is released; dropped while the handler runs it is completed per
-/// the accepting protocol's cancel policy, or released if the handler panicked.
+/// A payment verified by [`Guard`], inside the handler: the getters of [`Guarded`] (through
+/// `Deref`), and `finish`.
 #[derive(Debug)]
-pub struct DualVerified {
-    paid: RouterPaid,
-    guard: FinishGuard,
+pub struct Verified<G: GuardGate>(Guarded<G>);
+
+impl<G: GuardGate> Deref for Verified<G> {
+    type Target = Guarded<G>;
+    fn deref(&self) -> &Guarded<G> {
+        &self.0
+    }
 }
 
-impl DualVerified {
-    /// How the request was paid, for the handler's `Paid` parameter.
-    pub fn paid(&self) -> RouterPaid {
-        self.paid.clone()
-    }
-
-    /// Runs the handler body, then completes the payment with the protocol that accepted it
-    /// (adding `PAYMENT-RESPONSE` or `Payment-Receipt`), or releases it (status >= 400).
+impl<G: GuardGate> Verified<G> {
+    /// Runs the handler body, then completes the payment with the handler's status (settles or
+    /// commits below 400, adding `PAYMENT-RESPONSE` or `Payment-Receipt`; releases otherwise).
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        let mut guard = self.guard;
+        let mut guard = self.0.guard;
         guard.start();
         let resp = crate::metrics::handler(body).await.into_response();
         complete(resp, |status| guard.finish(status)).await

@@ -1,16 +1,25 @@
-//! The framework-agnostic core of the route-table middlewares: a [`PaymentGate`] decides which
-//! requests need a payment, verifies it, hands it to the handler and completes it afterwards.
-//! The axum layer and the actix-web middleware are written once over this trait.
+//! The framework-agnostic core of the glue: a [`PaymentGate`] decides which requests need a
+//! payment, verifies it, hands it to the handler and completes it afterwards.
+//!
+//! * The route-table layers (axum's `GateLayer`, actix-web's `GateMiddleware`) are written once
+//!   over [`PaymentGate`]; a custom route table plugs into them by implementing it (the official
+//!   extension point, next to the router's `PaymentAdapter`).
+//! * The guards the attribute macros expand to are written once per framework over
+//!   [`GuardGate`] (a gate built from the app's state) and [`StaticGateRoute`] (the macro-made
+//!   route statics); what they hand the handler derefs to a `Guarded` payment, whose getters read
+//!   what [`GuardedPayment`] kept.
+//! * The handlers' payment extractors read a [`GateExtension`], or are rejected with
+//!   [`NotProtected`].
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
 use crate::completion::CancelPolicy;
 #[cfg(any(feature = "axum", feature = "actix"))]
 use crate::completion::FinishGuard;
-use crate::mpp::{Mpp, Paid as MppPaid, PaySpec};
-use crate::router::{Paid as RouterPaid, PaymentRouter, RouteProtocols, RouterPayment};
+use crate::mpp::{Credential, Mpp, Paid as MppPaid, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead};
-use crate::x402::{RouteConfig, X402HttpServer, X402Payment};
+use crate::x402::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use http::{HeaderMap, StatusCode};
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -27,16 +36,20 @@ impl ExtensionSink for http::Extensions {
     }
 }
 
-/// A route table protecting requests with a payment protocol.
+/// A route table protecting requests with a payment protocol: what the route-table layers (axum's
+/// `GateLayer`, actix-web's `GateMiddleware`) are written over. Implemented by the x402 server,
+/// the MPP coordinator and the dual-protocol `PaymentRouter`; implement it to put a route table
+/// of your own behind the same layers.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pay402 payment gate",
+    label = "the route-table layer needs a `PaymentGate`",
+    note = "use an `X402HttpServer`, an `Mpp` or a `PaymentRouter`, or implement `pay402::gate::PaymentGate` for `{Self}` (route_for, process, insert_extensions, finish)"
+)]
 pub trait PaymentGate: Clone + Send + Sync + 'static {
     /// What protects a matched route.
     type Route: Send + Sync + 'static;
     /// A verified payment, to complete after the handler.
     type Payment: Send + 'static;
-
-    /// Whether the responses of [`PaymentGate::process`] may carry several lines of one header
-    /// (the merged 402's `WWW-Authenticate` challenges), which conversions must then all keep.
-    const MULTI_VALUED_HEADERS: bool = false;
 
     /// What protects `method` + `path`, if anything.
     fn route_for(&self, method: &str, path: &str) -> Option<Self::Route>;
@@ -86,13 +99,6 @@ pub(crate) fn payment_guard<G: PaymentGate>(gate: G, ctx: RequestContext, paymen
         policy,
         Box::new(move |status| Box::pin(async move { gate.finish(&ctx, payment, status).await })),
     )
-}
-
-#[cfg(any(feature = "axum", feature = "actix"))]
-/// Guards a dual-protocol payment of a macro-protected handler like [`payment_guard`]: its
-/// completion runs the accepting protocol's finish, under that protocol's cancel policy.
-pub(crate) fn router_guard(payment: RouterPayment) -> FinishGuard {
-    FinishGuard::verified(payment.cancel_policy(), Box::new(move |status| Box::pin(payment.finish(status))))
 }
 
 impl PaymentGate for X402HttpServer {
@@ -155,49 +161,209 @@ impl PaymentGate for Mpp {
         paid.finish(status).await
     }
 
-    fn cancel_policy(&self, _: &MppPaid) -> CancelPolicy {
-        self.cancellation()
+    /// The coordinator's policy, as the payment recorded it.
+    fn cancel_policy(&self, paid: &MppPaid) -> CancelPolicy {
+        paid.cancel_policy()
     }
 }
 
-impl PaymentGate for PaymentRouter {
-    type Route = Arc<RouteProtocols>;
-    type Payment = RouterPayment;
-    const MULTI_VALUED_HEADERS: bool = true;
+/// The rejection of a payment extractor (`X402Payment`, `Credential`, `Receipt`, the router's
+/// `Paid`) on a route no pay402 layer or attribute macro protects: a server misconfiguration,
+/// answered 500. Its message names the requested type and what protects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this route is not protected by pay402: add {protect} before extracting {type_name}")]
+pub struct NotProtected {
+    type_name: &'static str,
+    protect: &'static str,
+}
 
-    fn route_for(&self, method: &str, path: &str) -> Option<Self::Route> {
-        PaymentRouter::route_for(self, method, path)
+impl NotProtected {
+    /// The rejection of the extractor of `type_name`, which `protect` (a layer, a middleware, an
+    /// attribute) makes available.
+    pub const fn new(type_name: &'static str, protect: &'static str) -> Self {
+        Self { type_name, protect }
     }
 
-    async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<RouterPayment, PaymentHttpResponse> {
-        PaymentRouter::process(self, ctx, route).await
+    /// The type the handler asked for.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
     }
+}
 
-    /// `Paid`, and the protocol's own `X402Payment` or `Credential` + `Receipt`.
-    fn insert_extensions(payment: &RouterPayment, ext: &mut impl ExtensionSink) {
-        let paid = payment.paid();
-        match &paid {
-            RouterPaid::X402(p) => ext.insert(p.clone()),
-            RouterPaid::Mpp { credential, receipt } => {
-                ext.insert(credential.clone());
-                ext.insert(receipt.clone());
-            }
-            RouterPaid::Other { .. } => {}
-        }
-        ext.insert(paid);
+/// A value a [`PaymentGate`] (or a macro's guard) puts in the request extensions for the
+/// handler's extractor of that type.
+pub trait GateExtension: Clone + Send + Sync + 'static {
+    /// The rejection when a handler extracts it on a route nothing protects.
+    const NOT_PROTECTED: NotProtected;
+}
+
+impl GateExtension for X402Payment {
+    const NOT_PROTECTED: NotProtected = NotProtected::new("X402Payment", "the x402 layer/middleware (or #[x402])");
+}
+
+impl GateExtension for Credential {
+    const NOT_PROTECTED: NotProtected = NotProtected::new("Credential", "the MPP layer/middleware (or #[pay])");
+}
+
+impl GateExtension for Receipt {
+    const NOT_PROTECTED: NotProtected = NotProtected::new("Receipt", "the MPP layer/middleware (or #[pay])");
+}
+
+#[cfg(any(feature = "axum", feature = "actix"))]
+/// What a handler's extractor of `T` answers, given the request extensions' `T` (if any).
+pub(crate) fn from_extensions<T: GateExtension>(value: Option<&T>) -> Result<T, NotProtected> {
+    value.cloned().ok_or(T::NOT_PROTECTED)
+}
+
+/// What a guarded handler's injected parameters are read from: the part of a verified payment
+/// the handler sees, kept by `Guarded` while the payment itself waits in its completion guard.
+pub trait GuardedPayment: Send + 'static {
+    /// The handler-visible part (cheap to clone).
+    type Seen: Clone + fmt::Debug + Send + Sync + 'static;
+    /// Takes it from the payment.
+    fn seen(&self) -> Self::Seen;
+}
+
+impl GuardedPayment for X402Payment {
+    type Seen = X402Payment;
+    fn seen(&self) -> X402Payment {
+        self.clone()
     }
+}
 
-    async fn finish(
+impl GuardedPayment for MppPaid {
+    type Seen = (Credential, Receipt);
+    fn seen(&self) -> (Credential, Receipt) {
+        (self.credential.clone(), self.receipt.clone())
+    }
+}
+
+/// A [`PaymentGate`] the attribute macros' guards build per request from the app's state.
+pub trait GuardGate: PaymentGate<Payment: GuardedPayment> {
+    /// What the guard takes from the app's state (axum's router state, actix-web's app data):
+    /// the gate itself for x402 and MPP; the x402 server and the MPP coordinator for the router.
+    type State: Send + Sync + 'static;
+    /// The gate over that state.
+    fn from_state(state: Self::State) -> Self;
+}
+
+impl GuardGate for X402HttpServer {
+    type State = Self;
+    fn from_state(state: Self) -> Self {
+        state
+    }
+}
+
+impl GuardGate for Mpp {
+    type State = Self;
+    fn from_state(state: Self) -> Self {
+        state
+    }
+}
+
+/// A route described by an attribute macro's literals (a `static` in the handler): the gate that
+/// protects it, and how it becomes that gate's route.
+pub trait StaticGateRoute: Sync + 'static {
+    /// The gate protecting it.
+    type Gate: GuardGate;
+    /// The route, built once on first use; `Err` is the response to send (misconfigured).
+    #[allow(clippy::result_large_err)] // the Err side is the HTTP response itself
+    fn route(
         &self,
-        _: &RequestContext,
-        payment: RouterPayment,
-        status: StatusCode,
-    ) -> Result<HeaderMap, PaymentHttpResponse> {
-        payment.finish(status).await
+        state: &<Self::Gate as GuardGate>::State,
+    ) -> Result<<Self::Gate as PaymentGate>::Route, PaymentHttpResponse>;
+}
+
+impl StaticGateRoute for StaticRoute {
+    type Gate = X402HttpServer;
+    fn route(&self, _: &X402HttpServer) -> Result<Arc<RouteConfig>, PaymentHttpResponse> {
+        self.config()
+    }
+}
+
+impl StaticGateRoute for StaticPaySpec {
+    type Gate = Mpp;
+    fn route(&self, _: &Mpp) -> Result<Arc<PaySpec>, PaymentHttpResponse> {
+        Ok(self.spec())
+    }
+}
+
+#[cfg(any(feature = "axum", feature = "actix"))]
+/// A payment verified by a macro's guard, framework-free: the part the handler sees, with the
+/// getters the expansions call (`payment()`, `credential()`, `receipt()`, `paid()`, per gate),
+/// and the guard that completes it. Each framework's `Verified` derefs to it and adds `finish`,
+/// which runs the handler body and then completes the payment with its status
+/// ([`crate::web::settles`]).
+///
+/// Dropped before `finish` the payment is released; dropped while the handler runs (client
+/// disconnect, timeout layer) it is completed per the gate's [`CancelPolicy`], or released if
+/// the handler panicked.
+pub struct Guarded<G: GuardGate> {
+    seen: <G::Payment as GuardedPayment>::Seen,
+    pub(crate) guard: FinishGuard,
+}
+
+#[cfg(any(feature = "axum", feature = "actix"))]
+impl<G: GuardGate> fmt::Debug for Guarded<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded").field("seen", &self.seen).field("guard", &self.guard).finish()
+    }
+}
+
+#[cfg(any(feature = "axum", feature = "actix"))]
+impl<G: GuardGate> Guarded<G> {
+    /// Decides `ctx` on `route` with `gate`: the verified payment guarded until `finish`, or the
+    /// response to send.
+    pub(crate) async fn admit(gate: G, ctx: RequestContext, route: &G::Route) -> Result<Self, PaymentHttpResponse> {
+        let payment = Box::pin(gate.process(&ctx, route)).await?;
+        Ok(Self { seen: payment.seen(), guard: payment_guard(gate, ctx, payment) })
     }
 
-    /// The policy of the protocol that accepted the payment.
-    fn cancel_policy(&self, payment: &RouterPayment) -> CancelPolicy {
-        payment.cancel_policy()
+    /// What the handler sees of the payment.
+    pub(crate) fn seen(&self) -> &<G::Payment as GuardedPayment>::Seen {
+        &self.seen
+    }
+}
+
+#[cfg(any(feature = "axum", feature = "actix"))]
+impl Guarded<X402HttpServer> {
+    /// The payment, for the handler's `X402Payment` parameter.
+    pub fn payment(&self) -> X402Payment {
+        self.seen.clone()
+    }
+}
+
+#[cfg(any(feature = "axum", feature = "actix"))]
+impl Guarded<Mpp> {
+    /// The credential, for the handler's `Credential` parameter.
+    pub fn credential(&self) -> Credential {
+        self.seen.0.clone()
+    }
+
+    /// The receipt, for the handler's `Receipt` parameter.
+    pub fn receipt(&self) -> Receipt {
+        self.seen.1.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Paid as RouterPaid;
+
+    #[test]
+    fn the_not_protected_rejection_names_the_requested_type() {
+        // The x402 message is the one `MissingPayment` had.
+        assert_eq!(
+            X402Payment::NOT_PROTECTED.to_string(),
+            "this route is not protected by pay402: add the x402 layer/middleware (or #[x402]) before extracting \
+             X402Payment"
+        );
+        assert_eq!(
+            Receipt::NOT_PROTECTED.to_string(),
+            "this route is not protected by pay402: add the MPP layer/middleware (or #[pay]) before extracting Receipt"
+        );
+        assert_eq!(Credential::NOT_PROTECTED.type_name(), "Credential");
+        assert_eq!(RouterPaid::NOT_PROTECTED.type_name(), "Paid");
     }
 }

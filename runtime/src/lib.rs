@@ -2,12 +2,17 @@
 //!
 //! * [`evm`] — EIP-712 / EIP-3009 typed data, signing and recovery;
 //! * [`x402`] — the x402 protocol (types, headers, schemes, facilitator clients, resource server);
+//! * [`mpp`] — the MPP protocol (challenges, credentials, the `charge` and `session` intents);
 //! * [`okx`] — OKX's HMAC request signer and hosted facilitator client;
+//! * [`web`] — framework-free request and response primitives, route keys;
+//! * [`gate`] — the [`PaymentGate`](gate::PaymentGate) the framework glue is written over;
+//! * [`router`] — one route, both protocols;
+//! * `axum` / `actix` — the framework glue (features `axum`, `actix`);
 //! * [`json`] — the JSON byte flavours the wire needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The `const fn` setters of a route the attribute macros build in a `static`
-/// (`x402::http::StaticRoute`, `mpp::StaticPaySpec`): one per attribute key, named after its
+/// (`x402::StaticRoute`, `mpp::StaticPaySpec`): one per attribute key, named after its
 /// field, `#[must_use]`. `name: Option<T>` sets the field to `Some(value)`, `name: T` to `value`.
 /// Defined before the modules so that both protocols' static routes use it without importing
 /// each other.
@@ -65,22 +70,55 @@ pub mod actix;
 #[doc(hidden)]
 pub mod __private {
     //! Items named by the attribute macros' expansions (and the test-only revert switches of
-    //! the adversarial suite). Not public API.
+    //! the adversarial suite). Not public API. The guard names stay as aliases of the one generic
+    //! guard per framework, so expansions (and compile errors quoting them) stay stable.
     pub use crate::mpp::{Credential, Receipt, StaticPaySpec};
     pub use crate::reverts;
-    pub use crate::router::{Paid, StaticDualRoute};
+    pub use crate::router::{Paid, StaticRouterRoute};
     pub use crate::x402::{StaticRoute, X402Payment};
+
+    /// The route of a handler carrying both `#[x402]` and `#[pay]` (the name the expansions use).
+    pub type StaticDualRoute = StaticRouterRoute;
+
+    /// The guard names of a framework's glue (its `Guard` and `Verified` in scope).
+    #[cfg(any(feature = "axum", feature = "actix"))]
+    macro_rules! guard_aliases {
+        () => {
+            use crate::mpp::Mpp;
+            use crate::router::PaymentRouter;
+            use crate::x402::X402HttpServer;
+
+            /// `#[x402]`'s guard.
+            pub type X402Guard = Guard<X402HttpServer>;
+            /// `#[x402]`'s verified payment.
+            pub type X402Verified = Verified<X402HttpServer>;
+            /// `#[pay]`'s guard.
+            pub type MppGuard = Guard<Mpp>;
+            /// `#[pay]`'s verified payment.
+            pub type MppVerified = Verified<Mpp>;
+            /// The guard of a handler carrying both `#[x402]` and `#[pay]`.
+            pub type RouterGuard = Guard<PaymentRouter>;
+            /// The verified payment of a handler carrying both `#[x402]` and `#[pay]`.
+            pub type RouterVerified = Verified<PaymentRouter>;
+            /// [`RouterGuard`] (the name the expansions use).
+            pub type DualGuard = RouterGuard;
+            /// [`RouterVerified`] (the name the expansions use).
+            pub type DualVerified = RouterVerified;
+        };
+    }
 
     /// axum glue.
     #[cfg(feature = "axum")]
     pub mod axum {
-        pub use crate::axum::{DualGuard, DualVerified, MppGuard, MppVerified, X402Guard, X402Verified};
+        pub use crate::axum::{Guard, Verified};
         pub use ::axum::response::Response;
+        guard_aliases!();
     }
 
     /// actix-web glue.
     #[cfg(feature = "actix")]
     pub mod actix {
-        pub use crate::actix::{DualGuard, DualVerified, MppGuard, MppVerified, Response, X402Guard, X402Verified};
+        pub use crate::actix::{Guard, Response, Verified};
+        guard_aliases!();
     }
 }

@@ -13,8 +13,13 @@
 //! Custom protocols plug in through [`PaymentAdapter`].
 
 use crate::completion::CancelPolicy;
+#[cfg(any(feature = "axum", feature = "actix"))]
+use crate::gate::Guarded;
+use crate::gate::{
+    ExtensionSink, GateExtension, GuardGate, GuardedPayment, NotProtected, PaymentGate, StaticGateRoute,
+};
 use crate::mpp::carries_credential;
-use crate::mpp::{Credential, Mpp, PaySpec, Receipt, StaticPaySpec};
+use crate::mpp::{Credential, Mpp, Paid as MppPaid, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use crate::x402::carries_payment as carries_x402_payment;
@@ -90,93 +95,66 @@ fn misconfigured(adapter: &str) -> PaymentHttpResponse {
     PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
 }
 
-/// The x402 adapter (name `x402`, priority 20): detects a non-empty `PAYMENT-SIGNATURE` or
-/// `X-PAYMENT`; settles after the handler and adds `PAYMENT-RESPONSE`.
+/// A protocol the router offers through its own [`PaymentGate`] (x402's server, MPP's
+/// coordinator): how the router names it, ranks it, detects its credential and shows its payment.
+pub trait RouterProtocol: PaymentGate<Payment: Sync> {
+    /// The adapter's name, the key of its entry in [`RouteProtocols`].
+    const NAME: &'static str;
+    /// The default priority (lower runs first).
+    const PRIORITY: i32;
+    /// The request headers carrying this protocol's credential (removed to ask for its 402).
+    const CREDENTIAL_HEADERS: &'static [&'static str];
+    /// True when the request carries this protocol's credential.
+    fn detect(ctx: &RequestContext) -> bool;
+    /// What the handler sees of a payment.
+    fn paid(payment: &Self::Payment) -> Paid;
+}
+
+impl RouterProtocol for X402HttpServer {
+    const NAME: &'static str = "x402";
+    const PRIORITY: i32 = 20;
+    const CREDENTIAL_HEADERS: &'static [&'static str] = &["payment-signature", "x-payment"];
+    fn detect(ctx: &RequestContext) -> bool {
+        carries_x402_payment(ctx)
+    }
+    fn paid(payment: &X402Payment) -> Paid {
+        Paid::X402(payment.clone())
+    }
+}
+
+impl RouterProtocol for Mpp {
+    const NAME: &'static str = "mpp";
+    const PRIORITY: i32 = 10;
+    const CREDENTIAL_HEADERS: &'static [&'static str] = &["authorization"];
+    fn detect(ctx: &RequestContext) -> bool {
+        ctx.header("authorization").is_some_and(carries_credential)
+    }
+    fn paid(paid: &MppPaid) -> Paid {
+        Paid::Mpp { credential: paid.credential.clone(), receipt: paid.receipt.clone() }
+    }
+}
+
+/// The adapter offering a [`RouterProtocol`]'s gate (its own route table is not used; routes
+/// come from the router): [`X402Adapter`] and [`MppAdapter`].
 #[derive(Clone, Debug)]
-pub struct X402Adapter {
-    server: X402HttpServer,
+pub struct GateAdapter<G> {
+    gate: G,
     priority: i32,
 }
 
-impl X402Adapter {
-    /// An adapter over an x402 server (its route table is not used; routes come from the router).
-    pub fn new(server: X402HttpServer) -> Self {
-        Self { server, priority: 20 }
-    }
-
-    /// Overrides the priority.
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.priority = priority;
-        self
-    }
-}
-
-struct X402Pending {
-    server: X402HttpServer,
-    payment: X402Payment,
-}
-
-#[async_trait]
-impl AdapterPayment for X402Pending {
-    fn paid(&self) -> Paid {
-        Paid::X402(self.payment.clone())
-    }
-    async fn finish(
-        self: Box<Self>,
-        ctx: &RequestContext,
-        status: StatusCode,
-    ) -> Result<HeaderMap, PaymentHttpResponse> {
-        self.server.finish(ctx, &self.payment, status).await
-    }
-    fn cancel_policy(&self) -> CancelPolicy {
-        self.server.cancellation()
-    }
-}
-
-#[async_trait]
-impl PaymentAdapter for X402Adapter {
-    fn name(&self) -> &str {
-        "x402"
-    }
-    fn priority(&self) -> i32 {
-        self.priority
-    }
-    fn detect(&self, ctx: &RequestContext) -> bool {
-        carries_x402_payment(ctx)
-    }
-    async fn challenge(&self, ctx: &RequestContext, config: &(dyn Any + Send + Sync)) -> PaymentHttpResponse {
-        let Some(route) = config.downcast_ref::<Arc<RouteConfig>>() else { return misconfigured("x402") };
-        let mut unpaid = ctx.clone();
-        unpaid.headers.remove("payment-signature");
-        unpaid.headers.remove("x-payment");
-        match self.server.process(&unpaid, route).await {
-            Err(resp) => resp,
-            Ok(_) => misconfigured("x402"),
-        }
-    }
-    async fn handle(
-        &self,
-        ctx: &RequestContext,
-        config: &(dyn Any + Send + Sync),
-    ) -> Result<Box<dyn AdapterPayment>, PaymentHttpResponse> {
-        let Some(route) = config.downcast_ref::<Arc<RouteConfig>>() else { return Err(misconfigured("x402")) };
-        let payment = self.server.process(ctx, route).await?;
-        Ok(Box::new(X402Pending { server: self.server.clone(), payment }))
-    }
-}
+/// The x402 adapter (name `x402`, priority 20): detects a non-empty `PAYMENT-SIGNATURE` or
+/// `X-PAYMENT`; settles after the handler and adds `PAYMENT-RESPONSE`.
+pub type X402Adapter = GateAdapter<X402HttpServer>;
 
 /// The MPP adapter (name `mpp`, priority 10): detects `Authorization: Payment …` (scheme
 /// case-insensitive, also among comma-separated schemes); adds `Payment-Receipt`.
-#[derive(Clone, Debug)]
-pub struct MppAdapter {
-    mpp: Mpp,
-    priority: i32,
-}
+pub type MppAdapter = GateAdapter<Mpp>;
 
-impl MppAdapter {
-    /// An adapter over an MPP coordinator.
-    pub fn new(mpp: Mpp) -> Self {
-        Self { mpp, priority: 10 }
+impl<G: RouterProtocol> GateAdapter<G> {
+    /// An adapter over `gate` (an x402 server, an MPP coordinator), at the protocol's default
+    /// priority.
+    pub fn new(gate: G) -> Self {
+        Self { gate, priority: G::PRIORITY }
     }
 
     /// Overrides the priority.
@@ -186,43 +164,50 @@ impl MppAdapter {
     }
 }
 
-struct MppPending(crate::mpp::Paid);
+/// A payment accepted through a [`GateAdapter`], completed by its gate.
+struct GatePending<G: PaymentGate> {
+    gate: G,
+    payment: G::Payment,
+}
 
 #[async_trait]
-impl AdapterPayment for MppPending {
+impl<G: RouterProtocol> AdapterPayment for GatePending<G> {
     fn paid(&self) -> Paid {
-        Paid::Mpp { credential: self.0.credential.clone(), receipt: self.0.receipt.clone() }
+        G::paid(&self.payment)
     }
     async fn finish(
         self: Box<Self>,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         status: StatusCode,
     ) -> Result<HeaderMap, PaymentHttpResponse> {
-        self.0.finish(status).await
+        let GatePending { gate, payment } = *self;
+        gate.finish(ctx, payment, status).await
     }
     fn cancel_policy(&self) -> CancelPolicy {
-        self.0.cancel_policy()
+        self.gate.cancel_policy(&self.payment)
     }
 }
 
 #[async_trait]
-impl PaymentAdapter for MppAdapter {
+impl<G: RouterProtocol> PaymentAdapter for GateAdapter<G> {
     fn name(&self) -> &str {
-        "mpp"
+        G::NAME
     }
     fn priority(&self) -> i32 {
         self.priority
     }
     fn detect(&self, ctx: &RequestContext) -> bool {
-        ctx.header("authorization").is_some_and(carries_credential)
+        G::detect(ctx)
     }
     async fn challenge(&self, ctx: &RequestContext, config: &(dyn Any + Send + Sync)) -> PaymentHttpResponse {
-        let Some(spec) = config.downcast_ref::<Arc<PaySpec>>() else { return misconfigured("mpp") };
+        let Some(route) = config.downcast_ref::<G::Route>() else { return misconfigured(G::NAME) };
         let mut unpaid = ctx.clone();
-        unpaid.headers.remove("authorization");
-        match self.mpp.process(&unpaid, spec).await {
+        for name in G::CREDENTIAL_HEADERS {
+            unpaid.headers.remove(*name);
+        }
+        match self.gate.process(&unpaid, route).await {
             Err(resp) => resp,
-            Ok(_) => misconfigured("mpp"),
+            Ok(_) => misconfigured(G::NAME),
         }
     }
     async fn handle(
@@ -230,9 +215,9 @@ impl PaymentAdapter for MppAdapter {
         ctx: &RequestContext,
         config: &(dyn Any + Send + Sync),
     ) -> Result<Box<dyn AdapterPayment>, PaymentHttpResponse> {
-        let Some(spec) = config.downcast_ref::<Arc<PaySpec>>() else { return Err(misconfigured("mpp")) };
-        let paid = self.mpp.process(ctx, spec).await?;
-        Ok(Box::new(MppPending(paid)))
+        let Some(route) = config.downcast_ref::<G::Route>() else { return Err(misconfigured(G::NAME)) };
+        let payment = self.gate.process(ctx, route).await?;
+        Ok(Box::new(GatePending { gate: self.gate.clone(), payment }))
     }
 }
 
@@ -256,12 +241,12 @@ impl RouteProtocols {
 
     /// Offers x402 with this route configuration.
     pub fn x402(self, config: RouteConfig) -> Self {
-        self.with("x402", Arc::new(config))
+        self.with(X402HttpServer::NAME, Arc::new(config))
     }
 
     /// Offers MPP with this spec.
     pub fn mpp(self, spec: PaySpec) -> Self {
-        self.with("mpp", Arc::new(spec))
+        self.with(Mpp::NAME, Arc::new(spec))
     }
 
     /// Offers a custom adapter's protocol (`config` is what that adapter downcasts to).
@@ -430,13 +415,13 @@ impl PaymentRouter {
 /// attributes expand to): the two protocols' statics, and the [`RouteProtocols`] built from them
 /// once, on first use.
 #[derive(Debug)]
-pub struct StaticDualRoute {
+pub struct StaticRouterRoute {
     route: &'static StaticRoute,
     spec: &'static StaticPaySpec,
     protocols: OnceLock<Arc<RouteProtocols>>,
 }
 
-impl StaticDualRoute {
+impl StaticRouterRoute {
     /// Offers x402 per `route` and MPP per `spec`.
     pub const fn new(route: &'static StaticRoute, spec: &'static StaticPaySpec) -> Self {
         Self { route, spec, protocols: OnceLock::new() }
@@ -450,24 +435,85 @@ impl StaticDualRoute {
             return Ok(Arc::clone(p));
         }
         let config = self.route.config()?;
-        let protocols = RouteProtocols::new().with("x402", config).with("mpp", self.spec.spec());
+        let protocols = RouteProtocols::new().with(X402HttpServer::NAME, config).with(Mpp::NAME, self.spec.spec());
         Ok(Arc::clone(self.protocols.get_or_init(|| Arc::new(protocols))))
     }
+}
 
-    /// Decides a request with the state's x402 server and MPP coordinator (a [`PaymentRouter`]
-    /// with the [`X402Adapter`] and the [`MppAdapter`]): the accepted payment, or the response
-    /// to send.
-    pub async fn process(
+impl PaymentGate for PaymentRouter {
+    type Route = Arc<RouteProtocols>;
+    type Payment = RouterPayment;
+
+    fn route_for(&self, method: &str, path: &str) -> Option<Self::Route> {
+        PaymentRouter::route_for(self, method, path)
+    }
+
+    async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<RouterPayment, PaymentHttpResponse> {
+        PaymentRouter::process(self, ctx, route).await
+    }
+
+    /// `Paid`, and the protocol's own `X402Payment` or `Credential` + `Receipt`.
+    fn insert_extensions(payment: &RouterPayment, ext: &mut impl ExtensionSink) {
+        let paid = payment.paid();
+        match &paid {
+            Paid::X402(p) => ext.insert(p.clone()),
+            Paid::Mpp { credential, receipt } => {
+                ext.insert(credential.clone());
+                ext.insert(receipt.clone());
+            }
+            Paid::Other { .. } => {}
+        }
+        ext.insert(paid);
+    }
+
+    async fn finish(
         &self,
-        ctx: &RequestContext,
-        server: &X402HttpServer,
-        mpp: &Mpp,
-    ) -> Result<RouterPayment, PaymentHttpResponse> {
-        let protocols = self.protocols()?;
-        // The adapters wrap the state's (cheap to clone) server and coordinator, so one handler
-        // mounted in apps with different state uses each app's own.
-        let router =
-            PaymentRouter::new().adapter(X402Adapter::new(server.clone())).adapter(MppAdapter::new(mpp.clone()));
-        router.process(ctx, &protocols).await
+        _: &RequestContext,
+        payment: RouterPayment,
+        status: StatusCode,
+    ) -> Result<HeaderMap, PaymentHttpResponse> {
+        payment.finish(status).await
+    }
+
+    /// The policy of the protocol that accepted the payment.
+    fn cancel_policy(&self, payment: &RouterPayment) -> CancelPolicy {
+        payment.cancel_policy()
+    }
+}
+
+/// A stacked `#[x402]` + `#[pay]` handler's router: the [`X402Adapter`] and the [`MppAdapter`]
+/// over the state's (cheap to clone) server and coordinator, so one handler mounted in apps with
+/// different state uses each app's own.
+impl GuardGate for PaymentRouter {
+    type State = (X402HttpServer, Mpp);
+    fn from_state((server, mpp): (X402HttpServer, Mpp)) -> Self {
+        PaymentRouter::new().adapter(X402Adapter::new(server)).adapter(MppAdapter::new(mpp))
+    }
+}
+
+impl StaticGateRoute for StaticRouterRoute {
+    type Gate = PaymentRouter;
+    fn route(&self, _: &(X402HttpServer, Mpp)) -> Result<Arc<RouteProtocols>, PaymentHttpResponse> {
+        self.protocols()
+    }
+}
+
+impl GuardedPayment for RouterPayment {
+    type Seen = Paid;
+    fn seen(&self) -> Paid {
+        self.paid()
+    }
+}
+
+impl GateExtension for Paid {
+    const NOT_PROTECTED: NotProtected =
+        NotProtected::new("Paid", "the payment router layer/middleware (or #[x402] with #[pay])");
+}
+
+#[cfg(any(feature = "axum", feature = "actix"))]
+impl Guarded<PaymentRouter> {
+    /// How the request was paid, for the handler's `Paid` parameter.
+    pub fn paid(&self) -> Paid {
+        self.seen().clone()
     }
 }

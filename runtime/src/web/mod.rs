@@ -1,257 +1,29 @@
 //! Framework-independent HTTP primitives shared by the x402 and MPP layers and the axum /
-//! actix-web glue: what pay402 sees of a request ([`RequestContext`]) and the responses it
-//! sends in place of a handler's ([`PaymentHttpResponse`]).
+//! actix-web glue: what pay402 sees of a request ([`RequestContext`], [`RequestHead`]), the
+//! responses it sends in place of a handler's ([`PaymentHttpResponse`], [`PreparedResponse`]),
+//! route keys ([`RoutePattern`]) and the one completion rule ([`settles`]). No framework is named
+//! here: the glue in `crate::axum` / `crate::actix` converts.
 #![allow(clippy::result_large_err)]
 
+mod request;
+mod response;
 mod route_key;
 
+#[cfg(feature = "axum")]
+pub(crate) use request::HttpHead;
+pub(crate) use request::is_browser;
+#[cfg(feature = "actix")]
+pub(crate) use request::push_url;
+pub use request::{RequestContext, RequestHead};
+pub use response::{HttpBody, PaymentHttpResponse, PreparedResponse};
 pub use route_key::{RouteKeyError, RouteKeyReason, RoutePattern, find_route, normalize_path, request_path_forms};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::StatusCode;
 use std::future::Future;
 use std::pin::Pin;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What a handler-side callback sees of the request.
-#[derive(Clone, Debug)]
-pub struct RequestContext {
-    /// HTTP method.
-    pub method: Method,
-    /// Path as received (no query).
-    pub path: String,
-    /// Full URL as received: scheme, host, path and query.
-    pub url: String,
-    /// Request headers.
-    pub headers: HeaderMap,
-}
-
-impl RequestContext {
-    /// Builds a context from the method, the full URL and the headers.
-    pub fn new(method: Method, url: String, headers: HeaderMap) -> Self {
-        let path = match url.find("://") {
-            Some(i) => {
-                let rest = &url[i + 3..];
-                let start = rest.find('/').unwrap_or(rest.len());
-                let rest = &rest[start..];
-                rest[..rest.find(['?', '#']).unwrap_or(rest.len())].to_owned()
-            }
-            None => url[..url.find(['?', '#']).unwrap_or(url.len())].to_owned(),
-        };
-        let path = if path.is_empty() { "/".to_owned() } else { path };
-        Self { method, path, url, headers }
-    }
-
-    /// Builds a context from a request's method, URI and headers. The URL's scheme and host
-    /// come from the URI when absolute, else from `X-Forwarded-Proto` / `Host`.
-    pub fn from_parts(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Self {
-        Self::from_owned_parts(method.clone(), uri, headers.clone())
-    }
-
-    /// [`RequestContext::from_parts`] taking the method and headers by value.
-    pub(crate) fn from_owned_parts(method: Method, uri: &http::Uri, headers: HeaderMap) -> Self {
-        let mut url = String::new();
-        if !(HttpHead { method: &method, uri, headers: &headers }).write_url(&mut url) {
-            return Self::new(method, uri.to_string(), headers);
-        }
-        let path = HttpHead { method: &method, uri, headers: &headers }.path_str().to_owned();
-        Self { method, path, url, headers }
-    }
-
-    /// A header's value as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// A query parameter (first occurrence, percent-decoded).
-    pub fn query(&self, name: &str) -> Option<String> {
-        let q = self.url.split_once('?')?.1;
-        let q = q.split('#').next().unwrap_or("");
-        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
-    }
-
-    /// A browser: `Accept` contains `text/html` and `User-Agent` contains `Mozilla`.
-    pub fn is_browser(&self) -> bool {
-        is_browser(self)
-    }
-}
-
-/// What the unpaid fast paths read of a request, straight from a framework's own request types
-/// (no [`RequestContext`] is built for a request answered with a precomputed 402).
-pub trait RequestHead {
-    /// The first value of header `name` (lower-case).
-    fn header_bytes(&self, name: &str) -> Option<&[u8]>;
-    /// Appends the request's URL exactly as [`RequestContext::url`] has it; `false` when that
-    /// cannot be done cheaply (the caller takes the full path).
-    fn write_url(&self, out: &mut String) -> bool;
-    /// The method.
-    fn method_str(&self) -> &str;
-    /// The path (no query).
-    fn path_str(&self) -> &str;
-
-    /// The first value of header `name` as text (visible ASCII only, as `HeaderValue::to_str`).
-    fn header_text(&self, name: &str) -> Option<&str> {
-        let bytes = self.header_bytes(name)?;
-        if bytes.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) { std::str::from_utf8(bytes).ok() } else { None }
-    }
-
-    /// Whether header `name` is present with a non-blank value.
-    fn has_nonblank(&self, name: &str) -> bool {
-        self.header_bytes(name).is_some_and(|v| !v.trim_ascii().is_empty())
-    }
-}
-
-/// A browser: `Accept` contains `text/html` and `User-Agent` contains `Mozilla` (both substring,
-/// case-sensitive: wire facts §4.5). One implementation for every request representation.
-pub(crate) fn is_browser(head: &impl RequestHead) -> bool {
-    head.header_text("accept").is_some_and(|a| a.contains("text/html"))
-        && head.header_text("user-agent").is_some_and(|u| u.contains("Mozilla"))
-}
-
-/// Appends `scheme://host` + `path_and_query`.
-pub(crate) fn push_url(out: &mut String, scheme: &str, host: &str, path_and_query: &str) {
-    out.reserve(scheme.len() + 3 + host.len() + path_and_query.len());
-    out.push_str(scheme);
-    out.push_str("://");
-    out.push_str(host);
-    out.push_str(path_and_query);
-}
-
-impl RequestHead for RequestContext {
-    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(HeaderValue::as_bytes)
-    }
-    fn write_url(&self, out: &mut String) -> bool {
-        out.push_str(&self.url);
-        true
-    }
-    fn method_str(&self) -> &str {
-        self.method.as_str()
-    }
-    fn path_str(&self) -> &str {
-        &self.path
-    }
-}
-
-/// The head of an `http` 1 request (axum's types).
-pub(crate) struct HttpHead<'a> {
-    pub(crate) method: &'a Method,
-    pub(crate) uri: &'a http::Uri,
-    pub(crate) headers: &'a HeaderMap,
-}
-
-impl RequestHead for HttpHead<'_> {
-    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(HeaderValue::as_bytes)
-    }
-    /// The URI when absolute, else `X-Forwarded-Proto` (or `http`) + `Host` (or `localhost`).
-    fn write_url(&self, out: &mut String) -> bool {
-        if self.uri.scheme().is_some() {
-            return false;
-        }
-        let host = self.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        let scheme = self.headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-        push_url(out, scheme, host, self.uri.path_and_query().map_or("/", |p| p.as_str()));
-        true
-    }
-    fn method_str(&self) -> &str {
-        self.method.as_str()
-    }
-    fn path_str(&self) -> &str {
-        if self.uri.path().is_empty() { "/" } else { self.uri.path() }
-    }
-}
-
-/// A complete response built once and answered to many requests (the precomputed unpaid 402s):
-/// answering it costs reference-count increments, nothing is formatted or serialised.
-#[derive(Debug)]
-pub struct PreparedResponse {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-    /// The same headers as actix-web's `http` 0.2 types, converted once.
-    #[cfg(feature = "actix")]
-    pub(crate) actix_headers: Vec<(::actix_web::http::header::HeaderName, ::actix_web::http::header::HeaderValue)>,
-}
-
-impl PreparedResponse {
-    pub(crate) fn new(r: PaymentHttpResponse) -> Self {
-        Self {
-            #[cfg(feature = "actix")]
-            actix_headers: crate::actix::convert_headers(&r.headers),
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
-        }
-    }
-
-    /// A copy as a [`PaymentHttpResponse`] (reference counts only).
-    pub(crate) fn to_response(&self) -> PaymentHttpResponse {
-        PaymentHttpResponse { status: self.status, headers: self.headers.clone(), body: self.body.clone() }
-    }
-}
-
-/// A response body with its content type.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpBody {
-    /// `Content-Type`.
-    pub content_type: String,
-    /// Bytes.
-    pub body: Bytes,
-}
-
-impl HttpBody {
-    /// A JSON body.
-    pub fn json(value: &serde_json::Value) -> Self {
-        Self { content_type: "application/json".into(), body: Bytes::from(value.to_string()) }
-    }
-}
-
-/// A response pay402 sends instead of (or in place of) the handler's.
-#[derive(Clone, Debug)]
-pub struct PaymentHttpResponse {
-    /// Status.
-    pub status: StatusCode,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: Bytes,
-}
-
-impl PaymentHttpResponse {
-    /// A response with a `Content-Type` and `Cache-Control: no-store`.
-    pub fn new(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Self {
-        let mut headers = HeaderMap::new();
-        if let Ok(ct) = HeaderValue::from_str(content_type) {
-            headers.insert(http::header::CONTENT_TYPE, ct);
-        }
-        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Self { status, headers, body: body.into() }
-    }
-
-    /// `{"error": message}` as JSON.
-    pub fn json_error(status: StatusCode, message: &str) -> Self {
-        Self::new(status, "application/json", serde_json::json!({ "error": message }).to_string())
-    }
-
-    /// Adds (replaces) a header; invalid values are skipped.
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            self.headers.insert(n, v);
-        }
-        self
-    }
-
-    /// Appends a header line (several lines of one name are kept).
-    pub fn append_header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            self.headers.append(n, v);
-        }
-        self
-    }
-}
 
 /// Whether a payment is completed (x402 settled, an MPP charge or session reservation
 /// committed) after its handler answered `status`: any status below 400. A 4xx or 5xx answer

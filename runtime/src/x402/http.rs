@@ -61,13 +61,6 @@ pub const PAYMENT_REQUIRED_ERROR: &str = "Payment required";
 /// `error` of the challenge when the payment matches none of the requirements.
 pub const NO_MATCHING_REQUIREMENTS_ERROR: &str = "No matching payment requirements";
 
-/// The rejection of the `X402Payment` extractor on a route no pay402 layer or macro protects.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error(
-    "this route is not protected by pay402: add the x402 layer/middleware (or #[x402]) before extracting X402Payment"
-)]
-pub struct MissingPayment;
-
 /// A verified payment, available to the handler. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct X402Payment(Arc<PaymentParts>);

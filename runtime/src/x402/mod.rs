@@ -50,9 +50,8 @@ pub use headers::{
 };
 pub use hooks::{AbortResult, SettleContext, SettleFailure, VerifyContext, VerifyFailure};
 pub use http::{
-    INVALID_PAYLOAD_REASON, MissingPayment, NO_MATCHING_REQUIREMENTS_ERROR, PAYMENT_CONFIGURATION_ERROR,
-    PAYMENT_REQUIRED_ERROR, PAYMENT_UNAVAILABLE_ERROR, REPLAY_SKEW_SECONDS, REPLAYED_PAYMENT_REASON, X402HttpServer,
-    X402Payment,
+    INVALID_PAYLOAD_REASON, NO_MATCHING_REQUIREMENTS_ERROR, PAYMENT_CONFIGURATION_ERROR, PAYMENT_REQUIRED_ERROR,
+    PAYMENT_UNAVAILABLE_ERROR, REPLAY_SKEW_SECONDS, REPLAYED_PAYMENT_REASON, X402HttpServer, X402Payment,
 };
 pub use route::{
     DynamicPayTo, DynamicPrice, DynamicRouteError, PayToSource, PaymentOption, PriceSource, RouteConfig,
