@@ -383,7 +383,7 @@ mod redis_server;
 mod session {
     use pay402::chain::NetworkRegistry;
     use pay402::evm::{PrivateKeySigner, U256};
-    use pay402::mpp::store::RedisChannelStore;
+    use pay402::mpp::RedisChannelStore;
     use pay402::mpp::{
         ChannelStore, EmbeddedSa, EvmMethod, FileStore, InMemoryChannelStore, Mpp, PaySpec, SessionClient,
         SessionIntent, parse_www_authenticate,

@@ -13,9 +13,9 @@
 //! Arguments: `--smoke` (short, CI), `--secs S`, `--workers N`, `--instances I` (of the shared
 //! rows, default 2), `--out FILE`.
 
-use pay402::mpp::store::RedisChannelStore;
-use pay402::mpp::store::{StoreError, UpdateError};
+use pay402::mpp::RedisChannelStore;
 use pay402::mpp::{ChannelState, ChannelStore, FileStore, InMemoryChannelStore, UpdateOutcome};
+use pay402::mpp::{StoreError, UpdateError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -20,10 +20,10 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use pay402::chain::NetworkRegistry;
-use pay402::evm::channel::{self, ChannelDomain, SignerKeyCache, verify_voucher_signature_cached};
 use pay402::evm::recover::Backend;
 use pay402::evm::{B256, PrivateKeySigner, U256, signer_from_hex};
-use pay402::mpp::store::RedisChannelStore;
+use pay402::evm::{ChannelDomain, SignerKeyCache, verify_voucher_signature_cached};
+use pay402::mpp::RedisChannelStore;
 use pay402::mpp::{
     ChannelStore, EmbeddedSa, EvmMethod, FileStore, InMemoryChannelStore, Mpp, ParsedChallenge, PaySpec, SessionClient,
     SessionIntent, parse_www_authenticate,
@@ -61,7 +61,7 @@ fn verify(c: &mut Criterion) {
     let channel_id = B256::repeat_byte(0xab);
     // A few distinct vouchers, cycled.
     let vouchers: Vec<(u128, String)> = (1..=64u128)
-        .map(|i| (i * 1000, channel::sign_voucher(&signer, &domain, channel_id, i * 1000).expect("sign")))
+        .map(|i| (i * 1000, pay402::evm::sign_voucher(&signer, &domain, channel_id, i * 1000).expect("sign")))
         .collect();
     let mut group = c.benchmark_group("voucher_verify");
     group.throughput(Throughput::Elements(1));
@@ -70,8 +70,8 @@ fn verify(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % vouchers.len();
             let (amount, sig) = &vouchers[i];
-            let parsed = channel::parse_channel_signature(sig).expect("valid");
-            let digest = channel::voucher_digest(&domain, channel_id, *amount);
+            let parsed = pay402::evm::parse_channel_signature(sig).expect("valid");
+            let digest = pay402::evm::voucher_digest(&domain, channel_id, *amount);
             assert_eq!(parsed.recover_address_from_prehash(&digest).ok(), Some(signer.address()));
         })
     });

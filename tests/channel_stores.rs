@@ -8,7 +8,7 @@
 
 mod support;
 
-use pay402::mpp::store::{
+use pay402::mpp::{
     CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RedisChannelStore, StoreError,
     UpdateError, UpdateOutcome, Versioned,
 };

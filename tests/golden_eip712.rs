@@ -3,8 +3,7 @@
 //! RFC 6979 signatures byte for byte, plus the §9.6 verification rules.
 
 use pay402::evm::{
-    self, Address, B256, ChannelDomain, ChannelSignatureError, EvmError, PrivateKeySigner, Signer, U256, channel,
-    keccak256,
+    self, Address, B256, ChannelDomain, ChannelSignatureError, EvmError, PrivateKeySigner, Signer, U256, keccak256,
 };
 use serde_json::Value;
 
@@ -41,7 +40,7 @@ fn domain(v: &Value) -> ChannelDomain {
 fn message(m: &Value) -> (B256, u128, Option<U256>, Option<U256>) {
     let uint = |key: &str| m.get(key).map(|x| evm::parse_uint256(x.as_str().unwrap()).unwrap());
     let cumulative = u128::try_from(uint("cumulativeAmount").unwrap()).unwrap();
-    (channel::channel_id_from_hex(s(m, "channelId")).unwrap(), cumulative, uint("nonce"), uint("deadline"))
+    (evm::channel_id_from_hex(s(m, "channelId")).unwrap(), cumulative, uint("nonce"), uint("deadline"))
 }
 
 fn order() -> U256 {
@@ -64,9 +63,9 @@ fn domain_typehash_and_separator() {
     assert_eq!(domain.escrow, evm::DEFAULT_ESCROW_CONTRACT);
     assert_eq!(domain.name, evm::DEFAULT_DOMAIN_NAME);
     assert_eq!(domain.version, evm::DEFAULT_DOMAIN_VERSION);
-    assert_eq!(s(&v, "EIP712Domain_typestring"), channel::CHANNEL_DOMAIN_TYPE);
+    assert_eq!(s(&v, "EIP712Domain_typestring"), evm::CHANNEL_DOMAIN_TYPE);
     assert_eq!(keccak256(s(&v, "EIP712Domain_typestring")), b256(&v, "EIP712Domain_typehash"));
-    assert_eq!(channel::CHANNEL_DOMAIN_TYPEHASH, b256(&v, "EIP712Domain_typehash"));
+    assert_eq!(evm::CHANNEL_DOMAIN_TYPEHASH, b256(&v, "EIP712Domain_typehash"));
     assert_eq!(domain.eip712_domain().type_hash(), b256(&v, "EIP712Domain_typehash"));
     assert_eq!(domain.domain_separator(), b256(&v, "domain_separator"));
     assert_eq!(domain.eip712_domain().separator(), b256(&v, "domain_separator"));
@@ -77,21 +76,21 @@ fn voucher_golden() {
     let v = vectors();
     let (domain, signer) = (domain(&v), signer(&v));
     let voucher = &v["Voucher"];
-    assert_eq!(s(voucher, "typestring"), channel::VOUCHER_TYPE);
+    assert_eq!(s(voucher, "typestring"), evm::VOUCHER_TYPE);
     assert_eq!(keccak256(s(voucher, "typestring")), b256(voucher, "typehash"));
-    assert_eq!(channel::VOUCHER_TYPEHASH, b256(voucher, "typehash"));
+    assert_eq!(evm::VOUCHER_TYPEHASH, b256(voucher, "typehash"));
 
     let (id, cumulative, _, _) = message(&voucher["message"]);
-    assert_eq!(channel::voucher_struct_hash(id, cumulative), b256(voucher, "struct_hash"));
-    let digest = channel::voucher_digest(&domain, id, cumulative);
+    assert_eq!(evm::voucher_struct_hash(id, cumulative), b256(voucher, "struct_hash"));
+    let digest = evm::voucher_digest(&domain, id, cumulative);
     assert_eq!(digest, b256(voucher, "digest"));
-    assert_eq!(channel::eip712_digest(&domain.domain_separator(), &b256(voucher, "struct_hash")), digest);
+    assert_eq!(evm::eip712_digest(&domain.domain_separator(), &b256(voucher, "struct_hash")), digest);
 
     let expected = s(voucher, "signature_rsv");
     assert_eq!(evm::signature_hex(signer.sign_digest(&digest).unwrap()), expected);
-    assert_eq!(channel::sign_voucher(&signer, &domain, id, cumulative).unwrap(), expected);
+    assert_eq!(evm::sign_voucher(&signer, &domain, id, cumulative).unwrap(), expected);
     let via_dyn: &dyn Signer = &signer;
-    assert_eq!(channel::sign_voucher(via_dyn, &domain, id, cumulative).unwrap(), expected);
+    assert_eq!(evm::sign_voucher(via_dyn, &domain, id, cumulative).unwrap(), expected);
 }
 
 fn authorization_golden(section: &str) {
@@ -99,8 +98,8 @@ fn authorization_golden(section: &str) {
     let (domain, signer) = (domain(&v), signer(&v));
     let auth = &v[section];
     let (type_string, typehash) = match section {
-        "SettleAuthorization" => (channel::SETTLE_AUTHORIZATION_TYPE, channel::SETTLE_AUTHORIZATION_TYPEHASH),
-        _ => (channel::CLOSE_AUTHORIZATION_TYPE, channel::CLOSE_AUTHORIZATION_TYPEHASH),
+        "SettleAuthorization" => (evm::SETTLE_AUTHORIZATION_TYPE, evm::SETTLE_AUTHORIZATION_TYPEHASH),
+        _ => (evm::CLOSE_AUTHORIZATION_TYPE, evm::CLOSE_AUTHORIZATION_TYPEHASH),
     };
     assert_eq!(s(auth, "typestring"), type_string);
     assert_eq!(keccak256(s(auth, "typestring")), b256(auth, "typehash"));
@@ -113,22 +112,22 @@ fn authorization_golden(section: &str) {
         let (id, cumulative, nonce, deadline) = message(&case["message"]);
         let (nonce, deadline) = (nonce.unwrap(), deadline.unwrap());
         if label == "deadline_u256_max" {
-            assert_eq!(deadline, channel::DEFAULT_DEADLINE);
+            assert_eq!(deadline, evm::DEFAULT_DEADLINE);
         }
         let (digest, signature) = match section {
             "SettleAuthorization" => (
-                channel::settle_authorization_digest(&domain, id, cumulative, nonce, deadline),
-                channel::sign_settle_authorization(&signer, &domain, id, cumulative, nonce, deadline).unwrap(),
+                evm::settle_authorization_digest(&domain, id, cumulative, nonce, deadline),
+                evm::sign_settle_authorization(&signer, &domain, id, cumulative, nonce, deadline).unwrap(),
             ),
             _ => (
-                channel::close_authorization_digest(&domain, id, cumulative, nonce, deadline),
-                channel::sign_close_authorization(&signer, &domain, id, cumulative, nonce, deadline).unwrap(),
+                evm::close_authorization_digest(&domain, id, cumulative, nonce, deadline),
+                evm::sign_close_authorization(&signer, &domain, id, cumulative, nonce, deadline).unwrap(),
             ),
         };
         assert_eq!(digest, b256(case, "digest"), "{section}/{label} digest");
         assert_eq!(signature, s(case, "signature_rsv"), "{section}/{label} signature");
         assert_eq!(evm::signature_hex(signer.sign_digest(&digest).unwrap()), signature, "{section}/{label}");
-        assert_eq!(channel::recover_channel_signer(&digest, &signature), Ok(Signer::address(&signer)));
+        assert_eq!(evm::recover_channel_signer(&digest, &signature), Ok(Signer::address(&signer)));
     }
 }
 
@@ -147,11 +146,10 @@ fn nonce_from_fixed_provider_feeds_the_golden_case() {
     let v = vectors();
     let case = &v["SettleAuthorization"]["cases"][0];
     let (id, cumulative, nonce, _) = message(&case["message"]);
-    let provider: &dyn channel::NonceProvider = &channel::FixedNonceProvider(nonce.unwrap());
+    let provider: &dyn evm::NonceProvider = &evm::FixedNonceProvider(nonce.unwrap());
     let nonce = provider.allocate(Signer::address(&signer(&v)), id);
     let signature =
-        channel::sign_settle_authorization(&signer(&v), &domain(&v), id, cumulative, nonce, channel::DEFAULT_DEADLINE)
-            .unwrap();
+        evm::sign_settle_authorization(&signer(&v), &domain(&v), id, cumulative, nonce, evm::DEFAULT_DEADLINE).unwrap();
     assert_eq!(signature, s(case, "signature_rsv"));
 }
 
@@ -169,11 +167,11 @@ fn raw(signature: &str) -> Vec<u8> {
 #[test]
 fn golden_signatures_verify() {
     let (domain, id, cumulative, signature, payer) = golden_voucher();
-    assert_eq!(channel::verify_voucher_signature(&domain, id, cumulative, &signature, payer), Ok(()));
-    assert_eq!(channel::recover_voucher_signer(&domain, id, cumulative, &signature), Ok(payer));
+    assert_eq!(evm::verify_voucher_signature(&domain, id, cumulative, &signature, payer), Ok(()));
+    assert_eq!(evm::recover_voucher_signer(&domain, id, cumulative, &signature), Ok(payer));
     // Upper-case hex is the same signature.
     let upper = format!("0x{}", signature[2..].to_uppercase());
-    assert_eq!(channel::verify_voucher_signature(&domain, id, cumulative, &upper, payer), Ok(()));
+    assert_eq!(evm::verify_voucher_signature(&domain, id, cumulative, &upper, payer), Ok(()));
 }
 
 #[test]
@@ -181,11 +179,11 @@ fn wrong_signer_or_message_is_a_mismatch() {
     let (domain, id, cumulative, signature, payer) = golden_voucher();
     let other = Address::repeat_byte(0x11);
     assert_eq!(
-        channel::verify_voucher_signature(&domain, id, cumulative, &signature, other),
+        evm::verify_voucher_signature(&domain, id, cumulative, &signature, other),
         Err(ChannelSignatureError::SignerMismatch { recovered: payer })
     );
     // Another amount recovers some other key.
-    let e = channel::verify_voucher_signature(&domain, id, cumulative + 1, &signature, payer).unwrap_err();
+    let e = evm::verify_voucher_signature(&domain, id, cumulative + 1, &signature, payer).unwrap_err();
     assert!(matches!(e, ChannelSignatureError::SignerMismatch { recovered } if recovered != payer), "{e:?}");
 }
 
@@ -196,14 +194,14 @@ fn wrong_length_is_malformed() {
     let long = format!("{signature}00"); // 66 bytes
     for bad in [short, long.as_str(), "", "0x", "0x1234", "not hex"] {
         assert_eq!(
-            channel::verify_voucher_signature(&domain, id, cumulative, bad, payer),
+            evm::verify_voucher_signature(&domain, id, cumulative, bad, payer),
             Err(ChannelSignatureError::Malformed),
             "{bad}"
         );
     }
     let not_hex = format!("0x{}", "zz".repeat(65));
     assert_eq!(
-        channel::verify_voucher_signature(&domain, id, cumulative, &not_hex, payer),
+        evm::verify_voucher_signature(&domain, id, cumulative, &not_hex, payer),
         Err(ChannelSignatureError::Malformed)
     );
 }
@@ -222,17 +220,17 @@ fn high_s_twin_is_refused() {
     // The twin is mathematically valid for the same key (recovery normalises it back)...
     let r = U256::from_be_slice(&bytes[..32]);
     let twin_sig = evm::Signature::new(r, order() - s_value, twin[64] == 28);
-    let digest = channel::voucher_digest(&domain, id, cumulative);
+    let digest = evm::voucher_digest(&domain, id, cumulative);
     assert_eq!(twin_sig.recover_address_from_prehash(&digest).unwrap(), payer);
     // ...but §9.6 refuses it up front.
     assert_eq!(
-        channel::verify_voucher_signature(&domain, id, cumulative, &twin_hex, payer),
+        evm::verify_voucher_signature(&domain, id, cumulative, &twin_hex, payer),
         Err(ChannelSignatureError::HighS)
     );
     // ...and so is n/2 + 1 with any v.
     let mut just_above = twin;
     just_above[32..64].copy_from_slice(&(evm::SECP256K1N_HALF + U256::from(1)).to_be_bytes::<32>());
-    assert_eq!(channel::parse_channel_signature(&evm::signature_hex(just_above)), Err(ChannelSignatureError::HighS));
+    assert_eq!(evm::parse_channel_signature(&evm::signature_hex(just_above)), Err(ChannelSignatureError::HighS));
 }
 
 #[test]
@@ -242,16 +240,16 @@ fn v_zero_or_one_is_accepted() {
     bytes[64] -= 27;
     assert!(bytes[64] <= 1);
     let zero_one = evm::signature_hex(bytes);
-    assert_eq!(channel::verify_voucher_signature(&domain, id, cumulative, &zero_one, payer), Ok(()));
+    assert_eq!(evm::verify_voucher_signature(&domain, id, cumulative, &zero_one, payer), Ok(()));
     // Flipping the parity recovers another key.
     bytes[64] ^= 1;
     let flipped = evm::signature_hex(bytes);
-    assert!(channel::verify_voucher_signature(&domain, id, cumulative, &flipped, payer).is_err());
+    assert!(evm::verify_voucher_signature(&domain, id, cumulative, &flipped, payer).is_err());
     // v outside {0, 1, 27, 28} is malformed.
     for v in [2u8, 26, 29, 255] {
         bytes[64] = v;
         assert_eq!(
-            channel::verify_voucher_signature(&domain, id, cumulative, &evm::signature_hex(bytes), payer),
+            evm::verify_voucher_signature(&domain, id, cumulative, &evm::signature_hex(bytes), payer),
             Err(ChannelSignatureError::Malformed),
             "v = {v}"
         );
@@ -265,8 +263,7 @@ fn corrupted_r_fails() {
     for (i, mask) in [(31usize, 0x01u8), (0, 0x80), (15, 0xff)] {
         let mut bytes = original;
         bytes[i] ^= mask;
-        let e =
-            channel::verify_voucher_signature(&domain, id, cumulative, &evm::signature_hex(bytes), payer).unwrap_err();
+        let e = evm::verify_voucher_signature(&domain, id, cumulative, &evm::signature_hex(bytes), payer).unwrap_err();
         assert!(
             matches!(e, ChannelSignatureError::SignerMismatch { .. } | ChannelSignatureError::Recovery),
             "byte {i}: {e:?}"
@@ -275,36 +272,33 @@ fn corrupted_r_fails() {
     let mut zero_r = original;
     zero_r[..32].fill(0);
     assert_eq!(
-        channel::verify_voucher_signature(&domain, id, cumulative, &evm::signature_hex(zero_r), payer),
+        evm::verify_voucher_signature(&domain, id, cumulative, &evm::signature_hex(zero_r), payer),
         Err(ChannelSignatureError::Recovery)
     );
 }
 
 #[test]
 fn channel_id_padding() {
-    let full = channel::channel_id_from_hex(&format!("0x{}", "ab".repeat(32))).unwrap();
+    let full = evm::channel_id_from_hex(&format!("0x{}", "ab".repeat(32))).unwrap();
     assert_eq!(full, B256::repeat_byte(0xab));
-    assert_eq!(channel::channel_id_from_hex(&"ab".repeat(32)).unwrap(), full);
-    let short = channel::channel_id_from_hex("0x01ff").unwrap();
+    assert_eq!(evm::channel_id_from_hex(&"ab".repeat(32)).unwrap(), full);
+    let short = evm::channel_id_from_hex("0x01ff").unwrap();
     let mut expected = [0u8; 32];
     expected[30] = 0x01;
     expected[31] = 0xff;
     assert_eq!(short, B256::from(expected));
     // Padding changes nothing when hashing: the short id signs like its padded form.
     let (domain, _, cumulative, _, _) = golden_voucher();
-    let padded = channel::channel_id_from_hex(&format!("0x{}01ff", "00".repeat(30))).unwrap();
-    assert_eq!(
-        channel::voucher_digest(&domain, short, cumulative),
-        channel::voucher_digest(&domain, padded, cumulative)
-    );
+    let padded = evm::channel_id_from_hex(&format!("0x{}01ff", "00".repeat(30))).unwrap();
+    assert_eq!(evm::voucher_digest(&domain, short, cumulative), evm::voucher_digest(&domain, padded, cumulative));
 
     let too_long = format!("0x{}", "ab".repeat(33));
     assert!(matches!(
-        channel::channel_id_from_hex(&too_long),
+        evm::channel_id_from_hex(&too_long),
         Err(EvmError::InvalidLength { expected: 32, actual: 33, .. })
     ));
     for bad in ["", "0x", "0xabc", "0xgg"] {
-        assert!(channel::channel_id_from_hex(bad).is_err(), "{bad}");
+        assert!(evm::channel_id_from_hex(bad).is_err(), "{bad}");
     }
 }
 

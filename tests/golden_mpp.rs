@@ -4,7 +4,7 @@
 //! `Payment-Receipt`.
 
 use pay402::mpp::{
-    Challenge, Credential, MppErrorKind, ParsedChallenge, Receipt, canonical_json, encoding, parse_rfc3339,
+    Challenge, Credential, MppErrorKind, ParsedChallenge, Receipt, b64url_decode, canonical_json, parse_rfc3339,
     parse_www_authenticate, payment_required_detail, verify_echo_at,
 };
 use serde_json::{Map, Value};
@@ -217,7 +217,7 @@ fn authorization_credential() {
     let back = Credential::from_authorization_header(header).unwrap();
     assert_eq!(back, c);
     assert_eq!(String::from_utf8(back.to_json()).unwrap(), json);
-    assert_eq!(encoding::b64url_decode(header.strip_prefix("Payment ").unwrap()).unwrap(), json.as_bytes());
+    assert_eq!(b64url_decode(header.strip_prefix("Payment ").unwrap()).unwrap(), json.as_bytes());
 
     // Built from the charge challenge directly.
     let charge = challenge_of(&cases()[0]);

@@ -20,7 +20,7 @@ mod support;
 
 use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::U256;
-use pay402::mpp::store::{CasOutcome, ChannelState, ChannelStore, FileStore, UpdateOutcome};
+use pay402::mpp::{CasOutcome, ChannelState, ChannelStore, FileStore, UpdateOutcome};
 use pay402::x402::EmbeddedFacilitator;
 use pay402::x402::ExactEvmScheme;
 use pay402::x402::X402ResourceServer;

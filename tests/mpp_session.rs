@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pay402::chain::NetworkRegistry;
 use pay402::evm::{self, FixedNonceProvider, PrivateKeySigner, SECP256K1N_HALF, U256, signer_from_hex};
 use pay402::mpp::{
-    ChannelState, ChannelStore, Credential, EmbeddedSa, EvmMethod, FileStore, InMemoryChannelStore, Mpp, Paid,
+    ChannelState, ChannelStore, Credential, EmbeddedSa, EvmMethod, FileStore, InMemoryChannelStore, Mpp, MppPayment,
     ParsedChallenge, PaySpec, Receipt, SessionClient, SessionGrant, SessionHandler, SessionIntent, b64url_decode,
     parse_www_authenticate,
 };
@@ -81,7 +81,7 @@ fn ctx(authorization: Option<&str>) -> RequestContext {
 }
 
 /// `Mpp::process` for the session route.
-async fn process(mpp: &Mpp, spec: &PaySpec, authorization: Option<&str>) -> Result<Paid, PaymentHttpResponse> {
+async fn process(mpp: &Mpp, spec: &PaySpec, authorization: Option<&str>) -> Result<MppPayment, PaymentHttpResponse> {
     mpp.pay_request(spec).expect("the coordinator builds session requests");
     mpp.process(&ctx(authorization), spec).await
 }

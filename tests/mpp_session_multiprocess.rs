@@ -19,7 +19,7 @@ mod support;
 
 use pay402::chain::NetworkRegistry;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
-use pay402::mpp::store::{ChannelState, ChannelStore, FileStore, RedisChannelStore};
+use pay402::mpp::{ChannelState, ChannelStore, FileStore, RedisChannelStore};
 use pay402::mpp::{EmbeddedSa, EvmMethod, Mpp, ParsedChallenge, PaySpec, SessionClient, SessionIntent};
 use pay402::replay::{InMemoryReplayStore, RedisReplayStore, ReplayStore};
 use serde_json::Value;

@@ -689,7 +689,7 @@ async fn problem_json_matches_the_observed_bodies() {
 /// stand-in) and returns the outcome and what the SA received.
 async fn seller_outcome(
     answer: Answer,
-) -> (Result<pay402::mpp::Paid, pay402::web::PaymentHttpResponse>, Vec<Recorded>) {
+) -> (Result<pay402::mpp::MppPayment, pay402::web::PaymentHttpResponse>, Vec<Recorded>) {
     use pay402::mpp::{ChargeIntent, EvmMethod, Mpp, MppChargeClient, PaySpec};
     use pay402::web::RequestContext;
     let stand_in = StandIn::start(vec![answer]).await;
@@ -721,7 +721,7 @@ async fn seller_settles_through_the_sa_and_maps_each_failure_to_its_status() {
     let mut data = charge_receipt_data();
     data["challengeId"] = json!("$CHALLENGE_ID");
     let (outcome, requests) = seller_outcome(envelope(json!(0), "", data)).await;
-    let pay402::mpp::Paid { credential, receipt, .. } = outcome.expect("paid");
+    let pay402::mpp::MppPayment { credential, receipt, .. } = outcome.expect("paid");
     assert_eq!(receipt.reference, REFERENCE);
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].path, format!("{BASE}/charge/settle"));

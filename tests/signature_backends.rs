@@ -6,12 +6,12 @@
 //! exactly what recovery accepts, on every backend and the same corpus, and voucher
 //! verification through a warm key cache gives the very results (errors included) of recovery.
 
-use pay402::evm::channel::{
-    self, ChannelDomain, ChannelSignatureError, SignerKeyCache, recover_channel_signer_with,
-    verify_voucher_signature_cached, verify_voucher_signature_with,
-};
 use pay402::evm::recover::{self, Backend, SignerKey};
 use pay402::evm::{Address, B256, SECP256K1N_HALF, Signer, U256, keccak256, signature_hex, signer_from_hex};
+use pay402::evm::{
+    ChannelDomain, ChannelSignatureError, SignerKeyCache, recover_channel_signer_with, verify_voucher_signature_cached,
+    verify_voucher_signature_with,
+};
 
 const KEYS: [&str; 3] = [
     "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
@@ -63,7 +63,7 @@ fn known_keys() -> Vec<SignerKey> {
             let signer = signer_from_hex(k).unwrap();
             let digest = keccak256(k.as_bytes());
             let signature =
-                channel::parse_channel_signature(&signature_hex(signer.sign_digest(&digest).unwrap())).unwrap();
+                pay402::evm::parse_channel_signature(&signature_hex(signer.sign_digest(&digest).unwrap())).unwrap();
             let key = recover::recover_key(Backend::K256, &digest, &signature).unwrap();
             assert_eq!(key.address(), signer.address());
             key
@@ -78,7 +78,7 @@ fn check(digest: &B256, text: &str, keys: &[SignerKey], tally: &mut Tally) -> Re
     let secp = recover_channel_signer_with(Backend::Secp256k1, digest, text);
     assert_eq!(k256, secp, "backends disagree on {text} over {digest}");
     // Alloy (k256 with its post-verification) is the reference for every accepted signature.
-    if let Ok(parsed) = channel::parse_channel_signature(text) {
+    if let Ok(parsed) = pay402::evm::parse_channel_signature(text) {
         let reference = parsed.recover_address_from_prehash(digest).ok();
         assert_eq!(k256.as_ref().ok(), reference.as_ref(), "alloy disagrees on {text}");
         for key in keys {
@@ -115,7 +115,7 @@ struct Case<'a> {
 /// voucher verification for the signer and for the bystander on every backend through the
 /// recovery path, a cold key cache and a warm one — all agree with what recovery gave.
 fn case(c: &Case<'_>, amount: u128, text: &str, tally: &mut Tally) -> Result<Address, ChannelSignatureError> {
-    let digest = channel::voucher_digest(c.domain, c.channel_id, amount);
+    let digest = pay402::evm::voucher_digest(c.domain, c.channel_id, amount);
     let recovered = check(&digest, text, c.keys, tally);
     for expected in [c.signer, c.bystander] {
         let want = match recovered {
@@ -171,8 +171,8 @@ fn shared_corpus_gives_identical_results() {
             let channel_id = stream.next();
             let c = Case { keys: &keys, warm: &warm, domain: &domain, channel_id, signer: signer.address(), bystander };
             let amount = 1_000 * (i + 1);
-            let digest = channel::voucher_digest(&domain, channel_id, amount);
-            let good = channel::sign_voucher(&signer, &domain, channel_id, amount).unwrap();
+            let digest = pay402::evm::voucher_digest(&domain, channel_id, amount);
+            let good = pay402::evm::sign_voucher(&signer, &domain, channel_id, amount).unwrap();
             let raw = signer.sign_digest(&digest).unwrap();
             assert_eq!(signature_hex(raw), good);
             let (r, s, v) = (U256::from_be_slice(&raw[..32]), U256::from_be_slice(&raw[32..64]), raw[64]);
@@ -198,7 +198,7 @@ fn shared_corpus_gives_identical_results() {
                     Err(ChannelSignatureError::SignerMismatch { recovered })
                 );
             }
-            let elsewhere = ChannelDomain::new(1, channel::DEFAULT_ESCROW_CONTRACT);
+            let elsewhere = ChannelDomain::new(1, pay402::evm::DEFAULT_ESCROW_CONTRACT);
             let elsewhere = Case { domain: &elsewhere, ..c };
             assert!(matches!(
                 case(&elsewhere, amount, &good, &mut tally),

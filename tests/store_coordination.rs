@@ -8,9 +8,7 @@
 
 mod support;
 
-use pay402::mpp::store::{
-    ChannelState, ChannelStore, FileStore, RedisChannelStore, StoreError, UpdateError, UpdateOutcome,
-};
+use pay402::mpp::{ChannelState, ChannelStore, FileStore, RedisChannelStore, StoreError, UpdateError, UpdateOutcome};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

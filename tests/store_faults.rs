@@ -15,7 +15,7 @@ mod support;
 
 use pay402::chain::NetworkRegistry;
 use pay402::evm::{U256, signer_from_hex};
-use pay402::mpp::store::RedisChannelStore;
+use pay402::mpp::RedisChannelStore;
 use pay402::mpp::{
     CasOutcome, ChannelState, ChannelStore, EmbeddedSa, EvmMethod, FileStore, Mpp, PaySpec, SessionClient,
     SessionIntent, StoreError, parse_www_authenticate,

@@ -15,7 +15,7 @@
 use crate::completion::CancelPolicy;
 #[cfg(any(feature = "axum", feature = "actix"))]
 use crate::completion::FinishGuard;
-use crate::mpp::{Credential, Mpp, Paid as MppPaid, PaySpec, Receipt, StaticPaySpec};
+use crate::mpp::{Credential, Mpp, MppPayment, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead};
 use crate::x402::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use http::{HeaderMap, StatusCode};
@@ -137,17 +137,17 @@ impl PaymentGate for X402HttpServer {
 
 impl PaymentGate for Mpp {
     type Route = Arc<PaySpec>;
-    type Payment = MppPaid;
+    type Payment = MppPayment;
 
     fn route_for(&self, method: &str, path: &str) -> Option<Self::Route> {
         Mpp::route_for(self, method, path)
     }
 
-    async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<MppPaid, PaymentHttpResponse> {
+    async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<MppPayment, PaymentHttpResponse> {
         Mpp::process(self, ctx, route).await
     }
 
-    fn insert_extensions(paid: &MppPaid, ext: &mut impl ExtensionSink) {
+    fn insert_extensions(paid: &MppPayment, ext: &mut impl ExtensionSink) {
         ext.insert(paid.credential.clone());
         ext.insert(paid.receipt.clone());
     }
@@ -155,14 +155,14 @@ impl PaymentGate for Mpp {
     async fn finish(
         &self,
         _: &RequestContext,
-        paid: MppPaid,
+        paid: MppPayment,
         status: StatusCode,
     ) -> Result<HeaderMap, PaymentHttpResponse> {
         paid.finish(status).await
     }
 
     /// The coordinator's policy, as the payment recorded it.
-    fn cancel_policy(&self, paid: &MppPaid) -> CancelPolicy {
+    fn cancel_policy(&self, paid: &MppPayment) -> CancelPolicy {
         paid.cancel_policy()
     }
 }
@@ -231,7 +231,7 @@ impl GuardedPayment for X402Payment {
     }
 }
 
-impl GuardedPayment for MppPaid {
+impl GuardedPayment for MppPayment {
     type Seen = (Credential, Receipt);
     fn seen(&self) -> (Credential, Receipt) {
         (self.credential.clone(), self.receipt.clone())

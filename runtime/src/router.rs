@@ -19,7 +19,7 @@ use crate::gate::{
     ExtensionSink, GateExtension, GuardGate, GuardedPayment, NotProtected, PaymentGate, StaticGateRoute,
 };
 use crate::mpp::carries_credential;
-use crate::mpp::{Credential, Mpp, Paid as MppPaid, PaySpec, Receipt, StaticPaySpec};
+use crate::mpp::{Credential, Mpp, MppPayment, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use crate::x402::carries_payment as carries_x402_payment;
@@ -129,7 +129,7 @@ impl RouterProtocol for Mpp {
     fn detect(ctx: &RequestContext) -> bool {
         ctx.header("authorization").is_some_and(carries_credential)
     }
-    fn paid(paid: &MppPaid) -> Paid {
+    fn paid(paid: &MppPayment) -> Paid {
         Paid::Mpp { credential: paid.credential.clone(), receipt: paid.receipt.clone() }
     }
 }

@@ -9,7 +9,7 @@ use crate::support::{self, Running};
 use async_trait::async_trait;
 use pay402::chain::NetworkRegistry;
 use pay402::evm::{self, PrivateKeySigner, U256, signer_from_hex};
-use pay402::mpp::store::RedisChannelStore;
+use pay402::mpp::RedisChannelStore;
 use pay402::mpp::{
     ChannelState, ChannelStore, Credential, EmbeddedSa, EvmMethod, Granted, Mpp, ParsedChallenge, PaySpec,
     SessionClient, SessionIntent, did_pkh, parse_www_authenticate,

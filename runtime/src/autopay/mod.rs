@@ -109,7 +109,7 @@ pub use send::MAX_REDIRECTS;
 pub use session_book::ChannelSummary;
 
 use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
-use crate::evm::channel::DEFAULT_ESCROW_CONTRACT;
+use crate::evm::DEFAULT_ESCROW_CONTRACT;
 use crate::evm::{Address, PrivateKeySigner, U256};
 use crate::mpp::{MppChargeClient, Receipt, SessionClient};
 use crate::x402::{ExactEvmClientScheme, PaymentRequirements, SettleResponse, X402Client};

@@ -14,7 +14,7 @@
 //! backend explicitly; [`verify_voucher_signature_with`] always recovers (no cache).
 //!
 //! ```
-//! use pay402_runtime::evm::channel::{self, ChannelDomain};
+//! use pay402_runtime::evm::{self, ChannelDomain};
 //! use pay402_runtime::evm::{Signer, signer_from_hex};
 //!
 //! let payer = signer_from_hex("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap();

@@ -27,13 +27,13 @@
 //! assert_eq!(evm::recover_authorizer(&digest, &signature).unwrap(), signer.address());
 //! ```
 
-pub mod channel;
+mod channel;
 mod eip3009;
 mod ledger;
 #[cfg(feature = "client")]
 mod payer;
 pub mod recover;
-pub mod signer;
+mod signer;
 
 pub use alloy_primitives::{Address, B256, Signature, U256, keccak256};
 pub use alloy_signer_local::PrivateKeySigner;
@@ -42,11 +42,12 @@ pub use channel::{
     CHANNEL_DOMAIN_TYPE, CHANNEL_DOMAIN_TYPEHASH, CLOSE_AUTHORIZATION_TYPE, CLOSE_AUTHORIZATION_TYPEHASH,
     ChannelDomain, ChannelSignatureError, CloseAuthorization, DEFAULT_DEADLINE, DEFAULT_DOMAIN_NAME,
     DEFAULT_DOMAIN_VERSION, DEFAULT_ESCROW_CONTRACT, FixedNonceProvider, NonceProvider, RandomNonceProvider,
-    SETTLE_AUTHORIZATION_TYPE, SETTLE_AUTHORIZATION_TYPEHASH, SettleAuthorization, VOUCHER_TYPE, VOUCHER_TYPEHASH,
-    Voucher, channel_id_from_hex, close_authorization_digest, close_authorization_struct_hash, derive_channel_id,
-    eip712_digest, parse_channel_signature, recover_channel_signer, recover_voucher_signer,
-    settle_authorization_digest, settle_authorization_struct_hash, sign_close_authorization, sign_settle_authorization,
-    sign_voucher, verify_voucher_signature, voucher_digest, voucher_struct_hash,
+    SETTLE_AUTHORIZATION_TYPE, SETTLE_AUTHORIZATION_TYPEHASH, SettleAuthorization, SignerKeyCache, VOUCHER_TYPE,
+    VOUCHER_TYPEHASH, Voucher, channel_id_from_hex, close_authorization_digest, close_authorization_struct_hash,
+    derive_channel_id, eip712_digest, parse_channel_signature, recover_channel_signer, recover_channel_signer_with,
+    recover_voucher_signer, recover_voucher_signer_with, settle_authorization_digest, settle_authorization_struct_hash,
+    sign_close_authorization, sign_settle_authorization, sign_voucher, verify_voucher_signature,
+    verify_voucher_signature_cached, verify_voucher_signature_with, voucher_digest, voucher_struct_hash,
 };
 pub use eip3009::{
     EIP712_DOMAIN_TYPE, Eip3009Authorization, Eip3009Payload, TRANSFER_WITH_AUTHORIZATION_TYPE,

@@ -294,7 +294,7 @@ mod secp256k1_backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evm::channel::parse_channel_signature;
+    use crate::evm::parse_channel_signature;
     use crate::evm::{Signer, signature_hex, signer_from_hex};
     use alloy_primitives::{U256, uint};
 

@@ -1,16 +1,12 @@
 //! The MPP challenge (wire facts §8.1-§8.3, §8.7): fields, the HMAC-bound id, the
 //! `WWW-Authenticate: Payment` rendering and the 402 problem body.
 
-use super::credential::ChallengeEcho;
-use super::encoding::{b64url_encode, canonical_b64url};
+use super::echo::{ChallengeEcho, challenge_hmac_input, compute_challenge_id, id_matches, opaque_b64};
+use super::encoding::canonical_b64url;
 use super::error::MppError;
 use super::header::write_param;
 use super::problem::{MppErrorKind, ProblemDetails, payment_required_detail};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
-use sha2::Sha256;
 use std::collections::BTreeMap;
 
 /// An MPP challenge as a server issues it.
@@ -157,62 +153,6 @@ impl Challenge {
             opaque: self.opaque_b64(),
             description: None,
         }
-    }
-}
-
-/// base64url (no padding) of the canonical JSON of an opaque map.
-pub fn opaque_b64(opaque: &BTreeMap<String, String>) -> String {
-    let map: Map<String, Value> = opaque.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    canonical_b64url(&map)
-}
-
-/// `realm|method|intent|request_b64|expires|digest|opaque_b64`, absent optionals empty.
-pub fn challenge_hmac_input(
-    realm: &str,
-    method: &str,
-    intent: &str,
-    request_b64: &str,
-    expires: Option<&str>,
-    digest: Option<&str>,
-    opaque_b64: Option<&str>,
-) -> String {
-    [realm, method, intent, request_b64, expires.unwrap_or(""), digest.unwrap_or(""), opaque_b64.unwrap_or("")]
-        .join("|")
-}
-
-/// The challenge id: `base64url_nopad(HMAC-SHA256(secret_key, challenge_hmac_input(…)))`.
-#[allow(clippy::too_many_arguments)]
-pub fn compute_challenge_id(
-    secret_key: &str,
-    realm: &str,
-    method: &str,
-    intent: &str,
-    request_b64: &str,
-    expires: Option<&str>,
-    digest: Option<&str>,
-    opaque_b64: Option<&str>,
-) -> String {
-    let input = challenge_hmac_input(realm, method, intent, request_b64, expires, digest, opaque_b64);
-    b64url_encode(mac(secret_key, &input).finalize().into_bytes())
-}
-
-fn mac(secret_key: &str, input: &str) -> Hmac<Sha256> {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret_key.as_bytes()) else {
-        unreachable!("HMAC accepts keys of any length")
-    };
-    mac.update(input.as_bytes());
-    mac
-}
-
-/// Whether `id` is the HMAC of `input`, compared in constant time.
-///
-/// The id is decoded strictly (URL-safe alphabet, no padding, zero trailing bits), so exactly
-/// one string matches: a lenient decode would accept e.g. `…AuN` for `…AuM`, and a
-/// single-use store keyed by the id string could then be bypassed.
-pub(crate) fn id_matches(secret_key: &str, input: &str, id: &str) -> bool {
-    match URL_SAFE_NO_PAD.decode(id) {
-        Ok(tag) => mac(secret_key, input).verify_slice(&tag).is_ok(),
-        Err(_) => false,
     }
 }
 

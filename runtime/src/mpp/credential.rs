@@ -1,7 +1,7 @@
 //! The `Authorization: Payment <base64url(JSON)>` credential (wire facts §8.5) and the
 //! server-side verification of its challenge echo.
 
-use super::challenge::{challenge_hmac_input, id_matches};
+use super::echo::{ChallengeEcho, challenge_hmac_input, id_matches, opaque_b64};
 use super::encoding::{b64url_decode, b64url_encode, canonical_b64url, canonical_json_object, sorted_compact_ascii};
 use super::error::{HeaderError, MppError};
 use super::expiry::parse_rfc3339;
@@ -14,29 +14,6 @@ use time::OffsetDateTime;
 
 /// Largest encoded credential decoded (64 KiB, pympp ≥ 0.15).
 pub const MAX_CREDENTIAL_B64_BYTES: usize = 64 * 1024;
-
-/// The challenge as a client echoes it in its credential.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChallengeEcho {
-    /// Challenge id.
-    pub id: String,
-    /// Realm.
-    pub realm: String,
-    /// Payment method.
-    pub method: String,
-    /// Intent.
-    pub intent: String,
-    /// The challenge's `request` parameter (base64url), verbatim.
-    pub request: String,
-    /// Expiry, verbatim.
-    pub expires: Option<String>,
-    /// Body digest.
-    pub digest: Option<String>,
-    /// The challenge's `opaque` parameter (base64url), verbatim.
-    pub opaque: Option<String>,
-    /// Description (sent by pympp ≥ 0.15 only; not bound into the id).
-    pub description: Option<String>,
-}
 
 /// A payment credential.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,7 +248,7 @@ pub fn verify_echo_at(
         Some(o) => Some(decode_string_map(o, "challenge.opaque")?),
         None => None,
     };
-    let opaque_b64 = opaque.as_ref().map(super::challenge::opaque_b64);
+    let opaque_b64 = opaque.as_ref().map(opaque_b64);
     let input = challenge_hmac_input(
         &echo.realm,
         &echo.method,

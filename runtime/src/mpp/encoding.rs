@@ -58,14 +58,14 @@ pub fn canonical_json(value: &Value) -> String {
 }
 
 /// [`canonical_json`] of an object.
-pub fn canonical_json_object(map: &Map<String, Value>) -> String {
+pub(crate) fn canonical_json_object(map: &Map<String, Value>) -> String {
     let mut out = String::with_capacity(256);
     write_object(map, &mut out);
     out
 }
 
 /// `base64url_nopad(canonical_json(map))` — the challenge `request` / `opaque` parameter.
-pub fn canonical_b64url(map: &Map<String, Value>) -> String {
+pub(crate) fn canonical_b64url(map: &Map<String, Value>) -> String {
     b64url_encode(canonical_json_object(map))
 }
 
@@ -159,7 +159,7 @@ fn es6_number(f: f64) -> String {
 
 /// A copy of `value` whose objects (at every depth) have their keys in code-point order, as
 /// Python's `json.dumps(sort_keys=True)` writes them. `serde_json` keeps insertion order here.
-pub fn sorted_value(value: &Value) -> Value {
+pub(crate) fn sorted_value(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(sorted_map(map)),
         Value::Array(items) => Value::Array(items.iter().map(sorted_value).collect()),
@@ -168,7 +168,7 @@ pub fn sorted_value(value: &Value) -> Value {
 }
 
 /// [`sorted_value`] of an object.
-pub fn sorted_map(map: &Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn sorted_map(map: &Map<String, Value>) -> Map<String, Value> {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries.into_iter().map(|(k, v)| (k.clone(), sorted_value(v))).collect()
@@ -176,7 +176,7 @@ pub fn sorted_map(map: &Map<String, Value>) -> Map<String, Value> {
 
 /// Python `json.dumps(value, sort_keys=True, separators=(",", ":"))` (ASCII-escaped) — the
 /// credential and receipt JSON.
-pub fn sorted_compact_ascii(value: &Value) -> Vec<u8> {
+pub(crate) fn sorted_compact_ascii(value: &Value) -> Vec<u8> {
     // Serialising a `Value` into memory cannot fail.
     crate::json::compact_ascii(&sorted_value(value)).unwrap_or_default()
 }

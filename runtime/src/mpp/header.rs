@@ -7,8 +7,7 @@
 //! lower-cases them), values are tokens or quoted strings with backslash escapes, and their
 //! order is free.
 
-use super::challenge::{challenge_hmac_input, id_matches};
-use super::credential::ChallengeEcho;
+use super::echo::{ChallengeEcho, challenge_hmac_input, id_matches};
 use super::encoding::b64url_decode;
 use super::error::{HeaderError, MppError};
 use serde_json::{Map, Value};

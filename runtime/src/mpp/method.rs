@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Default token decimals.
-pub const DEFAULT_DECIMALS: u8 = 6;
+pub(crate) const DEFAULT_DECIMALS: u8 = 6;
 
 /// Why a payment was not accepted.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -11,35 +11,36 @@
 //! * [`Receipt`] — the `Payment-Receipt` header;
 //! * [`MppError`] — typed failures mapped onto [`MppErrorKind`] / [`ProblemDetails`].
 
-pub mod challenge;
+mod challenge;
 #[cfg(feature = "client")]
 mod charge_client;
 mod charge_request;
-pub mod credential;
-pub mod embedded_sa;
-pub mod encoding;
-pub mod error;
-pub mod expiry;
-pub mod header;
-pub mod method;
-pub mod problem;
-pub mod receipt;
-pub mod server;
-pub mod session;
+mod credential;
+mod echo;
+mod embedded_sa;
+mod encoding;
+mod error;
+mod expiry;
+mod header;
+mod method;
+mod problem;
+mod receipt;
+mod server;
+mod session;
 #[cfg(feature = "client")]
 mod session_client;
-pub mod store;
+mod store;
 mod wire;
 
-pub use challenge::{Challenge, challenge_hmac_input, compute_challenge_id};
+pub use challenge::Challenge;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use charge_client::{ChargeClientError, MppChargeClient};
 pub use charge_request::{ChargeRequest, ChargeRequestError, ChargeSplit, DEFAULT_CHARGE_CHAIN_ID};
 pub use credential::{
-    ChallengeEcho, Credential, DecodedEcho, MAX_CREDENTIAL_B64_BYTES, PayerDid, did_pkh, payer_from_did, verify_echo,
-    verify_echo_at,
+    Credential, DecodedEcho, MAX_CREDENTIAL_B64_BYTES, PayerDid, did_pkh, payer_from_did, verify_echo, verify_echo_at,
 };
+pub use echo::{ChallengeEcho, challenge_hmac_input, compute_challenge_id, opaque_b64};
 pub use embedded_sa::EmbeddedSa;
 pub use encoding::{b64url_decode, b64url_encode, canonical_json};
 pub use error::{HeaderError, MppError};
@@ -49,18 +50,22 @@ pub use header::{
     parse_www_authenticate,
 };
 pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant, SessionHandler};
-pub use problem::{MppErrorKind, ProblemDetails, payment_required_detail};
-pub use receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
+pub use problem::{MAX_DETAIL_CHARS, MppErrorKind, PROBLEM_BASE, ProblemDetails, payment_required_detail};
+pub use receipt::{MAX_RECEIPT_B64_BYTES, PAYMENT_RECEIPT_HEADER, RECEIPT_STATUS_SUCCESS, Receipt};
 pub use server::{
-    ChargeOptions, ChargeOutcome, Granted, Mpp, MppConfigError, Paid, PaySpec, Rejection, Split, StaticPaySpec,
+    ChargeOptions, ChargeOutcome, Granted, MPP_EXPOSED_HEADERS, Mpp, MppConfigError, MppPayment, PaySpec, Rejection,
+    Split, StaticPaySpec,
 };
-pub use session::{SessionIntent, SessionResult};
+pub use session::{STATUS_CLOSED, STATUS_OPEN, SessionIntent, SessionResult};
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use session_client::{SessionClient, SessionClientError};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use store::RedisChannelStore;
 pub use store::{
-    CasOutcome, ChannelState, ChannelStore, FileStore, InMemoryChannelStore, RetryPolicy, StoreError, UpdateError,
-    UpdateOutcome, Versioned,
+    CasOutcome, ChannelState, ChannelStateError, ChannelStore, DEFAULT_REMEMBERED_STATES, FileStore,
+    InMemoryChannelStore, RetryPolicy, StoreError, UpdateCoordinator, UpdateError, UpdateOutcome, Versioned,
 };
 pub use wire::{CHARGE_INTENT, EVM_METHOD, MAX_SPLITS, SESSION_INTENT};
 

@@ -8,6 +8,7 @@
 //! * errors raised by the EVM method (OKX's patched decorator): `application/json`, compact,
 //!   keys `type, title, status, detail`.
 
+use crate::okx::sa::EvmPaymentError;
 use serde::Serialize;
 
 /// Base of every MPP problem type URI.
@@ -15,7 +16,7 @@ pub const PROBLEM_BASE: &str = "https://paymentauth.org/problems/";
 
 /// The most characters of one buyer-supplied value that a problem `detail` echoes
 /// ([`echo`]).
-pub const MAX_ECHO_CHARS: usize = 64;
+pub(crate) const MAX_ECHO_CHARS: usize = 64;
 
 /// The most characters of a whole problem `detail` sent to a buyer; longer details are cut
 /// (with `…`) when the problem is built, whatever produced them.
@@ -23,13 +24,13 @@ pub const MAX_DETAIL_CHARS: usize = 256;
 
 /// A buyer-supplied value as a problem detail may echo it: at most [`MAX_ECHO_CHARS`]
 /// characters, cut on a character boundary and marked with `…` when longer.
-pub fn echo(value: &str) -> String {
+pub(crate) fn echo(value: &str) -> String {
     cap_chars(value, MAX_ECHO_CHARS)
 }
 
 /// `text` cut to at most `max` characters (UTF-8 safe); a cut text ends with `…` (which
 /// counts as one of the `max`).
-pub fn cap_chars(text: &str, max: usize) -> String {
+pub(crate) fn cap_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some(_) if max == 0 => String::new(),
@@ -167,6 +168,39 @@ pub fn payment_required_detail(realm: &str, description: Option<&str>) -> String
     s
 }
 
+/// The buyer's view of an `mpp_evm` payment error: the problem the seller answers with. Rendered
+/// here, beside the other MPP problems, so the SA client (a floor below) names no MPP type.
+impl EvmPaymentError {
+    /// The problem type URI.
+    pub fn type_uri(&self) -> String {
+        format!("{PROBLEM_BASE}{}", self.slug())
+    }
+
+    /// The problem details sent to the buyer (`type`, `title`, `status`, `detail`; no
+    /// `challengeId`). Its [`ProblemDetails::to_compact_json`] gives the bytes OKX's decorator
+    /// answers with. The detail is capped at [`MAX_DETAIL_CHARS`] characters, and an
+    /// [`EvmPaymentError::InternalSA`] always has the generic detail (its title): its message
+    /// (store, signer, SA or transport details) is for the logs ([`Display`](std::fmt::Display)) only.
+    pub fn problem(&self) -> ProblemDetails {
+        let detail = match self {
+            Self::InternalSA(_) => self.title().to_owned(),
+            _ => cap_chars(self.detail(), MAX_DETAIL_CHARS),
+        };
+        ProblemDetails {
+            type_uri: self.type_uri(),
+            title: self.title().to_owned(),
+            status: self.status(),
+            detail,
+            challenge_id: None,
+        }
+    }
+
+    /// The compact problem JSON: `{"type":…,"title":…,"status":…,"detail":…}`.
+    pub fn to_problem_json(&self) -> Vec<u8> {
+        self.problem().to_compact_json()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +232,28 @@ mod tests {
         assert_eq!(cap_chars("abc", 1), "…");
         let p = MppErrorKind::InvalidPayload.problem("x".repeat(10_000), None);
         assert_eq!(p.detail.chars().count(), MAX_DETAIL_CHARS);
+    }
+
+    #[test]
+    fn problem_bytes() {
+        let e = crate::okx::sa::map_sa_error(70010, "channel not found");
+        assert_eq!(
+            String::from_utf8(e.to_problem_json()).unwrap(),
+            r#"{"type":"https://paymentauth.org/problems/session/channel-not-found","title":"ChannelNotFoundError","status":410,"detail":"channel not found"}"#
+        );
+        let e = EvmPaymentError::InvalidSplit(String::new());
+        assert_eq!(e.detail(), "InvalidSplitError");
+        assert_eq!(e.type_uri(), "https://paymentauth.org/problems/invalid-split");
+        assert_eq!(e.to_string(), "InvalidSplitError: InvalidSplitError");
+    }
+
+    #[test]
+    fn internal_details_never_reach_the_problem() {
+        let e = EvmPaymentError::InternalSA("redis://user:hunter2@10.0.0.7 refused".into());
+        let body = String::from_utf8(e.to_problem_json()).unwrap();
+        assert!(!body.contains("hunter2"), "{body}");
+        assert!(e.to_string().contains("hunter2"), "the logs keep the detail");
+        let long = EvmPaymentError::VerificationFailed("x".repeat(5000));
+        assert_eq!(long.problem().detail.chars().count(), MAX_DETAIL_CHARS);
     }
 }

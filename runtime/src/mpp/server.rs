@@ -244,7 +244,7 @@ type SuccessHook = Arc<dyn Fn(&Credential, &Receipt) + Send + Sync>;
 type FailureHook = Arc<dyn Fn(&PayError) + Send + Sync>;
 type UnknownHook = Arc<dyn Fn(&Credential, &PayError) + Send + Sync>;
 
-/// The `on_settlement_unknown` hooks, carried by [`Paid`] to its commit.
+/// The `on_settlement_unknown` hooks, carried by [`MppPayment`] to its commit.
 #[derive(Clone, Default)]
 struct UnknownHooks(Vec<UnknownHook>);
 
@@ -302,7 +302,7 @@ impl fmt::Debug for Mpp {
 
 /// A verified payment, handed to the handler.
 #[derive(Debug)]
-pub struct Paid {
+pub struct MppPayment {
     /// The buyer's credential.
     pub credential: Credential,
     /// The receipt (`Payment-Receipt`).
@@ -312,10 +312,10 @@ pub struct Paid {
     cancel: CancelPolicy,
 }
 
-impl Paid {
+impl MppPayment {
     /// What happens to this payment when its request is cancelled while the handler runs (the
-    /// coordinator's [`Mpp::cancel_policy`]). A session reservation of a `Paid` dropped without
-    /// [`Paid::finish`] is released.
+    /// coordinator's [`Mpp::cancel_policy`]). A session reservation of an `MppPayment` dropped without
+    /// [`MppPayment::finish`] is released.
     pub fn cancel_policy(&self) -> CancelPolicy {
         self.cancel
     }
@@ -364,7 +364,7 @@ impl Paid {
 #[allow(clippy::large_enum_variant)]
 pub enum Granted {
     /// Run the handler.
-    Paid(Paid),
+    Paid(MppPayment),
     /// A session management action answered without the handler (HTTP 200 JSON).
     Management {
         /// The credential.
@@ -384,7 +384,7 @@ pub struct Rejection {
 }
 
 /// Converts a human amount into base units, exactly.
-pub fn to_base_units(amount: &str, decimals: u8) -> Result<String, MppError> {
+pub(crate) fn to_base_units(amount: &str, decimals: u8) -> Result<String, MppError> {
     let value: Decimal = parse_money(amount, MoneySyntax::Lenient, false)
         .map_err(|e| MppError::new(MppErrorKind::BadRequest, format!("invalid amount `{amount}`: {e}")))?;
     value
@@ -701,7 +701,13 @@ impl Mpp {
                     observe(PaymentOutcome::Verified);
                     tracing::Span::current().record("reference", receipt.reference.as_str());
                     let unknown = self.inner.events.settlement_unknown.clone();
-                    Ok(Granted::Paid(Paid { credential, receipt, pending, unknown, cancel: self.inner.cancel_policy }))
+                    Ok(Granted::Paid(MppPayment {
+                        credential,
+                        receipt,
+                        pending,
+                        unknown,
+                        cancel: self.inner.cancel_policy,
+                    }))
                 }
                 Ok(SessionGrant::Management(body)) => {
                     observe(PaymentOutcome::Management);
@@ -773,7 +779,7 @@ impl Mpp {
             Ok(receipt) => {
                 observe(PaymentOutcome::Verified);
                 tracing::Span::current().record("reference", receipt.reference.as_str());
-                Ok(Granted::Paid(Paid {
+                Ok(Granted::Paid(MppPayment {
                     credential,
                     receipt,
                     pending: None,
@@ -843,7 +849,9 @@ impl Mpp {
         }
         let expires = opts.expires.clone().unwrap_or_else(|| Self::expires_at(None));
         match self.verify_or_challenge(authorization, "charge", request, opts.description.clone(), expires).await {
-            Ok(Granted::Paid(Paid { credential, receipt, .. })) => Ok(ChargeOutcome::Paid { credential, receipt }),
+            Ok(Granted::Paid(MppPayment { credential, receipt, .. })) => {
+                Ok(ChargeOutcome::Paid { credential, receipt })
+            }
             Ok(Granted::Management { .. }) => {
                 Err(PayError::Method(EvmPaymentError::BadRequest("a session credential was sent to a charge".into())))
             }
@@ -854,7 +862,7 @@ impl Mpp {
 
     /// Decides a request to a paid route: the verified credential and receipt, or the response
     /// to send instead (402 challenge, or the failure's problem).
-    pub async fn process(&self, ctx: &RequestContext, spec: &PaySpec) -> Result<Paid, PaymentHttpResponse> {
+    pub async fn process(&self, ctx: &RequestContext, spec: &PaySpec) -> Result<MppPayment, PaymentHttpResponse> {
         let request = match self.pay_request(spec) {
             Ok(r) => r,
             Err(e) => {

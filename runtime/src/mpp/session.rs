@@ -88,13 +88,14 @@ mod deposit;
 mod reservation;
 mod voucher;
 
-use super::credential::{ChallengeEcho, Credential};
+use super::credential::Credential;
+use super::echo::ChallengeEcho;
 use super::encoding::b64url_encode;
 use super::method::{PayError, SessionGrant, SessionHandler};
 use super::store::{ChannelState, ChannelStore, StoreError, UpdateError};
 use super::wire::{EVM_METHOD, SESSION_INTENT};
-use crate::evm::channel::{ChannelSignatureError, NonceProvider, channel_id_from_hex};
 use crate::evm::{self, Address, B256, Signer, U256};
+use crate::evm::{ChannelSignatureError, NonceProvider, channel_id_from_hex};
 use crate::okx::sa::{EvmPaymentError, SaChallengeEcho, SaClient, SaError, SessionReceipt, TransferAuthorization};
 use crate::replay::ReplayStore;
 use serde_json::{Map, Value};
@@ -106,13 +107,13 @@ pub const STATUS_OPEN: &str = "open";
 /// Status of a closed channel in action results.
 pub const STATUS_CLOSED: &str = "closed";
 /// How long a voucher replay key is kept when the challenge has no `expires` (one day).
-pub const VOUCHER_KEY_TTL_SECONDS: u64 = 86_400;
+pub(crate) const VOUCHER_KEY_TTL_SECONDS: u64 = 86_400;
 /// The shortest life of a voucher replay key (5 minutes), also for already expired challenges.
-pub const VOUCHER_KEY_MIN_TTL_SECONDS: u64 = 300;
+pub(crate) const VOUCHER_KEY_MIN_TTL_SECONDS: u64 = 300;
 /// How long a counted top-up deposit (by transaction hash, or by the authorization's payer and
 /// nonce) is remembered per channel in the replay store (30 days). After that the SA-reported
 /// total still refuses a duplicate that adds nothing.
-pub const TOP_UP_KEY_TTL_SECONDS: u64 = 30 * 86_400;
+pub(crate) const TOP_UP_KEY_TTL_SECONDS: u64 = 30 * 86_400;
 
 /// The result dict of a session action (`{"channelId", "cumulativeAmount", "escrowContract",
 /// "status", "reference"}`), as OKX's Python intent returns it.

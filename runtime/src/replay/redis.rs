@@ -1,5 +1,5 @@
 //! [`RedisReplayStore`] (feature `redis`), and the Redis connection both Redis-backed stores
-//! use (this one and `mpp::store::RedisChannelStore`).
+//! use (this one and `mpp::RedisChannelStore`).
 //!
 //! A [`ConnectionManager`] (one multiplexed connection, re-established in the background after
 //! a failure) with short connect (2 s) and response (5 s) timeouts. Any connection problem

@@ -4,11 +4,11 @@
 use super::{
     EmbeddedSa, EscrowChannel, Parsed, State, bad_request, is_eip3009, parse_authorization, sa_codes, sa_error,
 };
-use crate::evm::channel::{
+use crate::evm::{self, Address, B256, Eip712Domain, TransferWithAuthorization, U256, keccak256, transaction_hash};
+use crate::evm::{
     ChannelDomain, DEFAULT_ESCROW_CONTRACT, close_authorization_digest, recover_channel_signer,
     settle_authorization_digest, verify_voucher_signature,
 };
-use crate::evm::{self, Address, B256, Eip712Domain, TransferWithAuthorization, U256, keccak256, transaction_hash};
 use crate::mpp::charge_request::ChargeRequest;
 use crate::mpp::wire::{EVM_METHOD, SESSION_INTENT};
 use crate::okx::sa::{
@@ -31,7 +31,7 @@ fn request_escrow(raw: &Map<String, Value>) -> Result<Address, SaError> {
 
 /// A channel id: hex, at most 32 bytes, left-padded (as the session intent reads it).
 fn parse_channel_id(text: &str) -> Result<B256, SaError> {
-    crate::evm::channel::channel_id_from_hex(text).map_err(|e| bad_request(format!("channelId: {e}")))
+    crate::evm::channel_id_from_hex(text).map_err(|e| bad_request(format!("channelId: {e}")))
 }
 
 fn parse_u256(text: &str, field: &str) -> Result<U256, SaError> {

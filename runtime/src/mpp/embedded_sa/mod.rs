@@ -49,32 +49,32 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use time::OffsetDateTime;
 
 /// The SA codes the embedded SA answers with (wire facts §9.8).
-pub mod sa_codes {
+pub(crate) mod sa_codes {
     /// Malformed or missing field, amount/recipient mismatch, unsupported operation
     /// (`BadRequestError`, 400).
-    pub const BAD_REQUEST: i64 = 70000;
+    pub(crate) const BAD_REQUEST: i64 = 70000;
     /// Chain or token not supported (`InternalSAError`, 500).
-    pub const CHAIN_UNSUPPORTED: i64 = 70001;
+    pub(crate) const CHAIN_UNSUPPORTED: i64 = 70001;
     /// Nonce reused, insufficient balance, authorization expired or not yet valid, transaction
     /// already used (`MalformedCredentialError`, 402).
-    pub const MALFORMED_CREDENTIAL: i64 = 70003;
+    pub(crate) const MALFORMED_CREDENTIAL: i64 = 70003;
     /// A signature does not recover to the payer (`InvalidSignatureError`, 402).
-    pub const INVALID_SIGNATURE: i64 = 70004;
+    pub(crate) const INVALID_SIGNATURE: i64 = 70004;
     /// The splits add up to more than the amount (`InvalidSplitError`, 400).
-    pub const SPLITS_EXCEED_AMOUNT: i64 = 70005;
+    pub(crate) const SPLITS_EXCEED_AMOUNT: i64 = 70005;
     /// More than ten splits (`InvalidSplitError`, 400).
-    pub const TOO_MANY_SPLITS: i64 = 70006;
+    pub(crate) const TOO_MANY_SPLITS: i64 = 70006;
     /// The transaction hash is not known (`InternalSAError`, 500).
-    pub const TX_NOT_CONFIRMED: i64 = 70007;
+    pub(crate) const TX_NOT_CONFIRMED: i64 = 70007;
     /// The channel is closed (`ChannelClosedError`, 410).
-    pub const CHANNEL_CLOSED: i64 = 70008;
+    pub(crate) const CHANNEL_CLOSED: i64 = 70008;
     /// The challenge echo is missing, not `evm`/`charge` (`evm`/`session` for session
     /// operations), or expired (`InvalidChallengeError`, 402).
-    pub const INVALID_CHALLENGE: i64 = 70009;
+    pub(crate) const INVALID_CHALLENGE: i64 = 70009;
     /// The channel is not known (`ChannelNotFoundError`, 410).
-    pub const CHANNEL_NOT_FOUND: i64 = 70010;
+    pub(crate) const CHANNEL_NOT_FOUND: i64 = 70010;
     /// The voucher exceeds the deposit (`AmountExceedsDepositError`, 402).
-    pub const AMOUNT_EXCEEDS_DEPOSIT: i64 = 70012;
+    pub(crate) const AMOUNT_EXCEEDS_DEPOSIT: i64 = 70012;
 }
 
 fn sa_error(code: i64, msg: impl AsRef<str>) -> SaError {

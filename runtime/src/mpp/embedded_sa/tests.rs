@@ -175,8 +175,8 @@ fn concurrent_settles_of_one_authorization_settle_once() {
 
 mod sessions {
     use super::*;
-    use crate::evm::channel::{ChannelDomain, sign_settle_authorization, sign_voucher};
     use crate::evm::derive_channel_id;
+    use crate::evm::{ChannelDomain, sign_settle_authorization, sign_voucher};
     use crate::evm::{Signer, signer_from_hex};
     use crate::mpp::SessionClient;
     use crate::okx::sa::SessionOpenPayload;

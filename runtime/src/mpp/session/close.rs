@@ -7,8 +7,8 @@ use super::{
     canonical_channel, check_binding, check_receipt_channel, final_voucher, invalid_payload, method, now_unix,
     sa_failure, signature_failure, store_failure, update_failure,
 };
-use crate::evm::channel::{sign_close_authorization, sign_settle_authorization, verify_voucher_signature};
 use crate::evm::{self, B256};
+use crate::evm::{sign_close_authorization, sign_settle_authorization, verify_voucher_signature};
 use crate::mpp::credential::Credential;
 use crate::mpp::method::PayError;
 use crate::mpp::store::{ChannelState, ChannelStore as _, UpdateError, UpdateOutcome};

@@ -2,11 +2,11 @@
 
 use super::{SessionIntent, SessionResult, invalid_payload, sa_failure, same_address};
 use crate::chain::X_LAYER_CHAIN_ID;
-use crate::evm::channel::{
+use crate::evm::{self, Address, Signer, U256};
+use crate::evm::{
     ChannelDomain, DEFAULT_DEADLINE, DEFAULT_DOMAIN_NAME, DEFAULT_DOMAIN_VERSION, DEFAULT_ESCROW_CONTRACT,
     NonceProvider, RandomNonceProvider,
 };
-use crate::evm::{self, Address, Signer, U256};
 use crate::mpp::method::PayError;
 use crate::mpp::store::{ChannelStore, InMemoryChannelStore};
 use crate::okx::sa::SaClient;

@@ -5,7 +5,7 @@ use super::{
     check_receipt_channel, invalid_payload, method, normalise_signature, now_unix, parse_amount, receipt_deposit,
     sa_echo, sa_failure, store_failure, text, transfer, update_failure,
 };
-use crate::evm::channel::verify_voucher_signature;
+use crate::evm::verify_voucher_signature;
 use crate::evm::{self, Address};
 use crate::mpp::credential::{Credential, payer_from_did};
 use crate::mpp::method::PayError;

@@ -7,8 +7,8 @@ use super::{
     check_binding, invalid_payload, method, normalise_signature, now_unix, parse_amount, signature_failure, text,
     update_failure,
 };
-use crate::evm::channel::{ChannelDomain, verify_voucher_signature};
 use crate::evm::{self, B256, U256};
+use crate::evm::{ChannelDomain, verify_voucher_signature};
 use crate::mpp::credential::Credential;
 use crate::mpp::expiry::parse_rfc3339;
 use crate::mpp::method::{PayError, PendingCharge, SessionGrant};

@@ -29,7 +29,7 @@ pub use self::memory::InMemoryChannelStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisChannelStore;
-pub use self::state::{ChannelState, ChannelStateError, format_created_at};
+pub use self::state::{ChannelState, ChannelStateError};
 
 use async_trait::async_trait;
 use std::hash::{BuildHasher, Hasher};
@@ -222,7 +222,7 @@ pub(crate) fn random_u64() -> u64 {
 /// works as is, and for a `store: &dyn ChannelStore` write `(&store).update(..)`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an MPP channel store",
-    label = "does not implement `pay402::mpp::store::ChannelStore`",
+    label = "does not implement `pay402::mpp::ChannelStore`",
     note = "implement `ChannelStore`: `get`, `put_if_absent`, `delete` and an atomic compare-and-swap (`compare_and_swap` writes only if the stored version is still the one read, linearisable across every process sharing the store); a backend without one must not implement it",
     note = "or use a built-in one: `InMemoryChannelStore` (one process), `FileStore` (the processes of one host) or `RedisChannelStore` (feature `redis`, several hosts)"
 )]

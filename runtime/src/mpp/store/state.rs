@@ -84,7 +84,7 @@ pub struct ChannelState {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds) — the `createdAt` form.
-pub fn format_created_at(at: OffsetDateTime) -> String {
+pub(crate) fn format_created_at(at: OffsetDateTime) -> String {
     let utc = at.to_offset(UtcOffset::UTC);
     let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     // A valid date formats with a static description; never panic anyway.

@@ -1,7 +1,7 @@
 //! The `mpp_evm` error family (wire facts §9.8) and the errors of the SA client.
 //!
 //! [`EvmPaymentError`] is what a seller answers the client with (an RFC 9457 problem with the
-//! class's status); [`SaError`] is why an SA call failed. Every failure that is not an SA
+//! class's status, rendered by the MPP side: `crate::mpp`'s problem module); [`SaError`] is why an SA call failed. Every failure that is not an SA
 //! answer (HTTP status, timeout, transport, malformed body, configuration) is an
 //! [`EvmPaymentError::InternalSA`] (500) towards the client, with a generic detail that does
 //! not leak internals.
@@ -14,7 +14,6 @@
 //! [`classify_sa_code`] says whose failure an SA error code is — the buyer's, the server's, or
 //! an unknown outcome where money may have moved.
 
-use crate::mpp::problem::{MAX_DETAIL_CHARS, PROBLEM_BASE, ProblemDetails, cap_chars};
 use std::fmt;
 use std::time::Duration;
 
@@ -92,7 +91,7 @@ impl EvmPaymentError {
         }
     }
 
-    /// The problem type suffix after [`PROBLEM_BASE`] (e.g. `session/channel-not-found`).
+    /// The problem type suffix after [`PROBLEM_BASE`](crate::mpp::PROBLEM_BASE) (e.g. `session/channel-not-found`).
     pub fn slug(&self) -> &'static str {
         match self {
             Self::MalformedCredential(_) => "malformed-credential",
@@ -111,11 +110,6 @@ impl EvmPaymentError {
             Self::ChannelClosed(_) => "session/channel-finalized",
             Self::InternalSA(_) => "internal-error",
         }
-    }
-
-    /// The problem type URI.
-    pub fn type_uri(&self) -> String {
-        format!("{PROBLEM_BASE}{}", self.slug())
     }
 
     /// The problem title: the Python class name (e.g. `ChannelNotFoundError`).
@@ -160,30 +154,6 @@ impl EvmPaymentError {
             Self::ChannelClosed(_) => Self::ChannelClosed(m),
             Self::InternalSA(_) => Self::InternalSA(m),
         }
-    }
-
-    /// The problem details sent to the buyer (`type`, `title`, `status`, `detail`; no
-    /// `challengeId`). Its [`ProblemDetails::to_compact_json`] gives the bytes OKX's decorator
-    /// answers with. The detail is capped at [`MAX_DETAIL_CHARS`] characters, and an
-    /// [`EvmPaymentError::InternalSA`] always has the generic detail (its title): its message
-    /// (store, signer, SA or transport details) is for the logs ([`fmt::Display`]) only.
-    pub fn problem(&self) -> ProblemDetails {
-        let detail = match self {
-            Self::InternalSA(_) => self.title().to_owned(),
-            _ => cap_chars(self.detail(), MAX_DETAIL_CHARS),
-        };
-        ProblemDetails {
-            type_uri: self.type_uri(),
-            title: self.title().to_owned(),
-            status: self.status(),
-            detail,
-            challenge_id: None,
-        }
-    }
-
-    /// The compact problem JSON: `{"type":…,"title":…,"status":…,"detail":…}`.
-    pub fn to_problem_json(&self) -> Vec<u8> {
-        self.problem().to_compact_json()
     }
 }
 
@@ -395,19 +365,6 @@ mod tests {
     }
 
     #[test]
-    fn problem_bytes() {
-        let e = map_sa_error(70010, "channel not found");
-        assert_eq!(
-            String::from_utf8(e.to_problem_json()).unwrap(),
-            r#"{"type":"https://paymentauth.org/problems/session/channel-not-found","title":"ChannelNotFoundError","status":410,"detail":"channel not found"}"#
-        );
-        let e = EvmPaymentError::InvalidSplit(String::new());
-        assert_eq!(e.detail(), "InvalidSplitError");
-        assert_eq!(e.type_uri(), "https://paymentauth.org/problems/invalid-split");
-        assert_eq!(e.to_string(), "InvalidSplitError: InvalidSplitError");
-    }
-
-    #[test]
     fn non_api_errors_are_internal() {
         let e = SaError::Transport("connect 10.0.0.1: refused".into());
         assert_eq!(e.status(), 500);
@@ -416,16 +373,6 @@ mod tests {
         let api = SaError::Api { code: 70013, error: map_sa_error(70013, "small") };
         assert_eq!(api.status(), 402);
         assert_eq!(EvmPaymentError::from(api), EvmPaymentError::DeltaTooSmall(String::new()));
-    }
-
-    #[test]
-    fn internal_details_never_reach_the_problem() {
-        let e = EvmPaymentError::InternalSA("redis://user:hunter2@10.0.0.7 refused".into());
-        let body = String::from_utf8(e.to_problem_json()).unwrap();
-        assert!(!body.contains("hunter2"), "{body}");
-        assert!(e.to_string().contains("hunter2"), "the logs keep the detail");
-        let long = EvmPaymentError::VerificationFailed("x".repeat(5000));
-        assert_eq!(long.problem().detail.chars().count(), MAX_DETAIL_CHARS);
     }
 
     #[test]

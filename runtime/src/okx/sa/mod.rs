@@ -4,7 +4,7 @@
 //!
 //! * [`SaClient`] — the seven operations, as a trait (swap in a fake for tests);
 //! * [`OkxSaClient`] / [`OkxSaConfig`] — the HMAC-authenticated HTTP client;
-//! * [`types`] — request bodies and receipts, byte-compatible with OKX's Python SDK;
+//! * the request bodies and receipts ([`ChargeSettleRequest`], [`SessionReceipt`], …), byte-compatible with OKX's Python SDK;
 //! * [`EvmPaymentError`] / [`map_sa_error`] — the `mpp_evm` error classes and the SA code
 //!   table; [`SaError`] — why an SA call failed; [`classify_sa_code`] — whose failure a code
 //!   is (buyer, server, or an unknown outcome where money may have moved).
@@ -17,9 +17,9 @@
 //! assert_eq!(e.status(), 410);
 //! ```
 
-pub mod client;
-pub mod errors;
-pub mod types;
+mod client;
+mod errors;
+mod types;
 
 pub use client::{OKX_MPP_BASE_PATH, OkxSaClient, OkxSaConfig, SaClient};
 pub use errors::{EvmPaymentError, SaError, SaFailureClass, SaOperation, classify_sa_code, map_sa_error};
