@@ -144,7 +144,7 @@ impl PaymentGate for Mpp {
     }
 
     async fn process(&self, ctx: &RequestContext, route: &Self::Route) -> Result<MppPayment, PaymentHttpResponse> {
-        Mpp::process(self, ctx, route).await
+        self.process_route(ctx, route).await
     }
 
     fn insert_extensions(paid: &MppPayment, ext: &mut impl ExtensionSink) {

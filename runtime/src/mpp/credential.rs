@@ -240,6 +240,31 @@ pub fn verify_echo_at(
     expected_request: &Map<String, Value>,
     now: OffsetDateTime,
 ) -> Result<DecodedEcho, MppError> {
+    verify_echo_canonical_at(echo, secret_key, realm, method, intent, &canonical_json_object(expected_request), now)
+}
+
+/// [`verify_echo`] against the canonical JSON of the expected request (a route's, computed once).
+pub(crate) fn verify_echo_canonical(
+    echo: &ChallengeEcho,
+    secret_key: &str,
+    realm: &str,
+    method: &str,
+    intent: &str,
+    expected_canonical: &str,
+) -> Result<DecodedEcho, MppError> {
+    verify_echo_canonical_at(echo, secret_key, realm, method, intent, expected_canonical, OffsetDateTime::now_utc())
+}
+
+/// [`verify_echo_at`] against the canonical JSON of the expected request.
+fn verify_echo_canonical_at(
+    echo: &ChallengeEcho,
+    secret_key: &str,
+    realm: &str,
+    method: &str,
+    intent: &str,
+    expected_canonical: &str,
+    now: OffsetDateTime,
+) -> Result<DecodedEcho, MppError> {
     let id = echo.id.clone();
     let invalid = |detail: String| MppError::InvalidChallenge { detail, challenge_id: Some(id.clone()) };
 
@@ -268,7 +293,7 @@ pub fn verify_echo_at(
             return Err(invalid(format!("credential was issued for {what} \"{echoed}\", expected \"{expected}\"")));
         }
     }
-    if canonical_json_object(&request) != canonical_json_object(expected_request) {
+    if canonical_json_object(&request) != expected_canonical {
         return Err(invalid("credential was issued for a different request".to_owned()));
     }
     let Some(expires) = echo.expires.clone() else {

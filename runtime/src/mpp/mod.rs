@@ -12,6 +12,7 @@
 //! * [`MppError`] — typed failures mapped onto [`MppErrorKind`] / [`ProblemDetails`].
 
 mod challenge;
+mod charge;
 #[cfg(feature = "client")]
 mod charge_client;
 mod charge_request;
@@ -25,6 +26,7 @@ mod header;
 mod method;
 mod problem;
 mod receipt;
+mod route;
 mod server;
 mod session;
 #[cfg(feature = "client")]
@@ -33,6 +35,7 @@ mod store;
 mod wire;
 
 pub use challenge::Challenge;
+pub use charge::{ChargeOptions, ChargeOutcome, Split};
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use charge_client::{ChargeClientError, MppChargeClient};
@@ -52,10 +55,8 @@ pub use header::{
 pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant, SessionHandler};
 pub use problem::{MAX_DETAIL_CHARS, MppErrorKind, PROBLEM_BASE, ProblemDetails, payment_required_detail};
 pub use receipt::{MAX_RECEIPT_B64_BYTES, PAYMENT_RECEIPT_HEADER, RECEIPT_STATUS_SUCCESS, Receipt};
-pub use server::{
-    ChargeOptions, ChargeOutcome, Granted, MPP_EXPOSED_HEADERS, Mpp, MppConfigError, MppPayment, PaySpec, Rejection,
-    Split, StaticPaySpec,
-};
+pub use route::{Intent, PaySpec, RouteTerms, StaticPaySpec};
+pub use server::{Granted, MPP_EXPOSED_HEADERS, Mpp, MppConfigError, MppPayment, Rejection};
 pub use session::{STATUS_CLOSED, STATUS_OPEN, SessionIntent, SessionResult};
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]

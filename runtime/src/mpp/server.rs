@@ -9,12 +9,13 @@
 //! with a fresh challenge.
 
 use super::challenge::Challenge;
-use super::credential::{Credential, verify_echo};
+use super::credential::{Credential, verify_echo_canonical};
+use super::encoding::canonical_json_object;
 use super::error::MppError;
-use super::expiry::{DEFAULT_CHALLENGE_TTL, python_isoformat_z};
 use super::method::{EvmMethod, PayError, PendingCharge, SessionGrant};
 use super::problem::{MppErrorKind, payment_required_detail};
 use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
+use super::route::{self, Intent, PaySpec, RouteTerms, RouteTermsCache, base_units};
 use super::wire::EVM_METHOD;
 use crate::completion::CancelPolicy;
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
@@ -22,14 +23,11 @@ use crate::okx::sa::EvmPaymentError;
 use crate::replay::{InMemoryReplayStore, ReplayStore};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
+use alloy_primitives::U256;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use pay402_core::{Decimal, MoneySyntax, Rounding, parse_money};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
-use time::OffsetDateTime;
+use std::sync::{Arc, PoisonError};
 use tracing::Instrument as _;
 
 /// Headers a browser may read on MPP responses.
@@ -54,188 +52,6 @@ struct Secret(String);
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
-    }
-}
-
-/// One split of a low-level charge.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Split {
-    /// Human amount (converted with the method's decimals).
-    pub amount: String,
-    /// Recipient.
-    pub recipient: String,
-    /// Optional memo.
-    pub memo: Option<String>,
-}
-
-/// Options of [`Mpp::charge`] (the seed's keyword arguments).
-#[derive(Clone, Debug, Default)]
-pub struct ChargeOptions {
-    /// Token (default: the method's).
-    pub currency: Option<String>,
-    /// Payee (default: the method's).
-    pub recipient: Option<String>,
-    /// Challenge expiry, RFC 3339 (default: now + 5 min).
-    pub expires: Option<String>,
-    /// Challenge description (not bound into the request).
-    pub description: Option<String>,
-    /// 32-byte hex memo.
-    pub memo: Option<String>,
-    /// Splits (mutually exclusive with `fee_payer`).
-    pub splits: Vec<Split>,
-    /// The seller pays gas.
-    pub fee_payer: bool,
-    /// Chain id (default: the method's).
-    pub chain_id: Option<u64>,
-    /// Extra string fields of the request.
-    pub extra: Option<BTreeMap<String, String>>,
-}
-
-/// The result of [`Mpp::charge`].
-#[derive(Clone, Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum ChargeOutcome {
-    /// Payment required: send this challenge.
-    Challenge(Challenge),
-    /// Paid.
-    Paid {
-        /// The buyer's credential.
-        credential: Credential,
-        /// The receipt.
-        receipt: Receipt,
-    },
-}
-
-/// What a route charges (the `#[pay]` keys; the seed's `pay()` arguments and the router's
-/// `MppRouteConfig`). The realm is the coordinator's: a route that needs another realm uses
-/// another [`Mpp`].
-#[derive(Clone, Debug, Default)]
-pub struct PaySpec {
-    /// Human amount, e.g. `"0.00001"` (per request for sessions).
-    pub amount: String,
-    /// `charge` or `session`.
-    pub intent: String,
-    /// Token (default: the method's).
-    pub currency: Option<String>,
-    /// Payee (default: the method's).
-    pub recipient: Option<String>,
-    /// Description (in the request and the challenge).
-    pub description: Option<String>,
-    /// Challenge lifetime (default 5 min).
-    pub expires_in: Option<Duration>,
-    /// Chain id override (ignored when the intent provides one, as in OKX's SDK).
-    pub chain_id: Option<u64>,
-    /// Session billing unit (`unitType`).
-    pub unit_type: Option<String>,
-    /// Suggested session deposit, base units (`suggestedDeposit`).
-    pub suggested_deposit: Option<String>,
-    /// Extra string fields of the request.
-    pub extra: Option<BTreeMap<String, String>>,
-    /// Token decimals for this route's human amount (default: the method's). OKX's Python
-    /// `MppRouteConfig.decimals` is accepted but ignored; pay402 honours it.
-    pub decimals: Option<u8>,
-    /// Merchant reference put into the receipt's `externalId` when the settlement does not
-    /// provide one (Python's `MppRouteConfig.external_id` is unused).
-    pub external_id: Option<String>,
-}
-
-impl PaySpec {
-    /// A charge of `amount` (human units).
-    pub fn charge(amount: impl Into<String>) -> Self {
-        Self { amount: amount.into(), intent: "charge".into(), ..Self::default() }
-    }
-
-    /// Sets the description.
-    pub fn description(mut self, d: impl Into<String>) -> Self {
-        self.description = Some(d.into());
-        self
-    }
-
-    /// Sets the recipient.
-    pub fn recipient(mut self, r: impl Into<String>) -> Self {
-        self.recipient = Some(r.into());
-        self
-    }
-
-    /// Sets the challenge lifetime.
-    pub fn expires_in(mut self, d: Duration) -> Self {
-        self.expires_in = Some(d);
-        self
-    }
-}
-
-/// A route described by `#[pay(...)]` literals (validated at compile time). Built once.
-#[derive(Debug)]
-pub struct StaticPaySpec {
-    amount: &'static str,
-    intent: &'static str,
-    currency: Option<&'static str>,
-    recipient: Option<&'static str>,
-    description: Option<&'static str>,
-    expires_in_secs: Option<u64>,
-    chain_id: Option<u64>,
-    unit_type: Option<&'static str>,
-    suggested_deposit: Option<&'static str>,
-    spec: OnceLock<Arc<PaySpec>>,
-}
-
-impl StaticPaySpec {
-    /// A route charging `amount` (in the currency's units), with the defaults of a bare
-    /// `#[pay(amount = "…")]`: the `charge` intent, and every other key left to the `Mpp`
-    /// server's defaults. Each other key of the attribute is set by the `const fn` setter of its
-    /// name (`StaticPaySpec::new("0.01").recipient("0x…")`), so the macro names each value it emits.
-    pub const fn new(amount: &'static str) -> Self {
-        Self {
-            amount,
-            intent: "charge",
-            currency: None,
-            recipient: None,
-            description: None,
-            expires_in_secs: None,
-            chain_id: None,
-            unit_type: None,
-            suggested_deposit: None,
-            spec: OnceLock::new(),
-        }
-    }
-
-    const_setters! {
-        /// Sets `intent` (`charge` or `session`).
-        intent: &'static str,
-        /// Sets `currency` (the token's address).
-        currency: Option<&'static str>,
-        /// Sets `recipient`.
-        recipient: Option<&'static str>,
-        /// Sets `description`.
-        description: Option<&'static str>,
-        /// Sets the challenge lifetime (the attribute's `expires_in`), in seconds.
-        expires_in_secs: Option<u64>,
-        /// Sets `chain_id`.
-        chain_id: Option<u64>,
-        /// Sets `unit_type` (the billing unit).
-        unit_type: Option<&'static str>,
-        /// Sets `suggested_deposit` (in base units).
-        suggested_deposit: Option<&'static str>,
-    }
-
-    /// The route's spec.
-    pub fn spec(&self) -> Arc<PaySpec> {
-        Arc::clone(self.spec.get_or_init(|| {
-            Arc::new(PaySpec {
-                amount: self.amount.to_owned(),
-                intent: self.intent.to_owned(),
-                currency: self.currency.map(str::to_owned),
-                recipient: self.recipient.map(str::to_owned),
-                description: self.description.map(str::to_owned),
-                expires_in: self.expires_in_secs.map(Duration::from_secs),
-                chain_id: self.chain_id,
-                unit_type: self.unit_type.map(str::to_owned),
-                suggested_deposit: self.suggested_deposit.map(str::to_owned),
-                extra: None,
-                decimals: None,
-                external_id: None,
-            })
-        }))
     }
 }
 
@@ -274,20 +90,23 @@ struct Events {
 }
 
 #[derive(Clone)]
-struct Inner {
-    method: EvmMethod,
+pub(super) struct Inner {
+    pub(super) method: EvmMethod,
     realm: String,
     secret: Secret,
     store: Arc<dyn ReplayStore>,
     events: Events,
     routes: Vec<(RoutePattern, Arc<PaySpec>)>,
     cancel_policy: CancelPolicy,
+    /// Shared by the clones a builder makes: the terms depend only on the method, which no
+    /// builder changes.
+    pub(super) terms: Arc<RouteTermsCache>,
 }
 
 /// The MPP coordinator. Cheap to clone.
 #[derive(Clone)]
 pub struct Mpp {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Mpp {
@@ -383,16 +202,6 @@ pub struct Rejection {
     pub error: Option<PayError>,
 }
 
-/// Converts a human amount into base units, exactly.
-pub(crate) fn to_base_units(amount: &str, decimals: u8) -> Result<String, MppError> {
-    let value: Decimal = parse_money(amount, MoneySyntax::Lenient, false)
-        .map_err(|e| MppError::new(MppErrorKind::BadRequest, format!("invalid amount `{amount}`: {e}")))?;
-    value
-        .to_atomic(decimals, Rounding::Exact)
-        .map(|a| a.to_string())
-        .map_err(|e| MppError::new(MppErrorKind::BadRequest, format!("invalid amount `{amount}`: {e}")))
-}
-
 impl Mpp {
     /// A coordinator for `method` in `realm`, signing challenge ids with `secret_key`.
     pub fn new(
@@ -413,6 +222,7 @@ impl Mpp {
                 events: Events::default(),
                 routes: Vec::new(),
                 cancel_policy: CancelPolicy::default(),
+                terms: Arc::default(),
             }),
         })
     }
@@ -520,82 +330,39 @@ impl Mpp {
         c
     }
 
-    fn base_request(
-        &self,
-        amount: &str,
-        currency: Option<&str>,
-        recipient: Option<&str>,
-        decimals: Option<u8>,
-    ) -> Result<Map<String, Value>, MppError> {
-        let m = &self.inner.method;
-        let mut r = Map::new();
-        r.insert("amount".into(), Value::String(to_base_units(amount, decimals.unwrap_or(m.decimals))?));
-        r.insert("currency".into(), Value::String(currency.unwrap_or(&m.currency).to_owned()));
-        r.insert("recipient".into(), Value::String(recipient.unwrap_or(&m.recipient).to_owned()));
-        Ok(r)
-    }
-
     /// The request object a route's challenge carries (OKX's `pay()` form, §8.8).
     pub fn pay_request(&self, spec: &PaySpec) -> Result<Map<String, Value>, PayError> {
-        let mut r =
-            self.base_request(&spec.amount, spec.currency.as_deref(), spec.recipient.as_deref(), spec.decimals)?;
-        let details = match spec.intent.as_str() {
-            "charge" => match &self.inner.method.charge {
-                Some(c) => c.challenge_method_details(),
-                None => {
-                    return Err(PayError::Method(EvmPaymentError::BadRequest(
-                        "the charge intent is not configured".into(),
-                    )));
-                }
-            },
-            "session" => match &self.inner.method.session {
-                Some(s) => s.challenge_method_details(),
-                None => {
-                    return Err(PayError::Method(EvmPaymentError::BadRequest(
-                        "the session intent is not configured".into(),
-                    )));
-                }
-            },
-            other => {
-                return Err(PayError::Method(EvmPaymentError::BadRequest(format!(
-                    "the `{other}` intent is not configured"
-                ))));
-            }
-        };
-        if let Some(d) = &spec.description {
-            r.insert("description".into(), Value::String(d.clone()));
-        }
-        if let Some(u) = &spec.unit_type {
-            r.insert("unitType".into(), Value::String(u.clone()));
-        }
-        if let Some(s) = &spec.suggested_deposit {
-            r.insert("suggestedDeposit".into(), Value::String(s.clone()));
-        }
-        if let Some(extra) = &spec.extra {
-            r.insert(
-                "extra".into(),
-                Value::Object(extra.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
-            );
-        }
-        r.insert("methodDetails".into(), Value::Object(details));
-        Ok(r)
+        route::pay_request(&self.inner.method, spec)
     }
 
-    /// The challenge's `expires`: now + `ttl` (default [`DEFAULT_CHALLENGE_TTL`]). A `ttl` that
-    /// does not fit (overflows the date range) fails closed to the default, never panics (L9).
-    fn expires_at(ttl: Option<Duration>) -> String {
-        let now = OffsetDateTime::now_utc();
-        let at = match ttl {
-            None => now.checked_add(DEFAULT_CHALLENGE_TTL),
-            Some(d) => time::Duration::try_from(d).ok().and_then(|t| now.checked_add(t)).or_else(|| {
-                tracing::error!(expires_in = ?d, "mpp: expires_in out of range; using the default challenge lifetime");
-                now.checked_add(DEFAULT_CHALLENGE_TTL)
-            }),
-        };
-        python_isoformat_z(at.unwrap_or(now))
+    /// The route's terms (see [`RouteTerms`]): the intent typed, the price in base units and the
+    /// request built once. `Err` is a configuration error (an intent the method does not serve, a
+    /// price that is not an exact amount of the token).
+    pub fn route_terms(&self, spec: &PaySpec) -> Result<RouteTerms, PayError> {
+        route::resolve(&self.inner.method, spec)
     }
 
-    /// Verify-or-challenge for `request` (the request this route asks for now).
+    /// [`Mpp::route_terms`] of a shared route, resolved on its first request and kept while the
+    /// route lives (the cache holds the route's `Arc`, so its address names it and is never
+    /// reused). Bounded: a coordinator fed a fresh `Arc<PaySpec>` per request forgets them all
+    /// when [`route::MAX_CACHED_ROUTES`] is reached rather than grow.
+    fn cached_route_terms(&self, spec: &Arc<PaySpec>) -> Result<Arc<RouteTerms>, PayError> {
+        let key = Arc::as_ptr(spec) as usize;
+        if let Some((_, terms)) = self.inner.terms.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(Arc::clone(terms));
+        }
+        let terms = Arc::new(self.route_terms(spec)?);
+        let mut cache = self.inner.terms.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= route::MAX_CACHED_ROUTES {
+            cache.clear();
+        }
+        cache.insert(key, (Arc::clone(spec), Arc::clone(&terms)));
+        Ok(terms)
+    }
+
+    /// Verify-or-challenge for `request` (the request this route asks for now), with the
+    /// `intent` given by its wire name. Routes go through [`Mpp::process`], which resolves their
+    /// [`RouteTerms`] once; this is the low-level form for a request built by hand.
     pub async fn verify_or_challenge(
         &self,
         authorization: Option<&str>,
@@ -604,6 +371,25 @@ impl Mpp {
         description: Option<String>,
         expires: String,
     ) -> Result<Granted, Rejection> {
+        let canonical = canonical_json_object(&request);
+        let cost = request.get("amount").and_then(Value::as_str).and_then(base_units);
+        self.decide(authorization, intent, &Arc::new(request), &canonical, cost, description, expires).await
+    }
+
+    /// Verify-or-challenge, given the request's canonical JSON and its price in base units
+    /// (`None`: not a base-unit integer, which a session refuses).
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        authorization: Option<&str>,
+        intent: &str,
+        request: &Arc<Map<String, Value>>,
+        canonical_request: &str,
+        cost: Option<U256>,
+        description: Option<String>,
+        expires: String,
+    ) -> Result<Granted, Rejection> {
+        let kind = Intent::parse(intent);
         let has_payment = authorization.is_some_and(super::header::carries_credential);
         let observe = |outcome: PaymentOutcome| {
             crate::metrics::record_payment(crate::metrics::PROTOCOL_MPP, intent, outcome);
@@ -613,7 +399,7 @@ impl Mpp {
             PayError::Unknown(_) => PaymentOutcome::Error,
             _ => PaymentOutcome::Invalid,
         };
-        let reject = |this: &Self, request: Map<String, Value>, error: Option<PayError>| {
+        let reject = |this: &Self, request: &Map<String, Value>, error: Option<PayError>| {
             crate::metrics::record_challenge(crate::metrics::PROTOCOL_MPP, intent);
             if let Some(e) = &error {
                 tracing::info!(error = %e, "mpp: credential refused");
@@ -621,7 +407,8 @@ impl Mpp {
                     hook(e);
                 }
             }
-            Rejection { challenge: this.new_challenge(intent, request, expires.clone(), description.clone()), error }
+            let challenge = this.new_challenge(intent, request.clone(), expires.clone(), description.clone());
+            Rejection { challenge, error }
         };
         let Some(authorization) = authorization.filter(|_| has_payment) else {
             tracing::Span::current().record("outcome", "challenge");
@@ -634,13 +421,13 @@ impl Mpp {
                 return Err(reject(self, request, Some(PayError::Protocol(e))));
             }
         };
-        let echo = match verify_echo(
+        let echo = match verify_echo_canonical(
             &credential.challenge,
             &self.inner.secret.0,
             &self.inner.realm,
             EVM_METHOD,
             intent,
-            &request,
+            canonical_request,
         ) {
             Ok(e) => e,
             Err(e) => {
@@ -651,22 +438,17 @@ impl Mpp {
         if let Some(payer) = credential.source.as_deref() {
             tracing::Span::current().record("payer", payer);
         }
-        if intent == "session" {
+        if kind == Some(Intent::Session) {
             // Session vouchers reuse their challenge; replay protection is the channel's
             // monotonic cumulative amount (see the session intent).
             let Some(session) = &self.inner.method.session else {
-                let e = PayError::Method(EvmPaymentError::BadRequest("the session intent is not configured".into()));
+                let e = Intent::Session.not_configured();
                 observe(PaymentOutcome::Error);
                 return Err(reject(self, request, Some(e)));
             };
             // A price that is not a base-unit integer is a configuration error: fail closed,
             // never serve for free.
-            let Some(cost) = request
-                .get("amount")
-                .and_then(Value::as_str)
-                .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|a| alloy_primitives::U256::from_str_radix(a, 10).ok())
-            else {
+            let Some(cost) = cost else {
                 tracing::error!(amount = ?request.get("amount"), "mpp session: the route's amount is not a base-unit integer");
                 let e = PayError::Unknown(EvmPaymentError::InternalSA("the route's price is misconfigured".into()));
                 observe(PaymentOutcome::Error);
@@ -677,7 +459,7 @@ impl Mpp {
             // open/topUp/close is reported (F5).
             let task = {
                 let (this, session, credential, request) =
-                    (self.clone(), Arc::clone(session), credential.clone(), request.clone());
+                    (self.clone(), Arc::clone(session), credential.clone(), Arc::clone(request));
                 async move {
                     let out = session.verify(&credential, &request, cost).await;
                     match &out {
@@ -739,18 +521,14 @@ impl Mpp {
         // reported even if the request is dropped meanwhile (F5).
         let task = {
             let (this, credential, request, intent) =
-                (self.clone(), credential.clone(), request.clone(), intent.to_owned());
+                (self.clone(), credential.clone(), Arc::clone(request), intent.to_owned());
             async move {
-                let outcome = match intent.as_str() {
-                    "charge" => match &this.inner.method.charge {
+                let outcome = match kind {
+                    Some(Intent::Charge) => match &this.inner.method.charge {
                         Some(charge) => charge.verify(&credential, &request).await,
-                        None => Err(PayError::Method(EvmPaymentError::BadRequest(
-                            "the charge intent is not configured".into(),
-                        ))),
+                        None => Err(Intent::Charge.not_configured()),
                     },
-                    other => Err(PayError::Method(EvmPaymentError::BadRequest(format!(
-                        "the `{other}` intent is not configured"
-                    )))),
+                    _ => Err(Intent::unknown(&intent)),
                 };
                 match &outcome {
                     Ok(receipt) => {
@@ -794,87 +572,43 @@ impl Mpp {
         }
     }
 
-    /// The seed's low-level `charge()`: a challenge, or the verified credential and receipt.
-    pub async fn charge(
-        &self,
-        authorization: Option<&str>,
-        amount: &str,
-        opts: ChargeOptions,
-    ) -> Result<ChargeOutcome, PayError> {
-        if !opts.splits.is_empty() && opts.fee_payer {
-            return Err(PayError::Protocol(MppError::new(
-                MppErrorKind::BadRequest,
-                "splits and fee_payer are mutually exclusive",
-            )));
-        }
-        if opts.splits.len() > 10 {
-            return Err(PayError::Method(EvmPaymentError::InvalidSplit("at most 10 splits".into())));
-        }
-        let mut request = self.base_request(amount, opts.currency.as_deref(), opts.recipient.as_deref(), None)?;
-        let mut details = Map::new();
-        let chain_id = opts.chain_id.unwrap_or(self.inner.method.chain_id);
-        details.insert("chainId".into(), Value::from(chain_id));
-        if let Some(memo) = &opts.memo {
-            let hex = memo.strip_prefix("0x").unwrap_or(memo);
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(PayError::Protocol(MppError::new(
-                    MppErrorKind::BadRequest,
-                    "memo must be 32 bytes of hex",
-                )));
-            }
-            details.insert("memo".into(), Value::String(memo.clone()));
-        }
-        if !opts.splits.is_empty() {
-            let mut splits = Vec::new();
-            for s in &opts.splits {
-                let mut o = Map::new();
-                o.insert("amount".into(), Value::String(to_base_units(&s.amount, self.inner.method.decimals)?));
-                o.insert("recipient".into(), Value::String(s.recipient.clone()));
-                if let Some(m) = &s.memo {
-                    o.insert("memo".into(), Value::String(m.clone()));
-                }
-                splits.push(Value::Object(o));
-            }
-            details.insert("splits".into(), Value::Array(splits));
-        }
-        if opts.fee_payer {
-            details.insert("feePayer".into(), Value::Bool(true));
-        }
-        request.insert("methodDetails".into(), Value::Object(details));
-        if let Some(extra) = &opts.extra {
-            request.insert(
-                "extra".into(),
-                Value::Object(extra.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
-            );
-        }
-        let expires = opts.expires.clone().unwrap_or_else(|| Self::expires_at(None));
-        match self.verify_or_challenge(authorization, "charge", request, opts.description.clone(), expires).await {
-            Ok(Granted::Paid(MppPayment { credential, receipt, .. })) => {
-                Ok(ChargeOutcome::Paid { credential, receipt })
-            }
-            Ok(Granted::Management { .. }) => {
-                Err(PayError::Method(EvmPaymentError::BadRequest("a session credential was sent to a charge".into())))
-            }
-            Err(Rejection { challenge, error: None }) => Ok(ChargeOutcome::Challenge(challenge)),
-            Err(Rejection { error: Some(e), .. }) => Err(e),
-        }
-    }
-
     /// Decides a request to a paid route: the verified credential and receipt, or the response
     /// to send instead (402 challenge, or the failure's problem).
     pub async fn process(&self, ctx: &RequestContext, spec: &PaySpec) -> Result<MppPayment, PaymentHttpResponse> {
-        let request = match self.pay_request(spec) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "mpp: cannot build the route's request");
-                return Err(PaymentHttpResponse::json_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Failed to process request",
-                ));
-            }
-        };
+        match self.route_terms(spec) {
+            Ok(terms) => self.process_terms(ctx, spec, &terms).await,
+            Err(e) => Err(Self::misconfigured(&e)),
+        }
+    }
+
+    /// [`Mpp::process`] for a shared route (the route tables' and the attribute macros'): its
+    /// [`RouteTerms`] are resolved on its first request and reused after.
+    pub async fn process_route(
+        &self,
+        ctx: &RequestContext,
+        spec: &Arc<PaySpec>,
+    ) -> Result<MppPayment, PaymentHttpResponse> {
+        match self.cached_route_terms(spec) {
+            Ok(terms) => self.process_terms(ctx, spec, &terms).await,
+            Err(e) => Err(Self::misconfigured(&e)),
+        }
+    }
+
+    /// The answer to a request on a route whose terms cannot be built: a generic 500 (the
+    /// details go to the logs).
+    fn misconfigured(e: &PayError) -> PaymentHttpResponse {
+        tracing::error!(error = %e, "mpp: cannot build the route's request");
+        PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
+    }
+
+    async fn process_terms(
+        &self,
+        ctx: &RequestContext,
+        spec: &PaySpec,
+        terms: &RouteTerms,
+    ) -> Result<MppPayment, PaymentHttpResponse> {
         let authorization = ctx.header("authorization");
-        let expires = Self::expires_at(spec.expires_in);
+        let expires = route::expires_at(spec.expires_in);
         let span = tracing::info_span!(
             "mpp.request",
             method = %ctx.method,
@@ -889,7 +623,15 @@ impl Mpp {
         );
         let start = std::time::Instant::now();
         let decided = self
-            .verify_or_challenge(authorization, &spec.intent, request, spec.description.clone(), expires)
+            .decide(
+                authorization,
+                terms.intent.as_str(),
+                &terms.request,
+                &terms.canonical_request,
+                Some(terms.amount),
+                spec.description.clone(),
+                expires,
+            )
             .instrument(span.clone())
             .await;
         span.record("latency_ms", crate::metrics::millis_since(start));
