@@ -76,6 +76,162 @@ macro_rules! fixed_tag {
     };
 }
 
+/// The `payload` of an SA call that moves a deposit (`session/open`, `session/topUp`): the
+/// fields both share (payload type, channel id, and the authorization with its signature, or the
+/// transaction hash), then the call's own fields with their defaults. `action` is fixed
+/// (see `fixed_tag!`); `Default` has type `transaction`.
+macro_rules! deposit_payload {
+    (
+        $(#[$cattr:meta])*
+        $name:ident : $action:tt, $what:tt {
+            $( $(#[$fattr:meta])* pub $field:ident : $fty:ty = $default:expr, )*
+        }
+    ) => {
+        fixed_tag! {
+            $(#[$cattr])*
+            #[derive(Clone, Debug, PartialEq, Eq)]
+            pub struct $name: "action" = $action {
+                /// Payload type: `transaction` (also when missing or empty) or `hash`.
+                #[serde(rename = "type", default = "transaction", serialize_with = "or_transaction")]
+                pub payload_type: String,
+                /// The channel id (`0x`-hex bytes32).
+                #[serde(default)]
+                pub channel_id: String,
+                #[doc = concat!("The ", $what, " authorization (type `transaction`).")]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub authorization: Option<TransferAuthorization>,
+                /// Payload signature.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub signature: Option<String>,
+                #[doc = concat!("The ", $what, " transaction hash (type `hash`).")]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub hash: Option<String>,
+                $( $(#[$fattr])* pub $field: $fty, )*
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    payload_type: transaction(),
+                    channel_id: String::new(),
+                    authorization: None,
+                    signature: None,
+                    hash: None,
+                    $( $field: $default, )*
+                }
+            }
+        }
+    };
+}
+
+/// An EIP-3009 authorization as the SA receives it: the transfer's fields (type `eip-3009` when
+/// missing or empty, the other fields `""`), then the struct's own fields with their defaults.
+macro_rules! eip3009_authorization {
+    (
+        $(#[$cattr:meta])*
+        $name:ident {
+            $( $(#[$fattr:meta])* pub $field:ident : $fty:ty = $default:expr, )*
+        }
+    ) => {
+        $(#[$cattr])*
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            /// Authorization type (`eip-3009` when missing or empty).
+            #[serde(rename = "type", default = "eip3009", serialize_with = "or_eip3009")]
+            pub auth_type: String,
+            /// Payer.
+            #[serde(default)]
+            pub from: String,
+            /// Recipient.
+            #[serde(default)]
+            pub to: String,
+            /// Amount in base units.
+            #[serde(default)]
+            pub value: String,
+            /// `validAfter` (unix seconds).
+            #[serde(default)]
+            pub valid_after: String,
+            /// `validBefore` (unix seconds).
+            #[serde(default)]
+            pub valid_before: String,
+            /// The 32-byte nonce, `0x`-hex.
+            #[serde(default)]
+            pub nonce: String,
+            /// The signature, `0x`-hex.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub signature: Option<String>,
+            $( $(#[$fattr])* pub $field: $fty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    auth_type: eip3009(),
+                    from: String::new(),
+                    to: String::new(),
+                    value: String::new(),
+                    valid_after: String::new(),
+                    valid_before: String::new(),
+                    nonce: String::new(),
+                    signature: None,
+                    $( $field: $default, )*
+                }
+            }
+        }
+    };
+}
+
+/// The body of a client-facing SA session call: the challenge echo, the call's payload, and the
+/// credential's `source` (omitted when empty).
+macro_rules! client_request {
+    ($(#[$cattr:meta])* $name:ident { payload: $payload:ty, $what:literal }) => {
+        $(#[$cattr])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {
+            /// The challenge echo.
+            pub challenge: SaChallengeEcho,
+            #[doc = $what]
+            pub payload: $payload,
+            /// The credential `source` (omitted when empty).
+            #[serde(default, skip_serializing_if = "String::is_empty")]
+            pub source: String,
+        }
+    };
+}
+
+/// The `payload` of a merchant-initiated SA session call (`session/settle`, `session/close`):
+/// the payee's EIP-712 authorization over the highest voucher. `action` is fixed.
+macro_rules! payee_payload {
+    ($(#[$cattr:meta])* $name:ident : $action:tt) => {
+        fixed_tag! {
+            $(#[$cattr])*
+            #[derive(Clone, Debug, Default, PartialEq, Eq)]
+            pub struct $name: "action" = $action {
+                /// The channel id.
+                #[serde(default)]
+                pub channel_id: String,
+                /// Highest voucher amount, base units.
+                #[serde(default)]
+                pub cumulative_amount: String,
+                /// The payer's voucher signature (`0x`-hex, `""` when none).
+                #[serde(default)]
+                pub voucher_signature: String,
+                /// The payee's EIP-712 signature (`0x`-hex).
+                #[serde(default)]
+                pub payee_signature: String,
+                /// Authorization nonce (decimal).
+                #[serde(default)]
+                pub nonce: String,
+                /// Authorization deadline (decimal).
+                #[serde(default)]
+                pub deadline: String,
+            }
+        }
+    };
+}
+
 /// The challenge echo sent to the SA with client-facing calls: only `id`, `realm`, `method`,
 /// `intent`, `request` and (when set) `expires`; `digest`, `opaque` and `description` are not
 /// forwarded.
@@ -127,99 +283,19 @@ impl SaChallengeEcho {
     }
 }
 
-/// An EIP-3009 `transferWithAuthorization` as the SA receives it, without splits: a split of a
-/// charge, or the deposit authorization of a session `open`/`topUp`. Missing fields are `""`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TransferAuthorization {
-    /// Authorization type (`eip-3009` when missing or empty).
-    #[serde(rename = "type", default = "eip3009", serialize_with = "or_eip3009")]
-    pub auth_type: String,
-    /// Payer.
-    #[serde(default)]
-    pub from: String,
-    /// Recipient.
-    #[serde(default)]
-    pub to: String,
-    /// Amount in base units.
-    #[serde(default)]
-    pub value: String,
-    /// `validAfter` (unix seconds).
-    #[serde(default)]
-    pub valid_after: String,
-    /// `validBefore` (unix seconds).
-    #[serde(default)]
-    pub valid_before: String,
-    /// The 32-byte nonce, `0x`-hex.
-    #[serde(default)]
-    pub nonce: String,
-    /// The signature, `0x`-hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<String>,
+eip3009_authorization! {
+    /// An EIP-3009 `transferWithAuthorization` as the SA receives it, without splits: a split of a
+    /// charge, or the deposit authorization of a session `open`/`topUp`. Missing fields are `""`.
+    TransferAuthorization {}
 }
 
-impl Default for TransferAuthorization {
-    fn default() -> Self {
-        Self {
-            auth_type: eip3009(),
-            from: String::new(),
-            to: String::new(),
-            value: String::new(),
-            valid_after: String::new(),
-            valid_before: String::new(),
-            nonce: String::new(),
-            signature: None,
-        }
-    }
-}
-
-/// The authorization of a charge `transaction` payload: [`TransferAuthorization`]'s fields
-/// plus optional `splits` (which carry no nested splits).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChargeAuthorization {
-    /// Authorization type (`eip-3009` when missing or empty).
-    #[serde(rename = "type", default = "eip3009", serialize_with = "or_eip3009")]
-    pub auth_type: String,
-    /// Payer.
-    #[serde(default)]
-    pub from: String,
-    /// Recipient.
-    #[serde(default)]
-    pub to: String,
-    /// Amount in base units.
-    #[serde(default)]
-    pub value: String,
-    /// `validAfter` (unix seconds).
-    #[serde(default)]
-    pub valid_after: String,
-    /// `validBefore` (unix seconds).
-    #[serde(default)]
-    pub valid_before: String,
-    /// The 32-byte nonce, `0x`-hex.
-    #[serde(default)]
-    pub nonce: String,
-    /// The signature, `0x`-hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<String>,
-    /// Split payments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub splits: Option<Vec<TransferAuthorization>>,
-}
-
-impl Default for ChargeAuthorization {
-    fn default() -> Self {
-        Self {
-            auth_type: eip3009(),
-            from: String::new(),
-            to: String::new(),
-            value: String::new(),
-            valid_after: String::new(),
-            valid_before: String::new(),
-            nonce: String::new(),
-            signature: None,
-            splits: None,
-        }
+eip3009_authorization! {
+    /// The authorization of a charge `transaction` payload: [`TransferAuthorization`]'s fields
+    /// plus optional `splits` (which carry no nested splits).
+    ChargeAuthorization {
+        /// Split payments.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub splits: Option<Vec<TransferAuthorization>> = None,
     }
 }
 
@@ -266,139 +342,45 @@ pub struct ChargeVerifyHashRequest {
     pub source: String,
 }
 
-fixed_tag! {
+deposit_payload! {
     /// `payload` of `session/open` (`action` is always `open`). `cumulativeAmount`,
     /// `voucherSignature` and `deposit` of the credential are not forwarded.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct SessionOpenPayload: "action" = "open" {
-        /// Payload type: `transaction` (also when missing or empty) or `hash`.
-        #[serde(rename = "type", default = "transaction", serialize_with = "or_transaction")]
-        pub payload_type: String,
-        /// The channel id (`0x`-hex bytes32).
-        #[serde(default)]
-        pub channel_id: String,
-        /// The deposit authorization (type `transaction`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub authorization: Option<TransferAuthorization>,
-        /// Payload signature.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub signature: Option<String>,
-        /// Deposit transaction hash (type `hash`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub hash: Option<String>,
+    SessionOpenPayload: "open", "deposit" {
         /// Channel salt (`""` when the credential has none; always sent).
         #[serde(default)]
-        pub salt: String,
+        pub salt: String = String::new(),
         /// Voucher signer authorised by the payer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub authorized_signer: Option<String>,
+        pub authorized_signer: Option<String> = None,
     }
 }
 
-impl Default for SessionOpenPayload {
-    fn default() -> Self {
-        Self {
-            payload_type: transaction(),
-            channel_id: String::new(),
-            authorization: None,
-            signature: None,
-            hash: None,
-            salt: String::new(),
-            authorized_signer: None,
-        }
-    }
+client_request! {
+    /// Body of `POST session/open`; `source` is omitted when empty.
+    SessionOpenRequest { payload: SessionOpenPayload, "The open payload." }
 }
 
-/// Body of `POST session/open`; `source` is omitted when empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionOpenRequest {
-    /// The challenge echo.
-    pub challenge: SaChallengeEcho,
-    /// The open payload.
-    pub payload: SessionOpenPayload,
-    /// The credential `source` (omitted when empty).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
-}
-
-fixed_tag! {
+deposit_payload! {
     /// `payload` of `session/topUp` (`action` is always `topUp`).
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct SessionTopUpPayload: "action" = "topUp" {
-        /// Payload type: `transaction` (also when missing or empty) or `hash`.
-        #[serde(rename = "type", default = "transaction", serialize_with = "or_transaction")]
-        pub payload_type: String,
-        /// The channel id.
-        #[serde(default)]
-        pub channel_id: String,
-        /// The top-up authorization (type `transaction`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub authorization: Option<TransferAuthorization>,
-        /// Payload signature.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub signature: Option<String>,
-        /// Top-up transaction hash (type `hash`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub hash: Option<String>,
+    SessionTopUpPayload: "topUp", "top-up" {
         /// Amount added to the deposit, base units.
         #[serde(default)]
-        pub additional_deposit: String,
+        pub additional_deposit: String = String::new(),
         /// Top-up salt.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub top_up_salt: Option<String>,
+        pub top_up_salt: Option<String> = None,
     }
 }
 
-impl Default for SessionTopUpPayload {
-    fn default() -> Self {
-        Self {
-            payload_type: transaction(),
-            channel_id: String::new(),
-            authorization: None,
-            signature: None,
-            hash: None,
-            additional_deposit: String::new(),
-            top_up_salt: None,
-        }
-    }
+client_request! {
+    /// Body of `POST session/topUp`; `source` is omitted when empty.
+    SessionTopUpRequest { payload: SessionTopUpPayload, "The top-up payload." }
 }
 
-/// Body of `POST session/topUp`; `source` is omitted when empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionTopUpRequest {
-    /// The challenge echo.
-    pub challenge: SaChallengeEcho,
-    /// The top-up payload.
-    pub payload: SessionTopUpPayload,
-    /// The credential `source` (omitted when empty).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
-}
-
-fixed_tag! {
+payee_payload! {
     /// `payload` of `session/settle` (`action` is always `settle`): the payee's
     /// `SettleAuthorization` over the highest voucher.
-    #[derive(Clone, Debug, Default, PartialEq, Eq)]
-    pub struct SessionSettlePayload: "action" = "settle" {
-        /// The channel id.
-        #[serde(default)]
-        pub channel_id: String,
-        /// Highest voucher amount, base units.
-        #[serde(default)]
-        pub cumulative_amount: String,
-        /// The payer's voucher signature (`0x`-hex, `""` when none).
-        #[serde(default)]
-        pub voucher_signature: String,
-        /// The payee's EIP-712 signature (`0x`-hex).
-        #[serde(default)]
-        pub payee_signature: String,
-        /// Authorization nonce (decimal).
-        #[serde(default)]
-        pub nonce: String,
-        /// Authorization deadline (decimal).
-        #[serde(default)]
-        pub deadline: String,
-    }
+    SessionSettlePayload: "settle"
 }
 
 /// Body of `POST session/settle` (merchant-initiated; no challenge, no source).
@@ -408,30 +390,10 @@ pub struct SessionSettleRequest {
     pub payload: SessionSettlePayload,
 }
 
-fixed_tag! {
+payee_payload! {
     /// `payload` of `session/close` (`action` is always `close`): the payee's
     /// `CloseAuthorization` over the highest voucher.
-    #[derive(Clone, Debug, Default, PartialEq, Eq)]
-    pub struct SessionClosePayload: "action" = "close" {
-        /// The channel id.
-        #[serde(default)]
-        pub channel_id: String,
-        /// Highest voucher amount, base units.
-        #[serde(default)]
-        pub cumulative_amount: String,
-        /// The payer's voucher signature (`0x`-hex, `""` when none).
-        #[serde(default)]
-        pub voucher_signature: String,
-        /// The payee's EIP-712 signature (`0x`-hex).
-        #[serde(default)]
-        pub payee_signature: String,
-        /// Authorization nonce (decimal).
-        #[serde(default)]
-        pub nonce: String,
-        /// Authorization deadline (decimal).
-        #[serde(default)]
-        pub deadline: String,
-    }
+    SessionClosePayload: "close"
 }
 
 /// Body of `POST session/close` (no challenge, no source).
