@@ -115,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
             let Some(request) = header.as_deref().and_then(ctx) else { continue };
             match s.mpp.process(&request, &s.spec).await {
                 Ok(paid) => {
-                    if paid.finish(200).await.is_ok() {
+                    if paid.finish(http::StatusCode::OK).await.is_ok() {
                         served += COST;
                     }
                 }

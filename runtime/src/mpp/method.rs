@@ -2,6 +2,7 @@
 //! ([`ChargeIntent`], wire facts §9.2-9.3).
 
 use super::credential::Credential;
+use super::echo::ChallengeEcho;
 use super::error::MppError;
 use super::problem::{MppErrorKind, echo};
 use super::receipt::Receipt;
@@ -54,16 +55,31 @@ impl From<MppError> for PayError {
     }
 }
 
-/// An SA failure of a charge operation, classified by [`classify_sa_code`]: the buyer's
-/// failure is a definite refusal with the class alone (the SA's `msg` goes to the logs, never
-/// to the buyer); 70007 on `verifyHash` (an unconfirmed hash the buyer sent) is the buyer's
+/// How an SA error code reads for the call that got it.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum SaAnswer {
+    /// Classified by [`classify_sa_code`] for this operation (the charge operations).
+    Classified(SaOperation),
+    /// Every SA answer is a definite refusal (the session operations, whose deposit or
+    /// settlement state the channel store keeps).
+    Definite,
+}
+
+/// An SA failure as a payment error — the one place the SA's answers become what the buyer
+/// sees. The SA's `msg` goes to the logs, never to the buyer (L4); every non-answer (timeout,
+/// transport, malformed body) is an unknown outcome. With [`SaAnswer::Classified`], per
+/// [`classify_sa_code`]: the buyer's failure is a definite refusal with the class alone, and
+/// 70007 on `verifyHash` (an unconfirmed hash the buyer sent) is the buyer's
 /// `verification-failed`; a server/configuration failure is a definite 500; a failure where
-/// money may have moved, and every non-answer (timeout, transport, malformed), is an unknown
-/// outcome.
-fn sa_failure(e: SaError, op: SaOperation) -> PayError {
+/// money may have moved is an unknown outcome.
+pub(super) fn sa_failure(e: SaError, answer: SaAnswer) -> PayError {
     let SaError::Api { code, error } = &e else {
-        tracing::error!(error = %e, ?op, "mpp: settlement agent call failed; outcome unknown");
+        tracing::error!(error = %e, ?answer, "mpp: settlement agent call failed; outcome unknown");
         return PayError::Unknown(e.payment_error());
+    };
+    let SaAnswer::Classified(op) = answer else {
+        tracing::info!(code, sa_message = error.message(), "mpp: the settlement agent refused");
+        return PayError::Method(e.payment_error());
     };
     let class = classify_sa_code(*code, op);
     match class {
@@ -170,7 +186,9 @@ fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> &'a str {
     obj.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn transfer(auth: &Map<String, Value>) -> TransferAuthorization {
+/// A credential's EIP-3009 authorization object as the SA receives it (missing fields `""`, a
+/// missing type `eip-3009`).
+pub(super) fn transfer(auth: &Map<String, Value>) -> TransferAuthorization {
     TransferAuthorization {
         auth_type: auth.get("type").and_then(Value::as_str).unwrap_or("eip-3009").to_owned(),
         from: str_field(auth, "from").to_owned(),
@@ -281,14 +299,7 @@ impl ChargeIntent {
     /// Verifies (and settles) a charge credential against the request this route asks for.
     pub async fn verify(&self, credential: &Credential, request: &Map<String, Value>) -> Result<Receipt, PayError> {
         let echoed = &credential.challenge;
-        let challenge = SaChallengeEcho {
-            id: echoed.id.clone(),
-            realm: echoed.realm.clone(),
-            method: echoed.method.clone(),
-            intent: echoed.intent.clone(),
-            request: echoed.request.clone(),
-            expires: echoed.expires.clone(),
-        };
+        let challenge = SaChallengeEcho::from(echoed);
         let source = credential.source.clone().unwrap_or_default();
         let payload = &credential.payload;
         let receipt = match payload.get("type").and_then(Value::as_str) {
@@ -320,7 +331,7 @@ impl ChargeIntent {
                     ChargeSettleRequest { challenge, payload: ChargeTransactionPayload { authorization }, source };
                 let settled = crate::metrics::sa_call("charge_settle", self.sa.settle(&req))
                     .await
-                    .map_err(|e| sa_failure(e, SaOperation::ChargeSettle))
+                    .map_err(|e| sa_failure(e, SaAnswer::Classified(SaOperation::ChargeSettle)))
                     .and_then(|r| accept_receipt(r, &echoed.id));
                 record_charge_settlement(&settled);
                 settled?
@@ -341,7 +352,7 @@ impl ChargeIntent {
                     ChargeVerifyHashRequest { challenge, payload: ChargeHashPayload { hash: hash.to_owned() }, source };
                 let verified = crate::metrics::sa_call("charge_verify_hash", self.sa.verify_hash(&req))
                     .await
-                    .map_err(|e| sa_failure(e, SaOperation::ChargeVerifyHash))
+                    .map_err(|e| sa_failure(e, SaAnswer::Classified(SaOperation::ChargeVerifyHash)))
                     .and_then(|r| accept_receipt(r, &echoed.id));
                 record_charge_settlement(&verified);
                 verified?
@@ -458,5 +469,20 @@ impl EvmMethod {
             v.push("session");
         }
         v
+    }
+}
+
+/// The challenge echo as the SA receives it: `digest`, `opaque` and `description` are not
+/// forwarded.
+impl From<&ChallengeEcho> for SaChallengeEcho {
+    fn from(c: &ChallengeEcho) -> Self {
+        SaChallengeEcho {
+            id: c.id.clone(),
+            realm: c.realm.clone(),
+            method: c.method.clone(),
+            intent: c.intent.clone(),
+            request: c.request.clone(),
+            expires: c.expires.clone(),
+        }
     }
 }

@@ -89,14 +89,13 @@ mod reservation;
 mod voucher;
 
 use super::credential::Credential;
-use super::echo::ChallengeEcho;
 use super::encoding::b64url_encode;
-use super::method::{PayError, SessionGrant, SessionHandler};
+use super::method::{PayError, SaAnswer, SessionGrant, SessionHandler, sa_failure as sa_failure_with, transfer};
 use super::store::{ChannelState, ChannelStore, StoreError, UpdateError};
 use super::wire::{EVM_METHOD, SESSION_INTENT};
 use crate::evm::{self, Address, B256, Signer, U256};
 use crate::evm::{ChannelSignatureError, NonceProvider, channel_id_from_hex};
-use crate::okx::sa::{EvmPaymentError, SaChallengeEcho, SaClient, SaError, SessionReceipt, TransferAuthorization};
+use crate::okx::sa::{EvmPaymentError, SaClient, SaError, SessionReceipt};
 use crate::replay::ReplayStore;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -241,18 +240,9 @@ fn update_failure(e: UpdateError<PayError>) -> PayError {
     }
 }
 
+/// An SA failure of a session operation: every SA answer is a definite refusal.
 fn sa_failure(e: SaError) -> PayError {
-    match e {
-        // L4: the SA's `msg` goes to the logs, buyers get the class alone.
-        SaError::Api { ref error, .. } => {
-            tracing::info!(error = %error, "mpp session: the settlement agent refused");
-            PayError::Method(e.payment_error())
-        }
-        other => {
-            tracing::error!(error = %other, "mpp session: settlement agent call failed; outcome unknown");
-            PayError::Unknown(other.payment_error())
-        }
-    }
+    sa_failure_with(e, SaAnswer::Definite)
 }
 
 fn signature_failure(e: ChannelSignatureError) -> PayError {
@@ -313,31 +303,6 @@ fn canonical_channel(text: &str) -> Result<(B256, String), PayError> {
 fn normalise_signature(sig: &str) -> String {
     let digits = sig.strip_prefix("0x").or_else(|| sig.strip_prefix("0X")).unwrap_or(sig);
     format!("0x{}", digits.to_ascii_lowercase())
-}
-
-fn sa_echo(c: &ChallengeEcho) -> SaChallengeEcho {
-    SaChallengeEcho {
-        id: c.id.clone(),
-        realm: c.realm.clone(),
-        method: c.method.clone(),
-        intent: c.intent.clone(),
-        request: c.request.clone(),
-        expires: c.expires.clone(),
-    }
-}
-
-fn transfer(auth: &Map<String, Value>) -> TransferAuthorization {
-    let s = |k: &str| auth.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    TransferAuthorization {
-        auth_type: s("type"),
-        from: s("from"),
-        to: s("to"),
-        value: s("value"),
-        valid_after: s("validAfter"),
-        valid_before: s("validBefore"),
-        nonce: s("nonce"),
-        signature: auth.get("signature").and_then(Value::as_str).map(str::to_owned),
-    }
 }
 
 fn now_unix() -> u64 {

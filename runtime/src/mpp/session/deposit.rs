@@ -3,7 +3,7 @@
 use super::{
     STATUS_OPEN, SessionIntent, SessionResult, TOP_UP_KEY_TTL_SECONDS, amount_text, canonical_channel, check_binding,
     check_receipt_channel, invalid_payload, method, normalise_signature, now_unix, parse_amount, receipt_deposit,
-    sa_echo, sa_failure, store_failure, text, transfer, update_failure,
+    sa_failure, store_failure, text, transfer, update_failure,
 };
 use crate::evm::verify_voucher_signature;
 use crate::evm::{self, Address};
@@ -11,7 +11,8 @@ use crate::mpp::credential::{Credential, payer_from_did};
 use crate::mpp::method::PayError;
 use crate::mpp::store::{ChannelState, ChannelStore as _, UpdateOutcome};
 use crate::okx::sa::{
-    EvmPaymentError, SessionOpenPayload, SessionOpenRequest, SessionReceipt, SessionTopUpPayload, SessionTopUpRequest,
+    EvmPaymentError, SaChallengeEcho, SessionOpenPayload, SessionOpenRequest, SessionReceipt, SessionTopUpPayload,
+    SessionTopUpRequest,
 };
 use serde_json::{Map, Value};
 
@@ -100,7 +101,7 @@ impl SessionIntent {
             return Err(invalid_payload("open: channel already exists"));
         }
         let req = SessionOpenRequest {
-            challenge: sa_echo(&credential.challenge),
+            challenge: SaChallengeEcho::from(&credential.challenge),
             payload: SessionOpenPayload {
                 payload_type: payload_type.to_owned(),
                 channel_id: channel_id.clone(),
@@ -204,7 +205,7 @@ impl SessionIntent {
             }
         }
         let req = SessionTopUpRequest {
-            challenge: sa_echo(&credential.challenge),
+            challenge: SaChallengeEcho::from(&credential.challenge),
             payload: SessionTopUpPayload {
                 payload_type: text(p, "type").unwrap_or("transaction").to_owned(),
                 channel_id: channel_id.clone(),
