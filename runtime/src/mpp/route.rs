@@ -68,7 +68,7 @@ impl fmt::Display for Intent {
 
 /// What a route charges (the `#[pay]` keys; the seed's `pay()` arguments and the router's
 /// `MppRouteConfig`). The realm is the coordinator's: a route that needs another realm uses
-/// another [`Mpp`].
+/// another [`Mpp`](super::Mpp).
 #[derive(Clone, Debug, Default)]
 pub struct PaySpec {
     /// Human amount, e.g. `"0.00001"` (per request for sessions).
