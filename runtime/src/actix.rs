@@ -5,7 +5,7 @@
 //! handlers through `web::Data<X402HttpServer>` / `web::Data<Mpp>`.
 //!
 //! ```no_run
-//! # use pay402_runtime::x402::{http::{X402HttpServer, RouteConfig, PaymentOption, X402Payment}, server::X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
+//! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
 //! # use pay402_runtime::actix::X402Middleware;
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let facilitator = HttpFacilitatorClient::new(HttpFacilitatorConfig::new("http://127.0.0.1:4022"))?;

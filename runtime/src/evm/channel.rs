@@ -19,10 +19,10 @@
 //!
 //! let payer = signer_from_hex("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap();
 //! let domain = ChannelDomain::default(); // X Layer (196), default escrow
-//! let channel_id = channel::channel_id_from_hex("0xabab").unwrap(); // left-padded to 32 bytes
-//! let signature = channel::sign_voucher(&payer, &domain, channel_id, 1_000_000).unwrap();
-//! channel::verify_voucher_signature(&domain, channel_id, 1_000_000, &signature, payer.address()).unwrap();
-//! assert!(channel::verify_voucher_signature(&domain, channel_id, 999, &signature, payer.address()).is_err());
+//! let channel_id = evm::channel_id_from_hex("0xabab").unwrap(); // left-padded to 32 bytes
+//! let signature = evm::sign_voucher(&payer, &domain, channel_id, 1_000_000).unwrap();
+//! evm::verify_voucher_signature(&domain, channel_id, 1_000_000, &signature, payer.address()).unwrap();
+//! assert!(evm::verify_voucher_signature(&domain, channel_id, 999, &signature, payer.address()).is_err());
 //! ```
 
 use super::recover::{self, Backend, RecoverError, SignerKey};

@@ -29,18 +29,18 @@
 //!
 //! ```
 //! use pay402_runtime::evm::recover::{self, Backend};
-//! use pay402_runtime::evm::{self, B256, Signer, channel, signer_from_hex};
+//! use pay402_runtime::evm::{self, B256, Signer, signer_from_hex};
 //!
 //! let key = signer_from_hex("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap();
 //! let digest = B256::repeat_byte(7);
 //! let raw = key.sign_digest(&digest).unwrap(); // r‖s‖v
-//! let signature = channel::parse_channel_signature(&evm::signature_hex(raw)).unwrap();
+//! let signature = evm::parse_channel_signature(&evm::signature_hex(raw)).unwrap();
 //! assert_eq!(recover::recover_address(Backend::K256, &digest, &signature), Ok(key.address()));
 //! assert_eq!(recover::recover_address(Backend::DEFAULT, &digest, &signature), Ok(key.address()));
 //!
 //! let known = recover::recover_key(Backend::DEFAULT, &digest, &signature).unwrap();
 //! let next = B256::repeat_byte(8);
-//! let later = channel::parse_channel_signature(&evm::signature_hex(key.sign_digest(&next).unwrap())).unwrap();
+//! let later = evm::parse_channel_signature(&evm::signature_hex(key.sign_digest(&next).unwrap())).unwrap();
 //! assert!(recover::signed_by(Backend::DEFAULT, &next, &later, &known));
 //! assert!(!recover::signed_by(Backend::DEFAULT, &digest, &later, &known));
 //! ```
