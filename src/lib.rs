@@ -11,15 +11,16 @@ pub use pay402_runtime::autopay;
 
 /// axum integration: the route-table layers, the payment extractors and the attribute macros.
 ///
-/// The guards the attribute macros expand to are not public API (they live in `__private`): they
-/// only make sense with the route statics the macros build. A route table of your own plugs in
+/// [`Guard`](crate::axum::Guard) and [`Verified`](crate::axum::Verified) are what the attribute
+/// macros expand to (compile errors about a handler name them); they are made only by the
+/// expansions, with the route statics the macros build. A route table of your own plugs in
 /// through [`GateLayer`](crate::axum::GateLayer) and [`gate::PaymentGate`].
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum {
     pub use pay402_runtime::axum::{
-        GateLayer, GateService, MppLayer, MppService, PaymentRouterLayer, PaymentRouterService, X402Layer, X402Service,
-        into_response,
+        GateLayer, GateService, Guard, MppLayer, MppService, PaymentRouterLayer, PaymentRouterService, Verified,
+        X402Layer, X402Service, into_response,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
@@ -34,16 +35,18 @@ pub mod axum {
 /// actix-web integration: the route-table middlewares, the payment extractors and the attribute
 /// macros.
 ///
-/// The guards the attribute macros expand to are not public API (they live in `__private`): they
-/// only make sense with the route statics the macros build. A route table of your own plugs in
+/// [`Guard`](crate::actix::Guard) and [`Verified`](crate::actix::Verified) are what the attribute
+/// macros expand to (compile errors about a handler name them); they are made only by the
+/// expansions, with the route statics the macros build. A route table of your own plugs in
 /// through [`GateMiddleware`](crate::actix::GateMiddleware) and [`gate::PaymentGate`].
 #[cfg(feature = "actix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
 pub mod actix {
     pub use pay402_runtime::actix::{
-        GateMiddleware, GateMiddlewareService, MISSING_MPP_MESSAGE, MISSING_ROUTER_MESSAGE, MISSING_SERVER_MESSAGE,
-        MppMiddleware, MppMiddlewareService, PaymentRouterMiddleware, PaymentRouterMiddlewareService, X402Middleware,
-        X402MiddlewareService, into_response, request_context,
+        GateMiddleware, GateMiddlewareService, Guard, MISSING_MPP_MESSAGE, MISSING_ROUTER_MESSAGE,
+        MISSING_SERVER_MESSAGE, MppMiddleware, MppMiddlewareService, PaymentRouterMiddleware,
+        PaymentRouterMiddlewareService, Verified, X402Middleware, X402MiddlewareService, into_response,
+        request_context,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
