@@ -424,3 +424,27 @@ fn the_readme_map_names_every_module() {
     }
     assert!(missing.is_empty(), "README's \"Where things are\" does not name:\n{}", missing.join("\n"));
 }
+
+/// The most lines a library source file may hold: a file past it holds more than one concept
+/// (split-out unit tests, `*/tests.rs`, do not count).
+const MAX_LIBRARY_FILE_LINES: usize = 900;
+
+#[test]
+fn no_library_file_is_over_900_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut long = Vec::new();
+    for krate in ["runtime/src", "macros/src", "core/src", "src"] {
+        let mut files = Vec::new();
+        rust_files(&root.join(krate), &mut files);
+        for file in files {
+            if file.ends_with("tests.rs") {
+                continue;
+            }
+            let lines = std::fs::read_to_string(&file).expect("source file").lines().count();
+            if lines > MAX_LIBRARY_FILE_LINES {
+                long.push(format!("{} ({lines} lines)", file.strip_prefix(root).expect("below the root").display()));
+            }
+        }
+    }
+    assert!(long.is_empty(), "library files over {MAX_LIBRARY_FILE_LINES} lines:\n{}", long.join("\n"));
+}
