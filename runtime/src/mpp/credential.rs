@@ -243,20 +243,8 @@ pub fn verify_echo_at(
     verify_echo_canonical_at(echo, secret_key, realm, method, intent, &canonical_json_object(expected_request), now)
 }
 
-/// [`verify_echo`] against the canonical JSON of the expected request (a route's, computed once).
-pub(crate) fn verify_echo_canonical(
-    echo: &ChallengeEcho,
-    secret_key: &str,
-    realm: &str,
-    method: &str,
-    intent: &str,
-    expected_canonical: &str,
-) -> Result<DecodedEcho, MppError> {
-    verify_echo_canonical_at(echo, secret_key, realm, method, intent, expected_canonical, OffsetDateTime::now_utc())
-}
-
-/// [`verify_echo_at`] against the canonical JSON of the expected request.
-fn verify_echo_canonical_at(
+/// [`verify_echo_at`] against the canonical JSON of the expected request (a route's, computed once).
+pub(crate) fn verify_echo_canonical_at(
     echo: &ChallengeEcho,
     secret_key: &str,
     realm: &str,

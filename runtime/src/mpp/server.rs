@@ -9,7 +9,7 @@
 //! with a fresh challenge.
 
 use super::challenge::Challenge;
-use super::credential::{Credential, verify_echo_canonical};
+use super::credential::{Credential, verify_echo_canonical_at};
 use super::encoding::canonical_json_object;
 use super::error::MppError;
 use super::method::{EvmMethod, PayError, PendingCharge, SessionGrant};
@@ -421,13 +421,14 @@ impl Mpp {
                 return Err(reject(self, request, Some(PayError::Protocol(e))));
             }
         };
-        let echo = match verify_echo_canonical(
+        let echo = match verify_echo_canonical_at(
             &credential.challenge,
             &self.inner.secret.0,
             &self.inner.realm,
             EVM_METHOD,
             intent,
             canonical_request,
+            time::OffsetDateTime::now_utc(),
         ) {
             Ok(e) => e,
             Err(e) => {
