@@ -83,6 +83,8 @@ struct Bought {
     status: u16,
     body: String,
     settlement: Option<pay402::x402::SettleResponse>,
+    /// The payment header sent (name, value), to retry with.
+    payment: (String, String),
 }
 
 /// GET → 402 → pay with pay402's x402 client → GET with the payment.
@@ -95,13 +97,13 @@ async fn buy(url: &str, key: &PrivateKeySigner) -> Bought {
     let required = decode_payment_required_header(required).expect("decode 402");
     let client = X402Client::new().register("eip155:*", ExactEvmClientScheme::new(key.clone()));
     let (name, value) = client.create_payment_header(&required).await.expect("pay");
-    let paid = http.get(url).header(name, value).send().await.expect("paid GET");
+    let paid = http.get(url).header(name, value.clone()).send().await.expect("paid GET");
     let status = paid.status().as_u16();
     let settlement = paid
         .headers()
         .get("payment-response")
         .map(|v| decode_payment_response_header(v.to_str().expect("ascii")).expect("decode PAYMENT-RESPONSE"));
-    Bought { status, body: paid.text().await.expect("body"), settlement }
+    Bought { status, body: paid.text().await.expect("body"), settlement, payment: (name.to_owned(), value) }
 }
 
 async fn receipt_ok(chain: &Chain, tx: &str) -> bool {
@@ -722,7 +724,8 @@ impl FacilitatorClient for MinesOnStatus {
 
 /// A seller whose settlement is still pending at the facilitator's deadline: it polls the
 /// in-process facilitator's settle status, which follows the chain — delivered once mined,
-/// withheld (402, `settlement_timeout`) while it never is.
+/// withheld while it is not (503 + Retry-After: its outcome is unknown, so no new challenge), and
+/// delivered to the buyer's retry with the same payment once it is — one transfer in all.
 #[tokio::test]
 async fn sellers_recover_pending_settlements_through_settle_status_and_fail_closed_otherwise() {
     let chain = Chain::start().await;
@@ -752,13 +755,34 @@ async fn sellers_recover_pending_settlements_through_settle_status_and_fail_clos
 
     let stuck = MinesOnStatus { inner, provider: chain.provider.clone(), mine: false };
     let shop = support::serve_axum(seller(&chain, stuck, pay_to)).await;
-    let bought = buy(&format!("{}/quote", shop.base), &key).await;
-    assert_eq!(bought.status, 402, "{}", bought.body);
+    let url = format!("{}/quote", shop.base);
+    let bought = buy(&url, &key).await;
+    assert_eq!(bought.status, 503, "{}", bought.body);
     assert!(!bought.body.contains("secret resource"));
-    let failed = bought.settlement.expect("PAYMENT-RESPONSE");
-    assert!(!failed.success);
-    assert_eq!(failed.error_reason.as_deref(), Some("settlement_timeout"));
+    assert!(bought.settlement.is_none(), "no PAYMENT-RESPONSE while the outcome is unknown");
+    let pending: serde_json::Value = serde_json::from_str(&bought.body).expect("JSON body");
+    let tx = pending["transaction"].as_str().expect("the transaction is named").to_owned();
     assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+
+    // The transaction is mined; the buyer retries with the same payment: delivered, with the
+    // recorded settlement, and nothing is settled again.
+    chain.provider.raw_request::<_, serde_json::Value>("evm_mine".into(), serde_json::json!([])).await.expect("mine");
+    let http = reqwest::Client::new();
+    let (name, value) = &bought.payment;
+    let retry = http.get(&url).header(name, value).send().await.expect("retry");
+    assert_eq!(retry.status(), 200);
+    let settled = decode_payment_response_header(
+        retry.headers().get("payment-response").expect("PAYMENT-RESPONSE").to_str().expect("ascii"),
+    )
+    .expect("decodes");
+    assert_eq!((settled.success, settled.transaction.as_str()), (true, tx.as_str()));
+    assert!(retry.text().await.expect("body").contains("secret resource"));
+    assert!(receipt_ok(&chain, &tx).await);
+    assert_eq!(chain.balance(pay_to).await, U256::from(2 * PRICE), "one transfer for this payment");
+    // Delivered once: a further copy is a replay.
+    let again = http.get(&url).header(name, value).send().await.expect("replay");
+    assert_eq!(again.status(), 402);
+    assert_eq!(chain.balance(pay_to).await, U256::from(2 * PRICE));
 }
 
 /// The facilitator's clock 3 s behind the payer's: a just-valid authorization passes with the

@@ -199,14 +199,15 @@ async fn x402_matrix(path: X402Path) {
                 row("x402 verify", fault, &format!("{status} `{{\"error\":…}}`, handler not run, verify-failure hook"));
             }
             X402Path::Settle => {
-                // Settle-after-handler: the handler ran, its body is withheld; the buyer gets 402
-                // with a failure PAYMENT-RESPONSE; the seller's settle-failure hook gets the
-                // payment (payer) and the error for reconciliation.
-                assert_eq!(status, 402, "{what}: {body}");
+                // Settle-after-handler: the handler ran, its body is withheld; the outcome is
+                // unknown, so the buyer gets 503 + Retry-After (never a new 402 inviting a second
+                // payment) and no PAYMENT-RESPONSE; the payment is recorded as pending and the
+                // seller's settle-failure hook gets the payment (payer) and the error.
+                assert_eq!(status, 503, "{what}: {body}");
                 assert_eq!(handler_runs, 1, "{what}");
-                let r = response.unwrap_or_else(|| panic!("{what}: no PAYMENT-RESPONSE"));
-                assert!(!r.success, "{what}");
-                assert_eq!(r.error_reason.as_deref(), Some("settlement_error"), "{what}: {r:?}");
+                assert!(response.is_none(), "{what}: {response:?}");
+                let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+                assert_eq!(json["status"], "pending", "{what}: {body}");
                 assert_eq!(ev.settle_failures.len(), 1, "{what}");
                 let (payer, failure) = &ev.settle_failures[0];
                 assert_eq!(payer.to_lowercase(), PAYER.to_lowercase(), "{what}");
@@ -215,22 +216,19 @@ async fn x402_matrix(path: X402Path) {
                 row(
                     "x402 settle",
                     fault,
-                    &format!(
-                        "402, PAYMENT-RESPONSE success=false errorReason=`{}`, handler body withheld, settle-failure hook (payload + error)",
-                        r.error_reason.as_deref().unwrap_or_default()
-                    ),
+                    "503 + Retry-After `{\"status\":\"pending\"}`, recorded pending (retry with the same payment), handler body withheld, settle-failure hook (payload + error)",
                 );
             }
             X402Path::StatusPolling => {
                 // Settle said `timeout`; every status query misbehaves until the poll deadline:
-                // the outcome stays unknown ⇒ 402 `settlement_timeout` with the transaction, and
-                // the settle-failure hook gets Timeout{transaction} for reconciliation.
-                assert_eq!(status, 402, "{what}: {body}");
+                // the outcome stays unknown ⇒ 503 + Retry-After naming the transaction (recorded
+                // pending, reconciled in the background), and the settle-failure hook gets
+                // Timeout{transaction}.
+                assert_eq!(status, 503, "{what}: {body}");
                 assert_eq!(handler_runs, 1, "{what}");
-                let r = response.unwrap_or_else(|| panic!("{what}: no PAYMENT-RESPONSE"));
-                assert!(!r.success, "{what}");
-                assert_eq!(r.error_reason.as_deref(), Some("settlement_timeout"), "{what}");
-                assert_eq!(r.transaction, TX, "{what}");
+                assert!(response.is_none(), "{what}: {response:?}");
+                let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+                assert_eq!(json["transaction"], TX, "{what}: {body}");
                 assert_eq!(ev.settle_failures.len(), 1, "{what}");
                 assert_eq!(
                     ev.settle_failures[0].1,
@@ -241,7 +239,7 @@ async fn x402_matrix(path: X402Path) {
                 row(
                     "x402 settle-status polling",
                     fault,
-                    "402, PAYMENT-RESPONSE errorReason=`settlement_timeout` + transaction, handler body withheld, settle-failure hook Timeout{transaction}",
+                    "503 + Retry-After `{\"status\":\"pending\",\"transaction\":…}`, recorded pending, handler body withheld, settle-failure hook Timeout{transaction}",
                 );
             }
         }

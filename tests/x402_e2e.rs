@@ -312,19 +312,27 @@ async fn failing_handlers_are_not_charged() {
 #[tokio::test]
 async fn settlement_failure_timeout_or_unknown_outcome_hides_the_handler_body() {
     for fw in FRAMEWORKS {
-        for (mode, reason) in [
-            (SettleMode::Fail, "insufficient_funds"),
-            (SettleMode::Timeout, "settlement_timeout"),
-            (SettleMode::Error, "settlement_error"),
-        ] {
+        // A definite failure: a fresh 402 with the failure in PAYMENT-RESPONSE.
+        let f = start(fw).await;
+        f.facilitator.set(SettleMode::Fail);
+        let resp = f.get("/paid", &[("PAYMENT-SIGNATURE", &header(&f.payment("/paid", &[]).await))]).await;
+        assert_eq!(resp.status(), 402, "{fw:?}");
+        let settled = settle_of(&resp, "payment-response");
+        assert!(!settled.success);
+        assert_eq!(settled.error_reason.as_deref(), Some("insufficient_funds"), "{fw:?}");
+        assert_eq!(resp.text().await.unwrap(), "{}", "{fw:?}: no handler body");
+        // An unknown outcome (timeout, transport error): never a new challenge (it would invite a
+        // second payment) — 503 with Retry-After, the handler's body withheld.
+        for mode in [SettleMode::Timeout, SettleMode::Error] {
             let f = start(fw).await;
             f.facilitator.set(mode);
             let resp = f.get("/paid", &[("PAYMENT-SIGNATURE", &header(&f.payment("/paid", &[]).await))]).await;
-            assert_eq!(resp.status(), 402, "{fw:?} {mode:?}");
-            let settled = settle_of(&resp, "payment-response");
-            assert!(!settled.success);
-            assert_eq!(settled.error_reason.as_deref(), Some(reason), "{fw:?} {mode:?}");
-            assert_eq!(resp.text().await.unwrap(), "{}", "{fw:?} {mode:?}: no handler body");
+            assert_eq!(resp.status(), 503, "{fw:?} {mode:?}");
+            assert!(resp.headers().get("payment-required").is_none(), "{fw:?} {mode:?}: no new challenge");
+            assert!(resp.headers().get("retry-after").is_some(), "{fw:?} {mode:?}");
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(body["status"], "pending", "{fw:?} {mode:?}: {body}");
+            assert_eq!(body["error"], pay402::x402::SETTLEMENT_PENDING_ERROR, "{fw:?} {mode:?}");
         }
     }
 }

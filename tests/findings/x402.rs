@@ -7,12 +7,13 @@ use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::replay::{InMemoryReplayStore, ReplayStore, ReplayStoreError};
 use pay402::x402::EmbeddedFacilitator;
+use pay402::x402::SETTLEMENT_PENDING_ERROR;
 use pay402::x402::X402Client;
 use pay402::x402::X402ResourceServer;
 use pay402::x402::{
     AnyPaymentPayload, AnyPaymentRequired, ExactEvmClientScheme, ExactEvmScheme, FacilitatorClient, FacilitatorError,
     PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse, SettleStatusResponse, SupportedResponse,
-    VerifyResponse, decode_payment_required_header, decode_payment_response_header, encode_payment_signature_header,
+    VerifyResponse, decode_payment_required_header, encode_payment_signature_header,
 };
 use pay402::x402::{
     INVALID_PAYLOAD_REASON, PAYMENT_UNAVAILABLE_ERROR, PaymentOption, REPLAYED_PAYMENT_REASON, RouteConfig,
@@ -285,20 +286,18 @@ async fn f6_full_replay_store_refuses_without_evicting_live_keys() {
 }
 
 /// F11: a settlement answered `pending` (and still pending when polled) is not delivered on by
-/// default: the handler's body is replaced by a 402. Delivering on `pending` is an explicit opt-in.
+/// default: the handler's body is replaced by a 503 (issue 17: its outcome is unknown, so no new
+/// challenge either). Delivering on `pending` is an explicit opt-in.
 #[tokio::test]
 async fn f11_pending_settlement_is_not_delivered_by_default() {
     for fw in FRAMEWORKS {
         let f = start(fw, None, |s| s).await;
         f.stand.pending.store(true, Ordering::SeqCst);
         let resp = f.get("/paid", Some(&f.payment().await)).await;
-        assert_eq!(resp.status(), 402, "{fw:?}: pending is not paid");
-        let settled = decode_payment_response_header(
-            resp.headers().get("payment-response").expect("PAYMENT-RESPONSE").to_str().expect("ascii"),
-        )
-        .expect("decodes");
-        assert!(!settled.success, "{fw:?}");
-        assert_eq!(settled.error_reason.as_deref(), Some("settlement_timeout"), "{fw:?}");
+        // Pending is not paid — and not failed either: 503 + Retry-After, never a new challenge.
+        assert_eq!(resp.status(), 503, "{fw:?}: pending is not paid");
+        assert!(resp.headers().get("payment-required").is_none(), "{fw:?}: no second payment invited");
+        assert!(resp.headers().get("retry-after").is_some(), "{fw:?}");
         assert!(!resp.text().await.unwrap().contains("secret"), "{fw:?}: the body is not released");
 
         let opted = start(fw, None, |s| s.deliver_on_pending(true)).await;
@@ -339,7 +338,7 @@ async fn l3_fallback_replay_key_is_canonical() {
 }
 
 /// L4: a facilitator error's text (upstream body, URLs, transport chains) never reaches the
-/// buyer, neither in the verification error nor in the settlement's `PAYMENT-RESPONSE`.
+/// buyer, neither in the verification error nor in the answer to a settlement of unknown outcome.
 #[tokio::test]
 async fn l4_x402_facilitator_error_text_does_not_reach_buyers() {
     for fw in FRAMEWORKS {
@@ -359,13 +358,12 @@ async fn l4_x402_facilitator_error_text_does_not_reach_buyers() {
         f.stand.failing_settle.store(true, Ordering::SeqCst);
         let payment = f.payment().await;
         let resp = f.get("/paid", Some(&payment)).await;
-        assert_eq!(resp.status(), 402, "{fw:?}: outcome unknown, refused");
-        let settled = decode_payment_response_header(
-            resp.headers().get("payment-response").expect("PAYMENT-RESPONSE").to_str().expect("ascii"),
-        )
-        .expect("decodes");
-        let message = settled.error_message.unwrap_or_default();
-        assert!(!message.contains("internal.example") && !message.contains("HTTP 500"), "{fw:?}: {message}");
+        assert_eq!(resp.status(), 503, "{fw:?}: outcome unknown, withheld (retry with the same payment)");
+        let headers = format!("{:?}", resp.headers());
+        let body = resp.text().await.expect("body");
+        assert!(!body.contains("internal.example") && !body.contains("HTTP 500"), "{fw:?}: {body}");
+        assert!(!headers.contains("internal.example") && !headers.contains("sk-upstream"), "{fw:?}");
+        assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["error"], SETTLEMENT_PENDING_ERROR);
         assert_eq!(f.calls.load(Ordering::SeqCst), 1, "{fw:?}");
     }
 }

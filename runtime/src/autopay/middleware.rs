@@ -127,8 +127,8 @@ impl AutoPayMiddleware {
         // From here on the signed authorization has left the process: whoever holds it can
         // execute it until its `validBefore`, whatever the server answers (finding F8). It is
         // counted as spent in every outcome.
-        let resp = match send(retry, ext, next, Some(&header)).await {
-            Ok((r, _)) => r,
+        let resp = match self.send_paid(retry, ext, next, &header).await {
+            Ok(r) => r,
             Err(e) => {
                 reservation.commit();
                 return Err(e);
@@ -175,8 +175,8 @@ impl AutoPayMiddleware {
     ) -> MwResult<Response> {
         let header = set_header(&mut retry, Protocol::MppCharge, "authorization", &authorization).map_err(mw)?;
         // The signed transfer has left the process: counted in every outcome (finding F8).
-        let resp = match send(retry, ext, next, Some(&header)).await {
-            Ok((r, _)) => r,
+        let resp = match self.send_paid(retry, ext, next, &header).await {
+            Ok(r) => r,
             Err(e) => {
                 reservation.commit();
                 return Err(e);
@@ -200,6 +200,54 @@ impl AutoPayMiddleware {
         });
         Ok(resp)
     }
+}
+
+impl AutoPayMiddleware {
+    /// Sends a paid request. While its outcome is unknown — the seller answers `503` with
+    /// `Retry-After` (its settlement is pending), or the connection fails after the payment was
+    /// sent — it resends the **same** request, with the **same** signed payment (never a new one
+    /// while the first may still settle), after the wait the seller asked for, until
+    /// [`AutoPay::unknown_outcome_wait`](super::AutoPay::unknown_outcome_wait) is used up. Then
+    /// the last answer (or error) is returned.
+    async fn send_paid(
+        &self,
+        mut req: Request,
+        ext: &mut Extensions,
+        next: Next<'_>,
+        header: &http::HeaderName,
+    ) -> MwResult<Response> {
+        let deadline = tokio::time::Instant::now() + self.inner.unknown_outcome_wait;
+        loop {
+            let copy = req.try_clone();
+            let answer = send(req, ext, next.clone(), Some(header)).await.map(|(r, _)| r);
+            let wait = match &answer {
+                Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => retry_after(resp),
+                Ok(_) => None,
+                Err(_) => Some(std::time::Duration::from_secs(1)),
+            };
+            let (Some(wait), Some(again)) = (wait, copy) else { return answer };
+            if tokio::time::Instant::now() + wait > deadline {
+                return answer;
+            }
+            match &answer {
+                Ok(_) => {
+                    tracing::info!(?wait, "pay402 autopay: payment outcome pending; retrying with the same payment")
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, ?wait, "pay402 autopay: no answer to a paid request; retrying with the same payment")
+                }
+            }
+            drop(answer);
+            tokio::time::sleep(wait).await;
+            req = again;
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not followed), at least 1 s.
+fn retry_after(resp: &Response) -> Option<std::time::Duration> {
+    let secs: u64 = resp.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(std::time::Duration::from_secs(secs.max(1)))
 }
 
 #[async_trait::async_trait]

@@ -365,7 +365,12 @@ pub struct AutoPay {
     limits: HashMap<AssetId, Limits>,
     registry: Option<Arc<NetworkRegistry>>,
     escrows: Vec<(u64, Address)>,
+    unknown_outcome_wait: std::time::Duration,
 }
+
+/// How long [`AutoPay`] keeps retrying a paid request whose outcome the seller reports unknown
+/// (`503` with `Retry-After`), by default.
+pub const DEFAULT_UNKNOWN_OUTCOME_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl AutoPay {
     /// Pays with `signer`. Default preference: x402, then MPP charge, then MPP session. No
@@ -378,7 +383,20 @@ impl AutoPay {
             limits: HashMap::new(),
             registry: None,
             escrows: vec![(X_LAYER_CHAIN_ID, DEFAULT_ESCROW_CONTRACT)],
+            unknown_outcome_wait: DEFAULT_UNKNOWN_OUTCOME_WAIT,
         }
+    }
+
+    /// How long a paid request is retried while its outcome is unknown (default
+    /// [`DEFAULT_UNKNOWN_OUTCOME_WAIT`]; zero: never retried). When the seller answers a paid
+    /// request `503` with `Retry-After` (its settlement is pending) or the connection fails after
+    /// the payment was sent, the middleware waits as told and resends the **same** request with
+    /// the **same** signed payment — never a new one while the first may still settle. The
+    /// amount stays counted as spent whatever happens. When the wait is used up the last answer
+    /// (or error) is returned.
+    pub fn unknown_outcome_wait(mut self, wait: std::time::Duration) -> Self {
+        self.unknown_outcome_wait = wait;
+        self
     }
 
     /// The protocols to use, most preferred first; protocols not listed are never used.
@@ -470,7 +488,11 @@ impl AutoPay {
         }
         let registry = self.registry.clone().unwrap_or_else(NetworkRegistry::global);
         let budget = Budget::new(&self.limits, &registry)?;
-        Ok(AutoPayMiddleware::new(self.signer, self.preference, budget, registry, self.escrows))
+        let mut middleware = AutoPayMiddleware::new(self.signer, self.preference, budget, registry, self.escrows);
+        if let Some(inner) = Arc::get_mut(&mut middleware.inner) {
+            inner.unknown_outcome_wait = self.unknown_outcome_wait;
+        }
+        Ok(middleware)
     }
 }
 
@@ -487,6 +509,8 @@ struct Inner {
     /// The trusted session escrows: (chain id, contract).
     escrows: Vec<(u64, Address)>,
     book: Mutex<SessionBook>,
+    /// How long a paid request of unknown outcome is retried with the same payment.
+    unknown_outcome_wait: std::time::Duration,
 }
 
 /// The auto-paying middleware (see the [module docs](self)). Cheap to clone; clones share the
@@ -527,6 +551,7 @@ impl AutoPayMiddleware {
                 registry,
                 escrows,
                 book: Mutex::new(SessionBook::default()),
+                unknown_outcome_wait: DEFAULT_UNKNOWN_OUTCOME_WAIT,
             }),
         }
     }

@@ -8,6 +8,10 @@
 //! * [`InMemoryReplayStore`] — one process (the default of every guard);
 //! * [`RedisReplayStore`] (feature `redis`) — shared by every server using the same Redis.
 //!
+//! Beside it, [`RecordStore`] keeps what became of a payment whose settlement outcome was
+//! unknown (records changed only by compare-and-swap): [`InMemoryRecordStore`],
+//! [`RedisRecordStore`] (feature `redis`).
+//!
 //! The MPP coordinator keeps its single-use challenge ids and the session intent its voucher
 //! and deposit keys in the same kind of store.
 
@@ -16,14 +20,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod records;
 #[cfg(feature = "redis")]
 mod redis;
 
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use self::redis::RedisReplayStore;
+pub use self::records::{DEFAULT_RECORD_CAPACITY, InMemoryRecordStore, RecordStore};
+
 #[cfg(feature = "redis")]
 pub(crate) use self::redis::{RedisConnectError, connect_redis, is_connection_problem};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{RedisRecordStore, RedisReplayStore};
 
 /// A replay store failed; callers fail closed (the request is refused).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -127,3 +127,130 @@ impl ReplayStore for RedisReplayStore {
         Ok(())
     }
 }
+
+/// `KEYS[1]` the record; `ARGV[1]` `1` when a value is expected, `ARGV[2]` that value, `ARGV[3]`
+/// `1` to write, `ARGV[4]` the new value, `ARGV[5]` its expiry (Unix seconds, `EXAT`). Returns
+/// 1 when swapped, 0 otherwise.
+const RECORD_SWAP: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if (not cur) or cur ~= ARGV[2] then return 0 end
+else
+  if cur then return 0 end
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[4], 'EXAT', ARGV[5])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"#;
+
+/// A [`RecordStore`](super::RecordStore) in Redis: each record is a string `{prefix}{key}` with
+/// an `EXAT` expiry, swapped by a Lua script (atomic on the server), so every server sharing
+/// the Redis sees one history per payment. [`keys`](super::RecordStore::keys) uses `SCAN`.
+#[derive(Clone)]
+pub struct RedisRecordStore {
+    conn: ConnectionManager,
+    prefix: String,
+    swap: std::sync::Arc<::redis::Script>,
+}
+
+impl std::fmt::Debug for RedisRecordStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRecordStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisRecordStore {
+    /// Connects to `url`; records go under `key_prefix` (e.g. `"pay402:records:"`). Fails with
+    /// [`ReplayStoreError::Unavailable`] when the server cannot be reached,
+    /// [`ReplayStoreError::Config`] for a malformed URL.
+    pub async fn connect(url: &str, key_prefix: impl Into<String>) -> Result<Self, ReplayStoreError> {
+        Ok(Self::on(connect_redis(url).await?, key_prefix))
+    }
+
+    /// A store on an existing connection.
+    pub(crate) fn on(conn: ConnectionManager, key_prefix: impl Into<String>) -> Self {
+        Self { conn, prefix: key_prefix.into(), swap: std::sync::Arc::new(::redis::Script::new(RECORD_SWAP)) }
+    }
+
+    fn key(&self, key: &str) -> Result<String, ReplayStoreError> {
+        if key.is_empty() {
+            return Err(ReplayStoreError::EmptyKey);
+        }
+        Ok(format!("{}{key}", self.prefix))
+    }
+}
+
+/// `s` with Redis glob metacharacters escaped (for `SCAN MATCH`).
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[async_trait]
+impl super::RecordStore for RedisRecordStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ReplayStoreError> {
+        let k = self.key(key)?;
+        let mut conn = self.conn.clone();
+        ::redis::cmd("GET").arg(&k).query_async(&mut conn).await.map_err(replay_err)
+    }
+
+    async fn swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        expires_at: u64,
+    ) -> Result<bool, ReplayStoreError> {
+        let k = self.key(key)?;
+        let mut conn = self.conn.clone();
+        if new.is_some() && expires_at < unix_now() {
+            // Writing an already expired value is removing it.
+            return self.swap(key, expected, None, 0).await;
+        }
+        let swapped: i64 = self
+            .swap
+            .key(&k)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(if new.is_some() { "1" } else { "0" })
+            .arg(new.unwrap_or_default())
+            .arg(expires_at.saturating_add(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(replay_err)?;
+        Ok(swapped == 1)
+    }
+
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, ReplayStoreError> {
+        let pattern = format!("{}*", glob_escape(&format!("{}{prefix}", self.prefix)));
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(256)
+                .query_async(&mut conn)
+                .await
+                .map_err(replay_err)?;
+            out.extend(batch.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)));
+            if next == 0 || out.len() >= limit {
+                out.truncate(limit);
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+}

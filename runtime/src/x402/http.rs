@@ -14,12 +14,16 @@
 //!    [`X402HttpServer::release`] is called instead when the handler failed.
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
+use super::facilitator::FacilitatorError;
 use super::headers::{
     ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS, HeaderError, PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER,
     X_PAYMENT_RESPONSE_HEADER, carries_payment, decode_payment_signature_header, encode_payment_required_header,
     encode_payment_response_header, payment_header,
 };
+use super::payment::{PaymentParts, X402Payment};
 use super::paywall::{self, PaywallConfig};
+use super::pending::{Claim, PendingSettlements, Retry, SweepReport};
+use super::replay_key::replay_key;
 use super::route::{PayToSource, PaymentOption, PriceSource, RouteConfig};
 use super::server::{RequirementsSpec, ResourceServerError, X402ResourceServer};
 use super::types::{
@@ -28,11 +32,10 @@ use super::types::{
 };
 use crate::completion::{CancelPolicy, KeyReservation};
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
-use crate::replay::{InMemoryReplayStore, ReplayStore, unix_now};
+use crate::replay::{InMemoryRecordStore, InMemoryReplayStore, RecordStore, ReplayStore, ReplayStoreError, unix_now};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use sha2::Digest as _;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -53,61 +56,10 @@ pub const PAYMENT_UNAVAILABLE_ERROR: &str = "Payment processing is temporarily u
 /// The `error` sent to buyers when the seller's configuration stops a payment (details in the
 /// `tracing` logs).
 pub const PAYMENT_CONFIGURATION_ERROR: &str = "Payment processing failed";
-/// Seconds a replay key outlives the route's `maxTimeoutSeconds` (clock skew between seller,
-/// facilitator and chain).
-pub const REPLAY_SKEW_SECONDS: u64 = 60;
 /// `error` of the challenge when no payment was sent (or it could not be decoded).
 pub const PAYMENT_REQUIRED_ERROR: &str = "Payment required";
 /// `error` of the challenge when the payment matches none of the requirements.
 pub const NO_MATCHING_REQUIREMENTS_ERROR: &str = "No matching payment requirements";
-
-/// A verified payment, available to the handler. Cheap to clone (shared).
-#[derive(Clone)]
-pub struct X402Payment(Arc<PaymentParts>);
-
-struct PaymentParts {
-    payload: PaymentPayload,
-    requirements: PaymentRequirements,
-    payer: Option<String>,
-    version: u32,
-    replay_key: Option<String>,
-    route: Arc<RouteConfig>,
-}
-
-impl fmt::Debug for X402Payment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("X402Payment")
-            .field("payload", &self.0.payload)
-            .field("requirements", &self.0.requirements)
-            .field("payer", &self.0.payer)
-            .field("version", &self.0.version)
-            .field("replay_key", &self.0.replay_key)
-            .field("route", &self.0.route)
-            .finish()
-    }
-}
-
-impl X402Payment {
-    /// The payer address (from the facilitator's verification).
-    pub fn payer(&self) -> Option<&str> {
-        self.0.payer.as_deref()
-    }
-
-    /// The seller's requirements the payment matched.
-    pub fn requirements(&self) -> &PaymentRequirements {
-        &self.0.requirements
-    }
-
-    /// The buyer's payload (v1 payments are lifted to the v2 shape).
-    pub fn payload(&self) -> &PaymentPayload {
-        &self.0.payload
-    }
-
-    /// 1 when paid with a legacy `X-PAYMENT` v1 header, else 2.
-    pub fn x402_version(&self) -> u32 {
-        self.0.version
-    }
-}
 
 #[derive(Clone)]
 struct Inner {
@@ -120,6 +72,8 @@ struct Inner {
     pay_to: Option<String>,
     init_lock: Arc<tokio::sync::Mutex<()>>,
     cancel_policy: CancelPolicy,
+    /// Settlements whose outcome was unknown ([`super::pending`]).
+    pending: PendingSettlements,
 }
 
 /// The x402 seller over HTTP. Cheap to clone.
@@ -164,6 +118,7 @@ impl X402HttpServer {
                 pay_to: None,
                 init_lock: Arc::new(tokio::sync::Mutex::new(())),
                 cancel_policy: CancelPolicy::default(),
+                pending: PendingSettlements::new(Arc::new(InMemoryRecordStore::new())),
             }),
         }
     }
@@ -197,6 +152,37 @@ impl X402HttpServer {
             i.replay = store;
             i.replay_in_memory = false;
         })
+    }
+
+    /// Replaces the store of settlement records: payments whose settlement outcome was unknown
+    /// and what became of them (see [`SettlementRecord`](super::SettlementRecord)). The default [`InMemoryRecordStore`]
+    /// serves one instance: with several behind a load balancer share a
+    /// [`RedisRecordStore`](crate::replay::RedisRecordStore) (with a shared replay store), so
+    /// a buyer's retry that lands on another instance finds its payment's record.
+    pub fn settlement_records(self, store: Arc<dyn RecordStore>) -> Self {
+        self.edit(|i| i.pending = i.pending.clone().with_store(store))
+    }
+
+    /// The `Retry-After` (whole seconds, at least 1; default
+    /// [`DEFAULT_RETRY_AFTER`](super::DEFAULT_RETRY_AFTER)) of the `503` sent while a
+    /// settlement's outcome is unknown.
+    pub fn retry_after(self, retry_after: Duration) -> Self {
+        self.edit(|i| i.pending = i.pending.clone().with_retry_after(retry_after))
+    }
+
+    /// How long settlement records are kept at least (default
+    /// [`DEFAULT_RECORD_RETENTION`](super::DEFAULT_RECORD_RETENTION), at least a minute): a
+    /// buyer retrying within it gets its payment's outcome.
+    pub fn settlement_record_retention(self, retention: Duration) -> Self {
+        self.edit(|i| i.pending = i.pending.clone().with_retention(retention))
+    }
+
+    /// One reconciliation sweep over the pending settlements of the record store (up to
+    /// `limit` records; status queries only, never a re-submission). Records with a known
+    /// transaction are also reconciled in the background; call this periodically (or after a
+    /// restart) to resolve records left by other or earlier instances.
+    pub async fn reconcile_pending(&self, limit: usize) -> Result<SweepReport, ReplayStoreError> {
+        self.inner.pending.sweep(&self.inner.server, limit).await
     }
 
     /// Sets paywall options.
@@ -558,9 +544,54 @@ impl X402HttpServer {
         match self.inner.replay.insert_if_absent(&replay_key, expires_at).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::info!(key = %replay_key, "x402: replayed payment refused");
+                // A retry of a payment whose settlement outcome was unknown is answered from its
+                // record; anything else is a replay.
+                let retry = self.inner.pending.on_retry(&self.inner.server, &replay_key, &payload).await;
+                let failure = match retry {
+                    Retry::NotRecorded => None,
+                    Retry::Deliver(claim) => {
+                        tracing::info!(key = %replay_key, "x402: delivering a payment settled earlier");
+                        observe_payment(&requirements.scheme, PaymentOutcome::Verified);
+                        return Ok(X402Payment(Arc::new(PaymentParts {
+                            payer: claim
+                                .response()
+                                .payer
+                                .clone()
+                                .or_else(|| payload.claimed_payer().map(str::to_owned)),
+                            payload,
+                            requirements,
+                            version,
+                            // Never released: the payment is spent.
+                            replay_key: None,
+                            route: Arc::clone(route),
+                            claim: Some(claim),
+                        })));
+                    }
+                    Retry::Unknown(tx) => return Err(self.inner.pending.unknown_response(tx.as_deref())),
+                    Retry::Busy => return Err(self.inner.pending.unknown_response(None)),
+                    Retry::Unavailable => {
+                        return Err(PaymentHttpResponse::json_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            PAYMENT_UNAVAILABLE_ERROR,
+                        ));
+                    }
+                    Retry::Failed(failure) => Some(failure),
+                };
+                let reason = failure
+                    .as_ref()
+                    .and_then(|f| f.error_reason.clone())
+                    .unwrap_or_else(|| REPLAYED_PAYMENT_REASON.into());
+                tracing::info!(key = %replay_key, %reason, "x402: payment refused (replayed or settled failed)");
                 observe_payment(&requirements.scheme, PaymentOutcome::Replayed);
-                return Err(self.rechallenge(ctx, route, accepts.into_owned(), Some(REPLAYED_PAYMENT_REASON.into())));
+                let mut challenge = self.rechallenge(ctx, route, accepts.into_owned(), Some(reason));
+                if let Some(failure) = failure
+                    && let Ok(v) = encode_payment_response_header(&failure)
+                {
+                    let name = if version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
+                    challenge =
+                        challenge.with_header(name, &v).with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
+                }
+                return Err(challenge);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "x402: replay store refused the reservation; payment refused");
@@ -599,6 +630,7 @@ impl X402HttpServer {
                 requirements,
                 version,
                 route: Arc::clone(route),
+                claim: None,
             }))),
             Ok(v) => {
                 release().await;
@@ -629,6 +661,9 @@ impl X402HttpServer {
         payment: &X402Payment,
         status: StatusCode,
     ) -> Result<HeaderMap, PaymentHttpResponse> {
+        if let Some(claim) = &payment.0.claim {
+            return Ok(self.finish_claim(payment, claim, crate::web::settles(status)).await);
+        }
         if crate::web::settles(status) {
             self.settle(ctx, payment).await
         } else {
@@ -640,6 +675,10 @@ impl X402HttpServer {
     /// The handler failed (status ≥ 400): nothing is settled and the payment's replay
     /// reservation is released, so the buyer may retry with the same authorization.
     pub async fn release(&self, payment: &X402Payment) {
+        if let Some(claim) = &payment.0.claim {
+            self.finish_claim(payment, claim, false).await;
+            return;
+        }
         crate::metrics::record_settlement(
             crate::metrics::PROTOCOL_X402,
             &payment.0.requirements.scheme,
@@ -650,6 +689,28 @@ impl X402HttpServer {
         {
             tracing::warn!(error = %e, "x402: cannot release a replay reservation");
         }
+    }
+
+    /// Ends a retry that delivered a payment settled earlier: marks it delivered (`delivered`)
+    /// and returns the recorded `PAYMENT-RESPONSE`, or hands the delivery back for the next retry.
+    async fn finish_claim(&self, payment: &X402Payment, claim: &Claim, delivered: bool) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if !delivered {
+            self.inner.pending.undeliver(claim).await;
+            return headers;
+        }
+        self.inner.pending.delivered(claim).await;
+        crate::metrics::record_settlement(
+            crate::metrics::PROTOCOL_X402,
+            &payment.0.requirements.scheme,
+            SettlementOutcome::Success,
+        );
+        let name = if payment.0.version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
+        if let Ok(v) = encode_payment_response_header(claim.response()) {
+            insert_header(&mut headers, name, &v);
+        }
+        insert_header(&mut headers, ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
+        headers
     }
 
     /// Settles after a successful handler. `Ok` carries the headers to add to the handler's
@@ -683,6 +744,15 @@ impl X402HttpServer {
                 insert_header(&mut headers, ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
                 return Ok(headers);
             }
+            Ok(resp) if resp.error_reason.as_deref() == Some(super::settlement::SETTLEMENT_TIMEOUT) => {
+                return Err(self.settlement_unknown(payment, Some(resp.transaction)).await);
+            }
+            Err(ResourceServerError::Facilitator(e))
+                if !matches!(e, FacilitatorError::Config(_) | FacilitatorError::Unsupported(_)) =>
+            {
+                tracing::error!(error = %e, payer = ?payment.0.payer, "x402: settlement outcome unknown");
+                return Err(self.settlement_unknown(payment, None).await);
+            }
             Ok(mut resp) => {
                 resp.success = false;
                 if resp.error_reason.is_none() {
@@ -691,7 +761,7 @@ impl X402HttpServer {
                 resp
             }
             Err(e) => {
-                tracing::error!(error = %e, payer = ?payment.0.payer, "x402: settlement outcome unknown; refusing the response");
+                tracing::error!(error = %e, payer = ?payment.0.payer, "x402: settlement not attempted; refusing the response");
                 let mut resp = SettleResponse::failure(
                     "settlement_error",
                     payment.0.requirements.network.clone(),
@@ -711,6 +781,29 @@ impl X402HttpServer {
             out = out.with_header(header_name, &v);
         }
         Err(out.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
+    }
+}
+
+impl X402HttpServer {
+    /// A settlement of unknown outcome: recorded as pending (its replay key held as long as the
+    /// record), answered `503` with `Retry-After` — never a fresh 402, which would invite a
+    /// second payment while the first may still move money.
+    async fn settlement_unknown(&self, payment: &X402Payment, transaction: Option<String>) -> PaymentHttpResponse {
+        let Some(key) = &payment.0.replay_key else {
+            return self.inner.pending.unknown_response(transaction.as_deref());
+        };
+        let pending = &self.inner.pending;
+        let response = pending
+            .record_unknown(&self.inner.server, key, &payment.0.payload, &payment.0.requirements, transaction)
+            .await;
+        // The replay key must outlive the record: a retry is recognised by it.
+        let expiry = pending.expiry(0);
+        if let Err(e) = self.inner.replay.remove(key).await {
+            tracing::warn!(error = %e, "x402: cannot extend a pending payment's replay key");
+        } else if let Err(e) = self.inner.replay.insert_if_absent(key, expiry).await {
+            tracing::warn!(error = %e, "x402: cannot extend a pending payment's replay key");
+        }
+        response
     }
 }
 
@@ -765,104 +858,5 @@ fn observe_payment(scheme: &str, outcome: PaymentOutcome) {
 fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) {
     if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
         headers.insert(n, v);
-    }
-}
-
-/// The replay key of a payment and when it expires, or `None` when its authorization does not
-/// have the expected shape (refused before anything is reserved).
-///
-/// EVM authorizations (`authorization`, `permit2Authorization`) are keyed by payer + nonce,
-/// which must be 20 and 32 bytes of `0x` hex (a Permit2 nonce may also be a decimal uint256):
-/// nothing attacker-sized enters the store. Anything else is keyed by a SHA-256 of the payload's
-/// canonical JSON (sorted keys, no whitespace, integral numbers written as integers), so
-/// reordering fields or re-spelling numbers does not give a new key. Keys expire at
-/// `min(validBefore, now + maxTimeoutSeconds + REPLAY_SKEW_SECONDS)`: an authorization dated a
-/// year ahead does not hold a key for a year (a later replay still meets the facilitator's
-/// on-chain nonce check).
-fn replay_key(payload: &PaymentPayload, req: &PaymentRequirements, now: u64) -> Option<(String, u64)> {
-    let ceiling = now.saturating_add(req.max_timeout_seconds.max(60)).saturating_add(REPLAY_SKEW_SECONDS);
-    let (auth, permit2) = match (payload.payload.get("authorization"), payload.payload.get("permit2Authorization")) {
-        (Some(a), _) => (Some(a), false),
-        (None, Some(a)) => (Some(a), true),
-        (None, None) => (None, false),
-    };
-    if let Some(auth) = auth {
-        let auth = auth.as_object()?;
-        let from = auth.get("from")?.as_str().filter(|f| is_hex_bytes(f, 20))?;
-        let nonce =
-            auth.get("nonce")?.as_str().filter(|n| is_hex_bytes(n, 32) || (permit2 && is_uint256_decimal(n)))?;
-        let expiry = auth
-            .get("validBefore")
-            .or_else(|| auth.get("deadline"))
-            .and_then(|v| v.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| v.as_u64()))
-            .map_or(ceiling, |valid_before| valid_before.min(ceiling));
-        let key = format!("x402:{}:{}:{}", req.network, from.to_ascii_lowercase(), nonce.to_ascii_lowercase());
-        return Some((key, expiry));
-    }
-    let mut canonical = String::new();
-    canonical_json(&serde_json::Value::Object(payload.payload.clone()), &mut canonical);
-    let digest = sha2::Sha256::digest(canonical.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Some((format!("x402:{}:sha256:{hex}", req.network), ceiling))
-}
-
-/// `0x` followed by exactly `bytes` bytes of hex.
-fn is_hex_bytes(s: &str, bytes: usize) -> bool {
-    s.len() == 2 + 2 * bytes
-        && s.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
-        && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
-}
-
-/// A decimal number of at most 78 digits (the width of a uint256).
-fn is_uint256_decimal(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 78 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Canonical JSON: object keys sorted, no whitespace, integral numbers without a fraction.
-fn canonical_json(value: &serde_json::Value, out: &mut String) {
-    use serde_json::Value;
-    use std::fmt::Write as _;
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(k).unwrap_or_default());
-                out.push(':');
-                if let Some(v) = map.get(k) {
-                    canonical_json(v, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(v, out);
-            }
-            out.push(']');
-        }
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                let _ = write!(out, "{i}");
-            } else if let Some(u) = n.as_u64() {
-                let _ = write!(out, "{u}");
-            } else {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
-                        let _ = write!(out, "{f:.0}");
-                    }
-                    _ => out.push_str(&n.to_string()),
-                }
-            }
-        }
-        other => out.push_str(&other.to_string()),
     }
 }

@@ -22,7 +22,10 @@ pub mod facilitator_evm;
 mod headers;
 mod hooks;
 mod http;
+mod payment;
 pub mod paywall;
+mod pending;
+mod replay_key;
 mod route;
 mod scheme;
 mod server;
@@ -51,8 +54,13 @@ pub use headers::{
 pub use hooks::{AbortResult, SettleContext, SettleFailure, VerifyContext, VerifyFailure};
 pub use http::{
     INVALID_PAYLOAD_REASON, NO_MATCHING_REQUIREMENTS_ERROR, PAYMENT_CONFIGURATION_ERROR, PAYMENT_REQUIRED_ERROR,
-    PAYMENT_UNAVAILABLE_ERROR, REPLAY_SKEW_SECONDS, REPLAYED_PAYMENT_REASON, X402HttpServer, X402Payment,
+    PAYMENT_UNAVAILABLE_ERROR, REPLAYED_PAYMENT_REASON, X402HttpServer,
 };
+pub use payment::X402Payment;
+pub use pending::{
+    DEFAULT_RECORD_RETENTION, DEFAULT_RETRY_AFTER, SETTLEMENT_PENDING_ERROR, SettlementRecord, SweepReport,
+};
+pub use replay_key::REPLAY_SKEW_SECONDS;
 pub use route::{
     DynamicPayTo, DynamicPrice, DynamicRouteError, PayToSource, PaymentOption, PriceSource, RouteConfig,
     SettleFailedBodyFn, StaticRoute, UnpaidBodyFn,
@@ -62,6 +70,7 @@ pub use server::{
     DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_TIMEOUT_SECONDS, DEFAULT_POLL_DEADLINE, DEFAULT_POLL_INTERVAL, RequirementsSpec,
     ResourceServerError, X402ResourceServer,
 };
+pub use settlement::Reconciled;
 pub use types::{
     AnyPaymentPayload, AnyPaymentRequired, AssetAmount, JsonObject, Money, PaymentPayload, PaymentPayloadV1,
     PaymentRequired, PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, Price, ResourceInfo,

@@ -14,7 +14,7 @@ use super::hooks::{
     run_recover,
 };
 use super::scheme::{PriceError, SchemeNetworkServer};
-use super::settlement::{SettleOutcome, Settlement, SettlementPolicy};
+use super::settlement::{Reconciled, SettleOutcome, Settlement, SettlementPolicy};
 use super::types::{
     JsonObject, PaymentPayload, PaymentRequired, PaymentRequirements, Price, ResourceInfo, SettleResponse,
     SupportedKind, VerifyResponse, X402_VERSION, settle_status,
@@ -492,6 +492,40 @@ impl X402ResourceServer {
         self.inner.facilitators.get(index).cloned().ok_or_else(|| {
             ResourceServerError::Facilitator(FacilitatorError::Config("no facilitator configured".into()))
         })
+    }
+
+    /// One reconciliation step for a settlement whose outcome was unknown (the pending-settlement
+    /// store's reconciler calls it): with `transaction`, one `settle_status` query; without one
+    /// and with `resubmit`, the identical signed payment is settled again (single-use on chain, so
+    /// it cannot move money twice) and only a success counts. See [`Reconciled`].
+    pub async fn reconcile(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        transaction: Option<&str>,
+        resubmit: bool,
+    ) -> Reconciled {
+        let span = payment_span!("x402.reconcile", payload, requirements, transaction);
+        if let Some(tx) = transaction {
+            span.record("transaction", tx);
+        }
+        let facilitator = match self.facilitator_for(&requirements.scheme, &requirements.network) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(parent: &span, error = %e, "x402 reconcile: no facilitator");
+                return Reconciled::Unknown { transaction: transaction.map(str::to_owned) };
+            }
+        };
+        let outcome = super::settlement::reconcile(facilitator.as_ref(), payload, requirements, transaction, resubmit)
+            .instrument(span.clone())
+            .await;
+        let label = match &outcome {
+            Reconciled::Settled(_) => "success",
+            Reconciled::Failed(_) => "failed",
+            Reconciled::Unknown { .. } => "unknown",
+        };
+        span.record("outcome", label);
+        outcome
     }
 
     // -----------------------------------------------------------------------------------------

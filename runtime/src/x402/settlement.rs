@@ -180,3 +180,110 @@ fn poll_failure(resp: &SettleResponse, status: SettleStatusResponse, network: Ne
     failure.error_message = status.error_message;
     SettleOutcome::Fail(SettleFailure::Failed(failure.clone()), Ok(failure))
 }
+
+/// What a reconciler learned about a settlement whose outcome was unknown
+/// ([`X402ResourceServer::reconcile`](super::X402ResourceServer::reconcile)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reconciled {
+    /// The payment settled: the settle response to deliver with (status `success`).
+    Settled(SettleResponse),
+    /// Proven failed (the facilitator reports the settlement's transaction failed): no money
+    /// moved for this payment.
+    Failed(SettleResponse),
+    /// Still unknown: the transaction, when one is known.
+    Unknown {
+        /// The settlement's transaction hash, when known.
+        transaction: Option<String>,
+    },
+}
+
+/// How long one reconciliation query may take.
+const RECONCILE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One reconciliation step for a settlement of unknown outcome.
+///
+/// With a transaction: one `settle_status` query — `success` proves it settled, `failed` (or
+/// `success: false`) proves it failed, anything else (pending, an error, no answer) leaves it
+/// unknown. Without one, and only when `resubmit` is set: the identical signed payment is
+/// settled again — its authorization is single-use on chain (EIP-3009 / Permit2 nonce), so a
+/// second submission cannot move money twice — and only a successful answer counts: a refusal
+/// ("nonce already used", "expired", …) cannot tell "the first attempt moved the money" from
+/// "nothing moved", so it leaves the outcome unknown (fail closed: never served, never a new
+/// payment invited).
+pub(super) async fn reconcile(
+    facilitator: &dyn FacilitatorClient,
+    payload: &super::types::PaymentPayload,
+    requirements: &PaymentRequirements,
+    transaction: Option<&str>,
+    resubmit: bool,
+) -> Reconciled {
+    let payer = payload.claimed_payer().map(str::to_owned);
+    let network = requirements.network.clone();
+    if let Some(tx) = transaction.filter(|t| !t.is_empty()) {
+        let query = crate::metrics::facilitator_call("settle_status", facilitator.settle_status(tx));
+        let unknown = || Reconciled::Unknown { transaction: Some(tx.to_owned()) };
+        return match tokio::time::timeout(RECONCILE_QUERY_TIMEOUT, query).await {
+            Ok(Ok(status)) if !status.success || status.status.as_deref() == Some(settle_status::FAILED) => {
+                let reason =
+                    status.error_reason.filter(|r| !r.is_empty()).unwrap_or_else(|| SETTLEMENT_FAILED.to_owned());
+                let mut failure = SettleResponse::failure(reason, network, payer.or(status.payer), tx.to_owned());
+                failure.error_message = status.error_message;
+                Reconciled::Failed(failure)
+            }
+            Ok(Ok(status)) if status.status.as_deref() == Some(settle_status::SUCCESS) => {
+                Reconciled::Settled(SettleResponse {
+                    success: true,
+                    error_reason: None,
+                    error_message: None,
+                    status: Some(settle_status::SUCCESS.to_owned()),
+                    payer: payer.or(status.payer),
+                    transaction: tx.to_owned(),
+                    network,
+                })
+            }
+            Ok(Ok(status)) => {
+                tracing::debug!(status = status.status.as_deref().unwrap_or_default(), "x402 reconcile: not final");
+                unknown()
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "x402 reconcile: status query failed");
+                unknown()
+            }
+            Err(_) => {
+                tracing::debug!("x402 reconcile: status query timed out");
+                unknown()
+            }
+        };
+    }
+    if !resubmit {
+        return Reconciled::Unknown { transaction: None };
+    }
+    let submit = crate::metrics::facilitator_call("settle", facilitator.settle(payload, requirements));
+    match tokio::time::timeout(RECONCILE_QUERY_TIMEOUT, submit).await {
+        Ok(Ok(resp)) if resp.success && resp.status.as_deref().is_none_or(|s| s == settle_status::SUCCESS) => {
+            Reconciled::Settled(settled(resp))
+        }
+        Ok(Ok(resp))
+            if resp.success
+                && !resp.transaction.is_empty()
+                && matches!(resp.status.as_deref(), Some(settle_status::TIMEOUT | settle_status::PENDING)) =>
+        {
+            Reconciled::Unknown { transaction: Some(resp.transaction) }
+        }
+        Ok(Ok(resp)) => {
+            tracing::warn!(
+                success = resp.success,
+                reason = resp.error_reason.as_deref().unwrap_or_default(),
+                "x402 reconcile: the resubmitted payment was refused; its first attempt may have settled, the \
+                 outcome stays unknown (check the payer's nonce on chain)"
+            );
+            Reconciled::Unknown { transaction: None }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "x402 reconcile: resubmission failed");
+            Reconciled::Unknown { transaction: None }
+        }
+        Err(_) => Reconciled::Unknown { transaction: None },
+    }
+}

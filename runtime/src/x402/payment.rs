@@ -1,0 +1,58 @@
+//! [`X402Payment`]: a verified x402 payment, as the handler sees it.
+
+use super::pending::Claim;
+use super::route::RouteConfig;
+use super::types::{PaymentPayload, PaymentRequirements};
+use std::fmt;
+use std::sync::Arc;
+
+/// A verified payment, available to the handler. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct X402Payment(pub(super) Arc<PaymentParts>);
+
+pub(super) struct PaymentParts {
+    pub(super) payload: PaymentPayload,
+    pub(super) requirements: PaymentRequirements,
+    pub(super) payer: Option<String>,
+    pub(super) version: u32,
+    pub(super) replay_key: Option<String>,
+    pub(super) route: Arc<RouteConfig>,
+    /// A retry delivering a payment settled earlier (nothing is settled again).
+    pub(super) claim: Option<Claim>,
+}
+
+impl fmt::Debug for X402Payment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("X402Payment")
+            .field("payload", &self.0.payload)
+            .field("requirements", &self.0.requirements)
+            .field("payer", &self.0.payer)
+            .field("version", &self.0.version)
+            .field("replay_key", &self.0.replay_key)
+            .field("route", &self.0.route)
+            .field("claim", &self.0.claim)
+            .finish()
+    }
+}
+
+impl X402Payment {
+    /// The payer address (from the facilitator's verification).
+    pub fn payer(&self) -> Option<&str> {
+        self.0.payer.as_deref()
+    }
+
+    /// The seller's requirements the payment matched.
+    pub fn requirements(&self) -> &PaymentRequirements {
+        &self.0.requirements
+    }
+
+    /// The buyer's payload (v1 payments are lifted to the v2 shape).
+    pub fn payload(&self) -> &PaymentPayload {
+        &self.0.payload
+    }
+
+    /// 1 when paid with a legacy `X-PAYMENT` v1 header, else 2.
+    pub fn x402_version(&self) -> u32 {
+        self.0.version
+    }
+}
