@@ -136,6 +136,24 @@ pub(crate) async fn python(name: &str, args: &[&str]) -> PeerOutput {
     run(&python, &all, &[]).await
 }
 
+/// Runs a peer script from `tests/interop/x402-official/` with the official x402 Python SDK
+/// (its own venv, `venv-x402/`); panics (test failure) naming the install script when missing.
+pub(crate) async fn official_python(name: &str, args: &[&str]) -> PeerOutput {
+    let python = deps_dir().join("venv-x402/bin/python");
+    assert!(
+        python.is_file(),
+        "the official x402 Python SDK is not installed: {} is missing. Install it with \
+         `bash scripts/install-test-deps.sh` (scripts/deps/42-x402-official.sh; PAY402_DEPS_DIR={})",
+        python.display(),
+        deps_dir().display()
+    );
+    let script = script("x402-official", name);
+    let script = script.to_str().expect("UTF-8 path");
+    let mut all = vec![script];
+    all.extend_from_slice(args);
+    run(&python, &all, &[]).await
+}
+
 /// Runs a Node peer script from `tests/interop/node/` against the installed `node_modules`.
 pub(crate) async fn node(name: &str, args: &[&str]) -> PeerOutput {
     let (node, modules) = node_and_modules();

@@ -361,24 +361,50 @@ impl X402Client {
     /// Builds the payment for a 402 challenge.
     ///
     /// * v2: `PaymentPayload {x402Version: 2, payload, accepted: <the chosen requirements,
-    ///   verbatim>, resource: <the challenge's>, extensions: <the challenge's>}`;
+    ///   verbatim>, resource: <the challenge's>, extensions: <the challenge's>}`; when the
+    ///   challenge declares the `payment-identifier` extension, its echo carries a fresh id
+    ///   ([`generate_payment_id`](super::payment_identifier::generate_payment_id)): resend this
+    ///   payload (never a new one) to retry the same logical request;
     /// * v1: `PaymentPayloadV1 {x402Version: 1, scheme, network, payload}` (the v1 requirements
     ///   are lifted to the v2 shape to be signed).
     pub async fn create_payment_payload(
         &self,
         required: &AnyPaymentRequired,
     ) -> Result<AnyPaymentPayload, ClientError> {
+        self.create_payment_payload_with_id(required, &super::payment_identifier::generate_payment_id()).await
+    }
+
+    /// [`create_payment_payload`](Self::create_payment_payload) with the payment identifier
+    /// `payment_id` (used only when the challenge declares the `payment-identifier` extension;
+    /// it must be 16–128 characters of `[A-Za-z0-9_-]`).
+    pub async fn create_payment_payload_with_id(
+        &self,
+        required: &AnyPaymentRequired,
+        payment_id: &str,
+    ) -> Result<AnyPaymentPayload, ClientError> {
         match required {
             AnyPaymentRequired::V2(challenge) => {
                 let index = self.select(&challenge.accepts)?;
                 let accepted = challenge.accepts.get(index).ok_or(ClientError::NoAcceptableOption)?;
                 let payload = self.sign(accepted, challenge.resource.as_ref()).await?;
+                let mut extensions = challenge.extensions.clone();
+                if let Some(ext) = extensions.as_mut() {
+                    let declared = ext.get(super::payment_identifier::PAYMENT_IDENTIFIER).cloned();
+                    if declared.is_some() {
+                        if !super::payment_identifier::is_valid_payment_id(payment_id) {
+                            return Err(ClientError::BadRequirements(format!(
+                                "payment identifier `{payment_id}` is not 16-128 characters of [A-Za-z0-9_-]"
+                            )));
+                        }
+                        super::payment_identifier::append_payment_identifier(ext, declared.as_ref(), payment_id);
+                    }
+                }
                 Ok(AnyPaymentPayload::V2(PaymentPayload {
                     x402_version: X402_VERSION,
                     payload,
                     accepted: accepted.clone(),
                     resource: challenge.resource.clone(),
-                    extensions: challenge.extensions.clone(),
+                    extensions,
                 }))
             }
             AnyPaymentRequired::V1(challenge) => {

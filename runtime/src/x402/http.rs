@@ -20,9 +20,9 @@ use super::headers::{
     X_PAYMENT_RESPONSE_HEADER, carries_payment, decode_payment_signature_header, encode_payment_required_header,
     encode_payment_response_header, payment_header,
 };
-use super::payment::{PaymentParts, X402Payment};
+use super::payment::{IdEnd, Identify, PaymentParts, X402Payment};
 use super::paywall::{self, PaywallConfig};
-use super::pending::{Claim, PendingSettlements, Retry, SweepReport};
+use super::pending::{PendingSettlements, SweepReport};
 use super::replay_key::replay_key;
 use super::route::{PayToSource, PaymentOption, PriceSource, RouteConfig};
 use super::server::{RequirementsSpec, ResourceServerError, X402ResourceServer};
@@ -62,24 +62,24 @@ pub const PAYMENT_REQUIRED_ERROR: &str = "Payment required";
 pub const NO_MATCHING_REQUIREMENTS_ERROR: &str = "No matching payment requirements";
 
 #[derive(Clone)]
-struct Inner {
-    server: X402ResourceServer,
-    routes: Vec<(RoutePattern, Arc<RouteConfig>)>,
-    replay: Arc<dyn ReplayStore>,
+pub(super) struct Inner {
+    pub(super) server: X402ResourceServer,
+    pub(super) routes: Vec<(RoutePattern, Arc<RouteConfig>)>,
+    pub(super) replay: Arc<dyn ReplayStore>,
     /// The replay store is the default per-process [`InMemoryReplayStore`].
-    replay_in_memory: bool,
-    paywall: PaywallConfig,
-    pay_to: Option<String>,
-    init_lock: Arc<tokio::sync::Mutex<()>>,
-    cancel_policy: CancelPolicy,
+    pub(super) replay_in_memory: bool,
+    pub(super) paywall: PaywallConfig,
+    pub(super) pay_to: Option<String>,
+    pub(super) init_lock: Arc<tokio::sync::Mutex<()>>,
+    pub(super) cancel_policy: CancelPolicy,
     /// Settlements whose outcome was unknown ([`super::pending`]).
-    pending: PendingSettlements,
+    pub(super) pending: PendingSettlements,
 }
 
 /// The x402 seller over HTTP. Cheap to clone.
 #[derive(Clone)]
 pub struct X402HttpServer {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for X402HttpServer {
@@ -437,7 +437,7 @@ impl X402HttpServer {
         self.challenge(ctx, route, &required, true)
     }
 
-    fn rechallenge(
+    pub(super) fn rechallenge(
         &self,
         ctx: &RequestContext,
         route: &RouteConfig,
@@ -535,6 +535,39 @@ impl X402HttpServer {
         if let Some(payer) = payload.claimed_payer() {
             span.record("payer", payer);
         }
+        // A payment identifier is looked up before the payment is verified (a resend of a
+        // settled one may no longer verify).
+        let (identified, fresh) = match self.identify(ctx, route, &payload, &requirements).await? {
+            Identify::No => (None, false),
+            Identify::Replay(response) => return Ok(Self::replayed(route, payload, requirements, version, response)),
+            Identify::Fresh(i) => (Some(i), true),
+            Identify::Resume(i) => (Some(i), false),
+        };
+        match (self.admit(ctx, route, accepts, payload, requirements, version).await, identified) {
+            (Ok(mut payment), Some(identified)) => {
+                if let Some(parts) = Arc::get_mut(&mut payment.0) {
+                    parts.identified = Some(identified);
+                }
+                Ok(payment)
+            }
+            (Err(answer), Some(identified)) if fresh => {
+                self.end_identified(&identified, None).await;
+                Err(answer)
+            }
+            (admitted, _) => admitted,
+        }
+    }
+
+    /// Reserves the payment's replay key and verifies it (or answers a retry of it).
+    async fn admit(
+        &self,
+        ctx: &RequestContext,
+        route: &Arc<RouteConfig>,
+        accepts: Cow<'_, [PaymentRequirements]>,
+        payload: PaymentPayload,
+        requirements: PaymentRequirements,
+        version: u32,
+    ) -> Result<X402Payment, PaymentHttpResponse> {
         let Some((replay_key, expires_at)) = replay_key(&payload, &requirements, unix_now()) else {
             // An attacker-shaped `from`/`nonce` never reaches the replay store (F6).
             tracing::debug!("x402: authorization of an unexpected shape refused before reserving");
@@ -546,52 +579,9 @@ impl X402HttpServer {
             Ok(false) => {
                 // A retry of a payment whose settlement outcome was unknown is answered from its
                 // record; anything else is a replay.
-                let retry = self.inner.pending.on_retry(&self.inner.server, &replay_key, &payload).await;
-                let failure = match retry {
-                    Retry::NotRecorded => None,
-                    Retry::Deliver(claim) => {
-                        tracing::info!(key = %replay_key, "x402: delivering a payment settled earlier");
-                        observe_payment(&requirements.scheme, PaymentOutcome::Verified);
-                        return Ok(X402Payment(Arc::new(PaymentParts {
-                            payer: claim
-                                .response()
-                                .payer
-                                .clone()
-                                .or_else(|| payload.claimed_payer().map(str::to_owned)),
-                            payload,
-                            requirements,
-                            version,
-                            // Never released: the payment is spent.
-                            replay_key: None,
-                            route: Arc::clone(route),
-                            claim: Some(claim),
-                        })));
-                    }
-                    Retry::Unknown(tx) => return Err(self.inner.pending.unknown_response(tx.as_deref())),
-                    Retry::Busy => return Err(self.inner.pending.unknown_response(None)),
-                    Retry::Unavailable => {
-                        return Err(PaymentHttpResponse::json_error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            PAYMENT_UNAVAILABLE_ERROR,
-                        ));
-                    }
-                    Retry::Failed(failure) => Some(failure),
-                };
-                let reason = failure
-                    .as_ref()
-                    .and_then(|f| f.error_reason.clone())
-                    .unwrap_or_else(|| REPLAYED_PAYMENT_REASON.into());
-                tracing::info!(key = %replay_key, %reason, "x402: payment refused (replayed or settled failed)");
-                observe_payment(&requirements.scheme, PaymentOutcome::Replayed);
-                let mut challenge = self.rechallenge(ctx, route, accepts.into_owned(), Some(reason));
-                if let Some(failure) = failure
-                    && let Ok(v) = encode_payment_response_header(&failure)
-                {
-                    let name = if version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
-                    challenge =
-                        challenge.with_header(name, &v).with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
-                }
-                return Err(challenge);
+                return self
+                    .on_replay(ctx, route, accepts.into_owned(), &replay_key, payload, requirements, version)
+                    .await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "x402: replay store refused the reservation; payment refused");
@@ -631,6 +621,8 @@ impl X402HttpServer {
                 version,
                 route: Arc::clone(route),
                 claim: None,
+                identified: None,
+                recorded: None,
             }))),
             Ok(v) => {
                 release().await;
@@ -661,8 +653,8 @@ impl X402HttpServer {
         payment: &X402Payment,
         status: StatusCode,
     ) -> Result<HeaderMap, PaymentHttpResponse> {
-        if let Some(claim) = &payment.0.claim {
-            return Ok(self.finish_claim(payment, claim, crate::web::settles(status)).await);
+        if let Some(headers) = self.finish_settled_before(payment, crate::web::settles(status)).await {
+            return Ok(headers);
         }
         if crate::web::settles(status) {
             self.settle(ctx, payment).await
@@ -675,10 +667,10 @@ impl X402HttpServer {
     /// The handler failed (status ≥ 400): nothing is settled and the payment's replay
     /// reservation is released, so the buyer may retry with the same authorization.
     pub async fn release(&self, payment: &X402Payment) {
-        if let Some(claim) = &payment.0.claim {
-            self.finish_claim(payment, claim, false).await;
+        if self.finish_settled_before(payment, false).await.is_some() {
             return;
         }
+        self.end_identified_of(payment, None).await;
         crate::metrics::record_settlement(
             crate::metrics::PROTOCOL_X402,
             &payment.0.requirements.scheme,
@@ -689,28 +681,6 @@ impl X402HttpServer {
         {
             tracing::warn!(error = %e, "x402: cannot release a replay reservation");
         }
-    }
-
-    /// Ends a retry that delivered a payment settled earlier: marks it delivered (`delivered`)
-    /// and returns the recorded `PAYMENT-RESPONSE`, or hands the delivery back for the next retry.
-    async fn finish_claim(&self, payment: &X402Payment, claim: &Claim, delivered: bool) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if !delivered {
-            self.inner.pending.undeliver(claim).await;
-            return headers;
-        }
-        self.inner.pending.delivered(claim).await;
-        crate::metrics::record_settlement(
-            crate::metrics::PROTOCOL_X402,
-            &payment.0.requirements.scheme,
-            SettlementOutcome::Success,
-        );
-        let name = if payment.0.version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
-        if let Ok(v) = encode_payment_response_header(claim.response()) {
-            insert_header(&mut headers, name, &v);
-        }
-        insert_header(&mut headers, ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
-        headers
     }
 
     /// Settles after a successful handler. `Ok` carries the headers to add to the handler's
@@ -742,6 +712,7 @@ impl X402HttpServer {
                     Err(e) => tracing::error!(error = %e, "x402: cannot encode PAYMENT-RESPONSE"),
                 }
                 insert_header(&mut headers, ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
+                self.end_identified_of(payment, Some(IdEnd::Settled(&resp))).await;
                 return Ok(headers);
             }
             Ok(resp) if resp.error_reason.as_deref() == Some(super::settlement::SETTLEMENT_TIMEOUT) => {
@@ -772,6 +743,8 @@ impl X402HttpServer {
                 resp
             }
         };
+        // A definite failure: the identifier is free for a new payment.
+        self.end_identified_of(payment, None).await;
         let body = match &payment.0.route.settlement_failed_response_body {
             Some(f) => f(ctx, &failure),
             None => HttpBody { content_type: "application/json".into(), body: Bytes::from_static(b"{}") },
@@ -781,29 +754,6 @@ impl X402HttpServer {
             out = out.with_header(header_name, &v);
         }
         Err(out.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
-    }
-}
-
-impl X402HttpServer {
-    /// A settlement of unknown outcome: recorded as pending (its replay key held as long as the
-    /// record), answered `503` with `Retry-After` — never a fresh 402, which would invite a
-    /// second payment while the first may still move money.
-    async fn settlement_unknown(&self, payment: &X402Payment, transaction: Option<String>) -> PaymentHttpResponse {
-        let Some(key) = &payment.0.replay_key else {
-            return self.inner.pending.unknown_response(transaction.as_deref());
-        };
-        let pending = &self.inner.pending;
-        let response = pending
-            .record_unknown(&self.inner.server, key, &payment.0.payload, &payment.0.requirements, transaction)
-            .await;
-        // The replay key must outlive the record: a retry is recognised by it.
-        let expiry = pending.expiry(0);
-        if let Err(e) = self.inner.replay.remove(key).await {
-            tracing::warn!(error = %e, "x402: cannot extend a pending payment's replay key");
-        } else if let Err(e) = self.inner.replay.insert_if_absent(key, expiry).await {
-            tracing::warn!(error = %e, "x402: cannot extend a pending payment's replay key");
-        }
-        response
     }
 }
 
@@ -850,12 +800,12 @@ fn schemes_label(accepts: &[PaymentRequirements]) -> String {
 }
 
 /// Counts a payment attempt and records its outcome on the current `x402.request` span.
-fn observe_payment(scheme: &str, outcome: PaymentOutcome) {
+pub(super) fn observe_payment(scheme: &str, outcome: PaymentOutcome) {
     crate::metrics::record_payment(crate::metrics::PROTOCOL_X402, scheme, outcome);
     tracing::Span::current().record("outcome", outcome.as_str());
 }
 
-fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) {
+pub(super) fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) {
     if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
         headers.insert(n, v);
     }

@@ -22,7 +22,9 @@ pub mod facilitator_evm;
 mod headers;
 mod hooks;
 mod http;
+mod idempotency;
 mod payment;
+pub mod payment_identifier;
 pub mod paywall;
 mod pending;
 mod replay_key;
@@ -56,6 +58,7 @@ pub use http::{
     INVALID_PAYLOAD_REASON, NO_MATCHING_REQUIREMENTS_ERROR, PAYMENT_CONFIGURATION_ERROR, PAYMENT_REQUIRED_ERROR,
     PAYMENT_UNAVAILABLE_ERROR, REPLAYED_PAYMENT_REASON, X402HttpServer,
 };
+pub use idempotency::{PAYMENT_ID_CONFLICT_ERROR, PAYMENT_ID_INVALID_ERROR, PAYMENT_ID_REQUIRED_ERROR};
 pub use payment::X402Payment;
 pub use pending::{
     DEFAULT_RECORD_RETENTION, DEFAULT_RETRY_AFTER, SETTLEMENT_PENDING_ERROR, SettlementRecord, SweepReport,

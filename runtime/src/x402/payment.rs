@@ -2,7 +2,7 @@
 
 use super::pending::Claim;
 use super::route::RouteConfig;
-use super::types::{PaymentPayload, PaymentRequirements};
+use super::types::{PaymentPayload, PaymentRequirements, SettleResponse};
 use std::fmt;
 use std::sync::Arc;
 
@@ -19,6 +19,17 @@ pub(super) struct PaymentParts {
     pub(super) route: Arc<RouteConfig>,
     /// A retry delivering a payment settled earlier (nothing is settled again).
     pub(super) claim: Option<Claim>,
+    /// The payment identifier this request holds (`payment-identifier` extension).
+    pub(super) identified: Option<Identified>,
+    /// A resend of a settled payment identifier: its recorded settlement (nothing is settled).
+    pub(super) recorded: Option<SettleResponse>,
+}
+
+/// A payment identifier held by a request: its record's key and what it is bound to.
+#[derive(Clone, Debug)]
+pub(super) struct Identified {
+    pub(super) key: String,
+    pub(super) binding: String,
 }
 
 impl fmt::Debug for X402Payment {
@@ -31,6 +42,8 @@ impl fmt::Debug for X402Payment {
             .field("replay_key", &self.0.replay_key)
             .field("route", &self.0.route)
             .field("claim", &self.0.claim)
+            .field("identified", &self.0.identified)
+            .field("recorded", &self.0.recorded)
             .finish()
     }
 }
@@ -55,4 +68,24 @@ impl X402Payment {
     pub fn x402_version(&self) -> u32 {
         self.0.version
     }
+}
+
+/// What the payment identifier of a request decides before verification.
+pub(super) enum Identify {
+    /// The route does not use the extension, or the payload has no id (optional): go on.
+    No,
+    /// A new id, now held by this request: go on; it ends with the payment.
+    Fresh(Identified),
+    /// An id whose settlement outcome was unknown: go on (the payment's record decides).
+    Resume(Identified),
+    /// Settled before: answer with the recorded settlement, no verification, no settlement.
+    Replay(SettleResponse),
+}
+
+/// Where a payment identifier's record goes when its payment completes.
+pub(super) enum IdEnd<'a> {
+    /// The settlement's outcome is unknown.
+    Pending,
+    /// Settled with this response.
+    Settled(&'a SettleResponse),
 }

@@ -181,6 +181,11 @@ impl PendingSettlements {
         }
     }
 
+    /// The record store.
+    pub(crate) fn store(&self) -> &Arc<dyn RecordStore> {
+        &self.store
+    }
+
     pub(crate) fn with_store(mut self, store: Arc<dyn RecordStore>) -> Self {
         self.store = store;
         self

@@ -191,6 +191,9 @@ pub struct RouteConfig {
     pub extensions: Option<JsonObject>,
     /// Bound on dynamic price/payee callbacks (default: none).
     pub hook_timeout: Option<Duration>,
+    /// The `payment-identifier` extension: `Some(required)` when declared
+    /// ([`RouteConfig::payment_identifier`]).
+    pub(super) payment_identifier: Option<bool>,
     pub(super) static_accepts: Arc<OnceLock<Vec<PaymentRequirements>>>,
     pub(super) unpaid_challenge: super::unpaid_cache::UnpaidSlot,
 }
@@ -259,6 +262,25 @@ impl RouteConfig {
     /// Sets the challenge's `extensions`.
     pub fn extensions(mut self, e: JsonObject) -> Self {
         self.extensions = Some(e);
+        if let Some(required) = self.payment_identifier {
+            self = self.payment_identifier(required);
+        }
+        self
+    }
+
+    /// Declares the x402 `payment-identifier` extension (see [`super::payment_identifier`]):
+    /// its 402 advertises it (`required` or optional), and a payment carrying an id is
+    /// idempotent — a resend of a settled id gets the handler's response again with the recorded
+    /// `PAYMENT-RESPONSE` (no second verification or settlement: the handler runs again, so keep
+    /// such routes' handlers idempotent), another payment or request under the same id gets
+    /// `409`, and the original still in flight gets `503` with `Retry-After`. With `required`, a
+    /// payment without an id gets `400`.
+    pub fn payment_identifier(mut self, required: bool) -> Self {
+        self.payment_identifier = Some(required);
+        self.extensions.get_or_insert_with(JsonObject::new).insert(
+            super::payment_identifier::PAYMENT_IDENTIFIER.to_owned(),
+            super::payment_identifier::payment_identifier_extension(required),
+        );
         self
     }
 

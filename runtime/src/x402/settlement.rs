@@ -13,6 +13,10 @@ use tracing::Instrument;
 pub(super) const SETTLEMENT_TIMEOUT: &str = "settlement_timeout";
 /// `errorReason` of a failed settlement that gave no reason.
 const SETTLEMENT_FAILED: &str = "settlement_failed";
+/// `errorReason` with which the official x402 facilitators (2.25+) report a transaction that
+/// was broadcast but not confirmed in time (`success: false` and the transaction): not a
+/// failure — its outcome is unknown, handled like OKX's `status: "timeout"`.
+pub(super) const SETTLEMENT_PENDING_REASON: &str = "settlement_pending";
 
 /// The resource server's settlement settings.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +64,17 @@ impl Settlement<'_> {
         requirements: &PaymentRequirements,
     ) -> SettleOutcome {
         if !resp.success {
+            if resp.error_reason.as_deref() == Some(SETTLEMENT_PENDING_REASON) && !resp.transaction.is_empty() {
+                // Broadcast, not confirmed: poll it like a timeout.
+                let timeout = SettleResponse {
+                    success: true,
+                    error_reason: None,
+                    error_message: None,
+                    status: Some(settle_status::TIMEOUT.to_owned()),
+                    ..resp
+                };
+                return Box::pin(self.classify(facilitator, timeout, requirements)).await;
+            }
             return SettleOutcome::Fail(SettleFailure::Failed(resp.clone()), Ok(resp));
         }
         let network =
@@ -265,9 +280,10 @@ pub(super) async fn reconcile(
             Reconciled::Settled(settled(resp))
         }
         Ok(Ok(resp))
-            if resp.success
-                && !resp.transaction.is_empty()
-                && matches!(resp.status.as_deref(), Some(settle_status::TIMEOUT | settle_status::PENDING)) =>
+            if !resp.transaction.is_empty()
+                && ((resp.success
+                    && matches!(resp.status.as_deref(), Some(settle_status::TIMEOUT | settle_status::PENDING)))
+                    || (!resp.success && resp.error_reason.as_deref() == Some(SETTLEMENT_PENDING_REASON))) =>
         {
             Reconciled::Unknown { transaction: Some(resp.transaction) }
         }

@@ -779,3 +779,37 @@ async fn futures_are_send_and_server_is_shareable() {
     assert!(settle.await.unwrap().success);
     assert!(format!("{server:?}").contains("X402ResourceServer"));
 }
+
+/// The official facilitators' `success: false, errorReason: "settlement_pending"` (broadcast, not
+/// confirmed) is polled like a timeout — delivered once confirmed, never a plain failure.
+#[tokio::test]
+async fn settlement_pending_reason_is_polled_like_a_timeout() {
+    let log = Log::default();
+    let fake = x_layer_fake(&log);
+    let pending = SettleResponse {
+        success: false,
+        error_reason: Some("settlement_pending".into()),
+        status: None,
+        ..settle_ok(None)
+    };
+    fake.set_settle(Ok(pending.clone()));
+    fake.script_statuses(vec![Ok(status("pending")), Ok(status("success"))]);
+    let server = ready(&fake, &log).await;
+    let req = seller_req();
+    let resp = server.settle(&payload_for(req.clone()), &req).await.unwrap();
+    assert_eq!(resp, settle_ok(Some("success")));
+    // Still unconfirmed at the deadline: an unknown outcome (`settlement_timeout`), not a failure.
+    fake.script_statuses(vec![]);
+    let resp = server.settle(&payload_for(req.clone()), &req).await.unwrap();
+    assert_eq!(resp.error_reason.as_deref(), Some("settlement_timeout"));
+    assert_eq!(resp.transaction, "0xtx");
+    // Reconciliation reads it too.
+    fake.set_settle(Ok(pending));
+    let payload = payload_for(req.clone());
+    assert_eq!(
+        server.reconcile(&payload, &req, None, true).await,
+        Reconciled::Unknown { transaction: Some("0xtx".into()) }
+    );
+    fake.script_statuses(vec![Ok(status("success"))]);
+    assert!(matches!(server.reconcile(&payload, &req, Some("0xtx"), false).await, Reconciled::Settled(_)));
+}
