@@ -330,19 +330,23 @@ async fn mpp_charge_settle_faults() {
             assert_eq!(seen.len(), 1, "{what}: {seen:?}");
             assert_eq!(seen[0].0, credential, "{what}");
             assert_eq!(failed.load(Ordering::SeqCst), 1, "{what}");
-            // The challenge stays consumed: the same credential cannot be replayed once the SA
-            // is healthy again (it could have been charged).
+            assert_eq!(resp.headers["retry-after"], "2", "{what}");
+            assert!(resp.headers.get("www-authenticate").is_none(), "{what}: no new challenge");
+            // The stand-in's SA did charge before misbehaving. Once it is healthy again, the same
+            // credential is re-submitted; the SA refuses the used authorization, which proves
+            // nothing: still 503, never a new challenge inviting a second authorization.
             stand.clear_faults();
-            let again = mpp.process(&ctx(Some(&header)), &spec).await.expect_err("replay refused");
-            let (replay_status, replay_title) = problem(&again);
-            assert_eq!((replay_status, replay_title.as_str()), (402, "Invalid Challenge"), "{what}");
+            let again = mpp.process(&ctx(Some(&header)), &spec).await.expect_err("still unknown");
+            assert_eq!(again.status.as_u16(), 503, "{what}");
+            assert!(again.headers.get("www-authenticate").is_none(), "{what}");
+            assert_eq!(sa.charge_count(), 1, "{what}: charged once");
             (status, title)
         };
-        assert_eq!((status, title.as_str()), (500, "InternalSAError"), "{what}");
+        assert_eq!((status, title.as_str()), (503, "InternalSAError"), "{what}");
         row(
             "MPP charge settle",
             fault,
-            "500 problem `InternalSAError`, no receipt, not served; on_settlement_unknown(credential); challenge stays consumed",
+            "503 + Retry-After, problem `InternalSAError`, no receipt, not served; on_settlement_unknown(credential); a retry with the same credential is re-submitted (still 503 unless it settles), never a new challenge",
         );
         assert_no_leaks(&what, baseline, &stand).await;
     }
@@ -408,7 +412,7 @@ async fn session_matrix(path: SessionPath) {
             let resp = mpp.process(&ctx(Some(&open_header)), &spec).await.expect_err("management answer");
             if path == SessionPath::Open {
                 let (status, title) = problem(&resp);
-                assert_eq!((status, title.as_str()), (500, "InternalSAError"), "{what}");
+                assert_eq!((status, title.as_str()), (503, "InternalSAError"), "{what}");
                 assert!(
                     store.get(&channel).await.expect("store").is_none(),
                     "{what}: no channel before the SA answers"
@@ -423,7 +427,7 @@ async fn session_matrix(path: SessionPath) {
                 row(
                     "session open",
                     fault,
-                    "500 problem `InternalSAError`; channel not stored, vouchers on it refused (410); on_settlement_unknown(open credential)",
+                    "503 + Retry-After, problem `InternalSAError`; channel not stored, vouchers on it refused (410); on_settlement_unknown(open credential)",
                 );
                 drop((mpp, intent));
                 assert_no_leaks(&what, baseline, &stand).await;
@@ -444,14 +448,14 @@ async fn session_matrix(path: SessionPath) {
                     let header = client.top_up_header(&c, &channel, U256::from(1_000_000u64)).expect("topUp");
                     let resp = mpp.process(&ctx(Some(&header)), &spec).await.expect_err("management answer");
                     let (status, title) = problem(&resp);
-                    assert_eq!((status, title.as_str()), (500, "InternalSAError"), "{what}");
+                    assert_eq!((status, title.as_str()), (503, "InternalSAError"), "{what}");
                     let seen = unknown.lock().expect("unknown").clone();
                     assert_eq!(seen.len(), 1, "{what}");
                     assert_eq!(seen[0].0.payload["action"], "topUp", "{what}");
                     row(
                         "session topUp",
                         fault,
-                        "500 problem `InternalSAError`; stored deposit unchanged; on_settlement_unknown(topUp credential)",
+                        "503 + Retry-After, problem `InternalSAError`; stored deposit unchanged; on_settlement_unknown(topUp credential)",
                     );
                 }
                 SessionPath::Settle => {
@@ -470,14 +474,14 @@ async fn session_matrix(path: SessionPath) {
                     let header = client.close_header(&c, &channel, U256::from(COST)).expect("close");
                     let resp = mpp.process(&ctx(Some(&header)), &spec).await.expect_err("management answer");
                     let (status, title) = problem(&resp);
-                    assert_eq!((status, title.as_str()), (500, "InternalSAError"), "{what}");
+                    assert_eq!((status, title.as_str()), (503, "InternalSAError"), "{what}");
                     let seen = unknown.lock().expect("unknown").clone();
                     assert_eq!(seen.len(), 1, "{what}");
                     assert_eq!(seen[0].0.payload["action"], "close", "{what}");
                     row(
                         "session close",
                         fault,
-                        "500 problem `InternalSAError`; channel kept in the store, closing: further vouchers 410 (merchant can retry `close_channel`); on_settlement_unknown(close credential)",
+                        "503 + Retry-After, problem `InternalSAError`; channel kept in the store, closing: further vouchers 410 (merchant can retry `close_channel`); on_settlement_unknown(close credential)",
                     );
                 }
             }
@@ -620,7 +624,7 @@ async fn x402_contradictory_settle_answer_fails_closed() {
 }
 
 /// An SA whose session-open receipt names another channel: the open is refused as an unknown
-/// outcome (500, reported for reconciliation), nothing is stored, and no voucher is served.
+/// outcome (503 + Retry-After, reported for reconciliation), nothing is stored, and no voucher is served.
 #[tokio::test]
 async fn session_open_receipt_for_another_channel_fails_closed() {
     let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
@@ -640,7 +644,7 @@ async fn session_open_receipt_for_another_channel_fails_closed() {
     let c = challenge_of(&mpp, &spec).await;
     let (channel, open) = client.open_header(&c, U256::from(5_000_000u64)).expect("open");
     let resp = mpp.process(&ctx(Some(&open)), &spec).await.expect_err("refused");
-    assert_eq!(problem(&resp), (500, "InternalSAError".to_owned()));
+    assert_eq!(problem(&resp), (503, "InternalSAError".to_owned()));
     // The reason ("the SA reported another channel id") is logged; buyers get the generic detail (L4).
     let body: Value = serde_json::from_slice(&resp.body).expect("problem");
     assert_eq!(body["detail"], "InternalSAError");

@@ -98,8 +98,9 @@ fn problem(body: &str) -> Value {
 }
 
 /// The SA answered a charge with `mode`, a lie that contradicts a settlement: the handler does not
-/// run, the buyer gets a generic 500 problem, the outcome is reported as unknown and the challenge
-/// stays consumed.
+/// run, the buyer gets a generic problem with 503 + Retry-After (never a new challenge), the
+/// outcome is reported as unknown and the challenge stays consumed; a retry with the same
+/// credential is re-submitted once and, the SA still lying, stays 503.
 async fn assert_sa_lie_is_refused(mode: ChargeSaMode) {
     // Control: the same seller and buyer with an honest SA are served.
     let honest = seller(ChargeSaMode::Honest).await;
@@ -109,7 +110,7 @@ async fn assert_sa_lie_is_refused(mode: ChargeSaMode) {
     let s = seller(mode.clone()).await;
     let credential = s.honest_credential().await;
     let answer = s.get(Some(&credential)).await;
-    assert_eq!(answer.status, 500, "{mode:?}: {}", answer.body);
+    assert_eq!(answer.status, 503, "{mode:?}: {}", answer.body);
     assert!(!answer.receipt);
     assert_eq!(s.handler_calls.load(Ordering::SeqCst), 0, "{mode:?}: the handler ran");
     assert_eq!(s.sa.calls(), 1);
@@ -117,10 +118,11 @@ async fn assert_sa_lie_is_refused(mode: ChargeSaMode) {
     assert_eq!(p["type"], "https://paymentauth.org/problems/internal-error");
     assert_eq!(p["detail"], "InternalSAError", "a generic detail");
     assert_eq!(s.unknown_reports.load(Ordering::SeqCst), 1, "reported for reconciliation");
-    // The challenge stays consumed: a retry is not sent to the SA again.
+    // The challenge stays consumed; a retry re-submits the same credential (single-use on
+    // chain), the SA lies again: still unknown, still 503, still not served.
     let retry = s.get(Some(&credential)).await;
-    assert_eq!(retry.status, 402, "{}", retry.body);
-    assert_eq!(s.sa.calls(), 1);
+    assert_eq!(retry.status, 503, "{}", retry.body);
+    assert_eq!(s.sa.calls(), 2);
     assert_eq!(s.handler_calls.load(Ordering::SeqCst), 0);
 }
 

@@ -23,6 +23,7 @@ mod encoding;
 mod error;
 mod expiry;
 mod header;
+mod idempotency;
 mod method;
 mod problem;
 mod receipt;
@@ -51,6 +52,10 @@ pub use expiry::{DEFAULT_CHALLENGE_TTL, default_expires, parse_rfc3339, python_i
 pub use header::{
     MAX_CHALLENGES_PER_HEADER, MAX_REQUEST_B64_BYTES, PAYMENT_SCHEME, ParsedChallenge, carries_credential,
     parse_www_authenticate,
+};
+pub use idempotency::{
+    IDEMPOTENCY_CONFLICT_ERROR, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_INVALID_ERROR, MAX_IDEMPOTENCY_KEY_LEN,
+    MPP_RETRY_AFTER_SECONDS, PAYMENT_PENDING_ERROR,
 };
 pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant, SessionHandler};
 pub use problem::{MAX_DETAIL_CHARS, MppErrorKind, PROBLEM_BASE, ProblemDetails, payment_required_detail};

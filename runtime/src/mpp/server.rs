@@ -12,6 +12,7 @@ use super::challenge::Challenge;
 use super::credential::{Credential, verify_echo_canonical_at};
 use super::encoding::canonical_json_object;
 use super::error::MppError;
+use super::idempotency::{ChargeRetry, KeyHold, Keyed, MPP_RETRY_AFTER_SECONDS, Records};
 use super::method::{EvmMethod, PayError, PendingCharge, SessionGrant};
 use super::problem::{MppErrorKind, payment_required_detail};
 use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
@@ -20,7 +21,7 @@ use super::wire::EVM_METHOD;
 use crate::completion::CancelPolicy;
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::okx::sa::EvmPaymentError;
-use crate::replay::{InMemoryReplayStore, ReplayStore};
+use crate::replay::{InMemoryRecordStore, InMemoryReplayStore, RecordStore, ReplayStore};
 use crate::web::{PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use alloy_primitives::U256;
@@ -98,6 +99,8 @@ pub(super) struct Inner {
     events: Events,
     routes: Vec<(RoutePattern, Arc<PaySpec>)>,
     cancel_policy: CancelPolicy,
+    /// Idempotency keys and charges of unknown outcome ([`super::idempotency`]).
+    records: Records,
     /// Shared by the clones a builder makes: the terms depend only on the method, which no
     /// builder changes.
     pub(super) terms: Arc<RouteTermsCache>,
@@ -129,6 +132,8 @@ pub struct MppPayment {
     pending: Option<Box<dyn PendingCharge>>,
     unknown: UnknownHooks,
     cancel: CancelPolicy,
+    /// The `Idempotency-Key` this request holds until its voucher is committed or released.
+    hold: Option<KeyHold>,
 }
 
 impl MppPayment {
@@ -145,6 +150,9 @@ impl MppPayment {
     /// the handler's response is replaced by the returned error (fail closed).
     pub async fn finish(self, status: StatusCode) -> Result<HeaderMap, PaymentHttpResponse> {
         if !crate::web::settles(status) {
+            if let Some(hold) = &self.hold {
+                hold.forget().await;
+            }
             if let Some(p) = self.pending {
                 p.release().await;
                 crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "session", SettlementOutcome::Released);
@@ -167,12 +175,28 @@ impl MppPayment {
         if let Some(Err(e)) = committed {
             tracing::error!(error = %e, "mpp: cannot commit a reserved charge");
             self.unknown.fire(&self.credential, &e);
+            if let Some(hold) = &self.hold {
+                hold.pending().await;
+            }
+            let unknown = matches!(e, PayError::Unknown(_));
             let err = match e {
                 PayError::Method(e) | PayError::Unknown(e) => e,
                 PayError::Protocol(e) => EvmPaymentError::InternalSA(e.to_string()),
             };
+            if unknown {
+                // Not known to be committed, nor released: never a new challenge (F-issue 17).
+                return Err(PaymentHttpResponse::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    err.problem().to_compact_json(),
+                )
+                .with_header("retry-after", &MPP_RETRY_AFTER_SECONDS.to_string()));
+            }
             let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Err(PaymentHttpResponse::new(status, "application/json", err.problem().to_compact_json()));
+        }
+        if let Some(hold) = &self.hold {
+            hold.settled(&self.receipt).await;
         }
         Ok(Mpp::receipt_headers(&self.receipt))
     }
@@ -210,18 +234,20 @@ impl Mpp {
         secret_key: impl Into<String>,
     ) -> Result<Self, MppConfigError> {
         let secret = secret_key.into();
+        let realm: String = realm.into();
         if secret.is_empty() {
             return Err(MppConfigError::Invalid("the secret key must not be empty".into()));
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 method,
-                realm: realm.into(),
+                realm: realm.clone(),
                 secret: Secret(secret),
                 store: Arc::new(InMemoryReplayStore::new()),
                 events: Events::default(),
                 routes: Vec::new(),
                 cancel_policy: CancelPolicy::default(),
+                records: Records::new(Arc::new(InMemoryRecordStore::new()), &realm),
                 terms: Arc::default(),
             }),
         })
@@ -243,6 +269,14 @@ impl Mpp {
     /// The store that makes challenge ids single-use (share one across instances).
     pub fn with_store(self, store: Arc<dyn ReplayStore>) -> Self {
         self.edit(|i| i.store = store)
+    }
+
+    /// Replaces the store of MPP records — `Idempotency-Key`s and charges whose Settlement Agent
+    /// outcome was unknown (see the module `idempotency` docs on [`Mpp`]) — by default in memory
+    /// (one instance): with several instances share a
+    /// [`RedisRecordStore`](crate::replay::RedisRecordStore).
+    pub fn settlement_records(self, store: Arc<dyn RecordStore>) -> Self {
+        self.edit(|i| i.records = Records::new(store, &i.realm))
     }
 
     /// Called for every challenge issued.
@@ -490,6 +524,7 @@ impl Mpp {
                         pending,
                         unknown,
                         cancel: self.inner.cancel_policy,
+                        hold: None,
                     }))
                 }
                 Ok(SessionGrant::Management(body)) => {
@@ -507,6 +542,29 @@ impl Mpp {
         match self.inner.store.insert_if_absent(&key, expiry).await {
             Ok(true) => {}
             Ok(false) => {
+                // A retry of a charge whose outcome was unknown is re-submitted; anything else is
+                // a replay.
+                match self.inner.records.charge_retry(&echo.id, authorization).await {
+                    Ok(ChargeRetry::Resubmit(record)) if kind == Some(Intent::Charge) => {
+                        return match self.resubmit_charge(&credential, request, &record, authorization).await {
+                            Ok(paid) => {
+                                observe(PaymentOutcome::Verified);
+                                Ok(paid)
+                            }
+                            Err(e) => {
+                                observe(refused(&e));
+                                Err(reject(self, request, Some(e)))
+                            }
+                        };
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let e =
+                            PayError::Unknown(EvmPaymentError::InternalSA(format!("record store unavailable: {e}")));
+                        observe(PaymentOutcome::Error);
+                        return Err(reject(self, request, Some(e)));
+                    }
+                }
                 let e = MppError::new(MppErrorKind::InvalidChallenge, "challenge already used")
                     .with_challenge_id(echo.id.clone());
                 observe(PaymentOutcome::Replayed);
@@ -564,12 +622,58 @@ impl Mpp {
                     pending: None,
                     unknown: UnknownHooks::default(),
                     cancel: self.inner.cancel_policy,
+                    hold: None,
                 }))
             }
             Err(e) => {
+                if matches!(e, PayError::Unknown(_)) {
+                    self.inner.records.charge_unknown(&echo.id, authorization).await;
+                }
                 observe(refused(&e));
                 Err(reject(self, request, Some(e)))
             }
+        }
+    }
+
+    /// Re-submits a charge credential whose first outcome was unknown (its signed transfer is
+    /// single-use on chain, so this cannot move money twice). Only a success counts, and only
+    /// one request delivers it; anything else leaves it unknown (503).
+    async fn resubmit_charge(
+        &self,
+        credential: &Credential,
+        request: &Arc<Map<String, Value>>,
+        record: &str,
+        authorization: &str,
+    ) -> Result<Granted, PayError> {
+        let still_unknown = |why: &str| PayError::Unknown(EvmPaymentError::InternalSA(why.to_owned()));
+        let Some(charge) = self.inner.method.charge.clone() else { return Err(Intent::Charge.not_configured()) };
+        let task = {
+            let (credential, request) = (credential.clone(), Arc::clone(request));
+            async move { charge.verify(&credential, &request).await }.instrument(tracing::Span::current())
+        };
+        match crate::completion::run_detached(task).await {
+            Some(Ok(receipt)) => {
+                if !self.inner.records.charge_resolved(record, authorization).await {
+                    return Err(still_unknown("the charge is being delivered to another request"));
+                }
+                tracing::info!(reference = %receipt.reference, "mpp: a charge of unknown outcome settled on retry");
+                for hook in &self.inner.events.payment_success {
+                    hook(credential, &receipt);
+                }
+                Ok(Granted::Paid(MppPayment {
+                    credential: credential.clone(),
+                    receipt,
+                    pending: None,
+                    unknown: UnknownHooks::default(),
+                    cancel: self.inner.cancel_policy,
+                    hold: None,
+                }))
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "mpp: re-submitted charge not confirmed; its outcome stays unknown");
+                Err(still_unknown("the charge's outcome is still unknown"))
+            }
+            None => Err(still_unknown("charge settlement did not finish")),
         }
     }
 
@@ -623,7 +727,26 @@ impl Mpp {
             latency_ms = tracing::field::Empty,
         );
         let start = std::time::Instant::now();
-        let decided = self
+        let hold = match authorization.filter(|a| super::header::carries_credential(a)) {
+            Some(a) => match self.inner.records.keyed(ctx, a).await? {
+                Keyed::No => None,
+                Keyed::Hold(hold) => Some(hold),
+                Keyed::Replay(replayed) => {
+                    let (credential, receipt) = *replayed;
+                    tracing::info!(parent: &span, "mpp: Idempotency-Key replayed from its record");
+                    return Ok(MppPayment {
+                        credential,
+                        receipt,
+                        pending: None,
+                        unknown: UnknownHooks::default(),
+                        cancel: self.inner.cancel_policy,
+                        hold: None,
+                    });
+                }
+            },
+            None => None,
+        };
+        let mut decided = self
             .decide(
                 authorization,
                 terms.intent.as_str(),
@@ -636,6 +759,21 @@ impl Mpp {
             .instrument(span.clone())
             .await;
         span.record("latency_ms", crate::metrics::millis_since(start));
+        if let Some(hold) = hold {
+            match &decided {
+                // A charge is settled before the handler: recorded now. A session voucher is
+                // recorded when it is committed (`MppPayment::finish`).
+                Ok(Granted::Paid(paid)) if paid.pending.is_none() => hold.settled(&paid.receipt).await,
+                Ok(Granted::Paid(_)) => {}
+                Err(Rejection { error: Some(PayError::Unknown(_)), .. }) => hold.pending().await,
+                Ok(Granted::Management { .. }) | Err(_) => hold.forget().await,
+            }
+            if let Ok(Granted::Paid(paid)) = &mut decided
+                && paid.pending.is_some()
+            {
+                paid.hold = Some(hold);
+            }
+        }
         match decided {
             Ok(Granted::Paid(mut paid)) => {
                 if paid.receipt.external_id.is_none() {
@@ -670,12 +808,16 @@ impl Mpp {
                 }
                 (p.status, "application/problem+json", p.to_python_json())
             }
-            Some(PayError::Method(e) | PayError::Unknown(e)) => {
-                (e.status(), "application/json", e.problem().to_compact_json())
-            }
+            Some(PayError::Method(e)) => (e.status(), "application/json", e.problem().to_compact_json()),
+            // Unknown: never a new challenge (it would invite a second authorization) — 503 with
+            // Retry-After; the body is the SA problem.
+            Some(PayError::Unknown(e)) => (503, "application/json", e.problem().to_compact_json()),
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::PAYMENT_REQUIRED);
         let mut resp = PaymentHttpResponse::new(status, content_type, body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp = resp.with_header("retry-after", &MPP_RETRY_AFTER_SECONDS.to_string());
+        }
         if status == StatusCode::PAYMENT_REQUIRED {
             resp = resp.with_header("WWW-Authenticate", &www);
         }
