@@ -245,6 +245,16 @@ pub trait GuardGate: PaymentGate<Payment: GuardedPayment> {
     type State: Send + Sync + 'static;
     /// The gate over that state.
     fn from_state(state: Self::State) -> Self;
+    /// Whether a request carries a payment this gate reads (decided from the head alone). A
+    /// guarded handler answers a request that carries none with the route's 402 before it
+    /// looks at its other extractors, so an unpaid request is challenged even when its body
+    /// would be rejected.
+    fn carries_payment(head: &impl RequestHead) -> bool;
+}
+
+/// Whether a request carries an MPP credential (`Authorization: Payment …`).
+pub(crate) fn carries_mpp_credential(head: &impl RequestHead) -> bool {
+    head.header_text("authorization").is_some_and(crate::mpp::carries_credential)
 }
 
 impl GuardGate for X402HttpServer {
@@ -252,12 +262,18 @@ impl GuardGate for X402HttpServer {
     fn from_state(state: Self) -> Self {
         state
     }
+    fn carries_payment(head: &impl RequestHead) -> bool {
+        crate::x402::carries_payment(head)
+    }
 }
 
 impl GuardGate for Mpp {
     type State = Self;
     fn from_state(state: Self) -> Self {
         state
+    }
+    fn carries_payment(head: &impl RequestHead) -> bool {
+        carries_mpp_credential(head)
     }
 }
 
@@ -365,5 +381,26 @@ mod tests {
         );
         assert_eq!(Credential::NOT_PROTECTED.type_name(), "Credential");
         assert_eq!(RouterPaid::NOT_PROTECTED.type_name(), "Paid");
+    }
+
+    #[test]
+    fn each_guard_gate_sees_its_own_payment() {
+        use crate::router::PaymentRouter;
+        let request = |headers: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in headers {
+                map.append(*name, http::HeaderValue::from_static(value));
+            }
+            RequestContext::new(http::Method::POST, "http://api.example/order".into(), map)
+        };
+        let seen = |ctx: &RequestContext| {
+            (X402HttpServer::carries_payment(ctx), Mpp::carries_payment(ctx), PaymentRouter::carries_payment(ctx))
+        };
+        assert_eq!(seen(&request(&[])), (false, false, false));
+        assert_eq!(seen(&request(&[("payment-signature", " ")])), (false, false, false), "blank");
+        assert_eq!(seen(&request(&[("authorization", "Bearer t")])), (false, false, false));
+        assert_eq!(seen(&request(&[("payment-signature", "abc")])), (true, false, true));
+        assert_eq!(seen(&request(&[("x-payment", "abc")])), (true, false, true));
+        assert_eq!(seen(&request(&[("authorization", "Bearer t, payment abc")])), (false, true, true));
     }
 }

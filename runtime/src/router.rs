@@ -17,10 +17,10 @@ use crate::completion::CancelPolicy;
 use crate::gate::Guarded;
 use crate::gate::{
     ExtensionSink, GateExtension, GuardGate, GuardedPayment, NotProtected, PaymentGate, StaticGateRoute,
+    carries_mpp_credential,
 };
-use crate::mpp::carries_credential;
 use crate::mpp::{Credential, Mpp, MppPayment, PaySpec, Receipt, StaticPaySpec};
-use crate::web::{PaymentHttpResponse, RequestContext};
+use crate::web::{PaymentHttpResponse, RequestContext, RequestHead};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use crate::x402::carries_payment as carries_x402_payment;
 use crate::x402::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
@@ -127,7 +127,7 @@ impl RouterProtocol for Mpp {
     const PRIORITY: i32 = 10;
     const CREDENTIAL_HEADERS: &'static [&'static str] = &["authorization"];
     fn detect(ctx: &RequestContext) -> bool {
-        ctx.header("authorization").is_some_and(carries_credential)
+        carries_mpp_credential(ctx)
     }
     fn paid(paid: &MppPayment) -> Paid {
         Paid::Mpp { credential: paid.credential.clone(), receipt: paid.receipt.clone() }
@@ -488,6 +488,10 @@ impl GuardGate for PaymentRouter {
     type State = (X402HttpServer, Mpp);
     fn from_state((server, mpp): (X402HttpServer, Mpp)) -> Self {
         PaymentRouter::new().adapter(X402Adapter::new(server)).adapter(MppAdapter::new(mpp))
+    }
+    /// Either protocol's payment (the two adapters' detections).
+    fn carries_payment(head: &impl RequestHead) -> bool {
+        carries_x402_payment(head) || carries_mpp_credential(head)
     }
 }
 
