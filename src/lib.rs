@@ -11,16 +11,18 @@ pub use pay402_runtime::autopay;
 
 /// axum integration: the route-table layers, the payment extractors and the attribute macros.
 ///
-/// [`Guard`](crate::axum::Guard) and [`Verified`](crate::axum::Verified) are what the attribute
-/// macros expand to (compile errors about a handler name them); they are made only by the
-/// expansions, with the route statics the macros build. A route table of your own plugs in
-/// through [`GateLayer`](crate::axum::GateLayer) and [`gate::PaymentGate`].
+/// [`Guard`](crate::axum::Guard), [`Screened`](crate::axum::Screened),
+/// [`Verified`](crate::axum::Verified), [`Deferred`](crate::axum::Deferred) and
+/// [`extracted`](crate::axum::extracted) are what the attribute macros expand to (compile errors
+/// about a handler name them); they are made only by the expansions, with the route statics the
+/// macros build. A route table of your own plugs in through
+/// [`GateLayer`](crate::axum::GateLayer) and [`gate::PaymentGate`].
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum {
     pub use pay402_runtime::axum::{
-        GateLayer, GateService, Guard, MppLayer, MppService, PaymentRouterLayer, PaymentRouterService, Verified,
-        X402Layer, X402Service, into_response,
+        Deferred, GateLayer, GateService, Guard, MppLayer, MppService, PaymentRouterLayer, PaymentRouterService,
+        Screened, Verified, X402Layer, X402Service, extracted, into_response,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
@@ -35,18 +37,20 @@ pub mod axum {
 /// actix-web integration: the route-table middlewares, the payment extractors and the attribute
 /// macros.
 ///
-/// [`Guard`](crate::actix::Guard) and [`Verified`](crate::actix::Verified) are what the attribute
-/// macros expand to (compile errors about a handler name them); they are made only by the
-/// expansions, with the route statics the macros build. A route table of your own plugs in
+/// [`Guard`](crate::actix::Guard), [`Screened`](crate::actix::Screened),
+/// [`Verified`](crate::actix::Verified), [`Deferred`](crate::actix::Deferred),
+/// [`Extractor`](crate::actix::Extractor) and [`extracted`](crate::actix::extracted) are what the
+/// attribute macros expand to (compile errors about a handler name them); they are made only by
+/// the expansions, with the route statics the macros build. A route table of your own plugs in
 /// through [`GateMiddleware`](crate::actix::GateMiddleware) and [`gate::PaymentGate`].
 #[cfg(feature = "actix")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
 pub mod actix {
     pub use pay402_runtime::actix::{
-        GateMiddleware, GateMiddlewareService, Guard, MISSING_MPP_MESSAGE, MISSING_ROUTER_MESSAGE,
+        Deferred, Extractor, GateMiddleware, GateMiddlewareService, Guard, MISSING_MPP_MESSAGE, MISSING_ROUTER_MESSAGE,
         MISSING_SERVER_MESSAGE, MppMiddleware, MppMiddlewareService, PaymentRouterMiddleware,
-        PaymentRouterMiddlewareService, Verified, X402Middleware, X402MiddlewareService, into_response,
-        request_context,
+        PaymentRouterMiddlewareService, Screened, Verified, X402Middleware, X402MiddlewareService, extracted,
+        into_response, request_context,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};

@@ -1,8 +1,9 @@
 //! actix-web integration (feature `actix`): the route-table middlewares ([`X402Middleware`],
 //! [`MppMiddleware`], [`PaymentRouterMiddleware`], all one [`GateMiddleware`]), the payment
 //! extractors for handlers behind them (`X402Payment`, `Credential`, `Receipt`, the router's
-//! `Paid`), and the one [`Guard`] the attribute macros expand to. Configuration reaches guarded
-//! handlers through `web::Data<X402HttpServer>` / `web::Data<Mpp>`.
+//! `Paid`), and the one [`Guard`] the attribute macros expand to, with the [`Deferred`] wrapper
+//! of the handler's own arguments. Configuration reaches guarded handlers through
+//! `web::Data<X402HttpServer>` / `web::Data<Mpp>`.
 //!
 //! ```no_run
 //! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
@@ -31,6 +32,7 @@ use ::actix_web::http::header::{HeaderName, HeaderValue};
 use ::actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, Responder, ResponseError, web};
 use futures::future::{LocalBoxFuture, Ready, ready};
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::rc::Rc;
@@ -380,6 +382,18 @@ impl<G: GuardGate> Guard<G>
 where
     G::State: FromAppData,
 {
+    /// The handler's first step, before it looks at its other arguments ([`Deferred`]): a
+    /// request carrying no payment ([`GuardGate::carries_payment`]) is verified at once, so it
+    /// gets the route's 402 even when another extractor rejected it; a paying request waits in
+    /// the [`Screened`] guard until every other argument was extracted, so a rejected request is
+    /// never verified and moves no money. `Err` is the response to return at once.
+    pub async fn screen<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Screened<G>, HttpResponse> {
+        if G::carries_payment(&ActixHead(&self.req)) {
+            return Ok(Screened(Screening::Paying(self)));
+        }
+        self.verify(route).await.map(|verified| Screened(Screening::Verified(verified)))
+    }
+
     /// Verifies the request's payment for `route`; `Err` is the response to return at once (the
     /// route's precomputed 402 when the request carries no payment and the gate has one).
     pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, HttpResponse> {
@@ -393,6 +407,78 @@ where
         let paid = Guarded::admit(gate, ctx, &route).await.map_err(into_response)?;
         Ok(Verified { paid, req: self.req })
     }
+}
+
+/// A [`Guard`] past [`Guard::screen`]: the request carries a payment, not verified yet (or, for
+/// a gate that admits a request without one, already verified).
+pub struct Screened<G: GuardGate>(Screening<G>);
+
+/// Where a [`Screened`] guard stands.
+enum Screening<G: GuardGate> {
+    /// Carries a payment: verified by [`Screened::verify`].
+    Paying(Guard<G>),
+    /// Verified by the screen itself.
+    Verified(Verified<G>),
+}
+
+impl<G: GuardGate> fmt::Debug for Screened<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match self.0 {
+            Screening::Paying(_) => "paying",
+            Screening::Verified(_) => "verified",
+        };
+        f.debug_tuple("Screened").field(&stage).finish()
+    }
+}
+
+impl<G: GuardGate> Screened<G>
+where
+    G::State: FromAppData,
+{
+    /// Verifies the payment for `route` (once every other argument was extracted), as
+    /// [`Guard::verify`].
+    pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, HttpResponse> {
+        match self.0 {
+            Screening::Paying(guard) => guard.verify(route).await,
+            Screening::Verified(verified) => Ok(verified),
+        }
+    }
+}
+
+/// One of a guarded handler's own arguments, as the attribute macros take it: extracted like
+/// `T`, but never rejected, so that the handler decides which answer comes first (an unpaid
+/// request's 402 before `T`'s rejection; `T`'s rejection before a payment is verified).
+/// [`extracted`] gives back `T`, or its rejection as a response.
+#[derive(Debug)]
+pub struct Deferred<T>(Result<T, HttpResponse>);
+
+/// What a [`Deferred`] becomes once `T`'s extraction finished.
+type Defer<T> = fn(Result<T, <T as FromRequest>::Error>) -> Result<Deferred<T>, Infallible>;
+
+impl<T: FromRequest> FromRequest for Deferred<T> {
+    type Error = Infallible;
+    type Future = futures::future::Map<T::Future, Defer<T>>;
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let defer: Defer<T> = |result| Ok(Deferred(result.map_err(|e| HttpResponse::from_error(e.into()))));
+        futures::FutureExt::map(T::from_request(req, payload), defer)
+    }
+}
+
+/// What an argument of a `#[x402]` / `#[pay]` handler must be on actix-web: an extractor. The
+/// attribute macros check each argument against it, so that a type that is not one is reported
+/// on that argument.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an actix-web extractor, so it cannot be an argument of a paid handler",
+    label = "not an extractor: `{Self}` does not implement `actix_web::FromRequest`",
+    note = "the arguments of a #[x402] / #[pay] handler are extractors (`web::Json<T>`, `web::Path<T>`, `HttpRequest`, …) or the payment (`X402Payment`, `Credential`, `Receipt`, `Paid`)"
+)]
+pub trait Extractor: FromRequest {}
+
+impl<T: FromRequest> Extractor for T {}
+
+/// A [`Deferred`] argument's value, or the response of its extractor's rejection.
+pub fn extracted<T: Extractor>(arg: Deferred<T>) -> Result<T, HttpResponse> {
+    arg.0
 }
 
 /// A payment verified by [`Guard`], inside the handler: the getters of [`Guarded`] (through

@@ -1,7 +1,7 @@
 //! axum integration (feature `axum`): the route-table layers ([`X402Layer`], [`MppLayer`],
 //! [`PaymentRouterLayer`], all one [`GateLayer`]), the payment extractors for handlers behind
 //! them (`X402Payment`, `Credential`, `Receipt`, the router's `Paid`), and the one [`Guard`] the
-//! attribute macros expand to.
+//! attribute macros expand to, with the [`Deferred`] wrapper of the handler's own arguments.
 //!
 //! ```no_run
 //! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
@@ -24,10 +24,11 @@ use crate::router::{Paid, PaymentRouter};
 use crate::web::{HttpHead, PaymentHttpResponse, PreparedResponse, RequestContext};
 use crate::x402::{X402HttpServer, X402Payment};
 use ::axum::body::Body;
-use ::axum::extract::{FromRef, FromRequestParts};
+use ::axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use ::axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
@@ -243,6 +244,19 @@ where
 }
 
 impl<G: GuardGate> Guard<G> {
+    /// The handler's first step, before it looks at its other arguments ([`Deferred`]): a
+    /// request carrying no payment ([`GuardGate::carries_payment`]) is verified at once, so it
+    /// gets the route's 402 even when another extractor rejected it; a paying request waits in
+    /// the [`Screened`] guard until every other argument was extracted, so a rejected request is
+    /// never verified and moves no money. `Err` is the response to return at once.
+    pub async fn screen<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Screened<G>, Response> {
+        let head = HttpHead { method: &self.method, uri: &self.uri, headers: &self.headers };
+        if G::carries_payment(&head) {
+            return Ok(Screened(Screening::Paying(self)));
+        }
+        self.verify(route).await.map(|verified| Screened(Screening::Verified(verified)))
+    }
+
     /// Verifies the request's payment for `route`; `Err` is the response to return at once (the
     /// route's precomputed 402 when the request carries no payment and the gate has one).
     pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, Response> {
@@ -255,6 +269,78 @@ impl<G: GuardGate> Guard<G> {
         let ctx = RequestContext::from_owned_parts(self.method, &self.uri, self.headers);
         Guarded::admit(gate, ctx, &route).await.map(Verified).map_err(into_response)
     }
+}
+
+/// A [`Guard`] past [`Guard::screen`]: the request carries a payment, not verified yet (or, for
+/// a gate that admits a request without one, already verified).
+pub struct Screened<G: GuardGate>(Screening<G>);
+
+/// Where a [`Screened`] guard stands.
+enum Screening<G: GuardGate> {
+    /// Carries a payment: verified by [`Screened::verify`].
+    Paying(Guard<G>),
+    /// Verified by the screen itself.
+    Verified(Verified<G>),
+}
+
+impl<G: GuardGate> fmt::Debug for Screened<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match self.0 {
+            Screening::Paying(_) => "paying",
+            Screening::Verified(_) => "verified",
+        };
+        f.debug_tuple("Screened").field(&stage).finish()
+    }
+}
+
+impl<G: GuardGate> Screened<G> {
+    /// Verifies the payment for `route` (once every other argument was extracted), as
+    /// [`Guard::verify`].
+    pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, Response> {
+        match self.0 {
+            Screening::Paying(guard) => guard.verify(route).await,
+            Screening::Verified(verified) => Ok(verified),
+        }
+    }
+}
+
+/// One of a guarded handler's own arguments, as the attribute macros take it: extracted like
+/// `T`, but never rejected, so that the handler decides which answer comes first (an unpaid
+/// request's 402 before `T`'s rejection; `T`'s rejection before a payment is verified).
+/// [`extracted`] gives back `T`, or its rejection as a response.
+///
+/// Extracts from the request parts when `T` does (any position), and from the whole request
+/// when `T` does (the last argument).
+#[derive(Debug)]
+pub struct Deferred<T>(Result<T, Response>);
+
+impl<S, T> FromRequestParts<S> for Deferred<T>
+where
+    T: FromRequestParts<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        Ok(Self(T::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)))
+    }
+}
+
+// `FromRequest<S>` (axum's default marker, "via the request"), so it does not overlap the
+// blanket `FromRequest<S, ViaParts>` that the `FromRequestParts` impl above brings.
+impl<S, T> FromRequest<S> for Deferred<T>
+where
+    T: FromRequest<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Infallible> {
+        Ok(Self(T::from_request(req, state).await.map_err(IntoResponse::into_response)))
+    }
+}
+
+/// A [`Deferred`] argument's value, or the response of its extractor's rejection.
+pub fn extracted<T>(arg: Deferred<T>) -> Result<T, Response> {
+    arg.0
 }
 
 /// A payment verified by [`Guard`], inside the handler: the getters of [`Guarded`] (through

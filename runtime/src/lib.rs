@@ -110,7 +110,7 @@ pub mod __private {
     /// axum glue.
     #[cfg(feature = "axum")]
     pub mod axum {
-        pub use crate::axum::{Guard, Verified};
+        pub use crate::axum::{Deferred, Guard, Verified, extracted};
         pub use ::axum::response::Response;
         guard_aliases!();
     }
@@ -118,7 +118,7 @@ pub mod __private {
     /// actix-web glue.
     #[cfg(feature = "actix")]
     pub mod actix {
-        pub use crate::actix::{Guard, Response, Verified};
+        pub use crate::actix::{Deferred, Guard, Response, Verified, extracted};
         guard_aliases!();
     }
 }
