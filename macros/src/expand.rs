@@ -325,15 +325,21 @@ mod tests {
             ),
         );
         let finish = crate::handler::tests::expected_finish(quote!(Json<Out>));
+        let screen = crate::handler::tests::expected_screen("__PAY402_SPEC");
+        let state = crate::handler::tests::expected_extracted("axum", 0, quote!(State(s)), quote!(State<AppState>));
+        let json = crate::handler::tests::expected_extracted("axum", 1, quote!(Json(b)), quote!(Json<B>));
         let want = quote! {
             #[doc = r" Docs."]
             pub async fn h(
                 __pay402_guard: ::pay402::__private::axum::MppGuard,
-                State(s): State<AppState>,
-                Json(b): Json<B>
+                __pay402_arg0: ::pay402::__private::axum::Deferred<State<AppState> >,
+                __pay402_arg1: ::pay402::__private::axum::Deferred<Json<B> >
             ) -> ::pay402::__private::axum::Response {
                 static __PAY402_SPEC: ::pay402::__private::StaticPaySpec =
                     ::pay402::__private::StaticPaySpec::new("0.01").intent("session");
+                #screen
+                #state
+                #json
                 let __pay402_verified = match __pay402_guard.verify(&__PAY402_SPEC).await {
                     ::core::result::Result::Ok(verified) => verified,
                     ::core::result::Result::Err(response) => return response,

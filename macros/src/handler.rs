@@ -1,6 +1,9 @@
 //! The handler rewrite shared by the payment attributes: check the fn's shape, put the guard
-//! first, take out the parameters the verified payment fills, and wrap the body so the handler's
-//! future verifies before and settles after (design note §3.3).
+//! first, take out the parameters the verified payment fills, take the other arguments as
+//! `Deferred` extractors, and wrap the body so the handler's future verifies before and settles
+//! after (design note §3.3). The order inside: an unpaid request's 402 (`screen`), then the
+//! arguments' rejections, then the payment's verification, so an unpaid request is challenged
+//! whatever its body, and a rejected request is never verified.
 
 use crate::attr::Ctxt;
 use proc_macro2::{Span, TokenStream};
@@ -254,7 +257,10 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
     let guard = syn::Ident::new("__pay402_guard", Span::mixed_site());
     let route = syn::Ident::new(protocol.route_static, Span::mixed_site());
 
-    let mut kept: Vec<FnArg> = Vec::new();
+    let module = framework.module();
+    let mut own: Vec<FnArg> = Vec::new();
+    let mut kept: Vec<TokenStream> = Vec::new();
+    let mut extracted: Vec<TokenStream> = Vec::new();
     let mut bindings: Vec<TokenStream> = Vec::new();
     for arg in std::mem::take(&mut func.sig.inputs) {
         let FnArg::Typed(PatType { attrs, pat, ty, .. }) = &arg else { continue };
@@ -275,11 +281,14 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
                 ),
             );
         }
-        kept.push(arg);
+        let (param, statement) = deferred(&module, kept.len(), attrs, pat, ty);
+        kept.push(param);
+        extracted.push(statement);
+        own.push(arg);
     }
-    if kept.len() >= MAX_ARGS {
+    if own.len() >= MAX_ARGS {
         cx.error_spanned_by(
-            &kept[MAX_ARGS - 1],
+            &own[MAX_ARGS - 1],
             format_args!(
                 "too many arguments: #[{attr}] adds one and {} handlers take at most {MAX_ARGS}; group some \
                  extractors into a tuple or a struct",
@@ -292,7 +301,6 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
     let (outer, inner): (Vec<_>, Vec<_>) = attrs.into_iter().partition(|a| matches!(a.style, AttrStyle::Outer));
     let syn::Signature { constness, asyncness, unsafety, abi, fn_token, ident, generics, output, .. } = sig;
     let where_clause = &generics.where_clause;
-    let module = framework.module();
     let guard_type = syn::Ident::new(protocol.guard, Span::call_site());
     let route_type = syn::Ident::new(protocol.route_type, Span::call_site());
     let route_init = &protocol.route;
@@ -308,6 +316,19 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
             #block
         }).await
     };
+    // With arguments of its own, the handler answers an unpaid request's 402 before their
+    // rejections, and their rejections before a paying request's verification.
+    let screen = if extracted.is_empty() {
+        TokenStream::new()
+    } else {
+        quote! {
+            let #guard = match #guard.screen(&#route).await {
+                ::core::result::Result::Ok(guard) => guard,
+                ::core::result::Result::Err(response) => return response,
+            };
+            #(#extracted)*
+        }
+    };
     quote! {
         #(#outer)*
         #vis #constness #asyncness #unsafety #abi #fn_token #ident #generics (
@@ -317,6 +338,7 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
             #(#inner)*
             #statics
             static #route: ::pay402::__private::#route_type = #route_init;
+            #screen
             let #verified = match #guard.verify(&#route).await {
                 ::core::result::Result::Ok(verified) => verified,
                 ::core::result::Result::Err(response) => return response,
@@ -325,6 +347,33 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
             #finish
         }
     }
+}
+
+/// A handler argument of its own (an extractor), as the rewritten handler takes it: the
+/// parameter `__pay402_arg<index>: Deferred<T>` (keeping the argument's `cfg` attributes), and
+/// the statement binding the user's pattern to its value, or returning its rejection. Both name
+/// the argument's type with its span, so an argument that is not an extractor is reported there.
+fn deferred(
+    module: &syn::Ident,
+    index: usize,
+    attrs: &[syn::Attribute],
+    pat: &syn::Pat,
+    ty: &Type,
+) -> (TokenStream, TokenStream) {
+    let name = syn::Ident::new(&format!("__pay402_arg{index}"), Span::mixed_site());
+    let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let span = ty.span();
+    let deferred = quote_spanned!(span=> ::pay402::__private::#module::Deferred);
+    let extracted = quote_spanned!(span=> ::pay402::__private::#module::extracted);
+    let param = quote! { #(#cfgs)* #name: #deferred<#ty> };
+    let statement = quote! {
+        #(#attrs)*
+        let #pat: #ty = match #extracted::<#ty>(#name) {
+            ::core::result::Result::Ok(arg) => arg,
+            ::core::result::Result::Err(response) => return response,
+        };
+    };
+    (param, statement)
 }
 
 /// The span of the declared return type, or of the fn name when there is none.
@@ -352,6 +401,30 @@ pub(crate) mod tests {
                 }
                 { body() }
             }).await
+        }
+    }
+
+    /// The statement of an own argument's expansion: the user's `pat: ty` bound to the
+    /// `index`th deferred parameter's value, or its rejection returned.
+    pub(crate) fn expected_extracted(module: &str, index: usize, pat: TokenStream, ty: TokenStream) -> TokenStream {
+        let module = format_ident!("{module}");
+        let name = format_ident!("__pay402_arg{index}");
+        quote! {
+            let #pat: #ty = match ::pay402::__private::#module::extracted::<#ty>(#name) {
+                ::core::result::Result::Ok(arg) => arg,
+                ::core::result::Result::Err(response) => return response,
+            };
+        }
+    }
+
+    /// The screen of a handler with arguments of its own, before their statements.
+    pub(crate) fn expected_screen(route: &str) -> TokenStream {
+        let route = format_ident!("{route}");
+        quote! {
+            let __pay402_guard = match __pay402_guard.screen(&#route).await {
+                ::core::result::Result::Ok(guard) => guard,
+                ::core::result::Result::Err(response) => return response,
+            };
         }
     }
 
@@ -389,15 +462,21 @@ pub(crate) mod tests {
         );
         assert!(errors.is_empty(), "{errors:?}");
         let finish = expected_finish(quote!(Result<Json<Out>, ApiError>));
+        let screen = expected_screen("__PAY402_ROUTE");
+        let query = expected_extracted("axum", 0, quote!(Query(q)), quote!(Query<Q>));
+        let json = expected_extracted("axum", 1, quote!(Json(b)), quote!(Json<B>));
         let want = quote! {
             #[doc = r" Docs."]
             #[other]
             pub(crate) async fn quote(
                 __pay402_guard: ::pay402::__private::axum::X402Guard,
-                Query(q): Query<Q>,
-                Json(b): Json<B>
+                __pay402_arg0: ::pay402::__private::axum::Deferred<Query<Q> >,
+                __pay402_arg1: ::pay402::__private::axum::Deferred<Json<B> >
             ) -> ::pay402::__private::axum::Response {
                 static __PAY402_ROUTE: ::pay402::__private::StaticRoute = ROUTE_INIT;
+                #screen
+                #query
+                #json
                 let __pay402_verified = match __pay402_guard.verify(&__PAY402_ROUTE).await {
                     ::core::result::Result::Ok(verified) => verified,
                     ::core::result::Result::Err(response) => return response,
@@ -427,6 +506,33 @@ pub(crate) mod tests {
             "{out}"
         );
         assert!(out.starts_with("# [get (\"/x\")] async fn x"), "{out}");
+    }
+
+    #[test]
+    fn own_arguments_keep_their_attributes_and_only_they_are_screened() {
+        let (out, errors) = run(
+            Framework::Actix,
+            quote! {
+                async fn x(#[cfg(feature = "f")] #[allow(unused_mut)] mut a: web::Json<A>, p: X402Payment) {}
+            },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            out.contains(
+                "(__pay402_guard : :: pay402 :: __private :: actix :: X402Guard , # [cfg (feature = \"f\")] \
+                 __pay402_arg0 : :: pay402 :: __private :: actix :: Deferred < web :: Json < A > >)"
+            ),
+            "{out}"
+        );
+        let statement = expected_extracted("actix", 0, quote!(mut a), quote!(web::Json<A>));
+        let want = quote!(#[cfg(feature = "f")] #[allow(unused_mut)] #statement).to_string();
+        assert!(out.contains(&want), "{out}");
+        let screen = out.find("screen").expect("screened");
+        assert!(screen < out.find(&want).unwrap() && out.find(&want).unwrap() < out.find(". verify").unwrap(), "{out}");
+
+        // Nothing of its own to extract: straight to `verify`.
+        let (out, _) = run(Framework::Axum, quote! { async fn x(p: X402Payment) {} });
+        assert!(!out.contains("screen") && !out.contains("Deferred"), "{out}");
     }
 
     #[test]
