@@ -77,6 +77,7 @@ pub mod gate {
 /// * [`production`](guides::production) — going to production with OKX credentials;
 /// * [`sessions`](guides::sessions) — MPP sessions and choosing a channel store (in-memory, file, Redis);
 /// * [`scaling`](guides::scaling) — running several instances;
+/// * [`exactly_once`](guides::exactly_once) — unknown settlement outcomes, retries, idempotency ids;
 /// * [`dual_protocol`](guides::dual_protocol) — one route accepting x402 or MPP;
 /// * [`facilitator`](guides::facilitator) — self-hosting the x402 facilitator;
 /// * [`client`](guides::client) — paying from Rust;
@@ -88,6 +89,8 @@ pub mod guides {
     pub mod sessions {}
     #[doc = include_str!("../docs/guides/scaling.md")]
     pub mod scaling {}
+    #[doc = include_str!("../docs/guides/exactly_once.md")]
+    pub mod exactly_once {}
     #[doc = include_str!("../docs/guides/dual_protocol.md")]
     pub mod dual_protocol {}
     #[doc = include_str!("../docs/guides/facilitator.md")]

@@ -264,3 +264,32 @@ async fn session_voucher_idempotency_key_answers_from_the_record() {
         assert_eq!(spent().await, 2000, "{fw:?}");
     }
 }
+
+/// AutoPay pays an MPP charge whose SA answer is lost: it gets 503 + Retry-After, resends the same
+/// credential with the same `Idempotency-Key`, and the seller re-submits it: charged once, one
+/// 2xx, the amount counted once.
+#[tokio::test]
+async fn autopay_retries_a_lost_charge_with_the_same_credential_and_key() {
+    use pay402::autopay::{AssetId, AutoPay, Protocol};
+    for fw in FRAMEWORKS {
+        let shop = shop(fw).await;
+        let autopay = AutoPay::new(PAYER_KEY.parse().expect("key"))
+            .prefer([Protocol::MppCharge])
+            .max_per_request(AssetId::x_layer_usdt0(), "0.05".parse().expect("amount"))
+            .max_total(AssetId::x_layer_usdt0(), "1".parse().expect("amount"))
+            .registry(NetworkRegistry::x_layer())
+            .unknown_outcome_wait(std::time::Duration::from_secs(10))
+            .build()
+            .expect("autopay");
+        let http = autopay.client(reqwest::Client::builder()).expect("client");
+        shop.sa.lose_next_charge.store(true, Ordering::SeqCst);
+        let resp = http.get(shop.url("/charge")).send().await.expect("paid");
+        assert_eq!(resp.status(), 200, "{fw:?}");
+        assert!(resp.headers().get("payment-receipt").is_some(), "{fw:?}");
+        assert_eq!(resp.text().await.expect("body"), BODY);
+        assert_eq!(shop.sa.charge_calls.load(Ordering::SeqCst), 2, "{fw:?}: lost once, re-submitted once");
+        assert_eq!(shop.sa.sa.charge_count(), 1, "{fw:?}: charged once");
+        assert_eq!(shop.runs.load(Ordering::SeqCst), 1, "{fw:?}");
+        assert_eq!(autopay.spent(&AssetId::x_layer_usdt0()), U256::from(10_000u64), "{fw:?}: counted once");
+    }
+}

@@ -174,6 +174,12 @@ impl AutoPayMiddleware {
         next: Next<'_>,
     ) -> MwResult<Response> {
         let header = set_header(&mut retry, Protocol::MppCharge, "authorization", &authorization).map_err(mw)?;
+        // One key per logical request: a retry of an unknown outcome is answered from the
+        // seller's record, never charged twice (a caller's own key is kept).
+        if !retry.headers().contains_key(crate::mpp::IDEMPOTENCY_KEY_HEADER) {
+            let key = crate::x402::payment_identifier::generate_payment_id();
+            set_header(&mut retry, Protocol::MppCharge, crate::mpp::IDEMPOTENCY_KEY_HEADER, &key).map_err(mw)?;
+        }
         // The signed transfer has left the process: counted in every outcome (finding F8).
         let resp = match self.send_paid(retry, ext, next, &header).await {
             Ok(r) => r,

@@ -51,9 +51,14 @@ enum Record {
     /// The first request is being processed.
     #[serde(rename_all = "camelCase")]
     InFlight { binding: String, lease_until: u64 },
-    /// The outcome is unknown.
+    /// The outcome is unknown. `resumable`: a resend goes on to the credential's own retry (a
+    /// charge, re-submitted); otherwise (a session commit) it gets 503.
     #[serde(rename_all = "camelCase")]
-    Pending { binding: String },
+    Pending {
+        binding: String,
+        #[serde(default)]
+        resumable: bool,
+    },
     /// Paid: the `Payment-Receipt` answers every resend (idempotency keys).
     #[serde(rename_all = "camelCase")]
     Settled { binding: String, receipt: String },
@@ -66,7 +71,7 @@ impl Record {
     fn binding(&self) -> &str {
         match self {
             Self::InFlight { binding, .. }
-            | Self::Pending { binding }
+            | Self::Pending { binding, .. }
             | Self::Settled { binding, .. }
             | Self::Delivered { binding } => binding,
         }
@@ -192,6 +197,8 @@ impl Records {
                         Err(e) => Err(unavailable(&e)),
                     }
                 }
+                // A charge of unknown outcome: the resend goes on and is re-submitted.
+                Record::Pending { resumable: true, .. } => Ok(Keyed::Hold(hold)),
                 Record::InFlight { .. } | Record::Pending { .. } | Record::Delivered { .. } => Err(pending_response()),
             };
         }
@@ -204,7 +211,7 @@ impl Records {
 
     /// A charge whose SA outcome is unknown: recorded pending, bound to the exact credential.
     pub(crate) async fn charge_unknown(&self, challenge_id: &str, authorization: &str) {
-        let record = Record::Pending { binding: digest(&[authorization.as_bytes()]) };
+        let record = Record::Pending { binding: digest(&[authorization.as_bytes()]), resumable: true };
         let key = self.charge_key(challenge_id);
         match self.store.swap(&key, None, Some(&record.encode()), Self::expiry()).await {
             Ok(true) => {
@@ -223,7 +230,7 @@ impl Records {
     ) -> Result<ChargeRetry, ReplayStoreError> {
         let key = self.charge_key(challenge_id);
         match self.read(&key).await? {
-            Some((_, Record::Pending { binding })) if binding == digest(&[authorization.as_bytes()]) => {
+            Some((_, Record::Pending { binding, .. })) if binding == digest(&[authorization.as_bytes()]) => {
                 Ok(ChargeRetry::Resubmit(key))
             }
             _ => Ok(ChargeRetry::NotRecorded),
@@ -234,7 +241,7 @@ impl Records {
     /// whether this request is the one to deliver it.
     pub(crate) async fn charge_resolved(&self, key: &str, authorization: &str) -> bool {
         let binding = digest(&[authorization.as_bytes()]);
-        let pending = Record::Pending { binding: binding.clone() }.encode();
+        let pending = Record::Pending { binding: binding.clone(), resumable: true }.encode();
         let delivered = Record::Delivered { binding }.encode();
         match self.store.swap(key, Some(&pending), Some(&delivered), Self::expiry()).await {
             Ok(swapped) => swapped,
@@ -284,9 +291,10 @@ impl KeyHold {
         self.swap_to(Some(record)).await;
     }
 
-    /// The outcome is unknown: resends get 503.
-    pub(crate) async fn pending(&self) {
-        self.swap_to(Some(Record::Pending { binding: self.binding.clone() })).await;
+    /// The outcome is unknown. `resumable` (a charge): a resend goes on to the credential's own
+    /// retry; otherwise (a session commit) resends get 503.
+    pub(crate) async fn pending(&self, resumable: bool) {
+        self.swap_to(Some(Record::Pending { binding: self.binding.clone(), resumable })).await;
     }
 
     /// Refused or not charged: the key is free again.

@@ -176,7 +176,7 @@ impl MppPayment {
             tracing::error!(error = %e, "mpp: cannot commit a reserved charge");
             self.unknown.fire(&self.credential, &e);
             if let Some(hold) = &self.hold {
-                hold.pending().await;
+                hold.pending(false).await;
             }
             let unknown = matches!(e, PayError::Unknown(_));
             let err = match e {
@@ -765,7 +765,7 @@ impl Mpp {
                 // recorded when it is committed (`MppPayment::finish`).
                 Ok(Granted::Paid(paid)) if paid.pending.is_none() => hold.settled(&paid.receipt).await,
                 Ok(Granted::Paid(_)) => {}
-                Err(Rejection { error: Some(PayError::Unknown(_)), .. }) => hold.pending().await,
+                Err(Rejection { error: Some(PayError::Unknown(_)), .. }) => hold.pending(true).await,
                 Ok(Granted::Management { .. }) | Err(_) => hold.forget().await,
             }
             if let Ok(Granted::Paid(paid)) = &mut decided
