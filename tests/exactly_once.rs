@@ -30,8 +30,8 @@ use pay402::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig};
 use pay402::replay::{RecordStore, RedisRecordStore, RedisReplayStore, ReplayStore};
 use pay402::x402::{
     AnyPaymentRequired, EmbeddedFacilitator, ExactEvmClientScheme, ExactEvmScheme, PaymentOption, PaymentPayload,
-    PaymentRequirements, RouteConfig, X402Client, X402HttpServer, X402ResourceServer, decode_payment_required_header,
-    decode_payment_response_header,
+    PaymentRequirements, RetryDelivery, RouteConfig, X402Client, X402HttpServer, X402ResourceServer,
+    decode_payment_required_header, decode_payment_response_header,
 };
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -252,11 +252,19 @@ async fn answer(
 // ---------------------------------------------------------------------------------------------
 
 fn x402_server(stand: &Stand, stores: Option<(Arc<dyn ReplayStore>, Arc<dyn RecordStore>)>) -> X402HttpServer {
+    x402_server_with(stand, stores, RetryDelivery::RecordedResponse)
+}
+
+fn x402_server_with(
+    stand: &Stand,
+    stores: Option<(Arc<dyn ReplayStore>, Arc<dyn RecordStore>)>,
+    delivery: RetryDelivery,
+) -> X402HttpServer {
     let server = X402ResourceServer::new(stand.client())
         .register("eip155:196", ExactEvmScheme::new())
         .settlement_poll(Duration::from_millis(50), Duration::from_millis(200));
     let mut x402 = X402HttpServer::new(server)
-        .route("GET /report", RouteConfig::new(PaymentOption::exact("$0.001", PAY_TO)))
+        .route("GET /report", RouteConfig::new(PaymentOption::exact("$0.001", PAY_TO)).on_retry(delivery))
         .expect("route")
         .retry_after(Duration::from_secs(1));
     if let Some((replay, records)) = stores {
@@ -265,13 +273,14 @@ fn x402_server(stand: &Stand, stores: Option<(Arc<dyn ReplayStore>, Arc<dyn Reco
     x402
 }
 
-/// A seller of `GET /report`; counts its handler's runs.
+/// A seller of `GET /report`; counts its handler's runs and numbers its answers
+/// (`the paid report #1`, `#2`, …) so a test can tell a recorded response from a fresh one.
 async fn seller(fw: Framework, x402: X402HttpServer, runs: Arc<AtomicUsize>) -> Running {
     match fw {
         Framework::Axum => {
             let handler = move || {
-                runs.fetch_add(1, Ordering::SeqCst);
-                async { BODY }
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { format!("{BODY} #{n}") }
             };
             let app = axum::Router::new()
                 .route("/report", axum::routing::get(handler))
@@ -283,8 +292,8 @@ async fn seller(fw: Framework, x402: X402HttpServer, runs: Arc<AtomicUsize>) -> 
             actix_web::App::new().wrap(pay402::actix::X402Middleware::new(x402.clone())).route(
                 "/report",
                 actix_web::web::get().to(move || {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    async { BODY }
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move { format!("{BODY} #{n}") }
                 }),
             )
         }),
@@ -352,14 +361,17 @@ fn autopay() -> AutoPayMiddleware {
 /// Settle times out **after** the transfer happened. AutoPay gets 503 + Retry-After, retries
 /// with the same signed payment, and once the facilitator confirms the transaction gets the
 /// response: exactly one transfer, exactly one 2xx, the same payment header on every attempt,
-/// one settle call, the amount spent once.
+/// one settle call, the amount spent once. By default the retry gets the response the handler
+/// produced the first time (it ran once); a route set to re-run its handler runs it again.
 #[tokio::test]
 async fn timeout_after_the_transfer_autopay_retries_and_pays_once() {
-    for fw in FRAMEWORKS {
+    for (fw, delivery) in
+        FRAMEWORKS.into_iter().flat_map(|fw| [(fw, RetryDelivery::RecordedResponse), (fw, RetryDelivery::RerunHandler)])
+    {
         let stand = Stand::start();
         stand.set(Settle::TimeoutAfterTransfer, Status::Pending);
         let runs = Arc::new(AtomicUsize::new(0));
-        let shop = seller(fw, x402_server(&stand, None), Arc::clone(&runs)).await;
+        let shop = seller(fw, x402_server_with(&stand, None, delivery), Arc::clone(&runs)).await;
 
         let autopay = autopay();
         let wire = Wire::default();
@@ -385,7 +397,11 @@ async fn timeout_after_the_transfer_autopay_retries_and_pays_once() {
             panic!("{fw:?}: no settlement on the outcome")
         };
         assert!(settled.success, "{fw:?}: {settled:?}");
-        assert_eq!(resp.text().await.expect("body"), BODY);
+        let (want_body, want_runs) = match delivery {
+            RetryDelivery::RerunHandler => (format!("{BODY} #2"), 2),
+            _ => (format!("{BODY} #1"), 1),
+        };
+        assert_eq!(resp.text().await.expect("body"), want_body, "{fw:?} {delivery:?}");
 
         assert_eq!(stand.transfers(), 1, "{fw:?}: exactly one transfer");
         assert_eq!(stand.settle_calls(), 1, "{fw:?}: settled once, never re-submitted");
@@ -398,7 +414,7 @@ async fn timeout_after_the_transfer_autopay_retries_and_pays_once() {
         let paid: Vec<&String> = wire.iter().filter_map(|(_, p)| p.as_ref()).collect();
         assert!(paid.len() >= 2 && paid.iter().all(|p| *p == paid[0]), "{fw:?}: the same payment every time");
         assert_eq!(autopay.spent(&AssetId::x_layer_usdt0()), U256::from(PRICE), "{fw:?}: counted once");
-        assert_eq!(runs.load(Ordering::SeqCst), 2, "{fw:?}: first attempt (withheld) + the delivery");
+        assert_eq!(runs.load(Ordering::SeqCst), want_runs, "{fw:?} {delivery:?}: the handler's runs");
         stand.assert_signed();
     }
 }
@@ -444,6 +460,7 @@ async fn timeout_without_transfer_is_402_only_after_proof() {
         assert_ne!(value2, value);
         let paid = http.get(&url).header(&name2, &value2).send().await.expect("paid");
         assert_eq!(paid.status(), 200, "{fw:?}");
+        assert!(paid.text().await.expect("body").starts_with(BODY), "{fw:?}");
         assert_eq!(stand.transfers(), 1, "{fw:?}");
         // The failed payment stays refused.
         let old = http.get(&url).header(&name, &value).send().await.expect("old");
@@ -494,19 +511,21 @@ const WORKER_ROLE: &str = "PAY402_EXACTLY_ONCE_WORKER";
 const WORKER_STAND: &str = "PAY402_EXACTLY_ONCE_STAND";
 const WORKER_REDIS: &str = "PAY402_EXACTLY_ONCE_REDIS";
 const WORKER_PREFIX: &str = "PAY402_EXACTLY_ONCE_PREFIX";
+const WORKER_FRAMEWORK: &str = "PAY402_EXACTLY_ONCE_FRAMEWORK";
 const PORT_LINE: &str = "PAY402_WORKER_PORT=";
 
 /// The worker role: nothing in a normal test run; in a child started by [`Worker::spawn`] it
-/// serves `GET /report` (axum) with the facilitator stand-in at `$WORKER_STAND` and replay keys
-/// and settlement records in the Redis at `$WORKER_REDIS`, until it is killed.
+/// serves `GET /report` (axum, or actix-web when `$WORKER_FRAMEWORK` is `actix`) with the
+/// facilitator stand-in at `$WORKER_STAND` and replay keys and settlement records in the Redis at
+/// `$WORKER_REDIS`, until it is killed.
 #[test]
 fn seller_worker() {
     let Ok(_) = std::env::var(WORKER_ROLE) else { return };
     let stand_url = std::env::var(WORKER_STAND).expect("stand url");
     let redis = std::env::var(WORKER_REDIS).expect("redis url");
     let prefix = std::env::var(WORKER_PREFIX).expect("prefix");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async move {
+    let actix = std::env::var(WORKER_FRAMEWORK).is_ok_and(|f| f == "actix");
+    let build = |stand_url: String, redis: String, prefix: String| async move {
         let replay: Arc<dyn ReplayStore> =
             Arc::new(RedisReplayStore::connect(&redis, format!("{prefix}replay:")).await.expect("redis"));
         let records: Arc<dyn RecordStore> =
@@ -519,12 +538,36 @@ fn seller_worker() {
         let server = X402ResourceServer::new(client)
             .register("eip155:196", ExactEvmScheme::new())
             .settlement_poll(Duration::from_millis(50), Duration::from_millis(200));
-        let x402 = X402HttpServer::new(server)
+        X402HttpServer::new(server)
             .route("GET /report", RouteConfig::new(PaymentOption::exact("$0.001", PAY_TO)))
             .expect("route")
             .retry_after(Duration::from_secs(1))
             .replay_store(replay)
-            .settlement_records(records);
+            .settlement_records(records)
+    };
+    if actix {
+        actix_web::rt::System::new().block_on(async move {
+            let x402 = build(stand_url, redis, prefix).await;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            println!("{PORT_LINE}{}", listener.local_addr().expect("addr").port());
+            std::io::stdout().flush().expect("flush");
+            actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .wrap(pay402::actix::X402Middleware::new(x402.clone()))
+                    .route("/report", actix_web::web::get().to(|| async { BODY }))
+            })
+            .workers(1)
+            .listen(listener)
+            .expect("listen")
+            .run()
+            .await
+            .expect("serve");
+        });
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let x402 = build(stand_url, redis, prefix).await;
         let app = axum::Router::new()
             .route("/report", axum::routing::get(|| async { BODY }))
             .layer(pay402::axum::X402Layer::new(x402));
@@ -542,10 +585,11 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(stand: &str, redis: &str, prefix: &str) -> Self {
+    fn spawn(stand: &str, redis: &str, prefix: &str, framework: Framework) -> Self {
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
             .args(["--exact", "seller_worker", "--nocapture", "--test-threads=1"])
             .env(WORKER_ROLE, "1")
+            .env(WORKER_FRAMEWORK, if framework == Framework::Actix { "actix" } else { "axum" })
             .env(WORKER_STAND, stand)
             .env(WORKER_REDIS, redis)
             .env(WORKER_PREFIX, prefix)
@@ -582,7 +626,8 @@ impl Drop for Worker {
     }
 }
 
-/// Three seller processes share Redis: the payment's settlement times out at instance A after
+/// Three seller processes share Redis (A and C on axum, B on actix-web): the payment's
+/// settlement times out at instance A after
 /// the transfer; the retry lands on B while still pending (503), then on C once confirmed (200,
 /// the recorded settlement); a further copy at A is a replay. One transfer, one settle call.
 /// Then the "did not happen" case across instances: 503 at A, 402 at B only after the proof.
@@ -591,7 +636,10 @@ async fn three_processes_sharing_redis_settle_a_retried_payment_once() {
     let redis = support::redis::RedisServer::start();
     let stand = Stand::start();
     let prefix = format!("exactly-once-{}:", std::process::id());
-    let workers: Vec<Worker> = (0..3).map(|_| Worker::spawn(&stand.url, &redis.url(), &prefix)).collect();
+    let workers: Vec<Worker> = [Framework::Axum, Framework::Actix, Framework::Axum]
+        .into_iter()
+        .map(|fw| Worker::spawn(&stand.url, &redis.url(), &prefix, fw))
+        .collect();
     let http = reqwest::Client::new();
     let url = |w: usize| format!("{}/report", workers[w].base);
 
@@ -624,4 +672,72 @@ async fn three_processes_sharing_redis_settle_a_retried_payment_once() {
     assert_eq!(stand.transfers(), 1, "nothing moved for the second payment");
     stand.assert_signed();
     drop(workers);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The attribute macros
+// ---------------------------------------------------------------------------------------------
+
+/// Counts the macro handlers' runs (one counter per test process; the test below runs its
+/// frameworks one after the other).
+static MACRO_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+mod axum_macro {
+    use pay402::axum::x402;
+
+    #[x402(price = "$0.001", pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C")]
+    pub(crate) async fn report() -> String {
+        let n = super::MACRO_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        format!("{} #{n}", super::BODY)
+    }
+}
+
+mod actix_macro {
+    use pay402::actix::x402;
+
+    #[actix_web::get("/report")]
+    #[x402(price = "$0.001", pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C")]
+    pub(crate) async fn report() -> String {
+        let n = super::MACRO_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        format!("{} #{n}", super::BODY)
+    }
+}
+
+/// `#[x402]` handlers: a settlement that times out after the transfer is answered 503; the
+/// retry with the same payment, once the transaction is confirmed, gets the response the handler
+/// produced the first time — it does not run again.
+#[tokio::test]
+async fn macro_handlers_deliver_the_recorded_response_to_the_retry() {
+    for fw in FRAMEWORKS {
+        let stand = Stand::start();
+        stand.set(Settle::TimeoutAfterTransfer, Status::Pending);
+        let server = X402ResourceServer::new(stand.client())
+            .register("eip155:196", ExactEvmScheme::new())
+            .settlement_poll(Duration::from_millis(50), Duration::from_millis(200));
+        let x402 = X402HttpServer::new(server).retry_after(Duration::from_secs(1));
+        let before = MACRO_RUNS.load(Ordering::SeqCst);
+        let shop = match fw {
+            Framework::Axum => {
+                let app = axum::Router::new().route("/report", axum::routing::get(axum_macro::report)).with_state(x402);
+                support::serve_axum(app).await
+            }
+            Framework::Actix => {
+                let data = actix_web::web::Data::new(x402);
+                support::serve_actix(move || actix_web::App::new().app_data(data.clone()).service(actix_macro::report))
+            }
+        };
+        let http = reqwest::Client::new();
+        let url = format!("{}/report", shop.base);
+        let (name, value) = sign_for(&http, &url).await;
+        let first = http.get(&url).header(&name, &value).send().await.expect("paid");
+        assert_eq!(first.status(), 503, "{fw:?}");
+        stand.status(Status::Ledger);
+        let retry = http.get(&url).header(&name, &value).send().await.expect("retry");
+        assert_eq!(retry.status(), 200, "{fw:?}");
+        assert!(settlement_of(&retry).expect("PAYMENT-RESPONSE").success, "{fw:?}");
+        let runs = MACRO_RUNS.load(Ordering::SeqCst) - before;
+        assert_eq!(retry.text().await.expect("body"), format!("{BODY} #{}", before + 1), "{fw:?}");
+        assert_eq!(runs, 1, "{fw:?}: the handler ran once");
+        assert_eq!(stand.transfers(), 1, "{fw:?}");
+    }
 }

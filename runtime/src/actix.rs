@@ -23,7 +23,10 @@
 use crate::gate::{ExtensionSink, GuardGate, Guarded, NotProtected, PaymentGate, StaticGateRoute, from_extensions};
 use crate::mpp::{Credential, Mpp, Receipt};
 use crate::router::{Paid, PaymentRouter};
-use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead, push_url};
+use crate::web::{
+    MAX_RECORDED_BODY_BYTES, PaymentHttpResponse, PreparedResponse, RecordedResponse, RequestContext, RequestHead,
+    ResponseSink, push_url,
+};
 use crate::x402::{X402HttpServer, X402Payment};
 use ::actix_web::body::{EitherBody, MessageBody};
 use ::actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
@@ -198,6 +201,35 @@ where
     Ok(())
 }
 
+/// Buffers `resp` when it is below 400 and its body has a known size up to
+/// [`MAX_RECORDED_BODY_BYTES`]: `Ok` with the buffered response (sent as is) and its record;
+/// `Err` gives the response back untouched.
+async fn buffer<B: MessageBody>(
+    resp: HttpResponse<B>,
+) -> Result<(HttpResponse, Option<RecordedResponse>), HttpResponse<B>> {
+    let fits =
+        matches!(resp.body().size(), ::actix_web::body::BodySize::Sized(n) if n <= MAX_RECORDED_BODY_BYTES as u64);
+    if !fits || resp.status().as_u16() >= 400 {
+        return Err(resp);
+    }
+    let (head, body) = resp.into_parts();
+    let Ok(bytes) = ::actix_web::body::to_bytes(body).await else {
+        tracing::warn!("pay402: the handler's response body failed");
+        return Ok((HttpResponse::InternalServerError().body("the response body failed"), None));
+    };
+    let content_type = head.headers().get(::actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let status = http::StatusCode::from_u16(head.status().as_u16()).unwrap_or(http::StatusCode::OK);
+    let recorded = RecordedResponse::new(status, content_type, &bytes);
+    Ok((head.set_body(bytes).map_into_boxed_body(), Some(recorded)))
+}
+
+/// Offers a buffered response to the gate once the payment's fate is known.
+async fn offer(sink: Option<ResponseSink>, recorded: Option<RecordedResponse>) {
+    if let (Some(sink), Some(recorded)) = (sink, recorded) {
+        sink(recorded).await;
+    }
+}
+
 /// The app's `web::Data<T>`, if configured.
 fn app_data<T: Clone + 'static>(req: &HttpRequest) -> Option<T> {
     req.app_data::<web::Data<T>>().map(|d| d.get_ref().clone())
@@ -280,14 +312,29 @@ where
                 }
             };
             G::insert_extensions(&payment, &mut *req.extensions_mut());
+            let sink = gate.response_sink(&payment);
             // Completes the payment per the cancel policy if this future is dropped while the
             // handler runs (client disconnect, timeout), and releases it on a panic (F5).
             let mut guard = crate::gate::payment_guard(gate, ctx, payment);
             guard.start();
-            let mut res = crate::metrics::handler(service.call(req)).await?;
+            let res = crate::metrics::handler(service.call(req)).await?;
+            let (mut res, recorded) = match &sink {
+                Some(_) => {
+                    let (http_req, resp) = res.into_parts();
+                    match buffer(resp).await {
+                        Ok((buffered, recorded)) => {
+                            (ServiceResponse::new(http_req, buffered).map_into_right_body(), recorded)
+                        }
+                        Err(resp) => (ServiceResponse::new(http_req, resp).map_into_left_body(), None),
+                    }
+                }
+                None => (res.map_into_left_body(), None),
+            };
             let status = res.status();
-            match complete(status, res.headers_mut(), |status| guard.finish(status)).await {
-                Ok(()) => Ok(res.map_into_left_body()),
+            let finished = complete(status, res.headers_mut(), |status| guard.finish(status)).await;
+            offer(sink, recorded).await;
+            match finished {
+                Ok(()) => Ok(res),
                 Err(failure) => {
                     let (http_req, _) = res.into_parts();
                     Ok(ServiceResponse::new(http_req, into_response(failure)).map_into_right_body())
@@ -500,12 +547,18 @@ impl<G: GuardGate> Verified<G> {
     /// Runs the handler body, then completes the payment with the handler's status (settles or
     /// commits below 400, adding `PAYMENT-RESPONSE` or `Payment-Receipt`; releases otherwise).
     pub async fn finish<R: Responder>(self, body: impl Future<Output = R>) -> HttpResponse {
-        let mut guard = self.paid.guard;
+        let Guarded { mut guard, sink, .. } = self.paid;
         guard.start();
         let answer = crate::metrics::handler(body).await;
-        let mut resp = answer.respond_to(&self.req).map_into_boxed_body();
+        let resp = answer.respond_to(&self.req).map_into_boxed_body();
+        let (mut resp, recorded) = match &sink {
+            Some(_) => buffer(resp).await.unwrap_or_else(|untouched| (untouched, None)),
+            None => (resp, None),
+        };
         let status = resp.status();
-        match complete(status, resp.headers_mut(), |status| guard.finish(status)).await {
+        let finished = complete(status, resp.headers_mut(), |status| guard.finish(status)).await;
+        offer(sink, recorded).await;
+        match finished {
             Ok(()) => resp,
             Err(failure) => into_response(failure),
         }

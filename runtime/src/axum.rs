@@ -21,7 +21,10 @@
 use crate::gate::{GuardGate, Guarded, NotProtected, PaymentGate, StaticGateRoute, from_extensions};
 use crate::mpp::{Credential, Mpp, Receipt};
 use crate::router::{Paid, PaymentRouter};
-use crate::web::{HttpHead, PaymentHttpResponse, PreparedResponse, RequestContext};
+use crate::web::{
+    HttpHead, MAX_RECORDED_BODY_BYTES, PaymentHttpResponse, PreparedResponse, RecordedResponse, RequestContext,
+    ResponseSink,
+};
 use crate::x402::{X402HttpServer, X402Payment};
 use ::axum::body::Body;
 use ::axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
@@ -56,18 +59,52 @@ fn prepared_response(p: &PreparedResponse) -> Response {
     resp
 }
 
-/// Completes a payment once the handler answered: adds its headers to `resp`, or replaces `resp`
-/// with the failure response.
-async fn complete<F>(mut resp: Response, finish: impl FnOnce(http::StatusCode) -> F) -> Response
+/// Completes a payment once the handler answered: records the response first when the gate
+/// asked for it (`sink`), then adds the payment's headers to `resp`, or replaces `resp` with the
+/// failure response.
+async fn complete<F>(resp: Response, sink: Option<ResponseSink>, finish: impl FnOnce(http::StatusCode) -> F) -> Response
 where
     F: Future<Output = Result<http::HeaderMap, PaymentHttpResponse>>,
 {
-    match finish(resp.status()).await {
+    let (mut resp, recorded) = match &sink {
+        Some(_) if resp.status().as_u16() < 400 => buffer(resp).await,
+        _ => (resp, None),
+    };
+    let finished = finish(resp.status()).await;
+    // Offered once the payment's fate is known: the gate keeps it only when a retry may need it.
+    if let (Some(sink), Some(recorded)) = (sink, recorded) {
+        sink(recorded).await;
+    }
+    match finished {
         Ok(headers) => {
             resp.headers_mut().extend(headers);
             resp
         }
         Err(failure) => into_response(failure),
+    }
+}
+
+/// Buffers `resp` when its body has a known size up to [`MAX_RECORDED_BODY_BYTES`]: the response
+/// (sent as is) and its record; other responses pass untouched, unrecorded.
+async fn buffer(resp: Response) -> (Response, Option<RecordedResponse>) {
+    use ::axum::body::HttpBody as _;
+    let fits = resp.body().size_hint().exact().is_some_and(|n| n <= MAX_RECORDED_BODY_BYTES as u64);
+    if !fits {
+        return (resp, None);
+    }
+    let (parts, body) = resp.into_parts();
+    match ::axum::body::to_bytes(body, MAX_RECORDED_BODY_BYTES).await {
+        Ok(bytes) => {
+            let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let recorded = RecordedResponse::new(parts.status, content_type, &bytes);
+            (Response::from_parts(parts, Body::from(bytes)), Some(recorded))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "pay402: the handler's response body failed");
+            let failed =
+                PaymentHttpResponse::json_error(http::StatusCode::INTERNAL_SERVER_ERROR, "the response body failed");
+            (into_response(failed), None)
+        }
     }
 }
 
@@ -132,12 +169,13 @@ where
                 Err(r) => return Ok(into_response(r)),
             };
             G::insert_extensions(&payment, req.extensions_mut());
+            let sink = gate.response_sink(&payment);
             // Completes the payment per the cancel policy if this future is dropped while the
             // handler runs (client disconnect, timeout layer), and releases it on a panic (F5).
             let mut guard = crate::gate::payment_guard(gate, ctx, payment);
             guard.start();
             let resp = crate::metrics::handler(inner.call(req)).await?;
-            Ok(complete(resp, |status| guard.finish(status)).await)
+            Ok(complete(resp, sink, |status| guard.finish(status)).await)
         })
     }
 }
@@ -359,9 +397,9 @@ impl<G: GuardGate> Verified<G> {
     /// Runs the handler body, then completes the payment with the handler's status (settles or
     /// commits below 400, adding `PAYMENT-RESPONSE` or `Payment-Receipt`; releases otherwise).
     pub async fn finish<R: IntoResponse>(self, body: impl Future<Output = R>) -> Response {
-        let mut guard = self.0.guard;
+        let Guarded { mut guard, sink, .. } = self.0;
         guard.start();
         let resp = crate::metrics::handler(body).await.into_response();
-        complete(resp, |status| guard.finish(status)).await
+        complete(resp, sink, |status| guard.finish(status)).await
     }
 }

@@ -16,7 +16,7 @@ use crate::completion::CancelPolicy;
 #[cfg(any(feature = "axum", feature = "actix"))]
 use crate::completion::FinishGuard;
 use crate::mpp::{Credential, Mpp, MppPayment, PaySpec, Receipt, StaticPaySpec};
-use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead};
+use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead, ResponseSink};
 use crate::x402::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use http::{HeaderMap, StatusCode};
 use std::fmt;
@@ -87,6 +87,16 @@ pub trait PaymentGate: Clone + Send + Sync + 'static {
         let _ = payment;
         CancelPolicy::Complete
     }
+
+    /// Where the handler's response to `payment` is recorded, so that a retry of the same
+    /// payment gets it without running the handler again (`None`, the default: not recorded).
+    /// The glue calls it with responses below 400 whose body has a known size up to
+    /// [`MAX_RECORDED_BODY_BYTES`](crate::web::MAX_RECORDED_BODY_BYTES), before completing
+    /// the payment.
+    fn response_sink(&self, payment: &Self::Payment) -> Option<ResponseSink> {
+        let _ = payment;
+        None
+    }
 }
 
 #[cfg(any(feature = "axum", feature = "actix"))]
@@ -132,6 +142,10 @@ impl PaymentGate for X402HttpServer {
 
     fn cancel_policy(&self, _: &X402Payment) -> CancelPolicy {
         self.cancellation()
+    }
+
+    fn response_sink(&self, payment: &X402Payment) -> Option<ResponseSink> {
+        X402HttpServer::response_sink(self, payment)
     }
 }
 
@@ -317,12 +331,18 @@ impl StaticGateRoute for StaticPaySpec {
 pub struct Guarded<G: GuardGate> {
     seen: <G::Payment as GuardedPayment>::Seen,
     pub(crate) guard: FinishGuard,
+    /// Where the handler's response is recorded ([`PaymentGate::response_sink`]).
+    pub(crate) sink: Option<ResponseSink>,
 }
 
 #[cfg(any(feature = "axum", feature = "actix"))]
 impl<G: GuardGate> fmt::Debug for Guarded<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Guarded").field("seen", &self.seen).field("guard", &self.guard).finish()
+        f.debug_struct("Guarded")
+            .field("seen", &self.seen)
+            .field("guard", &self.guard)
+            .field("records_response", &self.sink.is_some())
+            .finish()
     }
 }
 
@@ -332,7 +352,8 @@ impl<G: GuardGate> Guarded<G> {
     /// response to send.
     pub(crate) async fn admit(gate: G, ctx: RequestContext, route: &G::Route) -> Result<Self, PaymentHttpResponse> {
         let payment = Box::pin(gate.process(&ctx, route)).await?;
-        Ok(Self { seen: payment.seen(), guard: payment_guard(gate, ctx, payment) })
+        let sink = gate.response_sink(&payment);
+        Ok(Self { seen: payment.seen(), guard: payment_guard(gate, ctx, payment), sink })
     }
 
     /// What the handler sees of the payment.

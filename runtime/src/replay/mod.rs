@@ -24,7 +24,7 @@ mod records;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use self::records::{DEFAULT_RECORD_CAPACITY, InMemoryRecordStore, RecordStore};
+pub use self::records::{DEFAULT_RECORD_BYTES, DEFAULT_RECORD_CAPACITY, InMemoryRecordStore, RecordStore};
 
 #[cfg(feature = "redis")]
 pub(crate) use self::redis::{RedisConnectError, connect_redis, is_connection_problem};

@@ -47,17 +47,43 @@ pub trait RecordStore: Send + Sync + 'static {
 
 /// The default bound of an [`InMemoryRecordStore`]: live records it holds at most.
 pub const DEFAULT_RECORD_CAPACITY: usize = 65_536;
+/// The default bound of an [`InMemoryRecordStore`] in bytes (keys and values).
+pub const DEFAULT_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
 /// An in-process [`RecordStore`]: one server instance only (retries that land on another
 /// instance do not see its records; share a [`RedisRecordStore`](super::RedisRecordStore)).
 ///
-/// Bounded ([`DEFAULT_RECORD_CAPACITY`], [`InMemoryRecordStore::with_capacity`]): when full of
-/// live records a new one is refused with [`ReplayStoreError::Full`] (callers fail closed); a
+/// Bounded in records and bytes ([`DEFAULT_RECORD_CAPACITY`], [`DEFAULT_RECORD_BYTES`],
+/// [`InMemoryRecordStore::with_capacity`], [`InMemoryRecordStore::with_max_bytes`]): when full
+/// of live records a write is refused with [`ReplayStoreError::Full`] (callers fail closed); a
 /// live record is never evicted.
 #[derive(Debug)]
 pub struct InMemoryRecordStore {
-    map: Mutex<HashMap<String, (Vec<u8>, u64)>>,
+    map: Mutex<Records>,
     capacity: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    map: HashMap<String, (Vec<u8>, u64)>,
+    /// Bytes of the keys and values held.
+    bytes: usize,
+}
+
+impl Records {
+    /// Drops expired records.
+    fn prune(&mut self, now: u64) {
+        let mut freed = 0;
+        self.map.retain(|k, (v, exp)| {
+            let live = *exp >= now;
+            if !live {
+                freed += k.len() + v.len();
+            }
+            live
+        });
+        self.bytes -= freed;
+    }
 }
 
 impl Default for InMemoryRecordStore {
@@ -74,13 +100,19 @@ impl InMemoryRecordStore {
 
     /// An empty store holding at most `capacity` live records (at least 1).
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { map: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+        Self { map: Mutex::new(Records::default()), capacity: capacity.max(1), max_bytes: DEFAULT_RECORD_BYTES }
+    }
+
+    /// The same store holding at most `max_bytes` of keys and values.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Number of live records.
     pub fn len(&self) -> usize {
         let now = unix_now();
-        self.map.lock().map(|m| m.values().filter(|(_, exp)| *exp >= now).count()).unwrap_or(0)
+        self.map.lock().map(|m| m.map.values().filter(|(_, exp)| *exp >= now).count()).unwrap_or(0)
     }
 
     /// True when no live record is held.
@@ -93,8 +125,8 @@ impl InMemoryRecordStore {
 impl RecordStore for InMemoryRecordStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ReplayStoreError> {
         let now = unix_now();
-        let map = self.map.lock().map_err(|_| ReplayStoreError::Poisoned)?;
-        Ok(map.get(key).filter(|(_, exp)| *exp >= now).map(|(v, _)| v.clone()))
+        let records = self.map.lock().map_err(|_| ReplayStoreError::Poisoned)?;
+        Ok(records.map.get(key).filter(|(_, exp)| *exp >= now).map(|(v, _)| v.clone()))
     }
 
     async fn swap(
@@ -108,23 +140,33 @@ impl RecordStore for InMemoryRecordStore {
             return Err(ReplayStoreError::EmptyKey);
         }
         let now = unix_now();
-        let mut map = self.map.lock().map_err(|_| ReplayStoreError::Poisoned)?;
-        let current = map.get(key).filter(|(_, exp)| *exp >= now).map(|(v, _)| v.as_slice());
+        let mut records = self.map.lock().map_err(|_| ReplayStoreError::Poisoned)?;
+        let current = records.map.get(key).filter(|(_, exp)| *exp >= now).map(|(v, _)| v.as_slice());
         if current != expected {
             return Ok(false);
         }
+        let old = records.map.get(key).map_or(0, |(v, _)| key.len() + v.len());
         match new {
             None => {
-                map.remove(key);
+                records.map.remove(key);
+                records.bytes -= old;
             }
             Some(value) => {
-                if current.is_none() && map.len() >= self.capacity {
-                    map.retain(|_, (_, exp)| *exp >= now);
-                    if map.len() >= self.capacity {
+                let size = key.len() + value.len();
+                let full =
+                    |r: &Records| (old == 0 && r.map.len() >= self.capacity) || r.bytes - old + size > self.max_bytes;
+                if full(&records) {
+                    records.prune(now);
+                    let old_now = records.map.get(key).map_or(0, |(v, _)| key.len() + v.len());
+                    if (old_now == 0 && records.map.len() >= self.capacity)
+                        || records.bytes - old_now + size > self.max_bytes
+                    {
                         return Err(ReplayStoreError::Full);
                     }
                 }
-                map.insert(key.to_owned(), (value.to_vec(), expires_at));
+                let old = records.map.get(key).map_or(0, |(v, _)| key.len() + v.len());
+                records.map.insert(key.to_owned(), (value.to_vec(), expires_at));
+                records.bytes = records.bytes - old + size;
             }
         }
         Ok(true)
@@ -132,8 +174,9 @@ impl RecordStore for InMemoryRecordStore {
 
     async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, ReplayStoreError> {
         let now = unix_now();
-        let map = self.map.lock().map_err(|_| ReplayStoreError::Poisoned)?;
-        Ok(map
+        let records = self.map.lock().map_err(|_| ReplayStoreError::Poisoned)?;
+        Ok(records
+            .map
             .iter()
             .filter(|(k, (_, exp))| *exp >= now && k.starts_with(prefix))
             .map(|(k, _)| k.clone())
@@ -166,5 +209,17 @@ mod tests {
         assert!(s.swap("a", Some(b"2"), Some(b"3"), 0).await.unwrap());
         assert_eq!(s.get("a").await.unwrap(), None);
         assert!(s.swap("a", None, Some(b"4"), later).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn bounded_in_bytes() {
+        let s = InMemoryRecordStore::new().with_max_bytes(10);
+        let later = unix_now() + 60;
+        assert!(s.swap("k", None, Some(b"12345"), later).await.unwrap()); // 6 bytes
+        assert_eq!(s.swap("j", None, Some(b"12345"), later).await, Err(ReplayStoreError::Full));
+        // Replacing a record counts its new size only.
+        assert!(s.swap("k", Some(b"12345"), Some(b"123456789"), later).await.unwrap()); // 10 bytes
+        assert!(s.swap("k", Some(b"123456789"), None, later).await.unwrap());
+        assert!(s.swap("j", None, Some(b"12345"), later).await.unwrap());
     }
 }

@@ -15,7 +15,9 @@ pub(crate) use request::is_browser;
 #[cfg(feature = "actix")]
 pub(crate) use request::push_url;
 pub use request::{RequestContext, RequestHead};
-pub use response::{HttpBody, PaymentHttpResponse, PreparedResponse};
+pub use response::{
+    HttpBody, MAX_RECORDED_BODY_BYTES, PaymentHttpResponse, PreparedResponse, RecordedResponse, ResponseSink,
+};
 pub use route_key::{RouteKeyError, RouteKeyReason, RoutePattern, find_route, normalize_path, request_path_forms};
 
 use http::StatusCode;

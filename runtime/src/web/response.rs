@@ -131,3 +131,49 @@ mod tests {
         assert_eq!(prepared.to_response().headers.get_all("www-authenticate").iter().count(), 2);
     }
 }
+
+/// The most bytes of a handler's response body pay402 records for a later delivery
+/// ([`ResponseSink`]); larger (or streamed, unsized) bodies are not recorded.
+pub const MAX_RECORDED_BODY_BYTES: usize = 256 * 1024;
+
+/// A handler's response as it was produced, kept so that a retry of the same payment gets it
+/// without running the handler again (its side effects happened once).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedResponse {
+    /// The status.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The body, standard base64.
+    pub body: String,
+}
+
+impl RecordedResponse {
+    /// Records `status`, `content_type` and `body`.
+    pub fn new(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> Self {
+        use base64::Engine as _;
+        Self {
+            status: status.as_u16(),
+            content_type: content_type.map(str::to_owned),
+            body: base64::engine::general_purpose::STANDARD.encode(body),
+        }
+    }
+
+    /// The recorded response, to send (`None` when the record is damaged).
+    pub fn to_response(&self) -> Option<PaymentHttpResponse> {
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD.decode(&self.body).ok()?;
+        let status = StatusCode::from_u16(self.status).ok()?;
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = self.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            headers.insert(http::header::CONTENT_TYPE, ct);
+        }
+        Some(PaymentHttpResponse { status, headers, body: Bytes::from(body) })
+    }
+}
+
+/// Where the framework glue hands a handler's response for recording
+/// ([`crate::gate::PaymentGate::response_sink`]): called once, before the payment completes,
+/// with responses below 400 whose body has a known size up to [`MAX_RECORDED_BODY_BYTES`].
+pub type ResponseSink = Box<dyn FnOnce(RecordedResponse) -> super::BoxFuture<()> + Send>;

@@ -20,7 +20,7 @@ use super::headers::{
     X_PAYMENT_RESPONSE_HEADER, carries_payment, decode_payment_signature_header, encode_payment_required_header,
     encode_payment_response_header, payment_header,
 };
-use super::payment::{IdEnd, Identify, PaymentParts, X402Payment};
+use super::payment::{IdEnd, Identified, Identify, PaymentParts, X402Payment};
 use super::paywall::{self, PaywallConfig};
 use super::pending::{PendingSettlements, SweepReport};
 use super::replay_key::replay_key;
@@ -539,11 +539,14 @@ impl X402HttpServer {
         // settled one may no longer verify).
         let (identified, fresh) = match self.identify(ctx, route, &payload, &requirements).await? {
             Identify::No => (None, false),
-            Identify::Replay(response) => return Ok(Self::replayed(route, payload, requirements, version, response)),
+            Identify::Replay(response) => {
+                return self.replay_identified(route, payload, requirements, version, response).await;
+            }
             Identify::Fresh(i) => (Some(i), true),
             Identify::Resume(i) => (Some(i), false),
         };
-        match (self.admit(ctx, route, accepts, payload, requirements, version).await, identified) {
+        let admitted = self.admit(ctx, route, accepts, payload, requirements, version, identified.as_ref()).await;
+        match (admitted, identified) {
             (Ok(mut payment), Some(identified)) => {
                 if let Some(parts) = Arc::get_mut(&mut payment.0) {
                     parts.identified = Some(identified);
@@ -559,6 +562,7 @@ impl X402HttpServer {
     }
 
     /// Reserves the payment's replay key and verifies it (or answers a retry of it).
+    #[allow(clippy::too_many_arguments)]
     async fn admit(
         &self,
         ctx: &RequestContext,
@@ -567,6 +571,7 @@ impl X402HttpServer {
         payload: PaymentPayload,
         requirements: PaymentRequirements,
         version: u32,
+        identified: Option<&Identified>,
     ) -> Result<X402Payment, PaymentHttpResponse> {
         let Some((replay_key, expires_at)) = replay_key(&payload, &requirements, unix_now()) else {
             // An attacker-shaped `from`/`nonce` never reaches the replay store (F6).
@@ -580,7 +585,16 @@ impl X402HttpServer {
                 // A retry of a payment whose settlement outcome was unknown is answered from its
                 // record; anything else is a replay.
                 return self
-                    .on_replay(ctx, route, accepts.into_owned(), &replay_key, payload, requirements, version)
+                    .on_replay(
+                        ctx,
+                        route,
+                        accepts.into_owned(),
+                        &replay_key,
+                        payload,
+                        requirements,
+                        version,
+                        identified,
+                    )
                     .await;
             }
             Err(e) => {
@@ -623,6 +637,7 @@ impl X402HttpServer {
                 claim: None,
                 identified: None,
                 recorded: None,
+                keep_response: Default::default(),
             }))),
             Ok(v) => {
                 release().await;

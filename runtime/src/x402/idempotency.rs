@@ -10,15 +10,17 @@ use super::http::{PAYMENT_UNAVAILABLE_ERROR, REPLAYED_PAYMENT_REASON, X402HttpSe
 use super::payment::{IdEnd, Identified, Identify, PaymentParts, X402Payment};
 use super::payment_identifier::{IdOf, id_of};
 use super::pending::Retry;
-use super::route::RouteConfig;
+use super::replay_key::replay_key;
+use super::route::{RetryDelivery, RouteConfig};
 use super::types::{PaymentPayload, PaymentRequirements, SettleResponse};
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::replay::{RecordStore, unix_now};
-use crate::web::{PaymentHttpResponse, RequestContext};
+use crate::web::{PaymentHttpResponse, RequestContext, ResponseSink};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// How long a payment identifier's first request holds it before a resend may proceed.
 const IN_FLIGHT_LEASE_SECONDS: u64 = 300;
@@ -131,6 +133,63 @@ impl X402HttpServer {
         Err(self.inner.pending.unknown_response(None))
     }
 
+    /// Where the handler's response to `payment` goes (see
+    /// [`PaymentGate::response_sink`](crate::gate::PaymentGate::response_sink)): kept only when a
+    /// retry may need it — its settlement became unknown, or it settled under a payment
+    /// identifier — on routes answering retries with the recorded response
+    /// ([`RetryDelivery::RecordedResponse`], the default).
+    pub fn response_sink(&self, payment: &X402Payment) -> Option<ResponseSink> {
+        if payment.0.route.retry_delivery != RetryDelivery::RecordedResponse || payment.0.recorded.is_some() {
+            return None;
+        }
+        let key =
+            payment.0.replay_key.clone().or_else(|| payment.0.claim.as_ref().map(|c| c.replay_key().to_owned()))?;
+        let (pending, payment) = (self.inner.pending.clone(), payment.clone());
+        Some(Box::new(move |response| {
+            Box::pin(async move {
+                if payment.0.keep_response.load(Ordering::Acquire) {
+                    pending.store_response(&key, &response).await;
+                }
+            })
+        }))
+    }
+
+    /// A resend of a settled payment identifier: its recorded response when there is one
+    /// (`Err`, sent without running the handler), else the payment to run the handler again
+    /// with the recorded `PAYMENT-RESPONSE`. Nothing is verified or settled.
+    pub(super) async fn replay_identified(
+        &self,
+        route: &Arc<RouteConfig>,
+        payload: PaymentPayload,
+        requirements: PaymentRequirements,
+        version: u32,
+        response: SettleResponse,
+    ) -> Result<X402Payment, PaymentHttpResponse> {
+        if route.retry_delivery == RetryDelivery::RecordedResponse
+            && let Some((key, _)) = replay_key(&payload, &requirements, unix_now())
+            && let Some(answer) = self.recorded_answer(&key, &response, version).await
+        {
+            observe_payment(&requirements.scheme, PaymentOutcome::Verified);
+            return Err(answer);
+        }
+        Ok(Self::replayed(route, payload, requirements, version, response))
+    }
+
+    /// The recorded response to the payment `replay_key` names, with its settlement header.
+    async fn recorded_answer(
+        &self,
+        replay_key: &str,
+        settled: &SettleResponse,
+        version: u32,
+    ) -> Option<PaymentHttpResponse> {
+        let recorded = self.inner.pending.recorded_response(replay_key).await?;
+        let mut answer = recorded.to_response()?;
+        if let Ok(v) = encode_payment_response_header(settled) {
+            answer = answer.with_header(response_header(version), &v);
+        }
+        Some(answer.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
+    }
+
     /// The payment a resend of a settled payment identifier gets: the handler runs again and its
     /// response carries the recorded `PAYMENT-RESPONSE`; nothing is verified or settled.
     pub(super) fn replayed(
@@ -151,6 +210,7 @@ impl X402HttpServer {
             claim: None,
             identified: None,
             recorded: Some(response),
+            keep_response: Default::default(),
         }))
     }
 
@@ -158,6 +218,10 @@ impl X402HttpServer {
     /// the client may use it again for a new payment).
     pub(super) async fn end_identified_of(&self, payment: &X402Payment, next: Option<IdEnd<'_>>) {
         if let Some(identified) = &payment.0.identified {
+            if matches!(next, Some(IdEnd::Settled(_))) {
+                // A resend under the identifier will need the handler's response.
+                payment.0.keep_response.store(true, Ordering::Release);
+            }
             self.end_identified(identified, next).await;
         }
     }
@@ -210,12 +274,24 @@ impl X402HttpServer {
         payload: PaymentPayload,
         requirements: PaymentRequirements,
         version: u32,
+        identified: Option<&Identified>,
     ) -> Result<X402Payment, PaymentHttpResponse> {
         let failure = match self.inner.pending.on_retry(&self.inner.server, replay_key, &payload).await {
             Retry::NotRecorded => None,
             Retry::Deliver(claim) => {
                 tracing::info!(key = %replay_key, "x402: delivering a payment settled earlier");
                 observe_payment(&requirements.scheme, PaymentOutcome::Verified);
+                // The response the handler produced the first time, when it was recorded: the
+                // handler does not run again.
+                if route.retry_delivery == RetryDelivery::RecordedResponse
+                    && let Some(answer) = self.recorded_answer(replay_key, claim.response(), version).await
+                {
+                    self.inner.pending.delivered(&claim).await;
+                    if let Some(identified) = identified {
+                        self.end_identified(identified, Some(IdEnd::Settled(claim.response()))).await;
+                    }
+                    return Err(answer);
+                }
                 return Ok(X402Payment(Arc::new(PaymentParts {
                     payer: claim.response().payer.clone().or_else(|| payload.claimed_payer().map(str::to_owned)),
                     payload,
@@ -227,6 +303,7 @@ impl X402HttpServer {
                     claim: Some(claim),
                     identified: None,
                     recorded: None,
+                    keep_response: Default::default(),
                 })));
             }
             Retry::Unknown(tx) => return Err(self.inner.pending.unknown_response(tx.as_deref())),
@@ -297,6 +374,8 @@ impl X402HttpServer {
         transaction: Option<String>,
     ) -> PaymentHttpResponse {
         self.end_identified_of(payment, Some(IdEnd::Pending)).await;
+        // A retry will need the handler's response.
+        payment.0.keep_response.store(true, Ordering::Release);
         let Some(key) = &payment.0.replay_key else {
             return self.inner.pending.unknown_response(transaction.as_deref());
         };

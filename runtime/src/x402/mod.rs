@@ -65,7 +65,7 @@ pub use pending::{
 };
 pub use replay_key::REPLAY_SKEW_SECONDS;
 pub use route::{
-    DynamicPayTo, DynamicPrice, DynamicRouteError, PayToSource, PaymentOption, PriceSource, RouteConfig,
+    DynamicPayTo, DynamicPrice, DynamicRouteError, PayToSource, PaymentOption, PriceSource, RetryDelivery, RouteConfig,
     SettleFailedBodyFn, StaticRoute, UnpaidBodyFn,
 };
 pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};

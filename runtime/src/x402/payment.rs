@@ -23,6 +23,9 @@ pub(super) struct PaymentParts {
     pub(super) identified: Option<Identified>,
     /// A resend of a settled payment identifier: its recorded settlement (nothing is settled).
     pub(super) recorded: Option<SettleResponse>,
+    /// Set while completing: a retry may need the handler's response (its settlement became
+    /// unknown, or it settled under a payment identifier), so the response is recorded.
+    pub(super) keep_response: std::sync::atomic::AtomicBool,
 }
 
 /// A payment identifier held by a request: its record's key and what it is bound to.

@@ -10,8 +10,9 @@
 //!
 //! What the seller does with it (see [`X402HttpServer`](super::X402HttpServer)): the id is looked
 //! up **before** the payment is verified and bound to the exact payload and the request's method
-//! and path. Same id, same binding, settled → the handler's response is produced again with the
-//! recorded `PAYMENT-RESPONSE`, without a second verification or settlement; same id, another
+//! and path. Same id, same binding, settled → the recorded response (or, when none could be
+//! recorded, the handler's response produced again) with the recorded `PAYMENT-RESPONSE`,
+//! without a second verification or settlement; same id, another
 //! payload or request → `409 Conflict`; the original still in flight → `503` with
 //! `Retry-After`; `required` and no id, or a malformed id → `400`.
 

@@ -14,8 +14,10 @@
 //! ([`X402HttpServer::reconcile_pending`](super::X402HttpServer::reconcile_pending)). When the
 //! buyer retries with the **same** payment (the replay guard sees its key again):
 //!
-//! * settled → the handler runs again and its response is delivered with the recorded
-//!   `PAYMENT-RESPONSE`; nothing is verified or settled a second time. One retry at a time holds
+//! * settled → the response the handler produced the first time (recorded when the outcome
+//!   became unknown; [`RetryDelivery`](super::RetryDelivery)) — or, when none was recorded, the
+//!   handler's response to the retry — is delivered with the recorded `PAYMENT-RESPONSE`;
+//!   nothing is verified or settled a second time. One retry at a time holds
 //!   the delivery ([`SettlementRecord::Delivering`], a lease); once a response with a status
 //!   below 400 is delivered the record says so and later copies are refused as replays;
 //! * failed (proven by the facilitator) → a fresh 402 with the failure in `PAYMENT-RESPONSE`;
@@ -138,6 +140,11 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// The replay key of the payment it holds.
+    pub(crate) fn replay_key(&self) -> &str {
+        self.key.strip_prefix(RECORD_PREFIX).unwrap_or(&self.key)
+    }
+
     /// The recorded settle response.
     pub(crate) fn response(&self) -> &SettleResponse {
         &self.response
@@ -411,6 +418,32 @@ impl PendingSettlements {
                 wait = (wait * 2).min(BACKOFF_MAX);
             }
         });
+    }
+
+    fn response_key(replay_key: &str) -> String {
+        format!("x402:response:{replay_key}")
+    }
+
+    /// Records the handler's response to the payment `replay_key` names (for its retries).
+    pub(crate) async fn store_response(&self, replay_key: &str, response: &crate::web::RecordedResponse) {
+        let key = Self::response_key(replay_key);
+        let bytes = serde_json::to_vec(response).unwrap_or_default();
+        let current = match self.store.get(&key).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "x402: cannot record a response; a retry will run the handler again");
+                return;
+            }
+        };
+        if let Err(e) = self.store.swap(&key, current.as_deref(), Some(&bytes), self.expiry(0)).await {
+            tracing::warn!(error = %e, "x402: cannot record a response; a retry will run the handler again");
+        }
+    }
+
+    /// The handler's recorded response to the payment `replay_key` names, if any.
+    pub(crate) async fn recorded_response(&self, replay_key: &str) -> Option<crate::web::RecordedResponse> {
+        let bytes = self.store.get(&Self::response_key(replay_key)).await.ok()??;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// One sweep over every pending record of the store (status queries only).

@@ -169,6 +169,26 @@ impl PaymentOption {
     }
 }
 
+/// What a retry of a payment settled earlier gets ([`RouteConfig::on_retry`]).
+///
+/// With x402 the handler runs *before* settlement, so when a settlement's outcome is unknown the
+/// handler has already run once (its side effects happened) and its response was withheld.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryDelivery {
+    /// The response the handler produced for this payment, recorded when a retry may need it
+    /// (its settlement became unknown, or it settled under a payment identifier): the handler
+    /// does not run again. A response that was not recorded — streamed, larger than
+    /// [`MAX_RECORDED_BODY_BYTES`](crate::web::MAX_RECORDED_BODY_BYTES), or refused by a full
+    /// store — falls back to running the handler again. The default: right for handlers with
+    /// side effects (`POST /orders`).
+    #[default]
+    RecordedResponse,
+    /// The handler runs again for the retry (nothing is recorded): for idempotent handlers
+    /// whose responses should be fresh, or too large to keep.
+    RerunHandler,
+}
+
 /// Configuration of one protected route.
 #[derive(Clone, Default)]
 pub struct RouteConfig {
@@ -194,6 +214,8 @@ pub struct RouteConfig {
     /// The `payment-identifier` extension: `Some(required)` when declared
     /// ([`RouteConfig::payment_identifier`]).
     pub(super) payment_identifier: Option<bool>,
+    /// What a retry of a payment settled earlier gets ([`RouteConfig::on_retry`]).
+    pub(super) retry_delivery: RetryDelivery,
     pub(super) static_accepts: Arc<OnceLock<Vec<PaymentRequirements>>>,
     pub(super) unpaid_challenge: super::unpaid_cache::UnpaidSlot,
 }
@@ -270,17 +292,24 @@ impl RouteConfig {
 
     /// Declares the x402 `payment-identifier` extension (see [`super::payment_identifier`]):
     /// its 402 advertises it (`required` or optional), and a payment carrying an id is
-    /// idempotent — a resend of a settled id gets the handler's response again with the recorded
-    /// `PAYMENT-RESPONSE` (no second verification or settlement: the handler runs again, so keep
-    /// such routes' handlers idempotent), another payment or request under the same id gets
-    /// `409`, and the original still in flight gets `503` with `Retry-After`. With `required`, a
-    /// payment without an id gets `400`.
+    /// idempotent — a resend of a settled id gets the recorded response with the recorded
+    /// `PAYMENT-RESPONSE` (no second verification or settlement; see [`RouteConfig::on_retry`]),
+    /// another payment or request under the same id gets `409`, and the original still in
+    /// flight gets `503` with `Retry-After`. With `required`, a payment without an id gets `400`.
     pub fn payment_identifier(mut self, required: bool) -> Self {
         self.payment_identifier = Some(required);
         self.extensions.get_or_insert_with(JsonObject::new).insert(
             super::payment_identifier::PAYMENT_IDENTIFIER.to_owned(),
             super::payment_identifier::payment_identifier_extension(required),
         );
+        self
+    }
+
+    /// What a retry of a payment settled earlier gets — after an unknown settlement outcome, or
+    /// a resend under a settled payment identifier (default
+    /// [`RetryDelivery::RecordedResponse`]).
+    pub fn on_retry(mut self, delivery: RetryDelivery) -> Self {
+        self.retry_delivery = delivery;
         self
     }
 
