@@ -1174,10 +1174,22 @@ impl Sellers {
         // I2 and I5 over the answered requests.
         let mut bodies_per_x402: HashMap<usize, u32> = HashMap::new();
         let mut bodies_per_charge: HashMap<usize, u32> = HashMap::new();
+        // x402 runs the handler before settling: a retry of a payment whose settlement outcome
+        // was unknown gets the response the handler produced in an earlier request (recorded,
+        // issue 17), so its handler run is logged under that earlier request.
+        let x402_runs: HashSet<usize> = handler_runs
+            .iter()
+            .filter_map(|id| match m.requests.get(id).map(|r| &r.carried) {
+                Some(Carried::X402 { payment, genuine: true }) => Some(*payment),
+                _ => None,
+            })
+            .collect();
         for (id, req) in &m.requests {
             let Some((status, true)) = req.answer else { continue };
             let label = self.endpoints[req.ep].label;
-            if !handler_runs.contains(id) {
+            let recorded =
+                matches!(&req.carried, Carried::X402 { payment, genuine: true } if x402_runs.contains(payment));
+            if !handler_runs.contains(id) && !recorded {
                 v.push(Violation::new(
                     "I1",
                     format!("{label}: a response ({status}) carries the handler's body, but no handler run was logged"),

@@ -137,6 +137,11 @@ pub struct MppPayment {
 }
 
 impl MppPayment {
+    /// A charge paid before the handler: nothing to commit or release.
+    fn charged(credential: Credential, receipt: Receipt, cancel: CancelPolicy) -> Self {
+        Self { credential, receipt, pending: None, unknown: UnknownHooks::default(), cancel, hold: None }
+    }
+
     /// What happens to this payment when its request is cancelled while the handler runs (the
     /// coordinator's [`Mpp::cancel_policy`]). A session reservation of an `MppPayment` dropped without
     /// [`MppPayment::finish`] is released.
@@ -616,14 +621,7 @@ impl Mpp {
             Ok(receipt) => {
                 observe(PaymentOutcome::Verified);
                 tracing::Span::current().record("reference", receipt.reference.as_str());
-                Ok(Granted::Paid(MppPayment {
-                    credential,
-                    receipt,
-                    pending: None,
-                    unknown: UnknownHooks::default(),
-                    cancel: self.inner.cancel_policy,
-                    hold: None,
-                }))
+                Ok(Granted::Paid(MppPayment::charged(credential, receipt, self.inner.cancel_policy)))
             }
             Err(e) => {
                 if matches!(e, PayError::Unknown(_)) {
@@ -660,14 +658,7 @@ impl Mpp {
                 for hook in &self.inner.events.payment_success {
                     hook(credential, &receipt);
                 }
-                Ok(Granted::Paid(MppPayment {
-                    credential: credential.clone(),
-                    receipt,
-                    pending: None,
-                    unknown: UnknownHooks::default(),
-                    cancel: self.inner.cancel_policy,
-                    hold: None,
-                }))
+                Ok(Granted::Paid(MppPayment::charged(credential.clone(), receipt, self.inner.cancel_policy)))
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "mpp: re-submitted charge not confirmed; its outcome stays unknown");
@@ -734,14 +725,7 @@ impl Mpp {
                 Keyed::Replay(replayed) => {
                     let (credential, receipt) = *replayed;
                     tracing::info!(parent: &span, "mpp: Idempotency-Key replayed from its record");
-                    return Ok(MppPayment {
-                        credential,
-                        receipt,
-                        pending: None,
-                        unknown: UnknownHooks::default(),
-                        cancel: self.inner.cancel_policy,
-                        hold: None,
-                    });
+                    return Ok(MppPayment::charged(credential, receipt, self.inner.cancel_policy));
                 }
             },
             None => None,
