@@ -740,9 +740,10 @@ async fn seller_settles_through_the_sa_and_maps_each_failure_to_its_status() {
         (envelope(json!("70000"), "bad param", Value::Null), 400, "bad-request"),
         (envelope(json!(70009), "bad challenge", Value::Null), 402, "invalid-challenge"),
         (envelope(json!(70010), "no channel", Value::Null), 410, "session/channel-not-found"),
-        (envelope(json!(8000), "internal", Value::Null), 500, "internal-error"),
-        (answer(500, "boom"), 500, "internal-error"),
-        (answer(200, "<html>"), 500, "internal-error"),
+        // Unknown outcomes: 503 + Retry-After (issue 17), never a new challenge.
+        (envelope(json!(8000), "internal", Value::Null), 503, "internal-error"),
+        (answer(500, "boom"), 503, "internal-error"),
+        (answer(200, "<html>"), 503, "internal-error"),
     ] {
         let (outcome, _) = seller_outcome(answer).await;
         let resp = outcome.expect_err("refused");
@@ -752,5 +753,6 @@ async fn seller_settles_through_the_sa_and_maps_each_failure_to_its_status() {
         assert_eq!(problem["type"], format!("https://paymentauth.org/problems/{type_suffix}"));
         assert_eq!(problem["status"], status);
         assert_eq!(resp.headers.contains_key("www-authenticate"), status == 402, "{type_suffix}");
+        assert_eq!(resp.headers.contains_key("retry-after"), status == 503, "{type_suffix}");
     }
 }

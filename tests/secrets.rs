@@ -167,7 +167,8 @@ async fn x402_flow(stand: &FaultServer) {
         let AnyPaymentRequired::V2(_) = &required else { panic!("v1") };
         let (name, value) = client.create_payment_header(&required).await.expect("payment");
         let paid = http.get(&url).header(name, value).send().await.expect("paid");
-        assert_eq!(paid.status(), if round == 0 { 200 } else { 402 });
+        // A settle answered 503 leaves the outcome unknown: 503 + Retry-After (issue 17).
+        assert_eq!(paid.status(), if round == 0 { 200 } else { 503 });
     }
     stand.clear_faults();
 }

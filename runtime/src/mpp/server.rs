@@ -193,7 +193,7 @@ impl MppPayment {
                 return Err(PaymentHttpResponse::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "application/json",
-                    err.problem().to_compact_json(),
+                    unknown_problem(&err),
                 )
                 .with_header("retry-after", &MPP_RETRY_AFTER_SECONDS.to_string()));
             }
@@ -795,7 +795,7 @@ impl Mpp {
             Some(PayError::Method(e)) => (e.status(), "application/json", e.problem().to_compact_json()),
             // Unknown: never a new challenge (it would invite a second authorization) — 503 with
             // Retry-After; the body is the SA problem.
-            Some(PayError::Unknown(e)) => (503, "application/json", e.problem().to_compact_json()),
+            Some(PayError::Unknown(e)) => (503, "application/json", unknown_problem(e)),
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::PAYMENT_REQUIRED);
         let mut resp = PaymentHttpResponse::new(status, content_type, body);
@@ -820,4 +820,11 @@ impl Mpp {
         h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(MPP_EXPOSED_HEADERS));
         h
     }
+}
+
+/// The problem of an unknown outcome: the SA's problem, with the `503` it is answered with.
+fn unknown_problem(e: &EvmPaymentError) -> Vec<u8> {
+    let mut problem = e.problem();
+    problem.status = 503;
+    problem.to_compact_json()
 }
