@@ -28,6 +28,37 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "$@"
 }
 
+# pinned_venv VENV REQUIREMENTS IMPORT_CHECK NAME: a Python venv at VENV with every package of
+# REQUIREMENTS (pinned exactly) installed, checked by running IMPORT_CHECK. Idempotent: a venv
+# whose stamp matches the requirements file's hash and whose check passes is reused as is.
+pinned_venv() {
+    local venv="$1" req="$2" check="$3" name="$4"
+    local stamp="$venv/.pay402-requirements.sha256"
+    local want
+    want="$(sha256sum "$req" | cut -d' ' -f1)" || return 1
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] &&
+        "$venv/bin/python" -c "$check" 2>/dev/null; then
+        echo "install-test-deps: $name already installed in $venv"
+        return 0
+    fi
+    local py
+    py="$(command -v python3)" || { apt_install python3 python3-venv python3-pip || return 1; py="$(command -v python3)"; }
+    echo "install-test-deps: installing $name (PyPI) into $venv"
+    rm -rf "$venv"
+    if ! "$py" -m venv "$venv" 2>/dev/null; then
+        # Debian's python3 needs python3-venv for ensurepip.
+        rm -rf "$venv"
+        apt_install python3-venv || return 1
+        "$py" -m venv "$venv" || return 1
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req" || return 1
+    "$venv/bin/python" -c "$check" || {
+        echo "$name does not import after install" >&2
+        return 1
+    }
+    echo "$want" >"$stamp"
+}
+
 install_test_deps() {
     local f
     for f in scripts/deps/*.sh; do

@@ -34,12 +34,11 @@ use pay402::x402::{
     decode_payment_required_header, decode_payment_response_header,
 };
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::okx::{OkxKeys, TimestampFormat, check_okx_headers};
+use support::worker::Worker;
 use support::{FRAMEWORKS, Framework, Running};
 
 const API_KEY: &str = "exactly-once-key";
@@ -512,7 +511,6 @@ const WORKER_STAND: &str = "PAY402_EXACTLY_ONCE_STAND";
 const WORKER_REDIS: &str = "PAY402_EXACTLY_ONCE_REDIS";
 const WORKER_PREFIX: &str = "PAY402_EXACTLY_ONCE_PREFIX";
 const WORKER_FRAMEWORK: &str = "PAY402_EXACTLY_ONCE_FRAMEWORK";
-const PORT_LINE: &str = "PAY402_WORKER_PORT=";
 
 /// The worker role: nothing in a normal test run; in a child started by [`Worker::spawn`] it
 /// serves `GET /report` (axum, or actix-web when `$WORKER_FRAMEWORK` is `actix`) with the
@@ -549,8 +547,7 @@ fn seller_worker() {
         actix_web::rt::System::new().block_on(async move {
             let x402 = build(stand_url, redis, prefix).await;
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            println!("{PORT_LINE}{}", listener.local_addr().expect("addr").port());
-            std::io::stdout().flush().expect("flush");
+            support::worker::announce_port(listener.local_addr().expect("addr").port());
             actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .wrap(pay402::actix::X402Middleware::new(x402.clone()))
@@ -572,58 +569,9 @@ fn seller_worker() {
             .route("/report", axum::routing::get(|| async { BODY }))
             .layer(pay402::axum::X402Layer::new(x402));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        println!("{PORT_LINE}{}", listener.local_addr().expect("addr").port());
-        std::io::stdout().flush().expect("flush");
+        support::worker::announce_port(listener.local_addr().expect("addr").port());
         axum::serve(listener, app).await.expect("serve");
     });
-}
-
-/// A worker process, killed on drop.
-struct Worker {
-    child: Child,
-    base: String,
-}
-
-impl Worker {
-    fn spawn(stand: &str, redis: &str, prefix: &str, framework: Framework) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "seller_worker", "--nocapture", "--test-threads=1"])
-            .env(WORKER_ROLE, "1")
-            .env(WORKER_FRAMEWORK, if framework == Framework::Actix { "actix" } else { "axum" })
-            .env(WORKER_STAND, stand)
-            .env(WORKER_REDIS, redis)
-            .env(WORKER_PREFIX, prefix)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn worker");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if !sent && let Some(at) = line.find(PORT_LINE) {
-                    let _ = tx.send(line[at + PORT_LINE.len()..].trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let mut worker = Self { child, base: String::new() };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(port) => worker.base = format!("http://127.0.0.1:{port}"),
-            Err(e) => panic!("worker did not print its port ({e}); status {:?}", worker.child.try_wait()),
-        }
-        worker
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Three seller processes share Redis (A and C on axum, B on actix-web): the payment's
@@ -636,9 +584,20 @@ async fn three_processes_sharing_redis_settle_a_retried_payment_once() {
     let redis = support::redis::RedisServer::start();
     let stand = Stand::start();
     let prefix = format!("exactly-once-{}:", std::process::id());
+    let redis_url = redis.url();
     let workers: Vec<Worker> = [Framework::Axum, Framework::Actix, Framework::Axum]
         .into_iter()
-        .map(|fw| Worker::spawn(&stand.url, &redis.url(), &prefix, fw))
+        .map(|fw| {
+            let framework = if fw == Framework::Actix { "actix" } else { "axum" };
+            let env = [
+                (WORKER_ROLE, "1"),
+                (WORKER_STAND, stand.url.as_str()),
+                (WORKER_REDIS, redis_url.as_str()),
+                (WORKER_PREFIX, prefix.as_str()),
+                (WORKER_FRAMEWORK, framework),
+            ];
+            Worker::spawn("seller_worker", &env)
+        })
         .collect();
     let http = reqwest::Client::new();
     let url = |w: usize| format!("{}/report", workers[w].base);

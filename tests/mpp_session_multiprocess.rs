@@ -24,21 +24,18 @@ use pay402::mpp::{EmbeddedSa, EvmMethod, Mpp, ParsedChallenge, PaySpec, SessionC
 use pay402::replay::{InMemoryReplayStore, RedisReplayStore, ReplayStore};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 // The buyer (PAYER_KEY) is also the channel's authorized signer.
 use support::accounts::{ESCROW, PAYEE, PAYER_KEY, USDT0};
 use support::redis::RedisServer;
+use support::worker::Worker;
 
 /// Env vars of the worker role.
 const WORKER_ROLE: &str = "PAY402_SESSION_WORKER";
 const WORKER_STORE: &str = "PAY402_SESSION_WORKER_STORE";
 const WORKER_PREFIX: &str = "PAY402_SESSION_WORKER_PREFIX";
-/// The line a worker prints once it listens.
-const PORT_LINE: &str = "PAY402_WORKER_PORT=";
 /// A request carrying this header makes the worker's handler fail (HTTP 500).
 const FAIL_HEADER: &str = "x-test-fail";
 
@@ -99,58 +96,9 @@ fn session_worker() {
             axum::Router::new().route("/metered", axum::routing::get(handler)).layer(pay402::axum::MppLayer::new(mpp));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        println!("{PORT_LINE}{port}");
-        std::io::stdout().flush().expect("flush");
+        support::worker::announce_port(port);
         axum::serve(listener, app).await.expect("serve");
     });
-}
-
-/// A worker process, killed on drop.
-struct Worker {
-    child: Child,
-    base: String,
-}
-
-impl Worker {
-    fn spawn(role: &str, store: &str, prefix: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "session_worker", "--nocapture", "--test-threads=1"])
-            .env(WORKER_ROLE, role)
-            .env(WORKER_STORE, store)
-            .env(WORKER_PREFIX, prefix)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn worker");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the port line, then keeps draining stdout so the worker never blocks on it.
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may print `test session_worker ... ` first on the same line.
-                if !sent && let Some(at) = line.find(PORT_LINE) {
-                    let _ = tx.send(line[at + PORT_LINE.len()..].trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let mut worker = Self { child, base: String::new() };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(port) => worker.base = format!("http://127.0.0.1:{port}"),
-            Err(e) => panic!("worker did not print its port ({e}); status {:?}", worker.child.try_wait()),
-        }
-        worker
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,7 +307,11 @@ async fn run(
 }
 
 async fn scenario(role: &str, location: &str, prefix: &str, store: Arc<dyn ChannelStore>) {
-    let workers: Vec<Worker> = (0..WORKERS).map(|_| Worker::spawn(role, location, prefix)).collect();
+    let workers: Vec<Worker> = (0..WORKERS)
+        .map(|_| {
+            Worker::spawn("session_worker", &[(WORKER_ROLE, role), (WORKER_STORE, location), (WORKER_PREFIX, prefix)])
+        })
+        .collect();
     let http = reqwest::Client::new();
     let shared_replay = role == "redis";
     run(&http, &workers, store.as_ref(), 0xa1, false, shared_replay).await;

@@ -6,6 +6,7 @@ pub(crate) mod accounts;
 pub(crate) mod anvil;
 pub(crate) mod okx;
 pub(crate) mod redis;
+pub(crate) mod worker;
 
 use async_trait::async_trait;
 use pay402::x402::EmbeddedFacilitator;
