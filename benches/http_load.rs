@@ -311,7 +311,7 @@ fn sellers(facilitator_url: &str) -> Result<(X402HttpServer, X402HttpServer, Mpp
     let table = X402HttpServer::new(resource)
         .route("GET /t/table", RouteConfig::new(PaymentOption::exact("$0.001", PAY_TO)).description("bench"))?;
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::with_sa(Arc::new(EmbeddedSa::new())));
-    let mpp = Mpp::new(method, "bench.localhost", "bench-secret")?;
+    let mpp = Mpp::new(method, "bench.localhost", "bench-secret-at-least-32-bytes-long-hmac-key")?;
     Ok((x402, table, mpp))
 }
 
@@ -417,8 +417,12 @@ mod session {
             let payee: PrivateKeySigner = PAYEE_KEY.parse()?;
             let intent = SessionIntent::new(sa, PAYEE).signer(Arc::new(payee)).store(store);
             let spec = PaySpec { amount: "0.000001".into(), intent: "session".into(), ..PaySpec::default() };
-            let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "bench.localhost", "bench-secret")?
-                .route(&format!("GET /s/{name}"), spec)?;
+            let mpp = Mpp::new(
+                EvmMethod::x_layer(PAYEE).with_session(intent),
+                "bench.localhost",
+                "bench-secret-at-least-32-bytes-long-hmac-key",
+            )?
+            .route(&format!("GET /s/{name}"), spec)?;
             out.push(mpp);
         }
         Ok(out)

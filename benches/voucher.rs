@@ -127,8 +127,12 @@ async fn session(store: Arc<dyn ChannelStore>) -> Session {
     let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
     sa.fund(USDT0, PAYER, U256::from(10u64).pow(U256::from(18u8))).expect("fund");
     let intent = SessionIntent::new(sa, PAYEE).signer(Arc::new(key(PAYEE_KEY))).store(store);
-    let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "bench.localhost", "bench-secret")
-        .expect("coordinator");
+    let mpp = Mpp::new(
+        EvmMethod::x_layer(PAYEE).with_session(intent),
+        "bench.localhost",
+        "bench-secret-at-least-32-bytes-long-hmac-key",
+    )
+    .expect("coordinator");
     let spec = PaySpec { amount: "0.000001".into(), intent: "session".into(), ..PaySpec::default() };
     mpp.pay_request(&spec).expect("session request");
     let unpaid = mpp.process(&ctx(None), &spec).await.expect_err("402");

@@ -4,14 +4,12 @@
 //! whichever protocol it speaks.
 //!
 //! Run with `cargo run --example actix_dual`; pay it with `cargo run --example x402_client` or
-//! `cargo run --example mpp_client`. Follows the README's example convention (`PAY402_ADDR`,
-//! `PAY402_PAY_TO`, `MPP_SECRET_KEY`, `MPP_REALM`, OKX credentials for the facilitator and the
-//! Settlement Agent).
-
-mod support;
+//! `cargo run --example mpp_client`. Follows the README's example convention (`PAY402_ADDR`; `pay402::setup`: development
+//! mode unless `PAY402_ENV=production`).
 
 use actix_web::{App, HttpServer, Responder, get, web};
-use pay402::actix::{Paid, X402HttpServer, pay, x402};
+use pay402::actix::{Paid, pay, x402};
+use pay402::setup::Setup;
 
 /// A stock quote for $0.001 over x402, or 0.001 USD₮0 over MPP.
 #[get("/quote")]
@@ -28,17 +26,18 @@ async fn quote(paid: Paid) -> impl Responder {
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (server, _embedded) = support::resource_server()?;
-    let x402 = X402HttpServer::new(server).pay_to(support::pay_to());
-    x402.initialize().await?;
+    // Logs (RUST_LOG=pay402=debug for more): pay402 reports misconfiguration here.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let setup = Setup::from_env()?;
+    let x402 = setup.x402().await?;
     let x402 = web::Data::new(x402);
-    let mpp = web::Data::new(support::mpp()?);
-    let listener = std::net::TcpListener::bind(support::addr())?;
+    let mpp = web::Data::new(setup.mpp()?);
+    let listener = std::net::TcpListener::bind(pay402::setup::listen_addr())?;
     let local = listener.local_addr()?;
     let http = HttpServer::new(move || App::new().app_data(x402.clone()).app_data(mpp.clone()).service(quote))
         .workers(2)
         .listen(listener)?;
-    support::announce(local, "/quote");
+    println!("listening on http://{local}/quote");
     http.run().await?;
     Ok(())
 }

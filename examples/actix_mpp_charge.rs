@@ -4,10 +4,9 @@
 //! Run with `cargo run --example actix_mpp_charge`; pay it with `cargo run --example mpp_client`.
 //! Follows the README's example convention.
 
-mod support;
-
 use actix_web::{App, HttpServer, Responder, get, web};
 use pay402::actix::{Credential, Receipt, pay};
+use pay402::setup::Setup;
 
 /// One premium API call for 0.00001 USD₮0.
 #[get("/premium")]
@@ -22,12 +21,14 @@ async fn premium(credential: Credential, receipt: Receipt) -> impl Responder {
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mpp = web::Data::new(support::mpp()?);
-    let listener = std::net::TcpListener::bind(support::addr())?;
+    // Logs (RUST_LOG=pay402=debug for more): pay402 reports misconfiguration here.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let mpp = web::Data::new(Setup::from_env()?.mpp()?);
+    let listener = std::net::TcpListener::bind(pay402::setup::listen_addr())?;
     let local = listener.local_addr()?;
     let http =
         HttpServer::new(move || App::new().app_data(mpp.clone()).service(premium)).workers(2).listen(listener)?;
-    support::announce(local, "/premium");
+    println!("listening on http://{local}/premium");
     http.run().await?;
     Ok(())
 }

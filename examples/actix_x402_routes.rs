@@ -2,21 +2,21 @@
 //!
 //! Run with `cargo run --example actix_x402_routes`. Follows the README's example convention.
 
-mod support;
-
 use actix_web::{App, HttpServer, web};
-use pay402::actix::{X402HttpServer, X402Middleware, X402Payment};
+use pay402::actix::{X402Middleware, X402Payment};
+use pay402::setup::Setup;
 use pay402::x402::{PaymentOption, RouteConfig};
 
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (server, _embedded) = support::resource_server()?;
-    let route = RouteConfig::new(PaymentOption::exact("$0.001", &support::pay_to()))
+    // Logs (RUST_LOG=pay402=debug for more): pay402 reports misconfiguration here.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let setup = Setup::from_env()?;
+    let route = RouteConfig::new(PaymentOption::exact("$0.001", setup.pay_to()))
         .description("A stock quote")
         .mime_type("application/json");
-    let x402 = X402HttpServer::new(server).route("GET /quote", route)?;
-    x402.initialize().await?;
-    let listener = std::net::TcpListener::bind(support::addr())?;
+    let x402 = setup.x402().await?.route("GET /quote", route)?;
+    let listener = std::net::TcpListener::bind(pay402::setup::listen_addr())?;
     let local = listener.local_addr()?;
     let http = HttpServer::new(move || {
         App::new()
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .workers(2)
     .listen(listener)?;
-    support::announce(local, "/quote");
+    println!("listening on http://{local}/quote");
     http.run().await?;
     Ok(())
 }

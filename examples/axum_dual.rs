@@ -4,14 +4,12 @@
 //! whichever protocol it speaks.
 //!
 //! Run with `cargo run --example axum_dual`; pay it with `cargo run --example x402_client` or
-//! `cargo run --example mpp_client`. Follows the README's example convention (`PAY402_ADDR`,
-//! `PAY402_PAY_TO`, `MPP_SECRET_KEY`, `MPP_REALM`, OKX credentials for the facilitator and the
-//! Settlement Agent).
-
-mod support;
+//! `cargo run --example mpp_client`. Follows the README's example convention (`PAY402_ADDR`; `pay402::setup`: development
+//! mode unless `PAY402_ENV=production`).
 
 use axum::extract::FromRef;
 use pay402::axum::{Mpp, Paid, X402HttpServer, pay, x402};
+use pay402::setup::Setup;
 
 /// The state: both protocols' servers.
 #[derive(Clone)]
@@ -46,13 +44,14 @@ async fn quote(paid: Paid) -> axum::Json<serde_json::Value> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (server, _embedded) = support::resource_server()?;
-    let x402 = X402HttpServer::new(server).pay_to(support::pay_to());
-    x402.initialize().await?;
-    let state = AppState { x402, mpp: support::mpp()? };
+    // Logs (RUST_LOG=pay402=debug for more): pay402 reports misconfiguration here.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let setup = Setup::from_env()?;
+    let x402 = setup.x402().await?;
+    let state = AppState { x402, mpp: setup.mpp()? };
     let app = axum::Router::new().route("/quote", axum::routing::get(quote)).with_state(state);
-    let listener = tokio::net::TcpListener::bind(support::addr()).await?;
-    support::announce(listener.local_addr()?, "/quote");
+    let listener = tokio::net::TcpListener::bind(pay402::setup::listen_addr()).await?;
+    println!("listening on http://{}/quote", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
 }

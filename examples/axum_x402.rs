@@ -1,13 +1,13 @@
 //! A paid axum API using the `#[x402]` attribute macro.
 //!
-//! Run with `cargo run --example axum_x402`, then pay it with `cargo run --example x402_client`.
-//! Follows the README's example convention (`PAY402_ADDR`, `PAY402_PAY_TO`, OKX credentials).
-
-mod support;
+//! Run with `cargo run --example axum_x402`, then pay it with `cargo run --example autopay_client`.
+//! Follows the README's example convention (`PAY402_ADDR`; development unless `PAY402_ENV=production`:
+//! see `pay402::setup`).
 
 use axum::Json;
 use axum::extract::Query;
-use pay402::axum::{X402HttpServer, X402Payment, x402};
+use pay402::axum::{X402Payment, x402};
+use pay402::setup::Setup;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -24,13 +24,12 @@ async fn quote(payment: X402Payment, Query(q): Query<QuoteQuery>) -> Json<serde_
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (server, _embedded) = support::resource_server()?;
-    let x402 = X402HttpServer::new(server).pay_to(support::pay_to());
-    x402.initialize().await?;
+    // Logs (RUST_LOG=pay402=debug for more): pay402 reports misconfiguration here.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let x402 = Setup::from_env()?.x402().await?;
     let app = axum::Router::new().route("/quote", axum::routing::get(quote)).with_state(x402);
-    let addr = support::addr();
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    support::announce(listener.local_addr()?, "/quote");
+    let listener = tokio::net::TcpListener::bind(pay402::setup::listen_addr()).await?;
+    println!("listening on http://{}/quote", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -2,19 +2,19 @@
 //!
 //! Run with `cargo run --example axum_x402_routes`. Follows the README's example convention.
 
-mod support;
-
-use pay402::axum::{X402HttpServer, X402Layer, X402Payment};
+use pay402::axum::{X402Layer, X402Payment};
+use pay402::setup::Setup;
 use pay402::x402::{PaymentOption, RouteConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (server, _embedded) = support::resource_server()?;
-    let route = RouteConfig::new(PaymentOption::exact("$0.001", &support::pay_to()))
+    // Logs (RUST_LOG=pay402=debug for more): pay402 reports misconfiguration here.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let setup = Setup::from_env()?;
+    let route = RouteConfig::new(PaymentOption::exact("$0.001", setup.pay_to()))
         .description("A stock quote")
         .mime_type("application/json");
-    let x402 = X402HttpServer::new(server).route("GET /quote", route)?;
-    x402.initialize().await?;
+    let x402 = setup.x402().await?.route("GET /quote", route)?;
     let app = axum::Router::new()
         .route(
             "/quote",
@@ -24,8 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .route("/free", axum::routing::get(|| async { "free" }))
         .layer(X402Layer::new(x402));
-    let listener = tokio::net::TcpListener::bind(support::addr()).await?;
-    support::announce(listener.local_addr()?, "/quote");
+    let listener = tokio::net::TcpListener::bind(pay402::setup::listen_addr()).await?;
+    println!("listening on http://{}/quote", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
 }

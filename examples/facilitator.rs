@@ -25,8 +25,6 @@
 //! seller's `HttpFacilitatorClient` (with `HttpFacilitatorConfig::bearer_token`), or any x402
 //! SDK's HTTP facilitator client with an `Authorization` header, at the base URL.
 
-mod support;
-
 use pay402::evm::{PrivateKeySigner, parse_address};
 use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, X402Facilitator, server};
 use std::sync::Arc;
@@ -80,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(support::addr()).await?;
+    let listener = tokio::net::TcpListener::bind(pay402::setup::listen_addr()).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

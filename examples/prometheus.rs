@@ -12,12 +12,12 @@
 //! ```
 //!
 //! `RUST_LOG` filters the spans (default `info`; `pay402_runtime=debug` shows facilitator calls).
-//! Follows the README's example convention (`PAY402_ADDR`, `PAY402_PAY_TO`, OKX credentials).
-
-mod support;
+//! Follows the README's example convention (`PAY402_ADDR`; `pay402::setup`: development
+//! mode unless `PAY402_ENV=production`).
 
 use metrics_exporter_prometheus::PrometheusBuilder;
-use pay402::axum::{X402HttpServer, X402Layer, X402Payment};
+use pay402::axum::{X402Layer, X402Payment};
+use pay402::setup::Setup;
 use pay402::x402::{PaymentOption, RouteConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -30,12 +30,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The global recorder every `pay402_*` metric goes to; `render()` is the /metrics body.
     let prometheus = PrometheusBuilder::new().install_recorder()?;
 
-    let (server, _embedded) = support::resource_server()?;
-    let route = RouteConfig::new(PaymentOption::exact("$0.001", &support::pay_to()))
+    let setup = Setup::from_env()?;
+    let route = RouteConfig::new(PaymentOption::exact("$0.001", setup.pay_to()))
         .description("A stock quote")
         .mime_type("application/json");
-    let x402 = X402HttpServer::new(server).route("GET /quote", route)?;
-    x402.initialize().await?;
+    let x402 = setup.x402().await?.route("GET /quote", route)?;
     let app = axum::Router::new()
         .route(
             "/quote",
@@ -46,8 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(X402Layer::new(x402))
         // Outside the paid routes: scraping is free.
         .route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
-    let listener = tokio::net::TcpListener::bind(support::addr()).await?;
-    support::announce(listener.local_addr()?, "/quote");
+    let listener = tokio::net::TcpListener::bind(pay402::setup::listen_addr()).await?;
+    println!("listening on http://{}/quote", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
 }

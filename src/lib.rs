@@ -2,8 +2,15 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use pay402_runtime::{
-    chain, completion, evm, json, literal, metrics, mpp, okx, replay, router, transport, web, x402,
+    chain, completion, evm, json, literal, metrics, mpp, okx, replay, router, setup, transport, web, x402,
 };
+
+/// The one-call development/production set-up ([`setup::Setup`]).
+pub use pay402_runtime::setup::Setup;
+
+/// The `reqwest` version pay402's clients are built on: name its types through this path
+/// (`pay402::reqwest::Client::builder()`) so they always match.
+pub use pay402_runtime::reqwest;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]

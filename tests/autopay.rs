@@ -27,7 +27,7 @@ use support::Running;
 use support::accounts::{ESCROW, OTHER_KEY, PAYEE, PAYEE_KEY, PAYER, PAYER_KEY};
 
 const REALM: &str = "autopay.test";
-const MPP_SECRET: &str = "autopay-test-secret";
+const MPP_SECRET: &str = "autopay-test-secret-at-least-32-bytes-long-hmac-key";
 const FUNDS: u64 = 10_000_000;
 /// The price of the cheap routes: 0.001 USD₮0.
 const PRICE: u64 = 1000;
@@ -424,9 +424,20 @@ async fn refuses_a_route_above_the_per_request_cap() {
     let http = autopay.client(reqwest::Client::builder()).expect("client");
     for path in ["/x402-pricey", "/charge-pricey"] {
         let err = http.get(f.url(path)).send().await.expect_err("refused");
+        let refused = refusal(err);
         assert_eq!(
-            refusal(err),
-            AutoPayError::OverCap { asset: usdt0(), requested: u(50_000), cap: u(10_000) },
+            refused,
+            AutoPayError::OverCap { asset: usdt0(), requested: u(50_000), cap: u(10_000), units: usdt0_units() },
+            "{path}"
+        );
+        // In the user's units (the caps are set in decimals), atomic units alongside.
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "refusing to pay 0.05 USD₮0 (50000 atomic units) ({}): above the per-request cap of \
+                 0.01 USD₮0 (10000 atomic units)",
+                usdt0()
+            ),
             "{path}"
         );
         assert_eq!(f.calls(path), 0, "{path}: the handler never runs");
@@ -468,7 +479,13 @@ async fn refuses_once_the_total_cap_is_exhausted() {
         let err = http.get(f.url(path)).send().await.expect_err("refused");
         assert_eq!(
             refusal(err),
-            AutoPayError::TotalCapExceeded { asset: usdt0(), requested: u(PRICE), spent: u(2000), cap: u(2500) }
+            AutoPayError::TotalCapExceeded {
+                asset: usdt0(),
+                requested: u(PRICE),
+                spent: u(2000),
+                cap: u(2500),
+                units: usdt0_units()
+            }
         );
         assert_eq!(f.calls(path), 1, "{path}: the handler ran for the paid request only");
     }
@@ -756,4 +773,9 @@ async fn concurrent_session_requests_share_one_channel() {
     let state = f.intent.channel_store().get(&channels[0].channel_id).await.expect("store").expect("channel").value;
     assert_eq!((state.highest_voucher_amount, state.spent, state.units), (6000, 6000, 6));
     assert_eq!(autopay.spent(&usdt0()), u(6 * PRICE));
+}
+
+/// How USD₮0 amounts read in refusals (the registry's decimals and symbol).
+fn usdt0_units() -> pay402::autopay::TokenUnits {
+    pay402::autopay::TokenUnits::new(Some(6), Some("USD\u{20ae}0".to_owned()))
 }

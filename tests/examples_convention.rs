@@ -39,10 +39,14 @@ impl Drop for Server {
 fn start(name: &str, port: u16) -> Server {
     let mut child = Command::new(example(name))
         .env("PAY402_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("PAY402_ENV")
         .env_remove("OKX_API_KEY")
         .env_remove("OKX_SECRET_KEY")
         .env_remove("OKX_PASSPHRASE")
         .env_remove("PAY402_PAY_TO")
+        .env_remove("PAY402_PAYEE_KEY")
+        .env_remove("MPP_REALM")
+        .env_remove("MPP_SECRET_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -166,5 +170,22 @@ async fn dual_example_servers_get_paid_with_either_protocol() {
         assert_eq!(paid.status(), 200, "{name}");
         assert!(paid.headers().contains_key("payment-receipt"), "{name}");
         assert!(!paid.headers().contains_key("payment-response"), "{name}");
+    }
+}
+
+/// Each example is one self-contained file a user can copy: no hidden `mod support`; shared
+/// set-up comes from the library (`pay402::setup`). The demo's `--anvil` mode is the one file
+/// that borrows the test suite's chain helpers, and says so.
+#[test]
+fn every_example_is_one_self_contained_file() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let path = entry.expect("entry").path();
+        assert!(path.is_file() && path.extension().is_some_and(|e| e == "rs"), "{}: not one .rs file", path.display());
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("mod support"), "{}: hidden shared code", path.display());
+        if text.contains("#[path") {
+            assert!(path.ends_with("demo.rs") && text.contains("tests/support/anvil.rs"), "{}", path.display());
+        }
     }
 }

@@ -316,7 +316,9 @@ async fn mpp_charge_settle_faults() {
         let what = format!("MPP charge / {fault:?}");
         let (status, title) = {
             let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(sa_client(&stand)));
-            let (mpp, unknown, failed) = watch_unknown(Mpp::new(method, "api.example.com", "fault-mpp").expect("mpp"));
+            let (mpp, unknown, failed) = watch_unknown(
+                Mpp::new(method, "api.example.com", "fault-mpp-at-least-32-bytes-long-hmac-key").expect("mpp"),
+            );
             let spec = PaySpec::charge("0.01");
             let c = challenge_of(&mpp, &spec).await;
             let credential = MppChargeClient::new(buyer).credential_for(&c).expect("credential");
@@ -399,7 +401,9 @@ async fn session_matrix(path: SessionPath) {
                 .signer(Arc::new(signer_from_hex(PAYEE_KEY).expect("payee key")))
                 .store(Arc::clone(&store) as Arc<dyn ChannelStore>);
             let method = EvmMethod::x_layer(PAYEE).with_session(intent.clone());
-            let (mpp, unknown, _) = watch_unknown(Mpp::new(method, "api.example.com", "fault-mpp").expect("mpp"));
+            let (mpp, unknown, _) = watch_unknown(
+                Mpp::new(method, "api.example.com", "fault-mpp-at-least-32-bytes-long-hmac-key").expect("mpp"),
+            );
             let spec = PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() };
             let client = SessionClient::new(signer_from_hex(PAYER_KEY).expect("payer key"))
                 .with_registry(NetworkRegistry::x_layer());
@@ -545,7 +549,7 @@ async fn oversize_x402_payment_header_is_431() {
 async fn oversize_mpp_credential_is_a_malformed_credential() {
     let stand = FaultServer::start(EmbeddedSa::new());
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(sa_client(&stand)));
-    let mpp = Mpp::new(method, "api.example.com", "fault-mpp").expect("mpp");
+    let mpp = Mpp::new(method, "api.example.com", "fault-mpp-at-least-32-bytes-long-hmac-key").expect("mpp");
     let spec = PaySpec::charge("0.01");
     let big = format!("Payment {}", "A".repeat(pay402::mpp::MAX_CREDENTIAL_B64_BYTES + 1));
     let resp = mpp.process(&ctx(Some(&big)), &spec).await.expect_err("refused");
@@ -636,7 +640,12 @@ async fn session_open_receipt_for_another_channel_fails_closed() {
         .signer(Arc::new(signer_from_hex(PAYEE_KEY).expect("payee key")))
         .store(Arc::clone(&store) as Arc<dyn ChannelStore>);
     let (mpp, unknown, _) = watch_unknown(
-        Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "api.example.com", "fault-mpp").expect("mpp"),
+        Mpp::new(
+            EvmMethod::x_layer(PAYEE).with_session(intent),
+            "api.example.com",
+            "fault-mpp-at-least-32-bytes-long-hmac-key",
+        )
+        .expect("mpp"),
     );
     let spec = PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() };
     let client =

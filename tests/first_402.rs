@@ -24,7 +24,7 @@ use support::{FRAMEWORKS, Framework, Running};
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 const BUYER_KEY: &str = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
 const REALM: &str = "api.example.com";
-const MPP_SECRET: &str = "first-402-secret";
+const MPP_SECRET: &str = "first-402-secret-at-least-32-bytes-long-hmac-key";
 
 /// What a paid handler takes as its JSON body.
 #[derive(serde::Deserialize)]

@@ -475,10 +475,14 @@ async fn a_pay402_session_server_and_python_share_live_channel_files() {
         "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d".parse().expect("key");
     let sa = EmbeddedSa::new().with_faucet(U256::from(1_000_000_000u64));
     let intent = SessionIntent::new(sa, PAYEE).signer(Arc::new(payee)).store(store.clone());
-    let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "interop.test", "interop-secret")
-        .expect("mpp")
-        .route("GET /metered", PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() })
-        .expect("route");
+    let mpp = Mpp::new(
+        EvmMethod::x_layer(PAYEE).with_session(intent),
+        "interop.test",
+        "interop-secret-at-least-32-bytes-long-hmac-key",
+    )
+    .expect("mpp")
+    .route("GET /metered", PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() })
+    .expect("route");
     let app = axum::Router::new()
         .route(
             "/metered",

@@ -117,7 +117,8 @@ fn mpp() -> pay402::mpp::Mpp {
     use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp};
     let method = EvmMethod::x_layer("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
         .with_charge(ChargeIntent::new(EmbeddedSa::new()));
-    Mpp::new(method, "lints.example", "lints-secret").expect("an Mpp with a non-empty secret")
+    Mpp::new(method, "lints.example", "lints-secret-at-least-32-bytes-long-hmac-key")
+        .expect("an Mpp with a non-empty secret")
 }
 
 mod axum_pay_app {

@@ -19,7 +19,7 @@ fn setup() -> (Mpp, EmbeddedSa, MppChargeClient, Arc<Mutex<Vec<String>>>) {
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
     let (e1, e2, e3) = (Arc::clone(&events), Arc::clone(&events), Arc::clone(&events));
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(sa.clone()));
-    let mpp = Mpp::new(method, "api.example.com", "secret")
+    let mpp = Mpp::new(method, "api.example.com", "secret-at-least-32-bytes-long-hmac-key")
         .expect("mpp")
         .on_challenge_created(move |c| e1.lock().unwrap().push(format!("challenge {}", c.intent)))
         .on_payment_success(move |_, r| e2.lock().unwrap().push(format!("success {}", r.method)))
@@ -93,15 +93,20 @@ async fn charge_validates_its_options() {
 #[test]
 fn constructor_errors_are_clear() {
     let method = EvmMethod::x_layer(PAY_TO);
-    assert_eq!(
-        Mpp::new(method.clone(), "realm", "").unwrap_err(),
-        MppConfigError::Invalid("the secret key must not be empty".into())
-    );
-    // `from_env` names the missing variable (the test environment sets neither).
-    if std::env::var("MPP_REALM").is_err() {
-        assert_eq!(Mpp::from_env(method).unwrap_err(), MppConfigError::MissingEnv("MPP_REALM"));
+    // An empty or short secret is refused, with the fix (challenge ids are HMACs under it).
+    for short in ["", "s", "a-31-byte-secret-is-too-short!!"] {
+        let err = Mpp::new(method.clone(), "realm", short).unwrap_err().to_string();
+        assert!(err.contains("at least 32 bytes") && err.contains("openssl rand -hex 32"), "{err}");
     }
-    let debug = format!("{:?}", Mpp::new(EvmMethod::x_layer(PAY_TO), "r", "top-secret-value").unwrap());
+    assert!(Mpp::new(method.clone(), "realm", "a-32-byte-secret-is-long-enough!").is_ok());
+    // `from_env` names every missing variable at once (the test environment sets neither).
+    if std::env::var("MPP_REALM").is_err() && std::env::var("MPP_SECRET_KEY").is_err() {
+        let err = Mpp::from_env(method).unwrap_err();
+        assert_eq!(err, MppConfigError::MissingEnv(vec!["MPP_REALM", "MPP_SECRET_KEY"]));
+        assert_eq!(err.to_string(), "environment variables MPP_REALM and MPP_SECRET_KEY are not set");
+    }
+    let debug =
+        format!("{:?}", Mpp::new(EvmMethod::x_layer(PAY_TO), "r", "top-secret-value-at-least-32-bytes-long").unwrap());
     assert!(!debug.contains("top-secret-value"), "{debug}");
 }
 

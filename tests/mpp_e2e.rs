@@ -28,7 +28,7 @@ struct Fixture {
 
 fn mpp(sa: &EmbeddedSa) -> Mpp {
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(sa.clone()));
-    Mpp::new(method, "api.example.com", "test-mpp-secret")
+    Mpp::new(method, "api.example.com", "test-mpp-secret-at-least-32-bytes-long-hmac-key")
         .expect("mpp")
         .route("GET /premium", PaySpec::charge("0.01").description("One premium API call"))
         .and_then(|m| m.route("GET /cheap", PaySpec::charge("0.001")))
@@ -130,7 +130,7 @@ async fn unpaid_gets_a_parsable_challenge() {
         assert_eq!(parsed.len(), 1);
         let c = &parsed[0];
         assert_eq!((c.realm.as_str(), c.method.as_str(), c.intent.as_str()), ("api.example.com", "evm", "charge"));
-        assert!(c.verify_id("test-mpp-secret"));
+        assert!(c.verify_id("test-mpp-secret-at-least-32-bytes-long-hmac-key"));
         assert_eq!(c.request["amount"], "10000");
         assert_eq!(c.request["currency"], X_LAYER_USDT0);
         assert_eq!(c.request["recipient"], PAY_TO);
@@ -243,7 +243,7 @@ mod pay_actix {
 /// A `#[pay]` server with the same method, realm and secret as [`mpp`].
 async fn start_macro(fw: Framework, sa: &EmbeddedSa) -> Running {
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(sa.clone()));
-    let mpp = Mpp::new(method, "api.example.com", "test-mpp-secret").expect("mpp");
+    let mpp = Mpp::new(method, "api.example.com", "test-mpp-secret-at-least-32-bytes-long-hmac-key").expect("mpp");
     match fw {
         Framework::Axum => {
             support::serve_axum(

@@ -31,7 +31,7 @@ use support::accounts::{PAYEE, PAYEE_KEY, PAYER, PAYER_KEY, USDT0};
 use support::{FRAMEWORKS, Framework, Running};
 
 const REALM: &str = "api.example.com";
-const SECRET: &str = "mpp-idempotency-secret";
+const SECRET: &str = "mpp-idempotency-secret-at-least-32-bytes-long-hmac-key";
 const BODY: &str = "paid content";
 
 /// The embedded SA, whose next charge can be made to fail before anything is charged (a lost

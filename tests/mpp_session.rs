@@ -25,7 +25,7 @@ use std::time::Duration;
 // the payee in the embedded-SA scenarios.
 use support::accounts::{ESCROW, OTHER_KEY, PAYEE, PAYEE_KEY, PAYER, PAYER_KEY, USDT0};
 
-const SECRET: &str = "session-secret";
+const SECRET: &str = "session-secret-at-least-32-bytes-long-hmac-key";
 const REALM: &str = "api.example.com";
 const COST: u128 = 1000;
 
@@ -178,7 +178,8 @@ async fn whole_lifecycle_with_the_embedded_escrow() {
         assert_eq!(extra["intent"], "session");
         assert_eq!(extra["cumulativeAmount"], (i * COST).to_string());
         assert_eq!(extra["reserved"], COST.to_string());
-        assert_eq!(extra["remainingBalance"], "0");
+        assert_eq!(extra["voucherCredit"], "0");
+        assert_eq!(extra["depositAvailable"], (5_000_000 - i * COST).to_string());
         assert_eq!(extra["deposit"], "5000000");
         let s = state(&f, &channel).await;
         assert_eq!(
@@ -429,7 +430,7 @@ async fn a_replay_under_a_new_challenge_is_charged_once_from_the_surplus() {
         Credential::from_authorization_header(&big).unwrap().payload
     );
     let paid = process(&f.mpp, &f.spec, Some(&replay)).await.unwrap();
-    assert_eq!(paid.receipt.extra.as_ref().unwrap()["remainingBalance"], "0");
+    assert_eq!(paid.receipt.extra.as_ref().unwrap()["voucherCredit"], "0");
     paid.finish(http::StatusCode::OK).await.unwrap();
     let s = state(&f, &channel).await;
     assert_eq!((s.highest_voucher_amount, s.spent, s.units, s.reserved), (3000, 3000, 3, 0));
@@ -463,7 +464,7 @@ async fn storm(f: &Arc<Fixture>, headers: Vec<String>) -> u64 {
                 match process(&f.mpp, &f.spec, Some(&h)).await {
                     Ok(paid) => {
                         let extra = paid.receipt.extra.as_ref().unwrap();
-                        assert!(extra["remainingBalance"].as_str().unwrap().parse::<u128>().is_ok());
+                        assert!(extra["voucherCredit"].as_str().unwrap().parse::<u128>().is_ok());
                         let status = if i % 7 == 0 { 500 } else { 200 };
                         paid.finish(http::StatusCode::from_u16(status).expect("status")).await.expect("commit");
                         u64::from(status == 200)

@@ -39,7 +39,7 @@ const API_KEY: &str = "session-e2e-key";
 const API_SECRET: &str = "session-e2e-secret";
 const PASSPHRASE: &str = "session-e2e-passphrase";
 const SA_BASE: &str = "/api/v6/pay/mpp";
-const MPP_SECRET: &str = "session-e2e-mpp-secret";
+const MPP_SECRET: &str = "session-e2e-mpp-secret-at-least-32-bytes-long-hmac-key";
 const REALM: &str = "api.example.com";
 const FUNDS: u64 = 10_000_000;
 const COST: u128 = 1000;
@@ -386,7 +386,8 @@ fn assert_voucher_receipt(r: &pay402::mpp::Receipt, channel: &str, cumulative: u
         ("channelId", json!(channel)),
         ("cumulativeAmount", json!(cumulative.to_string())),
         ("reserved", json!(COST.to_string())),
-        ("remainingBalance", json!(remaining.to_string())),
+        ("voucherCredit", json!(remaining.to_string())),
+        ("depositAvailable", json!((deposit - cumulative + remaining).to_string())),
         ("deposit", json!(deposit.to_string())),
     ]
     .into_iter()

@@ -39,7 +39,7 @@ const WORKER_PREFIX: &str = "PAY402_SESSION_WORKER_PREFIX";
 /// A request carrying this header makes the worker's handler fail (HTTP 500).
 const FAIL_HEADER: &str = "x-test-fail";
 
-const MPP_SECRET: &str = "multiprocess-mpp-secret";
+const MPP_SECRET: &str = "multiprocess-mpp-secret-at-least-32-bytes-long-key";
 const REALM: &str = "api.example.com";
 const DEPOSIT: u128 = 150_000;
 const COST: u128 = 1000;

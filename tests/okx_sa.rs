@@ -695,7 +695,7 @@ async fn seller_outcome(
     let stand_in = StandIn::start(vec![answer]).await;
     let method = EvmMethod::x_layer("0x1111111111111111111111111111111111111111")
         .with_charge(ChargeIntent::new(stand_in.client()));
-    let mpp = Mpp::new(method, "api.example.com", "test-mpp-secret").expect("mpp");
+    let mpp = Mpp::new(method, "api.example.com", "test-mpp-secret-at-least-32-bytes-long-hmac-key").expect("mpp");
     let spec = PaySpec::charge("0.00001");
     let ctx = |auth: Option<&str>| {
         let mut headers = http::HeaderMap::new();

@@ -40,7 +40,7 @@ use support::accounts::{PAYEE, PAYEE_KEY, PAYER, PAYER_KEY, USDT0};
 const API_KEY: &str = "apikey-5c1f9e0e-0b7d-4a43";
 const API_SECRET: &str = "SECRET-HMAC-9d2b7f61c04e4a0f8e6b";
 const PASSPHRASE: &str = "PASSPHRASE-3e7a0c55b1";
-const MPP_SECRET: &str = "MPP-SECRET-a81f4c2d9e7b6053";
+const MPP_SECRET: &str = "MPP-SECRET-a81f4c2d9e7b6053-at-least-32-bytes-long-hmac-key";
 const FACILITATOR_TOKEN: &str = "Bearer FACILITATOR-TOKEN-77d1e0a9";
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 

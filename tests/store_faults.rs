@@ -129,12 +129,16 @@ async fn redis_killed_mid_session_fails_closed_and_never_double_deducts() {
         .replay_store(Arc::new(replay.clone()));
     let unknown = Arc::new(Mutex::new(Vec::new()));
     let u = Arc::clone(&unknown);
-    let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "api.example.com", "store-faults")
-        .expect("mpp")
-        .with_store(Arc::new(replay))
-        .on_settlement_unknown(move |credential, error| {
-            u.lock().expect("unknown").push((credential.payload["cumulativeAmount"].clone(), error.to_string()));
-        });
+    let mpp = Mpp::new(
+        EvmMethod::x_layer(PAYEE).with_session(intent),
+        "api.example.com",
+        "store-faults-at-least-32-bytes-long-hmac-key",
+    )
+    .expect("mpp")
+    .with_store(Arc::new(replay))
+    .on_settlement_unknown(move |credential, error| {
+        u.lock().expect("unknown").push((credential.payload["cumulativeAmount"].clone(), error.to_string()));
+    });
     let spec = PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() };
     let client =
         SessionClient::new(signer_from_hex(PAYER_KEY).expect("payer key")).with_registry(NetworkRegistry::x_layer());

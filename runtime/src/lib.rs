@@ -53,11 +53,14 @@ pub mod replay;
 #[doc(hidden)]
 pub mod reverts;
 pub mod router;
+pub mod setup;
 pub mod transport;
 pub mod web;
 pub mod x402;
 
 pub use pay402_core as literal;
+/// The `reqwest` pay402's HTTP clients use (re-exported so callers name the same version).
+pub use reqwest;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

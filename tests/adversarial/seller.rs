@@ -53,7 +53,7 @@ pub(crate) const PAYEE2: &str = "0x3333333333333333333333333333333333333333";
 /// What the handler answers: a response carrying it came from the handler.
 const MARKER: &str = "HANDLER-BODY-7f3a";
 const REALM: &str = "adversarial.test";
-const MPP_SECRET: &str = "adversarial-mpp-secret";
+const MPP_SECRET: &str = "adversarial-mpp-secret-at-least-32-bytes-long-hmac-key";
 /// 0.001 USD₮0.
 const PRICE: u128 = 1000;
 /// 0.01 USD₮0.

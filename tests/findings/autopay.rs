@@ -556,7 +556,10 @@ async fn l8_fresh_session_price_is_checked_against_the_per_request_cap() {
     let http = autopay.client(reqwest::Client::builder()).expect("client");
     assert_eq!(http.get(format!("{}/s", server.base)).send().await.expect("paid").status(), 200);
     let err = http.get(format!("{}/s", server.base)).send().await.expect_err("refused");
-    assert_eq!(refusal(&err), AutoPayError::OverCap { asset: usdt0(), requested: u(11_000), cap: u(10_000) });
+    assert_eq!(
+        refusal(&err),
+        AutoPayError::OverCap { asset: usdt0(), requested: u(11_000), cap: u(10_000), units: usdt0_units() }
+    );
     let vouchers: Vec<U256> = evil
         .signed()
         .iter()
@@ -564,4 +567,9 @@ async fn l8_fresh_session_price_is_checked_against_the_per_request_cap() {
         .collect();
     assert_eq!(vouchers, [u(1000), u(2000)], "no voucher for the fresh price is signed");
     assert_eq!(autopay.spent(&usdt0()), u(2000));
+}
+
+/// How USD₮0 amounts read in refusals (the registry's decimals and symbol).
+fn usdt0_units() -> pay402::autopay::TokenUnits {
+    pay402::autopay::TokenUnits::new(Some(6), Some("USD\u{20ae}0".to_owned()))
 }

@@ -375,7 +375,7 @@ async fn f5_timeout_layer_completes_the_x402_payment() {
 
 const COST: u128 = 1000;
 const REALM: &str = "api.example.com";
-const SECRET: &str = "completion-secret";
+const SECRET: &str = "completion-secret-at-least-32-bytes-long-hmac-key";
 
 /// Held by the `#[pay]` handlers (plain fns cannot capture).
 static MACRO_GATE: Gate = Gate::new();

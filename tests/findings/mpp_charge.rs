@@ -35,7 +35,7 @@ async fn seller(mode: ChargeSaMode) -> Seller {
     let unknown_reports = Arc::new(AtomicUsize::new(0));
     let reports = Arc::clone(&unknown_reports);
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(sa.client()));
-    let mpp = Mpp::new(method, "api.example.com", "findings-mpp-secret")
+    let mpp = Mpp::new(method, "api.example.com", "findings-mpp-secret-at-least-32-bytes-long-hmac-key")
         .expect("mpp")
         .on_settlement_unknown(move |_, _| {
             reports.fetch_add(1, Ordering::SeqCst);
@@ -217,10 +217,14 @@ async fn l4_mpp_store_error_text_is_not_shown_to_buyers() {
     sa.fund(USDT0, &payer.address().to_string(), U256::from(10_000_000u64)).expect("fund");
     let payee: PrivateKeySigner = signer_from_hex(PAYEE_KEY).expect("key");
     let intent = SessionIntent::new(sa, PAYEE).signer(Arc::new(payee)).store(Arc::new(LeakyStore));
-    let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "api.example.com", "findings-mpp-secret")
-        .expect("mpp")
-        .route("GET /metered", PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() })
-        .expect("route");
+    let mpp = Mpp::new(
+        EvmMethod::x_layer(PAYEE).with_session(intent),
+        "api.example.com",
+        "findings-mpp-secret-at-least-32-bytes-long-hmac-key",
+    )
+    .expect("mpp")
+    .route("GET /metered", PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() })
+    .expect("route");
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
     let app = axum::Router::new()
@@ -304,7 +308,7 @@ async fn l2_hash_credential_for_a_split_request_is_refused() {
     use pay402::mpp::{ChargeOptions, ChargeOutcome, PayError, Split};
     let s = seller(ChargeSaMode::Honest).await;
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(s.sa.client()));
-    let mpp = Mpp::new(method, "api.example.com", "findings-mpp-secret").expect("mpp");
+    let mpp = Mpp::new(method, "api.example.com", "findings-mpp-secret-at-least-32-bytes-long-hmac-key").expect("mpp");
     let opts = ChargeOptions {
         splits: vec![Split { amount: "0.0001".into(), recipient: PAYEE.into(), memo: None }],
         ..ChargeOptions::default()

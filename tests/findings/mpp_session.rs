@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const SECRET: &str = "findings-session-secret";
+const SECRET: &str = "findings-session-secret-at-least-32-bytes-long-hmac-key";
 const REALM: &str = "api.example.com";
 /// 0.001 USD₮0 per request.
 const COST: u64 = 1000;

@@ -37,7 +37,8 @@ fn x402_table(keys: &[&str]) -> X402HttpServer {
 
 fn mpp_table(keys: &[&str]) -> Mpp {
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(EmbeddedSa::new()));
-    let mpp = Mpp::new(method, "api.example.com", "findings-routes-secret").expect("mpp");
+    let mpp =
+        Mpp::new(method, "api.example.com", "findings-routes-secret-at-least-32-bytes-long-hmac-key").expect("mpp");
     keys.iter().fold(mpp, |m, k| m.route(k, PaySpec::charge("0.01")).expect("route"))
 }
 
@@ -46,7 +47,8 @@ fn dual_router(keys: &[&str]) -> PaymentRouter {
         X402ResourceServer::new(EmbeddedFacilitator::new()).register("eip155:196", ExactEvmScheme::new()),
     );
     let method = EvmMethod::x_layer(PAY_TO).with_charge(ChargeIntent::new(EmbeddedSa::new()));
-    let mpp = Mpp::new(method, "api.example.com", "findings-routes-secret").expect("mpp");
+    let mpp =
+        Mpp::new(method, "api.example.com", "findings-routes-secret-at-least-32-bytes-long-hmac-key").expect("mpp");
     let protocols = || {
         RouteProtocols::new().x402(RouteConfig::new(PaymentOption::exact("$0.01", PAY_TO))).mpp(PaySpec::charge("0.01"))
     };

@@ -54,6 +54,47 @@ impl fmt::Display for AssetId {
     }
 }
 
+/// How a token's amounts read for people: its decimals and symbol, known locally (the
+/// builder's [`AutoPay::decimals`](super::AutoPay::decimals) or the [`NetworkRegistry`] — never
+/// the seller's word). Refusals, outcomes and logs show amounts with it, atomic units alongside.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct TokenUnits {
+    /// The token's decimals, when known locally.
+    pub decimals: Option<u8>,
+    /// The token's symbol (the registry's EIP-712 domain name, e.g. `USD₮0`), when known.
+    pub symbol: Option<String>,
+}
+
+impl TokenUnits {
+    /// Units with `decimals` and `symbol`.
+    pub fn new(decimals: Option<u8>, symbol: Option<String>) -> Self {
+        Self { decimals, symbol }
+    }
+
+    /// `atomic` for people: `0.0015 USD₮0 (1500 atomic units)`; without known decimals
+    /// `1500 atomic units`.
+    pub fn show(&self, atomic: U256) -> String {
+        match self.decimals {
+            Some(decimals) => {
+                let symbol = self.symbol.as_deref().unwrap_or("tokens");
+                format!("{} {symbol} ({atomic} atomic units)", decimal_string(atomic, decimals))
+            }
+            None => format!("{atomic} atomic units"),
+        }
+    }
+}
+
+/// `atomic` as an exact decimal with `decimals` places, trailing zeros trimmed (`1500`, 6 →
+/// `0.0015`). Never a float.
+pub fn decimal_string(atomic: U256, decimals: u8) -> String {
+    let width = usize::from(decimals) + 1;
+    let digits = format!("{atomic:0>width$}");
+    let (int, frac) = digits.split_at(digits.len() - usize::from(decimals));
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() { int.to_owned() } else { format!("{int}.{frac}") }
+}
+
 /// An amount of a token: exact atomic units, or an exact decimal in whole-token units converted
 /// with the token's decimals (from the builder or the [`NetworkRegistry`], never from the
 /// server). Never a float.
@@ -148,6 +189,7 @@ impl Ledger {
 #[derive(Debug)]
 pub(crate) struct Budget {
     caps: HashMap<AssetId, Resolved>,
+    units: HashMap<AssetId, TokenUnits>,
     ledger: Mutex<HashMap<AssetId, Ledger>>,
 }
 
@@ -181,9 +223,13 @@ impl Budget {
     /// [`AutoPayError::UnknownDecimals`] build error (finding F7).
     pub(crate) fn new(limits: &HashMap<AssetId, Limits>, registry: &NetworkRegistry) -> Result<Self, AutoPayError> {
         let mut caps = HashMap::new();
+        let mut units = HashMap::new();
         for (asset, limits) in limits {
-            let decimals =
-                limits.decimals.or_else(|| registry.asset_info(asset.network(), asset.address()).map(|a| a.decimals));
+            let info = registry.asset_info(asset.network(), asset.address());
+            let decimals = limits.decimals.or_else(|| info.map(|a| a.decimals));
+            // The registry's symbol only when its decimals are the ones in use.
+            let symbol = info.filter(|a| Some(a.decimals) == decimals).map(|a| a.name.clone());
+            units.insert(asset.clone(), TokenUnits { decimals, symbol });
             let resolve = |a: &Option<Amount>| -> Result<Option<U256>, AutoPayError> {
                 match a {
                     None => Ok(None),
@@ -217,7 +263,12 @@ impl Budget {
             }
             caps.insert(asset.clone(), resolved);
         }
-        Ok(Self { caps, ledger: Mutex::new(HashMap::new()) })
+        Ok(Self { caps, units, ledger: Mutex::new(HashMap::new()) })
+    }
+
+    /// How amounts of `asset` read for people.
+    pub(crate) fn units(&self, asset: &AssetId) -> TokenUnits {
+        self.units.get(asset).cloned().unwrap_or_default()
     }
 
     fn ledger(&self) -> MutexGuard<'_, HashMap<AssetId, Ledger>> {
@@ -231,7 +282,9 @@ impl Budget {
 
     fn check_per_request(&self, asset: &AssetId, caps: &Resolved, amount: U256) -> Result<(), AutoPayError> {
         match caps.per_request {
-            Some(cap) if amount > cap => Err(AutoPayError::OverCap { asset: asset.clone(), requested: amount, cap }),
+            Some(cap) if amount > cap => {
+                Err(AutoPayError::OverCap { asset: asset.clone(), requested: amount, cap, units: self.units(asset) })
+            }
             _ => Ok(()),
         }
     }
@@ -261,6 +314,7 @@ impl Budget {
                     requested: amount,
                     spent: committed,
                     cap,
+                    units: self.units(asset),
                 });
             }
         }
@@ -313,7 +367,12 @@ impl Budget {
         match caps.max_deposit {
             None => return Err(AutoPayError::NoMaxDeposit { asset: asset.clone() }),
             Some(max) if amount > max => {
-                return Err(AutoPayError::DepositAboveMax { asset: asset.clone(), requested: amount, max });
+                return Err(AutoPayError::DepositAboveMax {
+                    asset: asset.clone(),
+                    requested: amount,
+                    max,
+                    units: self.units(asset),
+                });
             }
             Some(_) => {}
         }
@@ -426,7 +485,12 @@ mod tests {
         let usdt = AssetId::x_layer_usdt0();
         assert_eq!(
             b.reserve(&usdt, U256::from(10_001u64)).unwrap_err(),
-            AutoPayError::OverCap { asset: usdt.clone(), requested: U256::from(10_001u64), cap: U256::from(10_000u64) }
+            AutoPayError::OverCap {
+                asset: usdt.clone(),
+                requested: U256::from(10_001u64),
+                cap: U256::from(10_000u64),
+                units: TokenUnits::new(Some(6), Some("USD\u{20ae}0".into()))
+            }
         );
         let r1 = b.reserve(&usdt, U256::from(10_000u64)).unwrap();
         let r2 = b.reserve(&usdt, U256::from(10_000u64)).unwrap();

@@ -155,6 +155,7 @@ impl AutoPayMiddleware {
         let mut resp = resp;
         resp.extensions_mut().insert(AutoPayOutcome {
             protocol: Protocol::X402,
+            units: self.inner.budget.units(&asset),
             asset,
             amount,
             detail: PaymentDetail::X402 { requirements: Box::new(requirements), settlement },
@@ -200,6 +201,7 @@ impl AutoPayMiddleware {
         let receipt = receipt_of(&resp);
         resp.extensions_mut().insert(AutoPayOutcome {
             protocol: Protocol::MppCharge,
+            units: self.inner.budget.units(&asset),
             asset,
             amount,
             detail: PaymentDetail::MppCharge { challenge_id, receipt },

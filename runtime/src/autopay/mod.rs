@@ -104,7 +104,10 @@ mod offers;
 mod send;
 mod session_book;
 
-pub use budget::{Amount, AssetId};
+pub use budget::{Amount, AssetId, TokenUnits, decimal_string};
+/// The client [`AutoPayMiddleware::client`] returns, and its error type (re-exported from
+/// `reqwest-middleware`, so callers need not depend on it).
+pub use reqwest_middleware::{ClientWithMiddleware, Error as ClientError};
 pub use send::MAX_REDIRECTS;
 pub use session_book::ChannelSummary;
 
@@ -169,26 +172,39 @@ impl std::str::FromStr for Protocol {
 #[non_exhaustive]
 pub enum AutoPayError {
     /// The chosen challenge costs more than the per-request cap.
-    #[error("refusing to pay {requested} atomic units of {asset}: above the per-request cap of {cap}")]
+    #[error(
+        "refusing to pay {} ({asset}): above the per-request cap of {}",
+        units.show(*requested),
+        units.show(*cap)
+    )]
     OverCap {
         /// The asset.
         asset: AssetId,
-        /// What the server asked.
+        /// What the server asked (atomic units).
         requested: U256,
-        /// The per-request cap.
+        /// The per-request cap (atomic units).
         cap: U256,
+        /// How the asset's amounts read (decimals and symbol, known locally).
+        units: TokenUnits,
     },
     /// Paying would take the total spend above the total cap.
-    #[error("refusing to pay {requested} atomic units of {asset}: {spent} already spent or reserved, total cap {cap}")]
+    #[error(
+        "refusing to pay {} ({asset}): {} already spent, reserved or deposited, total cap {}",
+        units.show(*requested),
+        units.show(*spent),
+        units.show(*cap)
+    )]
     TotalCapExceeded {
         /// The asset.
         asset: AssetId,
-        /// What the server asked.
+        /// What the server asked (atomic units).
         requested: U256,
-        /// Spent plus reserved by requests in flight.
+        /// Spent plus reserved by requests in flight plus escrowed deposits (atomic units).
         spent: U256,
-        /// The total cap.
+        /// The total cap (atomic units).
         cap: U256,
+        /// How the asset's amounts read (decimals and symbol, known locally).
+        units: TokenUnits,
     },
     /// The server asked for an asset with no configured cap (never paid).
     #[error("refusing to pay in {asset}: no cap is configured for it")]
@@ -220,14 +236,20 @@ pub enum AutoPayError {
         asset: AssetId,
     },
     /// A session deposit would be above the configured maximum deposit.
-    #[error("refusing to deposit {requested} atomic units of {asset}: above the maximum deposit of {max}")]
+    #[error(
+        "refusing to deposit {} ({asset}): above the maximum deposit of {}",
+        units.show(*requested),
+        units.show(*max)
+    )]
     DepositAboveMax {
         /// The asset.
         asset: AssetId,
-        /// The deposit the session needed.
+        /// The deposit the session needed (atomic units).
         requested: U256,
-        /// The maximum deposit.
+        /// The maximum deposit (atomic units).
         max: U256,
+        /// How the asset's amounts read (decimals and symbol, known locally).
+        units: TokenUnits,
     },
     /// The request was redirected to another origin, which answered 402: a payment is only
     /// made to the origin the request was sent to.
@@ -318,8 +340,34 @@ pub struct AutoPayOutcome {
     /// Atomic units charged against the caps for this request (for a session: the voucher
     /// increment).
     pub amount: U256,
+    /// How the asset's amounts read (decimals and symbol, known locally): the outcome's
+    /// `Display` shows `0.001 USD₮0 (1000 atomic units) with x402`.
+    pub units: TokenUnits,
     /// The protocol-specific result.
     pub detail: PaymentDetail,
+}
+
+impl fmt::Display for AutoPayOutcome {
+    /// `0.001 USD₮0 (1000 atomic units) with x402`, plus the settlement transaction, the
+    /// receipt's reference or the session's channel and voucher.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} with {}", self.units.show(self.amount), self.protocol)?;
+        match &self.detail {
+            PaymentDetail::X402 { settlement: Some(s), .. } if !s.transaction.is_empty() => {
+                write!(f, ", transaction {}", s.transaction)
+            }
+            PaymentDetail::MppCharge { receipt: Some(r), .. } => write!(f, ", reference {}", r.reference),
+            PaymentDetail::MppSession { channel_id, cumulative, deposit, opened, topped_up, .. } => write!(
+                f,
+                ", channel {channel_id}{}{}: vouchers now total {} of a {} deposit",
+                if *opened { " (opened)" } else { "" },
+                if *topped_up { " (topped up)" } else { "" },
+                self.units.show(*cumulative),
+                self.units.show(*deposit)
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The protocol-specific part of an [`AutoPayOutcome`].

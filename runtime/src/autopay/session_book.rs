@@ -385,6 +385,7 @@ impl AutoPayMiddleware {
         let receipt = receipt_of(&resp);
         resp.extensions_mut().insert(AutoPayOutcome {
             protocol: Protocol::MppSession,
+            units: self.inner.budget.units(&terms.asset),
             asset: terms.asset.clone(),
             amount,
             detail: PaymentDetail::MppSession { channel_id, cumulative, deposit, opened, topped_up, receipt },

@@ -61,7 +61,7 @@ pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant,
 pub use problem::{MAX_DETAIL_CHARS, MppErrorKind, PROBLEM_BASE, ProblemDetails, payment_required_detail};
 pub use receipt::{MAX_RECEIPT_B64_BYTES, PAYMENT_RECEIPT_HEADER, RECEIPT_STATUS_SUCCESS, Receipt};
 pub use route::{Intent, PaySpec, RouteTerms, StaticPaySpec};
-pub use server::{Granted, MPP_EXPOSED_HEADERS, Mpp, MppConfigError, MppPayment, Rejection};
+pub use server::{Granted, MIN_SECRET_BYTES, MPP_EXPOSED_HEADERS, Mpp, MppConfigError, MppPayment, Rejection};
 pub use session::{STATUS_CLOSED, STATUS_OPEN, SessionIntent, SessionResult};
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]

@@ -22,7 +22,7 @@ use crate::completion::CancelPolicy;
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::okx::sa::EvmPaymentError;
 use crate::replay::{InMemoryRecordStore, InMemoryReplayStore, RecordStore, ReplayStore};
-use crate::web::{PaymentHttpResponse, RequestContext};
+use crate::web::{Misconfigured, PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use alloy_primitives::U256;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -38,12 +38,21 @@ pub const MPP_EXPOSED_HEADERS: &str = "WWW-Authenticate, Payment-Receipt";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MppConfigError {
-    /// An environment variable is missing.
-    #[error("environment variable {0} is not set")]
-    MissingEnv(&'static str),
+    /// Environment variables are missing (every missing one is listed).
+    #[error("environment variable{} {} not set", if .0.len() == 1 { "" } else { "s" }, missing_list(.0))]
+    MissingEnv(Vec<&'static str>),
     /// A value is unusable.
     #[error("invalid MPP configuration: {0}")]
     Invalid(String),
+}
+
+/// The shortest secret key [`Mpp::new`] accepts, in bytes: challenge ids are HMACs under it, so
+/// it must not be guessable.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+fn missing_list(names: &[&'static str]) -> String {
+    let list = names.join(" and ");
+    if names.len() == 1 { format!("{list} is") } else { format!("{list} are") }
 }
 
 /// The secret key; `Debug` never prints it.
@@ -104,6 +113,8 @@ pub(super) struct Inner {
     /// Shared by the clones a builder makes: the terms depend only on the method, which no
     /// builder changes.
     pub(super) terms: Arc<RouteTermsCache>,
+    /// Routes whose terms cannot be built: logged once, explained in development.
+    misconfigured: Misconfigured,
 }
 
 /// The MPP coordinator. Cheap to clone.
@@ -240,8 +251,12 @@ impl Mpp {
     ) -> Result<Self, MppConfigError> {
         let secret = secret_key.into();
         let realm: String = realm.into();
-        if secret.is_empty() {
-            return Err(MppConfigError::Invalid("the secret key must not be empty".into()));
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(MppConfigError::Invalid(format!(
+                "the secret key must be at least {MIN_SECRET_BYTES} bytes (got {}): generate one with \
+                 `openssl rand -hex 32` and keep it stable across restarts",
+                secret.len()
+            )));
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -254,16 +269,23 @@ impl Mpp {
                 cancel_policy: CancelPolicy::default(),
                 records: Records::new(Arc::new(InMemoryRecordStore::new()), &realm),
                 terms: Arc::default(),
+                misconfigured: Misconfigured::default(),
             }),
         })
     }
 
-    /// Reads `MPP_REALM` and `MPP_SECRET_KEY`; the error names the missing variable.
+    /// Reads `MPP_REALM` and `MPP_SECRET_KEY`; the error names every missing variable.
     pub fn from_env(method: EvmMethod) -> Result<Self, MppConfigError> {
-        let get = |name: &'static str| {
-            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(MppConfigError::MissingEnv(name))
-        };
-        Self::new(method, get("MPP_REALM")?, get("MPP_SECRET_KEY")?)
+        let get = |name: &'static str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        match (get("MPP_REALM"), get("MPP_SECRET_KEY")) {
+            (Some(realm), Some(secret)) => Self::new(method, realm, secret),
+            (realm, secret) => Err(MppConfigError::MissingEnv(
+                [("MPP_REALM", realm.is_none()), ("MPP_SECRET_KEY", secret.is_none())]
+                    .into_iter()
+                    .filter_map(|(name, missing)| missing.then_some(name))
+                    .collect(),
+            )),
+        }
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Inner)) -> Self {
@@ -282,6 +304,13 @@ impl Mpp {
     /// [`RedisRecordStore`](crate::replay::RedisRecordStore).
     pub fn settlement_records(self, store: Arc<dyn RecordStore>) -> Self {
         self.edit(|i| i.records = Records::new(store, &i.realm))
+    }
+
+    /// Whether a route whose terms cannot be built says why in its 500 body (default `false`:
+    /// a generic body; the reason is always logged, once per reason, at error level).
+    /// [`Setup`](crate::setup::Setup) turns it on in development only.
+    pub fn explain_errors(self, explain: bool) -> Self {
+        self.edit(|i| i.misconfigured = Misconfigured::new(explain))
     }
 
     /// Called for every challenge issued.
@@ -673,7 +702,7 @@ impl Mpp {
     pub async fn process(&self, ctx: &RequestContext, spec: &PaySpec) -> Result<MppPayment, PaymentHttpResponse> {
         match self.route_terms(spec) {
             Ok(terms) => self.process_terms(ctx, spec, &terms).await,
-            Err(e) => Err(Self::misconfigured(&e)),
+            Err(e) => Err(self.inner.misconfigured.respond("mpp", &e)),
         }
     }
 
@@ -686,15 +715,8 @@ impl Mpp {
     ) -> Result<MppPayment, PaymentHttpResponse> {
         match self.cached_route_terms(spec) {
             Ok(terms) => self.process_terms(ctx, spec, &terms).await,
-            Err(e) => Err(Self::misconfigured(&e)),
+            Err(e) => Err(self.inner.misconfigured.respond("mpp", &e)),
         }
-    }
-
-    /// The answer to a request on a route whose terms cannot be built: a generic 500 (the
-    /// details go to the logs).
-    fn misconfigured(e: &PayError) -> PaymentHttpResponse {
-        tracing::error!(error = %e, "mpp: cannot build the route's request");
-        PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
     }
 
     async fn process_terms(

@@ -32,8 +32,11 @@
 //! * `channelId` — the channel;
 //! * `cumulativeAmount` — the channel's highest voucher after this request (decimal);
 //! * `reserved` — the price reserved for this request (committed when the handler succeeds);
-//! * `remainingBalance` — `highest − spent − reserved` right after this reservation: what the
-//!   buyer's vouchers still cover without signing a higher one;
+//! * `voucherCredit` — `highest − spent − reserved` right after this reservation: what the
+//!   buyer's vouchers signed so far still cover (0 is normal: each voucher pays one request; it
+//!   says nothing about the deposit);
+//! * `depositAvailable` — `deposit − spent − reserved`: what the deposit can still pay for with
+//!   higher vouchers before a top-up;
 //! * `deposit` — the channel's deposit.
 //!
 //! # Decisions (where pay402 differs from OKX's Python SDK)

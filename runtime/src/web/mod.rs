@@ -5,10 +5,12 @@
 //! here: the glue in `crate::axum` / `crate::actix` converts.
 #![allow(clippy::result_large_err)]
 
+mod misconfigured;
 mod request;
 mod response;
 mod route_key;
 
+pub use misconfigured::{MISCONFIGURED_ERROR, Misconfigured};
 #[cfg(feature = "axum")]
 pub(crate) use request::HttpHead;
 pub(crate) use request::is_browser;

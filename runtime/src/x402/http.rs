@@ -33,7 +33,7 @@ use super::types::{
 use crate::completion::{CancelPolicy, KeyReservation};
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::replay::{InMemoryRecordStore, InMemoryReplayStore, RecordStore, ReplayStore, ReplayStoreError, unix_now};
-use crate::web::{RouteKeyError, RoutePattern, find_route};
+use crate::web::{Misconfigured, RouteKeyError, RoutePattern, find_route};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::borrow::Cow;
@@ -74,6 +74,8 @@ pub(super) struct Inner {
     pub(super) cancel_policy: CancelPolicy,
     /// Settlements whose outcome was unknown ([`super::pending`]).
     pub(super) pending: PendingSettlements,
+    /// Routes that cannot build their requirements: logged once, explained in development.
+    pub(super) misconfigured: Misconfigured,
 }
 
 /// The x402 seller over HTTP. Cheap to clone.
@@ -119,6 +121,7 @@ impl X402HttpServer {
                 init_lock: Arc::new(tokio::sync::Mutex::new(())),
                 cancel_policy: CancelPolicy::default(),
                 pending: PendingSettlements::new(Arc::new(InMemoryRecordStore::new())),
+                misconfigured: Misconfigured::default(),
             }),
         }
     }
@@ -185,6 +188,13 @@ impl X402HttpServer {
         self.inner.pending.sweep(&self.inner.server, limit).await
     }
 
+    /// Whether a route that cannot build its payment requirements says why in its 500 body
+    /// (default `false`: a generic body; the reason is always logged, once per reason, at error
+    /// level). [`Setup`](crate::setup::Setup) turns it on in development only.
+    pub fn explain_errors(self, explain: bool) -> Self {
+        self.edit(|i| i.misconfigured = Misconfigured::new(explain))
+    }
+
     /// Sets paywall options.
     pub fn paywall(self, config: PaywallConfig) -> Self {
         self.edit(|i| i.paywall = config)
@@ -249,10 +259,7 @@ impl X402HttpServer {
     ) -> Result<PaymentRequirements, PaymentHttpResponse> {
         let timed_out =
             || PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Hook execution timed out");
-        let failed = |why: &dyn fmt::Display| {
-            tracing::error!(error = %why, "x402: cannot build payment requirements");
-            PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
-        };
+        let failed = |why: &dyn fmt::Display| self.inner.misconfigured.respond("x402", why);
         let price = match &option.price {
             PriceSource::Static(p) => p.clone(),
             PriceSource::Dynamic(f) => bounded(timeout, f(ctx)).await.ok_or_else(timed_out)?.map_err(|e| failed(&e))?,

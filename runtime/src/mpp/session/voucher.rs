@@ -237,7 +237,9 @@ impl SessionIntent {
         extra.insert("channelId".into(), Value::String(channel_id.clone()));
         extra.insert("cumulativeAmount".into(), Value::String(state.highest_voucher_amount.to_string()));
         extra.insert("reserved".into(), Value::String(cost.to_string()));
-        extra.insert("remainingBalance".into(), Value::String(state.available().to_string()));
+        extra.insert("voucherCredit".into(), Value::String(state.available().to_string()));
+        let deposit_available = state.deposit.saturating_sub(state.spent).saturating_sub(state.reserved);
+        extra.insert("depositAvailable".into(), Value::String(deposit_available.to_string()));
         extra.insert("deposit".into(), Value::String(state.deposit.to_string()));
         receipt.extra = Some(extra);
         let pending: Option<Box<dyn PendingCharge>> = (cost > 0).then(|| {

@@ -43,7 +43,7 @@ async fn manual(
 fn main() {
     let method = EvmMethod::x_layer("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
         .with_charge(ChargeIntent::new(EmbeddedSa::new()));
-    let mpp = Mpp::new(method, "api.example.com", "secret").unwrap();
+    let mpp = Mpp::new(method, "api.example.com", "secret-at-least-32-bytes-long-hmac-key").unwrap();
     let _app =
         App::new().app_data(web::Data::new(mpp)).service(quote).service(order).route("/manual", web::get().to(manual));
 }

@@ -66,7 +66,7 @@ fn main() {
     let server = X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new());
     let method = EvmMethod::x_layer("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
         .with_charge(ChargeIntent::new(EmbeddedSa::new()));
-    let mpp = Mpp::new(method, "api.example.com", "secret").unwrap();
+    let mpp = Mpp::new(method, "api.example.com", "secret-at-least-32-bytes-long-hmac-key").unwrap();
     let state = AppState { x402: X402HttpServer::new(server), mpp, greeting: "hi" };
     let _app: Router = Router::new().route("/quote/{symbol}", get(quote)).route("/order", get(order)).with_state(state);
 }

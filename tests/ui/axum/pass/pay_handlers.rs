@@ -98,6 +98,6 @@ fn app(mpp: Mpp) -> Router {
 fn main() {
     let method = EvmMethod::x_layer("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
         .with_charge(ChargeIntent::new(EmbeddedSa::new()));
-    let mpp = Mpp::new(method, "api.example.com", "secret").unwrap();
+    let mpp = Mpp::new(method, "api.example.com", "secret-at-least-32-bytes-long-hmac-key").unwrap();
     let _app = app(mpp);
 }
