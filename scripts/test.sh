@@ -36,6 +36,9 @@ cargo check -p pay402-runtime --no-default-features --features client
 step "cargo doc -D warnings"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
 
+step "cargo package --workspace (each crate builds from exactly the files it would publish)"
+cargo package --workspace --allow-dirty
+
 step "cargo test"
 cargo test --workspace --all-features
 
