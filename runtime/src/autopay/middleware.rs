@@ -93,6 +93,8 @@ impl AutoPayMiddleware {
         span.record("protocol", tracing::field::display(offer.protocol));
         span.record("amount", tracing::field::display(offer.amount));
         span.record("asset", tracing::field::display(&offer.asset));
+        let units = self.inner.budget.units(&offer.asset);
+        span.record("value", tracing::field::display(units.show(offer.amount)));
         let Offer { protocol, asset, amount, kind } = offer;
         match kind {
             OfferKind::X402 { requirements, header: Some(header), .. } => {
@@ -109,7 +111,7 @@ impl AutoPayMiddleware {
                 self.pay_session(route, *challenge, key, terms, reservation, retry, ext, next).await
             }
         }
-        .inspect(|_| tracing::info!(%protocol, %amount, "pay402 autopay: paid"))
+        .inspect(|_| tracing::info!(%protocol, %amount, value = %units.show(amount), "pay402 autopay: paid"))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -268,6 +270,7 @@ impl Middleware for AutoPayMiddleware {
             protocol = tracing::field::Empty,
             amount = tracing::field::Empty,
             asset = tracing::field::Empty,
+            value = tracing::field::Empty,
         );
         self.run(req, extensions, next).instrument(span).await
     }

@@ -223,7 +223,8 @@ impl AutoPayMiddleware {
             // counted (a refused open leaves no channel to spend it).
             hold.commit();
             sent?;
-            tracing::info!(channel = %channel_id, %deposit, "pay402 autopay: channel opened");
+            let value = self.inner.budget.units(&terms.asset).show(deposit);
+            tracing::info!(channel = %channel_id, %deposit, %value, "pay402 autopay: channel opened");
             *guard = Some(Channel {
                 id: channel_id,
                 deposit,
@@ -421,7 +422,8 @@ impl AutoPayMiddleware {
         hold.commit();
         sent?;
         channel.deposit = channel.deposit.saturating_add(amount);
-        tracing::info!(channel = %channel.id, %amount, "pay402 autopay: channel topped up");
+        let value = self.inner.budget.units(&terms.asset).show(amount);
+        tracing::info!(channel = %channel.id, %amount, %value, "pay402 autopay: channel topped up");
         Ok(true)
     }
 
