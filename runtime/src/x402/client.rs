@@ -26,6 +26,7 @@ use super::types::{
 use crate::chain::Network;
 use crate::evm::{self, Eip3009Authorization, Eip3009Payload, Payer, PrivateKeySigner, U256, VALID_AFTER_SKEW_SECONDS};
 use async_trait::async_trait;
+use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
 
@@ -95,6 +96,109 @@ pub trait SchemeNetworkClient: Send + Sync + 'static {
         requirements: &PaymentRequirements,
         resource: Option<&ResourceInfo>,
     ) -> Result<JsonObject, ClientError>;
+
+    /// The payload plus what the scheme adds to the payment's envelope: extensions (merged with
+    /// the challenge's) and keys merged into `accepted.extra` (as OKX's `acceptedExtraOverrides`).
+    /// The default: [`create_payment`](Self::create_payment)'s payload alone.
+    async fn create_payment_parts(
+        &self,
+        requirements: &PaymentRequirements,
+        resource: Option<&ResourceInfo>,
+    ) -> Result<SchemePayment, ClientError> {
+        self.create_payment(requirements, resource).await.map(SchemePayment::new)
+    }
+}
+
+/// What a [`SchemeNetworkClient`] produces for one payment (the Rust form of the TS SDKs'
+/// `PaymentPayloadResult`).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SchemePayment {
+    /// The scheme-specific `payload`.
+    pub payload: JsonObject,
+    /// Extensions the scheme adds, merged with the challenge's as `@x402/core` 2.27's
+    /// `x402Client.mergeExtensions` does ([`merge_extensions`]).
+    pub extensions: Option<JsonObject>,
+    /// Keys merged into (overriding) the `accepted` copy's `extra` (e.g. `sessionCert`).
+    pub accepted_extra: JsonObject,
+}
+
+impl SchemePayment {
+    /// A payment of `payload` alone.
+    pub fn new(payload: JsonObject) -> Self {
+        Self { payload, extensions: None, accepted_extra: JsonObject::new() }
+    }
+
+    /// Sets the scheme's extensions.
+    pub fn with_extensions(mut self, extensions: JsonObject) -> Self {
+        self.extensions = Some(extensions);
+        self
+    }
+
+    /// Sets the keys merged into `accepted.extra`.
+    pub fn with_accepted_extra(mut self, extra: JsonObject) -> Self {
+        self.accepted_extra = extra;
+        self
+    }
+}
+
+/// Merges the challenge's (server's) extensions with a scheme's (client's), as `@x402/core`
+/// 2.27's `x402Client.mergeExtensions`: without one side, the other; a key whose value is not an
+/// object on both sides takes the client's value; objects are merged recursively, the server's
+/// fields winning and the client's adding missing ones (the `s` array of `builder-code` is
+/// concatenated, client entries first, without duplicates).
+pub fn merge_extensions(server: Option<&JsonObject>, client: Option<&JsonObject>) -> Option<JsonObject> {
+    let (server, client) = match (server, client) {
+        (None, None) => return None,
+        (Some(server), None) => return Some(server.clone()),
+        (None, Some(client)) => return Some(client.clone()),
+        (Some(server), Some(client)) => (server, client),
+    };
+    let mut merged = server.clone();
+    for (key, client_value) in client {
+        match (merged.get_mut(key), client_value) {
+            (Some(Value::Object(server_record)), Value::Object(client_record)) => {
+                let additive = key == "builder-code";
+                merge_record(server_record, client_record, additive);
+            }
+            _ => {
+                merged.insert(key.clone(), client_value.clone());
+            }
+        }
+    }
+    Some(merged)
+}
+
+fn merge_record(target: &mut JsonObject, source: &JsonObject, additive: bool) {
+    for (field, client_value) in source {
+        match (target.get_mut(field), client_value) {
+            (Some(Value::Object(server_nested)), Value::Object(client_nested)) => {
+                merge_record(server_nested, client_nested, additive);
+            }
+            (Some(server_value), _)
+                if additive && field == "s" && (server_value.is_array() || client_value.is_array()) =>
+            {
+                let as_array = |v: &Value| match v {
+                    Value::Array(items) => Some(items.clone()),
+                    Value::Null | Value::Object(_) => None,
+                    other => Some(vec![other.clone()]),
+                };
+                if let (Some(server_items), Some(client_items)) = (as_array(server_value), as_array(client_value)) {
+                    let mut items: Vec<Value> = Vec::new();
+                    for item in client_items.into_iter().chain(server_items) {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    }
+                    *server_value = Value::Array(items);
+                }
+            }
+            (Some(_), _) => {}
+            (None, _) => {
+                target.insert(field.clone(), client_value.clone());
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,19 +453,20 @@ impl X402Client {
         &self,
         requirements: &PaymentRequirements,
         resource: Option<&ResourceInfo>,
-    ) -> Result<JsonObject, ClientError> {
+    ) -> Result<SchemePayment, ClientError> {
         let scheme = self.scheme_for(&requirements.scheme, &requirements.network).ok_or_else(|| {
             ClientError::NoSupportedOption {
                 offered: vec![(requirements.scheme.clone(), requirements.network.to_string())],
             }
         })?;
-        scheme.create_payment(requirements, resource).await
+        scheme.create_payment_parts(requirements, resource).await
     }
 
     /// Builds the payment for a 402 challenge.
     ///
     /// * v2: `PaymentPayload {x402Version: 2, payload, accepted: <the chosen requirements,
-    ///   verbatim>, resource: <the challenge's>, extensions: <the challenge's>}`; when the
+    ///   verbatim, plus the scheme's `accepted.extra` keys>, resource: <the challenge's>,
+    ///   extensions: <the challenge's, merged with the scheme's ([`merge_extensions`])>}`; when the
     ///   challenge declares the `payment-identifier` extension, its echo carries a fresh id
     ///   ([`generate_payment_id`](super::payment_identifier::generate_payment_id)): resend this
     ///   payload (never a new one) to retry the same logical request;
@@ -386,8 +491,11 @@ impl X402Client {
             AnyPaymentRequired::V2(challenge) => {
                 let index = self.select(&challenge.accepts)?;
                 let accepted = challenge.accepts.get(index).ok_or(ClientError::NoAcceptableOption)?;
-                let payload = self.sign(accepted, challenge.resource.as_ref()).await?;
-                let mut extensions = challenge.extensions.clone();
+                let parts = self.sign(accepted, challenge.resource.as_ref()).await?;
+                let payload = parts.payload;
+                let mut accepted = accepted.clone();
+                accepted.extra.extend(parts.accepted_extra);
+                let mut extensions = merge_extensions(challenge.extensions.as_ref(), parts.extensions.as_ref());
                 if let Some(ext) = extensions.as_mut() {
                     let declared = ext.get(super::payment_identifier::PAYMENT_IDENTIFIER).cloned();
                     if declared.is_some() {
@@ -402,7 +510,7 @@ impl X402Client {
                 Ok(AnyPaymentPayload::V2(PaymentPayload {
                     x402_version: X402_VERSION,
                     payload,
-                    accepted: accepted.clone(),
+                    accepted,
                     resource: challenge.resource.clone(),
                     extensions,
                 }))
@@ -418,7 +526,7 @@ impl X402Client {
                     description: v1.description.clone(),
                     mime_type: v1.mime_type.clone(),
                 };
-                let payload = self.sign(requirements, Some(&resource)).await?;
+                let payload = self.sign(requirements, Some(&resource)).await?.payload;
                 Ok(AnyPaymentPayload::V1(PaymentPayloadV1 {
                     x402_version: 1,
                     scheme: requirements.scheme.clone(),

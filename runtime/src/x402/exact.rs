@@ -5,7 +5,7 @@
 //!
 //! | step | check | reason |
 //! |---|---|---|
-//! | 1 | `accepted.scheme` and the requirements' scheme are `exact` | [`reasons::UNSUPPORTED_SCHEME`] |
+//! | 1 | `accepted.scheme` and the requirements' scheme are the checked scheme (`exact`, or `aggr_deferred`, whose authorization is the same EIP-3009 transfer signed by a session key) | [`reasons::UNSUPPORTED_SCHEME`] |
 //! | 2 | `accepted.network` is the requirements' network | [`reasons::NETWORK_MISMATCH`] |
 //! | 3 | the network is `eip155:<id>` and the facilitator serves it (and, on chain, the asset) | [`reasons::FAILED_TO_GET_NETWORK_CONFIG`] or the facilitator's own reason |
 //! | 4 | `extra.name` / `extra.version` (the EIP-712 domain) are present | [`reasons::MISSING_EIP712_DOMAIN`] |
@@ -33,7 +33,7 @@ use std::time::Duration;
 /// The `invalidReason` / `errorReason` strings shared by pay402's `exact` facilitators (the
 /// Python reference's constants).
 pub mod reasons {
-    /// `accepted.scheme` (or the requirements' scheme) is not `exact`.
+    /// `accepted.scheme` (or the requirements' scheme) is not the facilitator's scheme.
     pub const UNSUPPORTED_SCHEME: &str = "unsupported_scheme";
     /// `accepted.network` differs from the requirements' network.
     pub const NETWORK_MISMATCH: &str = "network_mismatch";
@@ -63,6 +63,11 @@ pub mod reasons {
     pub const INSUFFICIENT_BALANCE: &str = "invalid_exact_evm_insufficient_balance";
     /// The transfer failed (a ledger credit would overflow, or the transaction reverted).
     pub const TRANSACTION_FAILED: &str = "transaction_failed";
+    /// `aggr_deferred` (pay402's embedded facilitator): `accepted.extra.sessionCert` is missing,
+    /// not a valid pay402 development certificate ([`DevSessionCert`](crate::x402::DevSessionCert):
+    /// not signed by its wallet, expired), or delegates to another key than the authorization's
+    /// `from`.
+    pub const INVALID_SESSION_CERT: &str = "invalid_aggr_deferred_session_cert";
 }
 
 /// `validBefore` must be at least this many seconds in the future (Python's buffer).
@@ -110,6 +115,9 @@ pub(crate) enum Signers {
 
 /// The facilitator-specific inputs of [`check_exact`].
 pub(crate) struct ExactPolicy<'a> {
+    /// Step 1: the scheme checked (`exact`; `aggr_deferred` for the embedded facilitator's
+    /// deferred scheme, whose payload is the same EIP-3009 authorization).
+    pub(crate) scheme: &'a str,
     /// Now, in Unix seconds.
     pub(crate) now: u64,
     /// How far in the future `validAfter` may be.
@@ -166,7 +174,7 @@ pub(crate) fn check_exact<'a>(
     let reject = |reason: &'static str| Rejection { reason, payer: payer.clone(), message: None };
 
     // 1. scheme
-    if payload.accepted.scheme != "exact" || requirements.scheme != "exact" {
+    if payload.accepted.scheme != policy.scheme || requirements.scheme != policy.scheme {
         return Err(reject(reasons::UNSUPPORTED_SCHEME));
     }
     // 2. network

@@ -25,7 +25,7 @@ use super::paywall::{self, PaywallConfig};
 use super::pending::{PendingSettlements, SweepReport};
 use super::replay_key::replay_key;
 use super::route::{PayToSource, PaymentOption, PriceSource, RouteConfig};
-use super::server::{RequirementsSpec, ResourceServerError, X402ResourceServer};
+use super::server::{Initialized, RequirementsSpec, ResourceServerError, X402ResourceServer};
 use super::types::{
     AnyPaymentPayload, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
     settle_status,
@@ -240,15 +240,27 @@ impl X402HttpServer {
 
     /// Synchronises with the facilitators (`/supported`) now. Otherwise it happens on the first
     /// protected request, which gets a 502 if it fails (and the next request retries).
-    pub async fn initialize(&self) -> Result<(), ResourceServerError> {
+    ///
+    /// A registered (scheme, network) that no facilitator supports does not fail it: the
+    /// returned [`Initialized`] (and [`unsupported_kinds`](Self::unsupported_kinds)) lists it, it
+    /// is logged at error level, and only the routes selling it answer 500 (logged once, at error
+    /// level, with the kind); the other routes work.
+    pub async fn initialize(&self) -> Result<Initialized, ResourceServerError> {
+        let report = || Initialized { unsupported: self.inner.server.unsupported_kinds() };
         if self.inner.server.is_initialized() {
-            return Ok(());
+            return Ok(report());
         }
         let _guard = self.inner.init_lock.lock().await;
         if self.inner.server.is_initialized() {
-            return Ok(());
+            return Ok(report());
         }
         self.inner.server.initialize().await
+    }
+
+    /// The registered (scheme, network) pairs no facilitator supports (empty before
+    /// initialisation).
+    pub fn unsupported_kinds(&self) -> Vec<(String, String)> {
+        self.inner.server.unsupported_kinds()
     }
 
     async fn resolve_option(
@@ -279,7 +291,18 @@ impl X402HttpServer {
             max_timeout_seconds: option.max_timeout_seconds,
             extra: option.extra.clone(),
         };
-        self.inner.server.build_payment_requirements(&spec).map_err(|e| failed(&e))
+        self.inner.server.build_payment_requirements(&spec).map_err(|e| match &e {
+            ResourceServerError::UnsupportedKinds(kinds) => {
+                let kind = kinds.first().cloned().unwrap_or_default();
+                if self.inner.server.first_report(&kind) {
+                    tracing::error!(scheme = %kind.0, network = %kind.1, "x402: no facilitator supports this route's kind; answering 500");
+                } else {
+                    tracing::debug!(scheme = %kind.0, network = %kind.1, "x402: unsupported kind; answering 500");
+                }
+                PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
+            }
+            _ => failed(&e),
+        })
     }
 
     /// The route's requirements for this request: borrowed from the route when static (built

@@ -10,8 +10,11 @@
 //! client), `exact.rs` (the `exact` verify checklist), `embedded.rs` (the in-process
 //! facilitator), `server.rs` (the [`X402ResourceServer`]) with `hooks.rs` and `settlement.rs`,
 //! `route.rs` (route configuration), `http.rs` (the [`X402HttpServer`]), `unpaid_cache.rs` (the
-//! precomputed unpaid 402) and `client.rs` (the buyer).
+//! precomputed unpaid 402), `client.rs` (the buyer), `aggr_client.rs` (the `aggr_deferred`
+//! buyer scheme) and `session_cert.rs` (pay402's development session certificates).
 
+#[cfg(feature = "client")]
+mod aggr_client;
 #[cfg(feature = "client")]
 mod client;
 mod embedded;
@@ -31,17 +34,21 @@ mod replay_key;
 mod route;
 mod scheme;
 mod server;
+mod session_cert;
 mod settlement;
 mod types;
 mod unpaid_cache;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use aggr_client::{AGGR_DEFERRED_VALID_AFTER_SKEW_SECONDS, AggrDeferredEvmClientScheme, DEV_SESSION_CERT_LIFETIME};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{
-    ClientError, ExactEvmClientScheme, PaymentSelector, PickFn, SchemeNetworkClient, X402Client,
-    default_payment_selector, max_amount, prefer_network, prefer_scheme,
+    ClientError, ExactEvmClientScheme, PaymentSelector, PickFn, SchemeNetworkClient, SchemePayment, X402Client,
+    default_payment_selector, max_amount, merge_extensions, prefer_network, prefer_scheme,
 };
-pub use embedded::EmbeddedFacilitator;
+pub use embedded::{DEFAULT_DEFERRED_BATCH_AGE, DEFAULT_DEFERRED_BATCH_SIZE, DeferredBatch, EmbeddedFacilitator};
 pub use exact::{DEFAULT_CLOCK_SKEW, VALID_BEFORE_BUFFER_SECONDS, reasons};
 pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig};
 pub(crate) use facilitator::{SettleRequest, VerifyRequest, parse_facilitator_body};
@@ -70,9 +77,10 @@ pub use route::{
 };
 pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};
 pub use server::{
-    DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_TIMEOUT_SECONDS, DEFAULT_POLL_DEADLINE, DEFAULT_POLL_INTERVAL, RequirementsSpec,
-    ResourceServerError, X402ResourceServer,
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_TIMEOUT_SECONDS, DEFAULT_POLL_DEADLINE, DEFAULT_POLL_INTERVAL, Initialized,
+    RequirementsSpec, ResourceServerError, X402ResourceServer,
 };
+pub use session_cert::{DEV_SESSION_CERT_VERSION, DevSessionCert, SessionCertError};
 pub use settlement::Reconciled;
 pub use types::{
     AnyPaymentPayload, AnyPaymentRequired, AssetAmount, JsonObject, Money, PaymentPayload, PaymentPayloadV1,

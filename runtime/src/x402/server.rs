@@ -152,6 +152,26 @@ struct Recorded {
 #[derive(Debug, Default)]
 struct InitState {
     kinds: Vec<Recorded>,
+    /// Registered (scheme, network) pairs no facilitator supports.
+    unsupported: Vec<(String, String)>,
+    /// Unsupported kinds already logged at request time (each is logged once).
+    reported: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+/// What [`X402ResourceServer::initialize`] found: the registered (scheme, network) pairs that
+/// no facilitator supports. Their routes answer 500; every other route works.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Initialized {
+    /// The unsupported (scheme, network-or-pattern) pairs, in registration order.
+    pub unsupported: Vec<(String, String)>,
+}
+
+impl Initialized {
+    /// Whether every registered kind is supported.
+    pub fn is_complete(&self) -> bool {
+        self.unsupported.is_empty()
+    }
 }
 
 impl InitState {
@@ -414,9 +434,12 @@ impl X402ResourceServer {
 
     /// Fetches `supported()` from every facilitator (in order), records for each kind the first
     /// facilitator supporting it, and checks that every registered (network, scheme) is
-    /// supported with x402 version 2. All unsupported pairs are reported in one
-    /// [`ResourceServerError::UnsupportedKinds`]; a facilitator failure is [`ResourceServerError::Facilitator`].
-    pub async fn initialize(&self) -> Result<(), ResourceServerError> {
+    /// supported with x402 version 2. A registered kind no facilitator supports fails only its
+    /// own requirements ([`ResourceServerError::UnsupportedKinds`], HTTP 500): it is listed in
+    /// the returned [`Initialized`] (and [`unsupported_kinds`](Self::unsupported_kinds)) and
+    /// logged at error level; the other kinds work. A facilitator failure is
+    /// [`ResourceServerError::Facilitator`] (nothing is recorded).
+    pub async fn initialize(&self) -> Result<Initialized, ResourceServerError> {
         let mut state = InitState::default();
         for (index, facilitator) in self.inner.facilitators.iter().enumerate() {
             let supported = crate::metrics::facilitator_call("supported", facilitator.supported()).await?;
@@ -439,11 +462,27 @@ impl X402ResourceServer {
             .map(|r| (r.scheme.scheme().to_owned(), r.network.clone()))
             .collect();
         if !unsupported.is_empty() {
-            return Err(ResourceServerError::UnsupportedKinds(unsupported));
+            tracing::error!(
+                unsupported = %list_kinds(&unsupported),
+                "x402: no facilitator supports these registered kinds; their routes answer 500, the others work"
+            );
         }
         tracing::debug!(kinds = state.kinds.len(), "x402 resource server initialized");
+        state.unsupported = unsupported.clone();
         *self.inner.state.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(state));
-        Ok(())
+        Ok(Initialized { unsupported })
+    }
+
+    /// The registered (scheme, network) pairs no facilitator supported at the last
+    /// [`initialize`](Self::initialize) (empty before it).
+    pub fn unsupported_kinds(&self) -> Vec<(String, String)> {
+        self.state().map(|s| s.unsupported.clone()).unwrap_or_default()
+    }
+
+    /// Whether `kind` is being reported for the first time (each unsupported kind is logged at
+    /// error level once per initialisation, then at debug level).
+    pub(super) fn first_report(&self, kind: &(String, String)) -> bool {
+        self.state().is_some_and(|s| s.reported.lock().unwrap_or_else(PoisonError::into_inner).insert(kind.clone()))
     }
 
     /// Whether [`initialize`](Self::initialize) has succeeded (since the last registration).

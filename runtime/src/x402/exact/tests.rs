@@ -48,7 +48,7 @@ fn serves_x_layer(chain_id: u64, _: &PaymentRequirements) -> Result<(), &'static
 }
 
 fn policy(now: u64, signers: Signers) -> ExactPolicy<'static> {
-    ExactPolicy { now, clock_skew: DEFAULT_CLOCK_SKEW, serves: &serves_x_layer, signers }
+    ExactPolicy { scheme: "exact", now, clock_skew: DEFAULT_CLOCK_SKEW, serves: &serves_x_layer, signers }
 }
 
 fn set_authorization(p: &mut PaymentPayload, key: &str, value: serde_json::Value) {

@@ -387,6 +387,7 @@ impl ExactEvmFacilitatorScheme {
             Ok(())
         };
         let policy = ExactPolicy {
+            scheme: "exact",
             now: (self.clock)(),
             clock_skew: self.clock_skew,
             serves: &serves,

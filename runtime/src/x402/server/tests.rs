@@ -213,19 +213,23 @@ async fn initialize_lists_every_unsupported_pair() {
         .register("eip155:1", ExactEvmScheme::new())
         .register("eip155:196", ExactEvmScheme::new())
         .register("eip155:8453", AggrDeferredEvmScheme::new());
-    let err = server.initialize().await.unwrap_err();
-    assert_eq!(
-        err,
-        ResourceServerError::UnsupportedKinds(vec![
-            ("exact".into(), "eip155:1".into()),
-            ("aggr_deferred".into(), "eip155:8453".into()),
-        ])
-    );
+    let report = server.initialize().await.unwrap();
+    let unsupported =
+        vec![("exact".to_owned(), "eip155:1".to_owned()), ("aggr_deferred".to_owned(), "eip155:8453".to_owned())];
+    assert_eq!(report.unsupported, unsupported);
+    assert!(!report.is_complete());
+    assert_eq!(server.unsupported_kinds(), unsupported);
+    // Only the unsupported kinds fail (500); the supported one builds.
+    assert!(server.is_initialized());
+    let err = server
+        .build_payment_requirements(&RequirementsSpec::new("aggr_deferred", "eip155:8453", PAY_TO, "$0.001"))
+        .unwrap_err();
+    assert_eq!(err, ResourceServerError::UnsupportedKinds(vec![unsupported[1].clone()]));
     let text = err.to_string();
-    assert!(text.contains("scheme `exact` on `eip155:1`"), "{text}");
     assert!(text.contains("scheme `aggr_deferred` on `eip155:8453`"), "{text}");
     assert_eq!(err.http_status(), 500);
-    assert!(!server.is_initialized());
+    let req = server.build_payment_requirements(&RequirementsSpec::new("exact", "eip155:196", PAY_TO, "$0.001"));
+    assert_eq!(req.unwrap().amount, "1000");
 }
 
 #[tokio::test]
@@ -234,8 +238,8 @@ async fn initialize_accepts_wildcard_kinds() {
     let server = X402ResourceServer::new(Fake::new("f", &log, vec![kind("exact", "eip155:*")]))
         .register("eip155:196", ExactEvmScheme::new())
         .register("eip155:*", AggrDeferredEvmScheme::new());
-    let err = server.initialize().await.unwrap_err();
-    assert_eq!(err, ResourceServerError::UnsupportedKinds(vec![("aggr_deferred".into(), "eip155:*".into())]));
+    let report = server.initialize().await.unwrap();
+    assert_eq!(report.unsupported, vec![("aggr_deferred".to_owned(), "eip155:*".to_owned())]);
 
     let server = X402ResourceServer::new(Fake::new("f", &log, vec![kind("exact", "eip155:*")]))
         .register("eip155:196", ExactEvmScheme::new())
