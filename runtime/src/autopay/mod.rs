@@ -2,7 +2,8 @@
 //! challenges (x402 and MPP) within spending caps.
 //!
 //! On a `402 Payment Required` the middleware reads every challenge the server offered —
-//! x402 (`exact` on `eip155:*`: the `PAYMENT-REQUIRED` header, else a JSON body with
+//! x402 (`exact` on `eip155:*`, and `aggr_deferred` when given a session-key scheme with
+//! [`AutoPay::aggr_deferred`]: the `PAYMENT-REQUIRED` header, else a JSON body with
 //! `x402Version` 1 or 2) and MPP (`WWW-Authenticate: Payment`, `evm` method,
 //! `charge` and `session` intents) — ranks them by the configured [`Protocol`] preference,
 //! picks the first one the caps allow and that can be signed (an offer that cannot — unknown
@@ -115,7 +116,7 @@ use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::evm::DEFAULT_ESCROW_CONTRACT;
 use crate::evm::{Address, PrivateKeySigner, U256};
 use crate::mpp::{MppChargeClient, Receipt, SessionClient};
-use crate::x402::{ExactEvmClientScheme, PaymentRequirements, SettleResponse, X402Client};
+use crate::x402::{AggrDeferredEvmClientScheme, ExactEvmClientScheme, PaymentRequirements, SettleResponse, X402Client};
 use budget::{Budget, Limits};
 use session_book::SessionBook;
 use std::collections::HashMap;
@@ -133,7 +134,8 @@ pub const MAX_REFUSAL_BODY_BYTES: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// x402 `exact` on EVM networks (EIP-3009), v2 and v1 challenges.
+    /// x402 on EVM networks (EIP-3009), v2 and v1 challenges: `exact`, and `aggr_deferred`
+    /// when [`AutoPay::aggr_deferred`] gave a session-key scheme.
     X402,
     /// MPP `Payment` auth, `evm` method, `charge` intent (one EIP-3009 transfer per request).
     MppCharge,
@@ -414,6 +416,7 @@ pub struct AutoPay {
     registry: Option<Arc<NetworkRegistry>>,
     escrows: Vec<(u64, Address)>,
     unknown_outcome_wait: std::time::Duration,
+    aggr_deferred: Option<AggrDeferredEvmClientScheme>,
 }
 
 /// How long [`AutoPay`] keeps retrying a paid request whose outcome the seller reports unknown
@@ -432,7 +435,18 @@ impl AutoPay {
             registry: None,
             escrows: vec![(X_LAYER_CHAIN_ID, DEFAULT_ESCROW_CONTRACT)],
             unknown_outcome_wait: DEFAULT_UNKNOWN_OUTCOME_WAIT,
+            aggr_deferred: None,
         }
+    }
+
+    /// Also pays x402 `aggr_deferred` offers (on `eip155:*`), signed by `scheme`'s session key:
+    /// [`AggrDeferredEvmClientScheme::new`] with the session key and certificate OKX's Agentic
+    /// Wallet issued (OKX's facilitator), or [`AggrDeferredEvmClientScheme::development`] for
+    /// pay402's embedded facilitator. The same caps apply as to `exact` (per asset, reserved
+    /// before signing); without this, `aggr_deferred` offers are not payable.
+    pub fn aggr_deferred(mut self, scheme: AggrDeferredEvmClientScheme) -> Self {
+        self.aggr_deferred = Some(scheme);
+        self
     }
 
     /// How long a paid request is retried while its outcome is unknown (default
@@ -537,6 +551,9 @@ impl AutoPay {
         let registry = self.registry.clone().unwrap_or_else(NetworkRegistry::global);
         let budget = Budget::new(&self.limits, &registry)?;
         let mut middleware = AutoPayMiddleware::new(self.signer, self.preference, budget, registry, self.escrows);
+        if let (Some(scheme), Some(inner)) = (self.aggr_deferred, Arc::get_mut(&mut middleware.inner)) {
+            inner.x402 = std::mem::take(&mut inner.x402).register("eip155:*", scheme);
+        }
         if let Some(inner) = Arc::get_mut(&mut middleware.inner) {
             inner.unknown_outcome_wait = self.unknown_outcome_wait;
         }
