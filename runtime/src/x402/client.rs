@@ -790,6 +790,22 @@ mod tests {
         assert!(err.to_string().contains("aggr_deferred@eip155:196"));
     }
 
+    #[test]
+    fn extensions_merge_like_x402_core() {
+        let obj = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let server = obj(json!({"a": {"keep": 1, "deep": {"x": 1}}, "b": 1, "builder-code": {"s": ["srv", "both"]}}));
+        let client = obj(json!({"a": {"keep": 2, "add": 3, "deep": {"y": 2}}, "b": {"o": 1}, "c": 4,
+            "builder-code": {"s": ["cli", "both"]}}));
+        assert_eq!(
+            merge_extensions(Some(&server), Some(&client)).unwrap(),
+            obj(json!({"a": {"keep": 1, "deep": {"x": 1, "y": 2}, "add": 3}, "b": {"o": 1}, "c": 4,
+                "builder-code": {"s": ["cli", "both", "srv"]}}))
+        );
+        assert_eq!(merge_extensions(None, Some(&client)), Some(client.clone()));
+        assert_eq!(merge_extensions(Some(&server), None), Some(server));
+        assert_eq!(merge_extensions(None, None), None);
+    }
+
     #[tokio::test]
     async fn v1_challenge_gives_v1_payload_and_header() {
         let challenge = AnyPaymentRequired::V1(PaymentRequiredV1 {

@@ -4,26 +4,7 @@
 //! It really verifies payloads — the checklist of OKX's/Coinbase's Python facilitator (wire facts
 //! §7), with the chain calls replaced by the ledger (nonce state and balances) — and settles by
 //! moving balances. Use it for tests, demos and local development; it never touches a network.
-//!
-//! # `aggr_deferred`
-//!
-//! The buyer's session key signs the EIP-3009 authorization (`from` = the session key) and the
-//! payment carries a pay402 development certificate ([`DevSessionCert`]) in
-//! `accepted.extra.sessionCert`. Verify runs the same `exact` checklist (the signature must be
-//! `from`'s), then checks the certificate (signed by its wallet, not expired, delegating to
-//! `from`), then the ledger steps with the **wallet** as the payer: nonce unused, the wallet's
-//! available balance (balance minus reservations). `payer` in the answers is the wallet.
-//!
-//! Settle is deferred and batched, as OKX's facilitator does: it answers `success: true`,
-//! `status: "success"`, an empty `transaction` at once, reserves the amount on the wallet (so it
-//! cannot be spent twice) and queues the payment. A **flush** moves every queued payment from
-//! its wallet to its payee, one batch transaction hash per network
-//! ([`EmbeddedFacilitator::deferred_batches`]; `settle_status` of that hash answers success). A
-//! flush happens on [`EmbeddedFacilitator::flush_deferred`], when the queue reaches the batch
-//! size, and at the first facilitator call (verify, settle, supported, settle status) after the
-//! oldest queued payment has waited the batch age (defaults [`DEFAULT_DEFERRED_BATCH_SIZE`],
-//! [`DEFAULT_DEFERRED_BATCH_AGE`]; see [`EmbeddedFacilitator::with_deferred_batching`]). No
-//! background task runs.
+//! `aggr_deferred`: see [`EmbeddedFacilitator`].
 //!
 //! ```
 //! use pay402_runtime::evm::U256;
@@ -193,7 +174,27 @@ struct Checked<'r> {
 }
 
 /// An in-process `exact` and `aggr_deferred` EVM (EIP-3009) facilitator with an in-memory
-/// ledger (see the [module docs](self) for `aggr_deferred`'s batches).
+/// ledger.
+///
+/// # `aggr_deferred`
+///
+/// The buyer's session key signs the EIP-3009 authorization (`from` = the session key) and the
+/// payment carries a pay402 development certificate ([`DevSessionCert`]) in
+/// `accepted.extra.sessionCert`. Verify runs the same `exact` checklist (the signature must be
+/// `from`'s), then checks the certificate (signed by its wallet, not expired, delegating to
+/// `from`), then the ledger steps with the **wallet** as the payer: nonce unused, the wallet's
+/// available balance (balance minus reservations). `payer` in the answers is the wallet.
+///
+/// Settle is deferred and batched, as OKX's facilitator does: it answers `success: true`,
+/// `status: "success"`, an empty `transaction` at once, reserves the amount on the wallet (so it
+/// cannot be spent twice) and queues the payment. A **flush** moves every queued payment from
+/// its wallet to its payee, one batch transaction hash per network
+/// ([`EmbeddedFacilitator::deferred_batches`]; `settle_status` of that hash answers success). A
+/// flush happens on [`EmbeddedFacilitator::flush_deferred`], when the queue reaches the batch
+/// size, and at the first facilitator call (verify, settle, supported, settle status) after the
+/// oldest queued payment has waited the batch age (defaults [`DEFAULT_DEFERRED_BATCH_SIZE`],
+/// [`DEFAULT_DEFERRED_BATCH_AGE`]; see [`EmbeddedFacilitator::with_deferred_batching`]). No
+/// background task runs.
 ///
 /// Clones share the ledger (balances, used nonces, settlements, the deferred queue), so a test
 /// can keep a handle while a resource server owns another. The builder methods

@@ -1,22 +1,7 @@
 //! [`DevSessionCert`]: pay402's **development** session certificate for the x402
 //! `aggr_deferred` scheme — a wallet's signed delegation to a session key.
 //!
-//! In production the session certificate of `aggr_deferred` is issued by OKX's Agentic Wallet
-//! and checked by OKX's facilitator inside its TEE; its content is opaque to pay402 (the buyer
-//! copies it into `accepted.extra.sessionCert`, the seller forwards it). To let any process pay
-//! and any [`EmbeddedFacilitator`](super::EmbeddedFacilitator) settle `aggr_deferred` without
-//! OKX and without a shared secret, pay402 defines this format of its own (it is **not** OKX's):
-//!
-//! ```text
-//! cert   = base64url(claims) "." signature
-//! claims = {"v":1,"wallet":"0x…","sessionKey":"0x…","expiresAt":<unix seconds>}   (UTF-8 JSON)
-//! signature = 0x-hex r‖s‖v of the wallet over EIP-191 personal_sign(claims bytes)
-//! ```
-//!
-//! (`base64url` without padding; the signature covers the exact bytes that were encoded.) The
-//! facilitator recovers the signer of the claims, requires it to be `wallet`, requires
-//! `sessionKey` to be the authorization's `from` and `expiresAt` to be in the future, and then
-//! charges `wallet`.
+//! See [`DevSessionCert`] for the format.
 //!
 //! ```
 //! use pay402_runtime::evm::PrivateKeySigner;
@@ -73,7 +58,24 @@ struct Claims {
 }
 
 /// A verified development session certificate: `wallet` delegated payments to `session_key`
-/// until `expires_at` (see the [module docs](self) for the format).
+/// until `expires_at`.
+///
+/// In production the session certificate of `aggr_deferred` is issued by OKX's Agentic Wallet
+/// and checked by OKX's facilitator inside its TEE; its content is opaque to pay402 (the buyer
+/// copies it into `accepted.extra.sessionCert`, the seller forwards it). To let any process pay
+/// and any [`EmbeddedFacilitator`](super::EmbeddedFacilitator) settle `aggr_deferred` without
+/// OKX and without a shared secret, pay402 defines this format of its own (it is **not** OKX's):
+///
+/// ```text
+/// cert   = base64url(claims) "." signature
+/// claims = {"v":1,"wallet":"0x…","sessionKey":"0x…","expiresAt":<unix seconds>}   (UTF-8 JSON)
+/// signature = 0x-hex r‖s‖v of the wallet over EIP-191 personal_sign(claims bytes)
+/// ```
+///
+/// (`base64url` without padding; the signature covers the exact bytes that were encoded.) The
+/// facilitator recovers the signer of the claims, requires it to be `wallet`, requires
+/// `sessionKey` to be the authorization's `from` and `expiresAt` to be in the future, and then
+/// charges `wallet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DevSessionCert {
