@@ -31,7 +31,9 @@ pub const AGGR_DEFERRED_VALID_AFTER_SKEW_SECONDS: u64 = 5;
 /// is `payload: {authorization, signature}`; the session certificate is merged into
 /// `accepted.extra.sessionCert`, and the scheme adds the extension `{"scheme": "aggr_deferred"}`
 /// (merged with the challenge's extensions as `@x402/core`'s client does). This is exactly the
-/// wire of OKX's public TypeScript SDK.
+/// wire of OKX's public TypeScript SDK. (OKX's HTTP API reference describes
+/// `authorization.from` as the buyer's AA wallet; the TS SDK, followed here, sends the session
+/// key's address, which is what the signature recovers to.)
 ///
 /// The session certificate is **opaque** to this type: in production it is issued by OKX's
 /// Agentic Wallet for its session key ([`AggrDeferredEvmClientScheme::new`]); for development,
