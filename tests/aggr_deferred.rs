@@ -451,7 +451,7 @@ async fn an_unsupported_kind_fails_only_its_own_route() {
     let logs = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");
     let at_init = logs.lines().filter(|l| l.contains("ERROR") && l.contains("no facilitator supports these")).count();
     assert_eq!(at_init, 1, "{logs}");
-    let per_route: Vec<&str> = logs.lines().filter(|l| l.contains("this route's kind")).collect();
+    let per_route: Vec<&str> = logs.lines().filter(|l| l.contains("cannot build its payment challenge")).collect();
     assert_eq!(per_route.len(), 1, "logged once: {logs}");
     assert!(per_route[0].contains("ERROR") && per_route[0].contains("aggr_deferred"), "{logs}");
 }

@@ -291,18 +291,9 @@ impl X402HttpServer {
             max_timeout_seconds: option.max_timeout_seconds,
             extra: option.extra.clone(),
         };
-        self.inner.server.build_payment_requirements(&spec).map_err(|e| match &e {
-            ResourceServerError::UnsupportedKinds(kinds) => {
-                let kind = kinds.first().cloned().unwrap_or_default();
-                if self.inner.server.first_report(&kind) {
-                    tracing::error!(scheme = %kind.0, network = %kind.1, "x402: no facilitator supports this route's kind; answering 500");
-                } else {
-                    tracing::debug!(scheme = %kind.0, network = %kind.1, "x402: unsupported kind; answering 500");
-                }
-                PaymentHttpResponse::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to process request")
-            }
-            _ => failed(&e),
-        })
+        // An unsupported kind, like every other reason, is logged once and explained in
+        // development (`Misconfigured`); the route's 500 never affects other routes.
+        self.inner.server.build_payment_requirements(&spec).map_err(|e| failed(&e))
     }
 
     /// The route's requirements for this request: borrowed from the route when static (built

@@ -154,8 +154,6 @@ struct InitState {
     kinds: Vec<Recorded>,
     /// Registered (scheme, network) pairs no facilitator supports.
     unsupported: Vec<(String, String)>,
-    /// Unsupported kinds already logged at request time (each is logged once).
-    reported: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// What [`X402ResourceServer::initialize`] found: the registered (scheme, network) pairs that
@@ -477,12 +475,6 @@ impl X402ResourceServer {
     /// [`initialize`](Self::initialize) (empty before it).
     pub fn unsupported_kinds(&self) -> Vec<(String, String)> {
         self.state().map(|s| s.unsupported.clone()).unwrap_or_default()
-    }
-
-    /// Whether `kind` is being reported for the first time (each unsupported kind is logged at
-    /// error level once per initialisation, then at debug level).
-    pub(super) fn first_report(&self, kind: &(String, String)) -> bool {
-        self.state().is_some_and(|s| s.reported.lock().unwrap_or_else(PoisonError::into_inner).insert(kind.clone()))
     }
 
     /// Whether [`initialize`](Self::initialize) has succeeded (since the last registration).
