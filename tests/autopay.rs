@@ -776,6 +776,6 @@ async fn concurrent_session_requests_share_one_channel() {
 }
 
 /// How USD₮0 amounts read in refusals (the registry's decimals and symbol).
-fn usdt0_units() -> pay402::autopay::TokenUnits {
-    pay402::autopay::TokenUnits::new(Some(6), Some("USD\u{20ae}0".to_owned()))
+fn usdt0_units() -> std::sync::Arc<pay402::autopay::TokenUnits> {
+    std::sync::Arc::new(pay402::autopay::TokenUnits::new(Some(6), Some("USD\u{20ae}0".to_owned())))
 }

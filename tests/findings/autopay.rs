@@ -570,6 +570,6 @@ async fn l8_fresh_session_price_is_checked_against_the_per_request_cap() {
 }
 
 /// How USD₮0 amounts read in refusals (the registry's decimals and symbol).
-fn usdt0_units() -> pay402::autopay::TokenUnits {
-    pay402::autopay::TokenUnits::new(Some(6), Some("USD\u{20ae}0".to_owned()))
+fn usdt0_units() -> std::sync::Arc<pay402::autopay::TokenUnits> {
+    std::sync::Arc::new(pay402::autopay::TokenUnits::new(Some(6), Some("USD\u{20ae}0".to_owned())))
 }

@@ -189,7 +189,7 @@ impl Ledger {
 #[derive(Debug)]
 pub(crate) struct Budget {
     caps: HashMap<AssetId, Resolved>,
-    units: HashMap<AssetId, TokenUnits>,
+    units: HashMap<AssetId, Arc<TokenUnits>>,
     ledger: Mutex<HashMap<AssetId, Ledger>>,
 }
 
@@ -229,7 +229,7 @@ impl Budget {
             let decimals = limits.decimals.or_else(|| info.map(|a| a.decimals));
             // The registry's symbol only when its decimals are the ones in use.
             let symbol = info.filter(|a| Some(a.decimals) == decimals).map(|a| a.name.clone());
-            units.insert(asset.clone(), TokenUnits { decimals, symbol });
+            units.insert(asset.clone(), Arc::new(TokenUnits { decimals, symbol }));
             let resolve = |a: &Option<Amount>| -> Result<Option<U256>, AutoPayError> {
                 match a {
                     None => Ok(None),
@@ -267,7 +267,7 @@ impl Budget {
     }
 
     /// How amounts of `asset` read for people.
-    pub(crate) fn units(&self, asset: &AssetId) -> TokenUnits {
+    pub(crate) fn units(&self, asset: &AssetId) -> Arc<TokenUnits> {
         self.units.get(asset).cloned().unwrap_or_default()
     }
 
@@ -489,7 +489,7 @@ mod tests {
                 asset: usdt.clone(),
                 requested: U256::from(10_001u64),
                 cap: U256::from(10_000u64),
-                units: TokenUnits::new(Some(6), Some("USD\u{20ae}0".into()))
+                units: Arc::new(TokenUnits::new(Some(6), Some("USD\u{20ae}0".into())))
             }
         );
         let r1 = b.reserve(&usdt, U256::from(10_000u64)).unwrap();

@@ -187,7 +187,7 @@ pub enum AutoPayError {
         /// The per-request cap (atomic units).
         cap: U256,
         /// How the asset's amounts read (decimals and symbol, known locally).
-        units: TokenUnits,
+        units: Arc<TokenUnits>,
     },
     /// Paying would take the total spend above the total cap.
     #[error(
@@ -206,7 +206,7 @@ pub enum AutoPayError {
         /// The total cap (atomic units).
         cap: U256,
         /// How the asset's amounts read (decimals and symbol, known locally).
-        units: TokenUnits,
+        units: Arc<TokenUnits>,
     },
     /// The server asked for an asset with no configured cap (never paid).
     #[error("refusing to pay in {asset}: no cap is configured for it")]
@@ -251,7 +251,7 @@ pub enum AutoPayError {
         /// The maximum deposit (atomic units).
         max: U256,
         /// How the asset's amounts read (decimals and symbol, known locally).
-        units: TokenUnits,
+        units: Arc<TokenUnits>,
     },
     /// The request was redirected to another origin, which answered 402: a payment is only
     /// made to the origin the request was sent to.
@@ -344,7 +344,7 @@ pub struct AutoPayOutcome {
     pub amount: U256,
     /// How the asset's amounts read (decimals and symbol, known locally): the outcome's
     /// `Display` shows `0.001 USD₮0 (1000 atomic units) with x402`.
-    pub units: TokenUnits,
+    pub units: Arc<TokenUnits>,
     /// The protocol-specific result.
     pub detail: PaymentDetail,
 }
