@@ -16,7 +16,9 @@ pub const MISCONFIGURED_ERROR: &str = "Failed to process request";
 /// logged (so a reason is never silenced, and memory stays bounded).
 const REMEMBERED_REASONS: usize = 64;
 
-/// Reports a route's configuration errors (see the [module docs](self)). Cheap to clone.
+/// Reports a route's configuration errors: the 500 of a route that cannot build its payment
+/// challenge, its reason logged at error level once per distinct reason (not per request) and,
+/// when the server explains its errors (development), named in the body. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Misconfigured {
     explain: bool,
