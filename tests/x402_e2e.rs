@@ -345,10 +345,17 @@ async fn browsers_get_the_paywall() {
             f.get("/paid", &[("accept", "text/html,application/xhtml+xml"), ("user-agent", "Mozilla/5.0")]).await;
         assert_eq!(resp.status(), 402);
         assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-        assert!(resp.headers().get("payment-required").is_none());
+        // The page is the body of the same 402: the challenge header stays for clients.
+        assert!(resp.headers().get("payment-required").is_some(), "{fw:?}");
+        assert!(resp.headers()["content-security-policy"].to_str().unwrap().starts_with("default-src 'none'"));
         let html = resp.text().await.unwrap();
         assert!(html.contains("Payment Required") && html.contains("0.001") && html.contains("USD₮0"), "{fw:?}");
         assert!(html.contains(PAY_TO) && html.contains("data-requirements"));
+        // Whatever the User-Agent: a request preferring HTML gets the page, an API client JSON.
+        let curl = f.get("/paid", &[("accept", "text/html"), ("user-agent", "curl/8.5.0")]).await;
+        assert!(curl.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{fw:?}");
+        let api = f.get("/paid", &[("accept", "application/json"), ("user-agent", "Mozilla/5.0")]).await;
+        assert_eq!(api.headers()["content-type"], "application/json", "{fw:?}");
     }
 }
 

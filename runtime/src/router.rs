@@ -5,7 +5,8 @@
 //!   single `Content-Type`, `Cache-Control: no-store`. The body is MPP's
 //!   `application/problem+json` challenge document: x402 clients read only the
 //!   `PAYMENT-REQUIRED` header (x402's own body is `{}`), while MPP clients can use the problem's
-//!   `challengeId`. Browsers get the x402 paywall page (with the MPP challenge header too).
+//!   `challengeId`. A request that prefers HTML gets the paywall page instead of that body
+//!   (every challenge header kept), offering both protocols ([`crate::web::paywall`]).
 //! * **A credential** → the adapter that detects it, lowest priority number first (MPP 10,
 //!   x402 20): a request carrying both is handled by MPP only. That protocol's full semantics
 //!   and error format apply, and exactly one protocol settles.
@@ -20,6 +21,7 @@ use crate::gate::{
     carries_mpp_credential,
 };
 use crate::mpp::{Credential, Mpp, MppPayment, PaySpec, Receipt, StaticPaySpec};
+use crate::web::paywall::{self, PaywallConfig, PaywallPage, prefers_html};
 use crate::web::{PaymentHttpResponse, RequestContext, RequestHead};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use crate::x402::carries_payment as carries_x402_payment;
@@ -265,6 +267,7 @@ impl RouteProtocols {
 pub struct PaymentRouter {
     adapters: Arc<Vec<Arc<dyn PaymentAdapter>>>,
     routes: Arc<Vec<(RoutePattern, Arc<RouteProtocols>)>>,
+    paywall: Arc<PaywallConfig>,
 }
 
 impl fmt::Debug for PaymentRouter {
@@ -315,7 +318,13 @@ impl Default for PaymentRouter {
 impl PaymentRouter {
     /// A router with no adapters.
     pub fn new() -> Self {
-        Self { adapters: Arc::new(Vec::new()), routes: Arc::new(Vec::new()) }
+        Self { adapters: Arc::new(Vec::new()), routes: Arc::new(Vec::new()), paywall: Arc::default() }
+    }
+
+    /// Sets the paywall options of the page offering the route's protocols.
+    pub fn paywall(mut self, config: PaywallConfig) -> Self {
+        self.paywall = Arc::new(config);
+        self
     }
 
     /// Adds an adapter (kept sorted by priority, stable for equal priorities).
@@ -356,7 +365,45 @@ impl PaymentRouter {
     }
 
     /// The merged 402 of every protocol the route offers.
+    /// A request that prefers HTML gets it with the paywall page offering every protocol as its
+    /// body (the adapters are asked for their API answers, which the page is built from).
     pub async fn challenge(&self, ctx: &RequestContext, route: &RouteProtocols) -> PaymentHttpResponse {
+        if prefers_html(ctx) {
+            let mut api = ctx.clone();
+            api.headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("application/json"));
+            let merged = self.merged_challenge(&api, route).await;
+            return self.paywall_page(ctx, route, merged);
+        }
+        self.merged_challenge(ctx, route).await
+    }
+
+    /// The merged 402 as the paywall page: a route's `custom_paywall_html` (x402) when set, else
+    /// the default page with the x402 options and the MPP challenges the headers carry.
+    fn paywall_page(&self, ctx: &RequestContext, route: &RouteProtocols, merged: PaymentHttpResponse) -> PaymentHttpResponse {
+        if merged.status != StatusCode::PAYMENT_REQUIRED {
+            return merged;
+        }
+        let x402 = crate::x402::paywall::challenge_of(&merged.headers);
+        let custom = route
+            .get(X402HttpServer::NAME)
+            .and_then(|c| c.downcast_ref::<Arc<RouteConfig>>())
+            .and_then(|r| r.custom_paywall_html.as_deref());
+        if let (Some(custom), Some(required)) = (custom, &x402) {
+            return paywall::respond_custom(merged, crate::x402::paywall::render_custom(custom, required));
+        }
+        let mpp = crate::mpp::paywall::challenges_of(&merged.headers);
+        let mut page = match &x402 {
+            Some(required) => crate::x402::paywall::page(required, ctx.method.as_str()),
+            None => PaywallPage { url: ctx.url.clone(), method: ctx.method.to_string(), ..PaywallPage::default() },
+        };
+        if page.description.is_empty() || page.description == page.url {
+            page.description = mpp.iter().find_map(|c| c.description.clone()).unwrap_or(page.description);
+        }
+        page.offers.extend(crate::mpp::paywall::offers(&mpp));
+        paywall::respond(merged, &page, &self.paywall)
+    }
+
+    async fn merged_challenge(&self, ctx: &RequestContext, route: &RouteProtocols) -> PaymentHttpResponse {
         let offered: Vec<_> =
             self.adapters.iter().filter_map(|a| route.get(a.name()).map(|c| (Arc::clone(a), c))).collect();
         let answers = futures::future::join_all(offered.iter().map(|(a, c)| a.challenge(ctx, *c))).await;

@@ -25,6 +25,7 @@ mod expiry;
 mod header;
 mod idempotency;
 mod method;
+pub mod paywall;
 mod problem;
 mod receipt;
 mod route;

@@ -22,6 +22,7 @@ use crate::completion::CancelPolicy;
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::okx::sa::EvmPaymentError;
 use crate::replay::{InMemoryRecordStore, InMemoryReplayStore, RecordStore, ReplayStore};
+use crate::web::paywall::PaywallConfig;
 use crate::web::{Misconfigured, PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use alloy_primitives::U256;
@@ -791,7 +792,7 @@ impl Mpp {
                 let resp = PaymentHttpResponse::new(StatusCode::OK, "application/json", body.to_string());
                 Err(resp.with_header("Access-Control-Expose-Headers", MPP_EXPOSED_HEADERS))
             }
-            Err(r) => Err(self.reject_response(&r)),
+            Err(r) => Err(super::paywall::for_request(ctx, self.reject_response(&r), &PaywallConfig::default())),
         }
     }
 

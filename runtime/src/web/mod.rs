@@ -1,11 +1,13 @@
 //! Framework-independent HTTP primitives shared by the x402 and MPP layers and the axum /
 //! actix-web glue: what pay402 sees of a request ([`RequestContext`], [`RequestHead`]), the
 //! responses it sends in place of a handler's ([`PaymentHttpResponse`], [`PreparedResponse`]),
-//! route keys ([`RoutePattern`]) and the one completion rule ([`settles`]). No framework is named
+//! route keys ([`RoutePattern`]), the one completion rule ([`settles`]) and the browser
+//! [`paywall`] both protocols serve. No framework is named
 //! here: the glue in `crate::axum` / `crate::actix` converts.
 #![allow(clippy::result_large_err)]
 
 mod misconfigured;
+pub mod paywall;
 mod request;
 mod response;
 mod route_key;
@@ -13,7 +15,6 @@ mod route_key;
 pub use misconfigured::{MISCONFIGURED_ERROR, Misconfigured};
 #[cfg(feature = "axum")]
 pub(crate) use request::HttpHead;
-pub(crate) use request::is_browser;
 #[cfg(feature = "actix")]
 pub(crate) use request::push_url;
 pub use request::{RequestContext, RequestHead};

@@ -60,9 +60,10 @@ impl RequestContext {
         url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
     }
 
-    /// A browser: `Accept` contains `text/html` and `User-Agent` contains `Mozilla`.
+    /// Whether the request prefers an HTML page (and so gets the paywall): `Accept` ranks
+    /// `text/html` above `application/json` and `*/*` ([`prefers_html`](super::paywall::prefers_html)).
     pub fn is_browser(&self) -> bool {
-        is_browser(self)
+        super::paywall::prefers_html(self)
     }
 }
 
@@ -89,13 +90,6 @@ pub trait RequestHead {
     fn has_nonblank(&self, name: &str) -> bool {
         self.header_bytes(name).is_some_and(|v| !v.trim_ascii().is_empty())
     }
-}
-
-/// A browser: `Accept` contains `text/html` and `User-Agent` contains `Mozilla` (both substring,
-/// case-sensitive: wire facts §4.5). One implementation for every request representation.
-pub(crate) fn is_browser(head: &impl RequestHead) -> bool {
-    head.header_text("accept").is_some_and(|a| a.contains("text/html"))
-        && head.header_text("user-agent").is_some_and(|u| u.contains("Mozilla"))
 }
 
 /// Appends `scheme://host` + `path_and_query`.

@@ -42,7 +42,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 
-use crate::web::{BoxFuture, HttpBody, PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead, is_browser};
+use crate::web::paywall::prefers_html;
+use crate::web::{BoxFuture, HttpBody, PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead};
 
 /// The reason sent when a payment (payer + nonce) was already used.
 pub const REPLAYED_PAYMENT_REASON: &str = "invalid_exact_evm_nonce_already_used";
@@ -367,7 +368,7 @@ impl X402HttpServer {
         route: &RouteConfig,
         head: &impl RequestHead,
     ) -> Option<(Arc<PreparedResponse>, metrics::SharedString)> {
-        if carries_payment(head) || is_browser(head) {
+        if carries_payment(head) || prefers_html(head) {
             return None;
         }
         let challenge = route.unpaid_challenge.get(self.inner.pay_to.as_deref())?;
@@ -438,7 +439,8 @@ impl X402HttpServer {
             .with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS)
     }
 
-    /// The unpaid answer: paywall for browsers, challenge for API clients.
+    /// The unpaid answer: the challenge, with the paywall page as its body for a request that
+    /// prefers HTML (its `PAYMENT-REQUIRED` header kept).
     fn unpaid(
         &self,
         ctx: &RequestContext,
@@ -448,12 +450,19 @@ impl X402HttpServer {
         crate::metrics::record_challenge(crate::metrics::PROTOCOL_X402, &schemes_label(&accepts));
         tracing::Span::current().record("outcome", "challenge");
         let required = self.payment_required(ctx, route, accepts, Some(PAYMENT_REQUIRED_ERROR.into()));
-        if ctx.is_browser() {
-            let html = match &route.custom_paywall_html {
-                Some(page) => paywall::render_custom(page, &required),
-                None => paywall::render(&required, &self.inner.paywall),
+        if prefers_html(ctx) {
+            let challenge = self.challenge(ctx, route, &required, false);
+            if challenge.status != StatusCode::PAYMENT_REQUIRED {
+                return challenge;
+            }
+            return match &route.custom_paywall_html {
+                Some(page) => crate::web::paywall::respond_custom(challenge, paywall::render_custom(page, &required)),
+                None => crate::web::paywall::respond(
+                    challenge,
+                    &paywall::page(&required, ctx.method.as_str()),
+                    &self.inner.paywall,
+                ),
             };
-            return PaymentHttpResponse::new(StatusCode::PAYMENT_REQUIRED, "text/html; charset=utf-8", html);
         }
         self.challenge(ctx, route, &required, true)
     }

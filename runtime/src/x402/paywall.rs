@@ -1,20 +1,20 @@
-//! The browser paywall: the HTML page a browser gets instead of a bare 402 (wire facts §4.5).
+//! x402's side of the browser paywall: the offers an x402 challenge makes on the page, and the
+//! seller's own page (`custom_paywall_html`).
 //!
-//! A request is a browser's when it accepts `text/html` and its `User-Agent` contains
-//! `Mozilla`; API clients keep getting the `PAYMENT-REQUIRED` challenge.
-//!
-//! The default page ([`render`]) is self-contained — inline CSS, no script, no image, no font
-//! or stylesheet from a CDN — so it renders offline and under a strict `Content-Security-Policy`.
-//! For every accepted option it shows the price in token units (exact decimal), the asset (its
-//! name and contract address), the network (with its name when known), the payee and the
-//! scheme; above them the resource (description and URL). It is accessible: `lang`, one `h1`,
-//! an `h2` per option labelling its section, the facts as a description list (`dt` label, `dd`
-//! value), and text colours with a contrast ratio of at least 7:1 on white (WCAG AAA). The
-//! full `PaymentRequired` JSON is carried, HTML-escaped, in the `data-requirements` attribute
-//! of `<main id="x402-paywall">` for wallet scripts.
+//! The page, who gets it and how a person pays on it are [`crate::web::paywall`]'s (shared with
+//! MPP): a request that prefers `text/html` gets the page as the body of the same 402, its
+//! `PAYMENT-REQUIRED` header kept. For every accepted option the page shows the price in token
+//! units (exact decimal), the asset (its name and contract address), the network (with its name
+//! when known), the payee and the scheme; an `exact` option on an EVM network whose `extra`
+//! carries the token's EIP-712 `name` and `version` (EIP-3009) gets a wallet button, which signs
+//! the `TransferWithAuthorization` of exactly that option and retries the request with
+//! `PAYMENT-SIGNATURE` (an x402 v2 `PaymentPayload`, as [`X402Client`](super::X402Client)
+//! builds it). The full `PaymentRequired` JSON is carried, HTML-escaped, in the
+//! `data-requirements` attribute of `<main id="paywall">` for wallet scripts.
 //!
 //! A custom page ([`RouteConfig::custom_paywall_html`](super::RouteConfig::custom_paywall_html))
-//! is served as written, with these placeholders replaced by the challenge's values
+//! is served as written (pay402 adds no `Content-Security-Policy` to it), as the body of the
+//! same 402 (its `PAYMENT-REQUIRED` header kept), with these placeholders replaced by the challenge's values
 //! (HTML-escaped, from the first accepted option), so it can show the same facts:
 //!
 //! | placeholder | value |
@@ -61,58 +61,12 @@
 //!            "<p>0.001 USD₮0 to 0x209693Bc6afc0C5328bA36FaF03C514EF312287C</p>");
 //! ```
 
-use super::types::{PaymentRequired, PaymentRequirements};
+use super::headers::decode_payment_required_header;
+use super::types::{AnyPaymentRequired, PaymentRequired, PaymentRequirements};
 use crate::chain::NetworkRegistry;
-
-/// Paywall options.
-#[derive(Clone, Debug, Default)]
-pub struct PaywallConfig {
-    /// App name shown in the title (`"<app> — Payment Required"`).
-    pub app_name: Option<String>,
-    /// Whether the network is a test network (shown as a badge).
-    pub testnet: bool,
-}
-
-/// Escapes text for HTML content and attribute values.
-pub fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// Formats an atomic amount in display units: ≤ `decimals` decimals, trailing zeros stripped.
-pub fn display_amount(atomic: &str, decimals: u8) -> String {
-    let digits = atomic.trim_start_matches('0');
-    let d = usize::from(decimals);
-    if digits.is_empty() {
-        return "0".into();
-    }
-    let (int, frac) = if digits.len() > d { digits.split_at(digits.len() - d) } else { ("0", digits) };
-    let frac = format!("{frac:0>d$}");
-    let frac = frac.trim_end_matches('0');
-    if frac.is_empty() { int.to_owned() } else { format!("{int}.{frac}") }
-}
-
-/// A human name for well-known networks (`X Layer` for `eip155:196`).
-pub fn network_name(network: &str) -> Option<&'static str> {
-    Some(match network {
-        "eip155:196" => "X Layer",
-        "eip155:195" | "eip155:1952" => "X Layer Testnet",
-        "eip155:1" => "Ethereum",
-        "eip155:8453" => "Base",
-        "eip155:84532" => "Base Sepolia",
-        _ => return None,
-    })
-}
+pub use crate::web::paywall::{PaywallConfig, display_amount, html_escape, network_name};
+use crate::web::paywall::{PaywallOffer, PaywallPage, network_label};
+use serde_json::{Value, json};
 
 /// What the page says about one accepted option (unescaped).
 struct OptionView {
@@ -151,14 +105,6 @@ impl OptionView {
     fn price(&self) -> String {
         format!("{} {}", self.amount, self.token)
     }
-
-    fn network_label(&self) -> String {
-        if self.network_name == self.network {
-            self.network.clone()
-        } else {
-            format!("{} ({})", self.network_name, self.network)
-        }
-    }
 }
 
 fn requirements_json(required: &PaymentRequired) -> String {
@@ -173,61 +119,76 @@ fn resource_of(required: &PaymentRequired) -> (String, String) {
     (what, url)
 }
 
-const STYLE: &str = "\
-:root{color-scheme:light}\
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#ffffff;color:#111111;\
-max-width:42rem;margin:2rem auto;padding:0 1rem;line-height:1.5}\
-h1{font-size:1.6rem;margin-bottom:.25rem}h2{font-size:1.2rem;margin:0 0 .5rem 0}\
-section.option{border:2px solid #333333;border-radius:8px;padding:1rem;margin:1rem 0}\
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}\
-dt{font-weight:700}dd{margin:0;overflow-wrap:anywhere}\
-.price{font-size:1.15rem;font-weight:700}.badge{color:#8a1c00;font-weight:700}\
-code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.95em;color:#111111;\
-background:#f2f2f2;padding:0 .2em;border-radius:3px}.hint{color:#333333}";
-
-/// Renders the default paywall page for a challenge.
-pub fn render(required: &PaymentRequired, config: &PaywallConfig) -> String {
-    let title = match &config.app_name {
-        Some(app) => format!("{} — Payment Required", html_escape(app)),
-        None => "Payment Required".to_owned(),
-    };
-    let registry = NetworkRegistry::global();
-    let (what, url) = resource_of(required);
-    let mut rows = String::new();
-    for (i, req) in required.accepts.iter().enumerate() {
-        let view = OptionView::of(req, &registry);
-        rows.push_str(&format!(
-            "<section class=\"option\" aria-labelledby=\"opt{i}\"><h2 id=\"opt{i}\">Pay {price}</h2><dl>\
-<dt>Price</dt><dd class=\"price\">{price}</dd>\
-<dt>Asset</dt><dd>{token} <code aria-label=\"token contract address\">{asset}</code></dd>\
-<dt>Network</dt><dd>{network}</dd>\
-<dt>Pay to</dt><dd><code aria-label=\"payee address\">{pay_to}</code></dd>\
-<dt>Scheme</dt><dd>{scheme}</dd></dl></section>",
-            price = html_escape(&view.price()),
-            token = html_escape(&view.token),
-            asset = html_escape(&view.asset),
-            network = html_escape(&view.network_label()),
-            pay_to = html_escape(&view.pay_to),
-            scheme = html_escape(&view.scheme),
-        ));
+/// What the page's script needs to pay `req` with a wallet: the requirements (echoed as
+/// `accepted`), the resource and extensions, and the token's EIP-712 domain. `None` when the page
+/// cannot pay it (not `exact` EIP-3009 on an `eip155` network with `extra.name`/`extra.version`).
+fn wallet_payment(req: &PaymentRequirements, required: &PaymentRequired) -> Option<Value> {
+    if req.scheme != "exact"
+        || req.extra.get("assetTransferMethod").and_then(Value::as_str).is_some_and(|m| m != "eip3009")
+    {
+        return None;
     }
-    let badge = if config.testnet { "<p class=\"badge\">Test network: no real funds move.</p>" } else { "" };
-    let choice = if required.accepts.len() > 1 { "any one of these options" } else { "this payment" };
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
-<style>{STYLE}</style></head><body>\
-<main id=\"x402-paywall\" aria-labelledby=\"paywall-title\" data-requirements=\"{data}\">\
-<h1 id=\"paywall-title\">{title}</h1>{badge}\
-<p>Access to <strong class=\"resource\">{what}</strong> requires {choice}.</p>\
-<p>Resource: <code class=\"resource-url\">{url}</code></p>{rows}\
-<p class=\"hint\">Pay with an x402 client or wallet: it signs the payment and sends it in the \
-<code>PAYMENT-SIGNATURE</code> header of the same request.</p>\
-</main></body></html>",
-        data = html_escape(&requirements_json(required)),
-        what = html_escape(&what),
-        url = html_escape(&url),
-    )
+    let chain_id = crate::evm::chain_id_of(req.network.as_str()).ok()?;
+    crate::evm::parse_address(&req.asset).ok()?;
+    crate::evm::parse_address(&req.pay_to).ok()?;
+    crate::evm::parse_uint256(&req.amount).ok()?;
+    let text = |key: &str| req.extra.get(key).and_then(Value::as_str).filter(|t| !t.is_empty());
+    let (name, version) = (text("name")?, text("version")?);
+    Some(json!({
+        "requirements": req,
+        "resource": required.resource,
+        "extensions": required.extensions,
+        "domain": {"name": name, "version": version, "chainId": chain_id, "verifyingContract": req.asset},
+    }))
+}
+
+/// The offers of an x402 challenge: one per accepted option.
+pub fn offers(required: &PaymentRequired) -> Vec<PaywallOffer> {
+    let registry = NetworkRegistry::global();
+    required
+        .accepts
+        .iter()
+        .map(|req| {
+            let view = OptionView::of(req, &registry);
+            PaywallOffer {
+                protocol: "x402",
+                price: view.price(),
+                facts: vec![
+                    ("Asset".into(), format!("{} {}", view.token, view.asset)),
+                    ("Network".into(), network_label(&view.network)),
+                    ("Pay to".into(), view.pay_to.clone()),
+                    ("Scheme".into(), view.scheme.clone()),
+                ],
+                pay: wallet_payment(req, required),
+            }
+        })
+        .collect()
+}
+
+/// The x402 challenge a 402's `PAYMENT-REQUIRED` header carries (v2 only), if any.
+pub fn challenge_of(headers: &http::HeaderMap) -> Option<PaymentRequired> {
+    let value = headers.get("payment-required")?.to_str().ok()?;
+    match decode_payment_required_header(value).ok()? {
+        AnyPaymentRequired::V2(required) => Some(required),
+        AnyPaymentRequired::V1(_) => None,
+    }
+}
+
+/// The page of an x402 challenge alone (the resource from its `resource`), repeating `method`.
+pub fn page(required: &PaymentRequired, method: &str) -> PaywallPage {
+    let (what, url) = resource_of(required);
+    PaywallPage {
+        description: what,
+        url,
+        method: method.to_owned(),
+        offers: offers(required),
+        x402_requirements: Some(requirements_json(required)),
+    }
+}
+
+/// Renders the default paywall page of an x402 challenge (for a `GET`).
+pub fn render(required: &PaymentRequired, config: &PaywallConfig) -> String {
+    crate::web::paywall::render(&page(required, "GET"), config)
 }
 
 /// Fills the placeholders of a custom paywall page (see the [module docs](self)) with the
@@ -282,6 +243,9 @@ mod tests {
     use crate::x402::ResourceInfo;
 
     fn required(asset: &str, description: &str) -> PaymentRequired {
+        let mut extra = serde_json::Map::new();
+        extra.insert("name".into(), "USD\u{20ae}0".into());
+        extra.insert("version".into(), "1".into());
         PaymentRequired {
             x402_version: 2,
             error: None,
@@ -297,72 +261,43 @@ mod tests {
                 amount: "1500000".into(),
                 pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into(),
                 max_timeout_seconds: 300,
-                extra: Default::default(),
+                extra,
             }],
             extensions: None,
         }
     }
 
     #[test]
-    fn amounts() {
-        assert_eq!(display_amount("1000", 6), "0.001");
-        assert_eq!(display_amount("1500000", 6), "1.5");
-        assert_eq!(display_amount("2000000", 6), "2");
-        assert_eq!(display_amount("0", 6), "0");
-        assert_eq!(display_amount("1", 6), "0.000001");
-    }
-
-    #[test]
-    fn escapes() {
-        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#x27;");
-    }
-
-    #[test]
-    fn default_page_shows_the_facts_and_needs_nothing_external() {
+    fn default_page_shows_the_facts_escaped() {
         let page = render(&required(crate::chain::X_LAYER_USDT0, "<b>Quotes</b>"), &PaywallConfig::default());
         for fact in ["1.5 USD₮0", "X Layer (eip155:196)", "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "exact"] {
             assert!(page.contains(fact), "{fact}");
         }
         assert!(page.contains("&lt;b&gt;Quotes&lt;/b&gt;") && !page.contains("<b>Quotes"));
         assert!(page.contains("https://api.example/q?a=1&amp;b=&lt;2&gt;"));
-        for external in ["<script", "<link", "<img", "src=", "url(", "@import", "http://", "//cdn"] {
-            assert!(!page.contains(external), "{external}");
-        }
-    }
-
-    /// WCAG relative luminance of `#rrggbb`.
-    fn luminance(hex: &str) -> f64 {
-        let channel = |i: usize| {
-            let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()) / 255.0;
-            if c <= 0.03928 { c / 12.92 } else { ((c + 0.055) / 1.055).powf(2.4) }
-        };
-        0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5)
-    }
-
-    fn contrast(a: &str, b: &str) -> f64 {
-        let (la, lb) = (luminance(a), luminance(b));
-        (la.max(lb) + 0.05) / (la.min(lb) + 0.05)
+        assert!(page.contains("id=\"pay0\""), "an exact EIP-3009 option is payable from the page");
     }
 
     #[test]
-    fn every_text_colour_has_aaa_contrast_on_every_background() {
-        let colours = |prop: &str| -> Vec<String> {
-            STYLE.match_indices(prop).map(|(i, _)| STYLE[i + prop.len()..i + prop.len() + 7].to_owned()).collect()
-        };
-        let texts = colours("color:");
-        let backgrounds = colours("background:");
-        assert!(texts.len() >= 4 && backgrounds.len() >= 2, "{texts:?} {backgrounds:?}");
-        for fg in &texts {
-            for bg in &backgrounds {
-                assert!(contrast(fg, bg) >= 7.0, "{fg} on {bg}: {:.2}", contrast(fg, bg));
-            }
-        }
+    fn the_wallet_signs_exactly_the_offered_option() {
+        let req = required(crate::chain::X_LAYER_USDT0, "x");
+        let offer = &offers(&req)[0];
+        let pay = offer.pay.as_ref().expect("payable");
+        assert_eq!(pay["requirements"], serde_json::to_value(&req.accepts[0]).unwrap());
+        assert_eq!(pay["domain"], json!({"name": "USD₮0", "version": "1", "chainId": 196,
+            "verifyingContract": crate::chain::X_LAYER_USDT0}));
+        let mut permit2 = req.clone();
+        permit2.accepts[0].extra.insert("assetTransferMethod".into(), "permit2".into());
+        assert!(offers(&permit2)[0].pay.is_none());
+        let mut unnamed = req;
+        unnamed.accepts[0].extra.remove("version");
+        assert!(offers(&unnamed)[0].pay.is_none());
     }
 
     #[test]
     fn unknown_assets_are_shown_in_base_units() {
         let page = render(&required("0x4444444444444444444444444444444444444444", "x"), &PaywallConfig::default());
-        assert!(page.contains("1500000 base units of the token"));
+        assert!(page.contains("1500000 base units of USD₮0"));
     }
 
     #[test]
