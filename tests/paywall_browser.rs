@@ -190,7 +190,10 @@ async fn the_default_paywall_renders_in_chromium() {
         assert_accessible_and_self_contained(&dom);
         assert!(dom.contains("id=\"paywall\"") && dom.contains("data-requirements="), "{example}: {dom}");
         // The inline script ran under the page's CSP: it enabled the wallet button.
-        assert!(dom.contains("<button type=\"button\" class=\"pay\" id=\"pay0\" data-offer=\"0\">"), "{example}: {dom}");
+        assert!(
+            dom.contains("<button type=\"button\" class=\"pay\" id=\"pay0\" data-offer=\"0\">"),
+            "{example}: {dom}"
+        );
         let text = text_of(&dom);
         for fact in [
             "Payment Required",
@@ -325,7 +328,8 @@ async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &st
     loop {
         assert!(std::time::Instant::now() < deadline, "{name}: the page did not finish paying");
         if let Some(call) = browser.event("Runtime.bindingCalled", Duration::from_millis(200)).await {
-            let request: Value = serde_json::from_str(call["params"]["payload"].as_str().expect("payload")).expect("json");
+            let request: Value =
+                serde_json::from_str(call["params"]["payload"].as_str().expect("payload")).expect("json");
             let params = request["params"].as_array().expect("params");
             assert!(params[0].as_str().expect("from").eq_ignore_ascii_case(&address));
             let typed_json: Value = serde_json::from_str(params[1].as_str().expect("typed data")).expect("typed JSON");
@@ -350,7 +354,8 @@ async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &st
             break;
         }
         assert!(
-            !status.starts_with("Payment not completed") && !status.starts_with("The payment was not accepted")
+            !status.starts_with("Payment not completed")
+                && !status.starts_with("The payment was not accepted")
                 && !status.starts_with("No browser wallet"),
             "{name}: {status} — {}",
             browser.eval("document.getElementById('pay402-body').textContent").await
@@ -366,8 +371,14 @@ async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &st
     result.as_str().expect("result text").to_owned()
 }
 
-/// The servers: x402 at `/x402` (embedded facilitator), MPP charge at `/mpp` (embedded SA), both
-/// at `/dual` (the router), all at $0.25 to `SELLER`, with faucets.
+/// An MPP charge by attribute (the `#[pay]` guard's 402, not the route-table layer's).
+#[pay402::axum::pay(amount = "0.25", description = "A macro quote")]
+async fn macro_quote() -> ([(&'static str, &'static str); 1], &'static str) {
+    ([("content-type", "application/json")], RESOURCE)
+}
+
+/// The servers: x402 at `/x402` (embedded facilitator; a payment identifier required), MPP charge at `/mpp` (embedded SA) and at
+/// `/macro` (`#[pay]`), both at `/dual` (the router), all at $0.25 to `SELLER`, with faucets.
 struct Shop {
     server: support::Running,
     facilitator: EmbeddedFacilitator,
@@ -378,9 +389,7 @@ async fn shop() -> Shop {
     let facilitator = EmbeddedFacilitator::new().with_faucet(U256::from(FAUCET));
     let sa = EmbeddedSa::new().with_faucet(U256::from(FAUCET));
     let x402_server = || {
-        X402HttpServer::new(
-            X402ResourceServer::new(facilitator.clone()).register("eip155:196", ExactEvmScheme::new()),
-        )
+        X402HttpServer::new(X402ResourceServer::new(facilitator.clone()).register("eip155:196", ExactEvmScheme::new()))
     };
     let mpp = Mpp::new(
         EvmMethod::x_layer(SELLER).with_charge(ChargeIntent::new(sa.clone())),
@@ -389,8 +398,14 @@ async fn shop() -> Shop {
     )
     .expect("mpp");
     let x402 = x402_server()
-        .route("GET /x402", RouteConfig::new(PaymentOption::exact("$0.25", SELLER)).description("An x402 quote"))
+        .route(
+            "GET /x402",
+            RouteConfig::new(PaymentOption::exact("$0.25", SELLER))
+                .description("An x402 quote")
+                .payment_identifier(true),
+        )
         .expect("route");
+    let by_macro = axum::Router::new().route("/macro", axum::routing::get(macro_quote)).with_state(mpp.clone());
     let mpp_routes = mpp.clone().route("GET /mpp", PaySpec::charge("0.25").description("An MPP quote")).expect("route");
     let router = PaymentRouter::new()
         .adapter(X402Adapter::new(x402_server()))
@@ -406,12 +421,17 @@ async fn shop() -> Shop {
     let paid = axum::Router::new()
         .route("/x402", axum::routing::get(resource))
         .layer(X402Layer::new(x402))
-        .merge(axum::Router::new().route("/mpp", axum::routing::get(resource)).layer(pay402::axum::MppLayer::new(mpp_routes)))
+        .merge(
+            axum::Router::new()
+                .route("/mpp", axum::routing::get(resource))
+                .layer(pay402::axum::MppLayer::new(mpp_routes)),
+        )
         .merge(
             axum::Router::new()
                 .route("/dual", axum::routing::get(resource))
                 .layer(pay402::axum::PaymentRouterLayer::new(router)),
-        );
+        )
+        .merge(by_macro);
     Shop { server: support::serve_axum(paid).await, facilitator, sa }
 }
 
@@ -444,6 +464,16 @@ async fn a_person_pays_an_mpp_charge_route_with_a_wallet() {
 }
 
 #[tokio::test]
+async fn a_person_pays_a_pay_attribute_route_with_a_wallet() {
+    let shop = shop().await;
+    let wallet = WALLET_KEY.parse::<PrivateKeySigner>().expect("key").address().to_string();
+    let expected = Expected { to: SELLER, value: "250000" };
+    let result = pay_on_page(&format!("{}/macro", shop.server.base), 0, expected, "wallet-mpp-macro").await;
+    assert_paid(&result, "macro", "Reference");
+    assert_eq!(shop.sa.balance(X_LAYER_USDT0, &wallet), U256::from(FAUCET - 250_000));
+}
+
+#[tokio::test]
 async fn a_person_pays_a_dual_route_choosing_mpp() {
     let shop = shop().await;
     let wallet = WALLET_KEY.parse::<PrivateKeySigner>().expect("key").address().to_string();
@@ -462,7 +492,9 @@ async fn curl_asking_for_html_gets_the_page_with_every_challenge_header() {
     let get = |path: &str, accept: &str| {
         http.get(format!("{}{path}", shop.server.base)).header("accept", accept.to_owned()).send()
     };
-    for (path, x402, mpp) in [("/x402", true, false), ("/mpp", false, true), ("/dual", true, true)] {
+    for (path, x402, mpp) in
+        [("/x402", true, false), ("/mpp", false, true), ("/macro", false, true), ("/dual", true, true)]
+    {
         let resp = get(path, "text/html").await.expect("request");
         assert_eq!(resp.status(), 402, "{path}");
         let headers = resp.headers().clone();
@@ -488,11 +520,9 @@ async fn curl_asking_for_html_gets_the_page_with_every_challenge_header() {
 #[tokio::test]
 async fn a_reflected_path_cannot_inject_markup() {
     let facilitator = EmbeddedFacilitator::new();
-    let x402 = X402HttpServer::new(
-        X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new()),
-    )
-    .route("GET /wild/*", RouteConfig::new(PaymentOption::exact("$0.01", SELLER)))
-    .expect("route");
+    let x402 = X402HttpServer::new(X402ResourceServer::new(facilitator).register("eip155:196", ExactEvmScheme::new()))
+        .route("GET /wild/*", RouteConfig::new(PaymentOption::exact("$0.01", SELLER)))
+        .expect("route");
     let route = x402.route_for("GET", "/wild/x").expect("route");
     let mut headers = http::HeaderMap::new();
     headers.insert("accept", "text/html".parse().unwrap());

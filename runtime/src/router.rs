@@ -379,7 +379,12 @@ impl PaymentRouter {
 
     /// The merged 402 as the paywall page: a route's `custom_paywall_html` (x402) when set, else
     /// the default page with the x402 options and the MPP challenges the headers carry.
-    fn paywall_page(&self, ctx: &RequestContext, route: &RouteProtocols, merged: PaymentHttpResponse) -> PaymentHttpResponse {
+    fn paywall_page(
+        &self,
+        ctx: &RequestContext,
+        route: &RouteProtocols,
+        merged: PaymentHttpResponse,
+    ) -> PaymentHttpResponse {
         if merged.status != StatusCode::PAYMENT_REQUIRED {
             return merged;
         }

@@ -124,8 +124,9 @@ impl Browser {
 
     /// Evaluates `expression` in the page; its value.
     pub(crate) async fn eval(&mut self, expression: &str) -> Value {
-        let result =
-            self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true})).await;
+        let result = self
+            .call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true}))
+            .await;
         assert!(result.get("exceptionDetails").is_none(), "{expression} threw: {result}");
         result["result"]["value"].clone()
     }
@@ -167,7 +168,8 @@ impl Browser {
     pub(crate) async fn screenshot(&mut self, path: &std::path::Path) -> Vec<u8> {
         use base64::Engine as _;
         let shot = self.call("Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await;
-        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().expect("data")).expect("base64");
+        let png =
+            base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().expect("data")).expect("base64");
         std::fs::write(path, &png).expect("write the screenshot");
         png
     }

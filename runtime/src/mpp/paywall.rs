@@ -1,7 +1,7 @@
 //! MPP's side of the browser paywall: the offers a 402's `WWW-Authenticate: Payment` challenges
 //! make on the page ([`crate::web::paywall`] renders it and decides who gets it).
 //!
-//! An `evm` `charge` challenge whose token the [`NetworkRegistry`](crate::chain::NetworkRegistry)
+//! An `evm` `charge` challenge whose token the [`NetworkRegistry`]
 //! knows (its EIP-712 `name` and `version`) gets a wallet button. The page then builds the
 //! credential exactly as [`MppChargeClient`](super::MppChargeClient) does: one EIP-3009
 //! `TransferWithAuthorization` of `amount − Σ splits` to the recipient and one per split, all valid
@@ -59,8 +59,7 @@ pub fn offers(challenges: &[ParsedChallenge]) -> Vec<PaywallOffer> {
 fn offer(challenge: &ParsedChallenge, registry: &NetworkRegistry) -> PaywallOffer {
     let method = format!("{} {}", challenge.method, challenge.intent);
     let request = ChargeRequest::from_request(&challenge.request).ok();
-    let Some(request) = request.filter(|_| challenge.method == EVM_METHOD && challenge.intent == CHARGE_INTENT)
-    else {
+    let Some(request) = request.filter(|_| challenge.method == EVM_METHOD && challenge.intent == CHARGE_INTENT) else {
         let amount = challenge.request.get("amount").and_then(Value::as_str).unwrap_or("?");
         return PaywallOffer {
             protocol: "mpp",

@@ -80,7 +80,20 @@
     var signed = await signTransfer(eth, from, pay.domain, req.payTo, req.amount, [Math.max(0, t - 600), t + req.maxTimeoutSeconds]);
     var payload = { x402Version: 2, payload: { signature: signed.signature, authorization: signed.message }, accepted: req };
     if (pay.resource) { payload.resource = pay.resource; }
-    if (pay.extensions) { payload.extensions = pay.extensions; }
+    if (pay.extensions) {
+      var extensions = JSON.parse(JSON.stringify(pay.extensions));
+      // A declared payment-identifier gets this payment's id, as pay402's x402 client adds it.
+      if (Object.prototype.hasOwnProperty.call(extensions, 'payment-identifier')) {
+        var declared = extensions['payment-identifier'];
+        if (!declared || typeof declared !== 'object' || Array.isArray(declared)) { declared = {}; }
+        if (!declared.info || typeof declared.info !== 'object' || Array.isArray(declared.info)) { declared.info = { required: false }; }
+        var id = new Uint8Array(16);
+        crypto.getRandomValues(id);
+        declared.info.id = 'pay402_' + hex(id);
+        extensions['payment-identifier'] = declared;
+      }
+      payload.extensions = extensions;
+    }
     return { 'PAYMENT-SIGNATURE': base64(utf8(JSON.stringify(payload))) };
   }
 

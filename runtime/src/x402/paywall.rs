@@ -284,8 +284,11 @@ mod tests {
         let offer = &offers(&req)[0];
         let pay = offer.pay.as_ref().expect("payable");
         assert_eq!(pay["requirements"], serde_json::to_value(&req.accepts[0]).unwrap());
-        assert_eq!(pay["domain"], json!({"name": "USD₮0", "version": "1", "chainId": 196,
-            "verifyingContract": crate::chain::X_LAYER_USDT0}));
+        assert_eq!(
+            pay["domain"],
+            json!({"name": "USD₮0", "version": "1", "chainId": 196,
+            "verifyingContract": crate::chain::X_LAYER_USDT0})
+        );
         let mut permit2 = req.clone();
         permit2.accepts[0].extra.insert("assetTransferMethod".into(), "permit2".into());
         assert!(offers(&permit2)[0].pay.is_none());

@@ -200,8 +200,12 @@ pub struct RouteConfig {
     pub description: Option<String>,
     /// MIME type (`""` when unset).
     pub mime_type: Option<String>,
-    /// Browser paywall HTML, served instead of the default page with its `{{price}}`-style
-    /// placeholders filled in ([`render_custom`](super::paywall::render_custom)).
+    /// Browser paywall HTML, served instead of the default page (to requests preferring
+    /// `text/html`, as the body of the same 402, challenge headers kept) with its
+    /// `{{price}}`-style placeholders filled in, HTML-escaped
+    /// ([`render_custom`](super::paywall::render_custom)). Served as written otherwise: pay402
+    /// adds no `Content-Security-Policy` to a page it did not write. On a dual route
+    /// (`PaymentRouter`) it replaces the page offering both protocols.
     pub custom_paywall_html: Option<String>,
     /// Body of the unpaid 402 for API clients.
     pub unpaid_response_body: Option<UnpaidBodyFn>,
