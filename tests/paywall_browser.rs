@@ -362,6 +362,9 @@ async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &st
         );
     }
     assert_eq!(signed, 1, "{name}: one signature");
+    let disabled =
+        "Array.prototype.every.call(document.querySelectorAll('button.pay'), function (b) { return b.disabled; })";
+    assert_eq!(browser.eval(disabled).await, json!(true), "{name}: once paid, no button pays again");
     assert!(!browser.saw("Page.javascriptDialogOpening"), "{name}: the resource's markup ran");
     let result = browser.eval("document.getElementById('pay402-result').innerText").await;
     let png = output_dir().join(format!("{name}.png"));

@@ -76,6 +76,10 @@ async fn custom_bodies_paywall_and_extensions() {
         .await
         .unwrap_err();
     assert_eq!(&browser.body[..], b"<html>pay me</html>");
+    // The seller's page is the body of the same 402: the challenge header stays, no CSP is added.
+    assert_eq!(browser.status, 402);
+    assert!(browser.headers.contains_key("payment-required"));
+    assert!(!browser.headers.contains_key("content-security-policy"));
 
     // Settlement fails → the custom failure body, with the failure PAYMENT-RESPONSE.
     facilitator.set(SettleMode::Fail);

@@ -3,6 +3,8 @@
   var data = JSON.parse(document.getElementById('pay402-offers').textContent);
   var statusLine = document.getElementById('pay402-status');
   var buttons = Array.prototype.slice.call(document.querySelectorAll('button.pay'));
+  // Once a payment went through, no button pays again (a second payment is never offered).
+  var paid = false;
 
   function say(text) { statusLine.textContent = text; }
   function busy(on) { buttons.forEach(function (b) { b.disabled = on; }); }
@@ -188,13 +190,14 @@
     // Shown as text, never as markup: a paid HTML resource is not run here.
     document.getElementById('pay402-body').textContent = shown;
     document.getElementById('pay402-result').hidden = false;
+    paid = true;
     say('Paid.');
   }
 
   async function pay(index) {
     var offer = data.offers[index];
     var eth = window.ethereum;
-    if (!offer || !offer.pay) { return; }
+    if (!offer || !offer.pay || paid) { return; }
     if (!eth || typeof eth.request !== 'function') {
       say('No browser wallet found (EIP-1193): install one, or pay with an x402 or MPP client.');
       return;
@@ -215,7 +218,7 @@
     } catch (e) {
       say('Payment not completed: ' + (e && e.message ? e.message : String(e)) + '.');
     } finally {
-      busy(false);
+      busy(paid);
     }
   }
 
