@@ -12,7 +12,9 @@
 //!   the wallet's promise. The page pays an x402 route, an MPP charge route and a dual route
 //!   (choosing MPP) on servers with the embedded facilitator / Settlement Agent and a faucet; the
 //!   test checks the page shows the resource and the receipt and that the ledger moved the price
-//!   from the key's address to the payee.
+//!   from the key's address to the payee. A refused signature pays nothing and the page says so.
+//! * `curl -H 'Accept: text/html'` (no browser user agent) gets the page with every challenge
+//!   header; a reflected path cannot inject markup, and the page's CSP blocks a late inline script.
 //!
 //! Every page is saved as a screenshot under `target/test-output/paywall/`.
 
@@ -297,16 +299,19 @@ fn provider_script(address: &str) -> String {
     )
 }
 
-/// What the wallet must be asked to sign: one transfer of `value` to `to` (USD₮0 on X Layer).
+/// What the wallet must be asked to sign: one transfer of `value` to `to` (USD₮0 on X Layer);
+/// `refuse`: the person rejects the request in the wallet instead of signing.
 #[derive(Clone, Copy)]
 struct Expected<'a> {
     to: &'a str,
     value: &'a str,
+    refuse: bool,
 }
 
 /// Loads `url` in Chromium with the test wallet, clicks the offer button `button`, signs what
-/// the page asks (checking it is `expected`), waits until the page shows the paid resource and
-/// saves a screenshot as `name`.png. Returns the page's result text.
+/// the page asks (checking it is `expected`) or refuses, waits until the page shows the paid
+/// resource (or that the payment was not completed) and saves a screenshot as `name`.png.
+/// Returns the page's result text (the status line after a refusal).
 async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &str) -> String {
     let wallet: PrivateKeySigner = WALLET_KEY.parse().expect("key");
     let address = wallet.address().to_string();
@@ -341,6 +346,12 @@ async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &st
             assert!(typed_json["message"]["to"].as_str().unwrap().eq_ignore_ascii_case(expected.to), "{typed_json}");
             assert_eq!(typed_json["message"]["value"], expected.value, "{typed_json}");
             assert!(typed_json["message"]["from"].as_str().unwrap().eq_ignore_ascii_case(&address));
+            if expected.refuse {
+                let reject = "User rejected the request";
+                browser.eval(&format!("window.__pay402Resolve({}, null, '{reject}'), true", request["id"])).await;
+                signed += 1;
+                continue;
+            }
             let typed: TypedData = serde_json::from_value(typed_json).expect("EIP-712 typed data");
             let signature = wallet.sign_dynamic_typed_data_sync(&typed).expect("sign");
             let hex = pay402::evm::signature_hex(signature.as_bytes());
@@ -350,7 +361,7 @@ async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &st
         }
         let status = browser.eval("document.getElementById('pay402-status').textContent").await;
         let status = status.as_str().unwrap_or_default().to_owned();
-        if status == "Paid." {
+        if status == "Paid." || (expected.refuse && status.starts_with("Payment not completed")) {
             break;
         }
         assert!(
@@ -361,12 +372,18 @@ async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &st
             browser.eval("document.getElementById('pay402-body').textContent").await
         );
     }
-    assert_eq!(signed, 1, "{name}: one signature");
+    assert_eq!(signed, 1, "{name}: one signature asked for");
     let disabled =
         "Array.prototype.every.call(document.querySelectorAll('button.pay'), function (b) { return b.disabled; })";
-    assert_eq!(browser.eval(disabled).await, json!(true), "{name}: once paid, no button pays again");
+    // Once paid no button pays again; after a refusal the person may try again.
+    assert_eq!(browser.eval(disabled).await, json!(!expected.refuse), "{name}: the buttons after paying");
     assert!(!browser.saw("Page.javascriptDialogOpening"), "{name}: the resource's markup ran");
-    let result = browser.eval("document.getElementById('pay402-result').innerText").await;
+    let result = if expected.refuse {
+        assert_eq!(browser.eval("document.getElementById('pay402-result').hidden").await, json!(true), "{name}");
+        browser.eval("document.getElementById('pay402-status').textContent").await
+    } else {
+        browser.eval("document.getElementById('pay402-result').innerText").await
+    };
     let png = output_dir().join(format!("{name}.png"));
     let bytes = browser.screenshot(&png).await;
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000, "{} looks blank", png.display());
@@ -447,7 +464,7 @@ fn assert_paid(result: &str, name: &str, receipt_label: &str) {
 async fn a_person_pays_an_x402_route_with_a_wallet() {
     let shop = shop().await;
     let wallet = WALLET_KEY.parse::<PrivateKeySigner>().expect("key").address().to_string();
-    let expected = Expected { to: SELLER, value: "250000" };
+    let expected = Expected { to: SELLER, value: "250000", refuse: false };
     let result = pay_on_page(&format!("{}/x402", shop.server.base), 0, expected, "wallet-x402").await;
     assert_paid(&result, "x402", "Transaction");
     assert_eq!(shop.facilitator.balance(X_LAYER_USDT0, &wallet), U256::from(FAUCET - 250_000));
@@ -459,7 +476,7 @@ async fn a_person_pays_an_x402_route_with_a_wallet() {
 async fn a_person_pays_an_mpp_charge_route_with_a_wallet() {
     let shop = shop().await;
     let wallet = WALLET_KEY.parse::<PrivateKeySigner>().expect("key").address().to_string();
-    let expected = Expected { to: SELLER, value: "250000" };
+    let expected = Expected { to: SELLER, value: "250000", refuse: false };
     let result = pay_on_page(&format!("{}/mpp", shop.server.base), 0, expected, "wallet-mpp").await;
     assert_paid(&result, "mpp", "Reference");
     assert_eq!(shop.sa.balance(X_LAYER_USDT0, &wallet), U256::from(FAUCET - 250_000));
@@ -470,10 +487,22 @@ async fn a_person_pays_an_mpp_charge_route_with_a_wallet() {
 async fn a_person_pays_a_pay_attribute_route_with_a_wallet() {
     let shop = shop().await;
     let wallet = WALLET_KEY.parse::<PrivateKeySigner>().expect("key").address().to_string();
-    let expected = Expected { to: SELLER, value: "250000" };
+    let expected = Expected { to: SELLER, value: "250000", refuse: false };
     let result = pay_on_page(&format!("{}/macro", shop.server.base), 0, expected, "wallet-mpp-macro").await;
     assert_paid(&result, "macro", "Reference");
     assert_eq!(shop.sa.balance(X_LAYER_USDT0, &wallet), U256::from(FAUCET - 250_000));
+}
+
+#[tokio::test]
+async fn a_refused_signature_pays_nothing_and_says_so() {
+    let shop = shop().await;
+    let wallet = WALLET_KEY.parse::<PrivateKeySigner>().expect("key").address().to_string();
+    let expected = Expected { to: SELLER, value: "250000", refuse: true };
+    let status = pay_on_page(&format!("{}/dual", shop.server.base), 0, expected, "wallet-refused").await;
+    assert_eq!(status, "Payment not completed: User rejected the request.");
+    assert_eq!(shop.facilitator.balance(X_LAYER_USDT0, &wallet), U256::from(FAUCET));
+    assert_eq!(shop.facilitator.settlement_count(), 0);
+    assert_eq!(shop.sa.balance(X_LAYER_USDT0, &wallet), U256::from(FAUCET));
 }
 
 #[tokio::test]
@@ -481,7 +510,7 @@ async fn a_person_pays_a_dual_route_choosing_mpp() {
     let shop = shop().await;
     let wallet = WALLET_KEY.parse::<PrivateKeySigner>().expect("key").address().to_string();
     // The dual page offers x402 first (button 0), then MPP (button 1).
-    let expected = Expected { to: SELLER, value: "250000" };
+    let expected = Expected { to: SELLER, value: "250000", refuse: false };
     let result = pay_on_page(&format!("{}/dual", shop.server.base), 1, expected, "wallet-dual-mpp").await;
     assert_paid(&result, "dual", "Reference");
     assert_eq!(shop.sa.balance(X_LAYER_USDT0, &wallet), U256::from(FAUCET - 250_000));
