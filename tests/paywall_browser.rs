@@ -257,8 +257,8 @@ async fn a_custom_paywall_renders_with_the_challenge_values() {
 // Paying on the page: CDP, an injected EIP-1193 wallet, the embedded ledgers.
 // ---------------------------------------------------------------------------------------------
 
-use alloy::dyn_abi::TypedData;
 use alloy::signers::SignerSync as _;
+use alloy_dyn_abi::TypedData;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp, PaySpec};
 use pay402::router::{MppAdapter, PaymentRouter, RouteProtocols, X402Adapter};
@@ -353,7 +353,8 @@ async fn pay_on_page(url: &str, button: usize, expected: Expected<'_>, name: &st
                 continue;
             }
             let typed: TypedData = serde_json::from_value(typed_json).expect("EIP-712 typed data");
-            let signature = wallet.sign_dynamic_typed_data_sync(&typed).expect("sign");
+            let digest = typed.eip712_signing_hash().expect("EIP-712 hash");
+            let signature = wallet.sign_hash_sync(&digest).expect("sign");
             let hex = pay402::evm::signature_hex(signature.as_bytes());
             browser.eval(&format!("window.__pay402Resolve({}, '{hex}', null), true", request["id"])).await;
             signed += 1;
