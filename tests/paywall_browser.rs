@@ -262,6 +262,7 @@ use alloy_dyn_abi::TypedData;
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp, PaySpec};
 use pay402::router::{MppAdapter, PaymentRouter, RouteProtocols, X402Adapter};
+use pay402::web::paywall::PaywallConfig;
 use serde_json::{Value, json};
 
 /// Anvil's account 0.
@@ -417,7 +418,8 @@ async fn shop() -> Shop {
         "shop.example",
         "paywall-browser-secret",
     )
-    .expect("mpp");
+    .expect("mpp")
+    .paywall(PaywallConfig { app_name: Some("MPP <Shop>".into()), testnet: false });
     let x402 = x402_server()
         .route(
             "GET /x402",
@@ -429,6 +431,7 @@ async fn shop() -> Shop {
     let by_macro = axum::Router::new().route("/macro", axum::routing::get(macro_quote)).with_state(mpp.clone());
     let mpp_routes = mpp.clone().route("GET /mpp", PaySpec::charge("0.25").description("An MPP quote")).expect("route");
     let router = PaymentRouter::new()
+        .paywall(PaywallConfig { app_name: Some("Dual <Shop>".into()), testnet: true })
         .adapter(X402Adapter::new(x402_server()))
         .adapter(MppAdapter::new(mpp))
         .route(
@@ -541,6 +544,14 @@ async fn curl_asking_for_html_gets_the_page_with_every_challenge_header() {
         assert!(html.contains("0.25 USD₮0") && html.contains(SELLER), "{path}");
         assert_eq!(html.contains("with x402</h2>"), x402, "{path}");
         assert_eq!(html.contains("with MPP</h2>"), mpp, "{path}");
+        // Each gate's paywall options, escaped.
+        let title = match path {
+            "/mpp" | "/macro" => "<title>MPP &lt;Shop&gt; — Payment Required</title>",
+            "/dual" => "<title>Dual &lt;Shop&gt; — Payment Required</title>",
+            _ => "<title>Payment Required</title>",
+        };
+        assert!(html.contains(title), "{path}: {title}");
+        assert_eq!(html.contains("Test network"), path == "/dual", "{path}");
         // API clients keep the protocol's own body.
         for accept in ["application/json", "*/*", "application/json, text/html"] {
             let resp = get(path, accept).await.expect("request");

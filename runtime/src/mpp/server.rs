@@ -109,6 +109,7 @@ pub(super) struct Inner {
     events: Events,
     routes: Vec<(RoutePattern, Arc<PaySpec>)>,
     cancel_policy: CancelPolicy,
+    paywall: PaywallConfig,
     /// Idempotency keys and charges of unknown outcome ([`super::idempotency`]).
     records: Records,
     /// Shared by the clones a builder makes: the terms depend only on the method, which no
@@ -268,6 +269,7 @@ impl Mpp {
                 events: Events::default(),
                 routes: Vec::new(),
                 cancel_policy: CancelPolicy::default(),
+                paywall: PaywallConfig::default(),
                 records: Records::new(Arc::new(InMemoryRecordStore::new()), &realm),
                 terms: Arc::default(),
                 misconfigured: Misconfigured::default(),
@@ -346,6 +348,11 @@ impl Mpp {
     /// handler), always run to their end and are reported. See [`crate::completion`].
     pub fn cancel_policy(self, policy: CancelPolicy) -> Self {
         self.edit(|i| i.cancel_policy = policy)
+    }
+
+    /// Sets the options of the paywall page served to requests preferring HTML.
+    pub fn paywall(self, config: PaywallConfig) -> Self {
+        self.edit(|i| i.paywall = config)
     }
 
     /// The configured [`CancelPolicy`].
@@ -792,7 +799,7 @@ impl Mpp {
                 let resp = PaymentHttpResponse::new(StatusCode::OK, "application/json", body.to_string());
                 Err(resp.with_header("Access-Control-Expose-Headers", MPP_EXPOSED_HEADERS))
             }
-            Err(r) => Err(super::paywall::for_request(ctx, self.reject_response(&r), &PaywallConfig::default())),
+            Err(r) => Err(super::paywall::for_request(ctx, self.reject_response(&r), &self.inner.paywall)),
         }
     }
 
