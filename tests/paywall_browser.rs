@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The examples' default payee (examples/support/mod.rs `DEMO_PAY_TO`).
-const DEMO_PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+/// The examples' payee in development mode (`pay402::setup`).
+const DEMO_PAY_TO: &str = pay402::setup::DEVELOPMENT_PAY_TO;
 /// How long one Chromium run may take before the test fails.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -416,7 +416,7 @@ async fn shop() -> Shop {
     let mpp = Mpp::new(
         EvmMethod::x_layer(SELLER).with_charge(ChargeIntent::new(sa.clone())),
         "shop.example",
-        "paywall-browser-secret",
+        "paywall-browser-secret-at-least-32-bytes-long",
     )
     .expect("mpp")
     .paywall(PaywallConfig { app_name: Some("MPP <Shop>".into()), testnet: false });
