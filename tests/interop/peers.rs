@@ -312,6 +312,7 @@ pub(crate) fn start_example(name: &str, env: &[(&str, &str)]) -> (Process, Strin
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut cmd = Command::new(example(name));
     cmd.env("PAY402_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("PAY402_ENV")
         .env_remove("OKX_API_KEY")
         .env_remove("OKX_SECRET_KEY")
         .env_remove("OKX_PASSPHRASE")
