@@ -18,18 +18,20 @@ pub use pay402_runtime::autopay;
 
 /// axum integration: the route-table layers, the payment extractors and the attribute macros.
 ///
-/// [`Guard`](crate::axum::Guard), [`Screened`](crate::axum::Screened),
-/// [`Verified`](crate::axum::Verified), [`Deferred`](crate::axum::Deferred) and
-/// [`extracted`](crate::axum::extracted) are what the attribute macros expand to (compile errors
-/// about a handler name them); they are made only by the expansions, with the route statics the
-/// macros build. A route table of your own plugs in through
+/// [`Guard`](crate::axum::Guard), [`UntiedGuard`](crate::axum::UntiedGuard),
+/// [`Screened`](crate::axum::Screened), [`Verified`](crate::axum::Verified),
+/// [`Deferred`](crate::axum::Deferred) and [`extracted`](crate::axum::extracted) are what the
+/// attribute macros expand to (compile errors about a handler name them); they are made only by
+/// the expansions, with the route statics the macros build. [`RouterState`](crate::axum::RouterState)
+/// is the bound a paid handler puts on the router state: a state that does not provide the
+/// server is reported with its message. A route table of your own plugs in through
 /// [`GateLayer`](crate::axum::GateLayer) and [`gate::PaymentGate`].
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum {
     pub use pay402_runtime::axum::{
         Deferred, GateLayer, GateService, Guard, MppLayer, MppService, PaymentRouterLayer, PaymentRouterService,
-        Screened, Verified, X402Layer, X402Service, extracted, into_response,
+        RouterState, Screened, UntiedGuard, Verified, X402Layer, X402Service, extracted, into_response,
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};

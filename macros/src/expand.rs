@@ -47,6 +47,10 @@ pub(crate) struct Emitted {
     route_type: &'static str,
     /// The route `static`'s name.
     route_static: &'static str,
+    /// The gate the guard verifies with.
+    gate: &'static str,
+    /// What the guard takes from axum's router state.
+    states: &'static [&'static str],
 }
 
 /// One payment attribute, as far as the expansion is concerned (implemented by its raw-argument
@@ -74,6 +78,8 @@ const X402: Emitted = Emitted {
     injected: &[Injected { type_name: "X402Payment", getter: "payment" }],
     route_type: "StaticRoute",
     route_static: "__PAY402_ROUTE",
+    gate: "X402HttpServer",
+    states: &["X402HttpServer"],
 };
 
 /// `#[pay]`: the parameters an MPP handler gets from the verified payment, and its route.
@@ -85,6 +91,8 @@ const MPP: Emitted = Emitted {
     ],
     route_type: "StaticPaySpec",
     route_static: "__PAY402_SPEC",
+    gate: "Mpp",
+    states: &["Mpp"],
 };
 
 impl PaymentAttr for X402Args {
@@ -118,7 +126,7 @@ pub(crate) fn expand_attr<A: PaymentAttr>(framework: Framework, args: TokenStrea
         check_agreement(&cx, &pair);
         return expand(cx, framework, &dual(&pair), quote!(#func));
     }
-    let Emitted { guard, injected, route_type, route_static } = A::EMITTED;
+    let Emitted { guard, injected, route_type, route_static, gate, states } = A::EMITTED;
     let protocol = Protocol {
         guard,
         injected,
@@ -127,6 +135,8 @@ pub(crate) fn expand_attr<A: PaymentAttr>(framework: Framework, args: TokenStrea
         route: outer.route.to_builder(route_type),
         route_type,
         route_static,
+        gate,
+        states,
     };
     expand(cx, framework, &protocol, item)
 }
@@ -253,6 +263,8 @@ fn dual(stacked: &Stacked<'_>) -> Protocol<'static> {
         route: quote!(::pay402::__private::StaticDualRoute::new(&#route_static, &#spec_static)),
         route_type: "StaticDualRoute",
         route_static: "__PAY402_DUAL",
+        gate: "PaymentRouter",
+        states: &["X402HttpServer", "Mpp"],
     }
 }
 
@@ -288,7 +300,7 @@ mod tests {
             ),
         )
         .to_string();
-        assert!(out.starts_with("async fn h (__pay402_guard"), "{out}");
+        assert!(out.starts_with("async fn h < __Pay402State , __Pay402Via0 > (__pay402_guard"), "{out}");
         assert!(out.contains("StaticRoute :: new (\"$0.001\""), "{out}");
         assert_eq!(out.matches("compile_error").count(), 2, "{out}");
     }
@@ -330,11 +342,14 @@ mod tests {
         let json = crate::handler::tests::expected_extracted("axum", 1, quote!(Json(b)), quote!(Json<B>));
         let want = quote! {
             #[doc = r" Docs."]
-            pub async fn h(
-                __pay402_guard: ::pay402::__private::axum::MppGuard,
+            pub async fn h<__Pay402State, __Pay402Via0>(
+                __pay402_guard: ::pay402::__private::axum::MppGuard<__Pay402State>,
                 __pay402_arg0: ::pay402::__private::axum::Deferred<State<AppState> >,
                 __pay402_arg1: ::pay402::__private::axum::Deferred<Json<B> >
-            ) -> ::pay402::__private::axum::Response {
+            ) -> ::pay402::__private::axum::Response
+            where
+                ::pay402::__private::axum::Mpp: ::pay402::__private::axum::RouterState<__Pay402State, __Pay402Via0>
+            {
                 static __PAY402_SPEC: ::pay402::__private::StaticPaySpec =
                     ::pay402::__private::StaticPaySpec::new("0.01").intent("session");
                 #screen
@@ -392,7 +407,15 @@ mod tests {
         ] {
             let out = out.to_string();
             assert!(!out.contains("compile_error"), "{out}");
-            assert!(out.contains(":: pay402 :: __private :: axum :: DualGuard"), "{out}");
+            assert!(out.contains(":: pay402 :: __private :: axum :: DualGuard < __Pay402State >"), "{out}");
+            assert!(
+                out.contains(
+                    "where :: pay402 :: __private :: axum :: X402HttpServer : :: pay402 :: __private :: axum :: \
+                     RouterState < __Pay402State , __Pay402Via0 > , :: pay402 :: __private :: axum :: Mpp : :: \
+                     pay402 :: __private :: axum :: RouterState < __Pay402State , __Pay402Via1 >"
+                ),
+                "{out}"
+            );
             assert!(out.contains("static __PAY402_ROUTE : :: pay402 :: __private :: StaticRoute"), "{out}");
             assert!(out.contains("static __PAY402_SPEC : :: pay402 :: __private :: StaticPaySpec"), "{out}");
             assert!(out.contains("StaticDualRoute :: new (& __PAY402_ROUTE , & __PAY402_SPEC)"), "{out}");

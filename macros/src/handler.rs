@@ -65,6 +65,11 @@ pub(crate) struct Protocol<'a> {
     pub(crate) route_type: &'static str,
     /// The route `static`'s name, e.g. `__PAY402_ROUTE`.
     pub(crate) route_static: &'static str,
+    /// The gate the guard verifies with (under `__private::axum`), e.g. `X402HttpServer`.
+    pub(crate) gate: &'static str,
+    /// What the guard takes from axum's router state (under `__private::axum`), each required
+    /// as `RouterState<S, _>` of the handler's router state `S`: `X402HttpServer`, `Mpp`.
+    pub(crate) states: &'static [&'static str],
 }
 
 /// Takes the first attribute of `func` named (by its last path segment) `other_attr` out of it:
@@ -299,13 +304,25 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
 
     let ItemFn { attrs, vis, sig, block } = func;
     let (outer, inner): (Vec<_>, Vec<_>) = attrs.into_iter().partition(|a| matches!(a.style, AttrStyle::Outer));
-    let syn::Signature { constness, asyncness, unsafety, abi, fn_token, ident, generics, output, .. } = sig;
-    let where_clause = &generics.where_clause;
+    let syn::Signature { constness, asyncness, unsafety, abi, fn_token, ident, mut generics, output, .. } = sig;
+    let edge = fake_return_edge(&output, &ident, &generics);
     let guard_type = syn::Ident::new(protocol.guard, Span::call_site());
+    // A handler with generics of its own keeps them as written (`get(handler::<T>)`), and one
+    // checked by `#[axum::debug_handler]` (which refuses generic fns) stays non-generic.
+    let own_generics = generics.params.iter().any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+    let debug_handler = outer.iter().any(|a| a.path().segments.last().is_some_and(|s| s.ident == "debug_handler"));
+    let guard_type = match framework {
+        Framework::Axum if own_generics || debug_handler => {
+            let gate = syn::Ident::new(protocol.gate, Span::call_site());
+            quote!(UntiedGuard<::pay402::__private::axum::#gate>)
+        }
+        Framework::Axum => router_state_bounds(&mut generics, protocol.states, &guard_type),
+        Framework::Actix => quote!(#guard_type),
+    };
+    let where_clause = &generics.where_clause;
     let route_type = syn::Ident::new(protocol.route_type, Span::call_site());
     let route_init = &protocol.route;
     let statics = &protocol.statics;
-    let edge = fake_return_edge(&output, &ident, &generics);
     // The `finish` call carries the declared return type's location, so "`Foo: IntoResponse` is
     // not satisfied" points at the user's `-> Foo` (rustc adds one more copy at the attribute,
     // for the handler's future).
@@ -347,6 +364,26 @@ pub(crate) fn rewrite(cx: &Ctxt, framework: Framework, protocol: &Protocol<'_>, 
             #finish
         }
     }
+}
+
+/// Makes an axum handler generic over the router state it is registered with, `S`, and requires
+/// of `S` what the guard takes from it: `X402HttpServer: RouterState<S, _>` (and/or `Mpp`), one
+/// marker parameter each. A router whose state lacks it is then reported on the handler's
+/// registration with `RouterState`'s message ("the router state `S` does not provide the
+/// `X402HttpServer` …"), pointing at this bound on the attribute. The guard type taking `S`
+/// (`X402Guard<S>`) is what ties `S` to the router's state; returns it.
+fn router_state_bounds(generics: &mut syn::Generics, states: &[&str], guard: &syn::Ident) -> TokenStream {
+    let state = syn::Ident::new("__Pay402State", Span::call_site());
+    generics.params.push(syn::parse_quote!(#state));
+    for (index, provided) in states.iter().enumerate() {
+        let marker = format_ident!("__Pay402Via{index}");
+        let provided = syn::Ident::new(provided, Span::call_site());
+        generics.params.push(syn::parse_quote!(#marker));
+        generics.make_where_clause().predicates.push(syn::parse_quote! {
+            ::pay402::__private::axum::#provided: ::pay402::__private::axum::RouterState<#state, #marker>
+        });
+    }
+    quote!(#guard<#state>)
 }
 
 /// A handler argument of its own (an extractor), as the rewritten handler takes it: the
@@ -439,6 +476,8 @@ pub(crate) mod tests {
             route: quote!(ROUTE_INIT),
             route_type: "StaticRoute",
             route_static: "__PAY402_ROUTE",
+            gate: "X402HttpServer",
+            states: &["X402HttpServer"],
         }
     }
 
@@ -468,11 +507,15 @@ pub(crate) mod tests {
         let want = quote! {
             #[doc = r" Docs."]
             #[other]
-            pub(crate) async fn quote(
-                __pay402_guard: ::pay402::__private::axum::X402Guard,
+            pub(crate) async fn quote<__Pay402State, __Pay402Via0>(
+                __pay402_guard: ::pay402::__private::axum::X402Guard<__Pay402State>,
                 __pay402_arg0: ::pay402::__private::axum::Deferred<Query<Q> >,
                 __pay402_arg1: ::pay402::__private::axum::Deferred<Json<B> >
-            ) -> ::pay402::__private::axum::Response {
+            ) -> ::pay402::__private::axum::Response
+            where
+                ::pay402::__private::axum::X402HttpServer:
+                    ::pay402::__private::axum::RouterState<__Pay402State, __Pay402Via0>
+            {
                 static __PAY402_ROUTE: ::pay402::__private::StaticRoute = ROUTE_INIT;
                 #screen
                 #query
@@ -536,6 +579,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn axum_handlers_are_tied_to_the_router_state_unless_generic() {
+        // Its where clause kept, the state's bound added after it.
+        let (out, _) = run(Framework::Axum, quote! { async fn x<'a>(p: X402Payment) where 'a: 'a {} });
+        assert!(
+            out.starts_with(
+                "async fn x < 'a , __Pay402State , __Pay402Via0 > (__pay402_guard : :: pay402 :: __private :: axum \
+                 :: X402Guard < __Pay402State > ,) -> :: pay402 :: __private :: axum :: Response where 'a : 'a , :: \
+                 pay402 :: __private :: axum :: X402HttpServer : :: pay402 :: __private :: axum :: RouterState < \
+                 __Pay402State , __Pay402Via0 > {"
+            ),
+            "{out}"
+        );
+        // Generics of its own: left as written, so a turbofish still names them all.
+        let (out, _) = run(Framework::Axum, quote! { async fn x<T: Tr, const N: usize>() {} });
+        assert!(
+            out.starts_with(
+                "async fn x < T : Tr , const N : usize > (__pay402_guard : :: pay402 :: __private :: axum :: \
+                 UntiedGuard < :: pay402 :: __private :: axum :: X402HttpServer > ,) -> :: pay402 :: __private :: \
+                 axum :: Response {"
+            ),
+            "{out}"
+        );
+        // `#[axum::debug_handler]` below refuses generic fns: left untied too.
+        let (out, _) = run(Framework::Axum, quote! { #[axum::debug_handler(state = S)] async fn x() {} });
+        assert!(out.contains("UntiedGuard") && !out.contains("__Pay402State"), "{out}");
+        // actix-web has no router state to tie to.
+        let (out, _) = run(Framework::Actix, quote! { async fn x() {} });
+        assert!(!out.contains("__Pay402State") && !out.contains("RouterState"), "{out}");
+    }
+
+    #[test]
     fn impl_trait_mentioning_generics_is_only_erased() {
         let (out, _) = run(Framework::Axum, quote! { async fn x<T: Tr>() -> impl Into<T> { loop {} } });
         assert!(!out.contains("__pay402_returns"), "{out}");
@@ -544,7 +618,7 @@ pub(crate) mod tests {
     #[test]
     fn inner_attributes_move_to_the_outer_body() {
         let (out, _) = run(Framework::Axum, quote! { async fn x() { #![allow(unused)] body() } });
-        assert!(out.contains("Response { # ! [allow (unused)] static"), "{out}");
+        assert!(out.contains("__Pay402Via0 > { # ! [allow (unused)] static"), "{out}");
         assert!(out.contains("let __pay402_fake_return : () = loop { } ;"), "{out}");
     }
 
@@ -584,7 +658,7 @@ pub(crate) mod tests {
     fn shape_errors() {
         let (out, errors) = run(Framework::Axum, quote! { fn x() {} });
         assert_eq!(errors, ["#[x402] handlers must be `async fn`: write `async fn x(..)`"]);
-        assert!(out.starts_with("async fn x (__pay402_guard"), "{out}");
+        assert!(out.starts_with("async fn x < __Pay402State , __Pay402Via0 > (__pay402_guard"), "{out}");
 
         let (out, errors) = run(Framework::Axum, quote! { async fn x(&self) {} });
         assert_eq!(errors.len(), 1);

@@ -1,7 +1,9 @@
 //! axum integration (feature `axum`): the route-table layers ([`X402Layer`], [`MppLayer`],
 //! [`PaymentRouterLayer`], all one [`GateLayer`]), the payment extractors for handlers behind
-//! them (`X402Payment`, `Credential`, `Receipt`, the router's `Paid`), and the one [`Guard`] the
-//! attribute macros expand to, with the [`Deferred`] wrapper of the handler's own arguments.
+//! them (`X402Payment`, `Credential`, `Receipt`, the router's `Paid`), and the [`Guard`] the
+//! attribute macros expand to (an [`UntiedGuard`] for a handler with generics of its own), with
+//! the [`Deferred`] wrapper of the handler's own arguments and the [`RouterState`] bound they put
+//! on the router state.
 //!
 //! ```no_run
 //! # use pay402_runtime::x402::{X402HttpServer, RouteConfig, PaymentOption, X402Payment, X402ResourceServer, ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig};
@@ -33,6 +35,7 @@ use http::request::Parts;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -252,19 +255,91 @@ where
     }
 }
 
-/// What an attribute macro puts first in a handler's arguments: the request head and the gate's
-/// state from the router state (`X402HttpServer: FromRef<S>` for `#[x402]`, `Mpp: FromRef<S>`
-/// for `#[pay]`, both for the two stacked). Made only by the macros' expansions; the request
-/// context is built only once the unpaid fast path has passed.
+/// What a paid handler requires of the router state `S`: `Self` (the `X402HttpServer` of
+/// `#[x402]`, the `Mpp` of `#[pay]`; both for the two stacked) must implement `FromRef<S>`.
+///
+/// The attribute macros make the handler generic over the router state and put this bound on it
+/// (`X402HttpServer: RouterState<S, _>`), so that a router whose state does not provide the
+/// server is reported on the handler's registration (`get(handler)`), in these words, instead of
+/// as a mismatch of axum's router types. It holds exactly when `Self: FromRef<S>`; `M` is only a
+/// marker inferred by the compiler: with two candidate impls, a state lacking the `FromRef` fails
+/// both and is reported on this trait, with its message (and the guard's own `FromRef` bound,
+/// implied by this trait's, is not reported again). Not to be implemented or named by
+/// applications.
+#[diagnostic::on_unimplemented(
+    message = "the router state `{S}` does not provide the `{Self}` this paid handler needs",
+    label = "the router state must provide `{Self}`: `FromRef<{S}>` is not implemented for `{Self}`",
+    note = "implement `FromRef<{S}>` for `{Self}` (or `#[derive(FromRef)]` on a state struct with a field of \
+            type `{Self}`), or pass the `{Self}` itself as the state: `.with_state(..)`",
+    note = "a router that never gets `.with_state(..)` has the state `()`"
+)]
+pub trait RouterState<S, M>: FromRef<S> {}
+
+/// The marker of [`RouterState`]'s impl that applies (`Self: FromRef<S>`).
 #[derive(Debug)]
-pub struct Guard<G: GuardGate> {
+pub enum ViaFromRef {}
+
+/// The marker of [`RouterState`]'s impl that never applies (no state is `Unreachable`).
+#[derive(Debug)]
+pub enum Unreachable {}
+
+mod sealed {
+    /// No type implements it: the second impl of `RouterState` exists only so that a state
+    /// lacking the `FromRef` fails both candidates and the failure is reported on the trait.
+    pub trait NoState {}
+}
+
+#[diagnostic::do_not_recommend]
+impl<S, T: FromRef<S>> RouterState<S, ViaFromRef> for T {}
+
+#[diagnostic::do_not_recommend]
+impl<S: sealed::NoState, T: FromRef<S>> RouterState<S, Unreachable> for T {}
+
+/// A router state that cannot exist. `X402HttpServer` and `Mpp` implement `FromRef` of it (beside
+/// axum's `FromRef<T> for T`), so that a paid handler's router state is not inferred to be the
+/// server itself: it is then the state of the router the handler is registered on, and a state
+/// lacking the server is reported by [`RouterState`] on that registration.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub enum NoRouterState {}
+
+impl FromRef<NoRouterState> for X402HttpServer {
+    fn from_ref(state: &NoRouterState) -> Self {
+        match *state {}
+    }
+}
+
+impl FromRef<NoRouterState> for Mpp {
+    fn from_ref(state: &NoRouterState) -> Self {
+        match *state {}
+    }
+}
+
+/// What an attribute macro puts first in a handler's arguments: the request head and the gate's
+/// state from the router state `S` (`X402HttpServer: FromRef<S>` for `#[x402]`, `Mpp: FromRef<S>`
+/// for `#[pay]`, both for the two stacked). Made only by the macros' expansions; the request
+/// context is built only once the unpaid fast path has passed. `S` only ties the handler's
+/// [`RouterState`] bound to the router it is registered on (a zero-sized marker).
+pub struct Guard<G: GuardGate, S> {
+    request: GuardRequest<G>,
+    state_type: PhantomData<fn(&S)>,
+}
+
+impl<G: GuardGate, S> fmt::Debug for Guard<G, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard").field("method", &self.request.method).field("uri", &self.request.uri).finish()
+    }
+}
+
+/// A [`Guard`]'s request head and gate state.
+struct GuardRequest<G: GuardGate> {
     state: G::State,
     method: http::Method,
     uri: http::Uri,
     headers: http::HeaderMap,
 }
 
-impl<S, G> FromRequestParts<S> for Guard<G>
+impl<S, G> FromRequestParts<S> for Guard<G, S>
 where
     G: GuardGate,
     G::State: FromState<S>,
@@ -272,32 +347,86 @@ where
 {
     type Rejection = Infallible;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self {
+        Ok(Self { request: GuardRequest::new(parts, state), state_type: PhantomData })
+    }
+}
+
+/// The guard of a handler that has generic parameters of its own: `#[x402]` / `#[pay]` leave its
+/// generics as written (so `get(handler::<T>)` keeps working), and so do not tie it to the router
+/// state: a router state lacking the server is then reported by axum, as a `Handler` bound not
+/// satisfied on `get(handler::<T>)`. Otherwise as [`Guard`].
+pub struct UntiedGuard<G: GuardGate> {
+    request: GuardRequest<G>,
+}
+
+impl<G: GuardGate> fmt::Debug for UntiedGuard<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UntiedGuard").field("method", &self.request.method).field("uri", &self.request.uri).finish()
+    }
+}
+
+impl<S, G> FromRequestParts<S> for UntiedGuard<G>
+where
+    G: GuardGate,
+    G::State: FromState<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self { request: GuardRequest::new(parts, state) })
+    }
+}
+
+/// [`Guard`]'s and [`UntiedGuard`]'s methods.
+macro_rules! guard_methods {
+    () => {
+        /// The handler's first step, before it looks at its other arguments ([`Deferred`]): a
+        /// request carrying no payment ([`GuardGate::carries_payment`]) is verified at once, so
+        /// it gets the route's 402 even when another extractor rejected it; a paying request
+        /// waits in the [`Screened`] guard until every other argument was extracted, so a
+        /// rejected request is never verified and moves no money. `Err` is the response to
+        /// return at once.
+        pub async fn screen<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Screened<G>, Response> {
+            let request = self.request;
+            let head = HttpHead { method: &request.method, uri: &request.uri, headers: &request.headers };
+            if G::carries_payment(&head) {
+                return Ok(Screened(Screening::Paying(request)));
+            }
+            request.verify(route).await.map(|verified| Screened(Screening::Verified(verified)))
+        }
+
+        /// Verifies the request's payment for `route`; `Err` is the response to return at once
+        /// (the route's precomputed 402 when the request carries no payment and the gate has one).
+        pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, Response> {
+            self.request.verify(route).await
+        }
+    };
+}
+
+impl<G: GuardGate, S> Guard<G, S> {
+    guard_methods!();
+}
+
+impl<G: GuardGate> UntiedGuard<G> {
+    guard_methods!();
+}
+
+impl<G: GuardGate> GuardRequest<G> {
+    /// The request head, and the gate's state taken from the router state.
+    fn new<S>(parts: &Parts, state: &S) -> Self
+    where
+        G::State: FromState<S>,
+    {
+        Self {
             state: G::State::from_state(state),
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
-        })
-    }
-}
-
-impl<G: GuardGate> Guard<G> {
-    /// The handler's first step, before it looks at its other arguments ([`Deferred`]): a
-    /// request carrying no payment ([`GuardGate::carries_payment`]) is verified at once, so it
-    /// gets the route's 402 even when another extractor rejected it; a paying request waits in
-    /// the [`Screened`] guard until every other argument was extracted, so a rejected request is
-    /// never verified and moves no money. `Err` is the response to return at once.
-    pub async fn screen<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Screened<G>, Response> {
-        let head = HttpHead { method: &self.method, uri: &self.uri, headers: &self.headers };
-        if G::carries_payment(&head) {
-            return Ok(Screened(Screening::Paying(self)));
         }
-        self.verify(route).await.map(|verified| Screened(Screening::Verified(verified)))
     }
 
-    /// Verifies the request's payment for `route`; `Err` is the response to return at once (the
-    /// route's precomputed 402 when the request carries no payment and the gate has one).
-    pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, Response> {
+    /// [`Guard::verify`].
+    async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, Response> {
         let route = route.route(&self.state).map_err(into_response)?;
         let gate = G::from_state(self.state);
         let head = HttpHead { method: &self.method, uri: &self.uri, headers: &self.headers };
@@ -316,7 +445,7 @@ pub struct Screened<G: GuardGate>(Screening<G>);
 /// Where a [`Screened`] guard stands.
 enum Screening<G: GuardGate> {
     /// Carries a payment: verified by [`Screened::verify`].
-    Paying(Guard<G>),
+    Paying(GuardRequest<G>),
     /// Verified by the screen itself.
     Verified(Verified<G>),
 }
@@ -336,7 +465,7 @@ impl<G: GuardGate> Screened<G> {
     /// [`Guard::verify`].
     pub async fn verify<R: StaticGateRoute<Gate = G>>(self, route: &'static R) -> Result<Verified<G>, Response> {
         match self.0 {
-            Screening::Paying(guard) => guard.verify(route).await,
+            Screening::Paying(request) => request.verify(route).await,
             Screening::Verified(verified) => Ok(verified),
         }
     }

@@ -83,28 +83,25 @@ pub mod __private {
     /// The route of a handler carrying both `#[x402]` and `#[pay]` (the name the expansions use).
     pub type StaticDualRoute = StaticRouterRoute;
 
-    /// The guard names of a framework's glue (its `Guard` and `Verified` in scope).
+    /// The guard names of a framework's glue (its `Guard` and `Verified` in scope); axum's guards
+    /// also take the router state `S` (`$($state)?`).
     #[cfg(any(feature = "axum", feature = "actix"))]
     macro_rules! guard_aliases {
-        () => {
-            use crate::mpp::Mpp;
-            use crate::router::PaymentRouter;
-            use crate::x402::X402HttpServer;
-
+        ($($state:ident)?) => {
             /// `#[x402]`'s guard.
-            pub type X402Guard = Guard<X402HttpServer>;
+            pub type X402Guard$(<$state>)? = Guard<X402HttpServer $(, $state)?>;
             /// `#[x402]`'s verified payment.
             pub type X402Verified = Verified<X402HttpServer>;
             /// `#[pay]`'s guard.
-            pub type MppGuard = Guard<Mpp>;
+            pub type MppGuard$(<$state>)? = Guard<Mpp $(, $state)?>;
             /// `#[pay]`'s verified payment.
             pub type MppVerified = Verified<Mpp>;
             /// The guard of a handler carrying both `#[x402]` and `#[pay]`.
-            pub type RouterGuard = Guard<PaymentRouter>;
+            pub type RouterGuard$(<$state>)? = Guard<PaymentRouter $(, $state)?>;
             /// The verified payment of a handler carrying both `#[x402]` and `#[pay]`.
             pub type RouterVerified = Verified<PaymentRouter>;
             /// [`RouterGuard`] (the name the expansions use).
-            pub type DualGuard = RouterGuard;
+            pub type DualGuard$(<$state>)? = RouterGuard$(<$state>)?;
             /// [`RouterVerified`] (the name the expansions use).
             pub type DualVerified = RouterVerified;
         };
@@ -113,15 +110,23 @@ pub mod __private {
     /// axum glue.
     #[cfg(feature = "axum")]
     pub mod axum {
-        pub use crate::axum::{Deferred, Guard, Verified, extracted};
+        pub use crate::axum::{
+            Deferred, Guard, RouterState, Unreachable, UntiedGuard, Verified, ViaFromRef, extracted,
+        };
+        pub use crate::mpp::Mpp;
+        pub use crate::router::PaymentRouter;
+        pub use crate::x402::X402HttpServer;
         pub use ::axum::response::Response;
-        guard_aliases!();
+        guard_aliases!(S);
     }
 
     /// actix-web glue.
     #[cfg(feature = "actix")]
     pub mod actix {
         pub use crate::actix::{Deferred, Guard, Response, Verified, extracted};
+        use crate::mpp::Mpp;
+        use crate::router::PaymentRouter;
+        use crate::x402::X402HttpServer;
         guard_aliases!();
     }
 }
