@@ -532,3 +532,37 @@ impl<G: GuardGate> Verified<G> {
         complete(resp, sink, |status| guard.finish(status)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `S` costs nothing: a tied guard is exactly the untied one's size, for any state.
+    #[test]
+    fn the_router_state_is_a_zero_sized_marker() {
+        #[allow(dead_code)]
+        #[derive(Clone)]
+        struct Big([u8; 4096]);
+        let untied = size_of::<UntiedGuard<X402HttpServer>>();
+        assert_eq!(size_of::<Guard<X402HttpServer, Big>>(), untied);
+        assert_eq!(size_of::<Guard<X402HttpServer, X402HttpServer>>(), untied);
+        assert_eq!(size_of::<PhantomData<fn(&Big)>>(), 0);
+    }
+
+    /// `RouterState` holds through `FromRef` alone, with the marker the compiler infers.
+    #[test]
+    fn router_state_holds_for_a_state_providing_the_server() {
+        #[derive(Clone)]
+        struct AppState;
+        impl FromRef<AppState> for Mpp {
+            fn from_ref(_: &AppState) -> Self {
+                unreachable!("only the bound is checked")
+            }
+        }
+        fn provided<T: RouterState<S, M>, S, M>() -> &'static str {
+            std::any::type_name::<M>()
+        }
+        assert!(provided::<X402HttpServer, X402HttpServer, _>().ends_with("ViaFromRef"));
+        assert!(provided::<Mpp, AppState, _>().ends_with("ViaFromRef"));
+    }
+}
