@@ -559,10 +559,10 @@ mod tests {
                 unreachable!("only the bound is checked")
             }
         }
-        fn provided<T: RouterState<S, M>, S, M>() -> &'static str {
+        fn provided<T: RouterState<S, M>, S, M>(_: PhantomData<(T, S)>) -> &'static str {
             std::any::type_name::<M>()
         }
-        assert!(provided::<X402HttpServer, X402HttpServer, _>().ends_with("ViaFromRef"));
-        assert!(provided::<Mpp, AppState, _>().ends_with("ViaFromRef"));
+        assert!(provided(PhantomData::<(X402HttpServer, X402HttpServer)>).ends_with("ViaFromRef"));
+        assert!(provided(PhantomData::<(Mpp, AppState)>).ends_with("ViaFromRef"));
     }
 }
