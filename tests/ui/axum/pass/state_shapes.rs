@@ -100,6 +100,6 @@ fn main() {
     let x402 = X402HttpServer::new(server);
     let method = EvmMethod::x_layer("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
         .with_charge(ChargeIntent::new(EmbeddedSa::new()));
-    let mpp = Mpp::new(method, "api.example.com", "secret").unwrap();
+    let mpp = Mpp::new(method, "api.example.com", "secret-at-least-32-bytes-long-hmac-key").unwrap();
     let _app = app(AppState { x402, mpp, name: "app" });
 }
