@@ -38,6 +38,10 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
 
 step "cargo package --workspace (each crate builds from exactly the files it would publish)"
 cargo package --workspace --allow-dirty
+if cargo package --workspace --list --allow-dirty 2>/dev/null | grep -E '^(\.test-deps|target|tests|benches|fuzz|scripts)/'; then
+    echo "the packages would ship the files above (test components, build output, tests): fix the include lists" >&2
+    exit 1
+fi
 
 step "cargo test"
 cargo test --workspace --all-features
