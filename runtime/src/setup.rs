@@ -24,7 +24,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let setup = pay402::setup::Setup::from_env()?;
+//! let setup = pay402_runtime::setup::Setup::from_env()?;
 //! let x402 = setup.x402().await?; // an initialized X402HttpServer paying setup.pay_to()
 //! let mpp = setup.mpp()?; // an Mpp with the charge and session intents
 //! # let _ = (x402, mpp); Ok(()) }
