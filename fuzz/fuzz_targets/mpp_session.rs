@@ -55,7 +55,7 @@ fn seller() -> Seller {
     let store = Arc::new(InMemoryChannelStore::new());
     let payee = signer_from_hex(PAYEE_KEY).expect("payee key");
     let intent = SessionIntent::new(sa, PAYEE).signer(Arc::new(payee)).store(store.clone());
-    let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "api.example.com", "fuzz-secret").expect("mpp");
+    let mpp = Mpp::new(EvmMethod::x_layer(PAYEE).with_session(intent), "api.example.com", "fuzz-secret-at-least-32-bytes-long-hmac").expect("mpp");
     let spec = PaySpec { amount: "0.001".into(), intent: "session".into(), ..PaySpec::default() };
     let client =
         SessionClient::new(signer_from_hex(PAYER_KEY).expect("payer key")).with_registry(NetworkRegistry::x_layer());
