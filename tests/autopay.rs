@@ -711,6 +711,7 @@ async fn v1_seller(State(served): State<Arc<AtomicUsize>>, headers: axum::http::
         payer: Some(PAYER.into()),
         transaction: "0xv1".into(),
         network: "eip155:196".into(),
+        amount: None,
     };
     let header = encode_payment_response_header(&settled).expect("encode");
     ([("x-payment-response", header)], axum::Json(serde_json::json!({"data": "v1"}))).into_response()

@@ -383,6 +383,7 @@ fn settled(status: &str) -> SettleResponse {
         payer: Some(PAYER.into()),
         transaction: TX.into(),
         network: Network::from("eip155:196"),
+        amount: None,
     }
 }
 

@@ -122,7 +122,7 @@ proptest! {
         network in text(),
     ) {
         let r = SettleResponse {
-            success, error_reason, error_message, status, payer, transaction, network: Network::from(network.as_str()),
+            success, error_reason, error_message, status, payer, transaction, network: Network::from(network.as_str()), amount: None,
         };
         let header = encode_payment_response_header(&r).expect("encodes");
         prop_assert_eq!(decode_payment_response_header(&header).expect("decodes"), r);

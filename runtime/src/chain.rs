@@ -77,6 +77,9 @@ impl PartialEq<&str> for Network {
 pub enum TransferMethod {
     /// EIP-3009 `transferWithAuthorization` (the buyer signs `TransferWithAuthorization`).
     Eip3009,
+    /// Permit2 `permitWitnessTransferFrom` through the x402 Permit2 proxy (tokens without
+    /// EIP-3009; requirements carry `extra.assetTransferMethod = "permit2"`).
+    Permit2,
 }
 
 /// A network's default asset.

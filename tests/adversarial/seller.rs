@@ -220,6 +220,7 @@ impl FacilitatorClient for PlannedFacilitator {
                 payer: None,
                 transaction: "0xtt".into(),
                 network: r.network.clone(),
+                amount: None,
             }),
         };
         if matches!(&result, Ok(s) if s.success && s.status.as_deref() != Some("timeout")) {

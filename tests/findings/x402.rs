@@ -91,6 +91,7 @@ impl FacilitatorClient for Stand {
                 payer: None,
                 transaction: format!("0x{}", "ab".repeat(32)),
                 network: r.network.clone(),
+                amount: None,
             });
         }
         self.inner.settle(p, r).await

@@ -155,6 +155,7 @@ impl FacilitatorClient for FlakyFacilitator {
                 payer: None,
                 transaction: "0xtt".into(),
                 network: r.network.clone(),
+                amount: None,
             }),
             SettleMode::Error => Err(FacilitatorError::Transport("connection reset".into())),
         }

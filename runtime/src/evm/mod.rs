@@ -32,6 +32,7 @@ mod eip3009;
 mod ledger;
 #[cfg(feature = "client")]
 mod payer;
+pub mod permit2;
 pub mod recover;
 mod signer;
 

@@ -419,6 +419,7 @@ impl EmbeddedFacilitator {
             payer,
             transaction,
             network,
+            amount: None,
         };
         ledger.settlements.push(response.clone());
         if ledger.queue.len() >= self.batch_size {

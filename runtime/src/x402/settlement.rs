@@ -255,6 +255,7 @@ pub(super) async fn reconcile(
                     payer: payer.or(status.payer),
                     transaction: tx.to_owned(),
                     network,
+                    amount: None,
                 })
             }
             Ok(Ok(status)) => {

@@ -173,7 +173,7 @@ pub mod settle_status {
 }
 
 /// The facilitator's answer to `/settle`; also the `PAYMENT-RESPONSE` header. Key order:
-/// `success`, `errorReason`, `errorMessage`, `status`, `payer`, `transaction`, `network`.
+/// `success`, `errorReason`, `errorMessage`, `status`, `payer`, `transaction`, `network`, `amount`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SettleResponse {
@@ -195,6 +195,10 @@ pub struct SettleResponse {
     pub transaction: String,
     /// Network of the settlement.
     pub network: Network,
+    /// The amount settled, in atomic units (the `upto` scheme: what the seller charged, `"0"`
+    /// when nothing was; absent for schemes whose amount is the price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
 }
 
 impl SettleResponse {
@@ -208,6 +212,7 @@ impl SettleResponse {
             payer,
             transaction,
             network,
+            amount: None,
         }
     }
 }

@@ -599,6 +599,7 @@ impl ExactEvmFacilitatorScheme {
                         payer: Some(payer),
                         transaction,
                         network,
+                        amount: None,
                     });
                 }
                 Ok(Some(_)) => {
@@ -635,6 +636,7 @@ impl ExactEvmFacilitatorScheme {
                 payer: Some(payer),
                 transaction,
                 network,
+                amount: None,
             }),
         }
     }

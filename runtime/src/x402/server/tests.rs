@@ -131,6 +131,7 @@ fn settle_ok(status: Option<&str>) -> SettleResponse {
         payer: Some(PAYER.into()),
         transaction: "0xtx".into(),
         network: "eip155:196".into(),
+        amount: None,
     }
 }
 
