@@ -269,6 +269,49 @@ pub fn nonce_bitmap_position(nonce: U256) -> (U256, u8) {
     (word, bit)
 }
 
+/// The selector of ERC-20 `approve(address,uint256)`.
+pub const ERC20_APPROVE_SELECTOR: [u8; 4] = [0x09, 0x5e, 0xa7, 0xb3];
+
+/// The selector of ERC-20 `allowance(address,address)`.
+pub const ERC20_ALLOWANCE_SELECTOR: [u8; 4] = [0xdd, 0x62, 0xed, 0x3e];
+
+/// The calldata of the buyer's one-time ERC-20 `approve(PERMIT2_ADDRESS, amount)`: send it (a
+/// transaction from the buyer's wallet **to the token contract**, no value) once per token before
+/// paying `upto` or Permit2 `exact` offers. `U256::MAX` approves without limit (the usual choice:
+/// every payment still needs its own signature, bound to one recipient, amount and deadline).
+///
+/// Without it a facilitator refuses the payment with `permit2_allowance_required` (the seller
+/// answers HTTP 412 with that `invalidReason`).
+///
+/// ```
+/// use pay402_runtime::evm::U256;
+/// use pay402_runtime::evm::permit2::approve_calldata;
+///
+/// let data = approve_calldata(U256::MAX);
+/// assert_eq!(data.len(), 4 + 32 + 32);
+/// assert_eq!(&data[..4], &[0x09, 0x5e, 0xa7, 0xb3]); // approve(address,uint256)
+/// ```
+pub fn approve_calldata(amount: U256) -> Vec<u8> {
+    let mut data = Vec::with_capacity(68);
+    data.extend_from_slice(&ERC20_APPROVE_SELECTOR);
+    data.extend_from_slice(&[0u8; 12]);
+    data.extend_from_slice(PERMIT2_ADDRESS.as_slice());
+    data.extend_from_slice(&amount.to_be_bytes::<32>());
+    data
+}
+
+/// The calldata of ERC-20 `allowance(owner, PERMIT2_ADDRESS)` (an `eth_call` to the token): how
+/// much Permit2 may still move from `owner`.
+pub fn allowance_calldata(owner: Address) -> Vec<u8> {
+    let mut data = Vec::with_capacity(68);
+    data.extend_from_slice(&ERC20_ALLOWANCE_SELECTOR);
+    data.extend_from_slice(&[0u8; 12]);
+    data.extend_from_slice(owner.as_slice());
+    data.extend_from_slice(&[0u8; 12]);
+    data.extend_from_slice(PERMIT2_ADDRESS.as_slice());
+    data
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Permit2Payload {
@@ -390,6 +433,18 @@ mod tests {
         assert!(parse_nonce("0x").is_err());
         assert!(parse_nonce(&format!("0x{}", "f".repeat(65))).is_err());
         assert!(parse_nonce("-1").is_err());
+    }
+
+    #[test]
+    fn approve_and_allowance_calldata_are_the_erc20_abi() {
+        assert_eq!(&alloy_primitives::keccak256("approve(address,uint256)")[..4], &ERC20_APPROVE_SELECTOR);
+        assert_eq!(&alloy_primitives::keccak256("allowance(address,address)")[..4], &ERC20_ALLOWANCE_SELECTOR);
+        let data = approve_calldata(U256::from(0x1234u32));
+        assert_eq!(alloy_primitives::hex::encode(&data[4..36]), format!("{:0>64}", "000000000022d473030f116ddee9f6b43ac78ba3"));
+        assert_eq!(U256::from_be_slice(&data[36..]), U256::from(0x1234u32));
+        let owner = Address::repeat_byte(0xab);
+        let data = allowance_calldata(owner);
+        assert_eq!((&data[16..36], &data[48..68]), (owner.as_slice(), PERMIT2_ADDRESS.as_slice()));
     }
 
     #[test]

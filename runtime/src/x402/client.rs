@@ -564,7 +564,11 @@ impl X402Client {
 ///
 /// The EIP-712 domain is `{name: extra.name, version: extra.version, chainId: <from
 /// eip155:<id>>, verifyingContract: asset}`; the authorization is valid from now − 600 s
-/// (clamped at 0) until now + `maxTimeoutSeconds`, with a random 32-byte nonce.
+/// (clamped at 0) until now + `maxTimeoutSeconds`, with a random 32-byte nonce. An offer with
+/// `extra.assetTransferMethod = "permit2"` is paid with a Permit2 `PermitWitnessTransferFrom`
+/// instead (spender the x402 exact proxy, witness `{to, validAfter}`; see
+/// [`UptoEvmClientScheme`](super::UptoEvmClientScheme) for the shared rules); another method is
+/// refused.
 #[derive(Clone, Debug)]
 pub struct ExactEvmClientScheme {
     payer: Payer,
@@ -622,6 +626,9 @@ impl SchemeNetworkClient for ExactEvmClientScheme {
         requirements: &PaymentRequirements,
         _resource: Option<&ResourceInfo>,
     ) -> Result<JsonObject, ClientError> {
+        if super::permit2_client::transfer_method(requirements)? == Some(evm::permit2::ASSET_TRANSFER_METHOD_PERMIT2) {
+            return super::permit2_client::sign_permit2(&self.payer, requirements, evm::permit2::Permit2Kind::Exact);
+        }
         self.sign_payload(requirements).map(|p| p.to_json_object())
     }
 }

@@ -4,7 +4,8 @@
 //! It really verifies payloads — the checklist of OKX's/Coinbase's Python facilitator (wire facts
 //! §7), with the chain calls replaced by the ledger (nonce state and balances) — and settles by
 //! moving balances. Use it for tests, demos and local development; it never touches a network.
-//! `aggr_deferred`: see [`EmbeddedFacilitator`].
+//! `aggr_deferred`: see [`EmbeddedFacilitator`]. `upto` and `exact` over Permit2: see
+//! `embedded_permit2.rs` ([`EMBEDDED_FACILITATOR_ADDRESS`], [`EmbeddedFacilitator::approve_permit2`]).
 //!
 //! ```
 //! use pay402_runtime::evm::U256;
@@ -34,6 +35,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+#[path = "embedded_permit2.rs"]
+mod permit2;
+pub use permit2::{EMBEDDED_FACILITATOR_ADDRESS, permit2_reasons};
 
 /// The scheme the embedded facilitator settles in deferred batches.
 const AGGR_DEFERRED: &str = "aggr_deferred";
@@ -90,6 +95,8 @@ struct Ledger {
     queued_since: Option<u64>,
     /// Flushed batches, in order.
     batches: Vec<DeferredBatch>,
+    /// Permit2 allowances and used nonces (`upto`, Permit2 `exact`).
+    permit2: permit2::Permit2State,
 }
 
 impl Ledger {
@@ -207,6 +214,7 @@ pub struct EmbeddedFacilitator {
     clock_skew: Duration,
     batch_size: usize,
     batch_age: Duration,
+    facilitator: Address,
     ledger: Arc<Mutex<Ledger>>,
 }
 
@@ -231,6 +239,7 @@ impl EmbeddedFacilitator {
             clock_skew: Duration::ZERO,
             batch_size: DEFAULT_DEFERRED_BATCH_SIZE,
             batch_age: DEFAULT_DEFERRED_BATCH_AGE,
+            facilitator: EMBEDDED_FACILITATOR_ADDRESS,
             ledger: Arc::default(),
         }
     }
@@ -362,6 +371,9 @@ impl EmbeddedFacilitator {
     /// [`FacilitatorClient::verify`]; a due deferred flush may run first).
     pub fn verify_now(&self, payload: &PaymentPayload, requirements: &PaymentRequirements) -> VerifyResponse {
         let ledger = self.lock_flushed();
+        if let Some(kind) = permit2::kind_of(requirements) {
+            return self.verify_permit2(&ledger, kind, payload, requirements);
+        }
         match self.check(&ledger, payload, requirements) {
             Ok(c) => VerifyResponse::valid(c.payer_text),
             Err(rejection) => rejection.into_verify(),
@@ -373,6 +385,9 @@ impl EmbeddedFacilitator {
     pub fn settle_now(&self, payload: &PaymentPayload, requirements: &PaymentRequirements) -> SettleResponse {
         let network = requirements.network.clone();
         let mut ledger = self.lock_flushed();
+        if let Some(kind) = permit2::kind_of(requirements) {
+            return self.settle_permit2(&mut ledger, kind, payload, requirements);
+        }
         let checked = match self.check(&ledger, payload, requirements) {
             Ok(c) => c,
             Err(rejection) => return rejection.into_settle(network),
@@ -514,7 +529,7 @@ impl FacilitatorClient for EmbeddedFacilitator {
             kinds: self
                 .networks
                 .iter()
-                .flat_map(|network| [kind("exact", network), kind(AGGR_DEFERRED, network)])
+                .flat_map(|network| [kind("exact", network), kind(AGGR_DEFERRED, network), self.upto_kind(network)])
                 .collect(),
             ..SupportedResponse::default()
         })
@@ -831,9 +846,9 @@ mod tests {
     async fn trait_surface() {
         let f = facilitator().with_networks(["eip155:196", "eip155:8453"]);
         let kinds = f.supported().await.unwrap().kinds;
-        assert_eq!(kinds.len(), 4);
+        assert_eq!(kinds.len(), 6);
         let schemes: Vec<&str> = kinds.iter().map(|k| k.scheme.as_str()).collect();
-        assert_eq!(schemes, ["exact", "aggr_deferred", "exact", "aggr_deferred"]);
+        assert_eq!(schemes, ["exact", "aggr_deferred", "upto", "exact", "aggr_deferred", "upto"]);
         assert!(kinds.iter().all(|k| k.x402_version == 2));
         assert!(kinds[0].covers("exact", &X_LAYER.into()));
         assert!(kinds[1].covers("aggr_deferred", &X_LAYER.into()));

@@ -11,7 +11,7 @@
 //! facilitator), `server.rs` (the [`X402ResourceServer`]) with `hooks.rs` and `settlement.rs`,
 //! `route.rs` (route configuration), `http.rs` (the [`X402HttpServer`]), `unpaid_cache.rs` (the
 //! precomputed unpaid 402), `client.rs` (the buyer), `aggr_client.rs` (the `aggr_deferred`
-//! buyer scheme) and `session_cert.rs` (pay402's development session certificates).
+//! buyer scheme), `permit2_client.rs` (the `upto` buyer scheme and Permit2 `exact` signing) and `session_cert.rs` (pay402's development session certificates).
 
 #[cfg(feature = "client")]
 mod aggr_client;
@@ -30,6 +30,8 @@ mod payment;
 pub mod payment_identifier;
 pub mod paywall;
 mod pending;
+#[cfg(feature = "client")]
+mod permit2_client;
 mod replay_key;
 mod route;
 mod scheme;
@@ -49,6 +51,7 @@ pub use client::{
     default_payment_selector, max_amount, merge_extensions, prefer_network, prefer_scheme,
 };
 pub use embedded::{DEFAULT_DEFERRED_BATCH_AGE, DEFAULT_DEFERRED_BATCH_SIZE, DeferredBatch, EmbeddedFacilitator};
+pub use embedded::{EMBEDDED_FACILITATOR_ADDRESS, permit2_reasons};
 pub use exact::{DEFAULT_CLOCK_SKEW, VALID_BEFORE_BUFFER_SECONDS, reasons};
 pub use facilitator::{FacilitatorClient, FacilitatorError, HttpFacilitatorClient, HttpFacilitatorConfig};
 pub(crate) use facilitator::{SettleRequest, VerifyRequest, parse_facilitator_body};
@@ -67,6 +70,9 @@ pub use http::{
 };
 pub use idempotency::{PAYMENT_ID_CONFLICT_ERROR, PAYMENT_ID_INVALID_ERROR, PAYMENT_ID_REQUIRED_ERROR};
 pub use payment::X402Payment;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use permit2_client::UptoEvmClientScheme;
 pub use pending::{
     DEFAULT_RECORD_RETENTION, DEFAULT_RETRY_AFTER, SETTLEMENT_PENDING_ERROR, SettlementRecord, SweepReport,
 };
