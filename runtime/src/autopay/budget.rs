@@ -445,6 +445,22 @@ impl Reservation {
         }
     }
 
+    /// A payment that left the process but settled for `settled` ≤ the reserved amount (an
+    /// `upto` payment): `settled` is counted as spent and the rest released. A `settled` above
+    /// the reservation (never trusted) commits the whole reservation.
+    pub(crate) fn commit_settled(mut self, settled: U256) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        if self.kind != Kind::Payment || settled >= self.amount {
+            self.budget.settle(&self.asset, self.amount, self.kind, true);
+            return;
+        }
+        self.budget.settle(&self.asset, settled, self.kind, true);
+        self.budget.settle(&self.asset, self.amount - settled, self.kind, false);
+    }
+
     /// Nothing was sent.
     pub(crate) fn release(mut self) {
         if !self.settled {
@@ -508,6 +524,20 @@ mod tests {
         assert!(b.reserve(&usdt, U256::from(5001u64)).is_err());
         b.reserve(&usdt, U256::from(5000u64)).unwrap().commit();
         assert_eq!(b.spent(&usdt), U256::from(25_000u64));
+    }
+
+    #[test]
+    fn an_upto_reservation_commits_what_settled_and_releases_the_rest() {
+        let b = budget(Some("0.1"), Some("0.2"));
+        let usdt = AssetId::x_layer_usdt0();
+        b.reserve(&usdt, U256::from(100_000u64)).unwrap().commit_settled(U256::from(34_700u64));
+        assert_eq!((b.spent(&usdt), b.reserved(&usdt)), (U256::from(34_700u64), U256::ZERO));
+        assert_eq!(b.headroom(&usdt).unwrap(), Some(U256::from(165_300u64)));
+        // Above the reservation: the whole reservation, never more.
+        b.reserve(&usdt, U256::from(100_000u64)).unwrap().commit_settled(U256::from(100_001u64));
+        assert_eq!(b.spent(&usdt), U256::from(134_700u64));
+        b.reserve(&usdt, U256::from(1000u64)).unwrap().commit_settled(U256::ZERO);
+        assert_eq!((b.spent(&usdt), b.reserved(&usdt)), (U256::from(134_700u64), U256::ZERO));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::send::{send, set_header};
 use super::session_book::{Ahead, RouteKey};
 use super::{AutoPayError, AutoPayMiddleware, AutoPayOutcome, MwResult, PaymentDetail, Protocol, mw, payment_error};
 use crate::x402::{
-    PAYMENT_RESPONSE_HEADER, PaymentRequirements, X_PAYMENT_RESPONSE_HEADER, decode_payment_response_header,
+    PAYMENT_RESPONSE_HEADER, PaymentRequirements, SettleResponse, X_PAYMENT_RESPONSE_HEADER,
+    decode_payment_response_header, parse_atomic,
 };
 use http::Extensions;
 use reqwest::{Request, Response, StatusCode};
@@ -136,14 +137,19 @@ impl AutoPayMiddleware {
                 return Err(e);
             }
         };
-        let amount = reservation.amount();
-        reservation.commit();
         let settlement = resp
             .headers()
             .get(PAYMENT_RESPONSE_HEADER)
             .or_else(|| resp.headers().get(X_PAYMENT_RESPONSE_HEADER))
             .and_then(|v| v.to_str().ok())
             .and_then(|v| decode_payment_response_header(v).ok());
+        let authorized = reservation.amount();
+        let amount = if requirements.scheme == UPTO {
+            upto_settled(authorized, resp.status(), settlement.as_ref())
+        } else {
+            authorized
+        };
+        reservation.commit_settled(amount);
         let refused_settlement = settlement.as_ref().filter(|s| !s.success).map(settlement_reason);
         if resp.status() == StatusCode::PAYMENT_REQUIRED || refused_settlement.is_some() {
             let status = resp.status().as_u16();
@@ -160,6 +166,7 @@ impl AutoPayMiddleware {
             units: self.inner.budget.units(&asset),
             asset,
             amount,
+            authorized,
             detail: PaymentDetail::X402 { requirements: Box::new(requirements), settlement },
         });
         Ok(resp)
@@ -206,6 +213,7 @@ impl AutoPayMiddleware {
             units: self.inner.budget.units(&asset),
             asset,
             amount,
+            authorized: amount,
             detail: PaymentDetail::MppCharge { challenge_id, receipt },
         });
         Ok(resp)
@@ -250,6 +258,34 @@ impl AutoPayMiddleware {
             drop(answer);
             tokio::time::sleep(wait).await;
             req = again;
+        }
+    }
+}
+
+/// The x402 scheme whose settled amount may be below the authorised maximum.
+const UPTO: &str = "upto";
+
+/// What an `upto` payment authorised up to `max` counts as spent: the settled `amount` of a
+/// successful `PAYMENT-RESPONSE` when it is at most `max`; otherwise `max` — a refusal, no
+/// answer, a missing or unreadable amount, or an amount above the maximum (a seller that claims
+/// more than it was allowed is not believed either way: it never frees budget).
+fn upto_settled(max: crate::evm::U256, status: StatusCode, settlement: Option<&SettleResponse>) -> crate::evm::U256 {
+    let Some(s) = settlement.filter(|s| s.success && status != StatusCode::PAYMENT_REQUIRED) else {
+        return max;
+    };
+    match s.amount.as_deref().map(|text| (text, parse_atomic(text))) {
+        Some((_, Some(settled))) if settled <= max => settled,
+        Some((text, Some(_))) => {
+            tracing::error!(settled = %text, %max, "pay402 autopay: the seller reports settling an upto payment above the authorised maximum; the maximum stays counted");
+            max
+        }
+        Some((text, None)) => {
+            tracing::error!(settled = %text.chars().take(80).collect::<String>(), %max, "pay402 autopay: unreadable settled amount of an upto payment; the maximum stays counted");
+            max
+        }
+        None => {
+            tracing::error!(%max, "pay402 autopay: the PAYMENT-RESPONSE of an upto payment has no amount; the maximum stays counted");
+            max
         }
     }
 }

@@ -2,7 +2,8 @@
 //! challenges (x402 and MPP) within spending caps.
 //!
 //! On a `402 Payment Required` the middleware reads every challenge the server offered —
-//! x402 (`exact` on `eip155:*`, and `aggr_deferred` when given a session-key scheme with
+//! x402 (`exact` on `eip155:*` — EIP-3009 or Permit2 —, `upto` (pay per use, see
+//! [Caps](#caps)), and `aggr_deferred` when given a session-key scheme with
 //! [`AutoPay::aggr_deferred`]: the `PAYMENT-REQUIRED` header, else a JSON body with
 //! `x402Version` 1 or 2) and MPP (`WWW-Authenticate: Payment`, `evm` method,
 //! `charge` and `session` intents) — ranks them by the configured [`Protocol`] preference,
@@ -46,6 +47,17 @@
 //! requests cannot overshoot the total. A refused payment sends nothing more: the request fails
 //! with [`AutoPayError::OverCap`] or [`AutoPayError::TotalCapExceeded`] (inside
 //! [`reqwest_middleware::Error::Middleware`]; see [`AutoPayError::from_middleware`]).
+//!
+//! An x402 `upto` offer authorises a **maximum** (`requirements.amount`) and the seller settles
+//! what was used: the caps are checked against the maximum (an over-cap maximum is refused before
+//! anything is signed, whatever the seller says it will charge) and the maximum is reserved. Once
+//! the `PAYMENT-RESPONSE` shows the settled `amount` (at most the maximum), that amount is
+//! committed and the rest released; a refusal, a missing or unreadable amount, or an amount above
+//! the maximum commits the whole maximum (and logs an error): a seller that lies never frees
+//! budget. The settled amount is the seller's word, bounded by the signed maximum: the buyer
+//! cannot verify the settlement offline. [`AutoPayOutcome::amount`] is what was counted,
+//! [`AutoPayOutcome::authorized`] the maximum signed. The buyer must have approved the Permit2
+//! contract once on the token ([`approve_calldata`](crate::evm::permit2::approve_calldata)).
 //!
 //! A reservation is **released** only when nothing was sent (the payment could not be
 //! signed, or the request could not be sent). Once a signed payment has left the process it
@@ -116,7 +128,10 @@ use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::evm::DEFAULT_ESCROW_CONTRACT;
 use crate::evm::{Address, PrivateKeySigner, U256};
 use crate::mpp::{MppChargeClient, Receipt, SessionClient};
-use crate::x402::{AggrDeferredEvmClientScheme, ExactEvmClientScheme, PaymentRequirements, SettleResponse, X402Client};
+use crate::x402::{
+    AggrDeferredEvmClientScheme, ExactEvmClientScheme, PaymentRequirements, SettleResponse, UptoEvmClientScheme,
+    X402Client,
+};
 use budget::{Budget, Limits};
 use session_book::SessionBook;
 use std::collections::HashMap;
@@ -134,8 +149,9 @@ pub const MAX_REFUSAL_BODY_BYTES: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// x402 on EVM networks (EIP-3009), v2 and v1 challenges: `exact`, and `aggr_deferred`
-    /// when [`AutoPay::aggr_deferred`] gave a session-key scheme.
+    /// x402 on EVM networks, v2 and v1 challenges: `exact` (EIP-3009 or Permit2), `upto`
+    /// (Permit2, caps on the maximum), and `aggr_deferred` when [`AutoPay::aggr_deferred`] gave
+    /// a session-key scheme.
     X402,
     /// MPP `Payment` auth, `evm` method, `charge` intent (one EIP-3009 transfer per request).
     MppCharge,
@@ -340,8 +356,12 @@ pub struct AutoPayOutcome {
     /// The asset paid in.
     pub asset: AssetId,
     /// Atomic units charged against the caps for this request (for a session: the voucher
-    /// increment).
+    /// increment; for x402 `upto`: the settled amount the seller's `PAYMENT-RESPONSE` reports,
+    /// when it is at most the authorised maximum, else the maximum).
     pub amount: U256,
+    /// Atomic units the signed payment authorised: the maximum of an x402 `upto` payment (the
+    /// caps were checked and the budget reserved against it), otherwise equal to `amount`.
+    pub authorized: U256,
     /// How the asset's amounts read (decimals and symbol, known locally): the outcome's
     /// `Display` shows `0.001 USD₮0 (1000 atomic units) with x402`.
     pub units: Arc<TokenUnits>,
@@ -603,7 +623,9 @@ impl AutoPayMiddleware {
         registry: Arc<NetworkRegistry>,
         escrows: Vec<(u64, Address)>,
     ) -> Self {
-        let x402 = X402Client::new().register("eip155:*", ExactEvmClientScheme::new(signer.clone()));
+        let x402 = X402Client::new()
+            .register("eip155:*", ExactEvmClientScheme::new(signer.clone()))
+            .register("eip155:*", UptoEvmClientScheme::new(signer.clone()));
         let charge = MppChargeClient::new(signer.clone()).with_registry((*registry).clone());
         let session = SessionClient::new(signer).with_registry((*registry).clone());
         Self {

@@ -389,6 +389,7 @@ impl AutoPayMiddleware {
             units: self.inner.budget.units(&terms.asset),
             asset: terms.asset.clone(),
             amount,
+            authorized: amount,
             detail: PaymentDetail::MppSession { channel_id, cumulative, deposit, opened, topped_up, receipt },
         });
         Ok(resp)
