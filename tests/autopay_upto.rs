@@ -91,8 +91,8 @@ async fn answer(seen: Seen, max: u64, amount: String, headers: HeaderMap) -> Res
     if amount != "-" {
         settled["amount"] = json!(amount);
     }
-    let header = encode_payment_response_header(&serde_json::from_value(settled).expect("a settle response"))
-        .expect("header");
+    let header =
+        encode_payment_response_header(&serde_json::from_value(settled).expect("a settle response")).expect("header");
     (StatusCode::OK, [("payment-response", header)], "the resource").into_response()
 }
 
@@ -201,10 +201,8 @@ async fn concurrent_upto_requests_each_reserve_the_maximum() {
     // Room for one maximum (0.10) but not two, although each settles only 0.0347.
     let pay = autopay("0.1", "0.15");
     let http = pay.client(reqwest::Client::builder()).expect("client");
-    let (a, b) = tokio::join!(
-        http.get(format!("{base}/settle/34700")).send(),
-        http.get(format!("{base}/settle/34700")).send()
-    );
+    let (a, b) =
+        tokio::join!(http.get(format!("{base}/settle/34700")).send(), http.get(format!("{base}/settle/34700")).send());
     let (ok, err) = match (a, b) {
         (Ok(ok), Err(err)) | (Err(err), Ok(ok)) => (ok, err),
         (a, b) => panic!("expected one paid and one refused, got {:?} and {:?}", a.map(|r| r.status()), b.err()),

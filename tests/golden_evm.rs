@@ -326,7 +326,9 @@ async fn embedded_supported_kinds() {
         serde_json::to_value(&supported.kinds).unwrap(),
         json!([
             {"x402Version": 2, "scheme": "exact", "network": "eip155:196"},
-            {"x402Version": 2, "scheme": "aggr_deferred", "network": "eip155:196"}
+            {"x402Version": 2, "scheme": "aggr_deferred", "network": "eip155:196"},
+            {"x402Version": 2, "scheme": "upto", "network": "eip155:196",
+             "extra": {"facilitatorAddress": "0x90542317178e8C9F8233FB091CD66c6a20394fD7"}}
         ])
     );
 }

@@ -83,7 +83,11 @@ async fn the_official_python_facilitator_verifies_what_pay402_signs() {
         let pj = serde_json::to_string(&altered).expect("json");
         let facilitator = evm::checksum(&EMBEDDED_FACILITATOR_ADDRESS);
         let out = peers::official_python("permit2_peer.py", &["verify", scheme, &rj, &pj, &facilitator]).await.json();
-        assert_eq!((out["isValid"].clone(), out["invalidReason"].clone()), (json!(false), json!("invalid_permit2_signature")), "{scheme}: {out}");
+        assert_eq!(
+            (out["isValid"].clone(), out["invalidReason"].clone()),
+            (json!(false), json!("invalid_permit2_signature")),
+            "{scheme}: {out}"
+        );
     }
     // An upto payment bound to another facilitator: the SDK refuses it too.
     let payload = pay402_signs("upto").await;

@@ -440,7 +440,10 @@ mod tests {
         assert_eq!(&alloy_primitives::keccak256("approve(address,uint256)")[..4], &ERC20_APPROVE_SELECTOR);
         assert_eq!(&alloy_primitives::keccak256("allowance(address,address)")[..4], &ERC20_ALLOWANCE_SELECTOR);
         let data = approve_calldata(U256::from(0x1234u32));
-        assert_eq!(alloy_primitives::hex::encode(&data[4..36]), format!("{:0>64}", "000000000022d473030f116ddee9f6b43ac78ba3"));
+        assert_eq!(
+            alloy_primitives::hex::encode(&data[4..36]),
+            format!("{:0>64}", "000000000022d473030f116ddee9f6b43ac78ba3")
+        );
         assert_eq!(U256::from_be_slice(&data[36..]), U256::from(0x1234u32));
         let owner = Address::repeat_byte(0xab);
         let data = allowance_calldata(owner);

@@ -571,7 +571,7 @@ impl X402Client {
 /// refused.
 #[derive(Clone, Debug)]
 pub struct ExactEvmClientScheme {
-    payer: Payer,
+    pub(super) payer: Payer,
 }
 
 impl ExactEvmClientScheme {
@@ -615,23 +615,8 @@ impl ExactEvmClientScheme {
     }
 }
 
-#[async_trait]
-impl SchemeNetworkClient for ExactEvmClientScheme {
-    fn scheme(&self) -> &str {
-        "exact"
-    }
-
-    async fn create_payment(
-        &self,
-        requirements: &PaymentRequirements,
-        _resource: Option<&ResourceInfo>,
-    ) -> Result<JsonObject, ClientError> {
-        if super::permit2_client::transfer_method(requirements)? == Some(evm::permit2::ASSET_TRANSFER_METHOD_PERMIT2) {
-            return super::permit2_client::sign_permit2(&self.payer, requirements, evm::permit2::Permit2Kind::Exact);
-        }
-        self.sign_payload(requirements).map(|p| p.to_json_object())
-    }
-}
+// `impl SchemeNetworkClient for ExactEvmClientScheme`: in `permit2_client.rs` (it chooses
+// between this EIP-3009 payload and a Permit2 one).
 
 #[cfg(test)]
 mod tests {

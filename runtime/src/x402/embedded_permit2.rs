@@ -9,6 +9,7 @@
 //! strings are its ([`permit2_reasons`](super::permit2_reasons)).
 
 use super::{EmbeddedFacilitator, Ledger};
+use crate::chain::Network;
 use crate::evm::permit2::{ASSET_TRANSFER_METHOD_PERMIT2, Permit2Authorization, Permit2Kind};
 use crate::evm::{self, Address, B256, U256, transaction_hash};
 use crate::x402::exact::{Rejection, VALID_BEFORE_BUFFER_SECONDS, reasons};
@@ -16,7 +17,6 @@ use crate::x402::types::{
     JsonObject, PaymentPayload, PaymentRequirements, SettleResponse, SupportedKind, VerifyResponse, X402_VERSION,
     settle_status,
 };
-use crate::chain::Network;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
@@ -151,7 +151,12 @@ impl EmbeddedFacilitator {
     pub(super) fn upto_kind(&self, network: &Network) -> SupportedKind {
         let mut extra = JsonObject::new();
         extra.insert("facilitatorAddress".into(), Value::String(evm::checksum(&self.facilitator)));
-        SupportedKind { x402_version: X402_VERSION, scheme: "upto".into(), network: network.clone(), extra: Some(extra) }
+        SupportedKind {
+            x402_version: X402_VERSION,
+            scheme: "upto".into(),
+            network: network.clone(),
+            extra: Some(extra),
+        }
     }
 
     /// Verifies a Permit2 payment: `permitted.amount` must equal the requirements' amount.
@@ -434,8 +439,12 @@ mod tests {
         assert_eq!(f.verify_now(&p, &max).invalid_reason.as_deref(), Some(r::ALLOWANCE_REQUIRED));
         // The balance is checked too.
         f.approve_permit2(X_LAYER_USDT0, &payer(), U256::MAX).unwrap();
-        assert_eq!(f.verify_now(&payment(&requirements("upto", "170000"), 8), &requirements("upto", "170000"))
-            .invalid_reason.as_deref(), Some(r::INSUFFICIENT_BALANCE));
+        assert_eq!(
+            f.verify_now(&payment(&requirements("upto", "170000"), 8), &requirements("upto", "170000"))
+                .invalid_reason
+                .as_deref(),
+            Some(r::INSUFFICIENT_BALANCE)
+        );
     }
 
     #[test]
@@ -466,10 +475,7 @@ mod tests {
                 Box::new(move |p, _| set(p, &["spender"], json!(evm::checksum(&EXACT_PERMIT2_PROXY)))),
             ),
             (r::RECIPIENT_MISMATCH, Box::new(|_, r| r.pay_to = "0x2222222222222222222222222222222222222222".into())),
-            (
-                r::UPTO_FACILITATOR_MISMATCH,
-                Box::new(move |p, _| set(p, &["witness", "facilitator"], json!(PAY_TO))),
-            ),
+            (r::UPTO_FACILITATOR_MISMATCH, Box::new(move |p, _| set(p, &["witness", "facilitator"], json!(PAY_TO)))),
             (r::DEADLINE_EXPIRED, Box::new(move |p, _| set(p, &["deadline"], json!((NOW + 5).to_string())))),
             (r::NOT_YET_VALID, Box::new(move |p, _| set(p, &["witness", "validAfter"], json!((NOW + 1).to_string())))),
             (r::AMOUNT_MISMATCH, Box::new(|_, r| r.amount = "99999".into())),

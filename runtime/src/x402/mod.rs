@@ -70,12 +70,12 @@ pub use http::{
 };
 pub use idempotency::{PAYMENT_ID_CONFLICT_ERROR, PAYMENT_ID_INVALID_ERROR, PAYMENT_ID_REQUIRED_ERROR};
 pub use payment::X402Payment;
-#[cfg(feature = "client")]
-#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
-pub use permit2_client::UptoEvmClientScheme;
 pub use pending::{
     DEFAULT_RECORD_RETENTION, DEFAULT_RETRY_AFTER, SETTLEMENT_PENDING_ERROR, SettlementRecord, SweepReport,
 };
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use permit2_client::UptoEvmClientScheme;
 pub use replay_key::REPLAY_SKEW_SECONDS;
 pub use route::{
     DynamicPayTo, DynamicPrice, DynamicRouteError, PayToSource, PaymentOption, PriceSource, RetryDelivery, RouteConfig,

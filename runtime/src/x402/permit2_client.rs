@@ -8,7 +8,7 @@
 //! ([`approve_calldata`](crate::evm::permit2::approve_calldata)); a facilitator answers
 //! `permit2_allowance_required` otherwise.
 
-use super::client::{ClientError, SchemeNetworkClient};
+use super::client::{ClientError, ExactEvmClientScheme, SchemeNetworkClient};
 use super::types::{JsonObject, PaymentRequirements, ResourceInfo};
 use crate::evm::permit2::{ASSET_TRANSFER_METHOD_PERMIT2, Permit2Authorization, Permit2Kind};
 use crate::evm::{self, Payer, Signer, U256, VALID_AFTER_SKEW_SECONDS};
@@ -82,8 +82,28 @@ impl SchemeNetworkClient for UptoEvmClientScheme {
     }
 }
 
+/// `exact`: an EIP-3009 payload ([`ExactEvmClientScheme::sign_payload`]), or a Permit2 one when
+/// `extra.assetTransferMethod` is `permit2`.
+#[async_trait]
+impl SchemeNetworkClient for ExactEvmClientScheme {
+    fn scheme(&self) -> &str {
+        "exact"
+    }
+
+    async fn create_payment(
+        &self,
+        requirements: &PaymentRequirements,
+        _resource: Option<&ResourceInfo>,
+    ) -> Result<JsonObject, ClientError> {
+        if transfer_method(requirements)? == Some(ASSET_TRANSFER_METHOD_PERMIT2) {
+            return sign_permit2(&self.payer, requirements, Permit2Kind::Exact);
+        }
+        self.sign_payload(requirements).map(|p| p.to_json_object())
+    }
+}
+
 /// `extra.assetTransferMethod` of `requirements`, when present (`Err` when not a string).
-pub(super) fn transfer_method(requirements: &PaymentRequirements) -> Result<Option<&str>, ClientError> {
+fn transfer_method(requirements: &PaymentRequirements) -> Result<Option<&str>, ClientError> {
     match requirements.extra.get("assetTransferMethod") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(method)) => Ok(Some(method.as_str())),
@@ -93,7 +113,7 @@ pub(super) fn transfer_method(requirements: &PaymentRequirements) -> Result<Opti
 
 /// Signs a Permit2 payment of `kind` for `requirements` with `payer`: checks everything first,
 /// signs nothing on a refusal.
-pub(super) fn sign_permit2(
+fn sign_permit2(
     payer: &Payer,
     requirements: &PaymentRequirements,
     kind: Permit2Kind,
@@ -146,8 +166,7 @@ pub(super) fn sign_permit2(
         facilitator,
         valid_after: U256::from(now.saturating_sub(VALID_AFTER_SKEW_SECONDS)),
     };
-    let signature =
-        payer.sign_digest(&auth.signing_hash(chain_id)).map_err(|e| ClientError::Signing(e.to_string()))?;
+    let signature = payer.sign_digest(&auth.signing_hash(chain_id)).map_err(|e| ClientError::Signing(e.to_string()))?;
     Ok(auth.to_payload(&signature))
 }
 
@@ -156,7 +175,6 @@ mod tests {
     use super::*;
     use crate::evm::permit2::{EXACT_PERMIT2_PROXY, UPTO_PERMIT2_PROXY};
     use crate::evm::{Address, B256, PrivateKeySigner};
-    use crate::x402::ExactEvmClientScheme;
     use serde_json::json;
 
     const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
