@@ -12,8 +12,8 @@ use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::permit2::{Permit2Authorization, UPTO_PERMIT2_PROXY};
 use pay402::evm::{PrivateKeySigner, U256};
 use pay402::x402::{
-    AnyPaymentPayload, EMBEDDED_FACILITATOR_ADDRESS, decode_payment_signature_header, encode_payment_required_header,
-    encode_payment_response_header,
+    AnyPaymentPayload, EMBEDDED_FACILITATOR_ADDRESS, EmbeddedFacilitator, FacilitatorClient, PaymentRequirements,
+    decode_payment_signature_header, encode_payment_required_header, encode_payment_response_header,
 };
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +31,10 @@ struct Seen {
     payers: Arc<Mutex<Vec<String>>>,
     /// Delay before answering a paid request (concurrency test).
     delay: Duration,
+    /// When set, payments are verified and settled (for the reported amount) by this embedded
+    /// facilitator, whose `/supported` names the `facilitatorAddress`, and its settle answer is
+    /// the `PAYMENT-RESPONSE`.
+    facilitator: Option<EmbeddedFacilitator>,
 }
 
 fn requirements(max: u64) -> serde_json::Value {
@@ -60,12 +64,18 @@ async fn route_max(State(seen): State<Seen>, Path((max, amount)): Path<(u64, Str
 }
 
 async fn answer(seen: Seen, max: u64, amount: String, headers: HeaderMap) -> Response {
+    let mut offer = requirements(max);
+    if let Some(f) = &seen.facilitator {
+        let supported = f.supported().await.expect("supported");
+        let kind = supported.kinds.iter().find(|k| k.scheme == "upto").expect("the facilitator serves upto");
+        offer["extra"]["facilitatorAddress"] = kind.extra.as_ref().expect("extra")["facilitatorAddress"].clone();
+    }
     let Some(payment) = headers.get("payment-signature").and_then(|v| v.to_str().ok()) else {
         let required = serde_json::from_value(json!({
             "x402Version": 2,
             "error": "Payment required",
             "resource": {"url": "http://seller.test/", "description": "", "mimeType": ""},
-            "accepts": [requirements(max)],
+            "accepts": [offer],
         }))
         .expect("a payment-required");
         let header = encode_payment_required_header(&required).expect("header");
@@ -79,6 +89,15 @@ async fn answer(seen: Seen, max: u64, amount: String, headers: HeaderMap) -> Res
     assert_eq!((auth.amount, auth.spender), (U256::from(max), UPTO_PERMIT2_PROXY), "the maximum, to the upto proxy");
     assert_eq!(auth.facilitator, Some(EMBEDDED_FACILITATOR_ADDRESS));
     seen.paid.fetch_add(1, Ordering::SeqCst);
+    if let Some(f) = &seen.facilitator {
+        let offered: PaymentRequirements = serde_json::from_value(offer).expect("requirements");
+        let verified = f.verify(&payload, &offered).await.expect("verify");
+        assert!(verified.is_valid, "{verified:?}");
+        let used = PaymentRequirements { amount, ..offered };
+        let settled = f.settle(&payload, &used).await.expect("settle");
+        let header = encode_payment_response_header(&settled).expect("header");
+        return (StatusCode::OK, [("payment-response", header)], "the resource").into_response();
+    }
     seen.payers.lock().expect("payers").push(pay402::evm::checksum(&auth.from));
     tokio::time::sleep(seen.delay).await;
     let mut settled = json!({
@@ -216,4 +235,30 @@ async fn concurrent_upto_requests_each_reserve_the_maximum() {
     assert_eq!(resp.status(), 200);
     assert_eq!(pay.spent(&usdt0()), U256::from(34_800u64));
     assert_eq!(seen.payers.lock().expect("payers").len(), 2);
+}
+
+/// The development set-up's embedded facilitator serves `upto` (its `/supported` names its
+/// `facilitatorAddress`; its faucet approves Permit2 for every account): the buyer's payment
+/// verifies, settles for the reported 0.0347 of the 0.10 maximum, and exactly that moves.
+#[tokio::test]
+async fn the_development_facilitator_settles_what_was_used() {
+    let setup = pay402::setup::Setup::development().expect("development set-up");
+    let facilitator = setup.embedded_facilitator().expect("an embedded facilitator").clone();
+    let seen = Seen { facilitator: Some(facilitator.clone()), ..Seen::default() };
+    let base = seller(seen.clone()).await;
+    let pay = autopay("0.1", "1");
+    let http = pay.client(reqwest::Client::builder()).expect("client");
+    let before = facilitator.balance(X_LAYER_USDT0, PAY_TO);
+    let resp = http.get(format!("{base}/settle/34700")).send().await.expect("paid");
+    assert_eq!(resp.status(), 200);
+    let outcome = resp.extensions().get::<AutoPayOutcome>().cloned().expect("an outcome");
+    assert_eq!((outcome.amount, outcome.authorized), (U256::from(34_700u64), U256::from(MAX)));
+    assert_eq!(facilitator.balance(X_LAYER_USDT0, PAY_TO) - before, U256::from(34_700u64));
+    assert_eq!(pay.spent(&usdt0()), U256::from(34_700u64));
+    // Zero: success, no transaction, nothing moves, nothing counted.
+    let resp = http.get(format!("{base}/settle/0")).send().await.expect("paid");
+    let outcome = resp.extensions().get::<AutoPayOutcome>().cloned().expect("an outcome");
+    assert_eq!(outcome.amount, U256::ZERO);
+    assert_eq!(facilitator.balance(X_LAYER_USDT0, PAY_TO) - before, U256::from(34_700u64));
+    assert_eq!(pay.spent(&usdt0()), U256::from(34_700u64));
 }
