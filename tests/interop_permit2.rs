@@ -129,3 +129,25 @@ async fn pay402_verifies_and_settles_what_the_official_python_client_signs() {
     // 34 700 (upto, of a 100 000 maximum) + 100 000 (exact).
     assert_eq!(facilitator.balance(X_LAYER_USDT0, PAY_TO), U256::from(1_134_700u64));
 }
+
+/// The buyer's one-time approval, as [`approve_calldata`] builds it, is a valid ERC-20 `approve`
+/// on a real token (FiatToken v2.2 on anvil): afterwards `allowance(owner, PERMIT2)` — read with
+/// [`allowance_calldata`] — is the approved amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_calldata_grants_permit2_an_allowance_on_chain() {
+    use alloy::network::TransactionBuilder;
+    use alloy::providers::Provider;
+    use alloy::rpc::types::TransactionRequest;
+    use pay402::evm::permit2::{allowance_calldata, approve_calldata};
+
+    let chain = support::anvil::Chain::start().await;
+    let allowance = || async {
+        let tx = TransactionRequest::default().with_to(chain.token).with_input(allowance_calldata(chain.deployer));
+        U256::from_be_slice(&chain.provider.call(tx).await.expect("eth_call allowance"))
+    };
+    assert_eq!(allowance().await, U256::ZERO);
+    chain.send(chain.token, approve_calldata(U256::from(123_456u64))).await.expect("approve");
+    assert_eq!(allowance().await, U256::from(123_456u64));
+    chain.send(chain.token, approve_calldata(U256::MAX)).await.expect("approve unlimited");
+    assert_eq!(allowance().await, U256::MAX);
+}
