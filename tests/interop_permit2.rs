@@ -5,6 +5,8 @@
 //! * payloads signed by pay402's [`UptoEvmClientScheme`] and [`ExactEvmClientScheme`] pass the
 //!   SDK's own facilitator verification (its typed data, its ecrecover, its field checks; the
 //!   chain reads are stubbed), and a payload altered after signing fails it;
+//! * pay402's [`AutoPay`](pay402::autopay::AutoPay) pays the SDK's FastAPI `upto` seller (its
+//!   facilitator: pay402's embedded one over HTTP) and is charged what the handler reported;
 //! * payloads signed by the SDK's clients parse with [`Permit2Authorization::from_payload`],
 //!   verify with [`Permit2Authorization::verify_signature`] and pass pay402's
 //!   [`EmbeddedFacilitator`], which settles the upto one for less than its maximum.
@@ -150,4 +152,64 @@ async fn approve_calldata_grants_permit2_an_allowance_on_chain() {
     assert_eq!(allowance().await, U256::from(123_456u64));
     chain.send(chain.token, approve_calldata(U256::MAX)).await.expect("approve unlimited");
     assert_eq!(allowance().await, U256::MAX);
+}
+
+/// pay402's auto-pay client pays the official SDK's `upto` seller (FastAPI middleware, upto
+/// server scheme, `set_settlement_overrides` of 100 atomic units per word), whose facilitator is
+/// pay402's embedded facilitator over HTTP: the SDK fills `facilitatorAddress` from its
+/// `/supported`, the buyer authorises the 0.01 maximum and is charged exactly what was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autopay_pays_the_official_python_upto_seller() {
+    use pay402::autopay::{AssetId, AutoPay, AutoPayOutcome};
+    use std::sync::Arc;
+
+    let embedded = EmbeddedFacilitator::new().with_faucet(U256::from(1_000_000u64));
+    let facilitator =
+        support::serve_axum(pay402::x402::facilitator_evm::server::router(Arc::new(embedded.clone()))).await;
+    let python = peers::deps_dir().join("venv-x402/bin/python");
+    assert!(python.is_file(), "the official x402 Python SDK is not installed (scripts/deps/42-x402-official.sh)");
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(peers::script("x402-official", "upto_seller.py")).args([
+        facilitator.base.as_str(),
+        PAY_TO,
+        X_LAYER_USDT0,
+        "10000",
+        "USD\u{20ae}0",
+        "1",
+    ]);
+    let (seller, url) = peers::start_announced(cmd, "upto_seller");
+
+    let buyer: PrivateKeySigner = signer_from_hex(BUYER_KEY).expect("key");
+    let usdt0 = AssetId::x_layer_usdt0();
+    let autopay = AutoPay::new(buyer.clone())
+        .max_per_request(usdt0.clone(), "0.01".parse().expect("amount"))
+        .max_total(usdt0.clone(), "1".parse().expect("amount"))
+        .build()
+        .expect("autopay");
+    let http = autopay.client(reqwest::Client::builder().timeout(peers::PEER_TIMEOUT)).expect("client");
+    for (words, charged) in [(37u64, 3_700u64), (5, 500), (0, 0)] {
+        let resp = http.get(format!("{url}?words={words}")).send().await.expect("request");
+        assert_eq!(resp.status(), 200, "words={words}\n--- seller\n{}", seller.log());
+        let outcome = resp.extensions().get::<AutoPayOutcome>().cloned().expect("an outcome");
+        assert_eq!((outcome.amount, outcome.authorized), (U256::from(charged), U256::from(10_000u64)), "{words}");
+    }
+    assert_eq!(autopay.spent(&usdt0), U256::from(4_200u64));
+    assert_eq!(embedded.balance(X_LAYER_USDT0, PAY_TO), U256::from(1_004_200u64));
+    assert_eq!(embedded.balance(X_LAYER_USDT0, &buyer.address().to_string()), U256::from(995_800u64));
+    // A maximum above the buyer's cap is not paid at all.
+    let strict =
+        AutoPay::new(buyer).max_per_request(usdt0.clone(), "0.005".parse().expect("amount")).build().expect("autopay");
+    let http = strict.client(reqwest::Client::builder().timeout(peers::PEER_TIMEOUT)).expect("client");
+    let err = http.get(format!("{url}?words=1")).send().await.expect_err("refused");
+    assert!(
+        matches!(
+            pay402::autopay::AutoPayError::from_middleware(&err),
+            Some(pay402::autopay::AutoPayError::OverCap { .. })
+        ),
+        "{err}"
+    );
+    // Three settle calls (the SDK asks the facilitator to settle 0 too: success, no transfer).
+    assert_eq!(embedded.settlement_count(), 3);
+    assert_eq!(embedded.settlements()[2].amount.as_deref(), Some("0"));
+    assert_eq!(embedded.settlements()[2].transaction, "");
 }
