@@ -134,7 +134,8 @@ async fn pay402_verifies_and_settles_what_the_official_python_client_signs() {
 
 /// The buyer's one-time approval, as [`approve_calldata`] builds it, is a valid ERC-20 `approve`
 /// on a real token (FiatToken v2.2 on anvil): afterwards `allowance(owner, PERMIT2)` — read with
-/// [`allowance_calldata`] — is the approved amount.
+/// [`allowance_calldata`] — is the approved amount; [`approve_permit2`] sends the same through a
+/// provider.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_calldata_grants_permit2_an_allowance_on_chain() {
     use alloy::network::TransactionBuilder;
@@ -152,6 +153,9 @@ async fn approve_calldata_grants_permit2_an_allowance_on_chain() {
     assert_eq!(allowance().await, U256::from(123_456u64));
     chain.send(chain.token, approve_calldata(U256::MAX)).await.expect("approve unlimited");
     assert_eq!(allowance().await, U256::MAX);
+    // The provider-based helper sends the same transaction.
+    pay402::evm::permit2::approve_permit2(&chain.provider, chain.token, U256::from(7u64)).await.expect("approve");
+    assert_eq!(allowance().await, U256::from(7u64));
 }
 
 /// pay402's auto-pay client pays the official SDK's `upto` seller (FastAPI middleware, upto

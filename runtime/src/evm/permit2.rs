@@ -312,6 +312,38 @@ pub fn allowance_calldata(owner: Address) -> Vec<u8> {
     data
 }
 
+/// Why [`approve_permit2`] did not grant the allowance.
+#[cfg(feature = "chain")]
+#[cfg_attr(docsrs, doc(cfg(feature = "chain")))]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApproveError {
+    /// The node refused the transaction or its receipt could not be read.
+    #[error("the approve transaction failed: {0}")]
+    Rpc(String),
+    /// The transaction was mined and reverted.
+    #[error("the approve transaction {0} reverted")]
+    Reverted(B256),
+}
+
+/// Sends the buyer's one-time `approve(PERMIT2_ADDRESS, amount)` to `token` through `provider`
+/// (an alloy provider whose wallet is the buyer's: the transaction is sent **from** it) and waits
+/// for the receipt; returns the transaction hash. The same transaction as [`approve_calldata`],
+/// for callers that already have a provider (feature `chain`).
+#[cfg(feature = "chain")]
+#[cfg_attr(docsrs, doc(cfg(feature = "chain")))]
+pub async fn approve_permit2<P: alloy::providers::Provider>(
+    provider: &P,
+    token: Address,
+    amount: U256,
+) -> Result<B256, ApproveError> {
+    use alloy::network::TransactionBuilder;
+    let tx = alloy::rpc::types::TransactionRequest::default().with_to(token).with_input(approve_calldata(amount));
+    let pending = provider.send_transaction(tx).await.map_err(|e| ApproveError::Rpc(e.to_string()))?;
+    let receipt = pending.get_receipt().await.map_err(|e| ApproveError::Rpc(e.to_string()))?;
+    if receipt.status() { Ok(receipt.transaction_hash) } else { Err(ApproveError::Reverted(receipt.transaction_hash)) }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Permit2Payload {
