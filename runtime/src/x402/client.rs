@@ -583,14 +583,15 @@ impl ExactEvmClientScheme {
     evm::payer_seams!();
 
     /// Signs an EIP-3009 payload for `requirements` (synchronous core of
-    /// [`SchemeNetworkClient::create_payment`]).
+    /// [`SchemeNetworkClient::create_payment`] for EIP-3009 offers; a Permit2 offer is refused
+    /// here and signed by `create_payment`).
     pub fn sign_payload(&self, requirements: &PaymentRequirements) -> Result<Eip3009Payload, ClientError> {
         let bad = ClientError::BadRequirements;
         if requirements.scheme != "exact" {
             return Err(bad(format!("scheme `{}` is not `exact`", requirements.scheme)));
         }
         if requirements.extra.get("assetTransferMethod").and_then(|v| v.as_str()).is_some_and(|m| m != "eip3009") {
-            return Err(bad("only EIP-3009 tokens are supported (not permit2)".to_owned()));
+            return Err(bad("an EIP-3009 payload needs assetTransferMethod eip3009 (or none)".to_owned()));
         }
         let chain_id = evm::chain_id_of(requirements.network.as_str()).map_err(|e| bad(e.to_string()))?;
         let text = |key: &str| requirements.extra.get(key).and_then(|v| v.as_str());

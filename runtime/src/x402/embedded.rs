@@ -203,6 +203,12 @@ struct Checked<'r> {
 /// [`DEFAULT_DEFERRED_BATCH_AGE`]; see [`EmbeddedFacilitator::with_deferred_batching`]). No
 /// background task runs.
 ///
+/// `upto` and `exact` over Permit2 (`extra.assetTransferMethod = "permit2"`) are verified and
+/// settled on the same ledger, with its Permit2 allowances ([`Self::approve_permit2`]; a faucet
+/// approves unlimited for every account) and unordered nonces; `upto` settles the requirements'
+/// amount (at most the signed maximum; 0 moves nothing) as [`EMBEDDED_FACILITATOR_ADDRESS`]
+/// ([`Self::with_facilitator_address`]), announced in `/supported`.
+///
 /// Clones share the ledger (balances, used nonces, settlements, the deferred queue), so a test
 /// can keep a handle while a resource server owns another. The builder methods
 /// ([`Self::with_networks`], [`Self::with_clock`], [`Self::with_deferred_batching`]) affect
