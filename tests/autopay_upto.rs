@@ -115,8 +115,32 @@ async fn answer(seen: Seen, max: u64, amount: String, headers: HeaderMap) -> Res
     (StatusCode::OK, [("payment-response", header)], "the resource").into_response()
 }
 
+/// `/exact/{price}`: an `exact` offer over Permit2, verified and settled by the facilitator.
+async fn exact_route(State(seen): State<Seen>, Path(price): Path<u64>, headers: HeaderMap) -> Response {
+    let mut offer = requirements(price);
+    offer["scheme"] = json!("exact");
+    offer["extra"].as_object_mut().expect("extra").remove("facilitatorAddress");
+    let offered: PaymentRequirements = serde_json::from_value(offer.clone()).expect("requirements");
+    let Some(payment) = headers.get("payment-signature").and_then(|v| v.to_str().ok()) else {
+        let required = serde_json::from_value(json!({"x402Version": 2, "accepts": [offer]})).expect("required");
+        let header = encode_payment_required_header(&required).expect("header");
+        return (StatusCode::PAYMENT_REQUIRED, [("payment-required", header)], "{}").into_response();
+    };
+    let AnyPaymentPayload::V2(payload) = decode_payment_signature_header(payment).expect("a v2 payment") else {
+        panic!("not a v2 payment")
+    };
+    let f = seen.facilitator.as_ref().expect("a facilitator");
+    let verified = f.verify(&payload, &offered).await.expect("verify");
+    assert!(verified.is_valid, "{verified:?}");
+    seen.paid.fetch_add(1, Ordering::SeqCst);
+    let settled = f.settle(&payload, &offered).await.expect("settle");
+    let header = encode_payment_response_header(&settled).expect("header");
+    (StatusCode::OK, [("payment-response", header)], "the resource").into_response()
+}
+
 async fn seller(seen: Seen) -> String {
     let app = axum::Router::new()
+        .route("/exact/{price}", axum::routing::get(exact_route))
         .route("/settle/{amount}", axum::routing::get(route))
         .route("/max/{max}/settle/{amount}", axum::routing::get(route_max))
         .with_state(seen);
@@ -261,4 +285,23 @@ async fn the_development_facilitator_settles_what_was_used() {
     assert_eq!(outcome.amount, U256::ZERO);
     assert_eq!(facilitator.balance(X_LAYER_USDT0, PAY_TO) - before, U256::from(34_700u64));
     assert_eq!(pay.spent(&usdt0()), U256::from(34_700u64));
+}
+
+/// An `exact` offer over Permit2 (`assetTransferMethod: "permit2"`) is paid with a Permit2
+/// signature of the price, which the development facilitator verifies and settles.
+#[tokio::test]
+async fn permit2_exact_is_paid_at_its_price() {
+    let setup = pay402::setup::Setup::development().expect("development set-up");
+    let facilitator = setup.embedded_facilitator().expect("an embedded facilitator").clone();
+    let seen = Seen { facilitator: Some(facilitator.clone()), ..Seen::default() };
+    let base = seller(seen.clone()).await;
+    let pay = autopay("0.1", "1");
+    let http = pay.client(reqwest::Client::builder()).expect("client");
+    let before = facilitator.balance(X_LAYER_USDT0, PAY_TO);
+    let resp = http.get(format!("{base}/exact/2500")).send().await.expect("paid");
+    assert_eq!(resp.status(), 200);
+    let outcome = resp.extensions().get::<AutoPayOutcome>().cloned().expect("an outcome");
+    assert_eq!((outcome.amount, outcome.authorized), (U256::from(2_500u64), U256::from(2_500u64)));
+    assert_eq!(facilitator.balance(X_LAYER_USDT0, PAY_TO) - before, U256::from(2_500u64));
+    assert_eq!((pay.spent(&usdt0()), seen.paid.load(Ordering::SeqCst)), (U256::from(2_500u64), 1));
 }
