@@ -2,7 +2,9 @@
 //! seller stand-in on 127.0.0.1 that answers crafted 402s (an `upto` maximum) and, to the paid
 //! retry, a crafted `PAYMENT-RESPONSE` whose settled `amount` the test chooses — honest, zero,
 //! above the maximum (a lying seller), missing or unreadable. The stand-in checks each payment's
-//! Permit2 signature and that it authorises exactly the maximum, and counts what it saw.
+//! Permit2 signature and that it authorises exactly the maximum, and counts what it saw. Two
+//! tests hand the payment to the development set-up's embedded facilitator instead, which
+//! verifies and settles it (`upto` for the reported amount, Permit2 `exact` at its price).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
