@@ -75,7 +75,10 @@ pub(crate) struct Stacked<'a> {
 /// `#[x402]`: the parameter an x402 handler gets from the verified payment, and its route.
 const X402: Emitted = Emitted {
     guard: "X402Guard",
-    injected: &[Injected { type_name: "X402Payment", getter: "payment" }],
+    injected: &[
+        Injected { type_name: "X402Payment", getter: "payment" },
+        Injected { type_name: "UptoCharge", getter: "upto_charge" },
+    ],
     route_type: "StaticRoute",
     route_static: "__PAY402_ROUTE",
     gate: "X402HttpServer",

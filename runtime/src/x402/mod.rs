@@ -10,7 +10,7 @@
 //! client), `exact.rs` (the `exact` verify checklist), `embedded.rs` (the in-process
 //! facilitator), `server.rs` (the [`X402ResourceServer`]) with `hooks.rs` and `settlement.rs`,
 //! `route.rs` (route configuration), `http.rs` (the [`X402HttpServer`]), `unpaid_cache.rs` (the
-//! precomputed unpaid 402), `client.rs` (the buyer), `aggr_client.rs` (the `aggr_deferred`
+//! precomputed unpaid 402), `upto.rs` (the `upto` seller scheme and the handler's [`UptoCharge`]), `client.rs` (the buyer), `aggr_client.rs` (the `aggr_deferred`
 //! buyer scheme) and `session_cert.rs` (pay402's development session certificates).
 
 #[cfg(feature = "client")]
@@ -38,6 +38,7 @@ mod session_cert;
 mod settlement;
 mod types;
 mod unpaid_cache;
+mod upto;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
@@ -87,4 +88,8 @@ pub use types::{
     PaymentRequired, PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, Price, ResourceInfo,
     SettleResponse, SettleStatusResponse, SupportedKind, SupportedResponse, SupportedResponseV1, VerifyResponse,
     X402_VERSION, parse_atomic, settle_status,
+};
+pub use upto::{
+    ASSET_TRANSFER_METHOD_EXTRA, FACILITATOR_ADDRESS_EXTRA, SETTLED_AMOUNT_MISMATCH, UPTO_SCHEME, UptoCharge,
+    UptoChargeError, UptoEvmScheme,
 };

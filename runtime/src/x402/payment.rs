@@ -26,6 +26,8 @@ pub(super) struct PaymentParts {
     /// Set while completing: a retry may need the handler's response (its settlement became
     /// unknown, or it settled under a payment identifier), so the response is recorded.
     pub(super) keep_response: std::sync::atomic::AtomicBool,
+    /// The handler's usage report (`upto`; refuses reports on other schemes).
+    pub(super) upto: super::upto::UptoCharge,
 }
 
 /// A payment identifier held by a request: its record's key and what it is bound to.
