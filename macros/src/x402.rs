@@ -88,8 +88,14 @@ impl Validate for X402Args {
             cx.error_spanned_by(key, message);
         }
         let required = if upto && used.get().is_none() {
-            let at = self.scheme.get().map_or(attr_span, |(_, value)| syn::spanned::Spanned::span(value));
-            cx.error_at(at, "scheme = \"upto\" needs its maximum: add max = \"$0.10\" (the most one request may cost)");
+            // A `price` written instead of `max` was reported above, with the fix.
+            if unused.get().is_none() {
+                let at = self.scheme.get().map_or(attr_span, |(_, value)| syn::spanned::Spanned::span(value));
+                cx.error_at(
+                    at,
+                    "scheme = \"upto\" needs its maximum: add max = \"$0.10\" (the most one request may cost)",
+                );
+            }
             kind.placeholder.to_owned()
         } else {
             required_money(cx, used, kind, attr_span)
@@ -194,6 +200,7 @@ mod tests {
             (quote!(scheme = "upto", max = "$0"), "max \"$0\" is zero"),
             (quote!(scheme = "upto", max = "-1"), "max \"-1\" is negative"),
             (quote!(scheme = "upto", max = "$0.10", price = "$0.01"), "`price` is not used with scheme = \"upto\""),
+            (quote!(scheme = "upto", price = "$0.01"), "`price` is not used with scheme = \"upto\""),
             (quote!(price = "$0.01", max = "$0.10"), "`max` is only used with scheme = \"upto\""),
             (quote!(scheme = "exact", price = "$0.01", max = "$0.10"), "`max` is only used with scheme = \"upto\""),
         ] {
