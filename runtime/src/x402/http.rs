@@ -736,7 +736,10 @@ impl X402HttpServer {
     pub async fn settle(&self, ctx: &RequestContext, payment: &X402Payment) -> Result<HeaderMap, PaymentHttpResponse> {
         let header_name = if payment.0.version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
         // `upto`: what the handler reported (see `upto.rs`); other schemes settle as matched.
-        let requirements = match super::upto::plan(payment) {
+        let parts = &payment.0;
+        let plan =
+            super::upto::plan(&parts.requirements, &parts.payload.accepted.amount, &parts.upto, parts.payer.as_deref());
+        let requirements = match plan {
             Plan::Fixed => Cow::Borrowed(&payment.0.requirements),
             Plan::Settle(requirements) => Cow::Owned(requirements),
             Plan::Zero(resp) => return Ok(self.settled_headers(payment, header_name, &resp).await),

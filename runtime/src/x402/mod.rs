@@ -76,7 +76,9 @@ pub use route::{
     DynamicPayTo, DynamicPrice, DynamicRouteError, PayToSource, PaymentOption, PriceSource, RetryDelivery, RouteConfig,
     SettleFailedBodyFn, StaticRoute, UnpaidBodyFn,
 };
-pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};
+pub use scheme::{
+    ASSET_TRANSFER_METHOD_EXTRA, AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer,
+};
 pub use server::{
     DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_TIMEOUT_SECONDS, DEFAULT_POLL_DEADLINE, DEFAULT_POLL_INTERVAL, Initialized,
     RequirementsSpec, ResourceServerError, X402ResourceServer,
@@ -90,6 +92,5 @@ pub use types::{
     X402_VERSION, parse_atomic, settle_status,
 };
 pub use upto::{
-    ASSET_TRANSFER_METHOD_EXTRA, FACILITATOR_ADDRESS_EXTRA, SETTLED_AMOUNT_MISMATCH, UPTO_SCHEME, UptoCharge,
-    UptoChargeError, UptoEvmScheme,
+    FACILITATOR_ADDRESS_EXTRA, SETTLED_AMOUNT_MISMATCH, UPTO_SCHEME, UptoCharge, UptoChargeError, UptoEvmScheme,
 };

@@ -73,6 +73,13 @@ impl X402Payment {
     pub fn x402_version(&self) -> u32 {
         self.0.version
     }
+
+    /// The `upto` charge of this payment: what the handler reports it used. On a payment of
+    /// another scheme every report is refused
+    /// ([`UptoChargeError::NotUpto`](super::UptoChargeError::NotUpto)).
+    pub fn upto_charge(&self) -> super::upto::UptoCharge {
+        self.0.upto.clone()
+    }
 }
 
 /// What the payment identifier of a request decides before verification.

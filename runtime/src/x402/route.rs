@@ -132,7 +132,7 @@ impl PaymentOption {
     /// [`Setup`](crate::setup::Setup) does) and use a facilitator whose `/supported` `upto`
     /// kind announces `extra.facilitatorAddress`.
     pub fn upto(max: impl Into<Price>, pay_to: &str) -> Self {
-        Self::new(super::upto::UPTO_SCHEME, max, crate::chain::X_LAYER, pay_to)
+        Self::new(pay402_core::names::UPTO, max, crate::chain::X_LAYER, pay_to)
     }
 
     /// Computes the price per request. The callback's error ([`DynamicRouteError`], e.g.

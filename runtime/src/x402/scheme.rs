@@ -66,6 +66,9 @@ pub enum PriceError {
     },
 }
 
+/// The `extra` key of the asset transfer method (`"permit2"` for `upto` and Permit2 `exact`).
+pub const ASSET_TRANSFER_METHOD_EXTRA: &str = "assetTransferMethod";
+
 /// A custom money parser: given the exact amount and network, returns an [`AssetAmount`] or
 /// `None` to let the next parser try.
 pub type MoneyParser = Arc<dyn Fn(&Decimal, &Network) -> Option<AssetAmount> + Send + Sync>;
@@ -252,7 +255,7 @@ impl SchemeNetworkServer for ExactEvmScheme {
         }
         if self.transfer_method.or(info.as_ref().map(|i| i.transfer_method)) == Some(TransferMethod::Permit2) {
             req.extra.insert(
-                super::upto::ASSET_TRANSFER_METHOD_EXTRA.into(),
+                ASSET_TRANSFER_METHOD_EXTRA.into(),
                 Value::String(crate::evm::permit2::ASSET_TRANSFER_METHOD_PERMIT2.into()),
             );
         }

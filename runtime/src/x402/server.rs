@@ -622,7 +622,7 @@ impl X402ResourceServer {
         requirements: &PaymentRequirements,
         settling: bool,
     ) -> Result<(), ResourceServerError> {
-        if settling && requirements.scheme == super::upto::UPTO_SCHEME && requirements.amount != payload.accepted.amount
+        if settling && requirements.scheme == pay402_core::names::UPTO && requirements.amount != payload.accepted.amount
         {
             let within = super::types::parse_atomic(&requirements.amount)
                 .zip(super::types::parse_atomic(&payload.accepted.amount))

@@ -8,7 +8,7 @@
 //!   `upto`: the route answers the misconfiguration 500).
 //! * [`UptoCharge`] is the handler's report of what it used (`set_amount("$0.0347")`,
 //!   `set_atomic`, `set_fraction`, `none`), injected into `#[x402(scheme = "upto", …)]`
-//!   handlers and extracted by the axum/actix extractors (or [`X402Payment::upto_charge`]).
+//!   handlers and extracted by the axum/actix extractors (or `X402Payment::upto_charge`).
 //! * At completion, [`X402HttpServer::settle`](super::X402HttpServer::settle) asks [`plan`] what
 //!   to settle: a charge refused earlier (above the maximum, malformed) withholds the handler's
 //!   response (500, nothing settled, the authorization released); `0` settles nothing and calls
@@ -20,8 +20,7 @@
 //! checked when the handler reports, again right before the facilitator call (here and in the
 //! resource server's binding check), and on the facilitator's answer ([`check_settled`]).
 
-use super::payment::X402Payment;
-use super::scheme::{ExactEvmScheme, PriceError, SchemeNetworkServer};
+use super::scheme::{ASSET_TRANSFER_METHOD_EXTRA, ExactEvmScheme, PriceError, SchemeNetworkServer};
 use super::types::{AssetAmount, PaymentRequirements, Price, SettleResponse, SupportedKind, parse_atomic};
 use crate::chain::{Network, NetworkRegistry};
 use crate::evm::permit2::ASSET_TRANSFER_METHOD_PERMIT2;
@@ -32,14 +31,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The scheme name of `upto` on the wire.
-pub const UPTO_SCHEME: &str = "upto";
+pub const UPTO_SCHEME: &str = pay402_core::names::UPTO;
 
 /// The `extra` key naming the facilitator allowed to settle an `upto` authorization (the
 /// Permit2 witness's `facilitator`), copied from the facilitator's `/supported` kind.
 pub const FACILITATOR_ADDRESS_EXTRA: &str = "facilitatorAddress";
-
-/// The `extra` key of the asset transfer method (`"permit2"` for `upto` and Permit2 `exact`).
-pub const ASSET_TRANSFER_METHOD_EXTRA: &str = "assetTransferMethod";
 
 /// The `errorReason` of the settlement failure sent when a facilitator answers a successful
 /// `upto` settlement with an amount other than the one asked for (a contradiction: the
@@ -257,14 +253,6 @@ fn fraction_of(max: U256, numerator: u128, denominator: u128) -> U256 {
     (max / d) * n + (max % d) * n / d
 }
 
-impl X402Payment {
-    /// The `upto` charge of this payment: what the handler reports it used. On a payment of
-    /// another scheme every report is refused ([`UptoChargeError::NotUpto`]).
-    pub fn upto_charge(&self) -> UptoCharge {
-        self.0.upto.clone()
-    }
-}
-
 /// What the completion of a payment settles.
 #[derive(Debug)]
 pub(super) enum Plan {
@@ -278,10 +266,15 @@ pub(super) enum Plan {
     Settle(PaymentRequirements),
 }
 
-/// What to settle for `payment` (its charge and the requirements it matched).
-pub(super) fn plan(payment: &X402Payment) -> Plan {
-    let requirements = &payment.0.requirements;
-    let charge = &payment.0.upto;
+/// What to settle for a payment that matched `requirements`, whose buyer authorized
+/// `authorized` (its `accepted.amount`), given its `charge`; `payer` goes in a zero settlement's
+/// response.
+pub(super) fn plan(
+    requirements: &PaymentRequirements,
+    authorized: &str,
+    charge: &UptoCharge,
+    payer: Option<&str>,
+) -> Plan {
     if requirements.scheme != UPTO_SCHEME {
         return Plan::Fixed;
     }
@@ -293,13 +286,13 @@ pub(super) fn plan(payment: &X402Payment) -> Plan {
     let amount = reported.amount.unwrap_or(charge.0.max);
     // The invariant, again, right before the facilitator call: never above what the buyer
     // authorized (the payload's `accepted` copy, which bound to the seller's maximum).
-    let authorized = parse_atomic(&payment.0.payload.accepted.amount).unwrap_or(U256::ZERO).min(charge.0.max);
+    let authorized = parse_atomic(authorized).unwrap_or(U256::ZERO).min(charge.0.max);
     if amount > authorized {
         return Plan::Refuse(UptoChargeError::AboveMax { reported: amount, max: authorized });
     }
     if amount.is_zero() {
         let mut zero =
-            SettleResponse::failure("", requirements.network.clone(), payment.0.payer.clone(), String::new());
+            SettleResponse::failure("", requirements.network.clone(), payer.map(str::to_owned), String::new());
         zero.success = true;
         zero.error_reason = None;
         zero.amount = Some("0".to_owned());
