@@ -1,4 +1,4 @@
-use pay402::axum::x402;
+use pay402::axum::{UptoCharge, pay, x402};
 
 #[x402(scheme = "upto")]
 async fn upto_without_max() {}
@@ -17,5 +17,16 @@ async fn max_without_upto() {}
 
 #[x402(scheme = "exact", price = "$0.01", max = "$0.10")]
 async fn max_with_exact() {}
+
+#[x402(price = "$0.01")]
+async fn charge_on_a_fixed_price(charge: UptoCharge) {
+    let _ = charge.none();
+}
+
+#[x402(scheme = "upto", max = "$0.10")]
+#[pay(amount = "0.1")]
+async fn charge_on_a_dual_route(charge: UptoCharge) {
+    let _ = charge.none();
+}
 
 fn main() {}
