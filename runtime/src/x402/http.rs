@@ -742,7 +742,10 @@ impl X402HttpServer {
         let requirements = match plan {
             Plan::Fixed => Cow::Borrowed(&payment.0.requirements),
             Plan::Settle(requirements) => Cow::Owned(requirements),
-            Plan::Zero(resp) => return Ok(self.settled_headers(payment, header_name, &resp).await),
+            Plan::Zero(resp) => {
+                crate::metrics::record_settlement(crate::metrics::PROTOCOL_X402, "upto", SettlementOutcome::Success);
+                return Ok(self.settled_headers(payment, header_name, &resp).await);
+            }
             Plan::Refuse(e) => {
                 tracing::error!(error = %e, payer = ?payment.0.payer, "x402 upto: charge refused; response withheld, nothing settled");
                 self.release(payment).await;
