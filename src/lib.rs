@@ -35,7 +35,7 @@ pub mod axum {
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
-    pub use pay402_runtime::x402::{X402HttpServer, X402Payment};
+    pub use pay402_runtime::x402::{UptoCharge, X402HttpServer, X402Payment};
 
     #[doc = include_str!("../docs/axum_pay.md")]
     pub use pay402_macros::pay_axum as pay;
@@ -63,7 +63,7 @@ pub mod actix {
     };
     pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
-    pub use pay402_runtime::x402::{X402HttpServer, X402Payment};
+    pub use pay402_runtime::x402::{UptoCharge, X402HttpServer, X402Payment};
 
     #[doc = include_str!("../docs/actix_pay.md")]
     pub use pay402_macros::pay_actix as pay;

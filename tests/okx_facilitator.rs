@@ -803,3 +803,76 @@ async fn sync_settle_timeout_recovered_by_status_or_hook() {
     assert!(out.success, "the settlement-timeout hook recovered it");
     assert_eq!(out.status.as_deref(), Some("success"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// upto over OKX
+// ---------------------------------------------------------------------------------------------
+
+const OKX_UPTO_FACILITATOR: &str = "0x2222222222222222222222222222222222222222";
+
+/// A resource server selling `upto` through the OKX stand-in, whose `/supported` upto kind
+/// announces `extra` (`facilitatorAddress` or not); initialised.
+async fn okx_upto(extra: Value, settle: Vec<Answer>) -> (StandIn, pay402::x402::X402ResourceServer) {
+    let supported = format!(
+        r#"{{"code":0,"data":{{"kinds":[{{"x402Version":2,"scheme":"upto","network":"eip155:196","extra":{extra}}}],"extensions":[],"signers":{{}}}},"msg":""}}"#
+    );
+    let script = vec![(SUPPORTED, vec![answer(200, supported)]), (SETTLE, settle)];
+    let server = StandIn::start(Mode::Okx { sync_settle: true }, script).await;
+    let resource = pay402::x402::X402ResourceServer::new(okx_client(server.okx_config()))
+        .register("eip155:196", pay402::x402::UptoEvmScheme::new());
+    resource.initialize().await.expect("initialize");
+    (server, resource)
+}
+
+#[tokio::test]
+async fn okx_upto_requirements_name_the_facilitator_and_settle_the_actual_amount() {
+    use pay402::x402::RequirementsSpec;
+    let extra = serde_json::json!({"facilitatorAddress": OKX_UPTO_FACILITATOR});
+    let (server, resource) = okx_upto(extra, vec![settle_answer("success")]).await;
+    let req = resource
+        .build_payment_requirements(&RequirementsSpec::new("upto", "eip155:196", PAY_TO, "$0.10"))
+        .expect("upto requirements");
+    assert_eq!((req.scheme.as_str(), req.amount.as_str(), req.asset.as_str()), ("upto", "100000", USDT0));
+    assert_eq!(req.extra.get("facilitatorAddress"), Some(&Value::from(OKX_UPTO_FACILITATOR)));
+    assert_eq!(req.extra.get("assetTransferMethod"), Some(&Value::from("permit2")));
+
+    // The buyer authorised the maximum; the seller settles 34 700 units of it.
+    let authorization = serde_json::json!({"signature": "0x5151", "permit2Authorization": {"from": PAYER,
+        "permitted": {"token": USDT0, "amount": "100000"}, "nonce": "7", "deadline": "9999999999",
+        "spender": "0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002",
+        "witness": {"to": PAY_TO, "facilitator": OKX_UPTO_FACILITATOR, "validAfter": "0"}}});
+    let payload = PaymentPayload { payload: object(authorization), accepted: req.clone(), ..payload() };
+    let actual = PaymentRequirements { amount: "34700".into(), ..req.clone() };
+    let settled = resource.settle(&payload, &actual).await.expect("settle");
+    assert!(settled.success && settled.transaction == TX, "{settled:?}");
+    // Above the authorized maximum: refused locally, no request.
+    let above = PaymentRequirements { amount: "100001".into(), ..req };
+    let refused = resource.settle(&payload, &above).await.expect_err("above the maximum");
+    assert_eq!(refused, pay402::x402::ResourceServerError::RequirementsMismatch { field: "amount" });
+
+    let reqs = server.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, [SUPPORTED, SETTLE]);
+    let body: Value = serde_json::from_str(&reqs[1].body).expect("settle body is JSON");
+    assert_eq!(body["paymentRequirements"]["amount"], "34700");
+    assert_eq!(body["paymentRequirements"]["extra"]["facilitatorAddress"], OKX_UPTO_FACILITATOR);
+    assert_eq!(body["paymentPayload"]["accepted"]["amount"], "100000");
+    assert_eq!(body["syncSettle"], true);
+}
+
+#[tokio::test]
+async fn okx_upto_without_facilitator_address_is_a_misconfiguration() {
+    use pay402::x402::{PriceError, RequirementsSpec, ResourceServerError};
+    for extra in [serde_json::json!({}), serde_json::json!({"facilitatorAddress": "not an address"})] {
+        let (server, resource) = okx_upto(extra, vec![settle_answer("success")]).await;
+        let e = resource
+            .build_payment_requirements(&RequirementsSpec::new("upto", "eip155:196", PAY_TO, "$0.10"))
+            .expect_err("no facilitator address");
+        assert_eq!(
+            e,
+            ResourceServerError::Price(PriceError::MissingFacilitatorAddress { network: "eip155:196".into() })
+        );
+        assert_eq!(e.http_status(), 500);
+        assert_eq!(server.requests().len(), 1, "only /supported");
+    }
+}

@@ -1,7 +1,16 @@
 //! Closed keyword sets with "did you mean" suggestions.
 
 /// x402 schemes pay402 supports.
-pub const X402_SCHEMES: &[&str] = &["exact", "aggr_deferred"];
+pub const X402_SCHEMES: &[&str] = &["exact", "aggr_deferred", "upto"];
+/// The x402 scheme that charges up to an authorized maximum (`max`) instead of a fixed `price`.
+pub const UPTO: &str = "upto";
+
+/// Which money key an x402 `scheme` is priced with: `max` for [`UPTO`] (the buyer authorizes a
+/// maximum and the seller settles what was used, up to it), `price` for every other scheme.
+/// The `#[x402]` macro and the runtime's route builders follow this one rule.
+pub fn x402_money_key(scheme: &str) -> &'static str {
+    if scheme == UPTO { "max" } else { "price" }
+}
 /// MPP intents pay402 supports.
 pub const MPP_INTENTS: &[&str] = &["charge", "session"];
 
@@ -55,7 +64,12 @@ mod tests {
         assert!(check_keyword("scheme", "exact", X402_SCHEMES).is_ok());
         assert_eq!(
             check_keyword("scheme", "exat", X402_SCHEMES).unwrap_err(),
-            "unknown scheme `exat`; expected one of `exact`, `aggr_deferred` (did you mean `exact`?)"
+            "unknown scheme `exat`; expected one of `exact`, `aggr_deferred`, `upto` (did you mean `exact`?)"
+        );
+        assert_eq!(suggest("uptoo", X402_SCHEMES), Some("upto"));
+        assert_eq!(
+            (x402_money_key("upto"), x402_money_key("exact"), x402_money_key("aggr_deferred")),
+            ("max", "price", "price")
         );
     }
 }

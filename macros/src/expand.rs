@@ -31,11 +31,26 @@ const DUAL_REFUSED: &[(&str, &str)] = &[
          `Paid` (`pay402::axum::Paid` / `pay402::actix::Paid`) and match `Paid::Mpp { credential, receipt }`",
     ),
     (
+        "UptoCharge",
+        "is only there on a pay-per-use route (#[x402(scheme = \"upto\", max = ..)] alone), but this handler \
+         has #[x402] and #[pay]: MPP charges a fixed amount",
+    ),
+    (
         "Receipt",
         "is only there when MPP paid, but this handler has #[x402] and #[pay] and accepts either: take \
          `Paid` (`pay402::axum::Paid` / `pay402::actix::Paid`) and match `Paid::Mpp { credential, receipt }`",
     ),
 ];
+
+/// What a fixed-price `#[x402]` handler (any scheme but `upto`) cannot take.
+const FIXED_PRICE_REFUSED: &[(&str, &str)] = &[(
+    "UptoCharge",
+    "is only there on a pay-per-use route: this route has a fixed `price`; write #[x402(scheme = \"upto\", \
+     max = \"$0.10\")] to charge what the handler reports, up to `max`",
+)];
+
+/// The parameters a fixed-price `#[x402]` handler gets from the verified payment.
+const FIXED_PRICE_INJECTED: &[Injected] = &[Injected { type_name: "X402Payment", getter: "payment" }];
 
 /// What one protocol's single-attribute expansion names.
 pub(crate) struct Emitted {
@@ -75,7 +90,10 @@ pub(crate) struct Stacked<'a> {
 /// `#[x402]`: the parameter an x402 handler gets from the verified payment, and its route.
 const X402: Emitted = Emitted {
     guard: "X402Guard",
-    injected: &[Injected { type_name: "X402Payment", getter: "payment" }],
+    injected: &[
+        Injected { type_name: "X402Payment", getter: "payment" },
+        Injected { type_name: "UptoCharge", getter: "upto_charge" },
+    ],
     route_type: "StaticRoute",
     route_static: "__PAY402_ROUTE",
     gate: "X402HttpServer",
@@ -127,10 +145,14 @@ pub(crate) fn expand_attr<A: PaymentAttr>(framework: Framework, args: TokenStrea
         return expand(cx, framework, &dual(&pair), quote!(#func));
     }
     let Emitted { guard, injected, route_type, route_static, gate, states } = A::EMITTED;
+    // `UptoCharge` is injected on `upto` routes only; a fixed-price x402 route refuses it.
+    let fixed_price = A::NAME == "x402" && outer.route.text("scheme") != Some(pay402_core::names::UPTO);
+    let (injected, refused) =
+        if fixed_price { (FIXED_PRICE_INJECTED, FIXED_PRICE_REFUSED) } else { (injected, &[][..]) };
     let protocol = Protocol {
         guard,
         injected,
-        refused: &[],
+        refused,
         statics: TokenStream::new(),
         route: outer.route.to_builder(route_type),
         route_type,

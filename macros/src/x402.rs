@@ -23,10 +23,23 @@ pub(crate) const PRICE: MoneyKind = MoneyKind {
     placeholder: "$0.001",
 };
 
+/// `max`: the authorized maximum of an `upto` route, with the same rules as [`PRICE`].
+pub(crate) const MAX: MoneyKind = MoneyKind {
+    key: "max",
+    allow_dollar: true,
+    decimals: 6,
+    holder: "asset",
+    units: "USD",
+    plural: "x402 maximums",
+    example: "\"$0.10\"",
+    placeholder: "$0.10",
+};
+
 arg_spec! {
     /// The raw arguments of `#[x402(...)]`, as written.
     pub(crate) struct X402Args for "x402" {
         price => "price = \"$0.001\"",
+        max => "max = \"$0.10\"",
         scheme => "scheme = \"exact\"",
         network => "network = \"eip155:196\"",
         pay_to => "pay_to = \"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\"",
@@ -55,9 +68,40 @@ fn check_network(cx: &Ctxt, lit: &syn::LitStr) -> Option<String> {
 impl Validate for X402Args {
     /// The `StaticRoute` builder: `new(price)`, then one setter per valid key written, named
     /// after the key.
+    ///
+    /// The money key follows the scheme ([`pay402_core::names::x402_money_key`]): `upto` takes
+    /// `max` (the authorized maximum, emitted as the route's amount: the requirements of an
+    /// `upto` route carry the maximum) and refuses `price`; every other scheme takes `price`
+    /// and refuses `max`.
     fn validate(&self, cx: &Ctxt, attr_span: Span) -> Route {
-        let mut route = Route::new(required_money(cx, &self.price, &PRICE, attr_span));
-        route.set("scheme", check_keyword(cx, &self.scheme, "scheme", pay402_core::names::X402_SCHEMES));
+        let scheme = check_keyword(cx, &self.scheme, "scheme", pay402_core::names::X402_SCHEMES);
+        let upto = pay402_core::names::x402_money_key(scheme.as_deref().unwrap_or("exact")) == "max";
+        let (used, unused, kind) = if upto { (&self.max, &self.price, &MAX) } else { (&self.price, &self.max, &PRICE) };
+        if let Some((key, _)) = unused.get() {
+            let message = if upto {
+                "`price` is not used with scheme = \"upto\": an upto route charges what the handler reports, \
+                 up to `max`; write max = \"$0.10\" instead"
+            } else {
+                "`max` is only used with scheme = \"upto\" (the buyer authorizes a maximum and the handler \
+                 reports what it used); write scheme = \"upto\", or price = \"$0.001\" for a fixed price"
+            };
+            cx.error_spanned_by(key, message);
+        }
+        let required = if upto && used.get().is_none() {
+            // A `price` written instead of `max` was reported above, with the fix.
+            if unused.get().is_none() {
+                let at = self.scheme.get().map_or(attr_span, |(_, value)| syn::spanned::Spanned::span(value));
+                cx.error_at(
+                    at,
+                    "scheme = \"upto\" needs its maximum: add max = \"$0.10\" (the most one request may cost)",
+                );
+            }
+            kind.placeholder.to_owned()
+        } else {
+            required_money(cx, used, kind, attr_span)
+        };
+        let mut route = Route::new(required);
+        route.set("scheme", scheme);
         route.set("network", string(cx, &self.network, "").and_then(|lit| check_network(cx, &lit)));
         route.set("pay_to", string(cx, &self.pay_to, "").and_then(|lit| check_address(cx, "pay_to", &lit)));
         route.set("asset", string(cx, &self.asset, "").and_then(|lit| check_address(cx, "asset", &lit)));
@@ -143,6 +187,30 @@ mod tests {
     }
 
     #[test]
+    fn upto_takes_max() {
+        let route = Parsed::<X402Args>::builds(
+            quote!(scheme = "upto", max = "$0.10"),
+            "StaticRoute",
+            quote!(::new("$0.10").scheme("upto")),
+        );
+        assert_eq!(route.text("scheme"), Some("upto"));
+        for (args, want) in [
+            (quote!(scheme = "upto"), "scheme = \"upto\" needs its maximum: add max = \"$0.10\""),
+            (quote!(scheme = "upto", max = "$0.0000001"), "max \"$0.0000001\" has 7 decimal places"),
+            (quote!(scheme = "upto", max = "$0"), "max \"$0\" is zero"),
+            (quote!(scheme = "upto", max = "-1"), "max \"-1\" is negative"),
+            (quote!(scheme = "upto", max = "$0.10", price = "$0.01"), "`price` is not used with scheme = \"upto\""),
+            (quote!(scheme = "upto", price = "$0.01"), "`price` is not used with scheme = \"upto\""),
+            (quote!(price = "$0.01", max = "$0.10"), "`max` is only used with scheme = \"upto\""),
+            (quote!(scheme = "exact", price = "$0.01", max = "$0.10"), "`max` is only used with scheme = \"upto\""),
+        ] {
+            let (_, errors) = Parsed::<X402Args>::run(args.clone());
+            assert_eq!(errors.len(), 1, "{args}: {errors:?}");
+            assert!(errors[0].starts_with(want), "{args}: {}", errors[0]);
+        }
+    }
+
+    #[test]
     fn everything_is_reported_at_once() {
         let (route, errors) = Parsed::<X402Args>::run(quote!(
             scheme = "exat",
@@ -156,10 +224,10 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "unknown key `colour` in #[x402(...)]; expected one of `price`, `scheme`, `network`, `pay_to`, \
+                "unknown key `colour` in #[x402(...)]; expected one of `price`, `max`, `scheme`, `network`, `pay_to`, \
                  `asset`, `description`, `mime_type`, `max_timeout_seconds`",
+                "unknown scheme `exat`; expected one of `exact`, `aggr_deferred`, `upto` (did you mean `exact`?)",
                 "missing `price`: write #[x402(price = \"$0.001\")]",
-                "unknown scheme `exat`; expected one of `exact`, `aggr_deferred` (did you mean `exact`?)",
                 "invalid network \"xlayer\": network must be a CAIP-2 id like \"eip155:196\" (namespace:reference); \
                  did you mean \"eip155:196\"?",
                 "invalid `pay_to`: address is not EIP-55 checksummed; did you mean \

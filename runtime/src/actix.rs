@@ -178,6 +178,15 @@ macro_rules! extension_extractors {
 
 extension_extractors!(X402Payment, Credential, Receipt, Paid);
 
+/// The `upto` charge of the verified x402 payment ([`X402Payment::upto_charge`]).
+impl FromRequest for crate::x402::UptoCharge {
+    type Error = NotProtected;
+    type Future = Ready<Result<Self, NotProtected>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(from_extensions(req.extensions().get::<X402Payment>()).map(|p| p.upto_charge()))
+    }
+}
+
 impl ExtensionSink for ::actix_web::dev::Extensions {
     fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
         ::actix_web::dev::Extensions::insert(self, value);

@@ -221,6 +221,14 @@ macro_rules! extension_extractors {
 
 extension_extractors!(X402Payment, Credential, Receipt, Paid);
 
+/// The `upto` charge of the verified x402 payment ([`X402Payment::upto_charge`]).
+impl<S: Send + Sync> FromRequestParts<S> for crate::x402::UptoCharge {
+    type Rejection = NotProtected;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, NotProtected> {
+        from_extensions(parts.extensions.get::<X402Payment>()).map(|p| p.upto_charge())
+    }
+}
+
 /// How a [`Guard`] finds its gate's state in the router state `S`.
 pub trait FromState<S>: Sized {
     /// Takes it from `state`.

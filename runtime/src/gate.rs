@@ -368,6 +368,11 @@ impl Guarded<X402HttpServer> {
     pub fn payment(&self) -> X402Payment {
         self.seen.clone()
     }
+
+    /// The payment's `upto` charge, for the handler's `UptoCharge` parameter.
+    pub fn upto_charge(&self) -> crate::x402::UptoCharge {
+        self.seen.upto_charge()
+    }
 }
 
 #[cfg(any(feature = "axum", feature = "actix"))]

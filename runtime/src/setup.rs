@@ -35,8 +35,8 @@ use crate::mpp::{ChargeIntent, EmbeddedSa, EvmMethod, Mpp, MppConfigError, Sessi
 use crate::okx::sa::{OkxSaClient, OkxSaConfig, SaClient};
 use crate::okx::{OkxCredentials, OkxFacilitatorClient, OkxFacilitatorConfig};
 use crate::x402::{
-    AggrDeferredEvmScheme, EmbeddedFacilitator, ExactEvmScheme, FacilitatorClient, ResourceServerError, X402HttpServer,
-    X402ResourceServer,
+    AggrDeferredEvmScheme, EmbeddedFacilitator, ExactEvmScheme, FacilitatorClient, ResourceServerError, UptoEvmScheme,
+    X402HttpServer, X402ResourceServer,
 };
 use std::fmt;
 use std::net::SocketAddr;
@@ -407,12 +407,14 @@ impl Setup {
         self.embedded_sa.as_ref()
     }
 
-    /// An x402 resource server over this set-up's facilitator with `exact` and `aggr_deferred`
-    /// on X Layer registered.
+    /// An x402 resource server over this set-up's facilitator with `exact`, `aggr_deferred` and
+    /// `upto` on X Layer registered (an `upto` route answers 500 while the facilitator announces
+    /// no `upto` kind with `extra.facilitatorAddress`; the other routes work).
     pub fn resource_server(&self) -> X402ResourceServer {
         X402ResourceServer::with_facilitators(vec![self.facilitator.clone()])
             .register("eip155:196", ExactEvmScheme::new())
             .register("eip155:196", AggrDeferredEvmScheme::new())
+            .register("eip155:196", UptoEvmScheme::new())
     }
 
     /// An initialized [`X402HttpServer`] over [`resource_server`](Self::resource_server) paying

@@ -30,6 +30,7 @@ use super::types::{
     AnyPaymentPayload, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse,
     settle_status,
 };
+use super::upto::Plan;
 use crate::completion::{CancelPolicy, KeyReservation};
 use crate::metrics::{PaymentOutcome, SettlementOutcome};
 use crate::replay::{InMemoryRecordStore, InMemoryReplayStore, RecordStore, ReplayStore, ReplayStoreError, unix_now};
@@ -660,6 +661,7 @@ impl X402HttpServer {
                     replay_key
                 }),
                 payer: v.payer.or_else(|| payload.claimed_payer().map(str::to_owned)),
+                upto: super::upto::UptoCharge::for_requirements(&requirements),
                 payload,
                 requirements,
                 version,
@@ -733,7 +735,28 @@ impl X402HttpServer {
     /// its outcome is unknown).
     pub async fn settle(&self, ctx: &RequestContext, payment: &X402Payment) -> Result<HeaderMap, PaymentHttpResponse> {
         let header_name = if payment.0.version == 1 { X_PAYMENT_RESPONSE_HEADER } else { PAYMENT_RESPONSE_HEADER };
-        let outcome = self.inner.server.settle(&payment.0.payload, &payment.0.requirements).await;
+        // `upto`: what the handler reported (see `upto.rs`); other schemes settle as matched.
+        let parts = &payment.0;
+        let plan =
+            super::upto::plan(&parts.requirements, &parts.payload.accepted.amount, &parts.upto, parts.payer.as_deref());
+        let requirements = match plan {
+            Plan::Fixed => Cow::Borrowed(&payment.0.requirements),
+            Plan::Settle(requirements) => Cow::Owned(requirements),
+            Plan::Zero(resp) => {
+                crate::metrics::record_settlement(crate::metrics::PROTOCOL_X402, "upto", SettlementOutcome::Success);
+                return Ok(self.settled_headers(payment, header_name, &resp).await);
+            }
+            Plan::Refuse(e) => {
+                tracing::error!(error = %e, payer = ?payment.0.payer, "x402 upto: charge refused; response withheld, nothing settled");
+                self.release(payment).await;
+                return Err(PaymentHttpResponse::json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    PAYMENT_CONFIGURATION_ERROR,
+                ));
+            }
+        };
+        let outcome = self.inner.server.settle(&payment.0.payload, &requirements).await;
+        let outcome = outcome.map(|resp| super::upto::check_settled(&requirements, resp));
         let settled = match &outcome {
             Ok(r) if r.success && r.status.as_deref() == Some(settle_status::PENDING) => SettlementOutcome::Pending,
             Ok(r) if r.success && r.status.as_deref().is_none_or(|s| s == settle_status::SUCCESS) => {
@@ -751,23 +774,16 @@ impl X402HttpServer {
                         .as_deref()
                         .is_none_or(|s| s == settle_status::SUCCESS || s == settle_status::PENDING) =>
             {
-                let mut headers = HeaderMap::new();
-                match encode_payment_response_header(&resp) {
-                    Ok(v) => insert_header(&mut headers, header_name, &v),
-                    Err(e) => tracing::error!(error = %e, "x402: cannot encode PAYMENT-RESPONSE"),
-                }
-                insert_header(&mut headers, ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
-                self.end_identified_of(payment, Some(IdEnd::Settled(&resp))).await;
-                return Ok(headers);
+                return Ok(self.settled_headers(payment, header_name, &resp).await);
             }
             Ok(resp) if resp.error_reason.as_deref() == Some(super::settlement::SETTLEMENT_TIMEOUT) => {
-                return Err(self.settlement_unknown(payment, Some(resp.transaction)).await);
+                return Err(self.settlement_unknown(payment, &requirements, Some(resp.transaction)).await);
             }
             Err(ResourceServerError::Facilitator(e))
                 if !matches!(e, FacilitatorError::Config(_) | FacilitatorError::Unsupported(_)) =>
             {
                 tracing::error!(error = %e, payer = ?payment.0.payer, "x402: settlement outcome unknown");
-                return Err(self.settlement_unknown(payment, None).await);
+                return Err(self.settlement_unknown(payment, &requirements, None).await);
             }
             Ok(mut resp) => {
                 resp.success = false;
@@ -799,6 +815,19 @@ impl X402HttpServer {
             out = out.with_header(header_name, &v);
         }
         Err(out.with_header(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS))
+    }
+
+    /// The headers of a successful settlement (`PAYMENT-RESPONSE`); its payment identifier is
+    /// settled too.
+    async fn settled_headers(&self, payment: &X402Payment, header_name: &str, resp: &SettleResponse) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        match encode_payment_response_header(resp) {
+            Ok(v) => insert_header(&mut headers, header_name, &v),
+            Err(e) => tracing::error!(error = %e, "x402: cannot encode PAYMENT-RESPONSE"),
+        }
+        insert_header(&mut headers, ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
+        self.end_identified_of(payment, Some(IdEnd::Settled(resp))).await;
+        headers
     }
 }
 

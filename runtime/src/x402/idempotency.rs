@@ -202,6 +202,7 @@ impl X402HttpServer {
         observe_payment(&requirements.scheme, PaymentOutcome::Verified);
         X402Payment(Arc::new(PaymentParts {
             payer: response.payer.clone().or_else(|| payload.claimed_payer().map(str::to_owned)),
+            upto: super::upto::UptoCharge::for_requirements(&requirements),
             payload,
             requirements,
             version,
@@ -294,6 +295,7 @@ impl X402HttpServer {
                 }
                 return Ok(X402Payment(Arc::new(PaymentParts {
                     payer: claim.response().payer.clone().or_else(|| payload.claimed_payer().map(str::to_owned)),
+                    upto: super::upto::UptoCharge::for_requirements(&requirements),
                     payload,
                     requirements,
                     version,
@@ -365,12 +367,14 @@ impl X402HttpServer {
         Some(headers)
     }
 
-    /// A settlement of unknown outcome: recorded as pending (its replay key held as long as the
+    /// A settlement of unknown outcome, with the `requirements` it was sent (for `upto`, the
+    /// reported amount: a reconciliation re-settles that, never the maximum): recorded as pending (its replay key held as long as the
     /// record), answered `503` with `Retry-After` — never a fresh 402, which would invite a
     /// second payment while the first may still move money.
     pub(super) async fn settlement_unknown(
         &self,
         payment: &X402Payment,
+        requirements: &PaymentRequirements,
         transaction: Option<String>,
     ) -> PaymentHttpResponse {
         self.end_identified_of(payment, Some(IdEnd::Pending)).await;
@@ -380,9 +384,8 @@ impl X402HttpServer {
             return self.inner.pending.unknown_response(transaction.as_deref());
         };
         let pending = &self.inner.pending;
-        let response = pending
-            .record_unknown(&self.inner.server, key, &payment.0.payload, &payment.0.requirements, transaction)
-            .await;
+        let response =
+            pending.record_unknown(&self.inner.server, key, &payment.0.payload, requirements, transaction).await;
         // The replay key must outlive the record: a retry is recognised by it.
         let expiry = pending.expiry(0);
         if let Err(e) = self.inner.replay.remove(key).await {

@@ -10,8 +10,10 @@
 //! client), `exact.rs` (the `exact` verify checklist), `embedded.rs` (the in-process
 //! facilitator), `server.rs` (the [`X402ResourceServer`]) with `hooks.rs` and `settlement.rs`,
 //! `route.rs` (route configuration), `http.rs` (the [`X402HttpServer`]), `unpaid_cache.rs` (the
-//! precomputed unpaid 402), `client.rs` (the buyer), `aggr_client.rs` (the `aggr_deferred`
-//! buyer scheme), `permit2_client.rs` (the `upto` buyer scheme and Permit2 `exact` signing) and `session_cert.rs` (pay402's development session certificates).
+//! precomputed unpaid 402), `upto.rs` (the `upto` seller scheme and the handler's [`UptoCharge`]),
+//! `client.rs` (the buyer), `aggr_client.rs` (the `aggr_deferred` buyer scheme), `permit2_client.rs`
+//! (the `upto` buyer scheme and Permit2 `exact` signing) and `session_cert.rs` (pay402's
+//! development session certificates).
 
 #[cfg(feature = "client")]
 mod aggr_client;
@@ -40,6 +42,7 @@ mod session_cert;
 mod settlement;
 mod types;
 mod unpaid_cache;
+mod upto;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
@@ -81,7 +84,9 @@ pub use route::{
     DynamicPayTo, DynamicPrice, DynamicRouteError, PayToSource, PaymentOption, PriceSource, RetryDelivery, RouteConfig,
     SettleFailedBodyFn, StaticRoute, UnpaidBodyFn,
 };
-pub use scheme::{AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer};
+pub use scheme::{
+    ASSET_TRANSFER_METHOD_EXTRA, AggrDeferredEvmScheme, ExactEvmScheme, MoneyParser, PriceError, SchemeNetworkServer,
+};
 pub use server::{
     DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_TIMEOUT_SECONDS, DEFAULT_POLL_DEADLINE, DEFAULT_POLL_INTERVAL, Initialized,
     RequirementsSpec, ResourceServerError, X402ResourceServer,
@@ -93,4 +98,7 @@ pub use types::{
     PaymentRequired, PaymentRequiredV1, PaymentRequirements, PaymentRequirementsV1, Price, ResourceInfo,
     SettleResponse, SettleStatusResponse, SupportedKind, SupportedResponse, SupportedResponseV1, VerifyResponse,
     X402_VERSION, parse_atomic, settle_status,
+};
+pub use upto::{
+    FACILITATOR_ADDRESS_EXTRA, SETTLED_AMOUNT_MISMATCH, UPTO_SCHEME, UptoCharge, UptoChargeError, UptoEvmScheme,
 };

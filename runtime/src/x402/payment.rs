@@ -26,6 +26,8 @@ pub(super) struct PaymentParts {
     /// Set while completing: a retry may need the handler's response (its settlement became
     /// unknown, or it settled under a payment identifier), so the response is recorded.
     pub(super) keep_response: std::sync::atomic::AtomicBool,
+    /// The handler's usage report (`upto`; refuses reports on other schemes).
+    pub(super) upto: super::upto::UptoCharge,
 }
 
 /// A payment identifier held by a request: its record's key and what it is bound to.
@@ -70,6 +72,13 @@ impl X402Payment {
     /// 1 when paid with a legacy `X-PAYMENT` v1 header, else 2.
     pub fn x402_version(&self) -> u32 {
         self.0.version
+    }
+
+    /// The `upto` charge of this payment: what the handler reports it used. On a payment of
+    /// another scheme every report is refused
+    /// ([`UptoChargeError::NotUpto`](super::UptoChargeError::NotUpto)).
+    pub fn upto_charge(&self) -> super::upto::UptoCharge {
+        self.0.upto.clone()
     }
 }
 

@@ -365,6 +365,7 @@ impl PendingSettlements {
         let next = match server.reconcile(&payload, &requirements, transaction.as_deref(), resubmit).await {
             Reconciled::Settled(response) => {
                 tracing::info!(transaction = %response.transaction, "x402: pending settlement settled");
+                let response = super::upto::with_settled_amount(&requirements, response);
                 SettlementRecord::Settled { response, payload }
             }
             Reconciled::Failed(response) => {

@@ -73,11 +73,11 @@ pub enum PayToSource {
 /// One accepted way to pay for a route.
 #[derive(Clone)]
 pub struct PaymentOption {
-    /// Scheme (`exact`, `aggr_deferred`).
+    /// Scheme (`exact`, `aggr_deferred`, `upto`).
     pub scheme: String,
     /// Payee.
     pub pay_to: PayToSource,
-    /// Price.
+    /// Price (for `upto`: the maximum a request may cost).
     pub price: PriceSource,
     /// Network.
     pub network: Network,
@@ -123,6 +123,16 @@ impl PaymentOption {
     /// `exact` on X Layer (`eip155:196`).
     pub fn exact(price: impl Into<Price>, pay_to: &str) -> Self {
         Self::new("exact", price, crate::chain::X_LAYER, pay_to)
+    }
+
+    /// `upto` on X Layer (`eip155:196`): the buyer authorizes up to `max` and the handler
+    /// reports what it used with [`UptoCharge`](super::UptoCharge) (not reported: `max` is
+    /// settled). The requirements carry `max` as their `amount`. Register
+    /// [`UptoEvmScheme`](super::UptoEvmScheme) for the network (as
+    /// [`Setup`](crate::setup::Setup) does) and use a facilitator whose `/supported` `upto`
+    /// kind announces `extra.facilitatorAddress`.
+    pub fn upto(max: impl Into<Price>, pay_to: &str) -> Self {
+        Self::new(pay402_core::names::UPTO, max, crate::chain::X_LAYER, pay_to)
     }
 
     /// Computes the price per request. The callback's error ([`DynamicRouteError`], e.g.
@@ -340,7 +350,8 @@ pub struct StaticRoute {
 }
 
 impl StaticRoute {
-    /// A route charging `price`, with the defaults of a bare `#[x402(price = "…")]`: the `exact`
+    /// A route charging `price` (with `.scheme("upto")`: up to `price`, the attribute's `max`),
+    /// with the defaults of a bare `#[x402(price = "…")]`: the `exact`
     /// scheme on X Layer, the server's payee, the network's default asset, no description, MIME
     /// type or timeout. Every other key of the attribute is set by the `const fn` setter of its
     /// name (`StaticRoute::new("$0.001").pay_to("0x…")`), so the macro names each value it emits.

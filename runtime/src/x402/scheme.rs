@@ -6,7 +6,7 @@
 
 use super::types::{AssetAmount, JsonObject, PaymentRequirements, Price, SupportedKind};
 use crate::chain::Network;
-use crate::chain::{AssetInfo, NetworkRegistry};
+use crate::chain::{AssetInfo, NetworkRegistry, TransferMethod};
 use pay402_core::{Decimal, MoneyError, MoneySyntax, Rounding, parse_money};
 use serde_json::Value;
 use std::sync::Arc;
@@ -44,6 +44,16 @@ pub enum PriceError {
     /// An explicit [`AssetAmount`] whose amount is not a non-negative integer.
     #[error("asset amount `{0}` is not an integer number of atomic units")]
     BadAtomicAmount(String),
+    /// An `upto` kind whose facilitator announced no valid `extra.facilitatorAddress` in
+    /// `/supported`: the buyer's authorization must name the facilitator, so the route cannot
+    /// be sold (misconfiguration 500).
+    #[error(
+        "the facilitator's `upto` kind on {network} announces no `extra.facilitatorAddress` in /supported; it cannot serve upto"
+    )]
+    MissingFacilitatorAddress {
+        /// The network.
+        network: String,
+    },
     /// A decimal requirement amount on an asset whose decimals are unknown.
     #[error("cannot convert decimal amount `{amount}`: asset {asset} is not the default asset of {network}")]
     UnknownAsset {
@@ -55,6 +65,9 @@ pub enum PriceError {
         network: String,
     },
 }
+
+/// The `extra` key of the asset transfer method (`"permit2"` for `upto` and Permit2 `exact`).
+pub const ASSET_TRANSFER_METHOD_EXTRA: &str = "assetTransferMethod";
 
 /// A custom money parser: given the exact amount and network, returns an [`AssetAmount`] or
 /// `None` to let the next parser try.
@@ -89,6 +102,7 @@ pub struct ExactEvmScheme {
     registry: Arc<NetworkRegistry>,
     rounding: Rounding,
     allow_zero: bool,
+    transfer_method: Option<TransferMethod>,
 }
 
 impl std::fmt::Debug for ExactEvmScheme {
@@ -97,6 +111,7 @@ impl std::fmt::Debug for ExactEvmScheme {
             .field("money_parsers", &self.parsers.len())
             .field("rounding", &self.rounding)
             .field("allow_zero", &self.allow_zero)
+            .field("transfer_method", &self.transfer_method)
             .finish()
     }
 }
@@ -123,7 +138,7 @@ impl ExactEvmScheme {
 
     /// A scheme over a specific registry.
     pub fn with_registry(registry: Arc<NetworkRegistry>) -> Self {
-        Self { parsers: Vec::new(), registry, rounding: Rounding::Exact, allow_zero: false }
+        Self { parsers: Vec::new(), registry, rounding: Rounding::Exact, allow_zero: false, transfer_method: None }
     }
 
     /// Python-compatible conversion: excess fractional digits are truncated (`$0.0000001` →
@@ -144,6 +159,19 @@ impl ExactEvmScheme {
     /// Allows (or refuses) zero prices.
     pub fn allow_zero(mut self, allow: bool) -> Self {
         self.allow_zero = allow;
+        self
+    }
+
+    /// Sells `exact` with this asset transfer method on every route of the scheme, whatever the
+    /// asset's [`AssetInfo::transfer_method`] says (which is used otherwise).
+    /// [`TransferMethod::Permit2`] — for tokens without EIP-3009 — puts
+    /// `extra.assetTransferMethod = "permit2"` in the requirements: the buyer signs a Permit2
+    /// `PermitWitnessTransferFrom` for the x402 exact Permit2 proxy instead of an EIP-3009
+    /// authorization (and needs a one-time ERC-20 approval of Permit2). One route alone can
+    /// ask for it with [`PaymentOption::extra`](super::PaymentOption::extra)
+    /// (`{"assetTransferMethod": "permit2"}`).
+    pub fn asset_transfer_method(mut self, method: TransferMethod) -> Self {
+        self.transfer_method = Some(method);
         self
     }
 
@@ -225,6 +253,12 @@ impl SchemeNetworkServer for ExactEvmScheme {
                 .map_err(|source| PriceError::Money { text: req.amount.clone(), source })?;
             req.amount = self.to_atomic(&req.amount, &value, &req.network, info.decimals)?;
         }
+        if self.transfer_method.or(info.as_ref().map(|i| i.transfer_method)) == Some(TransferMethod::Permit2) {
+            req.extra.insert(
+                ASSET_TRANSFER_METHOD_EXTRA.into(),
+                Value::String(crate::evm::permit2::ASSET_TRANSFER_METHOD_PERMIT2.into()),
+            );
+        }
         if let Some(info) = info {
             for (k, v) in extra_for(&info) {
                 req.extra.entry(k).or_insert(v);
@@ -285,6 +319,27 @@ mod tests {
         assert!(matches!(s.parse_price(&"-1".into(), &n), Err(PriceError::Money { .. })));
         assert!(matches!(s.parse_price(&"abc".into(), &n), Err(PriceError::Money { .. })));
         assert_eq!(s.parse_price(&"$0.001".into(), &n).unwrap().amount, "1000");
+    }
+
+    #[test]
+    fn exact_over_permit2_is_announced() {
+        let req = PaymentRequirements {
+            scheme: "exact".into(),
+            network: "eip155:196".into(),
+            asset: String::new(),
+            amount: "1000".into(),
+            pay_to: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
+            max_timeout_seconds: 60,
+            extra: JsonObject::new(),
+        };
+        let plain = ExactEvmScheme::new().enhance_payment_requirements(req.clone(), None, &[]).unwrap();
+        assert_eq!(plain.extra.get("assetTransferMethod"), None);
+        let permit2 = ExactEvmScheme::new()
+            .asset_transfer_method(TransferMethod::Permit2)
+            .enhance_payment_requirements(req, None, &[])
+            .unwrap();
+        assert_eq!(permit2.extra.get("assetTransferMethod"), Some(&Value::String("permit2".into())));
+        assert!(permit2.extra.contains_key("name") && permit2.extra.contains_key("version"));
     }
 
     #[test]

@@ -614,7 +614,25 @@ impl X402ResourceServer {
         accepts.iter().find(|r| r.mismatch(&payload.accepted).is_none())
     }
 
-    fn check_binding(payload: &PaymentPayload, requirements: &PaymentRequirements) -> Result<(), ResourceServerError> {
+    /// The version and the binding of the buyer's `accepted` copy to the seller's requirements.
+    /// An `upto` settlement (`settling`) sends the amount actually used: it must be at most the
+    /// authorized maximum (`accepted.amount`), and everything else must bind.
+    fn check_binding(
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        settling: bool,
+    ) -> Result<(), ResourceServerError> {
+        if settling && requirements.scheme == pay402_core::names::UPTO && requirements.amount != payload.accepted.amount
+        {
+            let within = super::types::parse_atomic(&requirements.amount)
+                .zip(super::types::parse_atomic(&payload.accepted.amount))
+                .is_some_and(|(amount, max)| amount <= max);
+            if !within {
+                return Err(ResourceServerError::RequirementsMismatch { field: "amount" });
+            }
+            let bound = PaymentRequirements { amount: payload.accepted.amount.clone(), ..requirements.clone() };
+            return Self::check_binding(payload, &bound, false);
+        }
         if payload.x402_version != X402_VERSION {
             return Err(ResourceServerError::UnsupportedVersion(payload.x402_version));
         }
@@ -663,7 +681,7 @@ impl X402ResourceServer {
         before: &[Hook<C, Option<AbortResult>>],
         ctx: impl FnOnce() -> C,
     ) -> Result<Arc<dyn FacilitatorClient>, ResourceServerError> {
-        if let Err(e) = Self::check_binding(payload, requirements) {
+        if let Err(e) = Self::check_binding(payload, requirements, op == "settle") {
             tracing::debug!(error = %e, "x402 {op} refused locally");
             return Err(e);
         }

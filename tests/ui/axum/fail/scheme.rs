@@ -6,7 +6,7 @@ async fn typo() {}
 #[x402(price = "$0.001", scheme = "aggr-deferred")]
 async fn dash() {}
 
-#[x402(price = "$0.001", scheme = "upto")]
+#[x402(price = "$0.001", scheme = "up_to")]
 async fn unsupported() {}
 
 #[x402(price = "$0.001", scheme = exact)]
