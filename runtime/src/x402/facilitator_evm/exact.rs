@@ -193,6 +193,11 @@ impl Drop for InFlight<'_> {
 /// (`transaction_failed`); a transaction still pending when the receipt timeout expires is
 /// answered `success: true, status: "timeout"` with its hash, which sellers resolve through
 /// [`SchemeNetworkFacilitator::settle_status`] (and fail closed otherwise).
+///
+/// `exact` over Permit2 (requirements with `extra.assetTransferMethod = "permit2"`, or a payload
+/// carrying `permit2Authorization`) takes the Permit2 checklist instead and settles through the
+/// x402 exact Permit2 proxy with the same account and outcomes; share this scheme with an
+/// [`UptoEvmFacilitator`](super::UptoEvmFacilitator) for `upto`.
 pub struct ExactEvmFacilitatorScheme {
     provider: DynProvider,
     wallet: EthereumWallet,

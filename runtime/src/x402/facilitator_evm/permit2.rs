@@ -33,8 +33,7 @@
 //! steps 1–12 and succeeds with `transaction: ""` and `amount: "0"`: nothing is sent and the
 //! buyer's nonce stays unused.
 
-use super::exact::{ExactEvmFacilitatorScheme, InFlight, Read};
-use super::{SchemeNetworkFacilitator, reasons};
+use super::{ExactEvmFacilitatorScheme, InFlight, Read, SchemeNetworkFacilitator, reasons};
 use crate::chain::Network;
 use crate::evm::permit2::{ASSET_TRANSFER_METHOD_PERMIT2, PERMIT2_ADDRESS, Permit2Authorization, Permit2Kind};
 use crate::evm::{self, Address, B256, U256};
