@@ -5,6 +5,7 @@
 pub(crate) mod accounts;
 pub(crate) mod anvil;
 pub(crate) mod okx;
+pub(crate) mod permit2;
 pub(crate) mod redis;
 pub(crate) mod worker;
 

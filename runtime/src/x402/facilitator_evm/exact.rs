@@ -1,9 +1,10 @@
 //! [`ExactEvmFacilitatorScheme`]: `exact` EIP-3009 payments verified against, and settled on,
 //! an EVM chain through an alloy provider.
 
-use super::{SchemeNetworkFacilitator, reasons};
+use super::{SchemeNetworkFacilitator, permit2, reasons};
 use crate::chain::Network;
 use crate::chain::NetworkRegistry;
+use crate::evm::permit2::Permit2Kind;
 use crate::evm::{self, Address, B256, TransferWithAuthorization, U256, UnixClock};
 use crate::x402::FacilitatorError;
 use crate::x402::exact::{DEFAULT_CLOCK_SKEW, ExactPolicy, Rejection, Signers, check_exact};
@@ -140,15 +141,28 @@ impl Checked {
 
 /// The outcome of a contract read that reached the node: a value, or a revert (or another
 /// node-side error answer). Transport failures are `Err(FacilitatorError)` instead.
-enum Read<T> {
+pub(super) enum Read<T> {
     Value(T),
     Reverted(String),
 }
 
 /// Keeps `(token, from, nonce)` marked as being settled until dropped.
-struct InFlight<'a> {
+pub(super) struct InFlight<'a> {
     set: &'a Mutex<HashSet<(Address, Address, B256)>>,
     key: (Address, Address, B256),
+}
+
+impl<'a> InFlight<'a> {
+    /// Marks `key` as being settled by `scheme`; `None` when it already is.
+    pub(super) fn claim(scheme: &'a ExactEvmFacilitatorScheme, key: (Address, Address, B256)) -> Option<Self> {
+        let set = &scheme.in_flight;
+        set.lock().unwrap_or_else(PoisonError::into_inner).insert(key).then_some(InFlight { set, key })
+    }
+
+    /// Whether `key` is being settled by `scheme` right now.
+    pub(super) fn contains(scheme: &ExactEvmFacilitatorScheme, key: &(Address, Address, B256)) -> bool {
+        scheme.in_flight.lock().unwrap_or_else(PoisonError::into_inner).contains(key)
+    }
 }
 
 impl Drop for InFlight<'_> {
@@ -179,6 +193,11 @@ impl Drop for InFlight<'_> {
 /// (`transaction_failed`); a transaction still pending when the receipt timeout expires is
 /// answered `success: true, status: "timeout"` with its hash, which sellers resolve through
 /// [`SchemeNetworkFacilitator::settle_status`] (and fail closed otherwise).
+///
+/// `exact` over Permit2 (requirements with `extra.assetTransferMethod = "permit2"`, or a payload
+/// carrying `permit2Authorization`) takes the Permit2 checklist instead and settles through the
+/// x402 exact Permit2 proxy with the same account and outcomes; share this scheme with an
+/// [`UptoEvmFacilitator`](super::UptoEvmFacilitator) for `upto`.
 pub struct ExactEvmFacilitatorScheme {
     provider: DynProvider,
     wallet: EthereumWallet,
@@ -346,8 +365,24 @@ impl ExactEvmFacilitatorScheme {
         self.address
     }
 
+    /// Now, by the scheme's clock (Unix seconds).
+    pub(super) fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// The allowance for a `validAfter` ahead of the facilitator's clock.
+    pub(super) fn clock_skew(&self) -> Duration {
+        self.clock_skew
+    }
+
+    /// Whether `who` holds code (a contract wallet).
+    pub(super) async fn has_code(&self, who: Address) -> Result<bool, FacilitatorError> {
+        let code = self.provider.get_code_at(who).await.map_err(|e| transport("eth_getCode", &e))?;
+        Ok(!code.is_empty())
+    }
+
     /// `eth_call` of `data` on `to` from the facilitator's account.
-    async fn read(&self, to: Address, data: Vec<u8>, what: &str) -> Result<Read<Bytes>, FacilitatorError> {
+    pub(super) async fn read(&self, to: Address, data: Vec<u8>, what: &str) -> Result<Read<Bytes>, FacilitatorError> {
         let tx = TransactionRequest::default().with_from(self.address).with_to(to).with_input(data);
         match self.provider.call(tx).await {
             Ok(bytes) => Ok(Read::Value(bytes)),
@@ -357,7 +392,12 @@ impl ExactEvmFacilitatorScheme {
     }
 
     /// A typed view call: `Reverted` when the call reverts or its answer does not decode.
-    async fn view<C: SolCall>(&self, to: Address, call: C, what: &str) -> Result<Read<C::Return>, FacilitatorError> {
+    pub(super) async fn view<C: SolCall>(
+        &self,
+        to: Address,
+        call: C,
+        what: &str,
+    ) -> Result<Read<C::Return>, FacilitatorError> {
         Ok(match self.read(to, call.abi_encode(), what).await? {
             Read::Value(bytes) => match C::abi_decode_returns(&bytes) {
                 Ok(value) => Read::Value(value),
@@ -445,7 +485,12 @@ impl ExactEvmFacilitatorScheme {
     }
 
     /// ERC-1271 `isValidSignature(digest, signature)` on `wallet` returns the magic value.
-    async fn erc1271_valid(&self, wallet: Address, digest: B256, signature: &Bytes) -> Result<bool, FacilitatorError> {
+    pub(super) async fn erc1271_valid(
+        &self,
+        wallet: Address,
+        digest: B256,
+        signature: &Bytes,
+    ) -> Result<bool, FacilitatorError> {
         let call = IErc1271::isValidSignatureCall { hash: digest, signature: signature.clone() };
         Ok(matches!(self.view(wallet, call, "isValidSignature").await?, Read::Value(magic) if magic.0 == ERC1271_MAGIC))
     }
@@ -476,12 +521,18 @@ impl ExactEvmFacilitatorScheme {
         Ok(reasons::SIMULATION_FAILED)
     }
 
-    /// Signs and sends the settlement transaction under the nonce lock. `Ok(Err)` is a definite
-    /// failure (nothing was broadcast); `Err` means the broadcast's outcome is unknown.
-    async fn send(&self, checked: &Checked) -> Result<Result<B256, Rejection>, FacilitatorError> {
+    /// Signs and sends the settlement transaction (`calldata` to `to`) under the nonce lock.
+    /// `Ok(Err)` is a definite failure (nothing was broadcast); `Err` means the broadcast's
+    /// outcome is unknown.
+    pub(super) async fn send(
+        &self,
+        to: Address,
+        calldata: Bytes,
+        payer: &str,
+    ) -> Result<Result<B256, Rejection>, FacilitatorError> {
         let reject = |reason: &'static str, message: String| Rejection {
             reason,
-            payer: Some(checked.payer.clone()),
+            payer: Some(payer.to_owned()),
             message: Some(message),
         };
         let mut next_nonce = self.next_nonce.lock().await;
@@ -498,7 +549,7 @@ impl ExactEvmFacilitatorScheme {
                     .await
                     .map_err(|e| transport("eth_getTransactionCount", &e))?,
             };
-            let envelope = match self.prepare(checked, nonce).await? {
+            let envelope = match self.prepare(to, calldata.clone(), nonce).await? {
                 Ok(envelope) => envelope,
                 Err((reason, message)) => return Ok(Err(reject(reason, message))),
             };
@@ -536,13 +587,14 @@ impl ExactEvmFacilitatorScheme {
     /// facilitator can pay for it, and signs it. `Ok(Err)` is a definite rejection.
     async fn prepare(
         &self,
-        checked: &Checked,
+        to: Address,
+        calldata: Bytes,
         nonce: u64,
     ) -> Result<Result<alloy::consensus::TxEnvelope, (&'static str, String)>, FacilitatorError> {
         let mut tx = TransactionRequest::default()
             .with_from(self.address)
-            .with_to(checked.token)
-            .with_input(checked.calldata())
+            .with_to(to)
+            .with_input(calldata)
             .with_chain_id(self.chain_id)
             .with_nonce(nonce);
         let gas = match self.provider.estimate_gas(tx.clone()).await {
@@ -579,7 +631,7 @@ impl ExactEvmFacilitatorScheme {
     }
 
     /// Waits for the receipt of `hash` (polling) up to the receipt timeout.
-    async fn await_receipt(
+    pub(super) async fn await_receipt(
         &self,
         hash: B256,
         payer: String,
@@ -657,6 +709,9 @@ impl SchemeNetworkFacilitator for ExactEvmFacilitatorScheme {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Result<VerifyResponse, FacilitatorError> {
+        if permit2::selected(payload, requirements) {
+            return permit2::verify(self, Permit2Kind::Exact, payload, requirements).await;
+        }
         Ok(match self.check(payload, requirements).await? {
             Ok(checked) => VerifyResponse::valid(checked.payer),
             Err(rejection) => Rejection::into_verify(rejection),
@@ -668,22 +723,24 @@ impl SchemeNetworkFacilitator for ExactEvmFacilitatorScheme {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Result<SettleResponse, FacilitatorError> {
+        if permit2::selected(payload, requirements) {
+            return permit2::settle(self, Permit2Kind::Exact, payload, requirements).await;
+        }
         let network = requirements.network.clone();
         let checked = match self.check(payload, requirements).await? {
             Ok(checked) => checked,
             Err(rejection) => return Ok(Rejection::into_settle(rejection, network)),
         };
         let key = (checked.token, checked.message.from, checked.message.nonce);
-        if !self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(key) {
+        let Some(_in_flight) = InFlight::claim(self, key) else {
             return Ok(SettleResponse::failure(
                 reasons::NONCE_ALREADY_USED,
                 network,
                 Some(checked.payer),
                 String::new(),
             ));
-        }
-        let _in_flight = InFlight { set: &self.in_flight, key };
-        match self.send(&checked).await? {
+        };
+        match self.send(checked.token, checked.calldata(), &checked.payer).await? {
             Ok(hash) => self.await_receipt(hash, checked.payer, network).await,
             Err(rejection) => {
                 tracing::warn!(reason = rejection.reason, "x402 facilitator: settlement not sent");

@@ -7,6 +7,10 @@
 //!   provider: the full verify checklist of wire facts §7 against the chain (EIP-712 / ERC-1271
 //!   signatures, validity window, `authorizationState`, balance, an `eth_call` simulation) and
 //!   settlement by sending `transferWithAuthorization` from the facilitator's key.
+//! * [`UptoEvmFacilitator`] is the `upto` scheme (Permit2 authorisations of a maximum, settled
+//!   for the actual amount through the x402 upto proxy); [`ExactEvmFacilitatorScheme`] also
+//!   verifies and settles `exact` over Permit2 (`extra.assetTransferMethod = "permit2"`). Both
+//!   share one settlement account (see the `permit2` checklist in [`UptoEvmFacilitator`]'s docs).
 //! * [`server::router`] (features `chain` + `axum`) serves the standard facilitator HTTP API
 //!   (`POST /verify`, `POST /settle`, `GET /supported`, `GET /settle/status`).
 //!
@@ -22,10 +26,14 @@
 //! ```
 
 mod exact;
+mod permit2;
 #[cfg(feature = "axum")]
 pub mod server;
 
 pub use exact::{DEFAULT_MAX_SETTLEMENT_GAS, DEFAULT_RPC_TIMEOUT, ExactEvmFacilitatorScheme, SetupError};
+pub use permit2::UptoEvmFacilitator;
+/// The settlement machinery of the `exact` scheme that the Permit2 payments share.
+use exact::{InFlight, Read};
 
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::types::{
@@ -62,6 +70,29 @@ pub mod reasons {
     /// The settlement transaction would need more gas than the facilitator's ceiling (pay402's
     /// own reason; nothing was sent).
     pub const GAS_ABOVE_CEILING: &str = "invalid_exact_evm_settlement_gas_above_ceiling";
+    /// Permit2: the spender is not the x402 proxy of the payment's kind.
+    pub const INVALID_PERMIT2_SPENDER: &str = "invalid_permit2_spender";
+    /// Permit2: `witness.to` is not the requirements' `payTo`.
+    pub const INVALID_PERMIT2_RECIPIENT_MISMATCH: &str = "invalid_permit2_recipient_mismatch";
+    /// Permit2: the deadline has passed (or is within 6 seconds).
+    pub const PERMIT2_DEADLINE_EXPIRED: &str = "permit2_deadline_expired";
+    /// Permit2: `witness.validAfter` is in the future.
+    pub const PERMIT2_NOT_YET_VALID: &str = "permit2_not_yet_valid";
+    /// Permit2: the signed amount is not the requirements' amount.
+    pub const PERMIT2_AMOUNT_MISMATCH: &str = "permit2_amount_mismatch";
+    /// Permit2: the signed token is not the requirements' asset.
+    pub const PERMIT2_TOKEN_MISMATCH: &str = "permit2_token_mismatch";
+    /// Permit2: the signature is not `from`'s over Permit2's domain.
+    pub const INVALID_PERMIT2_SIGNATURE: &str = "invalid_permit2_signature";
+    /// Permit2: the buyer has not approved Permit2 for the amount (the one-time ERC-20
+    /// `approve`); sellers answer it with HTTP 412.
+    pub const PERMIT2_ALLOWANCE_REQUIRED: &str = "permit2_allowance_required";
+    /// Permit2: the buyer's balance is below the amount.
+    pub const PERMIT2_INSUFFICIENT_BALANCE: &str = "permit2_insufficient_balance";
+    /// `upto`: `witness.facilitator` is not this facilitator.
+    pub const UPTO_FACILITATOR_MISMATCH: &str = "upto_facilitator_mismatch";
+    /// `upto`: the amount to settle is above the signed maximum.
+    pub const UPTO_SETTLEMENT_EXCEEDS_AMOUNT: &str = "invalid_upto_evm_payload_settlement_exceeds_amount";
 }
 
 /// The facilitator side of one payment scheme (e.g. `exact` on EVM networks).
