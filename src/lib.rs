@@ -89,6 +89,8 @@ pub mod gate {
 /// * [`exactly_once`](guides::exactly_once) — unknown settlement outcomes, retries, idempotency ids;
 /// * [`dual_protocol`](guides::dual_protocol) — one route accepting x402 or MPP;
 /// * [`facilitator`](guides::facilitator) — self-hosting the x402 facilitator;
+/// * [`pay_per_use`](guides::pay_per_use) — x402 `upto` and `exact` over Permit2, and when to use
+///   `exact`, `upto` or an MPP session;
 /// * [`client`](guides::client) — paying from Rust;
 /// * [`observability`](guides::observability) — tracing spans and metrics.
 pub mod guides {
@@ -104,6 +106,8 @@ pub mod guides {
     pub mod dual_protocol {}
     #[doc = include_str!("../docs/guides/facilitator.md")]
     pub mod facilitator {}
+    #[doc = include_str!("../docs/guides/pay_per_use.md")]
+    pub mod pay_per_use {}
     #[doc = include_str!("../docs/guides/client.md")]
     pub mod client {}
     #[doc = include_str!("../docs/guides/observability.md")]

@@ -5,5 +5,5 @@
 # interpreter. Idempotent (see `pinned_venv` in scripts/install-test-deps.sh).
 
 pinned_venv "$PAY402_DEPS_DIR/venv-x402" tests/interop/x402-official/requirements.txt \
-    'import x402.extensions.payment_identifier, x402.http.clients.httpx, x402.mechanisms.evm.exact' \
+    'import x402.extensions.payment_identifier, x402.http.clients.httpx, x402.mechanisms.evm.exact, x402.mechanisms.evm.upto, x402.http.middleware.fastapi, uvicorn, web3' \
     "the official x402 Python SDK"
