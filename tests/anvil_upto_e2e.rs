@@ -206,3 +206,55 @@ async fn upto_settles_what_the_handler_used_never_more_and_once() {
     assert!(!elsewhere.text().await.expect("body").contains("the metered result"));
     assert_eq!(state(&chain, me, pay_to).await.1, after_once.1, "the replay moved nothing");
 }
+
+/// A buyer that never approved Permit2 gets 412 Precondition Failed (`permit2_allowance_required`
+/// in PAYMENT-REQUIRED) and nothing moves; after the one-time approval with
+/// `pay402::evm::permit2::approve_permit2`, the same request is paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_without_the_permit2_allowance_gets_412_then_approves_once() {
+    use alloy::network::EthereumWallet;
+    use alloy::providers::ProviderBuilder;
+
+    let chain = Chain::start().await;
+    permit2::deploy(&chain).await;
+    register_token(&chain);
+    let (facilitator_http, _) = facilitator(&chain).await;
+    let pay_to = anvil::fresh_key().address();
+    let shop = seller(&facilitator_http.base, pay_to).await;
+    let key = anvil::fresh_key();
+    chain.mint(key.address(), U256::from(1_000_000u64)).await;
+    let url = format!("{}/metered?charge=0.02", shop.base);
+    let client = X402Client::new().register("eip155:*", UptoEvmClientScheme::new(key.clone()));
+
+    let pay = |client: X402Client, url: String| async move {
+        let first = reqwest::get(&url).await.expect("GET");
+        let required =
+            decode_payment_required_header(first.headers()["payment-required"].to_str().expect("ascii")).expect("402");
+        let (name, value) = client.create_payment_header(&required).await.expect("sign");
+        reqwest::Client::new().get(&url).header(name, value).send().await.expect("paid GET")
+    };
+    let refused = pay(client.clone(), url.clone()).await;
+    assert_eq!(refused.status(), 412, "Precondition Failed: approve Permit2 first");
+    let required = match decode_payment_required_header(refused.headers()["payment-required"].to_str().expect("ascii"))
+        .expect("PAYMENT-REQUIRED")
+    {
+        pay402::x402::AnyPaymentRequired::V2(required) => required,
+        other => panic!("v2: {other:?}"),
+    };
+    assert_eq!(required.error.as_deref(), Some("permit2_allowance_required"));
+    assert!(!refused.text().await.expect("body").contains("the metered result"));
+    assert_eq!(chain.balance(key.address()).await, U256::from(1_000_000u64), "nothing moved");
+
+    // The one-time approval, sent by the buyer's own wallet (it needs a little gas).
+    chain.fund_eth(key.address(), U256::from(10u64).pow(U256::from(16u64))).await;
+    let wallet = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(key.clone()))
+        .connect_http(chain.rpc_url.parse().expect("rpc url"));
+    pay402::evm::permit2::approve_permit2(&wallet, chain.token, U256::MAX).await.expect("approve");
+    assert_eq!(permit2::allowance(&chain, key.address()).await, U256::MAX);
+
+    let paid = pay(client, url).await;
+    assert_eq!(paid.status(), 200);
+    assert_eq!(chain.balance(key.address()).await, U256::from(1_000_000u64 - 20_000), "0.02 moved");
+    assert_eq!(chain.balance(pay_to).await, U256::from(20_000u64));
+}

@@ -476,8 +476,15 @@ impl X402HttpServer {
         error: Option<String>,
     ) -> PaymentHttpResponse {
         crate::metrics::record_challenge(crate::metrics::PROTOCOL_X402, &schemes_label(&accepts));
+        // A Permit2 payment whose owner never approved Permit2: 412 Precondition Failed (the
+        // x402 Permit2 specs; @x402/core does the same), with the same PAYMENT-REQUIRED.
+        let precondition = error.as_deref() == Some(super::permit2_reasons::ALLOWANCE_REQUIRED);
         let required = self.payment_required(ctx, route, accepts, error);
-        self.challenge(ctx, route, &required, false)
+        let mut response = self.challenge(ctx, route, &required, false);
+        if precondition {
+            response.status = StatusCode::PRECONDITION_FAILED;
+        }
+        response
     }
 
     /// Decides a request to a protected route: `Ok` with the verified payment (run the handler,
