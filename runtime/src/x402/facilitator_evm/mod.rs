@@ -31,9 +31,9 @@ mod permit2;
 pub mod server;
 
 pub use exact::{DEFAULT_MAX_SETTLEMENT_GAS, DEFAULT_RPC_TIMEOUT, ExactEvmFacilitatorScheme, SetupError};
-pub use permit2::UptoEvmFacilitator;
 /// The settlement machinery of the `exact` scheme that the Permit2 payments share.
 use exact::{InFlight, Read};
+pub use permit2::UptoEvmFacilitator;
 
 use super::facilitator::{FacilitatorClient, FacilitatorError};
 use super::types::{
