@@ -437,3 +437,50 @@ async fn permit2_exact_pays_exactly_the_price_and_a_replay_is_refused() {
     let v = s.client.verify(&mismatched, &r).await.expect("verify");
     assert_eq!(v.invalid_reason.as_deref(), Some(reasons::INVALID_PAYLOAD));
 }
+
+#[tokio::test]
+async fn concurrent_settles_of_one_upto_authorization_move_the_funds_once() {
+    let s = stack().await;
+    let buyer = buyer(&s.chain, 1_000_000, true).await;
+    let pay_to = anvil::fresh_key().address();
+    let r = requirements(&s.chain, "upto", pay_to, MAX, s.facilitator);
+    let p = signed(&buyer, &authorization(&buyer, &s.chain, &r), &r);
+    let settle_r = with_amount(&r, USED);
+    let attempts = (0..4).map(|_| s.client.settle(&p, &settle_r));
+    let outcomes = futures::future::join_all(attempts).await;
+    let successes = outcomes.iter().filter(|o| o.as_ref().is_ok_and(|s| s.success)).count();
+    assert_eq!(successes, 1, "{outcomes:?}");
+    for outcome in &outcomes {
+        let outcome = outcome.as_ref().expect("answered");
+        if !outcome.success {
+            assert_eq!(outcome.error_reason.as_deref(), Some(reasons::NONCE_ALREADY_USED), "{outcome:?}");
+        }
+    }
+    assert_eq!(s.chain.balance(pay_to).await, U256::from(USED));
+    assert_eq!(s.chain.balance(buyer.address()).await, U256::from(1_000_000 - USED));
+}
+
+#[tokio::test]
+async fn a_contract_wallet_owner_pays_with_an_erc1271_signature() {
+    let s = stack().await;
+    let owner = anvil::fresh_key();
+    let wallet = s.chain.deploy_erc1271_wallet(owner.address()).await;
+    s.chain.mint(wallet, U256::from(1_000_000u64)).await;
+    permit2::approve_from_contract(&s.chain, wallet, U256::MAX).await;
+    let pay_to = anvil::fresh_key().address();
+    let r = requirements(&s.chain, "upto", pay_to, MAX, s.facilitator);
+    let mut auth = authorization(&owner, &s.chain, &r);
+    auth.from = wallet;
+    // Signed by a stranger: the wallet's isValidSignature refuses it.
+    let forged = signed(&anvil::fresh_key(), &auth, &r);
+    let v = s.client.verify(&forged, &r).await.expect("verify");
+    assert_eq!(v.invalid_reason.as_deref(), Some(reasons::INVALID_PERMIT2_SIGNATURE));
+    // Signed by the wallet's owner: valid through ERC-1271, and Permit2 settles it.
+    let p = signed(&owner, &auth, &r);
+    let v = s.client.verify(&p, &r).await.expect("verify");
+    assert!(v.is_valid, "{v:?}");
+    let settled = s.client.settle(&p, &with_amount(&r, USED)).await.expect("settle");
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(s.chain.balance(pay_to).await, U256::from(USED));
+    assert_eq!(s.chain.balance(wallet).await, U256::from(1_000_000 - USED));
+}

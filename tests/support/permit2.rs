@@ -136,3 +136,24 @@ pub(crate) async fn approve(chain: &Chain, buyer: &PrivateKeySigner, amount: U25
     assert!(receipt.status(), "approve reverted");
     assert_eq!(allowance(chain, buyer.address()).await, amount);
 }
+
+/// The one-time `approve(PERMIT2, amount)` sent by a contract (e.g. an ERC-1271 wallet): anvil
+/// impersonates it and gives it ETH for the gas.
+pub(crate) async fn approve_from_contract(chain: &Chain, contract: Address, amount: U256) {
+    let eth = U256::from(10u64).pow(U256::from(18u64));
+    let _: serde_json::Value =
+        chain.provider.raw_request("anvil_setBalance".into(), (contract, eth)).await.expect("anvil_setBalance");
+    let _: serde_json::Value =
+        chain.provider.raw_request("anvil_impersonateAccount".into(), (contract,)).await.expect("impersonate");
+    let provider = ProviderBuilder::new().connect_http(chain.rpc_url.parse().expect("rpc url"));
+    let call = IErc20Approve::approveCall { spender: PERMIT2_ADDRESS, amount }.abi_encode();
+    let tx = TransactionRequest::default().with_from(contract).with_to(chain.token).with_input(call);
+    let receipt = provider.send_transaction(tx).await.expect("approve: send").get_receipt().await.expect("receipt");
+    assert!(receipt.status(), "approve reverted");
+    let _: serde_json::Value = chain
+        .provider
+        .raw_request("anvil_stopImpersonatingAccount".into(), (contract,))
+        .await
+        .expect("stop impersonating");
+    assert_eq!(allowance(chain, contract).await, amount);
+}

@@ -156,7 +156,9 @@ impl<'a> InFlight<'a> {
     /// Marks `key` as being settled by `scheme`; `None` when it already is.
     pub(super) fn claim(scheme: &'a ExactEvmFacilitatorScheme, key: (Address, Address, B256)) -> Option<Self> {
         let set = &scheme.in_flight;
-        set.lock().unwrap_or_else(PoisonError::into_inner).insert(key).then_some(InFlight { set, key })
+        // The guard is released before an `InFlight` exists: its drop takes the lock again.
+        let claimed = set.lock().unwrap_or_else(PoisonError::into_inner).insert(key);
+        if claimed { Some(InFlight { set, key }) } else { None }
     }
 
     /// Whether `key` is being settled by `scheme` right now.
