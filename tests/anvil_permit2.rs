@@ -21,12 +21,11 @@ use pay402::evm::permit2::{
     UPTO_PERMIT2_PROXY, permit2_domain, random_permit2_nonce,
 };
 use pay402::evm::{Address, PrivateKeySigner, U256};
-use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, UptoEvmFacilitator, X402Facilitator, reasons, server};
+use pay402::x402::facilitator_evm::reasons;
 use pay402::x402::{
     FacilitatorClient, HttpFacilitatorClient, HttpFacilitatorConfig, PaymentPayload, PaymentRequirements,
     SettleResponse,
 };
-use std::sync::Arc;
 use support::anvil::{self, Chain};
 use support::permit2;
 
@@ -48,19 +47,7 @@ struct Stack {
 async fn stack() -> Stack {
     let chain = Chain::start().await;
     permit2::deploy(&chain).await;
-    let key = chain.dev_key(9);
-    let facilitator = key.address();
-    let exact = Arc::new(
-        ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, key)
-            .await
-            .expect("facilitator")
-            .with_asset(chain.token),
-    );
-    let network = exact.network().clone();
-    let upto = UptoEvmFacilitator::new(Arc::clone(&exact));
-    assert_eq!(upto.facilitator_address(), facilitator);
-    let x402 = X402Facilitator::new().register_shared([network.clone()], exact).register([network], upto);
-    let server = support::serve_axum(server::router(Arc::new(x402))).await;
+    let (server, facilitator) = permit2::serve_facilitator(&chain).await;
     let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(&server.base)).expect("client");
     Stack { chain, client, facilitator, _server: server }
 }

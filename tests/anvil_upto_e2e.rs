@@ -18,12 +18,10 @@ use pay402::autopay::{AssetId, AutoPay, AutoPayOutcome, Protocol};
 use pay402::axum::{UptoCharge, X402HttpServer, x402};
 use pay402::chain::{AssetInfo, NetworkRegistry, TransferMethod};
 use pay402::evm::{Address, PrivateKeySigner, U256};
-use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, UptoEvmFacilitator, X402Facilitator, server};
 use pay402::x402::{
     ExactEvmScheme, HttpFacilitatorClient, HttpFacilitatorConfig, UptoEvmClientScheme, UptoEvmScheme, X402Client,
     X402ResourceServer, decode_payment_required_header, decode_payment_response_header,
 };
-use std::sync::Arc;
 use support::anvil::{self, Chain};
 use support::permit2;
 
@@ -63,22 +61,6 @@ fn register_token(chain: &Chain) {
     });
 }
 
-/// The on-chain facilitator (exact + upto) served over HTTP; its settling address.
-async fn facilitator(chain: &Chain) -> (support::Running, Address) {
-    let key = chain.dev_key(9);
-    let address = key.address();
-    let exact = Arc::new(
-        ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, key)
-            .await
-            .expect("facilitator")
-            .with_asset(chain.token),
-    );
-    let network = exact.network().clone();
-    let upto = UptoEvmFacilitator::new(Arc::clone(&exact));
-    let x402 = X402Facilitator::new().register_shared([network.clone()], exact).register([network], upto);
-    (support::serve_axum(server::router(Arc::new(x402))).await, address)
-}
-
 /// A seller process: the macro route at `/metered`, settling through the facilitator at `base`.
 async fn seller(facilitator_base: &str, pay_to: Address) -> support::Running {
     let client = HttpFacilitatorClient::new(HttpFacilitatorConfig::new(facilitator_base)).expect("client");
@@ -109,7 +91,7 @@ async fn upto_settles_what_the_handler_used_never_more_and_once() {
     let chain = Chain::start().await;
     permit2::deploy(&chain).await;
     register_token(&chain);
-    let (facilitator_http, facilitator_address) = facilitator(&chain).await;
+    let (facilitator_http, facilitator_address) = permit2::serve_facilitator(&chain).await;
     let pay_to = anvil::fresh_key().address();
     let shop = seller(&facilitator_http.base, pay_to).await;
     let key = buyer(&chain).await;
@@ -218,7 +200,7 @@ async fn a_buyer_without_the_permit2_allowance_gets_412_then_approves_once() {
     let chain = Chain::start().await;
     permit2::deploy(&chain).await;
     register_token(&chain);
-    let (facilitator_http, _) = facilitator(&chain).await;
+    let (facilitator_http, _) = permit2::serve_facilitator(&chain).await;
     let pay_to = anvil::fresh_key().address();
     let shop = seller(&facilitator_http.base, pay_to).await;
     let key = anvil::fresh_key();

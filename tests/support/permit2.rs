@@ -157,3 +157,24 @@ pub(crate) async fn approve_from_contract(chain: &Chain, contract: Address, amou
         .expect("stop impersonating");
     assert_eq!(allowance(chain, contract).await, amount);
 }
+
+/// pay402's on-chain facilitator for the chain's token — `exact` (EIP-3009 and Permit2) and
+/// `upto`, both settling from dev account 9 — served over HTTP (`facilitator_evm::server`);
+/// returns the server and the facilitator's settling address (its `facilitatorAddress`).
+pub(crate) async fn serve_facilitator(chain: &Chain) -> (super::Running, Address) {
+    use pay402::x402::facilitator_evm::{ExactEvmFacilitatorScheme, UptoEvmFacilitator, X402Facilitator, server};
+    use std::sync::Arc;
+    let key = chain.dev_key(9);
+    let address = key.address();
+    let exact = Arc::new(
+        ExactEvmFacilitatorScheme::connect_http(&chain.rpc_url, key)
+            .await
+            .expect("facilitator")
+            .with_asset(chain.token),
+    );
+    let network = exact.network().clone();
+    let upto = UptoEvmFacilitator::new(Arc::clone(&exact));
+    assert_eq!(upto.facilitator_address(), address, "upto settles from the exact scheme's key");
+    let x402 = X402Facilitator::new().register_shared([network.clone()], exact).register([network], upto);
+    (super::serve_axum(server::router(Arc::new(x402))).await, address)
+}
