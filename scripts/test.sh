@@ -37,6 +37,13 @@ step "cargo doc -D warnings"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
 
 step "cargo package --workspace (each crate builds from exactly the files it would publish)"
+# Verification builds each crate against the packages of its sibling crates, which cargo unpacks
+# into $CARGO_HOME/registry/src/<local overlay>/pay402-*-<version>/ and reuses when the directory
+# exists: an unpack left by an earlier run (same version, older sources) would be verified instead
+# of this checkout's files. Remove those before packaging.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/pay402-core-[0-9]* \
+    "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/pay402-macros-[0-9]* \
+    "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/pay402-runtime-[0-9]*
 cargo package --workspace --allow-dirty
 if cargo package --workspace --list --allow-dirty 2>/dev/null | grep -E '^(\.test-deps|target|tests|benches|fuzz|scripts)/'; then
     echo "the packages would ship the files above (test components, build output, tests): fix the include lists" >&2
