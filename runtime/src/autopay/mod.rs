@@ -106,6 +106,15 @@
 //! x402 challenge, the response is rebuilt from its status, headers and body, and
 //! [`url`](reqwest::Response::url) is no longer available).
 //!
+//! # Metered streams
+//!
+//! [`AutoPayMiddleware::stream`] requests a Server-Sent Events stream metered per event (MPP
+//! session, `unitType: "event"`) and yields its events ([`PaidEvents`], a `Stream` of
+//! [`StreamItem`]s): it pays the 402 as a session, answers the seller's `402-need-voucher`
+//! events with a voucher for exactly the amount asked (topping the deposit up within the caps
+//! first when needed; never for another stream's challenge or channel), and resumes a dropped
+//! connection with `Last-Event-ID`. See the `stream` entry point for the money rules.
+//!
 //! # Request bodies
 //!
 //! A paid retry resends the request, so the body is cloned first; a streaming body cannot be,
@@ -116,6 +125,7 @@ mod middleware;
 mod offers;
 mod send;
 mod session_book;
+mod stream;
 
 pub use budget::{Amount, AssetId, TokenUnits, decimal_string};
 /// The client [`AutoPayMiddleware::client`] returns, and its error type (re-exported from
@@ -123,6 +133,10 @@ pub use budget::{Amount, AssetId, TokenUnits, decimal_string};
 pub use reqwest_middleware::{ClientWithMiddleware, Error as ClientError};
 pub use send::MAX_REDIRECTS;
 pub use session_book::ChannelSummary;
+pub use stream::{
+    DEFAULT_MAX_RECONNECTS, DEFAULT_RECONNECT_DELAY, MAX_RECONNECT_DELAY, PaidEvents, StreamError, StreamItem,
+    StreamOptions,
+};
 
 use crate::chain::{NetworkRegistry, X_LAYER_CHAIN_ID};
 use crate::evm::DEFAULT_ESCROW_CONTRACT;

@@ -57,19 +57,19 @@ impl RouteKey {
 
 /// An open channel: what was deposited and vouched so far.
 #[derive(Debug)]
-struct Channel {
-    id: String,
-    deposit: U256,
-    cumulative: U256,
+pub(super) struct Channel {
+    pub(super) id: String,
+    pub(super) deposit: U256,
+    pub(super) cumulative: U256,
     /// The latest challenge and route, for closing.
-    challenge: ParsedChallenge,
-    url: Url,
-    method: Method,
+    pub(super) challenge: ParsedChallenge,
+    pub(super) url: Url,
+    pub(super) method: Method,
 }
 
 /// A channel's place in the book; its lock serialises the requests on the channel (vouchers are
 /// cumulative).
-type Slot = Arc<tokio::sync::Mutex<Option<Channel>>>;
+pub(super) type Slot = Arc<tokio::sync::Mutex<Option<Channel>>>;
 
 /// A route that offered a session: its latest challenge and the channel that pays it.
 #[derive(Clone, Debug)]
@@ -165,7 +165,7 @@ impl AutoPayMiddleware {
     }
 
     /// The slot of the channel `key` (created empty on first use).
-    fn slot(&self, key: &ChannelKey) -> Slot {
+    pub(super) fn slot(&self, key: &ChannelKey) -> Slot {
         Arc::clone(self.book().channels.entry(key.clone()).or_default())
     }
 
@@ -187,7 +187,7 @@ impl AutoPayMiddleware {
     }
 
     /// Stops sending vouchers ahead on the channel `key` (the server no longer knows it).
-    fn forget_channel(&self, key: &ChannelKey) {
+    pub(super) fn forget_channel(&self, key: &ChannelKey) {
         self.book().routes.retain(|_, rs| &rs.key != key);
     }
 
@@ -433,8 +433,14 @@ impl AutoPayMiddleware {
     /// at most the maximum deposit and the remaining total budget, at least what the next
     /// voucher needs (when that does not fit, [`Budget::reserve_deposit`] refuses it).
     fn deposit(&self, terms: &SessionTerms, unspent: U256) -> Result<U256, AutoPayError> {
+        self.deposit_covering(terms, terms.price.saturating_sub(unspent))
+    }
+
+    /// A deposit (or top-up) of at least `needed` (and at least 1), chosen and bounded as in
+    /// [`Self::deposit`].
+    pub(super) fn deposit_covering(&self, terms: &SessionTerms, needed: U256) -> Result<U256, AutoPayError> {
         let caps = self.inner.budget.caps(&terms.asset)?;
-        let needed = terms.price.saturating_sub(unspent).max(U256::from(1u8));
+        let needed = needed.max(U256::from(1u8));
         let wanted = caps
             .session_deposit
             .or(terms.suggested_deposit)
@@ -469,7 +475,11 @@ impl AutoPayMiddleware {
 
 /// A management answer must be 200 `{"status":"ok","receipt":{…,"settlement":…}}` naming
 /// `channel_id`.
-async fn check_management(resp: Response, action: &'static str, channel_id: &str) -> Result<(), AutoPayError> {
+pub(super) async fn check_management(
+    resp: Response,
+    action: &'static str,
+    channel_id: &str,
+) -> Result<(), AutoPayError> {
     let status = resp.status();
     if status != StatusCode::OK {
         let reason = body_reason(resp).await;

@@ -35,6 +35,9 @@ mod session;
 mod session_client;
 mod store;
 mod wire;
+// buyer side of SSE streams
+#[cfg(feature = "client")]
+pub mod stream_client;
 
 pub use challenge::Challenge;
 pub use charge::{ChargeOptions, ChargeOutcome, Split};
@@ -75,6 +78,13 @@ pub use store::{
     InMemoryChannelStore, RetryPolicy, StoreError, UpdateCoordinator, UpdateError, UpdateOutcome, Versioned,
 };
 pub use wire::{CHARGE_INTENT, EVM_METHOD, MAX_SPLITS, SESSION_INTENT};
+// buyer side of SSE streams
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use stream_client::{
+    DataEvent, NeedVoucher, SseMessage, SseParser, StreamBinding, StreamClientError, StreamFrame, StreamProblem,
+    StreamReceipt, VoucherDecision, VoucherPosition, decide_need_voucher,
+};
 
 /// `WWW-Authenticate`.
 pub const WWW_AUTHENTICATE_HEADER: &str = "WWW-Authenticate";
