@@ -33,10 +33,10 @@ mod receipt;
 mod route;
 mod server;
 mod session;
-mod stream;
 #[cfg(feature = "client")]
 mod session_client;
 mod store;
+mod stream;
 mod wire;
 
 pub use challenge::Challenge;
@@ -63,10 +63,10 @@ pub use idempotency::{
 };
 pub use metering::{Books, EventMeter, MeterError, MeterStep, StreamConfig, StreamStart};
 pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant, SessionHandler};
+pub use payment::{MPP_EXPOSED_HEADERS, MppPayment};
 pub use problem::{MAX_DETAIL_CHARS, MppErrorKind, PROBLEM_BASE, ProblemDetails, payment_required_detail};
 pub use receipt::{MAX_RECEIPT_B64_BYTES, PAYMENT_RECEIPT_HEADER, RECEIPT_STATUS_SUCCESS, Receipt};
 pub use route::{Intent, PaySpec, Per, RouteTerms, StaticPaySpec};
-pub use payment::{MPP_EXPOSED_HEADERS, MppPayment};
 pub use server::{Granted, MIN_SECRET_BYTES, Mpp, MppConfigError, Rejection};
 pub use session::{STATUS_CLOSED, STATUS_OPEN, SessionIntent, SessionResult};
 #[cfg(feature = "client")]
@@ -77,7 +77,8 @@ pub use session_client::{SessionClient, SessionClientError};
 pub use store::RedisChannelStore;
 pub use store::{
     CasOutcome, ChannelState, ChannelStateError, ChannelStore, DEFAULT_REMEMBERED_STATES, FileStore,
-    InMemoryChannelStore, RetryPolicy, StoreError, StreamCounts, UpdateCoordinator, UpdateError, UpdateOutcome, Versioned,
+    InMemoryChannelStore, RetryPolicy, StoreError, StreamCounts, UpdateCoordinator, UpdateError, UpdateOutcome,
+    Versioned,
 };
 pub use stream::{
     EVENT_STREAM_CONTENT_TYPE, EventStream, NEED_VOUCHER_EVENT, PAYMENT_ERROR_EVENT, PAYMENT_RECEIPT_EVENT, PaidStream,

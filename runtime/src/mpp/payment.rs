@@ -4,9 +4,9 @@
 
 use super::credential::Credential;
 use super::idempotency::{KeyHold, MPP_RETRY_AFTER_SECONDS};
+use super::metering::{MeterStep, StreamStart};
 use super::method::{PayError, PendingCharge};
 use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
-use super::metering::{MeterStep, StreamStart};
 use super::stream::PaidStream;
 use crate::completion::CancelPolicy;
 use crate::metrics::SettlementOutcome;

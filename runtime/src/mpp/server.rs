@@ -14,8 +14,8 @@ use super::encoding::canonical_json_object;
 use super::error::MppError;
 use super::idempotency::{ChargeRetry, Keyed, MPP_RETRY_AFTER_SECONDS, Records};
 use super::method::{EvmMethod, PayError, SessionGrant};
-use super::problem::{MppErrorKind, payment_required_detail};
 use super::payment::{MPP_EXPOSED_HEADERS, MppPayment, UnknownHooks, unknown_problem};
+use super::problem::{MppErrorKind, payment_required_detail};
 use super::receipt::Receipt;
 use super::route::{self, Intent, PaySpec, Per, RouteTerms, RouteTermsCache, base_units};
 use super::wire::EVM_METHOD;
@@ -32,7 +32,6 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::{Arc, PoisonError};
 use tracing::Instrument as _;
-
 
 /// A configuration error of the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -359,8 +358,17 @@ impl Mpp {
     ) -> Result<Granted, Rejection> {
         let canonical = canonical_json_object(&request);
         let cost = request.get("amount").and_then(Value::as_str).and_then(base_units);
-        self.decide(authorization, intent, &Arc::new(request), &canonical, cost, description, expires, Metered::PerRequest)
-            .await
+        self.decide(
+            authorization,
+            intent,
+            &Arc::new(request),
+            &canonical,
+            cost,
+            description,
+            expires,
+            Metered::PerRequest,
+        )
+        .await
     }
 
     /// Verify-or-challenge, given the request's canonical JSON and its price in base units
@@ -452,7 +460,9 @@ impl Mpp {
                 async move {
                     let out = match metered {
                         Metered::PerRequest => session.verify(&credential, &request, cost).await,
-                        Metered::PerEvent { resume } => session.verify_stream(&credential, &request, cost, resume).await,
+                        Metered::PerEvent { resume } => {
+                            session.verify_stream(&credential, &request, cost, resume).await
+                        }
                     };
                     match &out {
                         Ok(SessionGrant::Serve { receipt, .. }) => {
@@ -475,7 +485,13 @@ impl Mpp {
                     observe(PaymentOutcome::Verified);
                     tracing::Span::current().record("reference", receipt.reference.as_str());
                     let unknown = self.inner.events.settlement_unknown.clone();
-                    Ok(Granted::Paid(MppPayment::reserved(credential, receipt, pending, unknown, self.inner.cancel_policy)))
+                    Ok(Granted::Paid(MppPayment::reserved(
+                        credential,
+                        receipt,
+                        pending,
+                        unknown,
+                        self.inner.cancel_policy,
+                    )))
                 }
                 Ok(SessionGrant::Stream(start)) => {
                     observe(PaymentOutcome::Verified);
@@ -789,4 +805,3 @@ impl Mpp {
         super::payment::receipt_headers(receipt)
     }
 }
-

@@ -250,7 +250,11 @@ impl PaidStream {
     /// `resume_from` is refused (events the buyer never got would be skipped).
     pub fn sse_starting_at(self, first: u64, events: impl Stream<Item = SseEvent> + Send + 'static) -> EventStream {
         let Some(skip) = self.slot.resume_from.checked_sub(first) else {
-            tracing::error!(first, resume_from = self.slot.resume_from, "mpp stream: events start after the buyer's position");
+            tracing::error!(
+                first,
+                resume_from = self.slot.resume_from,
+                "mpp stream: events start after the buyer's position"
+            );
             return EventStream::refused("the stream cannot start there");
         };
         self.sse_from(first, events, skip)
@@ -286,9 +290,15 @@ enum Held {
 enum Phase {
     Streaming,
     /// Waiting for money; the event that did not fit.
-    Paused { event: SseEvent, since: Instant, quiet_since: Instant },
+    Paused {
+        event: SseEvent,
+        since: Instant,
+        quiet_since: Instant,
+    },
     /// Sending the last frames (an optional problem, then the final receipt).
-    Ending { error: Option<Map<String, Value>> },
+    Ending {
+        error: Option<Map<String, Value>>,
+    },
     Done,
 }
 
@@ -383,10 +393,7 @@ impl Engine {
         m.insert("method".into(), Value::String(EVM_METHOD.into()));
         m.insert("intent".into(), Value::String(SESSION_INTENT.into()));
         m.insert("status".into(), Value::String(super::receipt::RECEIPT_STATUS_SUCCESS.into()));
-        m.insert(
-            "timestamp".into(),
-            Value::String(super::expiry::python_isoformat_z(time::OffsetDateTime::now_utc())),
-        );
+        m.insert("timestamp".into(), Value::String(super::expiry::python_isoformat_z(time::OffsetDateTime::now_utc())));
         m.insert("challengeId".into(), Value::String(self.start.challenge_id.clone()));
         m.insert("channelId".into(), Value::String(self.start.channel_id.clone()));
         m.insert("acceptedCumulative".into(), Value::String(self.books.highest.to_string()));
@@ -407,14 +414,20 @@ impl Engine {
     /// The failure of a step: the stream ends after a `payment-error`.
     fn failed(&mut self, e: &super::metering::MeterError) {
         tracing::error!(error = %e, channel = %self.start.channel_id, "mpp stream: metering failed; ending the stream");
-        self.phase =
-            Phase::Ending { error: Some(problem(503, "internal-error", "Metering Failed", "the stream's payment state is unavailable")) };
+        self.phase = Phase::Ending {
+            error: Some(problem(503, "internal-error", "Metering Failed", "the stream's payment state is unavailable")),
+        };
     }
 
     fn closed(&mut self) {
         tracing::info!(channel = %self.start.channel_id, "mpp stream: channel closed; ending the stream");
         self.phase = Phase::Ending {
-            error: Some(problem(410, "session/channel-finalized", "Channel Finalized", "the payment channel was closed")),
+            error: Some(problem(
+                410,
+                "session/channel-finalized",
+                "Channel Finalized",
+                "the payment channel was closed",
+            )),
         };
     }
 
@@ -499,10 +512,8 @@ impl Engine {
                             self.phase = Phase::Paused { event, since, quiet_since };
                             return Some(Bytes::from_static(b": keep-alive\n\n"));
                         }
-                        let wait = config
-                            .poll_interval_value()
-                            .min(timeout - waited)
-                            .min(config.keep_alive_value() - quiet);
+                        let wait =
+                            config.poll_interval_value().min(timeout - waited).min(config.keep_alive_value() - quiet);
                         meter.changed(wait).await;
                         match meter.step(false, true).await {
                             Ok(MeterStep::Reserved(b)) => {
