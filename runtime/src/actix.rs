@@ -21,7 +21,7 @@
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
 use crate::gate::{ExtensionSink, GuardGate, Guarded, NotProtected, PaymentGate, StaticGateRoute, from_extensions};
-use crate::mpp::{Credential, Mpp, Receipt};
+use crate::mpp::{Credential, EVENT_STREAM_CONTENT_TYPE, EventStream, Mpp, PaidStream, Receipt};
 use crate::router::{Paid, PaymentRouter};
 use crate::web::{
     MAX_RECORDED_BODY_BYTES, PaymentHttpResponse, PreparedResponse, RecordedResponse, RequestContext, RequestHead,
@@ -176,7 +176,21 @@ macro_rules! extension_extractors {
     )*};
 }
 
-extension_extractors!(X402Payment, Credential, Receipt, Paid);
+extension_extractors!(X402Payment, Credential, Receipt, Paid, PaidStream);
+
+/// A metered (or unmetered) event stream, served as `text/event-stream`, `Cache-Control:
+/// no-cache`, unbuffered by proxies (`X-Accel-Buffering: no`).
+impl Responder for EventStream {
+    type Body = ::actix_web::body::BoxBody;
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+        use futures::StreamExt as _;
+        HttpResponse::Ok()
+            .content_type(EVENT_STREAM_CONTENT_TYPE)
+            .insert_header(("cache-control", "no-cache"))
+            .insert_header(("x-accel-buffering", "no"))
+            .streaming(self.into_frames().map(Ok::<_, Infallible>))
+    }
+}
 
 /// The `upto` charge of the verified x402 payment ([`X402Payment::upto_charge`]).
 impl FromRequest for crate::x402::UptoCharge {

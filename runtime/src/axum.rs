@@ -21,7 +21,7 @@
 #![allow(clippy::result_large_err)] // the Err side is the HTTP response itself, built once per request
 
 use crate::gate::{GuardGate, Guarded, NotProtected, PaymentGate, StaticGateRoute, from_extensions};
-use crate::mpp::{Credential, Mpp, Receipt};
+use crate::mpp::{Credential, EVENT_STREAM_CONTENT_TYPE, EventStream, Mpp, PaidStream, Receipt};
 use crate::router::{Paid, PaymentRouter};
 use crate::web::{
     HttpHead, MAX_RECORDED_BODY_BYTES, PaymentHttpResponse, PreparedResponse, RecordedResponse, RequestContext,
@@ -219,7 +219,22 @@ macro_rules! extension_extractors {
     )*};
 }
 
-extension_extractors!(X402Payment, Credential, Receipt, Paid);
+extension_extractors!(X402Payment, Credential, Receipt, Paid, PaidStream);
+
+/// A metered (or unmetered) event stream, served as `text/event-stream`, `Cache-Control:
+/// no-cache`, unbuffered by proxies (`X-Accel-Buffering: no`).
+impl IntoResponse for EventStream {
+    fn into_response(self) -> Response {
+        use futures::StreamExt as _;
+        let body = Body::from_stream(self.into_frames().map(Ok::<_, Infallible>));
+        let mut resp = Response::new(body);
+        let h = resp.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(EVENT_STREAM_CONTENT_TYPE));
+        h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+        resp
+    }
+}
 
 /// The `upto` charge of the verified x402 payment ([`X402Payment::upto_charge`]).
 impl<S: Send + Sync> FromRequestParts<S> for crate::x402::UptoCharge {

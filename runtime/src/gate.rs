@@ -15,7 +15,7 @@
 use crate::completion::CancelPolicy;
 #[cfg(any(feature = "axum", feature = "actix"))]
 use crate::completion::FinishGuard;
-use crate::mpp::{Credential, Mpp, MppPayment, PaySpec, Receipt, StaticPaySpec};
+use crate::mpp::{Credential, Mpp, MppPayment, PaidStream, PaySpec, Receipt, StaticPaySpec};
 use crate::web::{PaymentHttpResponse, PreparedResponse, RequestContext, RequestHead, ResponseSink};
 use crate::x402::{RouteConfig, StaticRoute, X402HttpServer, X402Payment};
 use http::{HeaderMap, StatusCode};
@@ -164,6 +164,9 @@ impl PaymentGate for Mpp {
     fn insert_extensions(paid: &MppPayment, ext: &mut impl ExtensionSink) {
         ext.insert(paid.credential.clone());
         ext.insert(paid.receipt.clone());
+        if let Some(stream) = paid.paid_stream() {
+            ext.insert(stream);
+        }
     }
 
     async fn finish(
@@ -223,6 +226,13 @@ impl GateExtension for Receipt {
     const NOT_PROTECTED: NotProtected = NotProtected::new("Receipt", "the MPP layer/middleware (or #[pay])");
 }
 
+impl GateExtension for PaidStream {
+    const NOT_PROTECTED: NotProtected = NotProtected::new(
+        "PaidStream",
+        "an MPP route priced per event (PaySpec::session(..).per_event(), or #[pay(intent = \"session\", per = \"event\")])",
+    );
+}
+
 #[cfg(any(feature = "axum", feature = "actix"))]
 /// What a handler's extractor of `T` answers, given the request extensions' `T` (if any).
 pub(crate) fn from_extensions<T: GateExtension>(value: Option<&T>) -> Result<T, NotProtected> {
@@ -246,9 +256,9 @@ impl GuardedPayment for X402Payment {
 }
 
 impl GuardedPayment for MppPayment {
-    type Seen = (Credential, Receipt);
-    fn seen(&self) -> (Credential, Receipt) {
-        (self.credential.clone(), self.receipt.clone())
+    type Seen = (Credential, Receipt, Option<PaidStream>);
+    fn seen(&self) -> (Credential, Receipt, Option<PaidStream>) {
+        (self.credential.clone(), self.receipt.clone(), self.paid_stream())
     }
 }
 
@@ -385,6 +395,12 @@ impl Guarded<Mpp> {
     /// The receipt, for the handler's `Receipt` parameter.
     pub fn receipt(&self) -> Receipt {
         self.seen.1.clone()
+    }
+
+    /// The metered stream of a per-event route, for the handler's `PaidStream` parameter (on
+    /// another route, one whose `sse` answers only a `payment-error`).
+    pub fn paid_stream(&self) -> PaidStream {
+        self.seen.2.clone().unwrap_or_else(PaidStream::unavailable)
     }
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod anvil;
 pub(crate) mod okx;
 pub(crate) mod permit2;
 pub(crate) mod redis;
+pub(crate) mod session_sa;
 pub(crate) mod worker;
 
 use async_trait::async_trait;

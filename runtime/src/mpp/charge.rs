@@ -5,10 +5,11 @@ use super::challenge::Challenge;
 use super::credential::Credential;
 use super::error::MppError;
 use super::method::PayError;
+use super::payment::MppPayment;
 use super::problem::MppErrorKind;
 use super::receipt::Receipt;
 use super::route::{self, Intent, to_base_units};
-use super::server::{Granted, Mpp, MppPayment, Rejection};
+use super::server::{Granted, Mpp, Rejection};
 use super::wire::MAX_SPLITS;
 use crate::okx::sa::EvmPaymentError;
 use serde_json::{Map, Value};
@@ -126,7 +127,7 @@ impl Mpp {
             Ok(Granted::Paid(MppPayment { credential, receipt, .. })) => {
                 Ok(ChargeOutcome::Paid { credential, receipt })
             }
-            Ok(Granted::Management { .. }) => {
+            Ok(Granted::Management { .. } | Granted::Companion { .. }) => {
                 Err(PayError::Method(EvmPaymentError::BadRequest("a session credential was sent to a charge".into())))
             }
             Err(Rejection { challenge, error: None }) => Ok(ChargeOutcome::Challenge(challenge)),

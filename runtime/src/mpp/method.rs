@@ -4,6 +4,7 @@
 use super::credential::Credential;
 use super::echo::ChallengeEcho;
 use super::error::MppError;
+use super::metering::StreamStart;
 use super::problem::{MppErrorKind, echo};
 use super::receipt::Receipt;
 use super::wire::EVM_METHOD;
@@ -393,6 +394,16 @@ pub enum SessionGrant {
     /// A management action (open, topUp, close, settle): answered with this JSON (HTTP 200)
     /// without running the handler.
     Management(Value),
+    /// A metered stream may start (or resume): the handler runs and streams through the meter.
+    Stream(Box<StreamStart>),
+    /// A companion request of an active stream (a voucher raising the channel's balance):
+    /// answered with this JSON and `receipt` (HTTP 200) without running the handler.
+    Companion {
+        /// The receipt (`Payment-Receipt`).
+        receipt: Receipt,
+        /// The JSON answer.
+        body: Value,
+    },
 }
 
 /// The `session` intent, as the coordinator drives it (implemented by the session module's
@@ -410,6 +421,22 @@ pub trait SessionHandler: Send + Sync + fmt::Debug {
         request: &Map<String, Value>,
         cost: U256,
     ) -> Result<SessionGrant, PayError>;
+
+    /// Verifies a session credential on a route charging `price` per event of a metered
+    /// stream ([`Per::Event`](super::Per::Event)): a voucher starts the stream (or resumes it,
+    /// `resume` = the buyer's `Last-Event-ID`), or is a companion voucher of the stream its
+    /// challenge started; management actions are answered as by [`SessionHandler::verify`].
+    /// Default: refused (the handler does not meter streams).
+    async fn verify_stream(
+        &self,
+        credential: &Credential,
+        request: &Map<String, Value>,
+        price: U256,
+        resume: Option<u64>,
+    ) -> Result<SessionGrant, PayError> {
+        let _ = (credential, request, price, resume);
+        Err(PayError::Method(EvmPaymentError::BadRequest("this session handler does not meter streams".into())))
+    }
 }
 
 /// The `evm` method: the token, payee, decimals and chain a seller charges in, and its intents.

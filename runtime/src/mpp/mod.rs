@@ -24,7 +24,9 @@ mod error;
 mod expiry;
 mod header;
 mod idempotency;
+mod metering;
 mod method;
+mod payment;
 pub mod paywall;
 mod problem;
 mod receipt;
@@ -34,6 +36,7 @@ mod session;
 #[cfg(feature = "client")]
 mod session_client;
 mod store;
+mod stream;
 mod wire;
 // buyer side of SSE streams
 #[cfg(feature = "client")]
@@ -61,11 +64,13 @@ pub use idempotency::{
     IDEMPOTENCY_CONFLICT_ERROR, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_INVALID_ERROR, MAX_IDEMPOTENCY_KEY_LEN,
     MPP_RETRY_AFTER_SECONDS, PAYMENT_PENDING_ERROR,
 };
+pub use metering::{Books, EventMeter, MeterError, MeterStep, StreamConfig, StreamStart};
 pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant, SessionHandler};
+pub use payment::{MPP_EXPOSED_HEADERS, MppPayment};
 pub use problem::{MAX_DETAIL_CHARS, MppErrorKind, PROBLEM_BASE, ProblemDetails, payment_required_detail};
 pub use receipt::{MAX_RECEIPT_B64_BYTES, PAYMENT_RECEIPT_HEADER, RECEIPT_STATUS_SUCCESS, Receipt};
-pub use route::{Intent, PaySpec, RouteTerms, StaticPaySpec};
-pub use server::{Granted, MIN_SECRET_BYTES, MPP_EXPOSED_HEADERS, Mpp, MppConfigError, MppPayment, Rejection};
+pub use route::{Intent, PaySpec, Per, RouteTerms, StaticPaySpec};
+pub use server::{Granted, MIN_SECRET_BYTES, Mpp, MppConfigError, Rejection};
 pub use session::{STATUS_CLOSED, STATUS_OPEN, SessionIntent, SessionResult};
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
@@ -75,7 +80,12 @@ pub use session_client::{SessionClient, SessionClientError};
 pub use store::RedisChannelStore;
 pub use store::{
     CasOutcome, ChannelState, ChannelStateError, ChannelStore, DEFAULT_REMEMBERED_STATES, FileStore,
-    InMemoryChannelStore, RetryPolicy, StoreError, UpdateCoordinator, UpdateError, UpdateOutcome, Versioned,
+    InMemoryChannelStore, RetryPolicy, StoreError, StreamCounts, UpdateCoordinator, UpdateError, UpdateOutcome,
+    Versioned,
+};
+pub use stream::{
+    EVENT_STREAM_CONTENT_TYPE, EventStream, NEED_VOUCHER_EVENT, PAYMENT_ERROR_EVENT, PAYMENT_RECEIPT_EVENT, PaidStream,
+    SseEvent,
 };
 pub use wire::{CHARGE_INTENT, EVM_METHOD, MAX_SPLITS, SESSION_INTENT};
 // buyer side of SSE streams

@@ -66,6 +66,30 @@ impl fmt::Display for Intent {
     }
 }
 
+/// What one payment of a `session` route pays for: a request (the default), or one event of a
+/// metered Server-Sent Events stream ([`PaidStream`](super::PaidStream)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Per {
+    /// The price is charged once per request (`#[pay(per = "request")]`, the default).
+    #[default]
+    Request,
+    /// The price is charged per data event of a metered SSE stream (`#[pay(per = "event")]`):
+    /// each event is reserved on the channel before it is sent and committed once handed to the
+    /// connection; the route's requests carry `unitType: "event"`.
+    Event,
+}
+
+impl Per {
+    /// The attribute value (`request`, `event`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Event => "event",
+        }
+    }
+}
+
 /// What a route charges (the `#[pay]` keys; the seed's `pay()` arguments and the router's
 /// `MppRouteConfig`). The realm is the coordinator's: a route that needs another realm uses
 /// another [`Mpp`](super::Mpp).
@@ -97,12 +121,26 @@ pub struct PaySpec {
     /// Merchant reference put into the receipt's `externalId` when the settlement does not
     /// provide one (Python's `MppRouteConfig.external_id` is unused).
     pub external_id: Option<String>,
+    /// What one price pays for (session routes): a request, or one event of a stream.
+    pub per: Per,
 }
 
 impl PaySpec {
     /// A charge of `amount` (human units).
     pub fn charge(amount: impl Into<String>) -> Self {
         Self { amount: amount.into(), intent: "charge".into(), ..Self::default() }
+    }
+
+    /// A session route charging `amount` (human units) per request.
+    pub fn session(amount: impl Into<String>) -> Self {
+        Self { amount: amount.into(), intent: "session".into(), ..Self::default() }
+    }
+
+    /// Charges the price per data event of a metered SSE stream instead of per request (see
+    /// [`Per::Event`]; session routes only).
+    pub fn per_event(mut self) -> Self {
+        self.per = Per::Event;
+        self
     }
 
     /// Sets the description.
@@ -136,6 +174,7 @@ pub struct StaticPaySpec {
     chain_id: Option<u64>,
     unit_type: Option<&'static str>,
     suggested_deposit: Option<&'static str>,
+    per: Per,
     spec: OnceLock<Arc<PaySpec>>,
 }
 
@@ -155,6 +194,7 @@ impl StaticPaySpec {
             chain_id: None,
             unit_type: None,
             suggested_deposit: None,
+            per: Per::Request,
             spec: OnceLock::new(),
         }
     }
@@ -176,6 +216,8 @@ impl StaticPaySpec {
         unit_type: Option<&'static str>,
         /// Sets `suggested_deposit` (in base units).
         suggested_deposit: Option<&'static str>,
+        /// Sets what one price pays for (`per`).
+        per: Per,
     }
 
     /// The route's spec.
@@ -194,6 +236,7 @@ impl StaticPaySpec {
                 extra: None,
                 decimals: None,
                 external_id: None,
+                per: self.per,
             })
         }))
     }
@@ -209,6 +252,7 @@ pub struct RouteTerms {
     pub(super) amount: U256,
     pub(super) request: Arc<Map<String, Value>>,
     pub(super) canonical_request: String,
+    pub(super) per: Per,
 }
 
 impl RouteTerms {
@@ -225,6 +269,11 @@ impl RouteTerms {
     /// The request object every challenge of the route carries.
     pub fn request(&self) -> &Map<String, Value> {
         &self.request
+    }
+
+    /// What one price pays for.
+    pub fn per(&self) -> Per {
+        self.per
     }
 }
 
@@ -288,6 +337,8 @@ pub(super) fn pay_request(method: &EvmMethod, spec: &PaySpec) -> Result<Map<Stri
     }
     if let Some(u) = &spec.unit_type {
         r.insert("unitType".into(), Value::String(u.clone()));
+    } else if spec.per == Per::Event {
+        r.insert("unitType".into(), Value::String(Per::Event.as_str().into()));
     }
     if let Some(s) = &spec.suggested_deposit {
         r.insert("suggestedDeposit".into(), Value::String(s.clone()));
@@ -307,12 +358,17 @@ pub(super) fn pay_request(method: &EvmMethod, spec: &PaySpec) -> Result<Map<Stri
 /// price that is not an exact amount of the token).
 pub(super) fn resolve(method: &EvmMethod, spec: &PaySpec) -> Result<RouteTerms, PayError> {
     let intent = Intent::parse(&spec.intent).ok_or_else(|| Intent::unknown(&spec.intent))?;
+    if spec.per == Per::Event && intent != Intent::Session {
+        return Err(PayError::Method(EvmPaymentError::BadRequest(format!(
+            "`per = \"event\"` needs the session intent, not `{intent}`"
+        ))));
+    }
     let request = pay_request(method, spec)?;
     let amount = request.get("amount").and_then(Value::as_str).and_then(base_units).ok_or_else(|| {
         PayError::Protocol(MppError::new(MppErrorKind::BadRequest, "the route's amount is not a base-unit integer"))
     })?;
     let canonical_request = canonical_json_object(&request);
-    Ok(RouteTerms { intent, amount, request: Arc::new(request), canonical_request })
+    Ok(RouteTerms { intent, amount, request: Arc::new(request), canonical_request, per: spec.per })
 }
 
 /// The challenge's `expires`: now + `ttl` (default [`DEFAULT_CHALLENGE_TTL`]). A `ttl` that

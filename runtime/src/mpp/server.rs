@@ -12,28 +12,26 @@ use super::challenge::Challenge;
 use super::credential::{Credential, verify_echo_canonical_at};
 use super::encoding::canonical_json_object;
 use super::error::MppError;
-use super::idempotency::{ChargeRetry, KeyHold, Keyed, MPP_RETRY_AFTER_SECONDS, Records};
-use super::method::{EvmMethod, PayError, PendingCharge, SessionGrant};
+use super::idempotency::{ChargeRetry, Keyed, MPP_RETRY_AFTER_SECONDS, Records};
+use super::method::{EvmMethod, PayError, SessionGrant};
+use super::payment::{MPP_EXPOSED_HEADERS, MppPayment, UnknownHooks, unknown_problem};
 use super::problem::{MppErrorKind, payment_required_detail};
-use super::receipt::{PAYMENT_RECEIPT_HEADER, Receipt};
-use super::route::{self, Intent, PaySpec, RouteTerms, RouteTermsCache, base_units};
+use super::receipt::Receipt;
+use super::route::{self, Intent, PaySpec, Per, RouteTerms, RouteTermsCache, base_units};
 use super::wire::EVM_METHOD;
 use crate::completion::CancelPolicy;
-use crate::metrics::{PaymentOutcome, SettlementOutcome};
+use crate::metrics::PaymentOutcome;
 use crate::okx::sa::EvmPaymentError;
 use crate::replay::{InMemoryRecordStore, InMemoryReplayStore, RecordStore, ReplayStore};
 use crate::web::paywall::PaywallConfig;
 use crate::web::{Misconfigured, PaymentHttpResponse, RequestContext};
 use crate::web::{RouteKeyError, RoutePattern, find_route};
 use alloy_primitives::U256;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::{Arc, PoisonError};
 use tracing::Instrument as _;
-
-/// Headers a browser may read on MPP responses.
-pub const MPP_EXPOSED_HEADERS: &str = "WWW-Authenticate, Payment-Receipt";
 
 /// A configuration error of the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,28 +67,6 @@ impl fmt::Debug for Secret {
 type ChallengeHook = Arc<dyn Fn(&Challenge) + Send + Sync>;
 type SuccessHook = Arc<dyn Fn(&Credential, &Receipt) + Send + Sync>;
 type FailureHook = Arc<dyn Fn(&PayError) + Send + Sync>;
-type UnknownHook = Arc<dyn Fn(&Credential, &PayError) + Send + Sync>;
-
-/// The `on_settlement_unknown` hooks, carried by [`MppPayment`] to its commit.
-#[derive(Clone, Default)]
-struct UnknownHooks(Vec<UnknownHook>);
-
-impl UnknownHooks {
-    fn fire(&self, credential: &Credential, error: &PayError) {
-        if matches!(error, PayError::Unknown(_)) {
-            tracing::warn!(error = %error, "mpp: settlement outcome unknown; reported for reconciliation");
-            for hook in &self.0 {
-                hook(credential, error);
-            }
-        }
-    }
-}
-
-impl fmt::Debug for UnknownHooks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} settlement-unknown hook(s)", self.0.len())
-    }
-}
 
 #[derive(Clone, Default)]
 struct Events {
@@ -135,89 +111,12 @@ impl fmt::Debug for Mpp {
     }
 }
 
-/// A verified payment, handed to the handler.
-#[derive(Debug)]
-pub struct MppPayment {
-    /// The buyer's credential.
-    pub credential: Credential,
-    /// The receipt (`Payment-Receipt`).
-    pub receipt: Receipt,
-    pending: Option<Box<dyn PendingCharge>>,
-    unknown: UnknownHooks,
-    cancel: CancelPolicy,
-    /// The `Idempotency-Key` this request holds until its voucher is committed or released.
-    hold: Option<KeyHold>,
-}
-
-impl MppPayment {
-    /// A charge paid before the handler: nothing to commit or release.
-    fn charged(credential: Credential, receipt: Receipt, cancel: CancelPolicy) -> Self {
-        Self { credential, receipt, pending: None, unknown: UnknownHooks::default(), cancel, hold: None }
-    }
-
-    /// What happens to this payment when its request is cancelled while the handler runs (the
-    /// coordinator's [`Mpp::cancel_policy`]). A session reservation of an `MppPayment` dropped without
-    /// [`MppPayment::finish`] is released.
-    pub fn cancel_policy(&self) -> CancelPolicy {
-        self.cancel
-    }
-
-    /// Settles the reservation after the handler answered `status`: below 400 it is committed
-    /// and the `Payment-Receipt` headers are returned; otherwise it is released (the buyer is
-    /// not charged) and no receipt is sent. A commit that fails leaves the outcome unknown, and
-    /// the handler's response is replaced by the returned error (fail closed).
-    pub async fn finish(self, status: StatusCode) -> Result<HeaderMap, PaymentHttpResponse> {
-        if !crate::web::settles(status) {
-            if let Some(hold) = &self.hold {
-                hold.forget().await;
-            }
-            if let Some(p) = self.pending {
-                p.release().await;
-                crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "session", SettlementOutcome::Released);
-            }
-            return Ok(HeaderMap::new());
-        }
-        let committed = match self.pending {
-            Some(p) => Some(p.commit().await),
-            None => None,
-        };
-        match &committed {
-            Some(Ok(())) => {
-                crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "session", SettlementOutcome::Success);
-            }
-            Some(Err(_)) => {
-                crate::metrics::record_settlement(crate::metrics::PROTOCOL_MPP, "session", SettlementOutcome::Unknown);
-            }
-            None => {}
-        }
-        if let Some(Err(e)) = committed {
-            tracing::error!(error = %e, "mpp: cannot commit a reserved charge");
-            self.unknown.fire(&self.credential, &e);
-            if let Some(hold) = &self.hold {
-                hold.pending(false).await;
-            }
-            let unknown = matches!(e, PayError::Unknown(_));
-            let err = match e {
-                PayError::Method(e) | PayError::Unknown(e) => e,
-                PayError::Protocol(e) => EvmPaymentError::InternalSA(e.to_string()),
-            };
-            if unknown {
-                // Not known to be committed, nor released: never a new challenge (F-issue 17).
-                return Err(PaymentHttpResponse::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    unknown_problem(&err),
-                )
-                .with_header("retry-after", &MPP_RETRY_AFTER_SECONDS.to_string()));
-            }
-            let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Err(PaymentHttpResponse::new(status, "application/json", err.problem().to_compact_json()));
-        }
-        if let Some(hold) = &self.hold {
-            hold.settled(&self.receipt).await;
-        }
-        Ok(Mpp::receipt_headers(&self.receipt))
-    }
+/// How a session route charges: per request, or per event of a metered stream (with the
+/// buyer's `Last-Event-ID` when it resumes one).
+#[derive(Clone, Copy, Debug)]
+enum Metered {
+    PerRequest,
+    PerEvent { resume: Option<u64> },
 }
 
 /// What a verified credential grants.
@@ -230,6 +129,16 @@ pub enum Granted {
     Management {
         /// The credential.
         credential: Credential,
+        /// The JSON answer.
+        body: Value,
+    },
+    /// A companion request of a metered stream (its voucher accepted), answered without the
+    /// handler: HTTP 200, this JSON and `Payment-Receipt`.
+    Companion {
+        /// The credential.
+        credential: Credential,
+        /// The receipt.
+        receipt: Receipt,
         /// The JSON answer.
         body: Value,
     },
@@ -449,7 +358,17 @@ impl Mpp {
     ) -> Result<Granted, Rejection> {
         let canonical = canonical_json_object(&request);
         let cost = request.get("amount").and_then(Value::as_str).and_then(base_units);
-        self.decide(authorization, intent, &Arc::new(request), &canonical, cost, description, expires).await
+        self.decide(
+            authorization,
+            intent,
+            &Arc::new(request),
+            &canonical,
+            cost,
+            description,
+            expires,
+            Metered::PerRequest,
+        )
+        .await
     }
 
     /// Verify-or-challenge, given the request's canonical JSON and its price in base units
@@ -464,6 +383,7 @@ impl Mpp {
         cost: Option<U256>,
         description: Option<String>,
         expires: String,
+        metered: Metered,
     ) -> Result<Granted, Rejection> {
         let kind = Intent::parse(intent);
         let has_payment = authorization.is_some_and(super::header::carries_credential);
@@ -538,7 +458,12 @@ impl Mpp {
                 let (this, session, credential, request) =
                     (self.clone(), Arc::clone(session), credential.clone(), Arc::clone(request));
                 async move {
-                    let out = session.verify(&credential, &request, cost).await;
+                    let out = match metered {
+                        Metered::PerRequest => session.verify(&credential, &request, cost).await,
+                        Metered::PerEvent { resume } => {
+                            session.verify_stream(&credential, &request, cost, resume).await
+                        }
+                    };
                     match &out {
                         Ok(SessionGrant::Serve { receipt, .. }) => {
                             for hook in &this.inner.events.payment_success {
@@ -560,14 +485,22 @@ impl Mpp {
                     observe(PaymentOutcome::Verified);
                     tracing::Span::current().record("reference", receipt.reference.as_str());
                     let unknown = self.inner.events.settlement_unknown.clone();
-                    Ok(Granted::Paid(MppPayment {
+                    Ok(Granted::Paid(MppPayment::reserved(
                         credential,
                         receipt,
                         pending,
                         unknown,
-                        cancel: self.inner.cancel_policy,
-                        hold: None,
-                    }))
+                        self.inner.cancel_policy,
+                    )))
+                }
+                Ok(SessionGrant::Stream(start)) => {
+                    observe(PaymentOutcome::Verified);
+                    tracing::Span::current().record("reference", start.receipt.reference.as_str());
+                    Ok(Granted::Paid(MppPayment::streaming(credential, *start, self.inner.cancel_policy)))
+                }
+                Ok(SessionGrant::Companion { receipt, body }) => {
+                    observe(PaymentOutcome::Management);
+                    Ok(Granted::Companion { credential, receipt, body })
                 }
                 Ok(SessionGrant::Management(body)) => {
                     observe(PaymentOutcome::Management);
@@ -748,6 +681,23 @@ impl Mpp {
             latency_ms = tracing::field::Empty,
         );
         let start = std::time::Instant::now();
+        let metered = match terms.per {
+            Per::Event => match ctx.header("last-event-id").map(str::trim) {
+                None => Metered::PerEvent { resume: None },
+                Some(id) => match id.parse::<u64>() {
+                    Ok(k) if id.bytes().all(|b| b.is_ascii_digit()) => Metered::PerEvent { resume: Some(k) },
+                    _ => {
+                        let e = EvmPaymentError::BadRequest("Last-Event-ID is not an event id of this stream".into());
+                        return Err(PaymentHttpResponse::new(
+                            StatusCode::BAD_REQUEST,
+                            "application/json",
+                            e.problem().to_compact_json(),
+                        ));
+                    }
+                },
+            },
+            _ => Metered::PerRequest,
+        };
         let hold = match authorization.filter(|a| super::header::carries_credential(a)) {
             Some(a) => match self.inner.records.keyed(ctx, a).await? {
                 Keyed::No => None,
@@ -769,6 +719,7 @@ impl Mpp {
                 Some(terms.amount),
                 spec.description.clone(),
                 expires,
+                metered,
             )
             .instrument(span.clone())
             .await;
@@ -777,15 +728,17 @@ impl Mpp {
             match &decided {
                 // A charge is settled before the handler: recorded now. A session voucher is
                 // recorded when it is committed (`MppPayment::finish`).
-                Ok(Granted::Paid(paid)) if paid.pending.is_none() => hold.settled(&paid.receipt).await,
+                // A stream is charged per event, long after this: no record replays it.
+                Ok(Granted::Paid(paid)) if paid.is_stream() => hold.forget().await,
+                Ok(Granted::Paid(paid)) if !paid.has_pending() => hold.settled(&paid.receipt).await,
                 Ok(Granted::Paid(_)) => {}
                 Err(Rejection { error: Some(PayError::Unknown(_)), .. }) => hold.pending(true).await,
-                Ok(Granted::Management { .. }) | Err(_) => hold.forget().await,
+                Ok(Granted::Management { .. } | Granted::Companion { .. }) | Err(_) => hold.forget().await,
             }
             if let Ok(Granted::Paid(paid)) = &mut decided
-                && paid.pending.is_some()
+                && paid.has_pending()
             {
-                paid.hold = Some(hold);
+                paid.hold_key(hold);
             }
         }
         match decided {
@@ -798,6 +751,15 @@ impl Mpp {
             Ok(Granted::Management { body, .. }) => {
                 let resp = PaymentHttpResponse::new(StatusCode::OK, "application/json", body.to_string());
                 Err(resp.with_header("Access-Control-Expose-Headers", MPP_EXPOSED_HEADERS))
+            }
+            Ok(Granted::Companion { receipt, body, .. }) => {
+                let mut resp = PaymentHttpResponse::new(StatusCode::OK, "application/json", body.to_string());
+                for (name, value) in &super::payment::receipt_headers(&receipt) {
+                    if let Ok(v) = value.to_str() {
+                        resp = resp.with_header(name.as_str(), v);
+                    }
+                }
+                Err(resp)
             }
             Err(r) => Err(super::paywall::for_request(ctx, self.reject_response(&r), &self.inner.paywall)),
         }
@@ -840,21 +802,6 @@ impl Mpp {
 
     /// The headers added to a successful handler response: `Payment-Receipt`.
     pub fn receipt_headers(receipt: &Receipt) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(PAYMENT_RECEIPT_HEADER.as_bytes()),
-            HeaderValue::from_str(&receipt.to_payment_receipt()),
-        ) {
-            h.insert(n, v);
-        }
-        h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(MPP_EXPOSED_HEADERS));
-        h
+        super::payment::receipt_headers(receipt)
     }
-}
-
-/// The problem of an unknown outcome: the SA's problem, with the `503` it is answered with.
-fn unknown_problem(e: &EvmPaymentError) -> Vec<u8> {
-    let mut problem = e.problem();
-    problem.status = 503;
-    problem.to_compact_json()
 }

@@ -89,6 +89,7 @@ mod close;
 mod config;
 mod deposit;
 mod reservation;
+mod stream;
 mod voucher;
 
 use super::credential::Credential;
@@ -199,6 +200,8 @@ pub struct SessionIntent {
     domain_version: String,
     fee_payer: bool,
     replay: Arc<dyn ReplayStore>,
+    stream_config: crate::mpp::metering::StreamConfig,
+    wakers: Arc<stream::Wakers>,
 }
 
 impl fmt::Debug for SessionIntent {
@@ -400,6 +403,20 @@ impl SessionHandler for SessionIntent {
             other => return Err(invalid_payload(format!("unknown session action {other:?}"))),
         };
         Ok(SessionGrant::Management(result.management_response(&credential.challenge.id)))
+    }
+
+    async fn verify_stream(
+        &self,
+        credential: &Credential,
+        request: &Map<String, Value>,
+        price: U256,
+        resume: Option<u64>,
+    ) -> Result<SessionGrant, PayError> {
+        let granted = self.verify_stream_credential(credential, request, price, resume).await;
+        if let Err(e) = &granted {
+            crate::metrics::record_voucher_rejection(rejection_reason(e));
+        }
+        granted
     }
 }
 

@@ -7,6 +7,7 @@ use crate::evm::{
     ChannelDomain, DEFAULT_DEADLINE, DEFAULT_DOMAIN_NAME, DEFAULT_DOMAIN_VERSION, DEFAULT_ESCROW_CONTRACT,
     NonceProvider, RandomNonceProvider,
 };
+use crate::mpp::metering::StreamConfig;
 use crate::mpp::method::PayError;
 use crate::mpp::store::{ChannelStore, InMemoryChannelStore};
 use crate::okx::sa::SaClient;
@@ -37,7 +38,15 @@ impl SessionIntent {
             domain_version: DEFAULT_DOMAIN_VERSION.to_owned(),
             fee_payer: false,
             replay: Arc::new(InMemoryReplayStore::new()),
+            stream_config: StreamConfig::default(),
+            wakers: Arc::default(),
         }
+    }
+
+    /// How this intent's metered streams wait for money (voucher timeout, store poll, keep-alive).
+    pub fn stream_config(mut self, config: StreamConfig) -> Self {
+        self.stream_config = config;
+        self
     }
 
     /// The payee's key, which signs `SettleAuthorization` / `CloseAuthorization`.

@@ -81,6 +81,82 @@ pub struct ChannelState {
     pub close_requested_at: u64,
     /// Creation time, `YYYY-MM-DDTHH:MM:SSZ` (UTC).
     pub created_at: String,
+    /// The metered SSE streams of this channel: per stream (its challenge id), the events
+    /// delivered and charged so far (pay402 extension, see [`StreamCounts`]).
+    pub streams: StreamCounts,
+}
+
+/// The metered streams of a channel (pay402 extension, like `reserved`): per stream, keyed by
+/// its challenge id, how many events it delivered and charged. Committing an event's price and
+/// counting it are one compare-and-swap, so a resumed stream (`Last-Event-ID`) re-sends what
+/// was charged for free and never charges an event twice.
+///
+/// Written as the JSON object `"streams": {"<challenge id>": <events>}` after `createdAt`,
+/// **only when non-empty** (a channel without streams serialises exactly like Python's). At
+/// most [`StreamCounts::MAX`] streams are kept per channel; starting one more forgets the
+/// oldest (which can then no longer be resumed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StreamCounts(Vec<(String, u64)>);
+
+impl StreamCounts {
+    /// The most streams a channel remembers.
+    pub const MAX: usize = 64;
+
+    /// The events delivered by the stream of `challenge_id`, if the channel knows it.
+    pub fn delivered(&self, challenge_id: &str) -> Option<u64> {
+        self.0.iter().find(|(id, _)| id == challenge_id).map(|(_, n)| *n)
+    }
+
+    /// Starts the stream of `challenge_id` at 0 events. Returns `false` (and changes nothing)
+    /// when the channel already knows it.
+    #[must_use]
+    pub fn start(&mut self, challenge_id: &str) -> bool {
+        if self.delivered(challenge_id).is_some() {
+            return false;
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.remove(0);
+        }
+        self.0.push((challenge_id.to_owned(), 0));
+        true
+    }
+
+    /// Counts one more delivered event on the stream of `challenge_id`. Returns `false` when the
+    /// channel does not know it (or the count would overflow).
+    #[must_use]
+    pub fn count(&mut self, challenge_id: &str) -> bool {
+        match self.0.iter_mut().find(|(id, _)| id == challenge_id) {
+            Some((_, n)) => match n.checked_add(1) {
+                Some(next) => {
+                    *n = next;
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    /// No stream is known.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The streams, oldest first: `(challenge id, events delivered)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(id, n)| (id.as_str(), *n))
+    }
+}
+
+impl Serialize for StreamCounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = serializer.serialize_map(Some(self.0.len()))?;
+        for (id, n) in &self.0 {
+            m.serialize_entry(id, n)?;
+        }
+        m.end()
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds) — the `createdAt` form.
@@ -203,6 +279,7 @@ impl ChannelState {
             finalized: r.boolean("finalized", "finalized")?.unwrap_or(false),
             close_requested_at: r.uint("closeRequestedAt", "close_requested_at")?.unwrap_or(0),
             created_at: r.string("createdAt", "created_at")?.unwrap_or_default(),
+            streams: r.streams()?,
         })
     }
 }
@@ -215,7 +292,7 @@ fn missing(key: &str) -> ChannelStateError {
 impl Serialize for ChannelState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let sig = self.signature_base64().map_err(S::Error::custom)?;
-        let fields = if self.reserved == 0 { 16 } else { 17 };
+        let fields = 16 + usize::from(self.reserved != 0) + usize::from(!self.streams.is_empty());
         let mut s = serializer.serialize_struct("ChannelState", fields)?;
         s.serialize_field("channelId", &self.channel_id)?;
         s.serialize_field("chainId", &self.chain_id)?;
@@ -238,6 +315,11 @@ impl Serialize for ChannelState {
         s.serialize_field("finalized", &self.finalized)?;
         s.serialize_field("closeRequestedAt", &self.close_requested_at)?;
         s.serialize_field("createdAt", &self.created_at)?;
+        if self.streams.is_empty() {
+            s.skip_field("streams")?;
+        } else {
+            s.serialize_field("streams", &self.streams)?;
+        }
         s.end()
     }
 }
@@ -299,6 +381,21 @@ impl Reader<'_> {
                 u64::try_from(v).map(Some).map_err(|_| ChannelStateError::new(format!("{camel}: out of range: {v}")))
             }
         }
+    }
+
+    /// `streams`: an object of challenge id → events (absent: none). Order is kept.
+    fn streams(&self) -> Result<StreamCounts, ChannelStateError> {
+        let Some((key, raw)) = self.raw("streams", "streams") else { return Ok(StreamCounts::default()) };
+        let bad = || ChannelStateError::new(format!("{key}: not an object of event counts"));
+        let pairs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).map_err(|_| bad())?;
+        let mut out = Vec::with_capacity(pairs.len().min(StreamCounts::MAX));
+        for (id, n) in pairs {
+            out.push((id, n.as_u64().ok_or_else(bad)?));
+        }
+        if out.len() > StreamCounts::MAX {
+            out.drain(..out.len() - StreamCounts::MAX);
+        }
+        Ok(StreamCounts(out))
     }
 
     /// base64 (standard, padded or not) or `0x`-hex ⇒ lower-case `0x`-hex; absent/`""` ⇒ `""`.

@@ -1,0 +1,317 @@
+//! Metered streams on a session channel (the SSE transport draft applied to the `evm` session):
+//! [`SessionIntent::verify_stream`] starts, resumes or feeds a stream, and [`ChannelMeter`] is
+//! its [`EventMeter`] over the channel store.
+//!
+//! * A `voucher` under a challenge id the channel has no stream for **starts** the stream of
+//!   that challenge (its delivered count, [`StreamCounts`](crate::mpp::StreamCounts), starts at 0).
+//! * With `Last-Event-ID: k` it **resumes** it: `k` may not exceed the events delivered; the
+//!   events up to the delivered count are re-sent free.
+//! * Without `Last-Event-ID`, under a challenge id that already has a stream, it is a
+//!   **companion** voucher: it raises the channel's balance and wakes the paused stream; the
+//!   handler does not run.
+//!
+//! Nothing is charged when the voucher is accepted: each event reserves its price before it is
+//! sent. The voucher may equal the channel's highest voucher (no new money), or raise it (its
+//! signature verified, the minimum increase and the deposit enforced as for any voucher).
+
+use super::voucher::{Presented, VoucherCheck};
+use super::{
+    SessionIntent, amount_text, canonical_channel, check_binding, invalid_payload, method, parse_amount, text,
+    update_failure,
+};
+use crate::evm::U256;
+use crate::mpp::credential::Credential;
+use crate::mpp::metering::{Books, EventMeter, MeterError, MeterStep, StreamStart};
+use crate::mpp::method::{PayError, SessionGrant};
+use crate::mpp::receipt::Receipt;
+use crate::mpp::store::{ChannelState, ChannelStore, UpdateError, UpdateOutcome};
+use crate::mpp::wire::{EVM_METHOD, SESSION_INTENT};
+use crate::okx::sa::EvmPaymentError;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The paused streams of one process, by channel: a voucher or top-up accepted here wakes them
+/// at once (streams on other instances see it at their next store poll).
+#[derive(Debug, Default)]
+pub(crate) struct Wakers {
+    channels: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakers {
+    /// The notifier of `channel_id` (created on first use).
+    fn of(&self, channel_id: &str) -> Arc<Notify> {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(channel_id.to_owned()).or_default())
+    }
+
+    /// Wakes the streams of `channel_id` waiting in this process.
+    pub(crate) fn wake(&self, channel_id: &str) {
+        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get(channel_id) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Forgets `channel_id`'s notifier when no stream holds it any more.
+    fn forget_unused(&self, channel_id: &str) {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(channel_id).is_some_and(|n| Arc::strong_count(n) == 1) {
+            map.remove(channel_id);
+        }
+    }
+}
+
+/// What a stream voucher turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Start,
+    Resume,
+    Companion,
+}
+
+impl SessionIntent {
+    pub(super) async fn verify_stream_credential(
+        &self,
+        credential: &Credential,
+        request: &Map<String, Value>,
+        price: U256,
+        resume: Option<u64>,
+    ) -> Result<SessionGrant, PayError> {
+        let p = &credential.payload;
+        match p.get("action").and_then(Value::as_str).unwrap_or("") {
+            "voucher" => {}
+            "topUp" => {
+                let granted = self.top_up(credential, request).await?;
+                self.wakers.wake(&granted.channel_id);
+                return Ok(SessionGrant::Management(granted.management_response(&credential.challenge.id)));
+            }
+            _ => return crate::mpp::method::SessionHandler::verify(self, credential, request, U256::ZERO).await,
+        }
+        let (Some(channel), Some(amount_text), Some(signature)) =
+            (text(p, "channelId"), amount_text(p, "cumulativeAmount"), text(p, "signature"))
+        else {
+            return Err(invalid_payload("voucher: missing required fields"));
+        };
+        let (channel_b256, channel_id) = canonical_channel(channel)?;
+        let amount = parse_amount(&amount_text, "cumulativeAmount")?;
+        let price = u128::try_from(price)
+            .map_err(|_| method(EvmPaymentError::BadRequest("the per-event price exceeds uint128".into())))?;
+        let challenge_id = credential.challenge.id.clone();
+        // A stream charges per event, never per request: the same voucher may come again (a
+        // resume, a repeated companion) without being charged, so no replay key is needed.
+        let mut check =
+            VoucherCheck::new(self, channel_b256, amount, signature, Presented::Payment { replay_key_fresh: true });
+        let mut role = Role::Start;
+        let mut delivered = 0;
+        let outcome = self
+            .store
+            .update(&channel_id, |s| -> Result<Option<ChannelState>, PayError> {
+                if s.finalized || s.close_requested_at != 0 {
+                    return Err(method(EvmPaymentError::ChannelClosed("channel is closed".into())));
+                }
+                check_binding(s, request)?;
+                let mut next = check.accept(s)?;
+                match (resume, next.streams.delivered(&challenge_id)) {
+                    (Some(k), Some(d)) => {
+                        if k > d {
+                            return Err(method(EvmPaymentError::BadRequest(format!(
+                                "Last-Event-ID {k} is beyond the {d} events this stream delivered"
+                            ))));
+                        }
+                        (role, delivered) = (Role::Resume, d);
+                    }
+                    (Some(_), None) => return Err(invalid_payload("no stream to resume under this challenge")),
+                    (None, Some(d)) => (role, delivered) = (Role::Companion, d),
+                    (None, None) => {
+                        if !next.streams.start(&challenge_id) {
+                            return Err(invalid_payload("the stream could not be started"));
+                        }
+                        (role, delivered) = (Role::Start, 0);
+                    }
+                }
+                Ok((next != *s).then_some(next))
+            })
+            .await;
+        let state = match outcome {
+            Ok(UpdateOutcome::Updated(v) | UpdateOutcome::Unchanged(v)) => v.value,
+            Ok(UpdateOutcome::Missing) => {
+                return Err(method(EvmPaymentError::ChannelNotFound("channel not found".into())));
+            }
+            Err(e) => return Err(update_failure(e)),
+        };
+        self.wakers.wake(&channel_id);
+        let receipt = stream_receipt(&state, &challenge_id, delivered, price);
+        tracing::info!(
+            channel = %channel_id, challenge = %challenge_id, ?role, delivered, accepted = state.highest_voucher_amount,
+            "mpp stream: voucher accepted"
+        );
+        if role == Role::Companion {
+            let mut body = Map::new();
+            body.insert("status".into(), Value::String("ok".into()));
+            body.insert("channelId".into(), Value::String(channel_id));
+            body.insert("acceptedCumulative".into(), Value::String(state.highest_voucher_amount.to_string()));
+            return Ok(SessionGrant::Companion { receipt, body: Value::Object(body) });
+        }
+        let notify = self.wakers.of(&channel_id);
+        let meter = ChannelMeter {
+            store: Arc::clone(&self.store),
+            wakers: Arc::clone(&self.wakers),
+            notify: Some(notify),
+            channel_id: channel_id.clone(),
+            challenge_id: challenge_id.clone(),
+            price,
+        };
+        Ok(SessionGrant::Stream(Box::new(StreamStart {
+            receipt,
+            meter: Arc::new(meter),
+            challenge_id,
+            channel_id,
+            price,
+            resume_from: resume.unwrap_or(0),
+            delivered,
+            config: self.stream_config,
+        })))
+    }
+}
+
+/// The `Payment-Receipt` of a stream's initial response or companion request.
+fn stream_receipt(state: &ChannelState, challenge_id: &str, delivered: u64, price: u128) -> Receipt {
+    let mut receipt = Receipt::success(state.channel_id.clone(), EVM_METHOD, None);
+    let mut extra = Map::new();
+    extra.insert("intent".into(), Value::String(SESSION_INTENT.into()));
+    extra.insert("channelId".into(), Value::String(state.channel_id.clone()));
+    extra.insert("challengeId".into(), Value::String(challenge_id.to_owned()));
+    extra.insert("cumulativeAmount".into(), Value::String(state.highest_voucher_amount.to_string()));
+    extra.insert("deposit".into(), Value::String(state.deposit.to_string()));
+    extra.insert("spent".into(), Value::String(u128::from(delivered).saturating_mul(price).to_string()));
+    extra.insert("units".into(), Value::from(delivered));
+    receipt.extra = Some(extra);
+    receipt
+}
+
+fn books(s: &ChannelState, challenge_id: &str) -> Books {
+    Books {
+        highest: s.highest_voucher_amount,
+        deposit: s.deposit,
+        spent: s.spent,
+        reserved: s.reserved,
+        delivered: s.streams.delivered(challenge_id).unwrap_or(0),
+    }
+}
+
+/// A stream's [`EventMeter`] over the session's channel store.
+pub(crate) struct ChannelMeter {
+    store: Arc<dyn ChannelStore>,
+    wakers: Arc<Wakers>,
+    /// Held while the stream lives (dropped first, so the registry can forget it).
+    notify: Option<Arc<Notify>>,
+    channel_id: String,
+    challenge_id: String,
+    price: u128,
+}
+
+impl fmt::Debug for ChannelMeter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelMeter")
+            .field("channel_id", &self.channel_id)
+            .field("challenge_id", &self.challenge_id)
+            .field("price", &self.price)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ChannelMeter {
+    fn drop(&mut self) {
+        self.notify = None;
+        self.wakers.forget_unused(&self.channel_id);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Found {
+    Reserved,
+    NeedVoucher,
+    Committed,
+    Closed,
+}
+
+fn meter_failure<E: fmt::Debug>(e: UpdateError<E>) -> MeterError {
+    match e {
+        UpdateError::Rejected(e) => MeterError(format!("{e:?}")),
+        UpdateError::Store(e) => MeterError(format!("channel store: {e}")),
+    }
+}
+
+#[async_trait::async_trait]
+impl EventMeter for ChannelMeter {
+    async fn step(&self, commit: bool, reserve: bool) -> Result<MeterStep, MeterError> {
+        let (price, challenge) = (self.price, self.challenge_id.as_str());
+        let mut found = Found::Committed;
+        let outcome = self
+            .store
+            .update(&self.channel_id, |s| -> Result<Option<ChannelState>, &'static str> {
+                let mut next = s.clone();
+                if commit {
+                    if !next.commit(price) {
+                        return Err("the event's reservation is not on the channel");
+                    }
+                    if !next.streams.count(challenge) {
+                        return Err("the stream is not on the channel");
+                    }
+                }
+                found = if next.finalized || next.close_requested_at != 0 {
+                    Found::Closed
+                } else if !reserve {
+                    Found::Committed
+                } else if next.reserve(price) {
+                    Found::Reserved
+                } else {
+                    Found::NeedVoucher
+                };
+                Ok((next != *s).then_some(next))
+            })
+            .await
+            .map_err(meter_failure)?;
+        let state = match outcome {
+            UpdateOutcome::Updated(v) | UpdateOutcome::Unchanged(v) => v.value,
+            // Deleted by a close, which settled the highest voucher: a commit asked for is covered.
+            UpdateOutcome::Missing => return Ok(MeterStep::Closed(Books::default())),
+        };
+        let b = books(&state, challenge);
+        Ok(match found {
+            Found::Reserved => MeterStep::Reserved(b),
+            Found::NeedVoucher => MeterStep::NeedVoucher(b),
+            Found::Committed => MeterStep::Committed(b),
+            Found::Closed => MeterStep::Closed(b),
+        })
+    }
+
+    async fn release(&self) -> Result<(), MeterError> {
+        let price = self.price;
+        let outcome = self
+            .store
+            .update(&self.channel_id, |s| {
+                let mut next = s.clone();
+                Ok::<_, ()>(next.release(price).then_some(next))
+            })
+            .await
+            .map_err(meter_failure)?;
+        if let UpdateOutcome::Unchanged(_) = outcome {
+            tracing::warn!(channel = %self.channel_id, "mpp stream: reservation to release not found");
+        }
+        Ok(())
+    }
+
+    async fn changed(&self, within: Duration) {
+        match &self.notify {
+            Some(n) => {
+                let _ = tokio::time::timeout(within, n.notified()).await;
+            }
+            None => tokio::time::sleep(within).await,
+        }
+    }
+}
