@@ -591,3 +591,217 @@ async fn reconnections_are_bounded() {
     assert_eq!(fake.entries()[3..], ["resume:1:1000", "resume:1:1000"]);
     assert_eq!(autopay.spent(&usdt0()), u(PRICE));
 }
+
+// ---------------------------------------------------------------------------------------------
+// End to end: pay402's own seller (`PaySpec::session(…).per_event()`, `PaidStream`) on axum and
+// actix-web, with the embedded Settlement Agent.
+// ---------------------------------------------------------------------------------------------
+
+mod e2e {
+    use super::*;
+    use pay402::mpp::{EmbeddedSa, EvmMethod, Mpp, PaidStream, PaySpec, SessionIntent, SseEvent};
+    use support::accounts::PAYEE_KEY;
+    use support::{FRAMEWORKS, Framework, Running};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// `0.0001` USD₮0 per event.
+    const EVENT_PRICE: u128 = 100;
+
+    #[derive(serde::Deserialize)]
+    struct Tokens {
+        n: u64,
+    }
+
+    fn tokens(stream: PaidStream, n: u64) -> pay402::mpp::EventStream {
+        stream.sse(futures::stream::iter(1..=n).map(|i| SseEvent::data(format!("t{i}"))))
+    }
+
+    struct Seller {
+        running: Running,
+        sa: EmbeddedSa,
+        intent: SessionIntent,
+    }
+
+    async fn seller(fw: Framework) -> Seller {
+        let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
+        sa.fund(USDT0, PAYER, U256::from(100_000_000u64)).expect("fund");
+        let payee = signer_from_hex(PAYEE_KEY).expect("key");
+        let intent = SessionIntent::new(sa.clone(), PAYEE).signer(Arc::new(payee));
+        let method = EvmMethod::x_layer(PAYEE).with_session(intent.clone());
+        let mpp = Mpp::new(method, REALM, SECRET)
+            .expect("mpp")
+            .route("GET /tokens", PaySpec::session("0.0001").per_event())
+            .expect("route");
+        let running = match fw {
+            Framework::Axum => {
+                let handler = |stream: PaidStream, axum::extract::Query(q): axum::extract::Query<Tokens>| async move {
+                    tokens(stream, q.n)
+                };
+                let app = axum::Router::new()
+                    .route("/tokens", axum::routing::get(handler))
+                    .layer(pay402::axum::MppLayer::new(mpp.clone()));
+                support::serve_axum(app).await
+            }
+            Framework::Actix => {
+                use actix_web::web;
+                support::serve_actix(move || {
+                    actix_web::App::new().wrap(pay402::actix::MppMiddleware::new(mpp.clone())).route(
+                        "/tokens",
+                        web::get().to(|stream: PaidStream, q: web::Query<Tokens>| async move { tokens(stream, q.n) }),
+                    )
+                })
+            }
+        };
+        Seller { running, sa, intent }
+    }
+
+    impl Seller {
+        async fn spent(&self, channel: &str) -> (u128, u128, u64) {
+            for _ in 0..200 {
+                let s = self.intent.channel_store().get(channel).await.expect("store").expect("channel").value;
+                if s.reserved == 0 {
+                    return (s.spent, s.highest_voucher_amount, s.units);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("a reservation stayed open on {channel}");
+        }
+    }
+
+    /// A TCP proxy to `target` that cuts the first event-stream response after `cut_after` data
+    /// events (counted as `id:` lines), as a dropped connection would.
+    async fn cutting_proxy(target: String, cut_after: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.trim_start_matches("http://").to_owned();
+                let cut = Arc::clone(&cut);
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { return };
+                    let (mut client_read, mut client_write) = client.split();
+                    let (mut server_read, mut server_write) = server.split();
+                    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+                    let downstream = async {
+                        let (mut seen, mut buf) = (Vec::new(), vec![0u8; 4096]);
+                        loop {
+                            let n = server_read.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            let chunk = &buf[..n];
+                            if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                                if client_write.write_all(chunk).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                            let start = seen.len();
+                            seen.extend_from_slice(chunk);
+                            match cut_point(&seen, cut_after) {
+                                Some(end) => {
+                                    // Forward up to the end of the last event kept, then hang up.
+                                    cut.store(true, std::sync::atomic::Ordering::SeqCst);
+                                    let _ = client_write.write_all(&seen[start..end.max(start)]).await;
+                                    return;
+                                }
+                                None if client_write.write_all(chunk).await.is_err() => return,
+                                None => {}
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = upstream => {}
+                        () = downstream => {}
+                    }
+                });
+            }
+        });
+        base
+    }
+
+    /// In an event-stream response, where the `keep`-th data event (an `id:` line) ends.
+    fn cut_point(seen: &[u8], keep: usize) -> Option<usize> {
+        let text = String::from_utf8_lossy(seen);
+        text.find("text/event-stream")?;
+        let (at, _) = text.match_indices("\nid: ").nth(keep - 1)?;
+        text[at..].find("\n\n").map(|end| at + end + 2)
+    }
+
+    fn texts(items: &[StreamItem]) -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                StreamItem::Data(e) => Some(format!("{}:{}", e.id.as_deref().unwrap_or("-"), e.data)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn want(n: u64) -> Vec<String> {
+        (1..=n).map(|i| format!("{i}:t{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_real_seller_is_paid_per_event_with_top_ups() {
+        for fw in FRAMEWORKS {
+            let seller = seller(fw).await;
+            // Deposits of at most ten events: 35 events need three top-ups.
+            let autopay = buyer(1_000_000, 10 * EVENT_PRICE);
+            let url = format!("{}/tokens?n=35", seller.running.base);
+            let request = reqwest::Request::new(reqwest::Method::GET, url.parse().expect("url"));
+            let mut events = autopay.stream_with(&http(), request, options()).await.expect("stream");
+            let channel = events.channel_id().expect("paid").to_owned();
+            let items = collect(&mut events).await;
+            assert_eq!(texts(&items), want(35), "{fw:?}");
+            let receipt = events.final_receipt().expect("final receipt");
+            assert_eq!((receipt.units, receipt.spent), (35, u(35 * EVENT_PRICE)), "{fw:?}");
+            assert_eq!(receipt.challenge_id, events.challenge_id().expect("paid"));
+            // The seller charged exactly what was delivered, and holds exactly that in vouchers.
+            assert_eq!(seller.spent(&channel).await, (35 * EVENT_PRICE, 35 * EVENT_PRICE, 35), "{fw:?}");
+            assert_eq!(autopay.spent(&usdt0()), u(35 * EVENT_PRICE));
+            assert_eq!(autopay.escrowed(&usdt0()), u(5 * EVENT_PRICE), "four deposits of ten events");
+            // Closing pays the payee the highest voucher.
+            autopay.close_channels(&http()).await.expect("close");
+            assert_eq!(seller.sa.balance(USDT0, PAYEE), U256::from(35 * EVENT_PRICE), "{fw:?}");
+        }
+    }
+
+    /// The connection to the seller drops after event 7 of 20; the buyer resumes with
+    /// `Last-Event-ID: 7`: every event arrives once and none is charged twice.
+    async fn resume_case(fw: Framework, prepaid_events: u32) {
+        let seller = seller(fw).await;
+        let proxy = cutting_proxy(seller.running.base.clone(), 7).await;
+        let autopay = buyer(1_000_000, 100 * EVENT_PRICE);
+        let request = reqwest::Request::new(reqwest::Method::GET, format!("{proxy}/tokens?n=20").parse().expect("url"));
+        let options = options().prepaid_events(prepaid_events);
+        let mut events = autopay.stream_with(&http(), request, options).await.expect("stream");
+        let channel = events.channel_id().expect("paid").to_owned();
+        let items = collect(&mut events).await;
+        assert_eq!(texts(&items), want(20), "{fw:?}");
+        assert_eq!(events.reconnects(), 1, "{fw:?}");
+        let receipt = events.final_receipt().expect("final receipt");
+        assert_eq!(receipt.spent, u(20 * EVENT_PRICE), "{fw:?}");
+        // No event was charged twice.
+        assert_eq!(seller.spent(&channel).await.0, 20 * EVENT_PRICE, "{fw:?}");
+        assert_eq!(autopay.spent(&usdt0()), u(20 * EVENT_PRICE));
+    }
+
+    #[tokio::test]
+    async fn a_real_seller_resumes_a_stream_dropped_mid_flight() {
+        // Twenty events pre-paid: the connection drops while events flow.
+        for fw in FRAMEWORKS {
+            resume_case(fw, 20).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_real_seller_resumes_a_stream_dropped_while_paused_for_a_voucher() {
+        // One event pre-paid: the connection drops while the seller waits for a voucher. Axum
+        // only: actix-web does not notice a hang-up while the response is idle, and its paused
+        // instance of the dropped connection takes the credit of the resumed stream's next
+        // voucher (a seller-side limitation, reported).
+        resume_case(Framework::Axum, 1).await;
+    }
+}

@@ -25,16 +25,10 @@ use std::time::Duration;
 
 /// The most bytes one SSE event may take (its field lines together, or one line), by default.
 pub const MAX_SSE_EVENT_BYTES: usize = 1 << 20;
-/// The event a seller sends when the buyer's vouchers no longer cover the next event.
-pub const NEED_VOUCHER_EVENT: &str = "402-need-voucher";
-/// The event carrying a stream receipt (the last one before a clean close is final).
-pub const PAYMENT_RECEIPT_EVENT: &str = "payment-receipt";
-/// The event carrying a problem about the stream's payment.
-pub const PAYMENT_ERROR_EVENT: &str = "payment-error";
 /// The header that resumes a dropped stream after the given event id.
 pub const LAST_EVENT_ID_HEADER: &str = "Last-Event-ID";
-/// The media type of an SSE response.
-pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream";
+/// The wire's event names and media type, shared with the seller side.
+pub use super::stream::{EVENT_STREAM_CONTENT_TYPE, NEED_VOUCHER_EVENT, PAYMENT_ERROR_EVENT, PAYMENT_RECEIPT_EVENT};
 
 /// Why a stream's events could not be read or a need-voucher is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
