@@ -482,7 +482,6 @@ async fn a_need_voucher_above_one_event_ends_the_stream_with_nothing_signed() {
         StreamError::Events(StreamClientError::StepAboveLimit {
             required: u(6 * PRICE),
             signed: u(PRICE),
-            step: u(5 * PRICE),
             limit: u(PRICE),
         })
     );

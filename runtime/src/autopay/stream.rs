@@ -5,11 +5,13 @@
 //!
 //! Money rules (on top of the middleware's [caps](super#caps)):
 //! * the stream's first request carries a voucher for the channel's cumulative amount plus
-//!   [`StreamOptions::prepaid_events`] × the per-event price (opening the channel, or topping it
-//!   up, first when needed — deposits bounded by the maximum deposit and the total budget);
+//!   [`StreamOptions::prepaid_events`] × the per-event price (at least the seller's minimum
+//!   voucher increase; opening the channel, or topping it up, first when needed — deposits
+//!   bounded by the maximum deposit and the total budget);
 //! * a `402-need-voucher` is paid only when its `challengeId` and `channelId` are the stream's
 //!   (else it is logged and ignored), with a voucher for exactly `requiredCumulative`, which may
-//!   exceed what was signed by at most one event's price; a top-up comes first when the deposit
+//!   exceed what was signed by at most one event's price (or the seller's minimum voucher
+//!   increase, `methodDetails.minVoucherDelta`, when larger); a top-up comes first when the deposit
 //!   does not cover it. Anything else — a larger step, a repeated request for an amount already
 //!   sent, a voucher increment above the per-request cap, a top-up above the maximum deposit or
 //!   the total budget, a stream total above [`StreamOptions::max_spend`] — ends the stream with an
@@ -23,7 +25,7 @@ use crate::evm::U256;
 use crate::mpp::stream_client::{
     DataEvent, EVENT_STREAM_CONTENT_TYPE, LAST_EVENT_ID_HEADER, MAX_SSE_EVENT_BYTES, NEED_VOUCHER_EVENT, NeedVoucher,
     SseMessage, SseParser, StreamBinding, StreamClientError, StreamFrame, StreamProblem, StreamReceipt,
-    VoucherDecision, VoucherPosition, companion_request, decide_need_voucher, resume_request,
+    VoucherDecision, VoucherPosition, companion_request, decide_need_voucher, resume_request, voucher_step_limit,
 };
 use crate::mpp::{EVM_METHOD, ParsedChallenge, Receipt, SESSION_INTENT, parse_www_authenticate};
 use futures::Stream;
@@ -279,6 +281,8 @@ struct Payment {
     slot: Slot,
     /// The highest voucher sent in answer to a need-voucher.
     answered: Option<U256>,
+    /// The most one need-voucher may add.
+    step_limit: U256,
 }
 
 fn transport(action: &'static str) -> impl Fn(reqwest::Error) -> StreamError {
@@ -421,10 +425,15 @@ impl AutoPayMiddleware {
         let terms = SessionTerms { asset: offer.asset, price: offer.amount, suggested_deposit };
         let budget = &self.inner.budget;
         budget.check_request(&terms.asset, terms.price)?;
-        let increment = terms
+        let step_limit = voucher_step_limit(&challenge, terms.price)?;
+        let mut increment = terms
             .price
             .checked_mul(U256::from(options.prepaid_events))
             .ok_or_else(|| payment_error(Protocol::MppSession, "the prepaid amount overflows"))?;
+        if !increment.is_zero() {
+            // A voucher raising the highest one by less than the minimum increase is refused.
+            increment = increment.max(step_limit);
+        }
         if let Some(cap) = options.max_spend.filter(|cap| increment > *cap) {
             return Err(StreamError::StreamCapExceeded { requested: increment, paid: U256::ZERO, cap });
         }
@@ -495,7 +504,7 @@ impl AutoPayMiddleware {
         }
         drop(guard);
         tracing::info!(%increment, %cumulative, "pay402 autopay: stream paid");
-        let pay = Payment { challenge, binding, terms, key, slot, answered: None };
+        let pay = Payment { challenge, binding, terms, key, slot, answered: None, step_limit };
         Ok((pay, resp, increment))
     }
 
@@ -712,7 +721,7 @@ impl Driver {
         let Some(channel) = guard.as_mut().filter(|c| c.id.eq_ignore_ascii_case(&pay.binding.channel_id)) else {
             return Err(StreamError::ChannelGone { channel_id: pay.binding.channel_id.clone() });
         };
-        let mut position = VoucherPosition::new(channel.cumulative, channel.deposit, pay.terms.price);
+        let mut position = VoucherPosition::new(channel.cumulative, channel.deposit, pay.step_limit);
         if let Some(sent) = pay.answered {
             position = position.answered(sent);
         }

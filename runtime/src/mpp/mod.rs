@@ -93,7 +93,7 @@ pub use wire::{CHARGE_INTENT, EVM_METHOD, MAX_SPLITS, SESSION_INTENT};
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use stream_client::{
     DataEvent, NeedVoucher, SseMessage, SseParser, StreamBinding, StreamClientError, StreamFrame, StreamProblem,
-    StreamReceipt, VoucherDecision, VoucherPosition, decide_need_voucher,
+    StreamReceipt, VoucherDecision, VoucherPosition, decide_need_voucher, voucher_step_limit,
 };
 
 /// `WWW-Authenticate`.

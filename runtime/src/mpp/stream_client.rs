@@ -49,19 +49,22 @@ pub enum StreamClientError {
         reason: String,
     },
     /// A need-voucher asks for more above the vouchers already signed than one event's price
-    /// (a seller never needs more): nothing is signed.
-    #[error(
-        "the seller asks for a voucher of {required}, {step} above the {signed} already signed (one event costs {limit})"
-    )]
+    /// (or the channel's minimum voucher increase, when larger): a seller never needs more;
+    /// nothing is signed.
+    #[error("the seller asks for a voucher of {required}, more than {limit} above the {signed} already signed")]
     StepAboveLimit {
         /// The `requiredCumulative` asked.
         required: U256,
         /// What the buyer has signed on the channel.
         signed: U256,
-        /// `required - signed`.
-        step: U256,
         /// The most one need-voucher may add.
         limit: U256,
+    },
+    /// A field of the stream's challenge that payments depend on cannot be read.
+    #[error("the challenge's `{field}` is not a decimal amount")]
+    InvalidTerms {
+        /// The field.
+        field: &'static str,
     },
     /// A need-voucher asks again for an amount the buyer already sent on this stream: the
     /// seller did not take the voucher; nothing more is signed.
@@ -418,7 +421,8 @@ pub struct VoucherPosition {
     pub signed: U256,
     /// The channel's deposit (as the buyer made it).
     pub deposit: U256,
-    /// The most one need-voucher may add above `signed` (the price of one event).
+    /// The most one need-voucher may add above `signed`: the price of one event, or the
+    /// channel's minimum voucher increase when larger (see [`voucher_step_limit`]).
     pub step_limit: U256,
     /// The highest voucher already sent on this stream in answer to a need-voucher, if any.
     pub last_answered: Option<U256>,
@@ -435,6 +439,22 @@ impl VoucherPosition {
         self.last_answered = Some(cumulative);
         self
     }
+}
+
+/// The most one need-voucher may add above the vouchers signed: the per-event `price`, or the
+/// seller's minimum voucher increase (`methodDetails.minVoucherDelta` of `challenge`) when larger
+/// (a voucher raising the highest one by less would be refused). A `minVoucherDelta` that is not
+/// a decimal amount is an error (nothing is paid on terms that cannot be read).
+pub fn voucher_step_limit(challenge: &super::ParsedChallenge, price: U256) -> Result<U256, StreamClientError> {
+    let details = challenge.request.get("methodDetails").and_then(Value::as_object);
+    let Some(raw) = details.and_then(|d| d.get("minVoucherDelta")) else { return Ok(price) };
+    let text = raw.as_str().unwrap_or_default();
+    let bad = || StreamClientError::InvalidTerms { field: "methodDetails.minVoucherDelta" };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let min = parse_uint256(text).map_err(|_| bad())?;
+    Ok(price.max(min))
 }
 
 /// What to do about a need-voucher.
@@ -470,7 +490,8 @@ pub enum VoucherDecision {
 /// answered with a voucher for exactly `requiredCumulative` (or the highest voucher already
 /// signed, when that is more: vouchers are cumulative), preceded by a top-up when the deposit
 /// does not cover it. Refused, with nothing to sign: a step above `step_limit` (a seller asks at
-/// most one event's price more than it holds), and a repeated request for what this stream
+/// most one event's price, or its minimum voucher increase, more than it holds: the channel's
+/// spent and reserved amounts are covered by the highest voucher), and a repeated request for what this stream
 /// already answered. The caller applies its spending caps to the increment and the top-up.
 pub fn decide_need_voucher(
     need: &NeedVoucher,
@@ -492,7 +513,6 @@ pub fn decide_need_voucher(
         return Err(StreamClientError::StepAboveLimit {
             required,
             signed: position.signed,
-            step,
             limit: position.step_limit,
         });
     }
@@ -669,7 +689,7 @@ mod tests {
         // More than one step above what was signed: refused.
         assert_eq!(
             decide_need_voucher(&need("c1", "0xab", 601), &binding, position),
-            Err(StreamClientError::StepAboveLimit { required: u(601), signed: u(500), step: u(101), limit: u(100) })
+            Err(StreamClientError::StepAboveLimit { required: u(601), signed: u(500), limit: u(100) })
         );
         // Above the deposit: top up first.
         let low = VoucherPosition::new(u(950), u(1000), u(100));
@@ -687,6 +707,30 @@ mod tests {
             decide_need_voucher(&need("c1", "0xab", 600), &binding, position.answered(u(600))),
             Err(StreamClientError::VoucherNotTaken { required: u(600) })
         );
+    }
+
+    #[test]
+    fn the_step_limit_honours_the_minimum_voucher_increase() {
+        let challenge = |details: Value| {
+            let Value::Object(request) = serde_json::json!({"amount": "100", "methodDetails": details}) else {
+                unreachable!()
+            };
+            let c = crate::mpp::Challenge::new("s", "r", "evm", "session", request, None, None, None, None);
+            crate::mpp::parse_www_authenticate(&[&c.to_www_authenticate().expect("header")]).expect("parse").remove(0)
+        };
+        let price = U256::from(100u64);
+        assert_eq!(voucher_step_limit(&challenge(serde_json::json!({"chainId": 196})), price), Ok(price));
+        assert_eq!(voucher_step_limit(&challenge(serde_json::json!({"minVoucherDelta": "0"})), price), Ok(price));
+        assert_eq!(
+            voucher_step_limit(&challenge(serde_json::json!({"minVoucherDelta": "500"})), price),
+            Ok(U256::from(500u64))
+        );
+        for bad in [serde_json::json!({"minVoucherDelta": 500}), serde_json::json!({"minVoucherDelta": "-1"})] {
+            assert!(matches!(
+                voucher_step_limit(&challenge(bad), price),
+                Err(StreamClientError::InvalidTerms { .. })
+            ));
+        }
     }
 
     #[test]
