@@ -113,7 +113,42 @@
 //! [`StreamItem`]s): it pays the 402 as a session, answers the seller's `402-need-voucher`
 //! events with a voucher for exactly the amount asked (topping the deposit up within the caps
 //! first when needed; never for another stream's challenge or channel), and resumes a dropped
-//! connection with `Last-Event-ID`. See the `stream` entry point for the money rules.
+//! connection with `Last-Event-ID`.
+//!
+//! ```no_run
+//! use futures::StreamExt as _;
+//! use pay402_runtime::autopay::{AutoPayMiddleware, StreamItem};
+//!
+//! # async fn run(autopay: AutoPayMiddleware) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // No redirects and no total timeout: a stream lasts.
+//! let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+//! let request = reqwest::Request::new(reqwest::Method::GET, "http://127.0.0.1:4021/tokens?n=5".parse()?);
+//! let mut events = autopay.stream(&http, request).await?;
+//! while let Some(item) = events.next().await {
+//!     if let StreamItem::Data(event) = item? {
+//!         println!("{:?}: {}", event.id, event.data);
+//!     }
+//! }
+//! if let Some(receipt) = events.final_receipt() {
+//!     println!("{} events, {} atomic units", receipt.units, receipt.spent);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Money rules (on top of the middleware's [caps](#caps)):
+//! * the stream's first request carries a voucher for the channel's cumulative amount plus
+//!   [`StreamOptions::prepaid_events`] × the per-event price (at least the seller's minimum
+//!   voucher increase; opening the channel, or topping it up, first when needed — deposits
+//!   bounded by the maximum deposit and the total budget);
+//! * a `402-need-voucher` is paid only when its `challengeId` and `channelId` are the stream's
+//!   (else it is logged and ignored), with a voucher for exactly `requiredCumulative`, which may
+//!   exceed what was signed by at most one event's price (or the seller's minimum voucher
+//!   increase, `methodDetails.minVoucherDelta`, when larger); a top-up comes first when the deposit
+//!   does not cover it. Anything else — a larger step, a repeated request for an amount already
+//!   sent, a voucher increment above the per-request cap, a top-up above the maximum deposit or
+//!   the total budget, a stream total above [`StreamOptions::max_spend`] — ends the stream with an
+//!   error and **nothing signed**;
+//! * a resumed connection carries a voucher for the amount already signed (no new money).
 //!
 //! # Request bodies
 //!

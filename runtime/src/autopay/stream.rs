@@ -3,20 +3,7 @@
 //! reads the event stream, answers `402-need-voucher` within the caps with companion requests,
 //! and resumes a dropped connection with `Last-Event-ID`.
 //!
-//! Money rules (on top of the middleware's [caps](super#caps)):
-//! * the stream's first request carries a voucher for the channel's cumulative amount plus
-//!   [`StreamOptions::prepaid_events`] × the per-event price (at least the seller's minimum
-//!   voucher increase; opening the channel, or topping it up, first when needed — deposits
-//!   bounded by the maximum deposit and the total budget);
-//! * a `402-need-voucher` is paid only when its `challengeId` and `channelId` are the stream's
-//!   (else it is logged and ignored), with a voucher for exactly `requiredCumulative`, which may
-//!   exceed what was signed by at most one event's price (or the seller's minimum voucher
-//!   increase, `methodDetails.minVoucherDelta`, when larger); a top-up comes first when the deposit
-//!   does not cover it. Anything else — a larger step, a repeated request for an amount already
-//!   sent, a voucher increment above the per-request cap, a top-up above the maximum deposit or
-//!   the total budget, a stream total above [`StreamOptions::max_spend`] — ends the stream with an
-//!   error and **nothing signed**;
-//! * a resumed connection carries a voucher for the amount already signed (no new money).
+//! The money rules are in the [`autopay`](super) module docs ("Metered streams").
 
 use super::offers::{ChannelKey, OfferKind, SessionTerms, body_prefix, body_reason, receipt_of};
 use super::session_book::{Channel, Slot, check_management};
@@ -316,7 +303,8 @@ impl AutoPayMiddleware {
     /// A stream that asks no payment is read as is.
     ///
     /// The returned [`PaidEvents`] yields data events and receipts; it answers `402-need-voucher`
-    /// events itself (see the [module docs](self) for the money rules), with companion requests
+    /// events itself (the money rules are in the [`autopay`](super) docs, "Metered streams"), with
+    /// companion requests
     /// to the same method and URL, and reconnects a dropped connection with `Last-Event-ID`.
     ///
     /// `http` should follow no redirects and have no total timeout (a stream lasts); the stream

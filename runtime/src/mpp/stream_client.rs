@@ -726,10 +726,7 @@ mod tests {
             Ok(U256::from(500u64))
         );
         for bad in [serde_json::json!({"minVoucherDelta": 500}), serde_json::json!({"minVoucherDelta": "-1"})] {
-            assert!(matches!(
-                voucher_step_limit(&challenge(bad), price),
-                Err(StreamClientError::InvalidTerms { .. })
-            ));
+            assert!(matches!(voucher_step_limit(&challenge(bad), price), Err(StreamClientError::InvalidTerms { .. })));
         }
     }
 
