@@ -104,7 +104,7 @@ impl MppPayment {
     }
 
     /// What happens to this payment when its request is cancelled while the handler runs (the
-    /// coordinator's [`Mpp::cancel_policy`]). A session reservation of an `MppPayment` dropped without
+    /// coordinator's [`Mpp::cancel_policy`](super::Mpp::cancel_policy)). A session reservation of an `MppPayment` dropped without
     /// [`MppPayment::finish`] is released.
     pub fn cancel_policy(&self) -> CancelPolicy {
         self.cancel
