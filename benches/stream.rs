@@ -134,10 +134,9 @@ fn main() {
         let (mut peer, mut plain, mut mem, mut red) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             let start = Instant::now();
-            let sse = Sse::new(
-                events(n)
-                    .map(|e| Ok::<_, std::convert::Infallible>(Event::default().id("1").data(e.text().to_owned()))),
-            );
+            let sse = Sse::new(events(n).enumerate().map(|(i, e)| {
+                Ok::<_, std::convert::Infallible>(Event::default().id((i + 1).to_string()).data(e.text()))
+            }));
             drain(sse.into_response()).await;
             peer.push(start.elapsed());
             let start = Instant::now();

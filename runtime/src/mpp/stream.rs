@@ -433,7 +433,7 @@ impl Engine {
 
     /// The next frame to send, `None` once the stream is over.
     async fn next_frame(&mut self) -> Option<Bytes> {
-        let Some(meter) = self.meter() else { return None };
+        let meter = self.meter()?;
         loop {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Done => return None,
