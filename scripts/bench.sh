@@ -15,6 +15,9 @@
 #                             session voucher request with the in-memory, file and Redis stores.
 #   3. benches/store_contention.rs  deductions/s on one contended channel per store, checking
 #                             zero lost or double deductions.
+#   4. benches/stream.rs      metered SSE streams: events/s on one core over one channel with the
+#                             in-memory and Redis stores, beside axum's Sse and an unmetered
+#                             EventStream of the same events (the per-event metering overhead).
 # Needs wrk, taskset and redis-server (scripts/install-test-deps.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,10 +29,12 @@ profile=(--profile bench)
 example_dir=target/release/examples
 http_args=(--runs 3 --secs 4)
 contention_args=(--secs 4 --workers 16)
+stream_args=(--runs 5 --events 20000)
 if [ "${1:-}" = "--smoke" ]; then
     smoke=1
     http_args=(--smoke)
     contention_args=(--smoke)
+    stream_args=(--smoke)
     profile=(--profile dev)
     example_dir=target/debug/examples
     export PAY402_BENCH_SMOKE=1
@@ -66,5 +71,8 @@ cargo bench "${profile[@]}" "${features[@]}" --bench voucher 2>&1 | tee "$out/vo
 
 echo "==> one contended channel per store"
 cargo bench "${profile[@]}" "${features[@]}" --bench store_contention -- "${contention_args[@]}" --out "$out/store_contention.md"
+
+echo "==> metered SSE streams: events per second on one core, per store, beside unmetered streams"
+cargo bench "${profile[@]}" "${features[@]}" --bench stream -- "${stream_args[@]}" --out "$out/stream.md"
 
 echo "==> done: reports in $out/${smoke:+ (smoke mode: figures are meaningless)}"

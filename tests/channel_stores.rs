@@ -88,6 +88,7 @@ fn golden_state() -> ChannelState {
         finalized: i["finalized"].as_bool().unwrap(),
         close_requested_at: i["close_requested_at"].as_u64().unwrap(),
         created_at: s("created_at"),
+        streams: Default::default(),
     }
 }
 

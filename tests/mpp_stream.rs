@@ -473,6 +473,20 @@ async fn malicious_buyers_cannot_resume_or_feed_a_stream_they_do_not_pay_for() {
         assert_eq!(ids, (5..=10).collect::<Vec<_>>(), "{fw:?}");
         let books = seller.settled_books(&channel).await;
         assert_eq!((books.spent, books.units), (10 * PRICE, 10), "{fw:?}: the re-sent events are free");
+
+        // A companion may be a HEAD (the draft's payment-only update): 200 with a receipt.
+        let raised = buyer.voucher(&c, &channel, 12 * PRICE);
+        let resp = buyer
+            .http
+            .head(format!("{}{path}", buyer.base))
+            .header("authorization", raised)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(resp.status(), 200, "{fw:?}: HEAD companion");
+        assert!(resp.headers().contains_key("payment-receipt"), "{fw:?}");
+        let books = seller.settled_books(&channel).await;
+        assert_eq!((books.highest_voucher_amount, books.spent), (12 * PRICE, 10 * PRICE), "{fw:?}");
     }
 }
 

@@ -289,7 +289,9 @@ proptest! {
         finalized in any::<bool>(),
         close_requested_at in any::<u64>(),
         signature in prop::option::of(prop::collection::vec(any::<u8>(), 65)),
+        streams in prop::collection::vec((text(), any::<u64>()), 0..4),
     ) {
+        let streams: pay402::mpp::StreamCounts = streams.into_iter().collect();
         let (channel_id, escrow_contract, payer, payee, token, authorized_signer, created_at) = ids;
         let (deposit, highest_voucher_amount, min_voucher_delta, spent, reserved) = amounts;
         let highest_voucher_signature = signature
@@ -298,7 +300,7 @@ proptest! {
         let s = ChannelState {
             channel_id, chain_id, escrow_contract, payer, payee, token, authorized_signer, deposit,
             highest_voucher_amount, highest_voucher_signature, min_voucher_delta, spent, reserved, units,
-            finalized, close_requested_at, created_at,
+            finalized, close_requested_at, created_at, streams,
         };
         let bytes = s.to_json_bytes().expect("serialises");
         prop_assert!(bytes.is_ascii(), "FileStore bytes are ASCII-escaped");

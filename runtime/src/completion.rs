@@ -15,6 +15,14 @@
 //! | the handler panicked                   | released, not settled               | the reservation is released    | already settled |
 //! | settlement / commit in flight          | runs to its end; outcome recorded, hooks fire | runs to its end        | — |
 //!
+//! An MPP session route priced **per event** ([`Per::Event`](crate::mpp::Per::Event)) reserves
+//! nothing before its handler: its stream charges each event as it is sent, and a stream whose
+//! connection drops commits the event handed over and releases the rest
+//! ([`PaidStream`](crate::mpp::PaidStream)). A request dropped while such a handler runs, before
+//! it returned its stream, is completed like any session request: under
+//! [`CancelPolicy::Complete`] one event is charged (as if the handler had answered without
+//! streaming), under [`CancelPolicy::Release`] nothing.
+//!
 //! The work left to do when a request is dropped runs in a detached task on the current tokio
 //! runtime (axum's, or the actix-web worker's); the settlement or commit of a request that was not
 //! dropped also runs in a task that the request awaits, so that dropping the request cannot cut it

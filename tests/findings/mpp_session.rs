@@ -529,6 +529,7 @@ async fn l9_session_unparsable_route_amount_is_refused() {
         Err(r) => assert!(r.error.is_some(), "refused with an error"),
         Ok(Granted::Paid(paid)) => panic!("served for free: {:?}", paid.receipt),
         Ok(Granted::Management { .. }) => panic!("a voucher is not a management action"),
+        Ok(other) => panic!("a per-request voucher granted {other:?}"),
     }
     let state = shop.state(&channel).await.expect("channel");
     assert_eq!((state.highest_voucher_amount, state.reserved), (0, 0));

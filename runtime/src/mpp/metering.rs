@@ -90,6 +90,18 @@ pub struct Books {
     pub reserved: u128,
     /// The events this stream delivered and was charged for (across resumes).
     pub delivered: u64,
+    /// The smallest increase a new voucher must make over `highest` (0: none).
+    pub min_voucher_delta: u128,
+}
+
+impl Books {
+    /// The smallest cumulative voucher that pays for one more event of `price`: what the
+    /// channel has spent and reserved plus the price, and at least `highest` plus the minimum
+    /// voucher increase (a smaller voucher would be refused).
+    pub fn required_cumulative(&self, price: u128) -> u128 {
+        let need = self.spent.saturating_add(self.reserved).saturating_add(price);
+        if self.min_voucher_delta > 0 { need.max(self.highest.saturating_add(self.min_voucher_delta)) } else { need }
+    }
 }
 
 /// What one metering step found.
@@ -169,5 +181,22 @@ impl fmt::Debug for StreamStart {
             .field("resume_from", &self.resume_from)
             .field("delivered", &self.delivered)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_required_voucher_pays_the_next_event_and_respects_the_minimum_increase() {
+        let b = Books { highest: 1000, deposit: 10_000, spent: 1000, reserved: 0, delivered: 10, min_voucher_delta: 0 };
+        assert_eq!(b.required_cumulative(100), 1100);
+        let b = Books { reserved: 100, ..b };
+        assert_eq!(b.required_cumulative(100), 1200, "another request's reservation counts");
+        let b = Books { reserved: 0, min_voucher_delta: 500, ..b };
+        assert_eq!(b.required_cumulative(100), 1500, "a smaller voucher would be refused");
+        let b = Books { spent: 900, min_voucher_delta: 50, ..b };
+        assert_eq!(b.required_cumulative(100), 1050, "the minimum increase over the highest voucher");
     }
 }

@@ -9,7 +9,10 @@
 //! * [`Credential`] — the client's answer; [`verify_echo`] checks its challenge echo on the
 //!   server;
 //! * [`Receipt`] — the `Payment-Receipt` header;
-//! * [`MppError`] — typed failures mapped onto [`MppErrorKind`] / [`ProblemDetails`].
+//! * [`MppError`] — typed failures mapped onto [`MppErrorKind`] / [`ProblemDetails`];
+//! * [`PaidStream`] — a `session` route priced per event ([`PaySpec::per_event`]) streams
+//!   Server-Sent Events metered per event over the buyer's channel (the MPP SSE transport:
+//!   `402-need-voucher`, companion vouchers, `payment-receipt`, `Last-Event-ID` resume).
 
 mod challenge;
 mod charge;

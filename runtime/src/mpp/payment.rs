@@ -104,7 +104,7 @@ impl MppPayment {
     }
 
     /// What happens to this payment when its request is cancelled while the handler runs (the
-    /// coordinator's [`Mpp::cancel_policy`]). A session reservation of an `MppPayment` dropped without
+    /// coordinator's [`Mpp::cancel_policy`](super::Mpp::cancel_policy)). A session reservation of an `MppPayment` dropped without
     /// [`MppPayment::finish`] is released.
     pub fn cancel_policy(&self) -> CancelPolicy {
         self.cancel
@@ -204,33 +204,33 @@ async fn finish_stream(
         return Ok(HeaderMap::new());
     }
     tracing::warn!(channel = %start.channel_id, "mpp stream: a per-event route answered without streaming; charging one event");
-    let refuse = |e: EvmPaymentError| {
+    let refused = |e: EvmPaymentError| {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::PAYMENT_REQUIRED);
-        Err(PaymentHttpResponse::new(status, "application/json", e.problem().to_compact_json()))
+        PaymentHttpResponse::new(status, "application/json", e.problem().to_compact_json())
     };
     let unknown = |why: String| {
         tracing::error!(error = %why, "mpp stream: cannot charge the one event");
-        Err(PaymentHttpResponse::new(
+        PaymentHttpResponse::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "application/json",
             unknown_problem(&EvmPaymentError::InternalSA("the charge could not be recorded".into())),
         )
-        .with_header("retry-after", &MPP_RETRY_AFTER_SECONDS.to_string()))
+        .with_header("retry-after", &MPP_RETRY_AFTER_SECONDS.to_string())
     };
     match start.meter.step(false, true).await {
         Ok(MeterStep::Reserved(_)) => {}
         Ok(MeterStep::NeedVoucher(b)) => {
-            return refuse(EvmPaymentError::InsufficientBalance(format!(
+            return Err(refused(EvmPaymentError::InsufficientBalance(format!(
                 "the vouchers cover {} of the price {}",
                 b.highest.saturating_sub(b.spent).saturating_sub(b.reserved),
                 start.price
-            )));
+            ))));
         }
-        Ok(_) => return refuse(EvmPaymentError::ChannelClosed("channel is closed".into())),
-        Err(e) => return unknown(e.to_string()),
+        Ok(_) => return Err(refused(EvmPaymentError::ChannelClosed("channel is closed".into()))),
+        Err(e) => return Err(unknown(e.to_string())),
     }
     match start.meter.step(true, false).await {
         Ok(_) => Ok(receipt_headers(receipt)),
-        Err(e) => unknown(e.to_string()),
+        Err(e) => Err(unknown(e.to_string())),
     }
 }

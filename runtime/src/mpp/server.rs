@@ -121,6 +121,7 @@ enum Metered {
 
 /// What a verified credential grants.
 #[derive(Debug)]
+#[non_exhaustive]
 #[allow(clippy::large_enum_variant)]
 pub enum Granted {
     /// Run the handler.

@@ -377,7 +377,7 @@ impl Engine {
     }
 
     fn need_voucher(&self, b: &Books) -> Bytes {
-        let required = b.spent.saturating_add(b.reserved).saturating_add(self.start.price);
+        let required = b.required_cumulative(self.start.price);
         let mut m = Map::new();
         m.insert("challengeId".into(), Value::String(self.start.challenge_id.clone()));
         m.insert("channelId".into(), Value::String(self.start.channel_id.clone()));
@@ -433,7 +433,7 @@ impl Engine {
 
     /// The next frame to send, `None` once the stream is over.
     async fn next_frame(&mut self) -> Option<Bytes> {
-        let Some(meter) = self.meter() else { return None };
+        let meter = self.meter()?;
         loop {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Done => return None,

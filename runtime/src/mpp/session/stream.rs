@@ -164,6 +164,7 @@ impl SessionIntent {
             channel_id: channel_id.clone(),
             challenge_id: challenge_id.clone(),
             price,
+            min_voucher_delta: self.min_voucher_delta,
         };
         Ok(SessionGrant::Stream(Box::new(StreamStart {
             receipt,
@@ -193,8 +194,9 @@ fn stream_receipt(state: &ChannelState, challenge_id: &str, delivered: u64, pric
     receipt
 }
 
-fn books(s: &ChannelState, challenge_id: &str) -> Books {
+fn books(s: &ChannelState, challenge_id: &str, configured_min: u128) -> Books {
     Books {
+        min_voucher_delta: if configured_min > 0 { configured_min } else { s.min_voucher_delta },
         highest: s.highest_voucher_amount,
         deposit: s.deposit,
         spent: s.spent,
@@ -212,6 +214,8 @@ pub(crate) struct ChannelMeter {
     channel_id: String,
     challenge_id: String,
     price: u128,
+    /// The intent's minimum voucher increase (0: the channel's own).
+    min_voucher_delta: u128,
 }
 
 impl fmt::Debug for ChannelMeter {
@@ -281,7 +285,7 @@ impl EventMeter for ChannelMeter {
             // Deleted by a close, which settled the highest voucher: a commit asked for is covered.
             UpdateOutcome::Missing => return Ok(MeterStep::Closed(Books::default())),
         };
-        let b = books(&state, challenge);
+        let b = books(&state, challenge, self.min_voucher_delta);
         Ok(match found {
             Found::Reserved => MeterStep::Reserved(b),
             Found::NeedVoucher => MeterStep::NeedVoucher(b),

@@ -148,6 +148,23 @@ impl StreamCounts {
     }
 }
 
+/// Collects `(challenge id, events)` pairs; a repeated id keeps its first count, and only the
+/// last [`StreamCounts::MAX`] streams are kept.
+impl FromIterator<(String, u64)> for StreamCounts {
+    fn from_iter<I: IntoIterator<Item = (String, u64)>>(iter: I) -> Self {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for (id, n) in iter {
+            if !out.iter().any(|(known, _)| *known == id) {
+                out.push((id, n));
+            }
+        }
+        if out.len() > Self::MAX {
+            out.drain(..out.len() - Self::MAX);
+        }
+        Self(out)
+    }
+}
+
 impl Serialize for StreamCounts {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -388,14 +405,7 @@ impl Reader<'_> {
         let Some((key, raw)) = self.raw("streams", "streams") else { return Ok(StreamCounts::default()) };
         let bad = || ChannelStateError::new(format!("{key}: not an object of event counts"));
         let pairs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).map_err(|_| bad())?;
-        let mut out = Vec::with_capacity(pairs.len().min(StreamCounts::MAX));
-        for (id, n) in pairs {
-            out.push((id, n.as_u64().ok_or_else(bad)?));
-        }
-        if out.len() > StreamCounts::MAX {
-            out.drain(..out.len() - StreamCounts::MAX);
-        }
-        Ok(StreamCounts(out))
+        pairs.into_iter().map(|(id, n)| n.as_u64().map(|n| (id, n)).ok_or_else(bad)).collect()
     }
 
     /// base64 (standard, padded or not) or `0x`-hex ⇒ lower-case `0x`-hex; absent/`""` ⇒ `""`.
@@ -443,7 +453,33 @@ mod tests {
             finalized: false,
             close_requested_at: 0,
             created_at: "2026-03-30T10:00:00Z".into(),
+            streams: StreamCounts::default(),
         }
+    }
+
+    #[test]
+    fn streams_are_written_only_when_known_and_read_back_in_order() {
+        let mut s = sample();
+        assert!(!String::from_utf8(s.to_json_bytes().unwrap()).unwrap().contains("streams"));
+        assert!(s.streams.start("chal-b") && s.streams.start("chal-a"));
+        assert!(!s.streams.start("chal-a"), "a stream starts once");
+        assert!(s.streams.count("chal-a") && s.streams.count("chal-a") && s.streams.count("chal-b"));
+        assert!(!s.streams.count("unknown"));
+        let text = String::from_utf8(s.to_json_bytes().unwrap()).unwrap();
+        assert!(
+            text.ends_with("\"createdAt\": \"2026-03-30T10:00:00Z\",\n  \"streams\": {\n    \"chal-b\": 1,\n    \"chal-a\": 2\n  }\n}"),
+            "{text}"
+        );
+        let back = ChannelState::from_json(text.as_bytes()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.streams.iter().collect::<Vec<_>>(), vec![("chal-b", 1), ("chal-a", 2)]);
+        assert!(ChannelState::from_json(text.replace(": 2\n", ": -2\n").as_bytes()).is_err(), "counts are u64");
+        // Bounded: the oldest stream is forgotten.
+        for i in 0..StreamCounts::MAX {
+            assert!(s.streams.start(&format!("more-{i}")));
+        }
+        assert_eq!(s.streams.iter().count(), StreamCounts::MAX);
+        assert_eq!((s.streams.delivered("chal-b"), s.streams.delivered("chal-a")), (None, None));
     }
 
     #[test]
