@@ -622,10 +622,15 @@ mod e2e {
     }
 
     async fn seller(fw: Framework) -> Seller {
+        seller_with(fw, 0).await
+    }
+
+    /// A seller whose vouchers must each raise the highest one by at least `min_voucher_delta`.
+    async fn seller_with(fw: Framework, min_voucher_delta: u128) -> Seller {
         let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
         sa.fund(USDT0, PAYER, U256::from(100_000_000u64)).expect("fund");
         let payee = signer_from_hex(PAYEE_KEY).expect("key");
-        let intent = SessionIntent::new(sa.clone(), PAYEE).signer(Arc::new(payee));
+        let intent = SessionIntent::new(sa.clone(), PAYEE).signer(Arc::new(payee)).min_voucher_delta(min_voucher_delta);
         let method = EvmMethod::x_layer(PAYEE).with_session(intent.clone());
         let mpp = Mpp::new(method, REALM, SECRET)
             .expect("mpp")
@@ -764,6 +769,27 @@ mod e2e {
             // Closing pays the payee the highest voucher.
             autopay.close_channels(&http()).await.expect("close");
             assert_eq!(seller.sa.balance(USDT0, PAYEE), U256::from(35 * EVENT_PRICE), "{fw:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_real_seller_with_a_minimum_voucher_increase_is_paid_in_steps_of_that_increase() {
+        // Each voucher must raise the highest by 0.0003 (three events): the buyer's vouchers
+        // step by exactly that.
+        for fw in FRAMEWORKS {
+            let seller = seller_with(fw, 3 * EVENT_PRICE).await;
+            let autopay = buyer(1_000_000, 100 * EVENT_PRICE);
+            let url = format!("{}/tokens?n=10", seller.running.base);
+            let request = reqwest::Request::new(reqwest::Method::GET, url.parse().expect("url"));
+            let mut events = autopay.stream_with(&http(), request, options()).await.expect("stream");
+            let channel = events.channel_id().expect("paid").to_owned();
+            let items = collect(&mut events).await;
+            assert_eq!(texts(&items), want(10), "{fw:?}");
+            // Vouchers of 300, 600, 900, 1200: ten events charged, twelve events' worth vouched.
+            let receipt = events.final_receipt().expect("final receipt");
+            assert_eq!((receipt.spent, receipt.accepted_cumulative), (u(10 * EVENT_PRICE), u(12 * EVENT_PRICE)));
+            assert_eq!(seller.spent(&channel).await, (10 * EVENT_PRICE, 12 * EVENT_PRICE, 10), "{fw:?}");
+            assert_eq!(autopay.spent(&usdt0()), u(12 * EVENT_PRICE), "a signed voucher counts in full");
         }
     }
 
