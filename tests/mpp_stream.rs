@@ -512,3 +512,46 @@ async fn a_per_event_handler_answering_without_streaming_is_charged_one_event_or
         assert_eq!((books.spent, books.units), (PRICE, 1), "{fw:?}");
     }
 }
+
+#[tokio::test]
+async fn a_stale_connection_cannot_take_the_credit_of_the_stream_that_resumed_it() {
+    for fw in FRAMEWORKS {
+        let seller = start(fw, StreamConfig::default().voucher_timeout(Duration::from_secs(10))).await;
+        let buyer = Buyer::new(&seller.running.base);
+        let path = "/tokens?n=10";
+        let c = buyer.challenge(path).await;
+        let channel = buyer.open(path, &c, 100 * PRICE).await;
+        // The first connection pays three events and pauses; the buyer keeps it open (a dropped
+        // connection the server has not noticed yet looks the same to the server).
+        let mut old = Sse::new(buyer.stream(path, &c, &channel, 3 * PRICE, None).await);
+        for i in 1..=3 {
+            assert_eq!(data_index(&old.next().await.expect("event")), i, "{fw:?}");
+        }
+        assert_eq!(old.next().await.expect("pause").event.as_deref(), Some("402-need-voucher"), "{fw:?}");
+        // A new connection resumes after event 3, then the buyer pays the rest.
+        let resp = buyer.stream(path, &c, &channel, 3 * PRICE, Some(3)).await;
+        assert_eq!(resp.status(), 200, "{fw:?}");
+        let mut new = Sse::new(resp);
+        assert_eq!(new.next().await.expect("pause").event.as_deref(), Some("402-need-voucher"), "{fw:?}");
+        buyer.companion(path, &buyer.voucher(&c, &channel, 10 * PRICE)).await;
+        let mut ids = Vec::new();
+        let receipt = loop {
+            let e = new.next().await.expect("event");
+            match e.event.as_deref() {
+                None => ids.push(data_index(&e)),
+                Some("payment-receipt") => break e.json(),
+                other => panic!("{fw:?}: unexpected {other:?}"),
+            }
+        };
+        assert_eq!(ids, (4..=10).collect::<Vec<_>>(), "{fw:?}: the resumed connection got every paid event");
+        assert_eq!(receipt["units"], 10, "{fw:?}");
+        // The stale connection never sent another event: it ends with its receipt.
+        let mut rest = Vec::new();
+        while let Some(e) = old.next().await {
+            rest.push(e.event);
+        }
+        assert_eq!(rest, vec![Some("payment-receipt".to_owned())], "{fw:?}: superseded, no event");
+        let books = seller.settled_books(&channel).await;
+        assert_eq!((books.spent, books.units, books.reserved), (10 * PRICE, 10, 0), "{fw:?}");
+    }
+}

@@ -289,9 +289,14 @@ proptest! {
         finalized in any::<bool>(),
         close_requested_at in any::<u64>(),
         signature in prop::option::of(prop::collection::vec(any::<u8>(), 65)),
-        streams in prop::collection::vec((text(), any::<u64>()), 0..4),
+        streams in prop::collection::vec((text(), any::<(u64, u64, u64)>()), 0..4),
     ) {
-        let streams: pay402::mpp::StreamCounts = streams.into_iter().collect();
+        let streams: pay402::mpp::StreamCounts = streams
+            .into_iter()
+            .map(|(id, (delivered, generation, resumed_from))| {
+                (id, pay402::mpp::StreamRecord { delivered, generation, resumed_from })
+            })
+            .collect();
         let (channel_id, escrow_contract, payer, payee, token, authorized_signer, created_at) = ids;
         let (deposit, highest_voucher_amount, min_voucher_delta, spent, reserved) = amounts;
         let highest_voucher_signature = signature

@@ -110,6 +110,10 @@ impl Books {
 pub enum MeterStep {
     /// The next event's price is reserved: send it.
     Reserved(Books),
+    /// The next event was charged before (a resume re-sends it): send it, nothing reserved.
+    Free(Books),
+    /// A newer connection resumed this stream: this one stops (its last event was finished).
+    Superseded(Books),
     /// The vouchered balance does not cover the next event: pause and ask for a voucher.
     NeedVoucher(Books),
     /// Nothing was reserved (none was asked for); the commit, if any, is done.
@@ -122,7 +126,12 @@ impl MeterStep {
     /// The books after the step.
     pub fn books(&self) -> Books {
         match self {
-            Self::Reserved(b) | Self::NeedVoucher(b) | Self::Committed(b) | Self::Closed(b) => *b,
+            Self::Reserved(b)
+            | Self::Free(b)
+            | Self::Superseded(b)
+            | Self::NeedVoucher(b)
+            | Self::Committed(b)
+            | Self::Closed(b) => *b,
         }
     }
 }
@@ -133,15 +142,18 @@ impl MeterStep {
 #[error("metering failed: {0}")]
 pub struct MeterError(pub String);
 
-/// One stream's meter on one channel: the price of an event is reserved before the event is
-/// sent and committed once it is handed to the connection. At most one reservation is open at a
-/// time. Implemented by the `session` intent over its channel store.
+/// One stream connection's meter on one channel: the price of an event is reserved before the
+/// event is sent and committed once it is handed to the connection. At most one reservation is
+/// open at a time. Implemented by the `session` intent over its channel store.
 #[async_trait::async_trait]
 pub trait EventMeter: Send + Sync + fmt::Debug {
-    /// One compare-and-swap: commits the previous event's reservation when `commit` (spent +=
-    /// price, units += 1, the stream's delivered count += 1), then reserves the next event's
-    /// price when `reserve` and the vouchered balance covers it.
-    async fn step(&self, commit: bool, reserve: bool) -> Result<MeterStep, MeterError>;
+    /// One compare-and-swap. `commit`: the id of the event handed over, whose reservation
+    /// becomes spent (spent += price, units += 1, the stream's delivered id at least it) — or
+    /// is released, when a newer connection resumed below it (the buyer never got it). Then
+    /// `reserve`: the id of the next event, reserved when this connection is the stream's
+    /// newest, the event was not charged before (else [`MeterStep::Free`]) and the vouchered
+    /// balance covers it.
+    async fn step(&self, commit: Option<u64>, reserve: Option<u64>) -> Result<MeterStep, MeterError>;
 
     /// Releases the open reservation of an event that was never handed to the connection.
     async fn release(&self) -> Result<(), MeterError>;

@@ -83,8 +83,8 @@ pub use session_client::{SessionClient, SessionClientError};
 pub use store::RedisChannelStore;
 pub use store::{
     CasOutcome, ChannelState, ChannelStateError, ChannelStore, DEFAULT_REMEMBERED_STATES, FileStore,
-    InMemoryChannelStore, RetryPolicy, StoreError, StreamCounts, UpdateCoordinator, UpdateError, UpdateOutcome,
-    Versioned,
+    InMemoryChannelStore, RetryPolicy, StoreError, StreamCounts, StreamRecord, UpdateCoordinator, UpdateError,
+    UpdateOutcome, Versioned,
 };
 pub use stream::{
     EVENT_STREAM_CONTENT_TYPE, EventStream, NEED_VOUCHER_EVENT, PAYMENT_ERROR_EVENT, PAYMENT_RECEIPT_EVENT, PaidStream,

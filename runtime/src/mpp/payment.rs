@@ -217,8 +217,10 @@ async fn finish_stream(
         )
         .with_header("retry-after", &MPP_RETRY_AFTER_SECONDS.to_string())
     };
-    match start.meter.step(false, true).await {
+    let index = start.resume_from + 1;
+    match start.meter.step(None, Some(index)).await {
         Ok(MeterStep::Reserved(_)) => {}
+        Ok(MeterStep::Free(_)) => return Ok(receipt_headers(receipt)),
         Ok(MeterStep::NeedVoucher(b)) => {
             return Err(refused(EvmPaymentError::InsufficientBalance(format!(
                 "the vouchers cover {} of the price {}",
@@ -229,7 +231,7 @@ async fn finish_stream(
         Ok(_) => return Err(refused(EvmPaymentError::ChannelClosed("channel is closed".into()))),
         Err(e) => return Err(unknown(e.to_string())),
     }
-    match start.meter.step(true, false).await {
+    match start.meter.step(Some(index), None).await {
         Ok(_) => Ok(receipt_headers(receipt)),
         Err(e) => Err(unknown(e.to_string())),
     }

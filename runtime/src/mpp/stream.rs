@@ -276,15 +276,25 @@ impl PaidStream {
     }
 }
 
-/// The state of the event in flight.
+/// The state of the event in flight (by its id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Held {
     /// Nothing reserved.
     Nothing,
     /// Reserved, not yet handed to the connection.
-    Reserved,
+    Reserved(u64),
     /// Handed to the connection, to commit.
-    Handed,
+    Handed(u64),
+}
+
+impl Held {
+    /// The id of the event handed over, to commit.
+    fn handed(self) -> Option<u64> {
+        match self {
+            Self::Handed(i) => Some(i),
+            _ => None,
+        }
+    }
 }
 
 enum Phase {
@@ -310,8 +320,6 @@ struct Engine {
     skip: u64,
     /// The id of the last event sent (or the buyer's position on a resume).
     index: u64,
-    /// Events up to this id were charged before: re-sent free.
-    free_until: u64,
     held: Held,
     phase: Phase,
     books: Books,
@@ -323,15 +331,15 @@ impl Drop for Engine {
         let (held, channel) = (self.held, self.start.channel_id.clone());
         match held {
             Held::Nothing => {}
-            Held::Handed => {
+            Held::Handed(index) => {
                 tracing::info!(channel = %channel, "mpp stream: connection dropped; committing the event handed over");
                 crate::completion::detach(async move {
-                    if let Err(e) = meter.step(true, false).await {
+                    if let Err(e) = meter.step(Some(index), None).await {
                         tracing::error!(error = %e, channel = %channel, "mpp stream: cannot commit the last event");
                     }
                 });
             }
-            Held::Reserved => {
+            Held::Reserved(_) => {
                 crate::completion::detach(async move {
                     if let Err(e) = meter.release().await {
                         tracing::error!(error = %e, channel = %channel, "mpp stream: cannot release a reservation");
@@ -351,7 +359,6 @@ impl Engine {
         Self {
             meter: Some(Arc::clone(&start.meter)),
             index: start.resume_from,
-            free_until: start.delivered,
             start,
             events,
             skip,
@@ -368,8 +375,8 @@ impl Engine {
     /// Sends `event` as the next id; its reservation (if any) is now handed over.
     fn send(&mut self, event: &SseEvent) -> Bytes {
         self.index += 1;
-        if self.held == Held::Reserved {
-            self.held = Held::Handed;
+        if let Held::Reserved(i) = self.held {
+            self.held = Held::Handed(i);
         }
         let mut out = String::new();
         encode(&mut out, Some(self.index), event.name(), event.text());
@@ -419,6 +426,12 @@ impl Engine {
         };
     }
 
+    /// A newer connection resumed the stream: this one ends (its buyer is gone).
+    fn superseded(&mut self) {
+        tracing::info!(channel = %self.start.channel_id, "mpp stream: resumed on a newer connection; ending this one");
+        self.phase = Phase::Ending { error: None };
+    }
+
     fn closed(&mut self) {
         tracing::info!(channel = %self.start.channel_id, "mpp stream: channel closed; ending the stream");
         self.phase = Phase::Ending {
@@ -438,8 +451,8 @@ impl Engine {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Done => return None,
                 Phase::Ending { error } => {
-                    if self.held == Held::Handed {
-                        match meter.step(true, false).await {
+                    if let Some(index) = self.held.handed() {
+                        match meter.step(Some(index), None).await {
                             Ok(step) => {
                                 self.held = Held::Nothing;
                                 self.note(&step);
@@ -469,18 +482,19 @@ impl Engine {
                         self.phase = Phase::Ending { error: None };
                         continue;
                     };
-                    if self.index < self.free_until {
-                        // Charged before this resume: sent again, free.
-                        self.phase = Phase::Streaming;
-                        return Some(self.send(&event));
-                    }
-                    match meter.step(self.held == Held::Handed, true).await {
+                    let next = self.index + 1;
+                    match meter.step(self.held.handed(), Some(next)).await {
                         Ok(step) => {
                             self.held = Held::Nothing;
                             self.note(&step);
                             match step {
                                 MeterStep::Reserved(_) => {
-                                    self.held = Held::Reserved;
+                                    self.held = Held::Reserved(next);
+                                    self.phase = Phase::Streaming;
+                                    return Some(self.send(&event));
+                                }
+                                // Charged before this resume: sent again, free.
+                                MeterStep::Free(_) => {
                                     self.phase = Phase::Streaming;
                                     return Some(self.send(&event));
                                 }
@@ -490,6 +504,7 @@ impl Engine {
                                     tracing::info!(channel = %self.start.channel_id, "mpp stream: vouchers exhausted; pausing");
                                     return Some(self.need_voucher(&b));
                                 }
+                                MeterStep::Superseded(_) => self.superseded(),
                                 _ => self.closed(),
                             }
                         }
@@ -515,14 +530,23 @@ impl Engine {
                         let wait =
                             config.poll_interval_value().min(timeout - waited).min(config.keep_alive_value() - quiet);
                         meter.changed(wait).await;
-                        match meter.step(false, true).await {
+                        let next = self.index + 1;
+                        match meter.step(None, Some(next)).await {
                             Ok(MeterStep::Reserved(b)) => {
                                 self.books.highest = b.highest;
-                                self.held = Held::Reserved;
+                                self.held = Held::Reserved(next);
+                                self.phase = Phase::Streaming;
+                                return Some(self.send(&event));
+                            }
+                            Ok(MeterStep::Free(_)) => {
                                 self.phase = Phase::Streaming;
                                 return Some(self.send(&event));
                             }
                             Ok(MeterStep::NeedVoucher(_)) => {}
+                            Ok(MeterStep::Superseded(_)) => {
+                                self.superseded();
+                                break;
+                            }
                             Ok(_) => {
                                 self.closed();
                                 break;

@@ -3,9 +3,12 @@
 //! its [`EventMeter`] over the channel store.
 //!
 //! * A `voucher` under a challenge id the channel has no stream for **starts** the stream of
-//!   that challenge (its delivered count, [`StreamCounts`](crate::mpp::StreamCounts), starts at 0).
-//! * With `Last-Event-ID: k` it **resumes** it: `k` may not exceed the events delivered; the
-//!   events up to the delivered count are re-sent free.
+//!   that challenge (its record, [`StreamCounts`](crate::mpp::StreamCounts), starts at 0).
+//! * With `Last-Event-ID: k` it **resumes** it on a new connection: `k` may not exceed the
+//!   events delivered; the events up to the delivered count are re-sent free. The resume raises
+//!   the stream's generation: an older connection still running (dropped, not yet noticed) can
+//!   only finish its last event — committed if the buyer has it (`≤ k`), released otherwise —
+//!   and never reserves another, so the new connection gets every voucher.
 //! * Without `Last-Event-ID`, under a challenge id that already has a stream, it is a
 //!   **companion** voucher: it raises the channel's balance and wakes the paused stream; the
 //!   handler does not run.
@@ -106,7 +109,7 @@ impl SessionIntent {
         let mut check =
             VoucherCheck::new(self, channel_b256, amount, signature, Presented::Payment { replay_key_fresh: true });
         let mut role = Role::Start;
-        let mut delivered = 0;
+        let (mut delivered, mut generation) = (0, 0);
         let outcome = self
             .store
             .update(&channel_id, |s| -> Result<Option<ChannelState>, PayError> {
@@ -115,22 +118,23 @@ impl SessionIntent {
                 }
                 check_binding(s, request)?;
                 let mut next = check.accept(s)?;
-                match (resume, next.streams.delivered(&challenge_id)) {
-                    (Some(k), Some(d)) => {
-                        if k > d {
+                match (resume, next.streams.get(&challenge_id)) {
+                    (Some(k), Some(r)) => {
+                        let Some(r) = next.streams.resume(&challenge_id, k) else {
                             return Err(method(EvmPaymentError::BadRequest(format!(
-                                "Last-Event-ID {k} is beyond the {d} events this stream delivered"
+                                "Last-Event-ID {k} is beyond the {} events this stream delivered",
+                                r.delivered
                             ))));
-                        }
-                        (role, delivered) = (Role::Resume, d);
+                        };
+                        (role, delivered, generation) = (Role::Resume, r.delivered, r.generation);
                     }
                     (Some(_), None) => return Err(invalid_payload("no stream to resume under this challenge")),
-                    (None, Some(d)) => (role, delivered) = (Role::Companion, d),
+                    (None, Some(r)) => (role, delivered, generation) = (Role::Companion, r.delivered, r.generation),
                     (None, None) => {
                         if !next.streams.start(&challenge_id) {
                             return Err(invalid_payload("the stream could not be started"));
                         }
-                        (role, delivered) = (Role::Start, 0);
+                        (role, delivered, generation) = (Role::Start, 0, 0);
                     }
                 }
                 Ok((next != *s).then_some(next))
@@ -165,6 +169,7 @@ impl SessionIntent {
             challenge_id: challenge_id.clone(),
             price,
             min_voucher_delta: self.min_voucher_delta,
+            generation,
         };
         Ok(SessionGrant::Stream(Box::new(StreamStart {
             receipt,
@@ -216,6 +221,8 @@ pub(crate) struct ChannelMeter {
     price: u128,
     /// The intent's minimum voucher increase (0: the channel's own).
     min_voucher_delta: u128,
+    /// This connection's generation of the stream (raised by each resume).
+    generation: u64,
 }
 
 impl fmt::Debug for ChannelMeter {
@@ -238,6 +245,8 @@ impl Drop for ChannelMeter {
 #[derive(Clone, Copy)]
 enum Found {
     Reserved,
+    Free,
+    Superseded,
     NeedVoucher,
     Committed,
     Closed,
@@ -252,29 +261,36 @@ fn meter_failure<E: fmt::Debug>(e: UpdateError<E>) -> MeterError {
 
 #[async_trait::async_trait]
 impl EventMeter for ChannelMeter {
-    async fn step(&self, commit: bool, reserve: bool) -> Result<MeterStep, MeterError> {
-        let (price, challenge) = (self.price, self.challenge_id.as_str());
+    async fn step(&self, commit: Option<u64>, reserve: Option<u64>) -> Result<MeterStep, MeterError> {
+        let (price, challenge, generation) = (self.price, self.challenge_id.as_str(), self.generation);
         let mut found = Found::Committed;
         let outcome = self
             .store
             .update(&self.channel_id, |s| -> Result<Option<ChannelState>, &'static str> {
                 let mut next = s.clone();
-                if commit {
-                    if !next.commit(price) {
+                let record = next.streams.get(challenge).ok_or("the stream is not on the channel")?;
+                if let Some(index) = commit {
+                    // An event handed over by a connection that a newer one replaced, above the
+                    // buyer's Last-Event-ID, never reached the buyer: released, not charged.
+                    let reached = record.generation == generation || index <= record.resumed_from;
+                    if reached {
+                        if !next.commit(price) {
+                            return Err("the event's reservation is not on the channel");
+                        }
+                        if !next.streams.deliver(challenge, index) {
+                            return Err("the stream is not on the channel");
+                        }
+                    } else if !next.release(price) {
                         return Err("the event's reservation is not on the channel");
                     }
-                    if !next.streams.count(challenge) {
-                        return Err("the stream is not on the channel");
-                    }
                 }
-                found = if next.finalized || next.close_requested_at != 0 {
-                    Found::Closed
-                } else if !reserve {
-                    Found::Committed
-                } else if next.reserve(price) {
-                    Found::Reserved
-                } else {
-                    Found::NeedVoucher
+                found = match reserve {
+                    _ if next.finalized || next.close_requested_at != 0 => Found::Closed,
+                    None => Found::Committed,
+                    Some(_) if record.generation != generation => Found::Superseded,
+                    Some(index) if index <= next.streams.delivered(challenge).unwrap_or(0) => Found::Free,
+                    Some(_) if next.reserve(price) => Found::Reserved,
+                    Some(_) => Found::NeedVoucher,
                 };
                 Ok((next != *s).then_some(next))
             })
@@ -288,6 +304,8 @@ impl EventMeter for ChannelMeter {
         let b = books(&state, challenge, self.min_voucher_delta);
         Ok(match found {
             Found::Reserved => MeterStep::Reserved(b),
+            Found::Free => MeterStep::Free(b),
+            Found::Superseded => MeterStep::Superseded(b),
             Found::NeedVoucher => MeterStep::NeedVoucher(b),
             Found::Committed => MeterStep::Committed(b),
             Found::Closed => MeterStep::Closed(b),

@@ -29,7 +29,7 @@ pub use self::memory::InMemoryChannelStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisChannelStore;
-pub use self::state::{ChannelState, ChannelStateError, StreamCounts};
+pub use self::state::{ChannelState, ChannelStateError, StreamCounts, StreamRecord};
 
 use async_trait::async_trait;
 use std::hash::{BuildHasher, Hasher};

@@ -86,53 +86,88 @@ pub struct ChannelState {
     pub streams: StreamCounts,
 }
 
+/// One metered stream of a channel ([`StreamCounts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StreamRecord {
+    /// The highest event id charged (events `1..=delivered` are paid for, each once).
+    pub delivered: u64,
+    /// Which connection of the stream may reserve: 0 for the first, raised by each resume
+    /// (an older connection still running — a dropped one the server has not noticed yet —
+    /// can then only finish its last event, never reserve another).
+    pub generation: u64,
+    /// The buyer's `Last-Event-ID` at the latest resume: an older connection's last event
+    /// above it never reached the buyer, so it is released, not committed.
+    pub resumed_from: u64,
+}
+
 /// The metered streams of a channel (pay402 extension, like `reserved`): per stream, keyed by
-/// its challenge id, how many events it delivered and charged. Committing an event's price and
-/// counting it are one compare-and-swap, so a resumed stream (`Last-Event-ID`) re-sends what
-/// was charged for free and never charges an event twice.
+/// its challenge id, its [`StreamRecord`]. Committing an event's price and recording it are one
+/// compare-and-swap, so a resumed stream (`Last-Event-ID`) re-sends what was charged for free
+/// and never charges an event twice.
 ///
-/// Written as the JSON object `"streams": {"<challenge id>": <events>}` after `createdAt`,
-/// **only when non-empty** (a channel without streams serialises exactly like Python's). At
-/// most [`StreamCounts::MAX`] streams are kept per channel; starting one more forgets the
-/// oldest (which can then no longer be resumed).
+/// Written as the JSON object `"streams": {"<challenge id>": [delivered, generation,
+/// resumedFrom]}` after `createdAt`, **only when non-empty** (a channel without streams
+/// serialises exactly like Python's; a bare number reads as `[delivered, 0, 0]`). At most
+/// [`StreamCounts::MAX`] streams are kept per channel; starting one more forgets the oldest
+/// (which can then no longer be resumed).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct StreamCounts(Vec<(String, u64)>);
+pub struct StreamCounts(Vec<(String, StreamRecord)>);
 
 impl StreamCounts {
     /// The most streams a channel remembers.
     pub const MAX: usize = 64;
 
-    /// The events delivered by the stream of `challenge_id`, if the channel knows it.
-    pub fn delivered(&self, challenge_id: &str) -> Option<u64> {
-        self.0.iter().find(|(id, _)| id == challenge_id).map(|(_, n)| *n)
+    /// The stream of `challenge_id`, if the channel knows it.
+    pub fn get(&self, challenge_id: &str) -> Option<StreamRecord> {
+        self.0.iter().find(|(id, _)| id == challenge_id).map(|(_, r)| *r)
     }
 
-    /// Starts the stream of `challenge_id` at 0 events. Returns `false` (and changes nothing)
-    /// when the channel already knows it.
+    /// The highest event id charged on the stream of `challenge_id`, if the channel knows it.
+    pub fn delivered(&self, challenge_id: &str) -> Option<u64> {
+        self.get(challenge_id).map(|r| r.delivered)
+    }
+
+    fn get_mut(&mut self, challenge_id: &str) -> Option<&mut StreamRecord> {
+        self.0.iter_mut().find(|(id, _)| id == challenge_id).map(|(_, r)| r)
+    }
+
+    /// Starts the stream of `challenge_id` (nothing delivered, generation 0). Returns `false`
+    /// (and changes nothing) when the channel already knows it.
     #[must_use]
     pub fn start(&mut self, challenge_id: &str) -> bool {
-        if self.delivered(challenge_id).is_some() {
+        if self.get(challenge_id).is_some() {
             return false;
         }
         if self.0.len() >= Self::MAX {
             self.0.remove(0);
         }
-        self.0.push((challenge_id.to_owned(), 0));
+        self.0.push((challenge_id.to_owned(), StreamRecord::default()));
         true
     }
 
-    /// Counts one more delivered event on the stream of `challenge_id`. Returns `false` when the
-    /// channel does not know it (or the count would overflow).
+    /// A new connection resumes the stream of `challenge_id` after event `last` (the buyer's
+    /// `Last-Event-ID`): the generation is raised and `last` recorded. `None` (and nothing
+    /// changed) when the channel does not know the stream or `last` is beyond what it delivered.
     #[must_use]
-    pub fn count(&mut self, challenge_id: &str) -> bool {
-        match self.0.iter_mut().find(|(id, _)| id == challenge_id) {
-            Some((_, n)) => match n.checked_add(1) {
-                Some(next) => {
-                    *n = next;
-                    true
-                }
-                None => false,
-            },
+    pub fn resume(&mut self, challenge_id: &str, last: u64) -> Option<StreamRecord> {
+        let r = self.get_mut(challenge_id)?;
+        if last > r.delivered {
+            return None;
+        }
+        r.generation = r.generation.checked_add(1)?;
+        r.resumed_from = last;
+        Some(*r)
+    }
+
+    /// Records event `index` of the stream of `challenge_id` as charged (`delivered` becomes at
+    /// least `index`). Returns `false` when the channel does not know the stream.
+    #[must_use]
+    pub fn deliver(&mut self, challenge_id: &str, index: u64) -> bool {
+        match self.get_mut(challenge_id) {
+            Some(r) => {
+                r.delivered = r.delivered.max(index);
+                true
+            }
             None => false,
         }
     }
@@ -142,20 +177,20 @@ impl StreamCounts {
         self.0.is_empty()
     }
 
-    /// The streams, oldest first: `(challenge id, events delivered)`.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.0.iter().map(|(id, n)| (id.as_str(), *n))
+    /// The streams, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, StreamRecord)> {
+        self.0.iter().map(|(id, r)| (id.as_str(), *r))
     }
 }
 
-/// Collects `(challenge id, events)` pairs; a repeated id keeps its first count, and only the
+/// Collects `(challenge id, record)` pairs; a repeated id keeps its first record, and only the
 /// last [`StreamCounts::MAX`] streams are kept.
-impl FromIterator<(String, u64)> for StreamCounts {
-    fn from_iter<I: IntoIterator<Item = (String, u64)>>(iter: I) -> Self {
-        let mut out: Vec<(String, u64)> = Vec::new();
-        for (id, n) in iter {
+impl FromIterator<(String, StreamRecord)> for StreamCounts {
+    fn from_iter<I: IntoIterator<Item = (String, StreamRecord)>>(iter: I) -> Self {
+        let mut out: Vec<(String, StreamRecord)> = Vec::new();
+        for (id, r) in iter {
             if !out.iter().any(|(known, _)| *known == id) {
-                out.push((id, n));
+                out.push((id, r));
             }
         }
         if out.len() > Self::MAX {
@@ -169,8 +204,8 @@ impl Serialize for StreamCounts {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = serializer.serialize_map(Some(self.0.len()))?;
-        for (id, n) in &self.0 {
-            m.serialize_entry(id, n)?;
+        for (id, r) in &self.0 {
+            m.serialize_entry(id, &[r.delivered, r.generation, r.resumed_from])?;
         }
         m.end()
     }
@@ -400,12 +435,29 @@ impl Reader<'_> {
         }
     }
 
-    /// `streams`: an object of challenge id → events (absent: none). Order is kept.
+    /// `streams`: an object of challenge id → `[delivered, generation, resumedFrom]` (or a bare
+    /// `delivered`); absent: none. Order is kept.
     fn streams(&self) -> Result<StreamCounts, ChannelStateError> {
+        use serde_json::Value;
         let Some((key, raw)) = self.raw("streams", "streams") else { return Ok(StreamCounts::default()) };
-        let bad = || ChannelStateError::new(format!("{key}: not an object of event counts"));
-        let pairs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw).map_err(|_| bad())?;
-        pairs.into_iter().map(|(id, n)| n.as_u64().map(|n| (id, n)).ok_or_else(bad)).collect()
+        let bad = || ChannelStateError::new(format!("{key}: not an object of stream records"));
+        let pairs: serde_json::Map<String, Value> = serde_json::from_str(raw).map_err(|_| bad())?;
+        pairs
+            .into_iter()
+            .map(|(id, v)| {
+                let record = match &v {
+                    Value::Number(n) => {
+                        StreamRecord { delivered: n.as_u64().ok_or_else(bad)?, ..StreamRecord::default() }
+                    }
+                    Value::Array(a) if a.len() == 3 => {
+                        let n = |i: usize| a[i].as_u64().ok_or_else(bad);
+                        StreamRecord { delivered: n(0)?, generation: n(1)?, resumed_from: n(2)? }
+                    }
+                    _ => return Err(bad()),
+                };
+                Ok((id, record))
+            })
+            .collect()
     }
 
     /// base64 (standard, padded or not) or `0x`-hex ⇒ lower-case `0x`-hex; absent/`""` ⇒ `""`.
@@ -463,17 +515,21 @@ mod tests {
         assert!(!String::from_utf8(s.to_json_bytes().unwrap()).unwrap().contains("streams"));
         assert!(s.streams.start("chal-b") && s.streams.start("chal-a"));
         assert!(!s.streams.start("chal-a"), "a stream starts once");
-        assert!(s.streams.count("chal-a") && s.streams.count("chal-a") && s.streams.count("chal-b"));
-        assert!(!s.streams.count("unknown"));
+        assert!(s.streams.deliver("chal-a", 2) && s.streams.deliver("chal-a", 1) && s.streams.deliver("chal-b", 1));
+        assert!(!s.streams.deliver("unknown", 1));
+        assert_eq!(s.streams.resume("chal-a", 3), None, "beyond what was delivered");
+        let resumed = s.streams.resume("chal-a", 1).unwrap();
+        assert_eq!(resumed, StreamRecord { delivered: 2, generation: 1, resumed_from: 1 });
         let text = String::from_utf8(s.to_json_bytes().unwrap()).unwrap();
-        assert!(
-            text.ends_with("\"createdAt\": \"2026-03-30T10:00:00Z\",\n  \"streams\": {\n    \"chal-b\": 1,\n    \"chal-a\": 2\n  }\n}"),
-            "{text}"
-        );
+        let tail = "\"createdAt\": \"2026-03-30T10:00:00Z\",\n  \"streams\": {\n    \"chal-b\": [\n      1,\n      0,\n      0\n    ],\n    \"chal-a\": [\n      2,\n      1,\n      1\n    ]\n  }\n}";
+        assert!(text.ends_with(tail), "{text}");
         let back = ChannelState::from_json(text.as_bytes()).unwrap();
         assert_eq!(back, s);
-        assert_eq!(back.streams.iter().collect::<Vec<_>>(), vec![("chal-b", 1), ("chal-a", 2)]);
-        assert!(ChannelState::from_json(text.replace(": 2\n", ": -2\n").as_bytes()).is_err(), "counts are u64");
+        assert_eq!(back.streams.delivered("chal-b"), Some(1));
+        let bare = text.replace(tail, "\"createdAt\": \"x\", \"streams\": {\"c\": 7}}");
+        assert_eq!(ChannelState::from_json(bare.as_bytes()).unwrap().streams.get("c").unwrap().delivered, 7);
+        let negative = text.replace("      2,\n      1,", "      -2,\n      1,");
+        assert!(ChannelState::from_json(negative.as_bytes()).is_err(), "counts are u64");
         // Bounded: the oldest stream is forgotten.
         for i in 0..StreamCounts::MAX {
             assert!(s.streams.start(&format!("more-{i}")));
