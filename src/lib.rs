@@ -33,7 +33,7 @@ pub mod axum {
         Deferred, GateLayer, GateService, Guard, MppLayer, MppService, PaymentRouterLayer, PaymentRouterService,
         RouterState, Screened, UntiedGuard, Verified, X402Layer, X402Service, extracted, into_response,
     };
-    pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
+    pub use pay402_runtime::mpp::{Credential, EventStream, Mpp, PaidStream, Receipt, SseEvent};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
     pub use pay402_runtime::x402::{UptoCharge, X402HttpServer, X402Payment};
 
@@ -61,7 +61,7 @@ pub mod actix {
         PaymentRouterMiddlewareService, Screened, Verified, X402Middleware, X402MiddlewareService, extracted,
         into_response, request_context,
     };
-    pub use pay402_runtime::mpp::{Credential, Mpp, Receipt};
+    pub use pay402_runtime::mpp::{Credential, EventStream, Mpp, PaidStream, Receipt, SseEvent};
     pub use pay402_runtime::router::{Paid, PaymentRouter};
     pub use pay402_runtime::x402::{UptoCharge, X402HttpServer, X402Payment};
 
@@ -91,6 +91,8 @@ pub mod gate {
 /// * [`facilitator`](guides::facilitator) — self-hosting the x402 facilitator;
 /// * [`pay_per_use`](guides::pay_per_use) — x402 `upto` and `exact` over Permit2, and when to use
 ///   `exact`, `upto` or an MPP session;
+/// * [`streams`](guides::streams) — MPP session streams metered per event over Server-Sent
+///   Events;
 /// * [`client`](guides::client) — paying from Rust;
 /// * [`observability`](guides::observability) — tracing spans and metrics.
 pub mod guides {
@@ -108,6 +110,8 @@ pub mod guides {
     pub mod facilitator {}
     #[doc = include_str!("../docs/guides/pay_per_use.md")]
     pub mod pay_per_use {}
+    #[doc = include_str!("../docs/guides/streams.md")]
+    pub mod streams {}
     #[doc = include_str!("../docs/guides/client.md")]
     pub mod client {}
     #[doc = include_str!("../docs/guides/observability.md")]
@@ -123,4 +127,6 @@ pub struct ReadmeDoctests;
 pub mod __private {
     //! Paths named by macro expansions. Not public API.
     pub use pay402_runtime::__private::*;
+    /// `#[pay(per = ..)]`'s value, given to `StaticPaySpec::per`.
+    pub use pay402_runtime::mpp::Per;
 }

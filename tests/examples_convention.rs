@@ -140,6 +140,129 @@ async fn mpp_session_examples_follow_the_convention_and_get_paid() {
     }
 }
 
+/// Reads SSE frames (blank-line separated) from a streamed response body.
+struct Frames {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Frames {
+    /// The next frame's `(event name, id, data)`; comments (`: keep-alive`) are skipped. `None`
+    /// once the body ended.
+    async fn next(&mut self) -> Option<(Option<String>, Option<String>, String)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (None, None, Vec::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push(v.to_owned());
+                    }
+                }
+                if event.is_none() && id.is_none() && data.is_empty() {
+                    continue;
+                }
+                return Some((event, id, data.join("\n")));
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), self.response.chunk())
+                .await
+                .expect("the stream stalled")
+                .expect("body")?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+}
+
+/// The stream examples meter `GET /tokens?n=N` per event: the initial voucher pre-pays three
+/// events, the fourth waits for a companion voucher (`402-need-voucher` → the same URL), and the
+/// final receipt counts the five events charged.
+#[tokio::test]
+async fn mpp_stream_examples_meter_each_event() {
+    use pay402::evm::U256;
+    use pay402::mpp::{SessionClient, parse_www_authenticate};
+    let http = reqwest::Client::new();
+    for name in ["axum_mpp_stream", "actix_mpp_stream"] {
+        let port = free_port();
+        let server = start(name, port);
+        let base = format!("http://127.0.0.1:{port}/tokens");
+        assert_eq!(server.first_line, format!("listening on {base}"), "{name}");
+        let url = format!("{base}?n=5");
+        let first = http.get(&url).send().await.expect("request");
+        assert_eq!(first.status(), 402, "{name}");
+        let www = first.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+        let challenge = parse_www_authenticate(&[&www]).expect("challenge").remove(0);
+        assert_eq!(challenge.intent, "session", "{name}");
+        assert_eq!(challenge.request["unitType"], "event", "{name}");
+        assert_eq!(challenge.request["amount"], "100", "{name}: 0.0001 USD₮0 per event");
+        let client = SessionClient::new(buyer());
+        let (channel, open) = client.open_header(&challenge, U256::from(1_000_000u64)).expect("open");
+        let opened = http.get(&url).header("authorization", open).send().await.expect("request");
+        assert_eq!(opened.status(), 200, "{name}");
+        // The stream: three events pre-paid.
+        let voucher = client.voucher_header(&challenge, &channel, U256::from(300u64)).expect("voucher");
+        let response = http
+            .get(&url)
+            .header("authorization", voucher)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "{name}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream", "{name}");
+        assert!(response.headers().contains_key("payment-receipt"), "{name}");
+        let mut frames = Frames { response, buffer: String::new() };
+        let mut tokens = Vec::new();
+        for want in 1..=3 {
+            let (event, id, data) = frames.next().await.expect("event");
+            assert_eq!((event, id), (None, Some(want.to_string())), "{name}");
+            let data: serde_json::Value = serde_json::from_str(&data).expect("JSON");
+            tokens.push(data["token"].as_str().expect("token").to_owned());
+        }
+        let (event, _, data) = frames.next().await.expect("need voucher");
+        assert_eq!(event.as_deref(), Some("402-need-voucher"), "{name}");
+        let need: serde_json::Value = serde_json::from_str(&data).expect("JSON");
+        assert_eq!(
+            (&need["requiredCumulative"], &need["challengeId"]),
+            (&"400".into(), &challenge.id.clone().into()),
+            "{name}"
+        );
+        assert_eq!(need["channelId"].as_str(), Some(channel.as_str()), "{name}");
+        // The companion request: the same URL, a voucher paying the last two events.
+        let voucher = client.voucher_header(&challenge, &channel, U256::from(500u64)).expect("voucher");
+        let companion = http.get(&url).header("authorization", voucher).send().await.expect("request");
+        assert_eq!(companion.status(), 200, "{name}");
+        assert!(companion.headers().contains_key("payment-receipt"), "{name}");
+        let body: serde_json::Value = serde_json::from_str(&companion.text().await.expect("body")).expect("JSON");
+        assert_eq!((&body["status"], &body["acceptedCumulative"]), (&"ok".into(), &"500".into()), "{name}");
+        for want in 4..=5 {
+            let (event, id, data) = frames.next().await.expect("event");
+            assert_eq!((event, id), (None, Some(want.to_string())), "{name}");
+            let data: serde_json::Value = serde_json::from_str(&data).expect("JSON");
+            tokens.push(data["token"].as_str().expect("token").to_owned());
+        }
+        assert_eq!(tokens, ["pay", "per", "token", "over", "one"], "{name}");
+        let (event, _, data) = frames.next().await.expect("final receipt");
+        assert_eq!(event.as_deref(), Some("payment-receipt"), "{name}");
+        let receipt: serde_json::Value = serde_json::from_str(&data).expect("JSON");
+        assert_eq!((&receipt["units"], &receipt["spent"]), (&5.into(), &"500".into()), "{name}");
+        assert_eq!(receipt["acceptedCumulative"], "500", "{name}");
+        assert!(frames.next().await.is_none(), "{name}: the stream ends after its final receipt");
+        // Too many tokens (a new stream, under a new challenge): refused, nothing charged.
+        let again = http.get(&url).send().await.expect("request");
+        let www = again.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+        let challenge = parse_www_authenticate(&[&www]).expect("challenge").remove(0);
+        let voucher = client.voucher_header(&challenge, &channel, U256::from(500u64)).expect("voucher");
+        let refused =
+            http.get(format!("{base}?n=10001")).header("authorization", voucher).send().await.expect("request");
+        assert_eq!(refused.status(), 400, "{name}");
+        assert!(!refused.headers().contains_key("payment-receipt"), "{name}");
+    }
+}
+
 #[tokio::test]
 async fn dual_example_servers_get_paid_with_either_protocol() {
     let http = reqwest::Client::new();

@@ -13,6 +13,32 @@ pub fn x402_money_key(scheme: &str) -> &'static str {
 }
 /// MPP intents pay402 supports.
 pub const MPP_INTENTS: &[&str] = &["charge", "session"];
+/// The MPP intent that opens a payment channel (the only one a stream can be metered on).
+pub const SESSION: &str = "session";
+
+/// What one price of an MPP route pays for (`#[pay(per = ..)]`): a request (the default), or one
+/// event of a metered Server-Sent Events stream.
+pub const MPP_PER: &[&str] = &["request", "event"];
+/// The `per` value that meters a route per event of a stream.
+pub const PER_EVENT: &str = "event";
+
+/// Checks that an MPP route's `per` fits its `intent`: a route priced per event is metered on
+/// a payment channel, so `per = "event"` needs the [`SESSION`] intent (`intent` is the written
+/// one, or `None` for the default, `charge`). The error says what to write. The `#[pay]` macro
+/// follows this one rule.
+pub fn check_per_intent(per: &str, intent: Option<&str>) -> Result<(), String> {
+    if per != PER_EVENT || intent == Some(SESSION) {
+        return Ok(());
+    }
+    let written = match intent {
+        Some(other) => format!("intent = \"{other}\""),
+        None => "the default intent, `charge`".to_owned(),
+    };
+    Err(format!(
+        "per = \"event\" needs intent = \"session\", not {written}: a stream is metered per event on a payment \
+         channel; add intent = \"session\" (or drop `per` to charge once per request)"
+    ))
+}
 
 /// Levenshtein distance between two short ASCII-ish strings.
 pub fn edit_distance(a: &str, b: &str) -> usize {
@@ -67,9 +93,22 @@ mod tests {
             "unknown scheme `exat`; expected one of `exact`, `aggr_deferred`, `upto` (did you mean `exact`?)"
         );
         assert_eq!(suggest("uptoo", X402_SCHEMES), Some("upto"));
+        assert_eq!(suggest("events", MPP_PER), Some("event"));
         assert_eq!(
             (x402_money_key("upto"), x402_money_key("exact"), x402_money_key("aggr_deferred")),
             ("max", "price", "price")
         );
+    }
+
+    #[test]
+    fn per_event_needs_a_session() {
+        assert!(check_per_intent("event", Some("session")).is_ok());
+        assert!(check_per_intent("request", None).is_ok());
+        assert!(check_per_intent("request", Some("charge")).is_ok());
+        let charge = check_per_intent("event", Some("charge")).unwrap_err();
+        assert!(charge.starts_with("per = \"event\" needs intent = \"session\", not intent = \"charge\""), "{charge}");
+        let default = check_per_intent("event", None).unwrap_err();
+        assert!(default.contains("not the default intent, `charge`"), "{default}");
+        assert!(default.contains("add intent = \"session\""), "{default}");
     }
 }

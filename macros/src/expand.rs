@@ -6,7 +6,7 @@
 
 use crate::attr::{ArgSpec, Ctxt};
 use crate::handler::{Framework, Injected, Protocol, rewrite, take_stacked};
-use crate::literal::{Parsed, Validate, Value};
+use crate::literal::{Parsed, Route, Validate, Value};
 use crate::pay::PayArgs;
 use crate::x402::X402Args;
 use proc_macro2::{Span, TokenStream};
@@ -40,24 +40,70 @@ const DUAL_REFUSED: &[(&str, &str)] = &[
         "is only there when MPP paid, but this handler has #[x402] and #[pay] and accepts either: take \
          `Paid` (`pay402::axum::Paid` / `pay402::actix::Paid`) and match `Paid::Mpp { credential, receipt }`",
     ),
+    (
+        "PaidStream",
+        "is only there on a route priced per event (#[pay(intent = \"session\", per = \"event\")] alone), but \
+         this handler has #[x402] and #[pay], which charge once per request: drop #[x402] to meter a stream \
+         per event",
+    ),
+];
+
+/// Why an `#[x402]` handler cannot take a `PaidStream`.
+const X402_STREAM_REFUSED: (&str, &str) = (
+    "PaidStream",
+    "is only there on an MPP route priced per event: this is an #[x402] route; write #[pay(intent = \
+     \"session\", amount = \"0.0001\", per = \"event\")] instead of #[x402] to meter a stream per event",
+);
+
+/// What an `#[x402(scheme = "upto", ..)]` handler cannot take.
+const UPTO_REFUSED: &[(&str, &str)] = &[X402_STREAM_REFUSED];
+
+/// What a `#[pay]` handler charged per request (the default `per`) cannot take.
+const PER_REQUEST_REFUSED: &[(&str, &str)] = &[(
+    "PaidStream",
+    "is only there on a route priced per event: this #[pay] route charges once per request; write \
+     #[pay(intent = \"session\", per = \"event\", ..)] to meter a stream per event",
+)];
+
+/// The parameters a `#[pay]` handler charged per request gets from the verified payment.
+const PER_REQUEST_INJECTED: &[Injected] =
+    &[Injected { type_name: "Credential", getter: "credential" }, Injected { type_name: "Receipt", getter: "receipt" }];
+
+/// The parameters a `#[pay(intent = "session", per = "event")]` handler gets: the request's
+/// payment, and the metered stream it answers with.
+const PER_EVENT_INJECTED: &[Injected] = &[
+    Injected { type_name: "Credential", getter: "credential" },
+    Injected { type_name: "Receipt", getter: "receipt" },
+    Injected { type_name: "PaidStream", getter: "paid_stream" },
 ];
 
 /// What a fixed-price `#[x402]` handler (any scheme but `upto`) cannot take.
-const FIXED_PRICE_REFUSED: &[(&str, &str)] = &[(
-    "UptoCharge",
-    "is only there on a pay-per-use route: this route has a fixed `price`; write #[x402(scheme = \"upto\", \
-     max = \"$0.10\")] to charge what the handler reports, up to `max`",
-)];
+const FIXED_PRICE_REFUSED: &[(&str, &str)] = &[
+    (
+        "UptoCharge",
+        "is only there on a pay-per-use route: this route has a fixed `price`; write #[x402(scheme = \"upto\", \
+         max = \"$0.10\")] to charge what the handler reports, up to `max`",
+    ),
+    X402_STREAM_REFUSED,
+];
 
 /// The parameters a fixed-price `#[x402]` handler gets from the verified payment.
 const FIXED_PRICE_INJECTED: &[Injected] = &[Injected { type_name: "X402Payment", getter: "payment" }];
+
+/// The parameters an `#[x402(scheme = "upto", ..)]` handler gets from the verified payment.
+const UPTO_INJECTED: &[Injected] = &[
+    Injected { type_name: "X402Payment", getter: "payment" },
+    Injected { type_name: "UptoCharge", getter: "upto_charge" },
+];
+
+/// The parameters a handler gets from the verified payment (injected) and the payment types it
+/// cannot take, each with why and what to write instead (refused).
+type Parameters = (&'static [Injected], &'static [(&'static str, &'static str)]);
 
 /// What one protocol's single-attribute expansion names.
 pub(crate) struct Emitted {
     /// The guard type inside `__private::<framework>`.
     guard: &'static str,
-    /// The parameters filled from the payment.
-    injected: &'static [Injected],
     /// The route `static`'s type, under `::pay402::__private`.
     route_type: &'static str,
     /// The route `static`'s name.
@@ -77,6 +123,8 @@ pub(crate) trait PaymentAttr: Validate {
     type Other: PaymentAttr<Other = Self>;
     /// A stacked pair, `outer` expanding `inner`.
     fn stacked<'a>(outer: &'a Parsed<Self>, inner: &'a Parsed<Self::Other>) -> Stacked<'a>;
+    /// The parameters a handler of this attribute alone, with `route`, gets and cannot take.
+    fn parameters(route: &Route) -> Parameters;
 }
 
 /// `#[x402]` and `#[pay]` on one handler.
@@ -87,26 +135,18 @@ pub(crate) struct Stacked<'a> {
     inner: Inner,
 }
 
-/// `#[x402]`: the parameter an x402 handler gets from the verified payment, and its route.
+/// `#[x402]`: what an x402 handler's expansion names.
 const X402: Emitted = Emitted {
     guard: "X402Guard",
-    injected: &[
-        Injected { type_name: "X402Payment", getter: "payment" },
-        Injected { type_name: "UptoCharge", getter: "upto_charge" },
-    ],
     route_type: "StaticRoute",
     route_static: "__PAY402_ROUTE",
     gate: "X402HttpServer",
     states: &["X402HttpServer"],
 };
 
-/// `#[pay]`: the parameters an MPP handler gets from the verified payment, and its route.
+/// `#[pay]`: what an MPP handler's expansion names.
 const MPP: Emitted = Emitted {
     guard: "MppGuard",
-    injected: &[
-        Injected { type_name: "Credential", getter: "credential" },
-        Injected { type_name: "Receipt", getter: "receipt" },
-    ],
     route_type: "StaticPaySpec",
     route_static: "__PAY402_SPEC",
     gate: "Mpp",
@@ -119,6 +159,14 @@ impl PaymentAttr for X402Args {
     fn stacked<'a>(outer: &'a Parsed<Self>, inner: &'a Parsed<PayArgs>) -> Stacked<'a> {
         Stacked { x402: outer, pay: inner, inner: Inner::Pay }
     }
+    /// `UptoCharge` is injected on `upto` routes only; a fixed-price route refuses it.
+    fn parameters(route: &Route) -> Parameters {
+        if route.text("scheme") == Some(pay402_core::names::UPTO) {
+            (UPTO_INJECTED, UPTO_REFUSED)
+        } else {
+            (FIXED_PRICE_INJECTED, FIXED_PRICE_REFUSED)
+        }
+    }
 }
 
 impl PaymentAttr for PayArgs {
@@ -126,6 +174,14 @@ impl PaymentAttr for PayArgs {
     type Other = X402Args;
     fn stacked<'a>(outer: &'a Parsed<Self>, inner: &'a Parsed<X402Args>) -> Stacked<'a> {
         Stacked { x402: inner, pay: outer, inner: Inner::X402 }
+    }
+    /// `PaidStream` is injected on routes priced per event only; a per-request route refuses it.
+    fn parameters(route: &Route) -> Parameters {
+        if crate::pay::per_event(route) {
+            (PER_EVENT_INJECTED, &[])
+        } else {
+            (PER_REQUEST_INJECTED, PER_REQUEST_REFUSED)
+        }
     }
 }
 
@@ -142,13 +198,11 @@ pub(crate) fn expand_attr<A: PaymentAttr>(framework: Framework, args: TokenStrea
         }
         let pair = A::stacked(&outer, &inner);
         check_agreement(&cx, &pair);
+        check_not_metered(&cx, pair.pay);
         return expand(cx, framework, &dual(&pair), quote!(#func));
     }
-    let Emitted { guard, injected, route_type, route_static, gate, states } = A::EMITTED;
-    // `UptoCharge` is injected on `upto` routes only; a fixed-price x402 route refuses it.
-    let fixed_price = A::NAME == "x402" && outer.route.text("scheme") != Some(pay402_core::names::UPTO);
-    let (injected, refused) =
-        if fixed_price { (FIXED_PRICE_INJECTED, FIXED_PRICE_REFUSED) } else { (injected, &[][..]) };
+    let Emitted { guard, route_type, route_static, gate, states } = A::EMITTED;
+    let (injected, refused) = A::parameters(&outer.route);
     let protocol = Protocol {
         guard,
         injected,
@@ -262,6 +316,21 @@ fn check_agreement(cx: &Ctxt, stacked: &Stacked<'_>) {
         {
             conflict("price", "amount", &format!("{price:?}"), &format!("{amount:?}"), "one handler costs one price");
         }
+    }
+}
+
+/// Reports `per = "event"` on a handler that also has `#[x402]`: a route accepting either
+/// protocol charges once per request (x402 has no metered streams).
+fn check_not_metered(cx: &Ctxt, pay: &Parsed<PayArgs>) {
+    if !crate::pay::per_event(&pay.route) {
+        return;
+    }
+    let message = "per = \"event\" is not supported on a handler that also has #[x402]: a route accepting either \
+                   protocol charges once per request; drop #[x402] to meter a stream per event (MPP session), or \
+                   drop `per` to charge per request";
+    match pay.args.slot_ref("per").and_then(|slot| slot.get()) {
+        Some((key, value)) => cx.error_spanned_by(quote!(#key = #value), message),
+        None => cx.error_at(Span::call_site(), message),
     }
 }
 
@@ -499,5 +568,89 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].contains("unknown key `prise` in #[x402(...)]"), "{errors:?}");
         assert!(errors[1].contains("missing `price`"), "{errors:?}");
+    }
+
+    #[test]
+    fn paid_stream_is_injected_on_per_event_routes_only() {
+        let handler = quote!(
+            async fn tokens(stream: PaidStream, q: Query<Q>) -> EventStream {
+                stream.sse(events(q))
+            }
+        );
+        let out = pay(Framework::Axum, quote!(intent = "session", amount = "0.0001", per = "event"), handler.clone());
+        assert!(errors_of(out.clone()).is_empty());
+        let out = out.to_string();
+        assert!(out.contains("let stream : PaidStream = __pay402_verified . paid_stream () ;"), "{out}");
+        assert!(out.contains(". per (:: pay402 :: __private :: Per :: Event)"), "{out}");
+        assert!(!out.contains("Deferred < PaidStream"), "{out}");
+        // A per-request #[pay] route, a fixed-price or upto #[x402] route: refused, with the fix.
+        for (out, want) in [
+            (
+                pay(Framework::Actix, quote!(intent = "session", amount = "0.01"), handler.clone()),
+                "this #[pay] route charges once per request; write #[pay(intent = \\\"session\\\", per = \\\"event\\\"",
+            ),
+            (
+                pay(Framework::Axum, quote!(intent = "session", amount = "0.01", per = "request"), handler.clone()),
+                "this #[pay] route charges once per request",
+            ),
+            (x402(Framework::Axum, quote!(price = "$0.01"), handler.clone()), "this is an #[x402] route"),
+            (
+                x402(Framework::Axum, quote!(scheme = "upto", max = "$0.01"), handler.clone()),
+                "this is an #[x402] route",
+            ),
+        ] {
+            let errors = errors_of(out);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].starts_with("\"`PaidStream` is only there on"), "{errors:?}");
+            assert!(errors[0].contains(want), "{errors:?}");
+        }
+        // `Option<PaidStream>`: the stream is always there.
+        let errors = errors_of(pay(
+            Framework::Axum,
+            quote!(intent = "session", amount = "0.0001", per = "event"),
+            quote!(
+                async fn h(s: Option<PaidStream>) {}
+            ),
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("take `PaidStream` itself, not wrapped"), "{errors:?}");
+    }
+
+    #[test]
+    fn dual_routes_are_not_metered() {
+        for out in [
+            pay(
+                Framework::Axum,
+                quote!(intent = "session", amount = "0.01", per = "event"),
+                quote!(
+                    #[x402(price = "$0.01")]
+                    async fn h(s: PaidStream) {}
+                ),
+            ),
+            x402(
+                Framework::Actix,
+                quote!(price = "$0.01"),
+                quote!(
+                    #[pay(intent = "session", amount = "0.01", per = "event")]
+                    async fn h(s: PaidStream) {}
+                ),
+            ),
+        ] {
+            let errors = errors_of(out);
+            assert_eq!(errors.len(), 2, "{errors:?}");
+            assert!(errors[0].contains("not supported on a handler that also has #[x402]"), "{errors:?}");
+            assert!(errors[1].contains("`PaidStream` is only there on a route priced per event"), "{errors:?}");
+            assert!(errors[1].contains("drop #[x402] to meter a stream per event"), "{errors:?}");
+        }
+        // `per = "request"` (the dual route's own behaviour) is accepted.
+        let out = pay(
+            Framework::Axum,
+            quote!(amount = "0.01", per = "request"),
+            quote!(
+                #[x402(price = "$0.01")]
+                async fn h() {}
+            ),
+        );
+        assert!(errors_of(out).is_empty());
     }
 }

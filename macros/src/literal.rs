@@ -142,6 +142,9 @@ pub(crate) enum Value {
     Str(String),
     /// A number (`u64` in the runtime).
     Int(u64),
+    /// A unit variant of a runtime enum named under `::pay402::__private`: the enum and the
+    /// variant (`Per`, `Event`).
+    Variant(&'static str, &'static str),
 }
 
 impl From<String> for Value {
@@ -161,6 +164,11 @@ impl ToTokens for Value {
         match self {
             Self::Str(text) => text.to_tokens(tokens),
             Self::Int(number) => proc_macro2::Literal::u64_unsuffixed(*number).to_tokens(tokens),
+            Self::Variant(ty, variant) => {
+                let (ty, variant) =
+                    (syn::Ident::new(ty, Span::call_site()), syn::Ident::new(variant, Span::call_site()));
+                quote!(::pay402::__private::#ty::#variant).to_tokens(tokens);
+            }
         }
     }
 }
@@ -200,7 +208,7 @@ impl Route {
     pub(crate) fn text(&self, setter: &str) -> Option<&str> {
         match self.get(setter)? {
             Value::Str(text) => Some(text),
-            Value::Int(_) => None,
+            Value::Int(_) | Value::Variant(..) => None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! `pay402-core`'s, the code the runtime runs too), and the `StaticPaySpec` they become.
 
 use crate::attr::{Attr, Ctxt, arg_spec, expect_str, int, string};
-use crate::literal::{MoneyKind, Route, Validate, check_address, check_keyword, required_money};
+use crate::literal::{MoneyKind, Route, Validate, Value, check_address, check_keyword, required_money};
 use pay402_core::money::check_base_units;
 use proc_macro2::Span;
 use syn::Expr;
@@ -41,6 +41,7 @@ arg_spec! {
         chain_id => "chain_id = 196",
         unit_type => "unit_type = \"request\"",
         suggested_deposit => "suggested_deposit = \"1000000\"",
+        per => "per = \"event\"",
     }
     refused { "splits" => SPLITS_REFUSED }
 }
@@ -106,6 +107,57 @@ fn check_unit_type(cx: &Ctxt, slot: &Attr<Expr>) -> Option<String> {
     Some(text)
 }
 
+/// The `StaticPaySpec::per` value of a `per` keyword (`Per::Request`, `Per::Event`).
+fn per_variant(per: &str) -> Value {
+    Value::Variant("Per", if per == pay402_core::names::PER_EVENT { "Event" } else { "Request" })
+}
+
+/// Whether a validated `#[pay]` route is priced per event of a metered stream (its handler gets
+/// a `PaidStream`).
+pub(crate) fn per_event(route: &Route) -> bool {
+    route.get("per") == Some(&per_variant(pay402_core::names::PER_EVENT))
+}
+
+/// The `per` value as a string literal. Anything else is reported with the literal to write: the
+/// allowed value it names, whatever its case or path (`per = Event`, `per = Per::Event` →
+/// `per = "event"`), else `"event"`.
+fn per_literal(cx: &Ctxt, slot: &Attr<Expr>) -> Option<syn::LitStr> {
+    use pay402_core::names::{MPP_PER, PER_EVENT};
+    let (_, value) = slot.get()?;
+    if let Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(lit), .. }) = value {
+        return Some(lit.clone());
+    }
+    let written = quote::quote!(#value).to_string();
+    let last = written.rsplit("::").next().unwrap_or_default().trim().to_ascii_lowercase();
+    let fix = MPP_PER.iter().copied().find(|p| *p == last).unwrap_or(PER_EVENT);
+    cx.error_spanned_by(
+        value,
+        format_args!("`per` must be a string literal, \"request\" or \"event\": write per = \"{fix}\""),
+    );
+    None
+}
+
+/// Checks `per`: one of `pay402-core`'s [`MPP_PER`](pay402_core::names::MPP_PER), and `"event"`
+/// only with the session intent (`pay402-core`'s rule, reported on `per = "event"`). `intent` is
+/// the validated intent; an intent written but invalid was reported already, so the rule is not
+/// checked against it. A `per = "event"` that breaks the rule is still emitted (the error fails
+/// the build anyway), so the handler's `PaidStream` is not reported a second time.
+fn check_per(cx: &Ctxt, args: &PayArgs, intent: Option<&str>) -> Option<Value> {
+    use pay402_core::names::{MPP_PER, check_per_intent};
+    let lit = per_literal(cx, &args.per)?;
+    let per = lit.value();
+    if let Err(message) = pay402_core::names::check_keyword("`per` value", &per, MPP_PER) {
+        cx.error_spanned_by(&lit, message);
+        return None;
+    }
+    let intent_invalid = args.intent.get().is_some() && intent.is_none();
+    if !intent_invalid && let Err(message) = check_per_intent(&per, intent) {
+        let (key, value) = args.per.get()?;
+        cx.error_spanned_by(quote::quote!(#key = #value), message);
+    }
+    Some(per_variant(&per))
+}
+
 impl Validate for PayArgs {
     /// The `StaticPaySpec` builder: `new(amount)`, then one setter per valid key written, named
     /// after the key (`expires_in` as `expires_in_secs`).
@@ -126,6 +178,8 @@ impl Validate for PayArgs {
                 .map(|()| text)
         });
         route.set("suggested_deposit", suggested_deposit);
+        let per = check_per(cx, self, route.text("intent"));
+        route.set("per", per);
         route
     }
 }
@@ -250,6 +304,61 @@ mod tests {
     }
 
     #[test]
+    fn per_event_is_a_setter_and_a_session_only_value() {
+        let route = Parsed::<PayArgs>::builds(
+            quote!(intent = "session", amount = "0.0001", per = "event"),
+            "StaticPaySpec",
+            quote!(::new("0.0001").intent("session").per(::pay402::__private::Per::Event)),
+        );
+        assert!(per_event(&route));
+        let route = Parsed::<PayArgs>::builds(
+            quote!(amount = "0.01", per = "request"),
+            "StaticPaySpec",
+            quote!(::new("0.01").per(::pay402::__private::Per::Request)),
+        );
+        assert!(!per_event(&route));
+        assert!(!per_event(&Parsed::<PayArgs>::run(quote!(amount = "0.01", intent = "session")).0));
+        for (args, want) in [
+            (
+                quote!(intent = "session", per = "evnt"),
+                "unknown `per` value `evnt`; expected one of `request`, `event` (did you mean `event`?)",
+            ),
+            (
+                quote!(intent = "session", per = "token"),
+                "unknown `per` value `token`; expected one of `request`, `event`",
+            ),
+            (
+                quote!(intent = "session", per = event),
+                "`per` must be a string literal, \"request\" or \"event\": write per = \"event\"",
+            ),
+            (
+                quote!(intent = "session", per = Per::Request),
+                "`per` must be a string literal, \"request\" or \"event\": write per = \"request\"",
+            ),
+            (
+                quote!(intent = "session", per = 1),
+                "`per` must be a string literal, \"request\" or \"event\": write per = \"event\"",
+            ),
+            (
+                quote!(intent = "charge", per = "event"),
+                "per = \"event\" needs intent = \"session\", not intent = \"charge\": a stream is metered per event \
+                 on a payment channel; add intent = \"session\"",
+            ),
+            (quote!(per = "event"), "per = \"event\" needs intent = \"session\", not the default intent, `charge`"),
+            // An invalid intent is reported once, not again by `per`.
+            (quote!(intent = "sesion", per = "event"), "unknown intent `sesion`"),
+        ] {
+            let (route, errors) = Parsed::<PayArgs>::run(quote!(amount = "0.01", #args));
+            assert_eq!(errors.len(), 1, "{args}: {errors:?}");
+            assert!(errors[0].starts_with(want), "{args}: {}", errors[0]);
+            // A `per = "event"` breaking the intent rule is still emitted (the handler's
+            // `PaidStream` is not reported twice); an invalid value is left out.
+            let event = args.to_string().contains("per = \"event\"");
+            assert_eq!(per_event(&route), event, "{args}");
+        }
+    }
+
+    #[test]
     fn keys_are_reported_together() {
         let (route, errors) = Parsed::<PayArgs>::run(quote!(
             amont = "0.01",
@@ -262,11 +371,11 @@ mod tests {
             errors,
             [
                 "unknown key `amont` in #[pay(...)]; expected one of `amount`, `intent`, `currency`, `recipient`, \
-                 `description`, `expires_in`, `chain_id`, `unit_type`, `suggested_deposit` (did you mean `amount`?)",
+                 `description`, `expires_in`, `chain_id`, `unit_type`, `suggested_deposit`, `per` (did you mean `amount`?)",
                 "duplicate key `intent`; each key may appear once, remove this one",
                 SPLITS_REFUSED,
                 "unknown key `price` in #[pay(...)]; expected one of `amount`, `intent`, `currency`, `recipient`, \
-                 `description`, `expires_in`, `chain_id`, `unit_type`, `suggested_deposit`",
+                 `description`, `expires_in`, `chain_id`, `unit_type`, `suggested_deposit`, `per`",
                 "missing `amount`: write #[pay(amount = \"0.01\")]",
             ]
         );
