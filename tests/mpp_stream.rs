@@ -51,6 +51,8 @@ struct Tokens {
     pace: Option<u64>,
     /// Answer without streaming.
     plain: Option<bool>,
+    /// Refuse the request (400) without streaming.
+    bad: Option<bool>,
 }
 
 /// The handler's events: `t1`, `t2`, … (deterministic, so a resume skips what the buyer has).
@@ -88,6 +90,12 @@ async fn start(fw: Framework, config: StreamConfig) -> Seller {
                 if q.plain == Some(true) {
                     return axum::response::IntoResponse::into_response("plain answer");
                 }
+                if q.bad == Some(true) {
+                    return axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::BAD_REQUEST,
+                        "bad query",
+                    ));
+                }
                 axum::response::IntoResponse::into_response(tokens(stream, &q))
             };
             let app = axum::Router::new()
@@ -103,6 +111,9 @@ async fn start(fw: Framework, config: StreamConfig) -> Seller {
                     web::get().to(|stream: PaidStream, q: web::Query<Tokens>| async move {
                         if q.plain == Some(true) {
                             return Either::Left(HttpResponse::Ok().body("plain answer"));
+                        }
+                        if q.bad == Some(true) {
+                            return Either::Left(HttpResponse::BadRequest().body("bad query"));
                         }
                         Either::Right(tokens(stream, &q))
                     }),
@@ -510,6 +521,26 @@ async fn a_per_event_handler_answering_without_streaming_is_charged_one_event_or
         assert_ne!(resp.text().await.unwrap(), "plain answer", "{fw:?}");
         let books = seller.settled_books(&channel).await;
         assert_eq!((books.spent, books.units), (PRICE, 1), "{fw:?}");
+
+        // A request the handler refuses (400) charges nothing and starts no stream: the same
+        // challenge then starts one.
+        let bad = "/tokens?n=3&bad=true";
+        let c3 = buyer.challenge(bad).await;
+        let auth = buyer.voucher(&c3, &channel, 4 * PRICE);
+        let resp = buyer.get(bad, &[("authorization", &auth)]).await;
+        assert_eq!(resp.status(), 400, "{fw:?}");
+        assert!(seller.state(&channel).await.streams.get(&c3.id).is_none(), "{fw:?}: no stream left behind");
+        let good = "/tokens?n=3";
+        let mut sse = Sse::new(buyer.stream(good, &c3, &channel, 4 * PRICE, None).await);
+        let mut ids = Vec::new();
+        while let Some(e) = sse.next().await {
+            if e.event.is_none() {
+                ids.push(data_index(&e));
+            }
+        }
+        assert_eq!(ids, vec![1, 2, 3], "{fw:?}");
+        let books = seller.settled_books(&channel).await;
+        assert_eq!((books.spent, books.units), (4 * PRICE, 4), "{fw:?}");
     }
 }
 

@@ -158,6 +158,11 @@ pub trait EventMeter: Send + Sync + fmt::Debug {
     /// Releases the open reservation of an event that was never handed to the connection.
     async fn release(&self) -> Result<(), MeterError>;
 
+    /// The handler refused the request before streaming (status ≥ 400): a stream that
+    /// delivered nothing is forgotten, so the buyer's next request under the same challenge
+    /// starts it again instead of counting as a companion. Failures are logged.
+    async fn abandon(&self);
+
     /// Returns once the channel may have changed (a voucher or top-up reached this instance),
     /// or after `within` (a change made through another instance is seen by the next step).
     async fn changed(&self, within: Duration);

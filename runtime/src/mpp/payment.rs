@@ -201,6 +201,7 @@ async fn finish_stream(
 ) -> Result<HeaderMap, PaymentHttpResponse> {
     let Some(start) = stream.take() else { return Ok(receipt_headers(receipt)) };
     if !crate::web::settles(status) {
+        start.meter.abandon().await;
         return Ok(HeaderMap::new());
     }
     tracing::warn!(channel = %start.channel_id, "mpp stream: a per-event route answered without streaming; charging one event");

@@ -358,11 +358,9 @@ pub(super) fn pay_request(method: &EvmMethod, spec: &PaySpec) -> Result<Map<Stri
 /// price that is not an exact amount of the token).
 pub(super) fn resolve(method: &EvmMethod, spec: &PaySpec) -> Result<RouteTerms, PayError> {
     let intent = Intent::parse(&spec.intent).ok_or_else(|| Intent::unknown(&spec.intent))?;
-    if spec.per == Per::Event && intent != Intent::Session {
-        return Err(PayError::Method(EvmPaymentError::BadRequest(format!(
-            "`per = \"event\"` needs the session intent, not `{intent}`"
-        ))));
-    }
+    // The one rule (pay402-core), which `#[pay]` checks at compile time.
+    pay402_core::names::check_per_intent(spec.per.as_str(), Some(intent.as_str()))
+        .map_err(|e| PayError::Method(EvmPaymentError::BadRequest(e)))?;
     let request = pay_request(method, spec)?;
     let amount = request.get("amount").and_then(Value::as_str).and_then(base_units).ok_or_else(|| {
         PayError::Protocol(MppError::new(MppErrorKind::BadRequest, "the route's amount is not a base-unit integer"))

@@ -328,6 +328,20 @@ impl EventMeter for ChannelMeter {
         Ok(())
     }
 
+    async fn abandon(&self) {
+        let challenge = self.challenge_id.as_str();
+        let outcome = self
+            .store
+            .update(&self.channel_id, |s| {
+                let mut next = s.clone();
+                Ok::<_, ()>(next.streams.forget_unused(challenge).then_some(next))
+            })
+            .await;
+        if let Err(e) = outcome {
+            tracing::warn!(error = ?e, channel = %self.channel_id, "mpp stream: cannot forget an unused stream");
+        }
+    }
+
     async fn changed(&self, within: Duration) {
         match &self.notify {
             Some(n) => {

@@ -172,6 +172,16 @@ impl StreamCounts {
         }
     }
 
+    /// Forgets the stream of `challenge_id` if it never delivered an event and was never
+    /// resumed (its request was refused before streaming: the challenge may start it again).
+    /// Returns whether it was forgotten.
+    #[must_use]
+    pub fn forget_unused(&mut self, challenge_id: &str) -> bool {
+        let before = self.0.len();
+        self.0.retain(|(id, r)| id != challenge_id || *r != StreamRecord::default());
+        self.0.len() != before
+    }
+
     /// No stream is known.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
