@@ -165,6 +165,10 @@ fn problem(status: u16, slug: &str, title: &str, detail: &str) -> Map<String, Va
 /// streams.
 ///
 /// A handler that answers below 400 without streaming is charged one event (never served free).
+///
+/// Companion vouchers and resumes carry the stream's challenge, which must still be valid: the
+/// route's `expires_in` (5 minutes by default) bounds how long a stream can take new vouchers
+/// and be resumed — give long streams a longer one.
 #[derive(Clone)]
 pub struct PaidStream {
     slot: Arc<Slot>,
