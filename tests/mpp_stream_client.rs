@@ -793,6 +793,31 @@ mod e2e {
         }
     }
 
+    #[tokio::test]
+    async fn a_buyer_is_not_stuck_on_a_channel_the_seller_closed() {
+        for fw in FRAMEWORKS {
+            let seller = seller(fw).await;
+            let autopay = buyer(1_000_000, 100 * EVENT_PRICE);
+            let url = format!("{}/tokens?n=3", seller.running.base);
+            let request = || reqwest::Request::new(reqwest::Method::GET, url.parse().expect("url"));
+            let mut events = autopay.stream_with(&http(), request(), options()).await.expect("stream");
+            let first = events.channel_id().expect("paid").to_owned();
+            assert_eq!(texts(&collect(&mut events).await), want(3), "{fw:?}");
+            // The seller closes the channel behind the buyer's back (it is gone from its store).
+            seller.intent.close_channel(&first).await.expect("close");
+            // The next stream's voucher names the closed channel: refused with 410, the buyer
+            // forgets the channel ...
+            let refused = autopay.stream_with(&http(), request(), options()).await;
+            assert!(refused.is_err(), "{fw:?}: a voucher on a closed channel is refused");
+            // ... and the one after opens a new channel and streams.
+            let mut events = autopay.stream_with(&http(), request(), options()).await.expect("a fresh channel");
+            let second = events.channel_id().expect("paid").to_owned();
+            assert_ne!(second, first, "{fw:?}: not the closed channel");
+            assert_eq!(texts(&collect(&mut events).await), want(3), "{fw:?}");
+            assert_eq!(seller.spent(&second).await.0, 3 * EVENT_PRICE, "{fw:?}");
+        }
+    }
+
     /// The connection to the seller drops after event 7 of 20; the buyer resumes with
     /// `Last-Event-ID: 7`: every event arrives once and none is charged twice.
     async fn resume_case(fw: Framework, prepaid_events: u32) {
