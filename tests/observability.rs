@@ -15,7 +15,7 @@ use pay402::chain::X_LAYER_USDT0;
 use pay402::evm::{PrivateKeySigner, U256, signer_from_hex};
 use pay402::metrics::{
     CHALLENGES_TOTAL, FACILITATOR_REQUEST_DURATION_SECONDS, PAYMENTS_TOTAL, SA_REQUEST_DURATION_SECONDS,
-    SETTLEMENTS_TOTAL, STORE_CAS_CONFLICTS_TOTAL, VOUCHER_REJECTIONS_TOTAL,
+    SETTLEMENTS_TOTAL, STORE_CAS_CONFLICTS_TOTAL, STREAM_EVENTS_TOTAL, STREAM_PAUSES_TOTAL, VOUCHER_REJECTIONS_TOTAL,
 };
 use pay402::mpp::{
     CasOutcome, ChannelState, ChannelStore, ChargeIntent, EmbeddedSa, EvmMethod, InMemoryChannelStore, Mpp,
@@ -385,6 +385,65 @@ impl ChannelStore for Contended {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.inner.delete(key).await
     }
+}
+
+/// Drains a paid stream of `n` events `t1…tn`: the ids of its data events and the names of the
+/// payment events, in order.
+async fn drain_stream(paid: pay402::mpp::MppPayment, n: u64) -> Vec<String> {
+    use futures::StreamExt as _;
+    let stream = paid.paid_stream().expect("a per-event payment");
+    let events = futures::stream::iter((1..=n).map(|i| pay402::mpp::SseEvent::data(format!("t{i}"))));
+    let bytes: Vec<u8> =
+        stream.sse(events).into_frames().flat_map(|b| futures::stream::iter(b.to_vec())).collect().await;
+    let text = String::from_utf8(bytes).unwrap();
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |k: &str| block.lines().find_map(|l| l.strip_prefix(k)).map(str::to_owned);
+            field("event: ").or_else(|| field("id: "))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metered_streams_count_their_events_and_pauses() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _metrics = metrics::set_default_local_recorder(&recorder);
+    let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
+    sa.fund(USDT0, PAYER, U256::from(10_000_000u64)).unwrap();
+    let config = pay402::mpp::StreamConfig::default().voucher_timeout(std::time::Duration::from_millis(50));
+    let session = SessionIntent::new(sa, PAYEE).stream_config(config);
+    let mpp = Mpp::new(
+        EvmMethod::x_layer(PAYEE).with_session(session),
+        "api.example.com",
+        "stream-metrics-secret-at-least-32-bytes-long",
+    )
+    .unwrap();
+    let spec = PaySpec::session("0.001").per_event();
+    let url = "http://api.example.com/tokens";
+    let resp = mpp.process(&request(url, None), &spec).await.unwrap_err();
+    let c = parse_www_authenticate(&[resp.headers["www-authenticate"].to_str().unwrap()]).unwrap().remove(0);
+    let client = SessionClient::new(signer_from_hex(PAYER_KEY).unwrap()).with_registry(NetworkRegistry::x_layer());
+    let (channel, open) = client.open_header(&c, U256::from(1_000_000u64)).unwrap();
+    assert_eq!(mpp.process(&request(url, Some(&open)), &spec).await.unwrap_err().status, 200);
+    // Vouchers for three events of five: three charged, then a pause that times out.
+    let voucher = client.voucher_header(&c, &channel, U256::from(3000u64)).unwrap();
+    let paid = mpp.process(&request(url, Some(&voucher)), &spec).await.unwrap();
+    assert_eq!(drain_stream(paid, 5).await, ["1", "2", "3", "402-need-voucher", "payment-receipt"]);
+    // A resume after event 1 with the same voucher: events 2 and 3 again, free; then a pause.
+    let mut resume = request(url, Some(&voucher));
+    resume.headers.insert("last-event-id", "1".parse().unwrap());
+    let paid = mpp.process(&resume, &spec).await.unwrap();
+    assert_eq!(drain_stream(paid, 5).await, ["2", "3", "402-need-voucher", "payment-receipt"]);
+
+    let m = Metrics::take(&snapshotter);
+    let key = |name: &str, labels: &str| format!("{name}{{{labels}}}");
+    assert_eq!(m.counter(&key(STREAM_EVENTS_TOTAL, "outcome=charged")), 3, "{:?}", m.counters);
+    assert_eq!(m.counter(&key(STREAM_EVENTS_TOTAL, "outcome=resent")), 2);
+    assert_eq!(m.counter(&key(STREAM_EVENTS_TOTAL, "outcome=released")), 0);
+    assert_eq!(m.counter(&key(STREAM_PAUSES_TOTAL, "outcome=paused")), 2);
+    assert_eq!(m.counter(&key(STREAM_PAUSES_TOTAL, "outcome=timed_out")), 2);
+    assert_eq!(m.counter(&key(STREAM_PAUSES_TOTAL, "outcome=resumed")), 0);
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@
 //! | [`SETTLEMENTS_TOTAL`] | counter | `protocol`, `scheme`/`intent`, `outcome` ([`SettlementOutcome`]) |
 //! | [`VOUCHER_REJECTIONS_TOTAL`] | counter | `reason` (the `mpp_evm` problem slug, e.g. `session/delta-too-small`) |
 //! | [`STORE_CAS_CONFLICTS_TOTAL`] | counter | none |
+//! | [`STREAM_EVENTS_TOTAL`] | counter | `outcome` (`charged`, `resent`, `released`) |
+//! | [`STREAM_PAUSES_TOTAL`] | counter | `outcome` (`paused`, `resumed`, `timed_out`) |
 //! | [`FACILITATOR_REQUEST_DURATION_SECONDS`] | histogram | `operation` (`verify`, `settle`, `settle_status`, `supported`), `outcome` (`ok`, `error`) |
 //! | [`SA_REQUEST_DURATION_SECONDS`] | histogram | `operation` (`charge_settle`, `charge_verify_hash`, `session_open`, `session_top_up`, `session_settle`, `session_close`), `outcome` |
 //!
@@ -42,6 +44,13 @@ pub const SETTLEMENTS_TOTAL: &str = "pay402_settlements_total";
 pub const VOUCHER_REJECTIONS_TOTAL: &str = "pay402_voucher_rejections_total";
 /// Counter: lost compare-and-swap races on MPP channel stores (each one is retried).
 pub const STORE_CAS_CONFLICTS_TOTAL: &str = "pay402_store_cas_conflicts_total";
+/// Counter: events of metered SSE streams (MPP sessions priced per event) by `outcome`:
+/// `charged` (committed once handed to the connection), `resent` (re-sent free on a resume),
+/// `released` (reserved but never delivered).
+pub const STREAM_EVENTS_TOTAL: &str = "pay402_stream_events_total";
+/// Counter: pauses of metered streams for want of a voucher, by `outcome`: `paused` (a
+/// `402-need-voucher` sent), `resumed` (money arrived), `timed_out` (the stream ended).
+pub const STREAM_PAUSES_TOTAL: &str = "pay402_stream_pauses_total";
 /// Histogram (seconds): x402 facilitator calls. Labels: `operation`, `outcome` (`ok`/`error`).
 pub const FACILITATOR_REQUEST_DURATION_SECONDS: &str = "pay402_facilitator_request_duration_seconds";
 /// Histogram (seconds): MPP Settlement Agent calls. Labels: `operation`, `outcome` (`ok`/`error`).
@@ -146,6 +155,16 @@ pub fn record_settlement(protocol: &'static str, kind: &str, outcome: Settlement
 /// Counts one refused session voucher.
 pub fn record_voucher_rejection(reason: &'static str) {
     ::metrics::counter!(VOUCHER_REJECTIONS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts `n` events of metered streams with `outcome` (`charged`, `resent`, `released`).
+pub(crate) fn record_stream_events(outcome: &'static str, n: u64) {
+    ::metrics::counter!(STREAM_EVENTS_TOTAL, "outcome" => outcome).increment(n);
+}
+
+/// Counts a metered stream's pause event with `outcome` (`paused`, `resumed`, `timed_out`).
+pub(crate) fn record_stream_pause(outcome: &'static str) {
+    ::metrics::counter!(STREAM_PAUSES_TOTAL, "outcome" => outcome).increment(1);
 }
 
 /// Counts one lost compare-and-swap race on a channel store.

@@ -503,6 +503,7 @@ impl Engine {
                                     return Some(self.send(&event));
                                 }
                                 MeterStep::NeedVoucher(b) => {
+                                    crate::metrics::record_stream_pause("paused");
                                     let now = Instant::now();
                                     self.phase = Phase::Paused { event, since: now, quiet_since: now };
                                     tracing::info!(channel = %self.start.channel_id, "mpp stream: vouchers exhausted; pausing");
@@ -522,6 +523,7 @@ impl Engine {
                         let waited = since.elapsed();
                         if waited >= timeout {
                             tracing::info!(channel = %self.start.channel_id, "mpp stream: no voucher in time; ending the stream");
+                            crate::metrics::record_stream_pause("timed_out");
                             self.phase = Phase::Ending { error: None };
                             break;
                         }
@@ -537,12 +539,14 @@ impl Engine {
                         let next = self.index + 1;
                         match meter.step(None, Some(next)).await {
                             Ok(MeterStep::Reserved(b)) => {
+                                crate::metrics::record_stream_pause("resumed");
                                 self.books.highest = b.highest;
                                 self.held = Held::Reserved(next);
                                 self.phase = Phase::Streaming;
                                 return Some(self.send(&event));
                             }
                             Ok(MeterStep::Free(_)) => {
+                                crate::metrics::record_stream_pause("resumed");
                                 self.phase = Phase::Streaming;
                                 return Some(self.send(&event));
                             }

@@ -264,6 +264,7 @@ impl EventMeter for ChannelMeter {
     async fn step(&self, commit: Option<u64>, reserve: Option<u64>) -> Result<MeterStep, MeterError> {
         let (price, challenge, generation) = (self.price, self.challenge_id.as_str(), self.generation);
         let mut found = Found::Committed;
+        let mut charged = None;
         let outcome = self
             .store
             .update(&self.channel_id, |s| -> Result<Option<ChannelState>, &'static str> {
@@ -273,6 +274,7 @@ impl EventMeter for ChannelMeter {
                     // An event handed over by a connection that a newer one replaced, above the
                     // buyer's Last-Event-ID, never reached the buyer: released, not charged.
                     let reached = record.generation == generation || index <= record.resumed_from;
+                    charged = Some(reached);
                     if reached {
                         if !next.commit(price) {
                             return Err("the event's reservation is not on the channel");
@@ -301,6 +303,14 @@ impl EventMeter for ChannelMeter {
             // Deleted by a close, which settled the highest voucher: a commit asked for is covered.
             UpdateOutcome::Missing => return Ok(MeterStep::Closed(Books::default())),
         };
+        match charged {
+            Some(true) => crate::metrics::record_stream_events("charged", 1),
+            Some(false) => crate::metrics::record_stream_events("released", 1),
+            None => {}
+        }
+        if matches!(found, Found::Free) {
+            crate::metrics::record_stream_events("resent", 1);
+        }
         let b = books(&state, challenge, self.min_voucher_delta);
         Ok(match found {
             Found::Reserved => MeterStep::Reserved(b),
@@ -324,6 +334,8 @@ impl EventMeter for ChannelMeter {
             .map_err(meter_failure)?;
         if let UpdateOutcome::Unchanged(_) = outcome {
             tracing::warn!(channel = %self.channel_id, "mpp stream: reservation to release not found");
+        } else {
+            crate::metrics::record_stream_events("released", 1);
         }
         Ok(())
     }
