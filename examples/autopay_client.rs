@@ -16,9 +16,65 @@
 //!   deposits go only to OKX's escrow on X Layer);
 //! * `PAY402_REQUESTS` — how many requests to send (default 3: a session route opens its
 //!   channel once, then pays with vouchers).
+//!
+//! A route metered **per event** (an MPP session whose 402 says `unitType: "event"`, like
+//! `cargo run --example axum_mpp_stream`, URL `http://127.0.0.1:4021/tokens?n=20`) is read as a
+//! Server-Sent Events stream with `AutoPayMiddleware::stream`: each event is printed as it
+//! arrives, the seller's `402-need-voucher` pauses are answered within the caps, and the final
+//! receipt is printed.
 
 use pay402::autopay::{AssetId, AutoPay, AutoPayError, AutoPayOutcome, Protocol, decimal_string};
 use pay402::evm::U256;
+
+/// Whether `url` answers an unpaid request with an MPP session challenge priced per event.
+async fn metered_per_event(url: &str) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let resp = pay402::reqwest::Client::new().get(url).header("accept", "text/event-stream").send().await?;
+    if resp.status() != 402 {
+        return Ok(false);
+    }
+    let lines: Vec<&str> = resp.headers().get_all("www-authenticate").iter().filter_map(|v| v.to_str().ok()).collect();
+    let challenges = pay402::mpp::parse_www_authenticate(&lines).unwrap_or_default();
+    Ok(challenges
+        .iter()
+        .any(|c| c.intent == "session" && c.request.get("unitType").and_then(|u| u.as_str()) == Some("event")))
+}
+
+/// Reads `url` as a metered event stream `requests` times, printing events and receipts.
+async fn stream(
+    autopay: &pay402::autopay::AutoPayMiddleware,
+    url: &str,
+    requests: u32,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use futures::StreamExt as _;
+    use pay402::autopay::StreamItem;
+    let usdt = AssetId::x_layer_usdt0();
+    let http = pay402::reqwest::Client::new();
+    for n in 1..=requests {
+        println!("#{n} GET {url} (a stream metered per event)");
+        let request = pay402::reqwest::Request::new(pay402::reqwest::Method::GET, url.parse()?);
+        let mut events = autopay.stream(&http, request).await?;
+        while let Some(item) = events.next().await {
+            match item? {
+                StreamItem::Data(e) => println!("   event {}: {}", e.id.as_deref().unwrap_or("-"), e.data),
+                StreamItem::PaymentError(p) => println!("   payment error: {p:?}"),
+                _ => {}
+            }
+        }
+        match events.final_receipt() {
+            Some(r) => println!("   final receipt: {} events, {} on channel {}", r.units, usdt0(r.spent), r.channel_id),
+            None => println!("   the stream ended without a final receipt"),
+        }
+    }
+    println!(
+        "spent {} in total, {} held in session escrows",
+        usdt0(autopay.spent(&usdt)),
+        usdt0(autopay.escrowed(&usdt))
+    );
+    for closed in autopay.close_channels(&http).await? {
+        println!("closed channel {} at {}", closed.channel_id, usdt0(closed.cumulative));
+    }
+    Ok(())
+}
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
@@ -45,6 +101,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .max_deposit(usdt.clone(), env_or("PAY402_MAX_DEPOSIT", "0.01").parse()?)
         .build()?;
     let http = autopay.client(pay402::reqwest::Client::builder())?;
+    if metered_per_event(&url).await? {
+        return stream(&autopay, &url, requests).await;
+    }
 
     let mut failures = 0;
     for n in 1..=requests {
