@@ -227,6 +227,10 @@ impl Buyer {
         let www = resp.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
         let c = parse_www_authenticate(&[&www]).expect("challenge").remove(0);
         assert_eq!(c.request["unitType"], "event", "a per-event route says so");
+        // The stream is paid under this challenge while it lives: an hour by default.
+        let expires = pay402::mpp::parse_rfc3339(c.expires.as_deref().expect("expires")).expect("RFC 3339");
+        let left = expires - time::OffsetDateTime::now_utc();
+        assert!(left > time::Duration::minutes(55) && left <= time::Duration::minutes(61), "{left}");
         assert_eq!(c.request["amount"], PRICE.to_string());
         c
     }

@@ -72,7 +72,7 @@ pub use method::{ChargeIntent, EvmMethod, PayError, PendingCharge, SessionGrant,
 pub use payment::{MPP_EXPOSED_HEADERS, MppPayment};
 pub use problem::{MAX_DETAIL_CHARS, MppErrorKind, PROBLEM_BASE, ProblemDetails, payment_required_detail};
 pub use receipt::{MAX_RECEIPT_B64_BYTES, PAYMENT_RECEIPT_HEADER, RECEIPT_STATUS_SUCCESS, Receipt};
-pub use route::{Intent, PaySpec, Per, RouteTerms, StaticPaySpec};
+pub use route::{Intent, PaySpec, Per, RouteTerms, STREAM_CHALLENGE_TTL, StaticPaySpec};
 pub use server::{Granted, MIN_SECRET_BYTES, Mpp, MppConfigError, Rejection};
 pub use session::{STATUS_CLOSED, STATUS_OPEN, SessionIntent, SessionResult};
 #[cfg(feature = "client")]

@@ -105,7 +105,9 @@ pub struct PaySpec {
     pub recipient: Option<String>,
     /// Description (in the request and the challenge).
     pub description: Option<String>,
-    /// Challenge lifetime (default 5 min).
+    /// Challenge lifetime (default 5 min; 1 hour for a route priced per event, whose stream
+    /// takes companion vouchers and resumes under its challenge while it lives:
+    /// [`STREAM_CHALLENGE_TTL`]).
     pub expires_in: Option<Duration>,
     /// Chain id override (ignored when the intent provides one, as in OKX's SDK).
     pub chain_id: Option<u64>,
@@ -367,6 +369,20 @@ pub(super) fn resolve(method: &EvmMethod, spec: &PaySpec) -> Result<RouteTerms, 
     })?;
     let canonical_request = canonical_json_object(&request);
     Ok(RouteTerms { intent, amount, request: Arc::new(request), canonical_request, per: spec.per })
+}
+
+/// The default challenge lifetime of a route priced per event ([`Per::Event`]): one hour. A
+/// metered stream's companion vouchers and resumes carry its challenge, which must still be
+/// valid, so the challenge bounds how long the stream can be paid for; a route's own
+/// `expires_in` overrides it.
+pub const STREAM_CHALLENGE_TTL: Duration = Duration::from_secs(3600);
+
+impl PaySpec {
+    /// The challenge lifetime this route's challenges get: its `expires_in`, else
+    /// [`STREAM_CHALLENGE_TTL`] for a route priced per event, else the default (5 minutes).
+    pub fn challenge_ttl(&self) -> Option<Duration> {
+        self.expires_in.or((self.per == Per::Event).then_some(STREAM_CHALLENGE_TTL))
+    }
 }
 
 /// The challenge's `expires`: now + `ttl` (default [`DEFAULT_CHALLENGE_TTL`]). A `ttl` that

@@ -668,7 +668,7 @@ impl Mpp {
         terms: &RouteTerms,
     ) -> Result<MppPayment, PaymentHttpResponse> {
         let authorization = ctx.header("authorization");
-        let expires = route::expires_at(spec.expires_in);
+        let expires = route::expires_at(spec.challenge_ttl());
         let span = tracing::info_span!(
             "mpp.request",
             method = %ctx.method,

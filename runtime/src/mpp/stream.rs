@@ -167,8 +167,9 @@ fn problem(status: u16, slug: &str, title: &str, detail: &str) -> Map<String, Va
 /// A handler that answers below 400 without streaming is charged one event (never served free).
 ///
 /// Companion vouchers and resumes carry the stream's challenge, which must still be valid: the
-/// route's `expires_in` (5 minutes by default) bounds how long a stream can take new vouchers
-/// and be resumed — give long streams a longer one.
+/// route's `expires_in` (one hour by default on per-event routes,
+/// [`STREAM_CHALLENGE_TTL`](super::STREAM_CHALLENGE_TTL)) bounds how long a stream can take new
+/// vouchers and be resumed — give longer streams a longer one.
 #[derive(Clone)]
 pub struct PaidStream {
     slot: Arc<Slot>,
