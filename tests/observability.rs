@@ -409,6 +409,10 @@ async fn metered_streams_count_their_events_and_pauses() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let _metrics = metrics::set_default_local_recorder(&recorder);
+    // Every test of this binary installs its own subscriber: a callsite first reached without
+    // one could cache "no interest" for the tests running beside it.
+    let captured = Captured::default();
+    let _tracing = tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
     let sa = EmbeddedSa::new().with_registry(NetworkRegistry::x_layer());
     sa.fund(USDT0, PAYER, U256::from(10_000_000u64)).unwrap();
     let config = pay402::mpp::StreamConfig::default().voucher_timeout(std::time::Duration::from_millis(50));
@@ -444,6 +448,8 @@ async fn metered_streams_count_their_events_and_pauses() {
     assert_eq!(m.counter(&key(STREAM_PAUSES_TOTAL, "outcome=paused")), 2);
     assert_eq!(m.counter(&key(STREAM_PAUSES_TOTAL, "outcome=timed_out")), 2);
     assert_eq!(m.counter(&key(STREAM_PAUSES_TOTAL, "outcome=resumed")), 0);
+    let outcomes: Vec<String> = captured.named("mpp.request").iter().map(|s| s["outcome"].clone()).collect();
+    assert_eq!(outcomes, ["challenge", "management", "verified", "verified"]);
 }
 
 #[tokio::test]

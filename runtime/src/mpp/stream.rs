@@ -219,7 +219,8 @@ impl PaidStream {
     }
 
     /// A stream that cannot start (no per-event payment behind it): [`PaidStream::sse`] answers
-    /// a `payment-error` and nothing else.
+    /// a `payment-error` and nothing else. (For the macro guards' injected parameter.)
+    #[cfg(any(feature = "axum", feature = "actix"))]
     pub(crate) fn unavailable() -> Self {
         Self {
             slot: Arc::new(Slot {
